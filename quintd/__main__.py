@@ -1,0 +1,3 @@
+from quintd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""The ``quintd`` command line: run | status | scan | config check|show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from quintd import __version__
+from quintd.config import LoadedConfig, load_config, render_config
+from quintd.control import request
+from quintd.errors import EXIT_OK, QuintdError
+from quintd.scanner import AgentProcess, Scanner
+from quintd.sessions import format_timestamp
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $QUINTD_CONFIG, /etc/quintd/config.toml as root, "
+        "else the user config dir)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="quintd",
+        description="Monitor AI coding agents on this machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"quintd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    status = commands.add_parser("status", parents=[common], help="ask the running daemon")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    scan = commands.add_parser("scan", parents=[common], help="list agent processes now")
+    scan.add_argument("--json", action="store_true", help="machine-readable output")
+    config = commands.add_parser("config", help="check or show the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_commands.add_parser("check", parents=[common], help="validate; exit 0 or 78")
+    config_commands.add_parser(
+        "show", parents=[common], help="print the effective config, token redacted"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        loaded = load_config(args.config)
+        _setup_logging(loaded)
+        return _dispatch(args, loaded)
+    except QuintdError as exc:
+        print(f"quintd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    if args.command == "run":
+        from quintd.daemon import Daemon
+
+        return Daemon(loaded).run()
+    if args.command == "status":
+        return _status(loaded, as_json=args.json)
+    if args.command == "scan":
+        return _scan(as_json=args.json)
+    if args.config_command == "check":
+        print(f"{loaded.source or 'built-in defaults'}: ok")
+        return EXIT_OK
+    sys.stdout.write(render_config(loaded))
+    return EXIT_OK
+
+
+def _setup_logging(loaded: LoadedConfig) -> None:
+    logging.basicConfig(
+        level=loaded.config.log.level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO; keep the journal to what matters.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
+    result = request(loaded.socket_path, "status")
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    print(render_status(result))
+    return EXIT_OK
+
+
+def render_status(s: dict[str, Any]) -> str:
+    queue = s["queue"]
+    delivery = s["delivery"]
+    lines = [
+        f"quintd {s['version']} running: pid {s['pid']}, up {_duration(s['uptime_s'])}",
+        f"config:      {s['config_file'] or 'built-in defaults'}",
+        f"endpoint:    {s['endpoint']}",
+        "token:       " + ("set" if s["token_set"] else "not set: delivery waits for a token"),
+        f"queue:       {queue['depth']} event(s), {queue['bytes']} bytes"
+        + (f", oldest {_duration(queue['oldest_age_s'])}" if queue["oldest_age_s"] else "")
+        + f"; dead letters: {queue['dead_letters']}",
+        f"delivered:   {delivery['delivered']}; last success: {delivery['last_success'] or '-'}",
+        f"last error:  {delivery['last_error'] or '-'}",
+    ]
+    if delivery["paused"]:
+        lines.append(f"paused:      {delivery['paused']}")
+    if delivery["next_attempt_at"]:
+        lines.append(f"next try:    {delivery['next_attempt_at']}")
+    sessions = s["sessions"]
+    lines.append(f"sessions:    {len(sessions)}")
+    if sessions:
+        rows = [["SESSION", "PLATFORM", "PID", "STATE", "NAME", "PARENT"]]
+        for sess in sessions:
+            rows.append(
+                [
+                    sess["session_id"],
+                    sess["platform"],
+                    str(sess["pid"]),
+                    sess["state"],
+                    sess["session_name"] or "-",
+                    sess["parent_id"] or "-",
+                ]
+            )
+        lines.extend("  " + line for line in _table(rows))
+    return "\n".join(lines)
+
+
+def _scan(*, as_json: bool) -> int:
+    agents = Scanner().scan()
+    if as_json:
+        print(json.dumps([agent_json(a) for a in agents], indent=2))
+        return EXIT_OK
+    if not agents:
+        print("no agent processes found")
+        return EXIT_OK
+    rows = [["PLATFORM", "PID", "PPID", "STARTED", "USER", "MATCHED", "SIGNING", "PARENT", "CWD"]]
+    for a in agents:
+        rows.append(
+            [
+                a.platform,
+                str(a.pid),
+                str(a.ppid),
+                format_timestamp(datetime.fromtimestamp(a.start_time, UTC)),
+                a.user or "?",
+                a.matched_by,
+                a.signing_id or "-",
+                str(a.parent_pid) if a.parent_pid else "-",
+                a.cwd or "?",
+            ]
+        )
+    print("\n".join(_table(rows)))
+    return EXIT_OK
+
+
+def agent_json(a: AgentProcess) -> dict[str, Any]:
+    return {
+        "platform": a.platform,
+        "pid": a.pid,
+        "ppid": a.ppid,
+        "started_at": format_timestamp(datetime.fromtimestamp(a.start_time, UTC)),
+        "user": a.user,
+        "exe": a.exe,
+        "cwd": a.cwd,
+        "signing_id": a.signing_id,
+        "matched_by": a.matched_by,
+        "name": a.name,
+        "parent_pid": a.parent_pid,
+    }
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _duration(seconds: float) -> str:
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

@@ -1,0 +1,407 @@
+"""Typed configuration: TOML file + environment overrides, validated by pydantic.
+
+Lookup order for the file: ``--config PATH``, else ``$QUINTD_CONFIG``, else
+``/etc/quintd/config.toml`` when running as root, else the platformdirs user
+config dir. A missing default file means built-in defaults; a path that was
+named explicitly must exist.
+
+Every problem becomes a :class:`ConfigError` whose message names the file, the
+key path and (where it can be found) the line, so that ``quintd`` can print it
+and exit 78.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from quintd.errors import ConfigError
+
+APP_NAME = "quintd"
+SYSTEM_CONFIG_PATH = Path("/etc/quintd/config.toml")
+DEFAULT_ENDPOINT = "https://api.quintai.dev"
+TOKEN_PLACEHOLDER = "<redacted>"
+
+# A token travels in an HTTP header: refuse anything that could break out of it.
+_TOKEN_FORBIDDEN = set("\r\n\t \x00")
+_MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+
+class _Section(BaseModel):
+    # strict: TOML is already typed, so "1" for a number is a mistake worth reporting.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def validate_endpoint(value: str) -> str:
+    """Accept an https URL, or plain http only to a loopback host. Returns it without a
+    trailing slash."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL such as https://api.quintai.dev")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; use cloud.token or cloud.token_file")
+    if parts.query or parts.fragment:
+        raise ValueError("must be a base URL without query or fragment")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError("plain http is only allowed to a loopback address; use https")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"has an invalid port ({exc})") from None
+    return value.rstrip("/")
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class CloudConfig(_Section):
+    endpoint: str = DEFAULT_ENDPOINT
+    token: SecretStr | None = None
+    token_file: Annotated[Path, Field(strict=False)] | None = None
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    batch_body: bool = False
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return validate_endpoint(value)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_token_text(value.get_secret_value())
+        return value
+
+
+class ScanConfig(_Section):
+    interval: float = Field(default=1.0, gt=0, le=3600)
+
+
+class SessionsConfig(_Section):
+    idle_after: float = Field(default=120.0, gt=0)
+
+
+class QueueConfig(_Section):
+    batch_size: int = Field(default=100, ge=1, le=500)
+    flush_interval: float = Field(default=1.0, gt=0, le=3600)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    drain_timeout: float = Field(default=5.0, ge=0, le=300)
+
+
+class PathsConfig(_Section):
+    state_dir: Annotated[Path, Field(strict=False)] | None = None
+    runtime_dir: Annotated[Path, Field(strict=False)] | None = None
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    cloud: CloudConfig = CloudConfig()
+    scan: ScanConfig = ScanConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    queue: QueueConfig = QueueConfig()
+    paths: PathsConfig = PathsConfig()
+    log: LogConfig = LogConfig()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The effective configuration plus what the daemon derives from it."""
+
+    config: Config
+    source: Path | None  # None: built-in defaults, no file
+    token: str | None  # resolved from env, file or token_file; never log it
+    state_dir: Path
+    runtime_dir: Path
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.cloud.endpoint
+
+    @property
+    def socket_path(self) -> Path:
+        return self.runtime_dir / "quintd.sock"
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "quintd.db"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "quintd.lock"
+
+
+def running_as_root() -> bool:
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is not None and geteuid() == 0
+
+
+def find_config_file(
+    explicit: str | None,
+    environ: dict[str, str] | os._Environ[str],
+    *,
+    as_root: bool,
+    system_path: Path = SYSTEM_CONFIG_PATH,
+    user_dir: Path | None = None,
+) -> Path | None:
+    """Return the config file to load, or None for built-in defaults."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (named by --config)")
+        return path
+    from_env = environ.get("QUINTD_CONFIG")
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (named by $QUINTD_CONFIG)")
+        return path
+    if as_root:
+        return system_path if system_path.is_file() else None
+    user_path = (user_dir or Path(platformdirs.user_config_dir(APP_NAME))) / "config.toml"
+    return user_path if user_path.is_file() else None
+
+
+def load_config(
+    explicit: str | None = None,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    *,
+    as_root: bool | None = None,
+    system_path: Path = SYSTEM_CONFIG_PATH,
+    user_dir: Path | None = None,
+) -> LoadedConfig:
+    env = os.environ if environ is None else environ
+    root = running_as_root() if as_root is None else as_root
+    source = find_config_file(
+        explicit, env, as_root=root, system_path=system_path, user_dir=user_dir
+    )
+    text = ""
+    data: dict[str, Any] = {}
+    if source is not None:
+        text = _read_text(source)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    config = _validate(data, text, source)
+    config = _apply_env_overrides(config, env)
+    token = _resolve_token(config, env, source)
+    state_dir, runtime_dir = _resolve_dirs(config, env, root)
+    return LoadedConfig(config, source, token, state_dir, runtime_dir)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+
+
+def _validate(data: dict[str, Any], text: str, source: Path | None) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, text, source)) from None
+
+
+def _describe_validation_error(exc: ValidationError, text: str, source: Path | None) -> str:
+    where = str(source) if source else "<defaults>"
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        key = ".".join(loc)
+        line = find_key_line(text, loc)
+        at = f", line {line}" if line else ""
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = str(err["msg"])
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            # Never echo a token back, even a malformed one.
+            secret = any("token" in part for part in loc)
+            if err["type"] != "missing" and "input" in err and not secret:
+                message += f" (got {_short_repr(err['input'])})"
+        lines.append(f"{where}{at}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def find_key_line(text: str, loc: list[str]) -> int | None:
+    """Best-effort 1-based line of a key path in TOML text written in the usual style
+    (``[table]`` headers and ``key = value`` lines)."""
+    if not text or not loc:
+        return None
+    table: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            table = [p.strip().strip("\"'") for p in line.strip("[]").split(".")]
+            if table == loc:
+                return number
+            continue
+        key = line.split("=", 1)[0].strip().strip("\"'")
+        path = table + [p.strip().strip("\"'") for p in key.split(".")]
+        if path == loc[: len(path)] and "=" in line:
+            return number
+    return None
+
+
+def _apply_env_overrides(config: Config, env: dict[str, str] | os._Environ[str]) -> Config:
+    endpoint = env.get("QUINTD_ENDPOINT")
+    if endpoint:
+        try:
+            validate_endpoint(endpoint)
+        except ValueError as exc:
+            raise ConfigError(f"QUINTD_ENDPOINT (environment): cloud.endpoint: {exc}") from None
+        cloud = config.cloud.model_copy(update={"endpoint": endpoint.rstrip("/")})
+        config = config.model_copy(update={"cloud": cloud})
+    level = env.get("QUINTD_LOG_LEVEL")
+    if level:
+        if level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"QUINTD_LOG_LEVEL (environment): log.level: must be one of "
+                f"debug, info, warning, error (got {level!r})"
+            )
+        config = config.model_copy(update={"log": LogConfig(level=level)})  # type: ignore[arg-type]
+    return config
+
+
+def check_token_text(token: str) -> None:
+    if not token:
+        raise ValueError("is empty")
+    if any(ch in _TOKEN_FORBIDDEN for ch in token):
+        raise ValueError("contains whitespace or control characters")
+
+
+def _resolve_token(
+    config: Config, env: dict[str, str] | os._Environ[str], source: Path | None
+) -> str | None:
+    where = str(source) if source else "<defaults>"
+    cloud = config.cloud
+    if cloud.token is not None and cloud.token_file is not None:
+        raise ConfigError(f"{where}: cloud.token and cloud.token_file are both set; keep one")
+    from_env = env.get("QUINTD_TOKEN")
+    if from_env:
+        try:
+            check_token_text(from_env.strip())
+        except ValueError as exc:
+            raise ConfigError(f"QUINTD_TOKEN (environment): {exc}") from None
+        return from_env.strip()
+    if cloud.token is not None:
+        return cloud.token.get_secret_value()
+    if cloud.token_file is not None:
+        path = cloud.token_file
+        if not path.is_absolute() and source is not None:
+            path = source.parent / path
+        return read_token_file(path, where)
+    return None
+
+
+def read_token_file(path: Path, where: str) -> str:
+    prefix = f"{where}: cloud.token_file: {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise ConfigError(f"{prefix}: cannot open: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{prefix}: not a regular file")
+        if sys.platform != "win32" and info.st_mode & 0o077:
+            raise ConfigError(
+                f"{prefix}: readable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                f"run: chmod 600 {path}"
+            )
+        raw = os.read(fd, _MAX_TOKEN_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"{prefix}: too large to be a token")
+    try:
+        token = raw.decode("utf-8").strip()
+        check_token_text(token)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{prefix}: token {exc}") from None
+    return token
+
+
+def _resolve_dirs(
+    config: Config, env: dict[str, str] | os._Environ[str], as_root: bool
+) -> tuple[Path, Path]:
+    state = config.paths.state_dir
+    if state is None and env.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
+        state = Path(env["STATE_DIRECTORY"].split(":")[0])
+    if state is None:
+        if as_root and sys.platform == "darwin":
+            state = Path("/Library/Application Support/quintd")
+        elif as_root and sys.platform != "win32":
+            state = Path("/var/lib/quintd")
+        else:
+            state = Path(platformdirs.user_state_dir(APP_NAME))
+    runtime = config.paths.runtime_dir
+    if runtime is None and env.get("RUNTIME_DIRECTORY"):  # set by systemd's RuntimeDirectory=
+        runtime = Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+    if runtime is None:
+        if as_root and sys.platform != "win32":
+            runtime = Path("/var/run/quintd" if sys.platform == "darwin" else "/run/quintd")
+        elif env.get("XDG_RUNTIME_DIR"):
+            runtime = Path(env["XDG_RUNTIME_DIR"]) / APP_NAME
+        else:
+            # No per-user runtime dir (e.g. a login without systemd): the owner-only
+            # state dir is a safer home for the socket than a guessable /tmp path.
+            runtime = state
+    return state.expanduser(), runtime.expanduser()
+
+
+def render_config(loaded: LoadedConfig) -> str:
+    """The effective configuration as TOML, with the token redacted."""
+    data = loaded.config.model_dump(mode="python")
+    data["paths"]["state_dir"] = str(loaded.state_dir)
+    data["paths"]["runtime_dir"] = str(loaded.runtime_dir)
+    data["cloud"]["token"] = TOKEN_PLACEHOLDER if loaded.token else None
+    out = [f"# effective configuration; source: {loaded.source or 'built-in defaults'}"]
+    for section, values in data.items():
+        out.append(f"\n[{section}]")
+        for key, value in values.items():
+            if value is None:
+                out.append(f"# {key} is not set")
+            else:
+                out.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -1,0 +1,144 @@
+"""The control socket: a Unix stream socket, owner-only, answering one JSON request
+per connection with one JSON line.
+
+Request: ``{"command": "status"}``. Response: ``{"ok": true, "result": {...}}`` or
+``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import socketserver
+import stat
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from quintd.errors import ConfigError, NotRunningError, QuintdError
+
+log = logging.getLogger("quintd.control")
+
+MAX_REQUEST_BYTES = 64 * 1024
+# sun_path is 108 bytes on Linux and 104 on macOS, including the NUL.
+MAX_SOCKET_PATH = 103
+
+Handler = Callable[[Mapping[str, Any]], Any]
+
+
+class ControlServer:
+    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"paths.runtime_dir: control socket path {path} is longer than "
+                f"{MAX_SOCKET_PATH} bytes; choose a shorter runtime_dir"
+            )
+        self.path = path
+        self._handlers = dict(handlers)
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        _remove_stale_socket(self.path)
+        handlers = self._handlers
+
+        class _RequestHandler(socketserver.StreamRequestHandler):
+            timeout = 5.0
+
+            def handle(self) -> None:
+                reply = _dispatch(handlers, self.rfile.readline(MAX_REQUEST_BYTES))
+                with contextlib.suppress(OSError):
+                    self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+        # Owner-only from the moment it exists: no window with a wider mode.
+        old_umask = os.umask(0o177)
+        try:
+            server = socketserver.ThreadingUnixStreamServer(str(self.path), _RequestHandler)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="quintd-control",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _dispatch(handlers: Mapping[str, Handler], line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("request is not a JSON object")
+        command = request.get("command")
+        handler = handlers.get(str(command))
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {command!r}"}
+        return {"ok": True, "result": handler(request)}
+    except ValueError as exc:
+        return {"ok": False, "error": f"bad request: {exc}"}
+    except Exception as exc:  # a failing handler must not take the daemon down
+        log.exception("control command failed")
+        return {"ok": False, "error": f"internal error: {exc}"}
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by a dead daemon (the caller holds the state-dir lock)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise QuintdError(f"{path} exists and is not a socket; refusing to replace it")
+    path.unlink()
+
+
+def request(path: Path, command: str, timeout: float = 5.0, **args: Any) -> Any:
+    """Send one command to a running daemon; raises NotRunningError if none answers."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NotRunningError(
+                f"quintd is not running (no daemon answers on {path}: {exc.strerror})"
+            ) from None
+        except PermissionError:
+            raise QuintdError(
+                f"permission denied on {path}: run as the daemon's user (or root)"
+            ) from None
+        payload = dict(args, command=command)
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    except TimeoutError:
+        raise QuintdError(f"quintd did not answer on {path} within {timeout:.0f}s") from None
+    finally:
+        sock.close()
+    reply = json.loads(b"".join(chunks) or b"null")
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        error = reply.get("error") if isinstance(reply, dict) else "empty reply"
+        raise QuintdError(f"quintd answered with an error: {error}")
+    return reply["result"]

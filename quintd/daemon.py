@@ -1,0 +1,258 @@
+"""The daemon: wires scanner, session tracker, store, shipper and control socket, and
+owns the main loop.
+
+Signal handlers only record the signal and wake the loop; the loop acts on it.
+The loop itself never dies from what it reads: a failed pass is logged, rolled
+back and tried again on the next tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from quintd import __version__
+from quintd.config import LoadedConfig
+from quintd.control import ControlServer
+from quintd.errors import AlreadyRunningError
+from quintd.identity import machine_id
+from quintd.scanner import Scanner
+from quintd.sessions import SessionTracker, format_timestamp
+from quintd.shipper import Shipper
+from quintd.store import Store
+
+log = logging.getLogger("quintd.daemon")
+
+# How often live sessions' last-seen time is written down (it stamps the `ended`
+# event of a session whose process dies while quintd is down).
+TOUCH_INTERVAL_S = 30.0
+
+
+class StateLock:
+    """An exclusive lock on the state directory, held for the daemon's lifetime."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise AlreadyRunningError(
+                    f"another quintd is already running{holder} on state dir "
+                    f"{self.path.parent}; stop it first or use a different paths.state_dir"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self._wake = threading.Event()
+        self._stop_signal: int | None = None
+        self._started_mono = time.monotonic()
+        self._started_wall = datetime.now(UTC)
+        self._lock = StateLock(loaded.lock_path)
+        self._store: Store | None = None
+        self._tracker: SessionTracker | None = None
+        self._shipper: Shipper | None = None
+        self._control: ControlServer | None = None
+        self._scanner = Scanner()
+        self._loop_errors = 0
+        self._last_loop_error: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        os.umask(0o077)
+        cfg = self.loaded.config
+        ensure_private_dir(self.loaded.state_dir)
+        ensure_private_dir(self.loaded.runtime_dir)
+        self._lock.acquire()
+        try:
+            self._install_signal_handlers()
+            self._store = Store(self.loaded.database_path)
+            self._tracker = SessionTracker(
+                machine_id(self.loaded.state_dir), idle_after=cfg.sessions.idle_after
+            )
+            self._tracker.restore(self._store.load_sessions())
+            self._shipper = Shipper(
+                self._store,
+                endpoint=cfg.cloud.endpoint,
+                token=self.loaded.token,
+                timeout=cfg.cloud.timeout,
+                batch_size=cfg.queue.batch_size,
+                flush_interval=cfg.queue.flush_interval,
+                batch_body=cfg.cloud.batch_body,
+            )
+            self._shipper.start()
+            self._tick()  # the first scan before anyone may ask for status
+            self._control = ControlServer(self.loaded.socket_path, {"status": self._status})
+            self._control.start()
+            log.info(
+                "started version=%s pid=%d config=%s state_dir=%s endpoint=%s token_set=%s",
+                __version__,
+                os.getpid(),
+                self.loaded.source or "<defaults>",
+                self.loaded.state_dir,
+                cfg.cloud.endpoint,
+                bool(self.loaded.token),
+            )
+            self._main_loop()
+            log.info("stopping on %s", signal.Signals(self._stop_signal or signal.SIGTERM).name)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        # Reload is not implemented yet; SIGHUP must not kill the daemon meanwhile.
+        signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop_signal = signum
+        self._wake.set()
+
+    def _on_hangup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._wake.set()
+
+    def _main_loop(self) -> None:
+        interval = self.loaded.config.scan.interval
+        next_touch = time.monotonic() + TOUCH_INTERVAL_S
+        next_tick = time.monotonic() + interval
+        while self._stop_signal is None:
+            self._wake.wait(max(next_tick - time.monotonic(), 0.0))
+            self._wake.clear()
+            if self._stop_signal is not None:
+                break
+            now = time.monotonic()
+            if now < next_tick:
+                continue
+            next_tick = max(next_tick + interval, now)  # no burst after a stall
+            self._tick()
+            if now >= next_touch:
+                next_touch = now + TOUCH_INTERVAL_S
+                self._touch()
+
+    def _tick(self) -> None:
+        assert self._tracker is not None and self._store is not None
+        snapshot = self._tracker.snapshot()
+        try:
+            processes = self._scanner.scan()
+            changes = self._tracker.observe(processes)
+            if self._store.apply(changes.events, changes.upserts, changes.removals):
+                for event in changes.events:
+                    log.info(
+                        "session %s state=%s platform=%s",
+                        event.session_id,
+                        event.state,
+                        event.platform,
+                    )
+                if self._shipper is not None:
+                    self._shipper.wake()
+        except Exception as exc:
+            # Nothing was committed: forget the transitions so the next pass finds them again.
+            self._tracker.rollback(snapshot)
+            self._loop_errors += 1
+            self._last_loop_error = f"{format_timestamp(datetime.now(UTC))} {exc}"
+            log.exception("scan pass failed; will retry")
+
+    def _touch(self) -> None:
+        assert self._tracker is not None and self._store is not None
+        try:
+            self._store.touch_sessions(self._tracker.sessions)
+        except Exception:
+            log.exception("could not record last-seen times")
+
+    def _shutdown(self) -> None:
+        if self._control is not None:
+            self._control.stop()
+        if self._tracker is not None and self._store is not None:
+            self._touch()
+        if self._shipper is not None:
+            self._shipper.stop(self.loaded.config.queue.drain_timeout)
+        if self._store is not None and (self._shipper is None or not self._shipper.is_alive()):
+            self._store.close()
+        self._lock.release()
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _status(self, _request: Mapping[str, Any]) -> dict[str, Any]:
+        assert self._tracker is not None and self._store is not None
+        assert self._shipper is not None
+        stats = self._store.stats()
+        delivery = asdict(self._shipper.status())
+        oldest_age = None
+        if stats.oldest_enqueued_at is not None:
+            oldest_age = round(max(time.time() - stats.oldest_enqueued_at, 0.0), 3)
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": format_timestamp(self._started_wall),
+            "uptime_s": round(time.monotonic() - self._started_mono, 3),
+            "config_file": str(self.loaded.source) if self.loaded.source else None,
+            "state_dir": str(self.loaded.state_dir),
+            "endpoint": self.loaded.endpoint,
+            "token_set": bool(self.loaded.token),
+            "sessions": [
+                {
+                    "session_id": s.session_id,
+                    "platform": s.platform,
+                    "pid": s.pid,
+                    "state": s.state,
+                    "session_name": s.session_name,
+                    "model": s.model,
+                    "parent_id": s.parent_id,
+                    "started_at": format_timestamp(s.started_at),
+                }
+                for s in self._tracker.sessions
+            ],
+            "queue": {
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "oldest_age_s": oldest_age,
+                "dead_letters": stats.dead_letters,
+            },
+            "delivery": delivery,
+            "scan": {
+                "passes": self._scanner.stats.passes,
+                "last_duration_ms": round(self._scanner.stats.last_duration_s * 1000, 3),
+                "errors": self._loop_errors,
+                "last_error": self._last_loop_error,
+            },
+        }

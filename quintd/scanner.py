@@ -1,0 +1,239 @@
+"""Incremental scan of the process table for agent processes.
+
+A pid seen before with the same start time costs a set lookup; only new pids get
+the deep look (name, argv, exe, cwd, user), once. Tracked agents are re-read every
+pass (start time, to catch pid reuse, and CPU time, for activity). Processes that
+are young when first seen are re-checked until they settle, because a fork is
+seen before its exec (a shell that becomes `claude` keeps its pid).
+
+Processes under an agent of the same platform (gemini-cli's relaunched node child,
+codex's native child) are part of that agent, not agents of their own; an agent
+started under a different agent is its own agent with ``parent_pid`` set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+import psutil
+
+from quintd.platforms import BUILTIN_PLATFORMS, Match, Platform, match_process
+
+# A process first seen younger than this may still exec into something else.
+_SETTLE_SECONDS = 5.0
+_MAX_ANCESTRY_DEPTH = 64
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AgentProcess:
+    platform: str
+    pid: int
+    ppid: int
+    start_time: float  # seconds since the epoch, as the OS reports it
+    user: str | None
+    exe: str | None
+    cwd: str | None
+    name: str
+    matched_by: str
+    signing_id: str | None = None
+    parent_pid: int | None = None  # pid of the agent this one runs under, if any
+    cpu_time: float = 0.0  # user + system seconds of this process, read this pass
+
+    @property
+    def start_time_ms(self) -> int:
+        return round(self.start_time * 1000)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.pid, self.start_time_ms)
+
+
+@dataclass
+class _Known:
+    start_time: float
+    ppid: int
+    name: str
+    agent: AgentProcess | None
+    settle_until: float = 0.0  # re-check the name until then (wall clock)
+
+
+@dataclass
+class ScanStats:
+    passes: int = 0
+    inspected: int = 0
+    denied: int = 0
+    vanished: int = 0
+    errors: int = 0
+    last_duration_s: float = 0.0
+
+
+class Scanner:
+    def __init__(self, platforms: Sequence[Platform] = BUILTIN_PLATFORMS) -> None:
+        self._platforms = tuple(platforms)
+        self._known: dict[int, _Known] = {}
+        self.stats = ScanStats()
+
+    def scan(self) -> list[AgentProcess]:
+        """One pass: every agent process running now, already folded into trees."""
+        started = time.perf_counter()
+        now = time.time()
+        pids = set(psutil.pids())
+        for pid in self._known.keys() - pids:
+            del self._known[pid]
+        for pid in pids - self._known.keys():
+            self._inspect(pid, now)
+        for pid, known in list(self._known.items()):
+            if known.agent is not None:
+                self._refresh_agent(pid, known, now)
+            elif known.settle_until > now:
+                self._recheck_young(pid, known, now)
+        agents = self._fold_trees()
+        self.stats.passes += 1
+        self.stats.last_duration_s = time.perf_counter() - started
+        return agents
+
+    def _inspect(self, pid: int, now: float) -> None:
+        self.stats.inspected += 1
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                name = proc.name()
+                start_time = proc.create_time()
+                ppid = proc.ppid()
+                argv: list[str] = _safe(proc.cmdline, [])
+                exe = _safe(proc.exe, "")
+                cwd = _safe(proc.cwd, None)
+                match = match_process(self._platforms, name=name, exe=exe, argv=argv, cwd=cwd)
+                agent = None
+                if match is not None:
+                    agent = self._agent(proc, match, name, start_time, ppid, exe, cwd)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            self.stats.vanished += 1
+            return
+        except psutil.AccessDenied:
+            self.stats.denied += 1
+            return
+        except OSError:
+            self.stats.errors += 1
+            return
+        settle = start_time + _SETTLE_SECONDS if now - start_time < _SETTLE_SECONDS else 0.0
+        self._known[pid] = _Known(start_time, ppid, name, agent, settle)
+
+    def _agent(
+        self,
+        proc: psutil.Process,
+        match: Match,
+        name: str,
+        start_time: float,
+        ppid: int,
+        exe: str,
+        cwd: str | None,
+    ) -> AgentProcess:
+        return AgentProcess(
+            platform=match.platform,
+            pid=proc.pid,
+            ppid=ppid,
+            start_time=start_time,
+            user=_safe(proc.username, None),
+            exe=exe or None,
+            cwd=cwd,
+            name=name,
+            matched_by=match.matched_by,
+            cpu_time=_cpu_seconds(proc),
+        )
+
+    def _refresh_agent(self, pid: int, known: _Known, now: float) -> None:
+        assert known.agent is not None
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                start_time = proc.create_time()
+                if abs(start_time - known.start_time) > 1.0:  # pid reused
+                    del self._known[pid]
+                    self._inspect(pid, now)
+                    return
+                cpu = _cpu_seconds(proc)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            del self._known[pid]
+            return
+        except (psutil.AccessDenied, OSError):
+            return
+        known.agent = _with_cpu(known.agent, cpu)
+
+    def _recheck_young(self, pid: int, known: _Known, now: float) -> None:
+        try:
+            name = psutil.Process(pid).name()
+        except (psutil.Error, OSError):
+            return
+        if name != known.name:  # it exec'd: look again
+            del self._known[pid]
+            self._inspect(pid, now)
+
+    def _fold_trees(self) -> list[AgentProcess]:
+        """Drop agents that run under an agent of the same platform; link the rest to the
+        agent they run under."""
+        result: list[AgentProcess] = []
+        for pid, known in self._known.items():
+            agent = known.agent
+            if agent is None:
+                continue
+            ancestor = self._nearest_agent_ancestor(pid)
+            if ancestor is not None and ancestor.platform == agent.platform:
+                continue
+            parent_pid = ancestor.pid if ancestor is not None else None
+            if parent_pid != agent.parent_pid:
+                agent = _with_parent(agent, parent_pid)
+                known.agent = agent
+            result.append(agent)
+        result.sort(key=lambda a: (a.start_time, a.pid))
+        return result
+
+    def _nearest_agent_ancestor(self, pid: int) -> AgentProcess | None:
+        seen = {pid}
+        current = self._known.get(pid)
+        for _ in range(_MAX_ANCESTRY_DEPTH):
+            if current is None:
+                return None
+            ppid = current.ppid
+            if ppid in seen or ppid <= 0:
+                return None
+            seen.add(ppid)
+            parent = self._known.get(ppid)
+            if parent is None or parent.start_time > current.start_time + 1.0:
+                return None  # parent gone, or the pid was reused after it
+            if parent.agent is not None:
+                return parent.agent
+            current = parent
+        return None
+
+
+def _safe(getter: Callable[[], T], default: T) -> T:
+    try:
+        return getter()
+    except (psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError, PermissionError):
+        return default
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except (psutil.AccessDenied, psutil.ZombieProcess):
+        return 0.0
+    return float(times.user + times.system)
+
+
+def _with_cpu(agent: AgentProcess, cpu: float) -> AgentProcess:
+    return agent if cpu == agent.cpu_time else replace(agent, cpu_time=cpu)
+
+
+def _with_parent(agent: AgentProcess, parent_pid: int | None) -> AgentProcess:
+    return replace(agent, parent_pid=parent_pid)
+
+
+def scan_once(platforms: Sequence[Platform] = BUILTIN_PLATFORMS) -> list[AgentProcess]:
+    return Scanner(platforms).scan()

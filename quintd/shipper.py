@@ -1,0 +1,298 @@
+"""Delivery: a background thread that sends queued events to the ingest endpoint.
+
+An event leaves the queue only after a 2xx for it. Events go out oldest first, one
+request at a time, so a session's events reach the server in order. What the
+server says decides what happens next:
+
+- 2xx: delete from the queue;
+- 400, 413 (single event), 422: the server will never take it: dead-letter table,
+  with the server's reason; the rest flows on;
+- 401, 403: the token is refused: pause delivery (everything kept), retry after a
+  long pause or when the configuration is reloaded;
+- 429, 503: wait as long as ``Retry-After`` says (seconds or HTTP-date), else back off;
+- other statuses, timeouts and connection errors: exponential backoff with full jitter.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+
+from quintd import __version__
+from quintd.config import is_loopback_host
+from quintd.sessions import format_timestamp
+from quintd.store import QueuedEvent, Store
+
+log = logging.getLogger("quintd.shipper")
+
+INGEST_PATH = "/v1/sessions/ingest"
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 300.0
+AUTH_PAUSE_S = 900.0
+MAX_RETRY_AFTER_S = 3600.0
+MAX_BATCH_EVENTS = 500
+MAX_BATCH_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DeliveryStatus:
+    waiting_for_token: bool
+    delivered: int
+    dead_lettered: int
+    last_success: str | None
+    last_error: str | None
+    paused: str | None  # why delivery is held back, if it is
+    next_attempt_at: str | None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None
+    when absent or garbage."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return min(max(moment.timestamp() - now, 0.0), MAX_RETRY_AFTER_S)
+
+
+def full_jitter_backoff(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff, capped, then jittered over the whole range."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(failures, 30))
+    return max(0.1, ceiling * float(rand()))
+
+
+class Shipper(threading.Thread):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        endpoint: str,
+        token: str | None,
+        timeout: float,
+        batch_size: int,
+        flush_interval: float,
+        batch_body: bool,
+    ) -> None:
+        super().__init__(name="quintd-shipper", daemon=True)
+        self._store = store
+        self._url = endpoint + INGEST_PATH
+        self._token = token
+        self._timeout = timeout
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._batch_body = batch_body
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._drain_deadline = 0.0
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._next_attempt = 0.0  # monotonic; 0 = now
+        self._delivered = 0
+        self._dead_lettered = 0
+        self._last_success: str | None = None
+        self._last_error: str | None = None
+        self._paused: str | None = None
+        self._client: httpx.Client | None = None
+        if token:
+            host = urlsplit(endpoint).hostname or ""
+            self._client = httpx.Client(
+                timeout=timeout,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "User-Agent": f"quintd/{__version__}",
+                },
+                follow_redirects=False,
+                # A corporate proxy from the environment applies to the cloud, never to
+                # a local relay or test server.
+                trust_env=not is_loopback_host(host),
+            )
+
+    # -- control ----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, drain_timeout: float) -> None:
+        """Try a last flush for up to ``drain_timeout`` seconds, then stop."""
+        self._drain_deadline = time.monotonic() + drain_timeout
+        self._stopping.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join(drain_timeout + self._timeout + 1.0)
+        if self._client is not None and not self.is_alive():
+            self._client.close()
+
+    def status(self) -> DeliveryStatus:
+        with self._lock:
+            next_at = None
+            wait = self._next_attempt - time.monotonic()
+            if wait > 0:
+                next_at = format_timestamp(datetime.fromtimestamp(time.time() + wait, UTC))
+            return DeliveryStatus(
+                waiting_for_token=self._client is None,
+                delivered=self._delivered,
+                dead_lettered=self._dead_lettered,
+                last_success=self._last_success,
+                last_error=self._last_error,
+                paused=self._paused,
+                next_attempt_at=next_at,
+            )
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self._client is None:
+            log.warning(
+                "delivery waits for a token: set cloud.token, cloud.token_file "
+                "or QUINTD_TOKEN; events stay queued"
+            )
+        while not self._stopping.is_set():
+            wait = max(self._next_attempt - time.monotonic(), 0.0) or self._flush_interval
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            if time.monotonic() >= self._next_attempt:
+                self._flush(deadline=None)
+        if self._next_attempt <= time.monotonic():
+            self._flush(deadline=self._drain_deadline)
+
+    def _flush(self, deadline: float | None) -> None:
+        if self._client is None:
+            return
+        while True:
+            if deadline is None and self._stopping.is_set():
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            try:
+                batch = self._store.peek(self._batch_size)
+            except Exception as exc:  # a broken database must not kill delivery
+                self._note_error(f"queue read failed: {exc}")
+                return
+            if not batch:
+                return
+            if not self._send_batch(batch, deadline):
+                return
+
+    def _send_batch(self, batch: list[QueuedEvent], deadline: float | None) -> bool:
+        """Send one batch; True if the pipeline may go on at once."""
+        if self._batch_body:
+            return self._send_many(_fit_batch(batch), deadline)
+        for event in batch:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if not self._send_one(event, deadline):
+                return False
+        return True
+
+    def _send_one(self, event: QueuedEvent, deadline: float | None) -> bool:
+        response = self._post(event.body, event.event_id, deadline)
+        if response is None:
+            return False
+        return self._handle(response, [event])
+
+    def _send_many(self, events: list[QueuedEvent], deadline: float | None) -> bool:
+        body = b'{"events":[' + b",".join(e.body for e in events) + b"]}"
+        # One key for the batch, stable as long as its members are: derived from theirs.
+        key = str(uuid.uuid5(uuid.NAMESPACE_OID, ",".join(e.event_id for e in events)))
+        response = self._post(body, key, deadline)
+        if response is None:
+            return False
+        return self._handle(response, events)
+
+    def _post(self, body: bytes, key: str, deadline: float | None) -> httpx.Response | None:
+        assert self._client is not None
+        timeout = self._timeout
+        if deadline is not None:
+            timeout = min(timeout, max(deadline - time.monotonic(), 0.1))
+        try:
+            return self._client.post(
+                self._url, content=body, headers={"Idempotency-Key": key}, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            self._retry_later(f"{type(exc).__name__}: {exc}", None)
+            return None
+
+    def _handle(self, response: httpx.Response, events: list[QueuedEvent]) -> bool:
+        status = response.status_code
+        if 200 <= status < 300:
+            self._store.ack(e.seq for e in events)
+            with self._lock:
+                self._delivered += len(events)
+                self._failures = 0
+                self._paused = None
+                self._last_success = format_timestamp(datetime.now(UTC))
+            return True
+        reason = _reason(response)
+        if status in (400, 422) or (status == 413 and len(events) == 1):
+            for event in events:
+                self._store.dead_letter(event, status, reason)
+            with self._lock:
+                self._dead_lettered += len(events)
+            self._note_error(f"HTTP {status}: event dead-lettered: {reason}")
+            return True
+        if status == 413:
+            half = len(events) // 2
+            return self._send_many(events[:half], None) and self._send_many(events[half:], None)
+        if status in (401, 403):
+            self._pause(f"HTTP {status}: token refused: {reason}", AUTH_PAUSE_S)
+            return False
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        self._retry_later(f"HTTP {status}: {reason}", retry_after)
+        return False
+
+    def _retry_later(self, error: str, delay: float | None) -> None:
+        with self._lock:
+            self._failures += 1
+            if delay is None:
+                delay = full_jitter_backoff(self._failures)
+            self._next_attempt = time.monotonic() + delay
+        self._note_error(f"{error}; next attempt in {delay:.1f}s")
+
+    def _pause(self, reason: str, seconds: float) -> None:
+        with self._lock:
+            self._paused = reason
+            self._next_attempt = time.monotonic() + seconds
+        self._note_error(f"{reason}; delivery paused for {seconds:.0f}s")
+
+    def _note_error(self, error: str) -> None:
+        stamp = format_timestamp(datetime.now(UTC))
+        with self._lock:
+            self._last_error = f"{stamp} {error}"
+        log.warning("delivery: %s", error)
+
+
+def _fit_batch(batch: list[QueuedEvent]) -> list[QueuedEvent]:
+    """The longest prefix within the batch endpoint's limits (always at least one)."""
+    size = 16
+    for index, event in enumerate(batch[:MAX_BATCH_EVENTS]):
+        size += len(event.body) + 1
+        if size > MAX_BATCH_BYTES and index > 0:
+            return batch[:index]
+    return batch[:MAX_BATCH_EVENTS]
+
+
+def _reason(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return text[:500] if text else response.reason_phrase

@@ -1,0 +1,214 @@
+"""A real HTTP ingest server on 127.0.0.1 for the test suite.
+
+It validates every request as strictly as the contract allows: bearer token, JSON
+content type, the exact field set, UUID v5 ids, the state enum and ISO 8601
+timestamps with a zone. Valid events are recorded; anything else is answered 400
+and recorded as a violation, which tests assert to be empty.
+
+Faults can be queued: ``server.fail_next(status, headers, count)``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+REQUIRED = {"session_id", "state", "timestamp"}
+ALLOWED = REQUIRED | {"session_name", "model", "signing_id", "platform", "parent_id"}
+STATES = {"active", "idle", "ended"}
+
+
+def validate_event(event: Any) -> str | None:
+    """The reason an event breaks the contract, or None if it is valid."""
+    if not isinstance(event, dict):
+        return "event is not an object"
+    keys = set(event)
+    if not REQUIRED <= keys:
+        return f"missing fields {sorted(REQUIRED - keys)}"
+    if not keys <= ALLOWED:
+        return f"unknown fields {sorted(keys - ALLOWED)}"
+    try:
+        sid = uuid.UUID(event["session_id"])
+    except (ValueError, TypeError, AttributeError):
+        return "session_id is not a UUID"
+    if sid.version != 5 or str(sid) != event["session_id"]:
+        return "session_id is not a canonical UUID v5"
+    if event.get("parent_id") is not None:
+        try:
+            if uuid.UUID(event["parent_id"]).version != 5:
+                return "parent_id is not a UUID v5"
+        except (ValueError, TypeError, AttributeError):
+            return "parent_id is not a UUID"
+    if event["state"] not in STATES:
+        return f"state {event['state']!r} not in {sorted(STATES)}"
+    ts = event["timestamp"]
+    if not isinstance(ts, str):
+        return "timestamp is not a string"
+    try:
+        parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return "timestamp is not ISO 8601"
+    if parsed.tzinfo is None:
+        return "timestamp has no zone"
+    for key in ("session_name", "model", "signing_id", "platform"):
+        if key in event and not isinstance(event[key], str):
+            return f"{key} is not a string"
+    return None
+
+
+@dataclass
+class Received:
+    event: dict[str, Any]
+    idempotency_key: str | None
+    received_at: float
+
+
+@dataclass
+class Fault:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"error":"fault"}'
+
+
+class IngestServer:
+    def __init__(self, token: str = "qt_deploy_test_token", batch: bool = False) -> None:
+        self.token = token
+        self.batch = batch
+        self.events: list[Received] = []
+        self.violations: list[str] = []
+        self.requests = 0
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        handler = self._handler_class()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> IngestServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def fail_next(
+        self,
+        status: int,
+        headers: dict[str, str] | None = None,
+        count: int = 1,
+        body: bytes = b'{"error":"fault"}',
+    ) -> None:
+        with self._lock:
+            self._faults.extend(Fault(status, headers or {}, body) for _ in range(count))
+
+    def wait_for(
+        self,
+        predicate: Callable[[list[Received]], bool],
+        timeout: float = 20.0,
+        what: str = "condition",
+    ) -> list[Received]:
+        """Block until predicate(events) holds; fail loudly with what did arrive."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.events):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {what}; received "
+                        f"{[r.event for r in self.events]}; violations {self.violations}"
+                    )
+                self._cond.wait(remaining)
+            return list(self.events)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path in ("/health", "/ready"):
+                    self._reply(200, b'{"ok":true}')
+                else:
+                    self._reply(404, b'{"error":"not found"}')
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                with server._lock:
+                    server.requests += 1
+                    fault = server._faults.pop(0) if server._faults else None
+                if self.path != "/v1/sessions/ingest":
+                    self._violation(404, f"wrong path {self.path}")
+                    return
+                if self.headers.get("Authorization") is None:
+                    self._reply(401, b'{"error":"Authorization header required"}')
+                    return
+                if self.headers.get("Authorization") != f"Bearer {server.token}":
+                    self._violation(401, "wrong bearer token")
+                    return
+                if fault is not None:
+                    self._reply(fault.status, fault.body, fault.headers)
+                    return
+                if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+                    self._violation(400, "content type is not application/json")
+                    return
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    self._violation(400, "body is not JSON")
+                    return
+                if server.batch:
+                    if not isinstance(body, dict) or set(body) != {"events"}:
+                        self._violation(400, "batch body is not {events: [...]}")
+                        return
+                    events = body["events"]
+                else:
+                    events = [body]
+                for event in events:
+                    reason = validate_event(event)
+                    if reason:
+                        self._violation(400, reason)
+                        return
+                key = self.headers.get("Idempotency-Key")
+                with server._cond:
+                    now = time.monotonic()
+                    server.events.extend(Received(e, key, now) for e in events)
+                    server._cond.notify_all()
+                self._reply(200, b'{"ok":true}')
+
+            def _violation(self, status: int, reason: str) -> None:
+                with server._cond:
+                    server.violations.append(reason)
+                    server._cond.notify_all()
+                self._reply(status, json.dumps({"error": reason}).encode())
+
+            def _reply(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
