@@ -117,7 +117,7 @@ def request(path: Path, command: str, timeout: float = 5.0, **args: Any) -> Any:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunningError(
-                f"quintd is not running (no daemon answers on {path}: {exc.strerror})"
+                f"not running (no daemon answers on {path}: {exc.strerror})"
             ) from None
         except PermissionError:
             raise QuintdError(

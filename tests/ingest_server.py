@@ -30,7 +30,7 @@ def validate_event(event: Any) -> str | None:
     if not isinstance(event, dict):
         return "event is not an object"
     keys = set(event)
-    if not REQUIRED <= keys:
+    if not keys >= REQUIRED:
         return f"missing fields {sorted(REQUIRED - keys)}"
     if not keys <= ALLOWED:
         return f"unknown fields {sorted(keys - ALLOWED)}"

@@ -1,0 +1,245 @@
+"""Shared test helpers: short temp dirs, configs, fake agent processes, a daemon runner.
+
+Everything here is real: real processes, a real HTTP server on 127.0.0.1, a real
+SQLite file. Waiting is always for a condition with a deadline, never a sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+TOKEN = "qt_deploy_test_token"
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    timeout: float = 20.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> T:
+    """Poll probe until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)  # polling interval of a deadline wait, not synchronisation
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp dir with a short path: Unix socket paths are limited to ~104 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="qd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a quintd subprocess, free of the developer's QUINTD_* settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("QUINTD_") and k not in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY")
+    }
+    env.update(extra)
+    return env
+
+
+def write_config(
+    directory: Path,
+    *,
+    endpoint: str | None = None,
+    token: str | None = TOKEN,
+    interval: float = 0.2,
+    idle_after: float = 3600.0,
+    extra: str = "",
+) -> Path:
+    lines = ["[cloud]"]
+    if endpoint:
+        lines.append(f'endpoint = "{endpoint}"')
+    if token:
+        lines.append(f'token = "{token}"')
+    lines += [
+        "timeout = 5.0",
+        "",
+        "[scan]",
+        f"interval = {interval}",
+        "",
+        "[sessions]",
+        f"idle_after = {idle_after}",
+        "",
+        "[queue]",
+        "flush_interval = 0.2",
+        "drain_timeout = 3.0",
+        "",
+        "[paths]",
+        f'state_dir = "{directory / "state"}"',
+        f'runtime_dir = "{directory / "run"}"',
+        "",
+        "[log]",
+        'level = "debug"',
+        "",
+        extra,
+    ]
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Agents:
+    """Fake agent processes, shaped like the real ones, killed at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def binary(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """A native agent: a copy of `sleep` named like the agent."""
+        bindir = self.root / "bin"
+        bindir.mkdir(exist_ok=True)
+        exe = bindir / name
+        if not exe.exists():
+            shutil.copy(SLEEP, exe)
+        return self.spawn([str(exe), *(args or ("600",))], cwd=cwd)
+
+    def spawn(
+        self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.stop(proc)
+
+
+@pytest.fixture
+def agents(short_tmp: Path) -> Iterator[Agents]:
+    fake = Agents(short_tmp / "agents")
+    fake.root.mkdir()
+    yield fake
+    fake.stop_all()
+
+
+class DaemonProcess:
+    """`quintd run` as a real subprocess, with its stderr kept in a file."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
+        self.env = env or clean_env()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DaemonProcess:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "quintd", "run", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+            )
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--config", str(self.config), env=self.env)
+
+    def status(self) -> dict[str, Any] | None:
+        """The daemon's status, or None while it does not answer yet."""
+        result = self.cli("status", "--json")
+        if result.returncode != 0:
+            return None
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log}")
+            return self.status()
+
+        return wait_until(probe, timeout, "daemon to answer status")
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quintd", *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def make(config: Path, env: dict[str, str] | None = None) -> DaemonProcess:
+        daemon = DaemonProcess(config, env)
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,58 @@
+"""The command line as a user runs it: a real subprocess each time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import Agents, run_cli, wait_until, write_config
+
+from quintd import __version__
+
+SCAN_FIELDS = {
+    "platform",
+    "pid",
+    "ppid",
+    "started_at",
+    "user",
+    "exe",
+    "cwd",
+    "signing_id",
+    "matched_by",
+}
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"quintd {__version__}"
+
+
+def test_scan_json_lists_fake_agent(agents: Agents, short_tmp: Path) -> None:
+    proc = agents.binary("claude", cwd=short_tmp)
+    config = write_config(short_tmp)
+
+    def found() -> dict | None:
+        result = run_cli("scan", "--json", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        return next((a for a in json.loads(result.stdout) if a["pid"] == proc.pid), None)
+
+    agent = wait_until(found, what="claude in scan --json")
+    assert set(agent) >= SCAN_FIELDS
+    assert agent["platform"] == "claude-code"
+    assert agent["matched_by"] == "exe"
+    assert agent["cwd"] == str(short_tmp)
+    assert agent["started_at"].endswith("Z")
+
+    table = run_cli("scan", "--config", str(config))
+    assert table.returncode == 0
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["PLATFORM", "PID", "PPID"]
+    assert any(row.split()[:2] == ["claude-code", str(proc.pid)] for row in rows)
+
+
+def test_status_without_daemon_exits_3(short_tmp: Path) -> None:
+    config = write_config(short_tmp)
+    for args in (["status"], ["status", "--json"]):
+        result = run_cli(*args, "--config", str(config))
+        assert result.returncode == 3
+        assert "not running" in result.stderr

@@ -1,0 +1,176 @@
+"""`quintd run` end to end: a fake agent process appears and goes, a real loopback
+ingest server receives `active` then `ended` for the same UUID v5 session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import uuid
+from pathlib import Path
+
+from conftest import TOKEN, Agents, DaemonProcess, clean_env, wait_until, write_config
+from ingest_server import IngestServer, Received
+
+
+def _states_for(events: list[Received], session_id: str) -> list[str]:
+    return [r.event["state"] for r in events if r.event["session_id"] == session_id]
+
+
+def test_agent_start_and_exit_reach_the_server(short_tmp: Path, agents: Agents, daemons) -> None:
+    project = short_tmp / "shop-api"
+    project.mkdir()
+    with IngestServer(token=TOKEN) as server:
+        config = write_config(short_tmp, endpoint=server.url)
+        daemon: DaemonProcess = daemons(config).start()
+        daemon.wait_ready()
+
+        claude = agents.binary("claude", cwd=project)
+        events = server.wait_for(
+            lambda evs: any(r.event.get("platform") == "claude-code" for r in evs),
+            what="claude-code active",
+        )
+        first = next(r for r in events if r.event.get("platform") == "claude-code")
+        session_id = first.event["session_id"]
+        assert first.event["state"] == "active"
+        assert uuid.UUID(session_id).version == 5
+        assert first.event["session_name"] == "shop-api"
+        assert first.event["parent_id"] is None
+        assert first.idempotency_key
+
+        status = daemon.status()
+        assert status is not None
+        mine = [s for s in status["sessions"] if s["session_id"] == session_id]
+        assert mine == [
+            {
+                "session_id": session_id,
+                "platform": "claude-code",
+                "pid": claude.pid,
+                "state": "active",
+                "session_name": "shop-api",
+                "model": None,
+                "parent_id": None,
+                "started_at": mine[0]["started_at"],
+            }
+        ]
+        assert status["token_set"] is True
+        assert status["endpoint"] == server.url
+        assert status["config_file"] == str(config)
+        assert TOKEN not in daemon.cli("status", "--json").stdout
+        assert TOKEN not in daemon.cli("status").stdout
+
+        agents.stop(claude)
+        events = server.wait_for(
+            lambda evs: "ended" in _states_for(evs, session_id), what="ended for the claude session"
+        )
+        assert _states_for(events, session_id) == ["active", "ended"]
+        keys = [r.idempotency_key for r in events if r.event["session_id"] == session_id]
+        assert len(set(keys)) == 2
+
+        # The queue drains once the server has said 2xx.
+        wait_until(
+            lambda: (s := daemon.status()) and s["queue"]["depth"] == 0, what="queue to drain"
+        )
+        assert daemon.terminate(signal.SIGTERM) == 0
+        assert server.violations == []
+    assert TOKEN not in daemon.log
+
+
+def test_second_instance_refuses_and_sigint_exits_zero(short_tmp: Path, daemons) -> None:
+    config = write_config(short_tmp, endpoint="http://127.0.0.1:9", token=None)
+    first = daemons(config).start()
+    status = first.wait_ready()
+    assert status["token_set"] is False
+    assert "waits for a token" in first.cli("status").stdout
+
+    second = daemons(config).start()
+    assert second.proc is not None
+    assert second.proc.wait(timeout=30) == 1
+    assert "already running" in second.log
+    assert f"pid {status['pid']}" in second.log
+    # The first one is unharmed.
+    assert first.status() is not None
+    assert first.terminate(signal.SIGINT) == 0
+    assert not (short_tmp / "run" / "quintd.sock").exists()
+
+
+def test_files_are_owner_only(short_tmp: Path, daemons) -> None:
+    config = write_config(short_tmp, endpoint="http://127.0.0.1:9")
+    daemon = daemons(config).start()
+    daemon.wait_ready()
+    sock = short_tmp / "run" / "quintd.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    for path in (short_tmp / "state", short_tmp / "run"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for path in (short_tmp / "state").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    assert daemon.terminate() == 0
+
+
+def test_no_token_still_detects_and_queues(short_tmp: Path, agents: Agents, daemons) -> None:
+    config = write_config(short_tmp, endpoint="http://127.0.0.1:9", token=None)
+    daemon = daemons(config).start()
+    daemon.wait_ready()
+    codex = agents.binary("codex")
+    status = wait_until(
+        lambda: (s := daemon.status()) and any(x["pid"] == codex.pid for x in s["sessions"]) and s,
+        what="codex session in status",
+    )
+    assert status["queue"]["depth"] >= 1
+    assert status["delivery"]["waiting_for_token"] is True
+    assert daemon.terminate() == 0
+    db = sqlite3.connect(short_tmp / "state" / "quintd.db")
+    states = [row[0] for row in db.execute("SELECT state FROM events ORDER BY seq")]
+    assert "active" in states
+
+
+def test_restart_keeps_live_sessions_and_ends_dead_ones(
+    short_tmp: Path, agents: Agents, daemons
+) -> None:
+    with IngestServer(token=TOKEN) as server:
+        config = write_config(short_tmp, endpoint=server.url)
+        survivor = agents.binary("claude")
+        victim = agents.binary("gemini")
+        first = daemons(config).start()
+        first.wait_ready()
+        events = server.wait_for(lambda evs: len(evs) >= 2, what="two actives")
+        ids = {r.event["platform"]: r.event["session_id"] for r in events}
+        first.kill()  # SIGKILL: no clean shutdown at all
+
+        agents.stop(victim)
+        second = daemons(config).start()
+        second.wait_ready()
+        events = server.wait_for(
+            lambda evs: "ended" in _states_for(evs, ids["gemini-cli"]), what="victim ended"
+        )
+        status = second.status()
+        assert status is not None
+        assert [(s["session_id"], s["pid"]) for s in status["sessions"]] == [
+            (ids["claude-code"], survivor.pid)
+        ]
+        assert _states_for(events, ids["claude-code"]) == ["active"]  # not announced again
+        assert _states_for(events, ids["gemini-cli"]) == ["active", "ended"]
+        assert second.terminate() == 0
+        assert server.violations == []
+
+
+def test_daemon_survives_sighup(short_tmp: Path, daemons) -> None:
+    config = write_config(short_tmp, endpoint="http://127.0.0.1:9", token=None)
+    daemon = daemons(config).start()
+    daemon.wait_ready()
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGHUP)
+    assert daemon.status() is not None
+    assert daemon.terminate() == 0
+
+
+def test_config_error_at_start_exits_78(short_tmp: Path) -> None:
+    from conftest import run_cli
+
+    config = short_tmp / "bad.toml"
+    config.write_text('[scan]\ninterval = "fast"\n')
+    result = run_cli("run", "--config", str(config), env=clean_env())
+    assert result.returncode == 78
+    assert "scan.interval" in result.stderr and "line 2" in result.stderr

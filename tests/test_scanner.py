@@ -1,0 +1,192 @@
+"""The scanner against real processes shaped like each agent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import SLEEP, Agents, wait_until
+
+from quintd.scanner import AgentProcess, Scanner
+
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
+
+# A fake node package: optionally re-spawns itself (gemini-cli's relaunch) or starts a
+# native child (codex's wrapper), then idles.
+NODE_AGENT = textwrap.dedent("""
+    const { spawn } = require('child_process');
+    if (process.env.FAKE_RELAUNCH && !process.env.FAKE_CHILD) {
+      spawn(process.execPath, ['--max-old-space-size=4096', __filename],
+            { env: { ...process.env, FAKE_CHILD: '1' }, stdio: 'ignore' });
+    }
+    if (process.env.FAKE_NATIVE) {
+      spawn(process.env.FAKE_NATIVE, ['600'], { stdio: 'ignore' });
+    }
+    setInterval(() => {}, 1 << 30);
+""")
+
+
+def _mine(agents: list[AgentProcess], *procs: subprocess.Popen[bytes]) -> list[AgentProcess]:
+    """Agents in the scan that belong to the process trees this test started."""
+    roots = {p.pid for p in procs}
+    result = []
+    for agent in agents:
+        pids = {agent.pid}
+        try:
+            pids.update(p.pid for p in psutil.Process(agent.pid).parents())
+        except psutil.Error:
+            continue
+        if pids & roots:
+            result.append(agent)
+    return result
+
+
+def _package(root: Path, relative: str) -> Path:
+    script = root / "node_modules" / relative
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(NODE_AGENT)
+    return script
+
+
+def _wait_scan(scanner: Scanner, predicate, what: str, *procs) -> list[AgentProcess]:
+    return wait_until(
+        lambda: predicate(found := _mine(scanner.scan(), *procs)) and found, what=what
+    )
+
+
+def test_named_binary_found_with_real_details(agents: Agents, short_tmp: Path) -> None:
+    scanner = Scanner()
+    proc = agents.binary("claude", cwd=short_tmp)
+    [agent] = _wait_scan(scanner, lambda f: len(f) == 1, "claude binary", proc)
+    assert agent.platform == "claude-code"
+    assert agent.matched_by == "exe"
+    assert agent.pid == proc.pid
+    assert agent.ppid == os.getpid()
+    assert agent.cwd == str(short_tmp)
+    assert agent.exe == str(agents.root / "bin" / "claude")
+    assert agent.user == psutil.Process().username()
+    assert abs(agent.start_time - psutil.Process(proc.pid).create_time()) < 0.01
+    assert agent.parent_pid is None
+
+
+def test_already_running_agent_found_on_first_scan_with_its_start_time(agents: Agents) -> None:
+    proc = agents.binary("codex")
+    started = wait_until(
+        lambda: (
+            psutil.Process(proc.pid).name() == "codex" and psutil.Process(proc.pid).create_time()
+        ),
+        what="codex exec",
+    )
+    [agent] = _mine(Scanner().scan(), proc)
+    assert agent.platform == "codex" and agent.start_time == started
+
+
+def test_gone_process_disappears(agents: Agents) -> None:
+    scanner = Scanner()
+    proc = agents.binary("gemini")
+    _wait_scan(scanner, lambda f: len(f) == 1, "gemini", proc)
+    agents.stop(proc)
+    assert not any(a.pid == proc.pid for a in scanner.scan())
+
+
+def test_sh_script_named_like_agent(agents: Agents) -> None:
+    script = agents.root / "gemini"
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    script.write_text(f"read x < {fifo}\n")
+    proc = agents.spawn(["sh", str(script)])
+    [agent] = _wait_scan(Scanner(), lambda f: len(f) == 1, "sh-hosted gemini", proc)
+    assert (agent.platform, agent.matched_by) == ("gemini-cli", "script")
+    with open(fifo, "w") as fh:
+        fh.write("x\n")
+
+
+def test_process_that_execs_into_agent_is_found(agents: Agents) -> None:
+    """A fork is seen before its exec: a young process is re-checked until it settles."""
+    claude = agents.root / "bin" / "claude"
+    claude.parent.mkdir()
+    shutil.copy(SLEEP, claude)
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    proc = agents.spawn(["sh", "-c", f"read x < {fifo}; exec {claude} 600"])
+    scanner = Scanner()
+    wait_until(
+        lambda: proc.pid in psutil.pids() and psutil.Process(proc.pid).name() == "sh",
+        what="shell up",
+    )
+    assert _mine(scanner.scan(), proc) == []  # still the shell
+    with open(fifo, "w") as fh:
+        fh.write("x\n")
+    [agent] = _wait_scan(scanner, lambda f: len(f) == 1, "exec'd claude", proc)
+    assert agent.pid == proc.pid and agent.platform == "claude-code"
+
+
+@needs_node
+def test_node_hosted_claude_code(agents: Agents) -> None:
+    script = _package(agents.root, "@anthropic-ai/claude-code/cli.js")
+    proc = agents.spawn([str(NODE), str(script)])
+    [agent] = _wait_scan(Scanner(), lambda f: len(f) == 1, "node claude", proc)
+    assert (agent.platform, agent.matched_by) == ("claude-code", "script")
+
+
+@needs_node
+def test_gemini_relaunched_child_counts_once(agents: Agents) -> None:
+    script = _package(agents.root, "@google/gemini-cli/dist/index.js")
+    env = dict(os.environ, FAKE_RELAUNCH="1")
+    proc = agents.spawn([str(NODE), "--no-warnings", str(script)], env=env)
+    scanner = Scanner()
+    # Wait until the child exists, then check it is folded into the parent.
+    wait_until(lambda: len(psutil.Process(proc.pid).children()) == 1, what="relaunch")
+    found = _mine(scanner.scan(), proc)
+    assert [(a.pid, a.platform) for a in found] == [(proc.pid, "gemini-cli")]
+
+
+@needs_node
+def test_codex_wrapper_and_native_child_count_once(agents: Agents) -> None:
+    native = agents.root / "node_modules/@openai/codex/vendor/x86_64-unknown-linux-musl/bin/codex"
+    native.parent.mkdir(parents=True)
+    shutil.copy(SLEEP, native)
+    script = _package(agents.root, "@openai/codex/bin/codex.js")
+    proc = agents.spawn([str(NODE), str(script)], env=dict(os.environ, FAKE_NATIVE=str(native)))
+    scanner = Scanner()
+    wait_until(
+        lambda: any(c.name() == "codex" for c in psutil.Process(proc.pid).children()),
+        what="native codex child",
+    )
+    found = _mine(scanner.scan(), proc)
+    assert [(a.pid, a.platform, a.matched_by) for a in found] == [(proc.pid, "codex", "script")]
+
+
+@needs_node
+def test_agent_started_by_another_agent_is_its_own_with_parent(agents: Agents) -> None:
+    claude = agents.root / "bin" / "claude"
+    claude.parent.mkdir()
+    shutil.copy(SLEEP, claude)
+    script = _package(agents.root, "@openai/codex/bin/codex.js")
+    proc = agents.spawn([str(NODE), str(script)], env=dict(os.environ, FAKE_NATIVE=str(claude)))
+    scanner = Scanner()
+    found = _wait_scan(scanner, lambda f: len(f) == 2, "codex with claude child", proc)
+    by_platform = {a.platform: a for a in found}
+    assert by_platform["codex"].parent_pid is None
+    assert by_platform["claude-code"].parent_pid == proc.pid
+    assert by_platform["claude-code"].ppid == proc.pid
+
+
+def test_tool_children_of_an_agent_are_not_agents(agents: Agents) -> None:
+    script = agents.root / "claude"
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    # A shell-hosted "claude" that runs tools: a sleep and a bash.
+    script.write_text(f"{SLEEP} 600 & bash -c 'read x < {fifo}' & wait\n")
+    proc = agents.spawn(["sh", str(script)])
+    wait_until(lambda: len(psutil.Process(proc.pid).children()) == 2, what="tool children")
+    found = _mine(Scanner().scan(), proc)
+    assert [(a.pid, a.platform) for a in found] == [(proc.pid, "claude-code")]
+    with open(fifo, "w") as fh:
+        fh.write("x\n")

@@ -1,0 +1,221 @@
+"""The shipper against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN, wait_until
+from ingest_server import IngestServer
+
+from quintd.sessions import LifecycleEvent
+from quintd.shipper import BACKOFF_CAP_S, Shipper, full_jitter_backoff, parse_retry_after
+from quintd.store import Store
+
+T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+SID = "9b2f3c4e-0f41-5d7e-9a51-6f0e8d1c2b3a"  # a UUID v5
+
+
+def sid(n: int) -> str:
+    return SID[:-4] + f"{n:04x}"
+
+
+def event(n: int = 0, state: str = "active") -> LifecycleEvent:
+    return LifecycleEvent(
+        session_id=sid(n),
+        state=state,
+        timestamp=T0,  # type: ignore[arg-type]
+        platform="codex",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "q.db")
+    yield s
+
+
+@pytest.fixture
+def server() -> Iterator[IngestServer]:
+    with IngestServer(token=TOKEN) as srv:
+        yield srv
+
+
+def start_shipper(
+    store: Store, url: str, token: str | None = TOKEN, batch_body: bool = False
+) -> Shipper:
+    shipper = Shipper(
+        store,
+        endpoint=url,
+        token=token,
+        timeout=2.0,
+        batch_size=50,
+        flush_interval=0.1,
+        batch_body=batch_body,
+    )
+    shipper.start()
+    return shipper
+
+
+def test_delivers_in_order_with_idempotency_keys_then_deletes(
+    store: Store, server: IngestServer
+) -> None:
+    store.apply([event(1), event(2), event(1, "ended")])
+    keys = [e.event_id for e in store.peek(10)]
+    shipper = start_shipper(store, server.url)
+    try:
+        got = server.wait_for(lambda evs: len(evs) == 3, what="three events")
+        assert [(r.event["session_id"], r.event["state"]) for r in got] == [
+            (sid(1), "active"),
+            (sid(2), "active"),
+            (sid(1), "ended"),
+        ]
+        assert [r.idempotency_key for r in got] == keys
+        wait_until(lambda: store.stats().depth == 0, what="queue drained")
+        status = shipper.status()
+        assert status.delivered == 3 and status.last_success and status.last_error is None
+    finally:
+        shipper.stop(1.0)
+    assert server.violations == []
+
+
+def test_without_token_nothing_is_sent_and_everything_kept(
+    store: Store, server: IngestServer
+) -> None:
+    store.apply([event(1)])
+    shipper = start_shipper(store, server.url, token=None)
+    shipper.wake()
+    shipper.stop(0.5)
+    assert server.requests == 0
+    assert store.stats().depth == 1
+    assert shipper.status().waiting_for_token is True
+
+
+def test_bad_request_goes_to_dead_letters_and_rest_flows(
+    store: Store, server: IngestServer
+) -> None:
+    server.fail_next(400, body=b'{"error":"bad_request: session_name too long"}')
+    store.apply([event(1), event(2)])
+    shipper = start_shipper(store, server.url)
+    try:
+        got = server.wait_for(lambda evs: len(evs) == 1, what="the second event")
+        assert got[0].event["session_id"] == sid(2)
+        wait_until(lambda: store.stats().depth == 0, what="queue drained")
+        assert store.stats().dead_letters == 1
+        reason = store._conn.execute("SELECT status, reason FROM dead_letters").fetchone()
+        assert reason == (400, '{"error":"bad_request: session_name too long"}')
+    finally:
+        shipper.stop(1.0)
+
+
+def test_unauthorized_pauses_and_keeps_everything(store: Store, server: IngestServer) -> None:
+    store.apply([event(1), event(2)])
+    shipper = start_shipper(store, server.url, token="qt_deploy_revoked")
+    try:
+        wait_until(lambda: shipper.status().paused, what="pause on 401")
+        status = shipper.status()
+        assert "401" in (status.paused or "") and status.next_attempt_at
+        assert server.requests == 1  # stopped sending at once
+        assert store.stats().depth == 2
+        assert "qt_deploy_revoked" not in (status.last_error or "")
+    finally:
+        shipper.stop(0.2)
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_429_retry_after_is_honoured_and_retry_reuses_the_key(
+    store: Store, server: IngestServer, form: str
+) -> None:
+    value = "2" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
+    server.fail_next(429, {"Retry-After": value})
+    store.apply([event(1)])
+    [queued] = store.peek(1)
+    started = time.monotonic()
+    shipper = start_shipper(store, server.url)
+    try:
+        wait_until(lambda: shipper.status().next_attempt_at, what="retry scheduled")
+        [got] = server.wait_for(lambda evs: len(evs) == 1, timeout=10, what="retried event")
+        # HTTP-date has one-second resolution: allow for the truncation.
+        assert got.received_at - started >= 0.9
+        assert got.idempotency_key == queued.event_id
+        assert server.requests == 2
+    finally:
+        shipper.stop(1.0)
+
+
+def test_server_errors_are_retried_with_backoff(store: Store, server: IngestServer) -> None:
+    server.fail_next(500, count=2)
+    store.apply([event(1)])
+    [queued] = store.peek(1)
+    shipper = start_shipper(store, server.url)
+    try:
+        [got] = server.wait_for(lambda evs: len(evs) == 1, timeout=15, what="event after 500s")
+        assert got.idempotency_key == queued.event_id
+        assert server.requests == 3
+        assert "HTTP 500" in (shipper.status().last_error or "")
+    finally:
+        shipper.stop(1.0)
+
+
+def test_connection_refused_keeps_events(store: Store) -> None:
+    store.apply([event(1)])
+    shipper = start_shipper(store, "http://127.0.0.1:9")
+    try:
+        wait_until(lambda: shipper.status().last_error, what="connect error")
+        assert "ConnectError" in (shipper.status().last_error or "")
+        assert store.stats().depth == 1
+    finally:
+        shipper.stop(0.2)
+
+
+def test_batch_body(store: Store) -> None:
+    with IngestServer(token=TOKEN, batch=True) as server:
+        store.apply([event(n) for n in range(10)])
+        shipper = start_shipper(store, server.url, batch_body=True)
+        try:
+            got = server.wait_for(lambda evs: len(evs) == 10, what="batch")
+            assert server.requests == 1
+            assert [r.event["session_id"] for r in got] == [sid(n) for n in range(10)]
+            wait_until(lambda: store.stats().depth == 0, what="drained")
+        finally:
+            shipper.stop(1.0)
+        assert server.violations == []
+
+
+def test_stop_makes_a_last_flush(store: Store, server: IngestServer) -> None:
+    shipper = Shipper(
+        store,
+        endpoint=server.url,
+        token=TOKEN,
+        timeout=2.0,
+        batch_size=50,
+        flush_interval=3600,
+        batch_body=False,
+    )
+    shipper.start()
+    store.apply([event(1)])  # nobody wakes the shipper: only the final flush sends it
+    shipper.stop(2.0)
+    assert len(server.events) == 1 and store.stats().depth == 0
+
+
+def test_parse_retry_after() -> None:
+    now = 1_800_000_000.0
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == 30.0
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("", now) is None
+    assert parse_retry_after(None, now) is None
+    assert parse_retry_after("99999999", now) == 3600.0  # capped
+
+
+def test_full_jitter_backoff_bounds() -> None:
+    assert full_jitter_backoff(1, lambda: 1.0) == 2.0
+    assert full_jitter_backoff(3, lambda: 0.5) == 4.0
+    assert full_jitter_backoff(50, lambda: 1.0) == BACKOFF_CAP_S  # jitter after the cap
+    assert full_jitter_backoff(50, lambda: 0.5) == BACKOFF_CAP_S / 2
+    assert full_jitter_backoff(2, lambda: 0.0) == 0.1  # never a hot loop
