@@ -16,6 +16,7 @@ from quintd.control import request
 from quintd.errors import EXIT_OK, QuintdError
 from quintd.scanner import AgentProcess, Scanner
 from quintd.sessions import format_timestamp
+from quintd.signing import SigningResolver
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.command == "status":
         return _status(loaded, as_json=args.json)
     if args.command == "scan":
-        return _scan(as_json=args.json)
+        return _scan(loaded, as_json=args.json)
     if args.config_command == "check":
         print(f"{loaded.source or 'built-in defaults'}: ok")
         return EXIT_OK
@@ -132,8 +133,11 @@ def render_status(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _scan(*, as_json: bool) -> int:
-    agents = Scanner().scan()
+def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
+    resolver = SigningResolver()
+    # One-shot: wait for every signing identity (hashing a large binary takes a moment).
+    agents = Scanner(loaded.platforms, resolver, signing_budget=120.0).scan()
+    resolver.close()
     if as_json:
         print(json.dumps([agent_json(a) for a in agents], indent=2))
         return EXIT_OK

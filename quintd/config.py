@@ -23,9 +23,18 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from quintd.errors import ConfigError
+from quintd.platforms import BUILTIN_PLATFORMS, Platform, SigningRule
 
 APP_NAME = "quintd"
 SYSTEM_CONFIG_PATH = Path("/etc/quintd/config.toml")
@@ -114,13 +123,68 @@ class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class SigningConfig(_Section):
+    identifier: str = Field(min_length=1)
+    team_id: str = Field(min_length=1)
+
+
+class PlatformConfig(_Section):
+    """A signature table entry; the same fields as the built-in ones (quintd/platforms.py)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    names: list[str] = []
+    path_fragments: list[str] = []
+    script_fragments: list[str] = []
+    signing: list[SigningConfig] = []
+    helper_args: list[str] = []
+
+    @model_validator(mode="after")
+    def _useful(self) -> PlatformConfig:
+        rules = (self.names, self.path_fragments, self.script_fragments, self.signing)
+        if not any(rules):
+            raise ValueError(
+                "needs at least one of names, path_fragments, script_fragments, signing"
+            )
+        for values in (self.names, self.path_fragments, self.script_fragments, self.helper_args):
+            if any(not value for value in values):
+                raise ValueError("empty strings match everything; remove them")
+        return self
+
+    def to_platform(self) -> Platform:
+        return Platform(
+            id=self.id,
+            names=tuple(self.names),
+            path_fragments=tuple(self.path_fragments),
+            script_fragments=tuple(self.script_fragments),
+            signing=tuple(SigningRule(s.identifier, s.team_id) for s in self.signing),
+            helper_args=tuple(self.helper_args),
+        )
+
+
 class Config(_Section):
+    platforms: list[PlatformConfig] = []
     cloud: CloudConfig = CloudConfig()
     scan: ScanConfig = ScanConfig()
     sessions: SessionsConfig = SessionsConfig()
     queue: QueueConfig = QueueConfig()
     paths: PathsConfig = PathsConfig()
     log: LogConfig = LogConfig()
+
+    @field_validator("platforms")
+    @classmethod
+    def _unique_ids(cls, value: list[PlatformConfig]) -> list[PlatformConfig]:
+        ids = [p.id for p in value]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"platform ids must be unique (repeated: {', '.join(duplicates)})")
+        return value
+
+
+def merge_platforms(custom: list[PlatformConfig]) -> tuple[Platform, ...]:
+    """Config entries first (they win a tie), replacing built-ins with the same id."""
+    own = tuple(p.to_platform() for p in custom)
+    replaced = {p.id for p in own}
+    return own + tuple(p for p in BUILTIN_PLATFORMS if p.id not in replaced)
 
 
 @dataclass(frozen=True)
@@ -136,6 +200,10 @@ class LoadedConfig:
     @property
     def endpoint(self) -> str:
         return self.config.cloud.endpoint
+
+    @property
+    def platforms(self) -> tuple[Platform, ...]:
+        return merge_platforms(self.config.platforms)
 
     @property
     def socket_path(self) -> Path:
@@ -254,17 +322,23 @@ def _short_repr(value: Any) -> str:
 
 def find_key_line(text: str, loc: list[str]) -> int | None:
     """Best-effort 1-based line of a key path in TOML text written in the usual style
-    (``[table]`` headers and ``key = value`` lines)."""
+    (``[table]`` and ``[[array]]`` headers, ``key = value`` lines)."""
     if not text or not loc:
         return None
     table: list[str] = []
+    arrays: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
-            table = [p.strip().strip("\"'") for p in line.strip("[]").split(".")]
-            if table == loc:
+            is_array = line.startswith("[[")
+            name = line.strip("[]").strip()
+            table = [p.strip().strip("\"'") for p in name.split(".")]
+            if is_array:
+                arrays[name] = arrays.get(name, -1) + 1
+                table.append(str(arrays[name]))
+            if table == loc or (is_array and table[:-1] == loc):
                 return number
             continue
         key = line.split("=", 1)[0].strip().strip("\"'")
@@ -388,6 +462,7 @@ def render_config(loaded: LoadedConfig) -> str:
     data["paths"]["runtime_dir"] = str(loaded.runtime_dir)
     data["cloud"]["token"] = TOKEN_PLACEHOLDER if loaded.token else None
     out = [f"# effective configuration; source: {loaded.source or 'built-in defaults'}"]
+    custom = data.pop("platforms")
     for section, values in data.items():
         out.append(f"\n[{section}]")
         for key, value in values.items():
@@ -395,10 +470,19 @@ def render_config(loaded: LoadedConfig) -> str:
                 out.append(f"# {key} is not set")
             else:
                 out.append(f"{key} = {_toml_value(value)}")
+    for platform in custom:
+        out.append("\n[[platforms]]")
+        for key, value in platform.items():
+            if value:
+                out.append(f"{key} = {_toml_value(value)}")
     return "\n".join(out) + "\n"
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -31,6 +31,7 @@ from quintd.identity import machine_id
 from quintd.scanner import Scanner
 from quintd.sessions import SessionTracker, format_timestamp
 from quintd.shipper import Shipper
+from quintd.signing import SigningResolver
 from quintd.store import Store
 
 log = logging.getLogger("quintd.daemon")
@@ -91,7 +92,8 @@ class Daemon:
         self._tracker: SessionTracker | None = None
         self._shipper: Shipper | None = None
         self._control: ControlServer | None = None
-        self._scanner = Scanner()
+        self._resolver = SigningResolver()
+        self._scanner = Scanner(loaded.platforms, self._resolver)
         self._loop_errors = 0
         self._last_loop_error: str | None = None
 
@@ -208,6 +210,7 @@ class Daemon:
             self._shipper.stop(self.loaded.config.queue.drain_timeout)
         if self._store is not None and (self._shipper is None or not self._shipper.is_alive()):
             self._store.close()
+        self._resolver.close()
         self._lock.release()
 
     # -- status ---------------------------------------------------------------------------

@@ -15,6 +15,15 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class SigningRule:
+    """A code-signing identity: the identifier and the team that must have signed it.
+    Both must match: anyone can claim an identifier, only the team can sign for it."""
+
+    identifier: str
+    team_id: str
+
+
+@dataclass(frozen=True)
 class Platform:
     id: str
     # Basenames of the executable, argv[0], process name, or an interpreter's script.
@@ -23,8 +32,22 @@ class Platform:
     path_fragments: tuple[str, ...] = ()
     # Substrings of the path of the script an interpreter runs.
     script_fragments: tuple[str, ...] = ()
+    # Verified code-signing identities (macOS identifier + team id).
+    signing: tuple[SigningRule, ...] = ()
+    # Arguments (exact, or prefixes ending in "*") marking a helper process of the agent:
+    # part of an agent, never a session of its own.
+    helper_args: tuple[str, ...] = ()
 
 
+def _sign(team_id: str, *identifiers: str) -> tuple[SigningRule, ...]:
+    return tuple(SigningRule(identifier, team_id) for identifier in identifiers)
+
+
+ANTHROPIC, OPENAI = "Q6L2SF6YDW", "2DC432GLL2"
+
+# Order matters only between rules of the same kind: the first platform whose rule
+# matches wins. More specific entries (claude-code before claude-desktop's bundle,
+# cursor-agent before cursor) come first where they could overlap.
 BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     Platform(
         id="claude-code",
@@ -35,17 +58,125 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
             "/resources/native-binary/claude",
         ),
         script_fragments=("/@anthropic-ai/claude-code/",),
+        signing=_sign(ANTHROPIC, "com.anthropic.claude-code"),
+        helper_args=("--bg-*",),
+    ),
+    Platform(
+        id="claude-desktop",
+        names=("Claude",),
+        path_fragments=("/Claude.app/Contents/MacOS/", "/AnthropicClaude/"),
+        signing=_sign(
+            ANTHROPIC, "com.anthropic.claudefordesktop", "com.anthropic.claudefordesktop.helper"
+        ),
     ),
     Platform(
         id="codex",
         names=("codex",),
-        path_fragments=("/@openai/codex/",),
+        path_fragments=("/@openai/codex/", "/Codex.app/Contents/MacOS/"),
         script_fragments=("/@openai/codex/",),
+        signing=_sign(OPENAI, "com.openai.codex"),
+    ),
+    Platform(
+        id="chatgpt",
+        names=("ChatGPT",),
+        path_fragments=("/ChatGPT.app/Contents/MacOS/",),
+        signing=_sign(OPENAI, "com.openai.chat"),
     ),
     Platform(
         id="gemini-cli",
         names=("gemini",),
         script_fragments=("/@google/gemini-cli/",),
+    ),
+    Platform(
+        id="copilot-cli",
+        names=("copilot", "github-copilot", "ghcs"),
+        script_fragments=("/@github/copilot/",),
+    ),
+    Platform(
+        id="cursor-agent",
+        names=("cursor-agent",),
+        path_fragments=("/cursor-agent/versions/", "/.local/share/cursor-agent/"),
+        script_fragments=("/cursor-agent/versions/",),
+    ),
+    Platform(
+        id="cursor",
+        names=("Cursor", "cursor"),
+        path_fragments=("/Cursor.app/Contents/", "/cursor/cursor", "/Cursor/Cursor.exe"),
+        signing=_sign("VDXQ22DGB9", "com.todesktop.230313mzl4w4u92"),
+    ),
+    Platform(
+        id="windsurf",
+        names=("Windsurf", "windsurf", "Devin"),
+        path_fragments=("/Windsurf.app/Contents/", "/Devin.app/Contents/", "/windsurf/windsurf"),
+        signing=_sign("83Z2LHX6XW", "com.exafunction.windsurf"),
+    ),
+    Platform(
+        id="vscode-copilot",
+        names=("code", "Code", "code-insiders"),
+        path_fragments=(
+            "/Visual Studio Code.app/Contents/",
+            "/usr/share/code/",
+            "/Microsoft VS Code/Code.exe",
+        ),
+        signing=_sign("UBF8T346G9", "com.microsoft.VSCode", "com.microsoft.VSCodeInsiders"),
+    ),
+    Platform(
+        id="aider",
+        names=("aider",),
+        script_fragments=("/site-packages/aider/",),
+    ),
+    Platform(
+        id="amp",
+        names=("amp", "amp-local"),
+        script_fragments=("/@sourcegraph/amp/",),
+    ),
+    Platform(
+        id="opencode",
+        names=("opencode",),
+        path_fragments=("/.opencode/bin/opencode", "/opencode-ai/"),
+        script_fragments=("/opencode-ai/",),
+    ),
+    Platform(
+        id="goose",
+        names=("goose", "Goose"),
+        path_fragments=("/Goose.app/Contents/",),
+    ),
+    Platform(
+        id="kiro",
+        names=("kiro-cli", "Kiro", "kiro"),
+        path_fragments=("/Kiro.app/Contents/",),
+        signing=_sign("94KV3E626L", "dev.kiro.desktop"),
+    ),
+    Platform(
+        id="zed",
+        names=("zed", "Zed", "zed-editor"),
+        path_fragments=("/Zed.app/Contents/MacOS/",),
+        signing=_sign("MQ55VZLNZQ", "dev.zed.Zed"),
+    ),
+    Platform(
+        id="auggie",
+        names=("auggie",),
+        script_fragments=("/@augmentcode/auggie/",),
+    ),
+    Platform(
+        id="qwen-code",
+        names=("qwen",),
+        script_fragments=("/@qwen-code/qwen-code/",),
+    ),
+    Platform(
+        id="crush",
+        names=("crush",),
+        script_fragments=("/@charmland/crush/",),
+    ),
+    Platform(
+        id="continue",
+        names=("cn",),
+        script_fragments=("/@continuedev/cli/",),
+    ),
+    Platform(
+        id="cline",
+        names=("cline",),
+        script_fragments=("/node_modules/cline/",),
     ),
 )
 
@@ -79,7 +210,9 @@ _INLINE_CODE = frozenset({"-c", "-e", "--eval", "-p", "--print"})
 @dataclass(frozen=True)
 class Match:
     platform: str
-    matched_by: str  # "exe", "argv0", "name" or "script"
+    matched_by: str  # "signing", "exe", "argv0", "name" or "script"
+    script: str | None = None  # the script an interpreter runs, when that matched
+    helper: bool = False  # a helper process of the agent, never a session of its own
 
 
 def basename(path: str) -> str:
@@ -114,8 +247,31 @@ def match_process(
     exe: str,
     argv: Sequence[str],
     cwd: str | None = None,
+    signing: tuple[str, str] | None = None,
 ) -> Match | None:
-    """Apply the cascade to one process; exe should already be a realpath."""
+    """Apply the cascade to one process; exe should already be a realpath. ``signing`` is
+    a verified (identifier, team id) pair, when one is known."""
+    match = _match(platforms, name, exe, argv, cwd, signing)
+    if match is None:
+        return None
+    platform = next(p for p in platforms if p.id == match.platform)
+    if platform.helper_args and _is_helper(platform.helper_args, argv):
+        return Match(match.platform, match.matched_by, match.script, helper=True)
+    return match
+
+
+def _match(
+    platforms: Sequence[Platform],
+    name: str,
+    exe: str,
+    argv: Sequence[str],
+    cwd: str | None,
+    signing: tuple[str, str] | None,
+) -> Match | None:
+    if signing is not None:
+        for platform in platforms:
+            if any((rule.identifier, rule.team_id) == signing for rule in platform.signing):
+                return Match(platform.id, "signing")
     exe_path = exe.replace("\\", "/")
     exe_base = basename(exe_path) if exe_path else ""
     argv0_base = basename(argv[0]) if argv else ""
@@ -137,15 +293,24 @@ def match_process(
     return None
 
 
+def _is_helper(patterns: Sequence[str], argv: Sequence[str]) -> bool:
+    for arg in argv[1:]:
+        for pattern in patterns:
+            if arg == pattern or (pattern.endswith("*") and arg.startswith(pattern[:-1])):
+                return True
+    return False
+
+
 def _match_script(platforms: Sequence[Platform], script: str, cwd: str | None) -> Match | None:
     candidates = [script.replace("\\", "/")]
+    resolved: str | None = None
     # A global npm install runs the agent through a bin symlink (/usr/bin/gemini ->
     # ../lib/node_modules/@google/gemini-cli/dist/index.js): look through it.
     try:
         full = script if os.path.isabs(script) or not cwd else os.path.join(cwd, script)
-        real = os.path.realpath(full)
-        if real != full:
-            candidates.append(real.replace("\\", "/"))
+        resolved = os.path.realpath(full) if os.path.isabs(full) else None
+        if resolved is not None and resolved != full:
+            candidates.append(resolved.replace("\\", "/"))
     except (OSError, ValueError):
         pass
     for platform in platforms:
@@ -153,5 +318,5 @@ def _match_script(platforms: Sequence[Platform], script: str, cwd: str | None) -
             if basename(candidate) in platform.names or any(
                 frag in candidate for frag in platform.script_fragments
             ):
-                return Match(platform.id, "script")
+                return Match(platform.id, "script", script=resolved)
     return None

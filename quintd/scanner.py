@@ -21,6 +21,7 @@ from typing import TypeVar
 import psutil
 
 from quintd.platforms import BUILTIN_PLATFORMS, Match, Platform, match_process
+from quintd.signing import SigningResolver
 
 # A process first seen younger than this may still exec into something else.
 _SETTLE_SECONDS = 5.0
@@ -43,6 +44,8 @@ class AgentProcess:
     signing_id: str | None = None
     parent_pid: int | None = None  # pid of the agent this one runs under, if any
     cpu_time: float = 0.0  # user + system seconds of this process, read this pass
+    # The file whose identity is the agent's: the executable, or an interpreter's script.
+    identity_path: str | None = None
 
     @property
     def start_time_ms(self) -> int:
@@ -60,6 +63,8 @@ class _Known:
     name: str
     agent: AgentProcess | None
     settle_until: float = 0.0  # re-check the name until then (wall clock)
+    helper: bool = False  # a helper process of an agent: part of it, never its own
+    awaiting_signing: str | None = None  # exe whose signature may still make it an agent
 
 
 @dataclass
@@ -73,8 +78,17 @@ class ScanStats:
 
 
 class Scanner:
-    def __init__(self, platforms: Sequence[Platform] = BUILTIN_PLATFORMS) -> None:
+    def __init__(
+        self,
+        platforms: Sequence[Platform] = BUILTIN_PLATFORMS,
+        resolver: SigningResolver | None = None,
+        signing_budget: float = 0.25,
+    ) -> None:
+        """``signing_budget``: seconds one pass may wait for new agents' signing identities;
+        what is not done by then is finished in the background and shows up later."""
         self._platforms = tuple(platforms)
+        self._resolver = resolver
+        self._signing_budget = signing_budget
         self._known: dict[int, _Known] = {}
         self.stats = ScanStats()
 
@@ -85,19 +99,26 @@ class Scanner:
         pids = set(psutil.pids())
         for pid in self._known.keys() - pids:
             del self._known[pid]
+        new_agents = []
         for pid in pids - self._known.keys():
-            self._inspect(pid, now)
+            known = self._inspect(pid, now)
+            if known is not None and known.agent is not None:
+                new_agents.append(pid)
         for pid, known in list(self._known.items()):
             if known.agent is not None:
                 self._refresh_agent(pid, known, now)
             elif known.settle_until > now:
                 self._recheck_young(pid, known, now)
+            elif known.awaiting_signing is not None:
+                self._recheck_signing(pid, known, now)
+        if new_agents and self._resolver is not None:
+            self._wait_for_signing(new_agents, started + self._signing_budget)
         agents = self._fold_trees()
         self.stats.passes += 1
         self.stats.last_duration_s = time.perf_counter() - started
         return agents
 
-    def _inspect(self, pid: int, now: float) -> None:
+    def _inspect(self, pid: int, now: float) -> _Known | None:
         self.stats.inspected += 1
         try:
             proc = psutil.Process(pid)
@@ -108,21 +129,64 @@ class Scanner:
                 argv: list[str] = _safe(proc.cmdline, [])
                 exe = _safe(proc.exe, "")
                 cwd = _safe(proc.cwd, None)
-                match = match_process(self._platforms, name=name, exe=exe, argv=argv, cwd=cwd)
+                signing = self._verified_identity(exe)
+                match = match_process(
+                    self._platforms, name=name, exe=exe, argv=argv, cwd=cwd, signing=signing
+                )
                 agent = None
                 if match is not None:
                     agent = self._agent(proc, match, name, start_time, ppid, exe, cwd)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             self.stats.vanished += 1
-            return
+            return None
         except psutil.AccessDenied:
             self.stats.denied += 1
-            return
+            return None
         except OSError:
             self.stats.errors += 1
-            return
+            return None
         settle = start_time + _SETTLE_SECONDS if now - start_time < _SETTLE_SECONDS else 0.0
-        self._known[pid] = _Known(start_time, ppid, name, agent, settle)
+        known = _Known(start_time, ppid, name, agent, settle)
+        if match is not None:
+            known.helper = match.helper
+        elif (
+            self._resolver is not None
+            and _in_app_bundle(exe)
+            and signing is None
+            and self._resolver.resolve(exe, timeout=0) is None
+        ):
+            # Only a signature could still say what this bundle is: ask in the background.
+            known.awaiting_signing = exe
+        self._known[pid] = known
+        return known
+
+    def _verified_identity(self, exe: str) -> tuple[str, str] | None:
+        if self._resolver is None or not _in_app_bundle(exe):
+            return None
+        info = self._resolver.cached(exe)
+        return info.verified_identity if info is not None else None
+
+    def _recheck_signing(self, pid: int, known: _Known, now: float) -> None:
+        assert self._resolver is not None and known.awaiting_signing is not None
+        info = self._resolver.cached(known.awaiting_signing)
+        if info is None:
+            return
+        known.awaiting_signing = None
+        if info.verified_identity is not None:
+            del self._known[pid]
+            self._inspect(pid, now)
+
+    def _wait_for_signing(self, pids: list[int], deadline: float) -> None:
+        """Give new agents their signing identity, within this pass's budget."""
+        assert self._resolver is not None
+        for pid in pids:
+            known = self._known.get(pid)
+            if known is None or known.agent is None or not known.agent.identity_path:
+                continue
+            remaining = deadline - time.perf_counter()
+            info = self._resolver.resolve(known.agent.identity_path, timeout=max(remaining, 0))
+            if info is not None and info.signing_id:
+                known.agent = replace(known.agent, signing_id=info.signing_id)
 
     def _agent(
         self,
@@ -145,6 +209,7 @@ class Scanner:
             name=name,
             matched_by=match.matched_by,
             cpu_time=_cpu_seconds(proc),
+            identity_path=match.script or exe or None,
         )
 
     def _refresh_agent(self, pid: int, known: _Known, now: float) -> None:
@@ -163,7 +228,12 @@ class Scanner:
             return
         except (psutil.AccessDenied, OSError):
             return
-        known.agent = _with_cpu(known.agent, cpu)
+        agent = _with_cpu(known.agent, cpu)
+        if agent.signing_id is None and agent.identity_path and self._resolver is not None:
+            info = self._resolver.cached(agent.identity_path)  # finished in the background
+            if info is not None and info.signing_id:
+                agent = replace(agent, signing_id=info.signing_id)
+        known.agent = agent
 
     def _recheck_young(self, pid: int, known: _Known, now: float) -> None:
         try:
@@ -180,7 +250,7 @@ class Scanner:
         result: list[AgentProcess] = []
         for pid, known in self._known.items():
             agent = known.agent
-            if agent is None:
+            if agent is None or known.helper:
                 continue
             ancestor = self._nearest_agent_ancestor(pid)
             if ancestor is not None and ancestor.platform == agent.platform:
@@ -219,6 +289,10 @@ def _safe(getter: Callable[[], T], default: T) -> T:
         return default
 
 
+def _in_app_bundle(exe: str) -> bool:
+    return ".app/Contents/" in exe
+
+
 def _cpu_seconds(proc: psutil.Process) -> float:
     try:
         times = proc.cpu_times()
@@ -233,7 +307,3 @@ def _with_cpu(agent: AgentProcess, cpu: float) -> AgentProcess:
 
 def _with_parent(agent: AgentProcess, parent_pid: int | None) -> AgentProcess:
     return replace(agent, parent_pid=parent_pid)
-
-
-def scan_once(platforms: Sequence[Platform] = BUILTIN_PLATFORMS) -> list[AgentProcess]:
-    return Scanner(platforms).scan()

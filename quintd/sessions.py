@@ -5,7 +5,9 @@ Observations in (the agent processes found by one scan), lifecycle events out:
 - ``active -> idle`` after ``idle_after`` seconds without a sign of work;
 - ``idle -> active`` on the first sign of work (today: the process tree's CPU time
   grew faster than ``busy_cpu_ratio`` of wall time);
-- ``ended`` exactly once, last, when the process is gone.
+- ``ended`` exactly once, last, when the process is gone;
+- something learned later (today: the signing identity, found in the background) is
+  sent once as an update: an event with the current state.
 
 After a restart, :meth:`SessionTracker.restore` hands back the sessions the
 database holds; the first observation adopts those whose process still runs
@@ -246,6 +248,9 @@ class SessionTracker:
     def _observe_activity(
         self, session: Session, proc: AgentProcess, now: datetime, mono: float, changes: Changes
     ) -> None:
+        learned = proc.signing_id is not None and proc.signing_id != session.signing_id
+        if learned:
+            session.signing_id = proc.signing_id
         elapsed = max(mono - session.observed_at, 0.0)
         busy = proc.cpu_time - session.cpu_time > max(
             _MIN_BUSY_CPU_S, self._busy_cpu_ratio * elapsed
@@ -256,8 +261,12 @@ class SessionTracker:
             session.quiet_since = mono
             if session.state == "idle":
                 self._transition(session, "active", now, changes)
+                return
         elif session.state == "active" and mono - session.quiet_since >= self.idle_after:
             self._transition(session, "idle", now, changes)
+            return
+        if learned:  # an update: the current state, carrying what was learned
+            self._transition(session, session.state, now, changes)
 
     @staticmethod
     def _transition(session: Session, state: State, now: datetime, changes: Changes) -> None:

@@ -18,6 +18,16 @@ def _states_for(events: list[Received], session_id: str) -> list[str]:
     return [r.event["state"] for r in events if r.event["session_id"] == session_id]
 
 
+def session_of(daemon: DaemonProcess, pid: int) -> str:
+    """The session id the daemon gave the agent process `pid`."""
+
+    def probe() -> str | None:
+        status = daemon.status() or {"sessions": []}
+        return next((s["session_id"] for s in status["sessions"] if s["pid"] == pid), None)
+
+    return wait_until(probe, what=f"a session for pid {pid}")
+
+
 def test_agent_start_and_exit_reach_the_server(short_tmp: Path, agents: Agents, daemons) -> None:
     project = short_tmp / "shop-api"
     project.mkdir()
@@ -27,12 +37,12 @@ def test_agent_start_and_exit_reach_the_server(short_tmp: Path, agents: Agents, 
         daemon.wait_ready()
 
         claude = agents.binary("claude", cwd=project)
+        session_id = session_of(daemon, claude.pid)
         events = server.wait_for(
-            lambda evs: any(r.event.get("platform") == "claude-code" for r in evs),
-            what="claude-code active",
+            lambda evs: bool(_states_for(evs, session_id)), what="claude-code active"
         )
-        first = next(r for r in events if r.event.get("platform") == "claude-code")
-        session_id = first.event["session_id"]
+        first = next(r for r in events if r.event["session_id"] == session_id)
+        assert first.event["platform"] == "claude-code"
         assert first.event["state"] == "active"
         assert uuid.UUID(session_id).version == 5
         assert first.event["session_name"] == "shop-api"
@@ -135,8 +145,13 @@ def test_restart_keeps_live_sessions_and_ends_dead_ones(
         victim = agents.binary("gemini")
         first = daemons(config).start()
         first.wait_ready()
-        events = server.wait_for(lambda evs: len(evs) >= 2, what="two actives")
-        ids = {r.event["platform"]: r.event["session_id"] for r in events}
+        ids = {
+            "claude-code": session_of(first, survivor.pid),
+            "gemini-cli": session_of(first, victim.pid),
+        }
+        server.wait_for(
+            lambda evs: all(_states_for(evs, sid) for sid in ids.values()), what="two actives"
+        )
         first.kill()  # SIGKILL: no clean shutdown at all
 
         agents.stop(victim)
@@ -147,9 +162,8 @@ def test_restart_keeps_live_sessions_and_ends_dead_ones(
         )
         status = second.status()
         assert status is not None
-        assert [(s["session_id"], s["pid"]) for s in status["sessions"]] == [
-            (ids["claude-code"], survivor.pid)
-        ]
+        mine = [s for s in status["sessions"] if s["session_id"] in ids.values()]
+        assert [(s["session_id"], s["pid"]) for s in mine] == [(ids["claude-code"], survivor.pid)]
         assert _states_for(events, ids["claude-code"]) == ["active"]  # not announced again
         assert _states_for(events, ids["gemini-cli"]) == ["active", "ended"]
         assert second.terminate() == 0

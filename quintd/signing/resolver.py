@@ -1,0 +1,135 @@
+"""The cache and the background worker in front of the per-OS backends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("quintd.signing")
+
+FileKey = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class SigningInfo:
+    """What is known about one file's origin. ``signing_id`` is what gets reported."""
+
+    signing_id: str | None
+    source: str  # "codesign", "authenticode", "deb", "rpm", "sha256" or "error"
+    identifier: str | None = None
+    team_id: str | None = None
+    authorities: tuple[str, ...] = ()
+    valid: bool | None = None
+    detail: str | None = None
+
+    @property
+    def verified_identity(self) -> tuple[str, str] | None:
+        """(identifier, team id) when a valid signature vouches for both."""
+        if self.valid and self.identifier and self.team_id:
+            return (self.identifier, self.team_id)
+        return None
+
+
+Backend = Callable[[str], SigningInfo]
+
+
+def default_backend() -> Backend:
+    if sys.platform == "darwin":
+        from quintd.signing.darwin import codesign_info
+
+        return codesign_info
+    if sys.platform == "win32":
+        from quintd.signing.windows import authenticode_info
+
+        return authenticode_info
+    from quintd.signing.linux import linux_info
+
+    return linux_info
+
+
+def file_key(path: str) -> FileKey | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class SigningResolver:
+    def __init__(self, backend: Backend | None = None) -> None:
+        self._backend = backend or default_backend()
+        self._cache: dict[FileKey, SigningInfo] = {}
+        self._pending: dict[FileKey, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._work: queue.Queue[tuple[str, FileKey] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.examined = 0  # files the backend looked at (cache misses)
+
+    def cached(self, path: str) -> SigningInfo | None:
+        key = file_key(path)
+        if key is None:
+            return None
+        with self._lock:
+            return self._cache.get(key)
+
+    def resolve(self, path: str, timeout: float | None = None) -> SigningInfo | None:
+        """The file's identity, waiting up to ``timeout`` seconds (None: as long as it
+        takes). On timeout the work goes on in the background; ask again later."""
+        key = file_key(path)
+        if key is None:
+            return None
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+            done = self._pending.get(key)
+            if done is None:
+                done = self._pending[key] = threading.Event()
+                self._ensure_worker()
+                self._work.put((path, key))
+        if timeout is not None and timeout <= 0:
+            return None
+        done.wait(timeout)
+        with self._lock:
+            return self._cache.get(key)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._work.put(None)
+            self._thread.join(timeout=5)
+
+    def _ensure_worker(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="quintd-signing", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            path, key = item
+            started = time.monotonic()
+            try:
+                info = self._backend(path)
+            except Exception as exc:  # a strange file must not kill the worker
+                log.warning("signing: cannot examine %s: %s", path, exc)
+                info = SigningInfo(signing_id=None, source="error", detail=str(exc))
+            log.debug(
+                "signing: %s -> %s (%.0f ms)",
+                path,
+                info.signing_id,
+                (time.monotonic() - started) * 1000,
+            )
+            with self._lock:
+                self._cache[key] = info
+                self.examined += 1
+                done = self._pending.pop(key, None)
+            if done is not None:
+                done.set()
