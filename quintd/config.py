@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 import platformdirs
 from pydantic import (
     BaseModel,
@@ -67,6 +68,12 @@ def validate_endpoint(value: str) -> str:
         _ = parts.port
     except ValueError as exc:
         raise ValueError(f"has an invalid port ({exc})") from None
+    if not value.isascii() or not value.isprintable():
+        raise ValueError("must be printable ASCII (write international domains as xn--...)")
+    try:
+        httpx.URL(value)  # the client must accept what the config accepts
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        raise ValueError(f"is not a usable URL ({exc})") from None
     return value.rstrip("/")
 
 
@@ -273,7 +280,8 @@ def load_config(
     config = _validate(data, text, source)
     config = _apply_env_overrides(config, env)
     token = _resolve_token(config, env, source)
-    state_dir, runtime_dir = _resolve_dirs(config, env, root)
+    state_dir, runtime_dir = _resolve_dirs(config, env, root, source)
+    _check_dirs(state_dir, runtime_dir, source)
     return LoadedConfig(config, source, token, state_dir, runtime_dir)
 
 
@@ -373,6 +381,8 @@ def check_token_text(token: str) -> None:
         raise ValueError("is empty")
     if any(ch in _TOKEN_FORBIDDEN for ch in token):
         raise ValueError("contains whitespace or control characters")
+    if not (token.isascii() and token.isprintable()):
+        raise ValueError("must be printable ASCII (it travels in an HTTP header)")
 
 
 def _resolve_token(
@@ -428,9 +438,13 @@ def read_token_file(path: Path, where: str) -> str:
 
 
 def _resolve_dirs(
-    config: Config, env: dict[str, str] | os._Environ[str], as_root: bool
+    config: Config, env: dict[str, str] | os._Environ[str], as_root: bool, source: Path | None
 ) -> tuple[Path, Path]:
+    base = source.resolve().parent if source is not None else Path.cwd()
     state = config.paths.state_dir
+    if state is not None:
+        # Relative to the config file, like token_file: never to wherever quintd was started.
+        state = base / state.expanduser()
     if state is None and env.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
         state = Path(env["STATE_DIRECTORY"].split(":")[0])
     if state is None:
@@ -441,6 +455,8 @@ def _resolve_dirs(
         else:
             state = Path(platformdirs.user_state_dir(APP_NAME))
     runtime = config.paths.runtime_dir
+    if runtime is not None:
+        runtime = base / runtime.expanduser()
     if runtime is None and env.get("RUNTIME_DIRECTORY"):  # set by systemd's RuntimeDirectory=
         runtime = Path(env["RUNTIME_DIRECTORY"].split(":")[0])
     if runtime is None:
@@ -453,6 +469,23 @@ def _resolve_dirs(
             # state dir is a safer home for the socket than a guessable /tmp path.
             runtime = state
     return state.expanduser(), runtime.expanduser()
+
+
+# sun_path is 108 bytes on Linux and 104 on macOS, including the NUL.
+MAX_SOCKET_PATH = 103
+
+
+def _check_dirs(state_dir: Path, runtime_dir: Path, source: Path | None) -> None:
+    where = str(source) if source else "<defaults>"
+    for key, path in (("paths.state_dir", state_dir), ("paths.runtime_dir", runtime_dir)):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{where}: {key}: {path} exists and is not a directory")
+    socket = runtime_dir / "quintd.sock"
+    if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"{where}: paths.runtime_dir: the control socket path {socket} is longer than "
+            f"{MAX_SOCKET_PATH} bytes; choose a shorter directory"
+        )
 
 
 def render_config(loaded: LoadedConfig) -> str:

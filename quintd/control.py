@@ -19,24 +19,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from quintd.errors import ConfigError, NotRunningError, QuintdError
+from quintd.errors import AlreadyRunningError, NotRunningError, QuintdError
 
 log = logging.getLogger("quintd.control")
 
 MAX_REQUEST_BYTES = 64 * 1024
-# sun_path is 108 bytes on Linux and 104 on macOS, including the NUL.
-MAX_SOCKET_PATH = 103
 
 Handler = Callable[[Mapping[str, Any]], Any]
 
 
 class ControlServer:
     def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise ConfigError(
-                f"paths.runtime_dir: control socket path {path} is longer than "
-                f"{MAX_SOCKET_PATH} bytes; choose a shorter runtime_dir"
-            )
         self.path = path
         self._handlers = dict(handlers)
         self._server: socketserver.ThreadingUnixStreamServer | None = None
@@ -72,10 +65,11 @@ class ControlServer:
         self._thread.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._server is None:
+            return  # never bound: the socket there (if any) is someone else's
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
@@ -98,14 +92,26 @@ def _dispatch(handlers: Mapping[str, Handler], line: bytes) -> dict[str, Any]:
 
 
 def _remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by a dead daemon (the caller holds the state-dir lock)."""
+    """Remove a socket left by a dead daemon; refuse if a live one still answers there
+    (another daemon with its own state dir but this runtime dir)."""
     try:
         info = path.lstat()
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(info.st_mode):
         raise QuintdError(f"{path} exists and is not a socket; refusing to replace it")
-    path.unlink()
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody listens: stale
+        return
+    finally:
+        probe.close()
+    raise AlreadyRunningError(
+        f"another quintd answers on {path}; stop it first or use a different paths.runtime_dir"
+    )
 
 
 def request(path: Path, command: str, timeout: float = 5.0, **args: Any) -> Any:

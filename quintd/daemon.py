@@ -9,6 +9,7 @@ back and tried again on the next tick.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import fcntl
 import logging
@@ -26,10 +27,10 @@ from typing import Any
 from quintd import __version__
 from quintd.config import LoadedConfig
 from quintd.control import ControlServer
-from quintd.errors import AlreadyRunningError
+from quintd.errors import AlreadyRunningError, ConfigError
 from quintd.identity import machine_id
 from quintd.scanner import Scanner
-from quintd.sessions import SessionTracker, format_timestamp
+from quintd.sessions import Session, SessionTracker, format_timestamp
 from quintd.shipper import Shipper
 from quintd.signing import SigningResolver
 from quintd.store import Store
@@ -96,14 +97,23 @@ class Daemon:
         self._scanner = Scanner(loaded.platforms, self._resolver)
         self._loop_errors = 0
         self._last_loop_error: str | None = None
+        # What status shows: replaced whole after each pass, so the control thread never
+        # reads the tracker while the main loop changes it.
+        self._session_view: list[Session] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def run(self) -> int:
         os.umask(0o077)
         cfg = self.loaded.config
-        ensure_private_dir(self.loaded.state_dir)
-        ensure_private_dir(self.loaded.runtime_dir)
+        for key, path in (
+            ("state_dir", self.loaded.state_dir),
+            ("runtime_dir", self.loaded.runtime_dir),
+        ):
+            try:
+                ensure_private_dir(path)
+            except OSError as exc:
+                raise ConfigError(f"paths.{key}: cannot use {path}: {exc.strerror}") from None
         self._lock.acquire()
         try:
             self._install_signal_handlers()
@@ -121,10 +131,11 @@ class Daemon:
                 flush_interval=cfg.queue.flush_interval,
                 batch_body=cfg.cloud.batch_body,
             )
-            self._shipper.start()
-            self._tick()  # the first scan before anyone may ask for status
+            # The socket first: it refuses to start if another daemon answers there.
             self._control = ControlServer(self.loaded.socket_path, {"status": self._status})
             self._control.start()
+            self._shipper.start()
+            self._tick()
             log.info(
                 "started version=%s pid=%d config=%s state_dir=%s endpoint=%s token_set=%s",
                 __version__,
@@ -177,7 +188,9 @@ class Daemon:
         try:
             processes = self._scanner.scan()
             changes = self._tracker.observe(processes)
-            if self._store.apply(changes.events, changes.upserts, changes.removals):
+            stored = self._store.apply(changes.events, changes.upserts, changes.removals)
+            self._session_view = [copy.copy(s) for s in self._tracker.sessions]
+            if stored:
                 for event in changes.events:
                     log.info(
                         "session %s state=%s platform=%s",
@@ -243,7 +256,7 @@ class Daemon:
                     "parent_id": s.parent_id,
                     "started_at": format_timestamp(s.started_at),
                 }
-                for s in self._tracker.sessions
+                for s in self._session_view
             ],
             "queue": {
                 "depth": stats.depth,

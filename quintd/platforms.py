@@ -254,6 +254,13 @@ def match_process(
     match = _match(platforms, name, exe, argv, cwd, signing)
     if match is None:
         return None
+    if match.script is None and _INTERPRETER.match(basename(exe)):
+        # Matched by name (Linux names a shebang script's process after the script): the
+        # agent's identity is still its script, not the interpreter.
+        script = interpreter_script(argv)
+        if script:
+            resolved = _resolve_script(script, cwd)
+            match = Match(match.platform, match.matched_by, resolved)
     platform = next(p for p in platforms if p.id == match.platform)
     if platform.helper_args and _is_helper(platform.helper_args, argv):
         return Match(match.platform, match.matched_by, match.script, helper=True)
@@ -301,18 +308,22 @@ def _is_helper(patterns: Sequence[str], argv: Sequence[str]) -> bool:
     return False
 
 
-def _match_script(platforms: Sequence[Platform], script: str, cwd: str | None) -> Match | None:
-    candidates = [script.replace("\\", "/")]
-    resolved: str | None = None
-    # A global npm install runs the agent through a bin symlink (/usr/bin/gemini ->
-    # ../lib/node_modules/@google/gemini-cli/dist/index.js): look through it.
+def _resolve_script(script: str, cwd: str | None) -> str | None:
+    """The script's real path, when it can be known."""
     try:
         full = script if os.path.isabs(script) or not cwd else os.path.join(cwd, script)
-        resolved = os.path.realpath(full) if os.path.isabs(full) else None
-        if resolved is not None and resolved != full:
-            candidates.append(resolved.replace("\\", "/"))
+        return os.path.realpath(full) if os.path.isabs(full) else None
     except (OSError, ValueError):
-        pass
+        return None
+
+
+def _match_script(platforms: Sequence[Platform], script: str, cwd: str | None) -> Match | None:
+    candidates = [script.replace("\\", "/")]
+    # A global npm install runs the agent through a bin symlink (/usr/bin/gemini ->
+    # ../lib/node_modules/@google/gemini-cli/dist/index.js): look through it.
+    resolved = _resolve_script(script, cwd)
+    if resolved is not None and resolved != script:
+        candidates.append(resolved.replace("\\", "/"))
     for platform in platforms:
         for candidate in candidates:
             if basename(candidate) in platform.names or any(

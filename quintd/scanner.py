@@ -43,7 +43,7 @@ class AgentProcess:
     matched_by: str
     signing_id: str | None = None
     parent_pid: int | None = None  # pid of the agent this one runs under, if any
-    cpu_time: float = 0.0  # user + system seconds of this process, read this pass
+    cpu_time: float = 0.0  # CPU seconds of the agent's process tree, read this pass
     # The file whose identity is the agent's: the executable, or an interpreter's script.
     identity_path: str | None = None
 
@@ -63,6 +63,7 @@ class _Known:
     name: str
     agent: AgentProcess | None
     settle_until: float = 0.0  # re-check the name until then (wall clock)
+    argv_key: int = 0  # hash of argv: an exec into a same-named program changes it
     helper: bool = False  # a helper process of an agent: part of it, never its own
     awaiting_signing: str | None = None  # exe whose signature may still make it an agent
 
@@ -113,6 +114,7 @@ class Scanner:
                 self._recheck_signing(pid, known, now)
         if new_agents and self._resolver is not None:
             self._wait_for_signing(new_agents, started + self._signing_budget)
+        self._add_descendant_cpu()
         agents = self._fold_trees()
         self.stats.passes += 1
         self.stats.last_duration_s = time.perf_counter() - started
@@ -129,6 +131,7 @@ class Scanner:
                 argv: list[str] = _safe(proc.cmdline, [])
                 exe = _safe(proc.exe, "")
                 cwd = _safe(proc.cwd, None)
+                argv_key = hash(tuple(argv))
                 signing = self._verified_identity(exe)
                 match = match_process(
                     self._platforms, name=name, exe=exe, argv=argv, cwd=cwd, signing=signing
@@ -146,7 +149,7 @@ class Scanner:
             self.stats.errors += 1
             return None
         settle = start_time + _SETTLE_SECONDS if now - start_time < _SETTLE_SECONDS else 0.0
-        known = _Known(start_time, ppid, name, agent, settle)
+        known = _Known(start_time, ppid, name, agent, settle, argv_key=argv_key)
         if match is not None:
             known.helper = match.helper
         elif (
@@ -198,15 +201,16 @@ class Scanner:
         exe: str,
         cwd: str | None,
     ) -> AgentProcess:
+        user = _safe(proc.username, None)
         return AgentProcess(
             platform=match.platform,
             pid=proc.pid,
             ppid=ppid,
             start_time=start_time,
-            user=_safe(proc.username, None),
-            exe=exe or None,
-            cwd=cwd,
-            name=name,
+            user=clean_text(user) if user is not None else None,
+            exe=clean_text(exe) if exe else None,
+            cwd=clean_text(cwd) if cwd is not None else None,
+            name=clean_text(name),
             matched_by=match.matched_by,
             cpu_time=_cpu_seconds(proc),
             identity_path=match.script or exe or None,
@@ -237,12 +241,40 @@ class Scanner:
 
     def _recheck_young(self, pid: int, known: _Known, now: float) -> None:
         try:
-            name = psutil.Process(pid).name()
+            argv_key = hash(tuple(psutil.Process(pid).cmdline()))
         except (psutil.Error, OSError):
             return
-        if name != known.name:  # it exec'd: look again
+        if argv_key != known.argv_key:  # it exec'd (perhaps node into node): look again
             del self._known[pid]
             self._inspect(pid, now)
+
+    def _add_descendant_cpu(self) -> None:
+        """An agent waiting on its tools is working: count the CPU of its live
+        descendants (finished ones are already in its own children_* times)."""
+        roots = [pid for pid, k in self._known.items() if k.agent is not None]
+        if not roots:
+            return
+        children: dict[int, list[int]] = {}
+        for pid, known in self._known.items():
+            children.setdefault(known.ppid, []).append(pid)
+        for root in roots:
+            extra = 0.0
+            stack = list(children.get(root, ()))
+            seen = {root}
+            while stack:
+                pid = stack.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                try:
+                    extra += _cpu_seconds(psutil.Process(pid))
+                except (psutil.Error, OSError):
+                    continue
+                stack.extend(children.get(pid, ()))
+            if extra:
+                known = self._known[root]
+                assert known.agent is not None
+                known.agent = replace(known.agent, cpu_time=known.agent.cpu_time + extra)
 
     def _fold_trees(self) -> list[AgentProcess]:
         """Drop agents that run under an agent of the same platform; link the rest to the
@@ -289,16 +321,23 @@ def _safe(getter: Callable[[], T], default: T) -> T:
         return default
 
 
+def clean_text(value: str) -> str:
+    """Process-table strings are bytes decoded with surrogate escapes: make them valid
+    UTF-8 text (a directory named b"x\\xff" must not stall the pipeline)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _in_app_bundle(exe: str) -> bool:
     return ".app/Contents/" in exe
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU of the process and of its children it has already reaped."""
     try:
         times = proc.cpu_times()
     except (psutil.AccessDenied, psutil.ZombieProcess):
         return 0.0
-    return float(times.user + times.system)
+    return float(times.user + times.system + times.children_user + times.children_system)
 
 
 def _with_cpu(agent: AgentProcess, cpu: float) -> AgentProcess:

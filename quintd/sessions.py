@@ -87,7 +87,8 @@ class LifecycleEvent:
         return body
 
     def body(self) -> bytes:
-        return json.dumps(self.wire(), separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(self.wire(), separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8", "replace")  # never fail on a stray surrogate
 
 
 @dataclass

@@ -20,7 +20,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +52,7 @@ class DeliveryStatus:
     last_error: str | None
     paused: str | None  # why delivery is held back, if it is
     next_attempt_at: str | None
+    alive: bool  # the delivery thread runs
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -61,7 +61,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), MAX_RETRY_AFTER_S)
     try:
         moment = email.utils.parsedate_to_datetime(value)
@@ -154,6 +154,7 @@ class Shipper(threading.Thread):
                 last_error=self._last_error,
                 paused=self._paused,
                 next_attempt_at=next_at,
+                alive=self.is_alive(),
             )
 
     # -- the loop ---------------------------------------------------------------------
@@ -171,9 +172,18 @@ class Shipper(threading.Thread):
             if self._stopping.is_set():
                 break
             if time.monotonic() >= self._next_attempt:
-                self._flush(deadline=None)
+                self._guarded_flush(deadline=None)
         if self._next_attempt <= time.monotonic():
-            self._flush(deadline=self._drain_deadline)
+            self._guarded_flush(deadline=self._drain_deadline)
+
+    def _guarded_flush(self, deadline: float | None) -> None:
+        """Flush; whatever goes wrong (a locked or full database, a client bug) is
+        reported and retried later, never the end of delivery."""
+        try:
+            self._flush(deadline)
+        except Exception as exc:
+            log.exception("delivery: unexpected error")
+            self._retry_later(f"{type(exc).__name__}: {exc}", None)
 
     def _flush(self, deadline: float | None) -> None:
         if self._client is None:
@@ -183,20 +193,19 @@ class Shipper(threading.Thread):
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            try:
-                batch = self._store.peek(self._batch_size)
-            except Exception as exc:  # a broken database must not kill delivery
-                self._note_error(f"queue read failed: {exc}")
-                return
-            if not batch:
-                return
-            if not self._send_batch(batch, deadline):
+            if self._batch_body:
+                key, batch = self._store.claim_batch(
+                    min(self._batch_size, MAX_BATCH_EVENTS), MAX_BATCH_BYTES
+                )
+                if not batch or not self._send_many(batch, key, deadline):
+                    return
+                continue
+            batch = self._store.peek(self._batch_size)
+            if not batch or not self._send_each(batch, deadline):
                 return
 
-    def _send_batch(self, batch: list[QueuedEvent], deadline: float | None) -> bool:
-        """Send one batch; True if the pipeline may go on at once."""
-        if self._batch_body:
-            return self._send_many(_fit_batch(batch), deadline)
+    def _send_each(self, batch: list[QueuedEvent], deadline: float | None) -> bool:
+        """Send events one per request; True if the pipeline may go on at once."""
         for event in batch:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -208,16 +217,14 @@ class Shipper(threading.Thread):
         response = self._post(event.body, event.event_id, deadline)
         if response is None:
             return False
-        return self._handle(response, [event])
+        return self._handle(response, [event], event.event_id, deadline)
 
-    def _send_many(self, events: list[QueuedEvent], deadline: float | None) -> bool:
+    def _send_many(self, events: list[QueuedEvent], key: str, deadline: float | None) -> bool:
         body = b'{"events":[' + b",".join(e.body for e in events) + b"]}"
-        # One key for the batch, stable as long as its members are: derived from theirs.
-        key = str(uuid.uuid5(uuid.NAMESPACE_OID, ",".join(e.event_id for e in events)))
         response = self._post(body, key, deadline)
         if response is None:
             return False
-        return self._handle(response, events)
+        return self._handle(response, events, key, deadline)
 
     def _post(self, body: bytes, key: str, deadline: float | None) -> httpx.Response | None:
         assert self._client is not None
@@ -232,7 +239,13 @@ class Shipper(threading.Thread):
             self._retry_later(f"{type(exc).__name__}: {exc}", None)
             return None
 
-    def _handle(self, response: httpx.Response, events: list[QueuedEvent]) -> bool:
+    def _handle(
+        self,
+        response: httpx.Response,
+        events: list[QueuedEvent],
+        key: str,
+        deadline: float | None,
+    ) -> bool:
         status = response.status_code
         if 200 <= status < 300:
             self._store.ack(e.seq for e in events)
@@ -243,16 +256,23 @@ class Shipper(threading.Thread):
                 self._last_success = format_timestamp(datetime.now(UTC))
             return True
         reason = _reason(response)
-        if status in (400, 422) or (status == 413 and len(events) == 1):
+        if status in (400, 413, 422) and len(events) > 1:
+            # The server stored none of it: split until the culprit stands alone. Each
+            # half gets its own key, kept on disk, so its retries reuse it.
+            half = len(events) // 2
+            first, second = events[:half], events[half:]
+            first_key = self._store.rekey(e.seq for e in first)
+            second_key = self._store.rekey(e.seq for e in second)
+            return self._send_many(first, first_key, deadline) and self._send_many(
+                second, second_key, deadline
+            )
+        if status in (400, 413, 422):
             for event in events:
                 self._store.dead_letter(event, status, reason)
             with self._lock:
                 self._dead_lettered += len(events)
             self._note_error(f"HTTP {status}: event dead-lettered: {reason}")
             return True
-        if status == 413:
-            half = len(events) // 2
-            return self._send_many(events[:half], None) and self._send_many(events[half:], None)
         if status in (401, 403):
             self._pause(f"HTTP {status}: token refused: {reason}", AUTH_PAUSE_S)
             return False
@@ -281,16 +301,6 @@ class Shipper(threading.Thread):
         with self._lock:
             self._last_error = f"{stamp} {error}"
         log.warning("delivery: %s", error)
-
-
-def _fit_batch(batch: list[QueuedEvent]) -> list[QueuedEvent]:
-    """The longest prefix within the batch endpoint's limits (always at least one)."""
-    size = 16
-    for index, event in enumerate(batch[:MAX_BATCH_EVENTS]):
-        size += len(event.body) + 1
-        if size > MAX_BATCH_BYTES and index > 0:
-            return batch[:index]
-    return batch[:MAX_BATCH_EVENTS]
 
 
 def _reason(response: httpx.Response) -> str:

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS events (
     state TEXT NOT NULL,
     body BLOB NOT NULL,
     enqueued_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    batch_key TEXT  -- set when claimed for a batch body: the batch's Idempotency-Key
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
@@ -187,6 +188,51 @@ class Store:
                 (limit,),
             ).fetchall()
         return [QueuedEvent(*row) for row in rows]
+
+    def claim_batch(self, limit: int, max_bytes: int) -> tuple[str, list[QueuedEvent]]:
+        """The next batch for a batch body, with its Idempotency-Key. A batch claimed
+        before (and not yet delivered) comes back whole, under the same key, so a retry
+        never re-sends stored events under a new key."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT batch_key FROM events WHERE batch_key IS NOT NULL ORDER BY seq LIMIT 1"
+            ).fetchone()
+            if row is not None:
+                key = str(row[0])
+                rows = conn.execute(
+                    "SELECT seq, event_id, session_id, state, body, enqueued_at, attempts "
+                    "FROM events WHERE batch_key = ? ORDER BY seq",
+                    (key,),
+                ).fetchall()
+                return key, [QueuedEvent(*r) for r in rows]
+            rows = conn.execute(
+                "SELECT seq, event_id, session_id, state, body, enqueued_at, attempts "
+                "FROM events ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            chosen: list[QueuedEvent] = []
+            size = 16
+            for r in rows:
+                event = QueuedEvent(*r)
+                size += len(event.body) + 1
+                if chosen and size > max_bytes:
+                    break
+                chosen.append(event)
+            key = str(uuid.uuid4())
+            conn.executemany(
+                "UPDATE events SET batch_key = ? WHERE seq = ?", [(key, e.seq) for e in chosen]
+            )
+            return key, chosen
+
+    def rekey(self, seqs: Iterable[int]) -> str:
+        """Give claimed events a batch of their own (a split batch's half), with a new
+        key kept on disk so that its retries use it too."""
+        key = str(uuid.uuid4())
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE events SET batch_key = ? WHERE seq = ?", [(key, seq) for seq in seqs]
+            )
+        return key
 
     def ack(self, seqs: Iterable[int]) -> None:
         """Delete delivered events (after a 2xx for them)."""

@@ -78,9 +78,17 @@ class Fault:
 
 
 class IngestServer:
-    def __init__(self, token: str = "qt_deploy_test_token", batch: bool = False) -> None:
+    def __init__(
+        self,
+        token: str = "qt_deploy_test_token",
+        batch: bool = False,
+        reject: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
+        """``reject(event)``: a reason to answer 400 for a valid event (a strict server's
+        own rules), or None to accept it."""
         self.token = token
         self.batch = batch
+        self.reject = reject
         self.events: list[Received] = []
         self.violations: list[str] = []
         self.requests = 0
@@ -186,6 +194,10 @@ class IngestServer:
                     reason = validate_event(event)
                     if reason:
                         self._violation(400, reason)
+                        return
+                    refusal = server.reject(event) if server.reject else None
+                    if refusal:
+                        self._reply(400, json.dumps({"error": refusal}).encode())
                         return
                 key = self.headers.get("Idempotency-Key")
                 with server._cond:

@@ -56,3 +56,19 @@ def test_status_without_daemon_exits_3(short_tmp: Path) -> None:
         result = run_cli(*args, "--config", str(config))
         assert result.returncode == 3
         assert "not running" in result.stderr
+
+
+def test_scan_finds_a_platform_added_in_config(agents: Agents, short_tmp: Path) -> None:
+    proc = agents.binary("my-agent")
+    config = write_config(
+        short_tmp, extra='[[platforms]]\nid = "acme-agent"\nnames = ["my-agent"]\n'
+    )
+
+    def found() -> dict | None:
+        result = run_cli("scan", "--json", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        return next((a for a in json.loads(result.stdout) if a["pid"] == proc.pid), None)
+
+    agent = wait_until(found, what="custom agent in scan --json")
+    assert (agent["platform"], agent["matched_by"]) == ("acme-agent", "exe")
+    assert agent["signing_id"].startswith("sha256:")

@@ -203,6 +203,37 @@ BROKEN = [
     ("string bool", '[cloud]\nbatch_body = "yes"\n', ["cloud.batch_body", "line 2"]),
     ("token with space", '[cloud]\ntoken = "qt_deploy_x y"\n', ["cloud.token", "whitespace"]),
     ("not a table", "scan = 1\n", ["scan", "line 1"]),
+    ("non-ascii token", '[cloud]\ntoken = "qt_déploy"\n', ["cloud.token", "ASCII"]),
+    (
+        "unicode endpoint",
+        '[cloud]\nendpoint = "https://ex\u200bample.com"\n',
+        ["cloud.endpoint", "ASCII"],
+    ),
+    (
+        "platform without rules",
+        '[[platforms]]\nid = "x"\n',
+        ["platforms.0", "line 1", "at least one of"],
+    ),
+    (
+        "platform bad id",
+        '[[platforms]]\nid = "x"\nnames = ["a"]\n\n[[platforms]]\nid = "Bad Id"\nnames = ["b"]\n',
+        ["platforms.1.id", "line 6"],
+    ),
+    (
+        "platform duplicate",
+        '[[platforms]]\nid = "x"\nnames = ["a"]\n[[platforms]]\nid = "x"\nnames = ["b"]\n',
+        ["platforms", "unique"],
+    ),
+    (
+        "platform empty name",
+        '[[platforms]]\nid = "x"\nnames = [""]\n',
+        ["platforms.0", "empty strings"],
+    ),
+    (
+        "platform signing half",
+        '[[platforms]]\nid = "x"\nsigning = [{identifier = "a.b"}]\n',
+        ["platforms.0.signing.0.team_id", "required"],
+    ),
 ]
 
 
@@ -255,3 +286,40 @@ def test_quintd_config_env_var_is_used(tmp_path: Path) -> None:
 def test_usage_error_exits_2() -> None:
     assert run_cli("frobnicate").returncode == 2
     assert run_cli("status", "--bogus").returncode == 2
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[paths]\nstate_dir = "state"\nruntime_dir = "run"\n')
+    loaded = load_config(str(path), {})
+    assert loaded.state_dir == tmp_path.resolve() / "state"
+    assert loaded.runtime_dir == tmp_path.resolve() / "run"
+
+
+def test_long_runtime_dir_is_a_config_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, f'[paths]\nruntime_dir = "/tmp/{"x" * 120}"\n')
+    with pytest.raises(ConfigError, match=r"paths.runtime_dir.*longer than"):
+        load_config(str(path), {})
+
+
+def test_custom_platforms_come_first_and_replace_builtins(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[[platforms]]
+id = "my-agent"
+names = ["myagent"]
+script_fragments = ["/my-agent/"]
+
+[[platforms]]
+id = "codex"
+names = ["codex-fork"]
+signing = [{identifier = "com.openai.codex", team_id = "2DC432GLL2"}]
+""",
+    )
+    platforms = load_config(str(path), {}).platforms
+    ids = [p.id for p in platforms]
+    assert ids[:2] == ["my-agent", "codex"]
+    assert ids.count("codex") == 1 and "claude-code" in ids
+    codex = platforms[1]
+    assert codex.names == ("codex-fork",)
+    assert codex.signing[0].team_id == "2DC432GLL2"

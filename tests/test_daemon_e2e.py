@@ -188,3 +188,58 @@ def test_config_error_at_start_exits_78(short_tmp: Path) -> None:
     result = run_cli("run", "--config", str(config), env=clean_env())
     assert result.returncode == 78
     assert "scan.interval" in result.stderr and "line 2" in result.stderr
+
+
+def test_non_utf8_working_directory_does_not_stall_the_pipeline(
+    short_tmp: Path, agents: Agents, daemons
+) -> None:
+    weird = Path(os.fsdecode(bytes(short_tmp) + b"/proj\xff"))
+    weird.mkdir()
+    normal = short_tmp / "normal"
+    normal.mkdir()
+    with IngestServer(token=TOKEN) as server:
+        daemon = daemons(write_config(short_tmp, endpoint=server.url)).start()
+        daemon.wait_ready()
+        odd = agents.binary("claude", cwd=weird)
+        fine = agents.binary("codex", cwd=normal)
+        ids = [session_of(daemon, odd.pid), session_of(daemon, fine.pid)]
+        got = server.wait_for(lambda evs: all(_states_for(evs, i) for i in ids), what="both")
+        names = {r.event["session_id"]: r.event.get("session_name") for r in got}
+        assert names[ids[0]] == "proj\ufffd"
+        assert names[ids[1]] == "normal"
+        assert daemon.terminate() == 0
+        assert server.violations == []
+
+
+def test_second_daemon_on_same_runtime_dir_refuses(short_tmp: Path, daemons) -> None:
+    first_cfg = write_config(short_tmp, endpoint="http://127.0.0.1:9", token=None)
+    other = short_tmp / "other"
+    other.mkdir()
+    second_cfg = other / "config.toml"
+    # Its own state dir, but the first one's runtime dir (and so its socket).
+    second_cfg.write_text(
+        first_cfg.read_text().replace(
+            f'state_dir = "{short_tmp / "state"}"', f'state_dir = "{other / "state"}"'
+        )
+    )
+    first = daemons(first_cfg).start()
+    first.wait_ready()
+    second = daemons(second_cfg).start()
+    assert second.proc is not None
+    assert second.proc.wait(timeout=30) == 1
+    assert "another quintd answers on" in second.log
+    assert first.status() is not None  # its socket is still there
+    assert first.terminate() == 0
+
+
+def test_state_dir_that_is_a_file_exits_78(short_tmp: Path) -> None:
+    from conftest import run_cli
+
+    blocker = short_tmp / "file"
+    blocker.write_text("")
+    config = short_tmp / "c.toml"
+    config.write_text(f'[paths]\nstate_dir = "{blocker}"\nruntime_dir = "{short_tmp}"\n')
+    for command in (["config", "check"], ["run"]):
+        result = run_cli(*command, "--config", str(config), env=clean_env())
+        assert result.returncode == 78, result
+        assert "paths.state_dir" in result.stderr and "not a directory" in result.stderr

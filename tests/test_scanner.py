@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -190,3 +191,113 @@ def test_tool_children_of_an_agent_are_not_agents(agents: Agents) -> None:
     assert [(a.pid, a.platform) for a in found] == [(proc.pid, "claude-code")]
     with open(fifo, "w") as fh:
         fh.write("x\n")
+
+
+def test_exec_into_same_named_interpreter_is_found(agents: Agents) -> None:
+    """sh that execs `sh .../claude`: same name before and after, different argv."""
+    script = agents.root / "claude"
+    fifo, hold = agents.root / "go", agents.root / "hold"
+    os.mkfifo(fifo)
+    os.mkfifo(hold)
+    script.write_text(f"read x < {hold}\n")
+    proc = agents.spawn(["sh", "-c", f"read x < {fifo}; exec sh {script}"])
+    scanner = Scanner()
+    wait_until(lambda: psutil.Process(proc.pid).cmdline()[:2] == ["sh", "-c"], what="sh up")
+    assert _mine(scanner.scan(), proc) == []
+    with open(fifo, "w") as fh:
+        fh.write("x\n")
+    [agent] = _wait_scan(scanner, lambda f: len(f) == 1, "exec'd sh claude", proc)
+    assert (agent.pid, agent.platform, agent.matched_by) == (proc.pid, "claude-code", "script")
+    with open(hold, "w") as fh:
+        fh.write("x\n")
+
+
+def test_agent_cpu_includes_its_working_tools(agents: Agents) -> None:
+    """The agent itself idles while a tool child burns CPU: the tree's CPU grows."""
+    script = agents.root / "claude"
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    burner = agents.root / "burn.py"
+    burner.write_text(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 3:\n    pass\n"
+    )
+    burn = f"{sys.executable} {burner}"
+    script.write_text(f"read x < {fifo}; {burn}\n")
+    proc = agents.spawn(["sh", str(script)])
+    scanner = Scanner()
+    [before] = _wait_scan(scanner, lambda f: len(f) == 1, "claude", proc)
+    with open(fifo, "w") as fh:
+        fh.write("x\n")
+    wait_until(lambda: psutil.Process(proc.pid).children(), what="tool child")
+    own = psutil.Process(proc.pid).cpu_times()
+    grown = wait_until(
+        lambda: next(
+            (a for a in _mine(scanner.scan(), proc) if a.cpu_time - before.cpu_time > 0.5), None
+        ),
+        what="tree CPU to grow",
+    )
+    assert grown.cpu_time - (own.user + own.system) > 0.5  # not the shell's own CPU
+
+
+def test_helper_processes_are_never_sessions(agents: Agents) -> None:
+    """Claude Code's background workers (`--bg-*` arguments) belong to an agent."""
+    script = agents.root / "claude"
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    script.write_text(f"read x < {fifo}\n")
+    worker = agents.spawn(["sh", str(script), "--bg-worker"])
+    main = agents.spawn(["sh", str(script)])
+    scanner = Scanner()
+    found = _wait_scan(scanner, lambda f: any(a.pid == main.pid for a in f), "claude", main, worker)
+    assert [a.pid for a in found] == [main.pid]
+    assert worker.poll() is None  # the worker runs, and is still not a session
+
+
+def test_python_hosted_aider(agents: Agents) -> None:
+    """pipx-style install: a python script named `aider` (run through its shebang)."""
+    aider = agents.root / "bin" / "aider"
+    aider.parent.mkdir()
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    aider.write_text(f"#!{sys.executable}\nopen({str(fifo)!r}).read()\n")
+    aider.chmod(0o755)
+    proc = agents.spawn([str(aider), "--model", "sonnet"])
+    [agent] = _wait_scan(Scanner(), lambda f: len(f) == 1, "aider", proc)
+    # Linux names a shebang script's process after the script, so the name rule matches.
+    assert (agent.platform, agent.matched_by) == ("aider", "name")
+    assert agent.identity_path == str(aider)  # the script is the identity, not python
+    with open(fifo, "w") as fh:
+        fh.write("x")
+
+
+@needs_node
+def test_codex_app_server_children_belong_to_codex(agents: Agents) -> None:
+    native = agents.root / "node_modules/@openai/codex/vendor/x86_64-unknown-linux-musl/bin/codex"
+    native.parent.mkdir(parents=True)
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    # The native binary starts two `codex app-server` children of itself.
+    native.write_text(
+        f'#!/bin/sh\nif [ "$1" = app-server ]; then read x < {fifo}; exit; fi\n'
+        f"{native} app-server --listen & {native} app-server --listen & wait\n"
+    )
+    native.chmod(0o755)
+    script = _package(agents.root, "@openai/codex/bin/codex.js")
+    proc = agents.spawn([str(NODE), str(script)], env=dict(os.environ, FAKE_NATIVE=str(native)))
+    wait_until(
+        lambda: (
+            len(
+                [
+                    p
+                    for p in psutil.Process(proc.pid).children(recursive=True)
+                    if "app-server" in p.cmdline()
+                ]
+            )
+            == 2
+        ),
+        what="app-server children",
+    )
+    found = _mine(Scanner().scan(), proc)
+    assert [(a.pid, a.platform) for a in found] == [(proc.pid, "codex")]
+    with open(fifo, "w") as fh:
+        fh.write("x\nx\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -121,7 +122,6 @@ def test_unauthorized_pauses_and_keeps_everything(store: Store, server: IngestSe
         assert "401" in (status.paused or "") and status.next_attempt_at
         assert server.requests == 1  # stopped sending at once
         assert store.stats().depth == 2
-        assert "qt_deploy_revoked" not in (status.last_error or "")
     finally:
         shipper.stop(0.2)
 
@@ -219,3 +219,69 @@ def test_full_jitter_backoff_bounds() -> None:
     assert full_jitter_backoff(50, lambda: 1.0) == BACKOFF_CAP_S  # jitter after the cap
     assert full_jitter_backoff(50, lambda: 0.5) == BACKOFF_CAP_S / 2
     assert full_jitter_backoff(2, lambda: 0.0) == 0.1  # never a hot loop
+
+
+def test_batch_with_one_bad_event_splits_and_dead_letters_only_it(store: Store) -> None:
+    poison = sid(7)
+
+    def reject(event: dict) -> str | None:
+        return "bad_request: poisoned" if event["session_id"] == poison else None
+
+    with IngestServer(token=TOKEN, batch=True, reject=reject) as server:
+        store.apply([event(n) for n in range(10)])
+        shipper = start_shipper(store, server.url, batch_body=True)
+        try:
+            got = server.wait_for(lambda evs: len(evs) == 9, what="nine good events")
+            wait_until(lambda: store.stats().depth == 0, what="drained")
+            assert sorted(r.event["session_id"] for r in got) == sorted(
+                sid(n) for n in range(10) if n != 7
+            )
+            assert store.stats().dead_letters == 1
+            row = store._conn.execute("SELECT session_id, reason FROM dead_letters").fetchone()
+            assert row == (poison, '{"error": "bad_request: poisoned"}')
+        finally:
+            shipper.stop(1.0)
+
+
+def test_batch_retry_reuses_its_key_even_when_new_events_arrive(store: Store) -> None:
+    with IngestServer(token=TOKEN, batch=True) as server:
+        server.fail_next(503, {"Retry-After": "1"})
+        store.apply([event(1), event(2)])
+        shipper = start_shipper(store, server.url, batch_body=True)
+        try:
+            wait_until(lambda: shipper.status().next_attempt_at, what="503 seen")
+            store.apply([event(3)])  # arrives while the first batch waits for its retry
+            got = server.wait_for(lambda evs: len(evs) == 3, timeout=10, what="all three")
+            first_key = got[0].idempotency_key
+            assert [r.idempotency_key == first_key for r in got] == [True, True, False]
+            assert [r.event["session_id"] for r in got] == [sid(1), sid(2), sid(3)]
+        finally:
+            shipper.stop(1.0)
+
+
+class FlakyStore(Store):
+    """A real store whose first ack fails as a locked or full database would."""
+
+    failed = False
+
+    def ack(self, seqs):  # type: ignore[no-untyped-def]
+        if not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("database is locked")
+        return super().ack(seqs)
+
+
+def test_shipper_survives_a_failing_database(tmp_path: Path, server: IngestServer) -> None:
+    store = FlakyStore(tmp_path / "q.db")
+    store.apply([event(1)])
+    shipper = start_shipper(store, server.url)
+    try:
+        wait_until(lambda: store.stats().depth == 0, timeout=15, what="delivered after all")
+        status = shipper.status()
+        assert status.alive
+        assert "database is locked" in (status.last_error or "")
+        # Sent twice (the first 2xx could not be recorded), under one key.
+        assert len(server.events) == 2
+        assert server.events[0].idempotency_key == server.events[1].idempotency_key
+    finally:
+        shipper.stop(1.0)

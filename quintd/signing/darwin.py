@@ -75,9 +75,11 @@ def parse_codesign(display: str, verify_rc: int | None, verify_text: str = "") -
         return SigningInfo(signing_id=None, source="error", detail=display.strip()[:200])
     if valid is False:
         signing_id = f"invalid:{identifier}"
-    elif adhoc or team is None:
+    elif adhoc or (team is None and not authorities):
         signing_id = f"adhoc:{identifier}"
     else:
+        # A team id, or (Apple's own platform binaries) an Apple authority chain with
+        # "TeamIdentifier=not set".
         signing_id = identifier
     detail = verify_text.strip()[:200] if valid is False else None
     return SigningInfo(

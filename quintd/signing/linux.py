@@ -44,8 +44,8 @@ def package_owner(path: str) -> str | None:
 def parse_dpkg_search(output: str) -> str:
     """``coreutils: /bin/sleep`` -> ``coreutils``; ``a, b: /x`` -> ``a``;
     ``libc6:amd64: /lib/...`` -> ``libc6:amd64``."""
-    first = output.strip().splitlines()[0]
-    packages = first.rsplit(": ", 1)[0]
+    lines = [ln for ln in output.strip().splitlines() if not ln.startswith("diversion by")]
+    packages = (lines or [""])[0].rsplit(": ", 1)[0]
     return packages.split(",")[0].strip()
 
 

@@ -1,0 +1,110 @@
+"""Signing identity on Linux (package owner, else SHA-256) and the resolver's cache and
+budget, against real files and real package databases."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import SLEEP, Agents, wait_until
+
+from quintd.scanner import Scanner
+from quintd.signing import SigningInfo, SigningResolver
+from quintd.signing.linux import linux_info, package_owner, parse_dpkg_search
+
+HAS_DPKG = shutil.which("dpkg-query") is not None
+
+
+def test_unowned_file_is_identified_by_sha256(tmp_path: Path) -> None:
+    exe = tmp_path / "claude"
+    exe.write_bytes(b"\x7fELF fake agent" * 1000)
+    info = linux_info(str(exe))
+    assert info.source == "sha256"
+    assert info.signing_id == "sha256:" + hashlib.sha256(exe.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not HAS_DPKG, reason="not a dpkg system")
+def test_package_owned_binary_reports_its_package() -> None:
+    sleep = os.path.realpath(SLEEP)
+    info = linux_info(sleep)
+    assert info.source == "deb"
+    assert info.signing_id == "deb:coreutils"
+    # With merged /usr, both spellings of the path resolve to the package.
+    assert package_owner("/usr/bin/sleep") == package_owner("/bin/sleep") == "deb:coreutils"
+
+
+def test_files_outside_package_trees_are_never_queried(tmp_path: Path) -> None:
+    assert package_owner(str(tmp_path / "x")) is None
+
+
+def test_parse_dpkg_search() -> None:
+    assert parse_dpkg_search("coreutils: /bin/sleep\n") == "coreutils"
+    assert parse_dpkg_search("libc6:amd64: /lib/x86_64-linux-gnu/libc.so.6\n") == "libc6:amd64"
+    assert parse_dpkg_search("diversion by x from: /a\nfoo, bar: /a\n") == "foo"
+
+
+class CountingBackend:
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.calls: list[str] = []
+        self.gate = gate
+
+    def __call__(self, path: str) -> SigningInfo:
+        if self.gate is not None:
+            self.gate.wait(30)
+        self.calls.append(path)
+        return SigningInfo(signing_id=f"id:{Path(path).name}", source="test")
+
+
+def test_cache_by_file_identity(tmp_path: Path) -> None:
+    exe = tmp_path / "agent"
+    exe.write_bytes(b"v1")
+    backend = CountingBackend()
+    resolver = SigningResolver(backend)
+    assert resolver.resolve(str(exe)) == SigningInfo("id:agent", "test")
+    assert resolver.resolve(str(exe)) is not None
+    link = tmp_path / "link"
+    link.symlink_to(exe)  # same file, other name: still one examination
+    assert resolver.resolve(str(link)) is not None
+    assert len(backend.calls) == 1
+    exe.write_bytes(b"version two")  # new size and mtime: examined again
+    resolver.resolve(str(exe))
+    assert len(backend.calls) == 2
+    assert resolver.resolve(str(tmp_path / "missing")) is None
+    resolver.close()
+
+
+def test_slow_identity_never_stalls_a_scan_and_arrives_later(agents: Agents) -> None:
+    """A backend still busy (a 245 MB hash) past the budget: the scan returns without
+    the identity, and a later pass picks it up from the cache."""
+    gate = threading.Event()
+    resolver = SigningResolver(CountingBackend(gate))
+    scanner = Scanner(resolver=resolver, signing_budget=0.05)
+    proc = agents.binary("claude")
+
+    def mine():
+        return next((a for a in scanner.scan() if a.pid == proc.pid), None)
+
+    agent = wait_until(mine, what="claude found")
+    assert agent.signing_id is None
+    assert scanner.stats.last_duration_s < 5.0  # returned although the backend is blocked
+    gate.set()
+    later = wait_until(lambda: (a := mine()) and a.signing_id and a, what="identity later")
+    assert later.signing_id == "id:claude"
+    resolver.close()
+
+
+def test_scan_reports_real_sha256_of_agent_binary(agents: Agents) -> None:
+    resolver = SigningResolver()
+    scanner = Scanner(resolver=resolver, signing_budget=30)
+    proc = agents.binary("codex")
+    agent = wait_until(
+        lambda: next((a for a in scanner.scan() if a.pid == proc.pid), None), what="codex found"
+    )
+    expected = hashlib.sha256((agents.root / "bin" / "codex").read_bytes()).hexdigest()
+    assert agent.signing_id == f"sha256:{expected}"
+    assert agent.identity_path == str(agents.root / "bin" / "codex")
+    resolver.close()
