@@ -219,6 +219,13 @@ def basename(path: str) -> str:
     return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
+def is_interpreter(exe: str, argv: Sequence[str]) -> bool:
+    """Whether the process is an interpreter whose script says what it is."""
+    return bool(
+        _INTERPRETER.match(basename(exe)) or (argv and _INTERPRETER.match(basename(argv[0])))
+    )
+
+
 def interpreter_script(argv: Sequence[str]) -> str | None:
     """The script an interpreter command line runs (``-m module`` gives the module name),
     or None when it runs inline code or nothing."""
@@ -293,7 +300,7 @@ def _match(
     for platform in platforms:
         if name and name in platform.names:
             return Match(platform.id, "name")
-    if _INTERPRETER.match(exe_base) or _INTERPRETER.match(argv0_base):
+    if is_interpreter(exe_path, argv):
         script = interpreter_script(argv)
         if script:
             return _match_script(platforms, script, cwd)

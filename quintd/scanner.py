@@ -20,7 +20,14 @@ from typing import TypeVar
 
 import psutil
 
-from quintd.platforms import BUILTIN_PLATFORMS, Match, Platform, match_process
+from quintd.platforms import (
+    BUILTIN_PLATFORMS,
+    Match,
+    Platform,
+    interpreter_script,
+    is_interpreter,
+    match_process,
+)
 from quintd.signing import SigningResolver
 
 # A process first seen younger than this may still exec into something else.
@@ -130,14 +137,17 @@ class Scanner:
                 ppid = proc.ppid()
                 argv: list[str] = _safe(proc.cmdline, [])
                 exe = _safe(proc.exe, "")
-                cwd = _safe(proc.cwd, None)
                 argv_key = hash(tuple(argv))
                 signing = self._verified_identity(exe)
+                # The cwd is read only when needed (most processes are not agents): for an
+                # interpreter's relative script, and for the agent record.
+                cwd = _safe(proc.cwd, None) if _relative_script(exe, argv) else None
                 match = match_process(
                     self._platforms, name=name, exe=exe, argv=argv, cwd=cwd, signing=signing
                 )
                 agent = None
                 if match is not None:
+                    cwd = cwd if cwd is not None else _safe(proc.cwd, None)
                     agent = self._agent(proc, match, name, start_time, ppid, exe, cwd)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             self.stats.vanished += 1
@@ -319,6 +329,13 @@ def _safe(getter: Callable[[], T], default: T) -> T:
         return getter()
     except (psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError, PermissionError):
         return default
+
+
+def _relative_script(exe: str, argv: list[str]) -> bool:
+    if not is_interpreter(exe, argv):
+        return False
+    script = interpreter_script(argv)
+    return script is not None and not script.startswith("/")
 
 
 def clean_text(value: str) -> str:

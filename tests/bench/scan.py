@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Benchmark: CPU cost of one quintd scan against spawning `ps` once and parsing it.
+
+With N extra idle processes running (default 1,000), measures the CPU time (user +
+system, this process and its reaped children) of:
+- quintd's cold first scan (a new Scanner: every pid gets the deep look);
+- quintd's steady-state scan (median over --runs passes);
+- one `ps -axo pid,ppid,pcpu,rss,lstart,comm,args` spawn plus parsing its output
+  (what the vendor's daemon does every 5 s);
+- one psutil.process_iter pass with names and start times, for reference.
+
+Run: python3 tests/bench/scan.py [--procs 1000] [--runs 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from quintd.scanner import Scanner  # noqa: E402
+from quintd.signing import SigningResolver  # noqa: E402
+
+PS_ARGS = ["ps", "-axo", "pid,ppid,pcpu,rss,lstart,comm,args"]
+
+
+def cpu_now() -> float:
+    """CPU seconds of this process (all threads) plus its reaped children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measure(fn: Callable[[], object], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        before = cpu_now()
+        fn()
+        samples.append(cpu_now() - before)
+    return samples
+
+
+def ps_spawn_and_parse() -> int:
+    out = subprocess.run(PS_ARGS, capture_output=True, text=True, check=True).stdout
+    rows = 0
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 9)  # pid ppid pcpu rss + 5 lstart fields + comm/args
+        if len(parts) >= 9:
+            int(parts[0])
+            int(parts[1])
+            rows += 1
+    return rows
+
+
+def process_iter_pass() -> int:
+    return sum(1 for _ in psutil.process_iter(["name", "create_time", "ppid"]))
+
+
+def spawn_idle(count: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
+    sleeper = workdir / "idle-worker"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", sleeper)
+    procs = []
+    for _ in range(count):
+        procs.append(subprocess.Popen([str(sleeper), "3600"], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def fmt(samples: list[float]) -> tuple[str, str, str]:
+    ms = sorted(s * 1000 for s in samples)
+    p90 = ms[min(len(ms) - 1, int(len(ms) * 0.9))]
+    return f"{statistics.median(ms):.3f}", f"{p90:.3f}", f"{ms[0]:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--procs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="quintd-bench-"))
+    procs = spawn_idle(args.procs, workdir)
+    try:
+        # Let the sleepers settle: a process younger than 5 s is still re-checked.
+        time.sleep(6)
+        total = len(psutil.pids())
+
+        resolver = SigningResolver()
+        scanner = Scanner(resolver=resolver)
+        cold = measure(scanner.scan, 1)
+        steady = measure(scanner.scan, args.runs)
+        ps = measure(ps_spawn_and_parse, args.runs)
+        piter = measure(process_iter_pass, args.runs)
+        resolver.close()
+
+        steady_median = statistics.median(steady)
+        ps_median = statistics.median(ps)
+        print(f"processes on the machine: {total} ({args.procs} extra idle), "
+              f"runs: {args.runs}, cores: {os.cpu_count()}, CPU ms (user+system)")
+        print()
+        rows = [
+            ("quintd steady-state scan", *fmt(steady)),
+            ("quintd cold first scan", *fmt(cold)),
+            ("ps spawn + parse", *fmt(ps)),
+            ("psutil.process_iter pass", *fmt(piter)),
+        ]
+        header = ("what", "median", "p90", "min")
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+        for row in [header, *rows]:
+            print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                            for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print()
+        print(f"ps spawn / quintd steady-state scan: {ps_median / steady_median:.1f}x "
+              f"(target: >= 20x, steady scan < 3 ms)")
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
