@@ -30,8 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from quintd.scanner import Scanner  # noqa: E402
-from quintd.signing import SigningResolver  # noqa: E402
+from quintd.scanner import Scanner
+from quintd.signing import SigningResolver
 
 PS_ARGS = ["ps", "-axo", "pid,ppid,pcpu,rss,lstart,comm,args"]
 
@@ -73,8 +73,14 @@ def spawn_idle(count: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
     shutil.copy(shutil.which("sleep") or "/bin/sleep", sleeper)
     procs = []
     for _ in range(count):
-        procs.append(subprocess.Popen([str(sleeper), "3600"], stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [str(sleeper), "3600"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     return procs
 
 
@@ -107,8 +113,10 @@ def main() -> int:
 
         steady_median = statistics.median(steady)
         ps_median = statistics.median(ps)
-        print(f"processes on the machine: {total} ({args.procs} extra idle), "
-              f"runs: {args.runs}, cores: {os.cpu_count()}, CPU ms (user+system)")
+        print(
+            f"processes on the machine: {total} ({args.procs} extra idle), "
+            f"runs: {args.runs}, cores: {os.cpu_count()}, CPU ms (user+system)"
+        )
         print()
         rows = [
             ("quintd steady-state scan", *fmt(steady)),
@@ -119,11 +127,17 @@ def main() -> int:
         header = ("what", "median", "p90", "min")
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
         for row in [header, *rows]:
-            print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                            for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+            print(
+                "  ".join(
+                    str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
         print()
-        print(f"ps spawn / quintd steady-state scan: {ps_median / steady_median:.1f}x "
-              f"(target: >= 20x, steady scan < 3 ms)")
+        print(
+            f"ps spawn / quintd steady-state scan: {ps_median / steady_median:.1f}x "
+            f"(target: >= 20x, steady scan < 3 ms)"
+        )
     finally:
         for proc in procs:
             proc.kill()
