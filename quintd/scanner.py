@@ -115,10 +115,10 @@ class Scanner:
         for pid, known in list(self._known.items()):
             if known.agent is not None:
                 self._refresh_agent(pid, known, now)
-            elif known.settle_until > now:
-                self._recheck_young(pid, known, now)
             elif known.awaiting_signing is not None:
                 self._recheck_signing(pid, known, now)
+            elif known.settle_until > now:
+                self._recheck_young(pid, known, now)
         if new_agents and self._resolver is not None:
             self._wait_for_signing(new_agents, started + self._signing_budget)
         self._add_descendant_cpu()
@@ -212,6 +212,11 @@ class Scanner:
         cwd: str | None,
     ) -> AgentProcess:
         user = _safe(proc.username, None)
+        identity_path = match.script or exe or None
+        signing_id = None
+        if identity_path and self._resolver is not None:
+            cached = self._resolver.cached(identity_path)
+            signing_id = cached.signing_id if cached is not None else None
         return AgentProcess(
             platform=match.platform,
             pid=proc.pid,
@@ -223,7 +228,8 @@ class Scanner:
             name=clean_text(name),
             matched_by=match.matched_by,
             cpu_time=_cpu_seconds(proc),
-            identity_path=match.script or exe or None,
+            identity_path=identity_path,
+            signing_id=signing_id,
         )
 
     def _refresh_agent(self, pid: int, known: _Known, now: float) -> None:

@@ -108,3 +108,47 @@ def test_scan_reports_real_sha256_of_agent_binary(agents: Agents) -> None:
     assert agent.signing_id == f"sha256:{expected}"
     assert agent.identity_path == str(agents.root / "bin" / "codex")
     resolver.close()
+
+
+def test_signature_identifies_an_app_bundle_no_name_rule_knows(agents: Agents) -> None:
+    """macOS path of the cascade: an unknown binary inside an .app bundle is examined in
+    the background; once its verified identity is known it matches by `signing`. The
+    backend stands in for codesign, which this machine does not have."""
+    exe = agents.root / "Renamed.app" / "Contents" / "MacOS" / "Renamed"
+    exe.parent.mkdir(parents=True)
+    shutil.copy(SLEEP, exe)
+
+    def codesign_stand_in(path: str) -> SigningInfo:
+        if path.endswith("/Renamed"):
+            return SigningInfo("com.openai.codex", "codesign", identifier="com.openai.codex",
+                               team_id="2DC432GLL2", valid=True)
+        return SigningInfo(None, "error")
+
+    resolver = SigningResolver(codesign_stand_in)
+    scanner = Scanner(resolver=resolver)
+    proc = agents.spawn([str(exe), "600"])
+    agent = wait_until(lambda: next((a for a in scanner.scan() if a.pid == proc.pid), None),
+                       what="bundle matched by its signature")
+    assert (agent.platform, agent.matched_by, agent.signing_id) == (
+        "codex", "signing", "com.openai.codex")
+    resolver.close()
+
+
+def test_same_identifier_from_another_team_does_not_match(agents: Agents) -> None:
+    exe = agents.root / "Impostor.app" / "Contents" / "MacOS" / "Impostor"
+    exe.parent.mkdir(parents=True)
+    shutil.copy(SLEEP, exe)
+    examined = threading.Event()
+
+    def codesign_stand_in(path: str) -> SigningInfo:
+        examined.set()
+        return SigningInfo("com.openai.codex", "codesign", identifier="com.openai.codex",
+                           team_id="EVIL000000", valid=True)
+
+    resolver = SigningResolver(codesign_stand_in)
+    scanner = Scanner(resolver=resolver)
+    proc = agents.spawn([str(exe), "600"])
+    wait_until(lambda: (scanner.scan() is not None) and examined.is_set(), what="examined")
+    wait_until(lambda: resolver.cached(str(exe)), what="cached")
+    assert all(a.pid != proc.pid for a in scanner.scan())
+    resolver.close()
