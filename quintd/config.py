@@ -118,7 +118,9 @@ class QueueConfig(_Section):
     batch_size: int = Field(default=100, ge=1, le=500)
     flush_interval: float = Field(default=1.0, gt=0, le=3600)
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    min_free_disk: int = Field(default=64 * 1024 * 1024, ge=0)
     drain_timeout: float = Field(default=5.0, ge=0, le=300)
+    in_flight: int = Field(default=4, ge=1, le=32)
 
 
 class PathsConfig(_Section):

@@ -117,7 +117,11 @@ class Daemon:
         self._lock.acquire()
         try:
             self._install_signal_handlers()
-            self._store = Store(self.loaded.database_path)
+            self._store = Store(
+                self.loaded.database_path,
+                max_bytes=cfg.queue.max_bytes,
+                min_free_disk=cfg.queue.min_free_disk,
+            )
             self._tracker = SessionTracker(
                 machine_id(self.loaded.state_dir), idle_after=cfg.sessions.idle_after
             )
@@ -130,6 +134,7 @@ class Daemon:
                 batch_size=cfg.queue.batch_size,
                 flush_interval=cfg.queue.flush_interval,
                 batch_body=cfg.cloud.batch_body,
+                in_flight=cfg.queue.in_flight,
             )
             # The socket first: it refuses to start if another daemon answers there.
             self._control = ControlServer(self.loaded.socket_path, {"status": self._status})
@@ -261,8 +266,13 @@ class Daemon:
             "queue": {
                 "depth": stats.depth,
                 "bytes": stats.bytes,
+                "max_bytes": stats.max_bytes,
                 "oldest_age_s": oldest_age,
                 "dead_letters": stats.dead_letters,
+                "coalesced": stats.coalesced,
+                "refused": stats.refused,
+                "lost_databases": stats.lost_databases,
+                "last_loss": stats.last_loss,
             },
             "delivery": delivery,
             "scan": {

@@ -30,6 +30,8 @@ from quintd.identity import process_session_id
 from quintd.scanner import AgentProcess
 
 State = Literal["active", "idle", "ended"]
+# Why an event exists; not sent. The queue's bound policy keeps "start" and "end" always.
+Kind = Literal["start", "transition", "update", "end"]
 STATES: tuple[State, ...] = ("active", "idle", "ended")
 # Start times read twice can differ by a clock tick, and by more when the wall clock
 # was stepped between two reads of the boot time: adopt within this tolerance.
@@ -71,6 +73,7 @@ class LifecycleEvent:
     model: str | None = None
     signing_id: str | None = None
     parent_id: str | None = None
+    kind: Kind = field(default="transition", compare=False)
 
     def wire(self) -> dict[str, object]:
         """Exactly the fields of the ingest contract; optional ones only when known."""
@@ -109,7 +112,7 @@ class Session:
     observed_at: float = field(default=0.0, compare=False)
     quiet_since: float = field(default=0.0, compare=False)
 
-    def event(self, state: State, moment: datetime) -> LifecycleEvent:
+    def event(self, state: State, moment: datetime, kind: Kind = "transition") -> LifecycleEvent:
         return LifecycleEvent(
             session_id=self.session_id,
             state=state,
@@ -119,6 +122,7 @@ class Session:
             model=self.model,
             signing_id=self.signing_id,
             parent_id=self.parent_id,
+            kind=kind,
         )
 
 
@@ -186,7 +190,7 @@ class SessionTracker:
             if session_id is None:
                 parent = by_pid.get(proc.parent_pid) if proc.parent_pid is not None else None
                 session = self._start(proc, parent, now, mono)
-                changes.events.append(session.event("active", now))
+                changes.events.append(session.event("active", now, "start"))
                 changes.upserts.append(session)
                 session_id = session.session_id
             else:
@@ -194,13 +198,13 @@ class SessionTracker:
             present.add(session_id)
             by_pid[proc.pid] = session_id
         for session in self._restored:  # died while quintd was down
-            changes.events.append(session.event("ended", session.last_seen))
+            changes.events.append(session.event("ended", session.last_seen, "end"))
             changes.removals.append(session.session_id)
         self._restored = []
         for session_id in list(self._sessions.keys() - present):
             session = self._sessions.pop(session_id)
             self._by_process.pop((session.pid, session.start_time_ms), None)
-            changes.events.append(session.event("ended", now))
+            changes.events.append(session.event("ended", now, "end"))
             changes.removals.append(session_id)
         for session_id in present:
             self._sessions[session_id].last_seen = now
@@ -267,10 +271,16 @@ class SessionTracker:
             self._transition(session, "idle", now, changes)
             return
         if learned:  # an update: the current state, carrying what was learned
-            self._transition(session, session.state, now, changes)
+            self._transition(session, session.state, now, changes, "update")
 
     @staticmethod
-    def _transition(session: Session, state: State, now: datetime, changes: Changes) -> None:
+    def _transition(
+        session: Session,
+        state: State,
+        now: datetime,
+        changes: Changes,
+        kind: Kind = "transition",
+    ) -> None:
         session.state = state
-        changes.events.append(session.event(state, now))
+        changes.events.append(session.event(state, now, kind))
         changes.upserts.append(session)

@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -89,8 +90,10 @@ class Shipper(threading.Thread):
         batch_size: int,
         flush_interval: float,
         batch_body: bool,
+        in_flight: int = 4,
     ) -> None:
         super().__init__(name="quintd-shipper", daemon=True)
+        self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="quintd-send")
         self._store = store
         self._url = endpoint + INGEST_PATH
         self._token = token
@@ -137,8 +140,10 @@ class Shipper(threading.Thread):
         self._wake.set()
         if self.is_alive():
             self.join(drain_timeout + self._timeout + 1.0)
-        if self._client is not None and not self.is_alive():
-            self._client.close()
+        if not self.is_alive():
+            self._pool.shutdown(wait=False)
+            if self._client is not None:
+                self._client.close()
 
     def status(self) -> DeliveryStatus:
         with self._lock:
@@ -205,26 +210,47 @@ class Shipper(threading.Thread):
                 return
 
     def _send_each(self, batch: list[QueuedEvent], deadline: float | None) -> bool:
-        """Send events one per request; True if the pipeline may go on at once."""
+        """Send events one per request, up to ``in_flight`` at once but never two of one
+        session at once: each session's events go in order on one worker. A failure
+        that concerns the whole pipeline (429, 5xx, timeouts, 401) halts every worker
+        after its current request. Deliveries are deleted in one commit at the end.
+        True if the pipeline may go on at once."""
+        by_session: dict[str, list[QueuedEvent]] = {}
         for event in batch:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if not self._send_one(event, deadline):
-                return False
-        return True
+            by_session.setdefault(event.session_id, []).append(event)
+        halt = threading.Event()
+        delivered: list[int] = []
 
-    def _send_one(self, event: QueuedEvent, deadline: float | None) -> bool:
-        response = self._post(event.body, event.event_id, deadline)
-        if response is None:
-            return False
-        return self._handle(response, [event], event.event_id, deadline)
+        def send_session(events: list[QueuedEvent]) -> None:
+            for event in events:
+                if halt.is_set() or self._stopping_now(deadline):
+                    return
+                response = self._post(event.body, event.event_id, deadline)
+                if response is None or not self._handle(
+                    response, [event], event.event_id, deadline, delivered
+                ):
+                    halt.set()
+                    return
+
+        futures = [self._pool.submit(send_session, events) for events in by_session.values()]
+        errors = [f.exception() for f in futures]
+        self._store.ack(delivered)
+        for error in errors:
+            if error is not None:
+                raise error
+        return not halt.is_set() and not self._stopping_now(deadline)
+
+    def _stopping_now(self, deadline: float | None) -> bool:
+        if deadline is None:
+            return self._stopping.is_set()
+        return time.monotonic() >= deadline
 
     def _send_many(self, events: list[QueuedEvent], key: str, deadline: float | None) -> bool:
         body = b'{"events":[' + b",".join(e.body for e in events) + b"]}"
         response = self._post(body, key, deadline)
         if response is None:
             return False
-        return self._handle(response, events, key, deadline)
+        return self._handle(response, events, key, deadline, None)
 
     def _post(self, body: bytes, key: str, deadline: float | None) -> httpx.Response | None:
         assert self._client is not None
@@ -245,10 +271,16 @@ class Shipper(threading.Thread):
         events: list[QueuedEvent],
         key: str,
         deadline: float | None,
+        delivered: list[int] | None,
     ) -> bool:
+        """Act on the server's answer; ``delivered`` collects acknowledged seqs to delete
+        later in one commit (None: delete now). True if the pipeline may go on."""
         status = response.status_code
         if 200 <= status < 300:
-            self._store.ack(e.seq for e in events)
+            if delivered is None:
+                self._store.ack(e.seq for e in events)
+            else:
+                delivered.extend(e.seq for e in events)
             with self._lock:
                 self._delivered += len(events)
                 self._failures = 0

@@ -12,13 +12,15 @@ control thread take turns, which keeps SQLite to a single writer.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import sqlite3
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,36 +83,126 @@ class QueuedEvent:
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    seq: int
+    event_id: str
+    session_id: str
+    state: str
+    body: bytes
+    enqueued_at: float
+    failed_at: float
+    status: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class QueueStats:
     depth: int
     bytes: int
     oldest_enqueued_at: float | None
     dead_letters: int
+    max_bytes: int
+    coalesced: int  # intermediate idle/active events dropped at the bound
+    refused: int  # transitions not queued at the bound
+    lost_databases: int  # corrupt databases moved aside
+    last_loss: str | None  # what the last move-aside said
+
+
+_EVENT_COLUMNS = "seq, event_id, session_id, state, body, enqueued_at, attempts"
+_COUNTERS = ("coalesced", "refused", "lost_databases")
+# Above this many queued bytes a drain to zero gives the space back to the filesystem.
+_RECLAIM_AFTER_BYTES = 4 * 1024 * 1024
+_CORRUPT = ("malformed", "not a database", "corrupt", "encrypted")
+
+log = logging.getLogger("quintd.store")
+
+
+def free_disk_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    """Both tables, one connection. ``max_bytes`` bounds the queued bodies; below
+    ``min_free_disk`` free bytes on the database's filesystem the same policy applies."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        min_free_disk: int = 64 * 1024 * 1024,
+        free_disk: Callable[[Path], int] = free_disk_bytes,
+    ) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.min_free_disk = min_free_disk
+        self._free_disk = free_disk
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Owner-only from the first byte: create the file before SQLite does.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        self._conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=30.0
+        loss: str | None = None
+        try:
+            self._conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            loss = self._move_aside(str(exc))
+            self._conn = self._connect()
+        if loss is not None:
+            with self._transaction() as conn:
+                _bump(conn, "lost_databases", 1)
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_loss', ?)", (loss,)
+                )
+        self._bytes = int(
+            self._conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events").fetchone()[0]
         )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        if sys.platform == "darwin":
-            self._conn.execute("PRAGMA fullfsync=ON")
-        self._conn.executescript(_SCHEMA)
-        with self._transaction() as conn:
+        self._peak_bytes = self._bytes
+
+    def _connect(self) -> sqlite3.Connection:
+        # Owner-only from the first byte: create the file before SQLite does.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        try:
+            # Before any table exists, so a new database can give space back later.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            if sys.platform == "darwin":
+                conn.execute("PRAGMA fullfsync=ON")
+            conn.executescript(_SCHEMA)
+            (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {verdict}")
             conn.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+        except BaseException:
+            conn.close()
+            raise
         for suffix in ("-wal", "-shm"):
-            _chmod_owner_only(Path(str(path) + suffix))
+            _chmod_owner_only(Path(str(self.path) + suffix))
+        return conn
+
+    def _move_aside(self, reason: str) -> str:
+        """Keep an unreadable database for inspection and say what was lost."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        lost = _count_events(self.path)
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(target) + suffix))
+        what = "an unknown number of" if lost is None else str(lost)
+        message = (
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} database unreadable "
+            f"({reason}); moved to {target}; {what} queued events lost"
+        )
+        log.error("%s", message)
+        return message
 
     def close(self) -> None:
         with self._lock:
@@ -136,15 +228,32 @@ class Store:
         removals: Iterable[str] = (),
         now: float | None = None,
     ) -> int:
-        """Enqueue events and update the session table in one durable transaction.
-        Returns the number of events enqueued."""
+        """Enqueue events and update the session table in one durable transaction (one
+        commit for the whole group). Returns the number of events enqueued.
+
+        At the bound (``max_bytes`` of queued bodies, or less than ``min_free_disk`` free
+        on disk): first drop queued intermediate idle/active events of sessions that have
+        newer ones queued (coalesced); if still at the bound, do not queue transitions and
+        updates (refused). A session's first event and its ``ended`` are always queued.
+        Both are counted and shown by ``quintd status``."""
         enqueued_at = time.time() if now is None else now
-        rows = [(str(uuid.uuid4()), e.session_id, e.state, e.body(), enqueued_at) for e in events]
+        pending = [(e, e.body()) for e in events]
         upsert_rows = [_session_row(s) for s in upserts]
         removal_rows = [(sid,) for sid in removals]
-        if not rows and not upsert_rows and not removal_rows:
+        if not pending and not upsert_rows and not removal_rows:
             return 0
         with self._transaction() as conn:
+            incoming = sum(len(body) for _, body in pending)
+            refused = 0
+            if pending and self._over_bound(incoming):
+                self._bytes -= _coalesce(conn)
+                if self._over_bound(incoming):
+                    kept = [(e, b) for e, b in pending if e.kind in ("start", "end")]
+                    refused = len(pending) - len(kept)
+                    pending = kept
+            rows = [
+                (str(uuid.uuid4()), e.session_id, e.state, body, enqueued_at) for e, body in pending
+            ]
             conn.executemany(
                 "INSERT INTO events(event_id, session_id, state, body, enqueued_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -157,7 +266,21 @@ class Store:
                 upsert_rows,
             )
             conn.executemany("DELETE FROM sessions WHERE session_id = ?", removal_rows)
+            if refused:
+                _bump(conn, "refused", refused)
+        if refused:
+            log.warning("queue at its bound: %d transition(s) not queued", refused)
+        self._bytes += sum(len(body) for _, body in pending)
+        self._peak_bytes = max(self._peak_bytes, self._bytes)
         return len(rows)
+
+    def _over_bound(self, incoming: int) -> bool:
+        if self._bytes + incoming > self.max_bytes:
+            return True
+        try:
+            return self._free_disk(self.path.parent) < self.min_free_disk
+        except OSError:
+            return False
 
     def load_sessions(self) -> list[Session]:
         with self._lock:
@@ -183,9 +306,7 @@ class Store:
         """The oldest queued events, in enqueue order."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, event_id, session_id, state, body, enqueued_at, attempts "
-                "FROM events ORDER BY seq LIMIT ?",
-                (limit,),
+                f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
         return [QueuedEvent(*row) for row in rows]
 
@@ -200,15 +321,12 @@ class Store:
             if row is not None:
                 key = str(row[0])
                 rows = conn.execute(
-                    "SELECT seq, event_id, session_id, state, body, enqueued_at, attempts "
-                    "FROM events WHERE batch_key = ? ORDER BY seq",
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE batch_key = ? ORDER BY seq",
                     (key,),
                 ).fetchall()
                 return key, [QueuedEvent(*r) for r in rows]
             rows = conn.execute(
-                "SELECT seq, event_id, session_id, state, body, enqueued_at, attempts "
-                "FROM events ORDER BY seq LIMIT ?",
-                (limit,),
+                f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
             chosen: list[QueuedEvent] = []
             size = 16
@@ -235,9 +353,30 @@ class Store:
         return key
 
     def ack(self, seqs: Iterable[int]) -> None:
-        """Delete delivered events (after a 2xx for them)."""
+        """Delete delivered events (after a 2xx for them), in one commit."""
+        wanted = list(seqs)
+        if not wanted:
+            return
         with self._transaction() as conn:
-            conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+            freed = 0
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                (size,) = conn.execute(
+                    f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE seq IN ({marks})",
+                    chunk,
+                ).fetchone()
+                freed += int(size)
+                conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)
+        self._bytes -= freed
+        if self._bytes <= 0 and self._peak_bytes >= _RECLAIM_AFTER_BYTES:
+            self.reclaim_space()
+
+    def reclaim_space(self) -> None:
+        """Give the space of a drained queue back to the filesystem."""
+        with self._lock:
+            self._conn.execute("PRAGMA incremental_vacuum")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._peak_bytes = max(self._bytes, 0)
 
     def record_attempt(self, seqs: Iterable[int]) -> None:
         with self._transaction() as conn:
@@ -248,6 +387,9 @@ class Store:
     def dead_letter(self, event: QueuedEvent, status: int | None, reason: str) -> None:
         """Move an event the server will never accept out of the queue, with the reason."""
         with self._transaction() as conn:
+            deleted = conn.execute("DELETE FROM events WHERE seq = ?", (event.seq,)).rowcount
+            if not deleted:
+                return  # gone already (coalesced meanwhile)
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters(seq, event_id, session_id, state, body, "
                 "enqueued_at, failed_at, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -263,7 +405,41 @@ class Store:
                     reason[:2000],
                 ),
             )
-            conn.execute("DELETE FROM events WHERE seq = ?", (event.seq,))
+        self._bytes -= len(event.body)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, event_id, session_id, state, body, enqueued_at, failed_at, "
+                "status, reason FROM dead_letters ORDER BY seq"
+            ).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def requeue(self, seqs: Iterable[int] | None = None) -> int:
+        """Put dead letters back at the end of the queue (all of them when ``seqs`` is
+        None), with their original Idempotency-Keys. Returns how many moved."""
+        with self._transaction() as conn:
+            if seqs is None:
+                chosen = [r[0] for r in conn.execute("SELECT seq FROM dead_letters ORDER BY seq")]
+            else:
+                chosen = list(seqs)
+            moved = 0
+            for seq in chosen:
+                row = conn.execute(
+                    "SELECT event_id, session_id, state, body FROM dead_letters WHERE seq = ?",
+                    (seq,),
+                ).fetchone()
+                if row is None:
+                    continue
+                conn.execute(
+                    "INSERT INTO events(event_id, session_id, state, body, enqueued_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*row, time.time()),
+                )
+                conn.execute("DELETE FROM dead_letters WHERE seq = ?", (seq,))
+                self._bytes += len(row[3])
+                moved += 1
+        return moved
 
     def stats(self) -> QueueStats:
         with self._lock:
@@ -271,7 +447,72 @@ class Store:
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), MIN(enqueued_at) FROM events"
             ).fetchone()
             (dead,) = self._conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
-        return QueueStats(int(depth), int(size), oldest, int(dead))
+            meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        return QueueStats(
+            depth=int(depth),
+            bytes=int(size),
+            oldest_enqueued_at=oldest,
+            dead_letters=int(dead),
+            max_bytes=self.max_bytes,
+            coalesced=int(meta.get("coalesced", 0)),
+            refused=int(meta.get("refused", 0)),
+            lost_databases=int(meta.get("lost_databases", 0)),
+            last_loss=meta.get("last_loss"),
+        )
+
+
+def _coalesce(conn: sqlite3.Connection) -> int:
+    """Drop queued idle/active events that a newer queued event of the same session
+    supersedes (each event carries the full current state), keeping each session's
+    first queued event and every `ended`, and leaving claimed batches whole.
+    Returns the bytes freed."""
+    victims = conn.execute(
+        """
+        SELECT e.seq, LENGTH(e.body) FROM events e
+        WHERE e.state != 'ended' AND e.batch_key IS NULL
+          AND e.seq > (SELECT MIN(f.seq) FROM events f WHERE f.session_id = e.session_id)
+          AND e.seq < (SELECT MAX(g.seq) FROM events g WHERE g.session_id = e.session_id)
+        """
+    ).fetchall()
+    if not victims:
+        return 0
+    for chunk in _chunks([seq for seq, _ in victims]):
+        conn.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+    _bump(conn, "coalesced", len(victims))
+    log.warning("queue at its bound: coalesced %d intermediate event(s)", len(victims))
+    return sum(int(size) for _, size in victims)
+
+
+def _bump(conn: sqlite3.Connection, key: str, by: int) -> None:
+    assert key in _COUNTERS
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
+        (key, str(by), by),
+    )
+
+
+def _chunks(values: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and any(
+        word in str(exc).lower() for word in _CORRUPT
+    )
+
+
+def _count_events(path: Path) -> int | None:
+    """How many events an unreadable database held, if that much can still be read."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
 
 
 def _session_row(s: Session) -> tuple[object, ...]:

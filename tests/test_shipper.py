@@ -66,16 +66,15 @@ def test_delivers_in_order_with_idempotency_keys_then_deletes(
     store: Store, server: IngestServer
 ) -> None:
     store.apply([event(1), event(2), event(1, "ended")])
-    keys = [e.event_id for e in store.peek(10)]
+    queued = store.peek(10)
     shipper = start_shipper(store, server.url)
     try:
         got = server.wait_for(lambda evs: len(evs) == 3, what="three events")
-        assert [(r.event["session_id"], r.event["state"]) for r in got] == [
-            (sid(1), "active"),
-            (sid(2), "active"),
-            (sid(1), "ended"),
-        ]
-        assert [r.idempotency_key for r in got] == keys
+        # Sessions go in parallel; each session's events stay in order.
+        assert [r.event["state"] for r in got if r.event["session_id"] == sid(1)] == [
+            "active", "ended"]
+        sent = {(r.event["session_id"], r.event["state"]): r.idempotency_key for r in got}
+        assert sent == {(q.session_id, q.state): q.event_id for q in queued}
         wait_until(lambda: store.stats().depth == 0, what="queue drained")
         status = shipper.status()
         assert status.delivered == 3 and status.last_success and status.last_error is None
@@ -120,7 +119,10 @@ def test_unauthorized_pauses_and_keeps_everything(store: Store, server: IngestSe
         wait_until(lambda: shipper.status().paused, what="pause on 401")
         status = shipper.status()
         assert "401" in (status.paused or "") and status.next_attempt_at
-        assert server.requests == 1  # stopped sending at once
+        # Two sessions: both may have been in flight already; nothing after that.
+        assert server.requests <= 2
+        next_at = datetime.fromisoformat(status.next_attempt_at.replace("Z", "+00:00"))
+        assert (next_at - datetime.now(UTC)).total_seconds() > 600  # a long pause
         assert store.stats().depth == 2
     finally:
         shipper.stop(0.2)
