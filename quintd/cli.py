@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from quintd import __version__
 from quintd.config import LoadedConfig, load_config, render_config
 from quintd.control import request
-from quintd.errors import EXIT_OK, QuintdError
+from quintd.daemon import Daemon, dead_letter_json
+from quintd.errors import EXIT_OK, NotRunningError, QuintdError
 from quintd.scanner import AgentProcess, Scanner
 from quintd.sessions import format_timestamp
 from quintd.signing import SigningResolver
+from quintd.store import Store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     scan = commands.add_parser("scan", parents=[common], help="list agent processes now")
     scan.add_argument("--json", action="store_true", help="machine-readable output")
+    queue = commands.add_parser("queue", help="list dead letters, or re-queue them")
+    queue_commands = queue.add_subparsers(dest="queue_command", metavar="ACTION")
+    listing = queue_commands.add_parser("list", parents=[common], help="list dead letters")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    requeue = queue_commands.add_parser(
+        "requeue", parents=[common], help="put dead letters back in the queue"
+    )
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    which.add_argument("seqs", nargs="*", type=int, default=[], metavar="SEQ")
+    queue.add_argument("--config", metavar="PATH", help=argparse.SUPPRESS)
+    queue.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     config = commands.add_parser("config", help="check or show the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser("check", parents=[common], help="validate; exit 0 or 78")
@@ -62,13 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.command == "run":
-        from quintd.daemon import Daemon
-
         return Daemon(loaded).run()
     if args.command == "status":
         return _status(loaded, as_json=args.json)
     if args.command == "scan":
         return _scan(loaded, as_json=args.json)
+    if args.command == "queue":
+        return _queue(loaded, args)
     if args.config_command == "check":
         print(f"{loaded.source or 'built-in defaults'}: ok")
         return EXIT_OK
@@ -131,6 +146,55 @@ def render_status(s: dict[str, Any]) -> str:
             )
         lines.extend("  " + line for line in _table(rows))
     return "\n".join(lines)
+
+
+def _queue(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    """Through the running daemon when there is one, else on the database directly."""
+    if args.queue_command == "requeue":
+        seqs = None if args.all else list(args.seqs)
+        try:
+            moved = request(loaded.socket_path, "requeue", seqs=seqs)["requeued"]
+        except NotRunningError:
+            with _offline_store(loaded) as store:
+                moved = store.requeue(seqs)
+        print(f"requeued {moved} dead letter(s)")
+        return EXIT_OK
+    try:
+        letters = request(loaded.socket_path, "dead_letters")
+    except NotRunningError:
+        with _offline_store(loaded) as store:
+            letters = [dead_letter_json(d) for d in store.dead_letters()]
+    if args.json:
+        print(json.dumps(letters, indent=2))
+        return EXIT_OK
+    if not letters:
+        print("no dead letters")
+        return EXIT_OK
+    rows = [["SEQ", "FAILED", "STATUS", "STATE", "SESSION", "REASON"]]
+    for d in letters:
+        rows.append(
+            [
+                str(d["seq"]),
+                d["failed_at"],
+                str(d["status"] or "-"),
+                d["state"],
+                d["session_id"],
+                d["reason"][:80],
+            ]
+        )
+    print("\n".join(_table(rows)))
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _offline_store(loaded: LoadedConfig) -> Iterator[Store]:
+    if not loaded.database_path.exists():
+        raise QuintdError(f"no queue database at {loaded.database_path}")
+    store = Store(loaded.database_path)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:

@@ -33,7 +33,7 @@ from quintd.scanner import Scanner
 from quintd.sessions import Session, SessionTracker, format_timestamp
 from quintd.shipper import Shipper
 from quintd.signing import SigningResolver
-from quintd.store import Store
+from quintd.store import DeadLetter, Store
 
 log = logging.getLogger("quintd.daemon")
 
@@ -137,7 +137,14 @@ class Daemon:
                 in_flight=cfg.queue.in_flight,
             )
             # The socket first: it refuses to start if another daemon answers there.
-            self._control = ControlServer(self.loaded.socket_path, {"status": self._status})
+            self._control = ControlServer(
+                self.loaded.socket_path,
+                {
+                    "status": self._status,
+                    "dead_letters": self._dead_letters,
+                    "requeue": self._requeue,
+                },
+            )
             self._control.start()
             self._shipper.start()
             self._tick()
@@ -231,6 +238,24 @@ class Daemon:
         self._resolver.close()
         self._lock.release()
 
+    # -- control commands -----------------------------------------------------------------
+
+    def _dead_letters(self, _request: Mapping[str, Any]) -> list[dict[str, Any]]:
+        assert self._store is not None
+        return [dead_letter_json(d) for d in self._store.dead_letters()]
+
+    def _requeue(self, request: Mapping[str, Any]) -> dict[str, int]:
+        assert self._store is not None and self._shipper is not None
+        seqs = request.get("seqs")
+        if seqs is not None and not (
+            isinstance(seqs, list) and all(isinstance(s, int) for s in seqs)
+        ):
+            raise ValueError("seqs must be a list of integers")
+        moved = self._store.requeue(seqs)
+        log.info("requeued %d dead letter(s)", moved)
+        self._shipper.wake()
+        return {"requeued": moved}
+
     # -- status ---------------------------------------------------------------------------
 
     def _status(self, _request: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,6 +294,7 @@ class Daemon:
                 "max_bytes": stats.max_bytes,
                 "oldest_age_s": oldest_age,
                 "dead_letters": stats.dead_letters,
+                "produced": stats.produced,
                 "coalesced": stats.coalesced,
                 "refused": stats.refused,
                 "lost_databases": stats.lost_databases,
@@ -282,3 +308,16 @@ class Daemon:
                 "last_error": self._last_loop_error,
             },
         }
+
+
+def dead_letter_json(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "seq": d.seq,
+        "event_id": d.event_id,
+        "session_id": d.session_id,
+        "state": d.state,
+        "failed_at": format_timestamp(datetime.fromtimestamp(d.failed_at, UTC)),
+        "status": d.status,
+        "reason": d.reason,
+        "body": d.body.decode("utf-8", "replace"),
+    }

@@ -102,6 +102,7 @@ class QueueStats:
     oldest_enqueued_at: float | None
     dead_letters: int
     max_bytes: int
+    produced: int  # events ever enqueued in this database
     coalesced: int  # intermediate idle/active events dropped at the bound
     refused: int  # transitions not queued at the bound
     lost_databases: int  # corrupt databases moved aside
@@ -109,7 +110,7 @@ class QueueStats:
 
 
 _EVENT_COLUMNS = "seq, event_id, session_id, state, body, enqueued_at, attempts"
-_COUNTERS = ("coalesced", "refused", "lost_databases")
+_COUNTERS = ("produced", "coalesced", "refused", "lost_databases")
 # Above this many queued bytes a drain to zero gives the space back to the filesystem.
 _RECLAIM_AFTER_BYTES = 4 * 1024 * 1024
 _CORRUPT = ("malformed", "not a database", "corrupt", "encrypted")
@@ -268,6 +269,8 @@ class Store:
             conn.executemany("DELETE FROM sessions WHERE session_id = ?", removal_rows)
             if refused:
                 _bump(conn, "refused", refused)
+            if rows:
+                _bump(conn, "produced", len(rows))
         if refused:
             log.warning("queue at its bound: %d transition(s) not queued", refused)
         self._bytes += sum(len(body) for _, body in pending)
@@ -374,8 +377,9 @@ class Store:
     def reclaim_space(self) -> None:
         """Give the space of a drained queue back to the filesystem."""
         with self._lock:
-            self._conn.execute("PRAGMA incremental_vacuum")
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # execute() steps the pragma once (one page); executescript runs it to the end.
+            self._conn.executescript("PRAGMA incremental_vacuum;")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._peak_bytes = max(self._bytes, 0)
 
     def record_attempt(self, seqs: Iterable[int]) -> None:
@@ -454,6 +458,7 @@ class Store:
             oldest_enqueued_at=oldest,
             dead_letters=int(dead),
             max_bytes=self.max_bytes,
+            produced=int(meta.get("produced", 0)),
             coalesced=int(meta.get("coalesced", 0)),
             refused=int(meta.get("refused", 0)),
             lost_databases=int(meta.get("lost_databases", 0)),

@@ -10,7 +10,9 @@ Faults can be queued: ``server.fail_next(status, headers, count)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -72,9 +74,15 @@ class Received:
 
 @dataclass
 class Fault:
-    status: int
+    """One misbehaviour. action: "reply" (answer ``status``), "delay" (store, then answer
+    200 after ``delay`` seconds), "drop_before" (close the connection without storing or
+    answering), "drop_after" (store, then close without answering)."""
+
+    status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b'{"error":"fault"}'
+    action: str = "reply"
+    delay: float = 0.0
 
 
 class IngestServer:
@@ -93,6 +101,7 @@ class IngestServer:
         self.violations: list[str] = []
         self.requests = 0
         self._faults: list[Fault] = []
+        self._fault_source: Callable[[], Fault | None] | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         handler = self._handler_class()
@@ -115,13 +124,31 @@ class IngestServer:
 
     def fail_next(
         self,
-        status: int,
+        status: int = 500,
         headers: dict[str, str] | None = None,
         count: int = 1,
         body: bytes = b'{"error":"fault"}',
+        action: str = "reply",
+        delay: float = 0.0,
     ) -> None:
         with self._lock:
-            self._faults.extend(Fault(status, headers or {}, body) for _ in range(count))
+            self._faults.extend(
+                Fault(status, headers or {}, body, action, delay) for _ in range(count)
+            )
+
+    def set_fault_source(self, source: Callable[[], Fault | None] | None) -> None:
+        """A function asked for each request that has no queued fault (random chaos)."""
+        with self._lock:
+            self._fault_source = source
+
+    def keys_by_event(self) -> dict[tuple[str, str, str], set[str | None]]:
+        """(session_id, state, timestamp) -> the Idempotency-Keys it arrived under."""
+        out: dict[tuple[str, str, str], set[str | None]] = {}
+        with self._lock:
+            for r in self.events:
+                ident = (r.event["session_id"], r.event["state"], r.event["timestamp"])
+                out.setdefault(ident, set()).add(r.idempotency_key)
+        return out
 
     def wait_for(
         self,
@@ -163,6 +190,8 @@ class IngestServer:
                 with server._lock:
                     server.requests += 1
                     fault = server._faults.pop(0) if server._faults else None
+                    if fault is None and server._fault_source is not None:
+                        fault = server._fault_source()
                 if self.path != "/v1/sessions/ingest":
                     self._violation(404, f"wrong path {self.path}")
                     return
@@ -172,7 +201,10 @@ class IngestServer:
                 if self.headers.get("Authorization") != f"Bearer {server.token}":
                     self._violation(401, "wrong bearer token")
                     return
-                if fault is not None:
+                if fault is not None and fault.action == "drop_before":
+                    self._drop()
+                    return
+                if fault is not None and fault.action == "reply":
                     self._reply(fault.status, fault.body, fault.headers)
                     return
                 if not (self.headers.get("Content-Type") or "").startswith("application/json"):
@@ -204,7 +236,18 @@ class IngestServer:
                     now = time.monotonic()
                     server.events.extend(Received(e, key, now) for e in events)
                     server._cond.notify_all()
+                if fault is not None and fault.action == "drop_after":
+                    self._drop()
+                    return
+                if fault is not None and fault.action == "delay":
+                    time.sleep(fault.delay)  # the fault itself: a server too slow to answer
                 self._reply(200, b'{"ok":true}')
+
+            def _drop(self) -> None:
+                """Close the connection with no answer (a reset, as far as the client sees)."""
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
             def _violation(self, status: int, reason: str) -> None:
                 with server._cond:
