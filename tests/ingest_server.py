@@ -174,6 +174,7 @@ class IngestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -263,7 +264,8 @@ class IngestServer:
                 self.send_header("Content-Length", str(len(body)))
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(OSError):  # the client may have gone (timeout)
+                    self.end_headers()
+                    self.wfile.write(body)
 
         return Handler

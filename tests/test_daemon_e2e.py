@@ -243,3 +243,51 @@ def test_state_dir_that_is_a_file_exits_78(short_tmp: Path) -> None:
         result = run_cli(*command, "--config", str(config), env=clean_env())
         assert result.returncode == 78, result
         assert "paths.state_dir" in result.stderr and "not a directory" in result.stderr
+
+
+def test_corrupt_database_is_set_aside_and_the_daemon_runs(
+    short_tmp: Path, agents: Agents, daemons
+) -> None:
+    state = short_tmp / "state"
+    state.mkdir(mode=0o700)
+    (state / "quintd.db").write_bytes(b"garbage, not SQLite" * 64)
+    with IngestServer(token=TOKEN) as server:
+        daemon = daemons(write_config(short_tmp, endpoint=server.url)).start()
+        status = daemon.wait_ready()
+        assert status["queue"]["lost_databases"] == 1
+        assert "moved to" in status["queue"]["last_loss"]
+        assert [p.name for p in state.iterdir() if ".corrupt-" in p.name]
+        claude = agents.binary("claude")
+        sid = session_of(daemon, claude.pid)
+        server.wait_for(lambda evs: bool(_states_for(evs, sid)), what="delivery works")
+        assert daemon.terminate() == 0
+
+
+def test_dead_letters_listed_and_requeued_through_the_daemon(
+    short_tmp: Path, agents: Agents, daemons
+) -> None:
+    import json
+
+    refusing = {"on": True}
+    with IngestServer(
+        token=TOKEN, reject=lambda e: "bad_request: no" if refusing["on"] else None
+    ) as server:
+        daemon = daemons(write_config(short_tmp, endpoint=server.url)).start()
+        daemon.wait_ready()
+        claude = agents.binary("claude")
+        sid = session_of(daemon, claude.pid)
+        wait_until(
+            lambda: (s := daemon.status()) and s["queue"]["dead_letters"] == 1, what="a dead letter"
+        )
+        listing = daemon.cli("queue", "list", "--json")
+        assert listing.returncode == 0
+        [letter] = json.loads(listing.stdout)
+        assert (letter["session_id"], letter["status"], letter["state"]) == (sid, 400, "active")
+        assert "bad_request: no" in letter["reason"]
+        assert "bad_request: no" in daemon.cli("queue").stdout  # the table
+        refusing["on"] = False
+        requeue = daemon.cli("queue", "requeue", str(letter["seq"]))
+        assert requeue.returncode == 0 and "requeued 1" in requeue.stdout
+        [got] = server.wait_for(lambda evs: len(evs) == 1, what="requeued event delivered")
+        assert got.idempotency_key == letter["event_id"]
+        assert daemon.terminate() == 0

@@ -63,15 +63,23 @@ def test_fault(store: Store, case: Case) -> None:
         headers = dict(case.headers or {})
         if headers.get("Retry-After") == "@date+3":
             headers["Retry-After"] = _http_date(3)
-        server.fail_next(case.status, headers, count=case.count, action=case.action,
-                         delay=case.delay)
+        server.fail_next(
+            case.status, headers, count=case.count, action=case.action, delay=case.delay
+        )
         # One session only: its events go strictly one after another, so the fault
         # hits the first event and the rest wait behind it.
         store.apply([event(1), event(1, "idle"), event(1, "ended")])
         queued = {(q.state): q.event_id for q in store.peek(10)}
         started = time.monotonic()
-        shipper = Shipper(store, endpoint=server.url, token=TOKEN, timeout=1.0, batch_size=50,
-                          flush_interval=0.1, batch_body=False)
+        shipper = Shipper(
+            store,
+            endpoint=server.url,
+            token=TOKEN,
+            timeout=1.0,
+            batch_size=50,
+            flush_interval=0.1,
+            batch_body=False,
+        )
         shipper.start()
         try:
             wait_until(lambda: store.stats().depth == 0, timeout=30, what="queue drained")
@@ -85,7 +93,7 @@ def test_fault(store: Store, case: Case) -> None:
         states = [r.event["state"] for r in server.events]
         assert states == sorted(states, key=["active", "idle", "ended"].index)  # order
         if case.min_wait:
-            second = [r for r in server.events if r.event["state"] == "active"][0]
+            second = next(r for r in server.events if r.event["state"] == "active")
             assert second.received_at - started >= case.min_wait
         if not case.dead:
             assert shipper.status().last_error is not None
@@ -96,8 +104,15 @@ def test_413_for_a_batch_splits_until_it_fits(store: Store) -> None:
     with IngestServer(token=TOKEN, batch=True) as server:
         server.fail_next(413, count=1)  # the whole batch is too large; halves are fine
         store.apply([event(n) for n in range(8)])
-        shipper = Shipper(store, endpoint=server.url, token=TOKEN, timeout=2.0, batch_size=50,
-                          flush_interval=0.1, batch_body=True)
+        shipper = Shipper(
+            store,
+            endpoint=server.url,
+            token=TOKEN,
+            timeout=2.0,
+            batch_size=50,
+            flush_interval=0.1,
+            batch_body=True,
+        )
         shipper.start()
         try:
             wait_until(lambda: store.stats().depth == 0, what="drained")

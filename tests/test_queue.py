@@ -26,10 +26,17 @@ from quintd.store import Store
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
-def ev(session: str, state: State = "active", kind: Kind = "transition",
-       name: str | None = None) -> LifecycleEvent:
-    return LifecycleEvent(session_id=session, state=state, timestamp=T0, platform="codex",
-                          session_name=name, kind=kind)
+def ev(
+    session: str, state: State = "active", kind: Kind = "transition", name: str | None = None
+) -> LifecycleEvent:
+    return LifecycleEvent(
+        session_id=session,
+        state=state,
+        timestamp=T0,
+        platform="codex",
+        session_name=name,
+        kind=kind,
+    )
 
 
 class QueueModel(RuleBasedStateMachine):
@@ -48,8 +55,10 @@ class QueueModel(RuleBasedStateMachine):
         self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    @rule(sessions=st.lists(st.sampled_from("abc"), min_size=1, max_size=5),
-          state=st.sampled_from(["active", "idle", "ended"]))
+    @rule(
+        sessions=st.lists(st.sampled_from("abc"), min_size=1, max_size=5),
+        state=st.sampled_from(["active", "idle", "ended"]),
+    )
     def put(self, sessions: list[str], state: State) -> None:
         events = [ev(s, state) for s in sessions]
         before = {q.event_id for q in self.store.peek(10_000)}
@@ -116,7 +125,9 @@ class QueueModel(RuleBasedStateMachine):
 
 TestQueueModel = QueueModel.TestCase
 TestQueueModel.settings = settings(
-    max_examples=40, stateful_step_count=25, deadline=None,
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 

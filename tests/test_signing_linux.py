@@ -120,17 +120,27 @@ def test_signature_identifies_an_app_bundle_no_name_rule_knows(agents: Agents) -
 
     def codesign_stand_in(path: str) -> SigningInfo:
         if path.endswith("/Renamed"):
-            return SigningInfo("com.openai.codex", "codesign", identifier="com.openai.codex",
-                               team_id="2DC432GLL2", valid=True)
+            return SigningInfo(
+                "com.openai.codex",
+                "codesign",
+                identifier="com.openai.codex",
+                team_id="2DC432GLL2",
+                valid=True,
+            )
         return SigningInfo(None, "error")
 
     resolver = SigningResolver(codesign_stand_in)
     scanner = Scanner(resolver=resolver)
     proc = agents.spawn([str(exe), "600"])
-    agent = wait_until(lambda: next((a for a in scanner.scan() if a.pid == proc.pid), None),
-                       what="bundle matched by its signature")
+    agent = wait_until(
+        lambda: next((a for a in scanner.scan() if a.pid == proc.pid), None),
+        what="bundle matched by its signature",
+    )
     assert (agent.platform, agent.matched_by, agent.signing_id) == (
-        "codex", "signing", "com.openai.codex")
+        "codex",
+        "signing",
+        "com.openai.codex",
+    )
     resolver.close()
 
 
@@ -142,8 +152,13 @@ def test_same_identifier_from_another_team_does_not_match(agents: Agents) -> Non
 
     def codesign_stand_in(path: str) -> SigningInfo:
         examined.set()
-        return SigningInfo("com.openai.codex", "codesign", identifier="com.openai.codex",
-                           team_id="EVIL000000", valid=True)
+        return SigningInfo(
+            "com.openai.codex",
+            "codesign",
+            identifier="com.openai.codex",
+            team_id="EVIL000000",
+            valid=True,
+        )
 
     resolver = SigningResolver(codesign_stand_in)
     scanner = Scanner(resolver=resolver)

@@ -1,0 +1,115 @@
+"""`quintd run` SIGKILLed at random moments, 20 times, while agents come and go and the
+server misbehaves. Afterwards: delivered + queued + dead-lettered = produced, nothing
+missing, nothing announced twice under different keys, each session's story whole."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from conftest import TOKEN, Agents, wait_until, write_config
+from ingest_server import Fault, IngestServer
+
+KILLS = 20
+
+
+def chaos(rng: random.Random, lock: threading.Lock) -> Fault | None:
+    with lock:
+        roll = rng.random()
+    if roll < 0.70:
+        return None
+    return [
+        Fault(500),
+        Fault(503, {"Retry-After": "1"}),
+        Fault(429, {"Retry-After": "1"}),
+        Fault(action="drop_before"),
+        Fault(action="drop_after"),
+        Fault(action="delay", delay=1.5),  # beyond the 1 s client timeout
+    ][int((roll - 0.70) / 0.05) % 6]
+
+
+def churn(agents: Agents, rng: random.Random, stop: threading.Event) -> None:
+    """Start and stop fake agents at random until told to stop."""
+    running = []
+    while not stop.is_set():
+        if len(running) < 5 and (not running or rng.random() < 0.6):
+            running.append(agents.binary(rng.choice(["claude", "codex", "gemini"])))
+        else:
+            victim = running.pop(rng.randrange(len(running)))
+            agents.stop(victim)
+        stop.wait(rng.uniform(0.05, 0.4))
+
+
+def test_random_sigkills_lose_and_repeat_nothing(short_tmp: Path, agents: Agents, daemons) -> None:
+    seed = int(os.environ.get("QUINTD_CRASH_SEED", time.time_ns() % 1_000_000))
+    print(f"crash test seed: {seed} (set QUINTD_CRASH_SEED to replay)")
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    with IngestServer(token=TOKEN) as server:
+        server.set_fault_source(lambda: chaos(rng, lock))
+        config = write_config(short_tmp, endpoint=server.url, interval=0.1)
+        config.write_text(config.read_text().replace("timeout = 5.0", "timeout = 1.0"))
+        stop = threading.Event()
+        worker = threading.Thread(target=churn, args=(agents, random.Random(seed + 1), stop))
+        worker.start()
+        try:
+            for _ in range(KILLS):
+                daemon = daemons(config).start()
+                daemon.wait_ready()
+                # A random moment to die at (this wait picks the moment; it synchronises
+                # nothing).
+                time.sleep(rng.uniform(0.1, 1.0))
+                daemon.kill()
+        finally:
+            stop.set()
+            worker.join()
+        agents.stop_all()
+        server.set_fault_source(None)
+
+        final = daemons(config).start()
+        final.wait_ready()
+        wait_until(
+            lambda: (s := final.status()) and not s["sessions"] and s["queue"]["depth"] == 0,
+            timeout=60,
+            what="every session ended and the queue drained",
+        )
+        assert final.terminate() == 0
+
+    db = sqlite3.connect(short_tmp / "state" / "quintd.db")
+    produced = int(db.execute("SELECT value FROM meta WHERE key = 'produced'").fetchone()[0])
+    queued = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+    delivered_keys = {r.idempotency_key for r in server.events}
+    assert produced > 0
+    assert len(delivered_keys) + queued + dead == produced
+    assert queued == 0 and dead == 0
+
+    # Repeats only ever under the same key.
+    for ident, keys in server.keys_by_event().items():
+        assert len(keys) == 1, f"{ident} arrived under {keys}"
+
+    # Each session, first arrival of each key: active first, ended once and last, and any
+    # later `active` is a genuine update (it carries something the previous event lacked).
+    stories: dict[str, list[dict]] = {}
+    seen: set[str | None] = set()
+    for r in server.events:
+        if r.idempotency_key in seen:
+            continue
+        seen.add(r.idempotency_key)
+        stories.setdefault(r.event["session_id"], []).append(r.event)
+    assert stories
+    for session_id, story in stories.items():
+        states = [e["state"] for e in story]
+        assert states[0] == "active", (session_id, states)
+        assert states[-1] == "ended" and states.count("ended") == 1, (session_id, states)
+        for before, after in itertools.pairwise(story[:-1]):
+            if after["state"] == before["state"]:
+                assert after != {**before, "timestamp": after["timestamp"]}, (
+                    f"{session_id} announced again without news: {states}"
+                )
+    assert server.violations == []
