@@ -125,6 +125,15 @@ def render_status(s: dict[str, Any]) -> str:
         f"delivered:   {delivery['delivered']}; last success: {delivery['last_success'] or '-'}",
         f"last error:  {delivery['last_error'] or '-'}",
     ]
+    if queue.get("coalesced") or queue.get("refused"):
+        lines.append(
+            f"at bound:    {queue['coalesced']} coalesced, {queue['refused']} refused "
+            f"(max_bytes {queue['max_bytes']})"
+        )
+    if queue.get("lost_databases"):
+        lines.append(f"lost:        {queue['lost_databases']} database(s): {queue['last_loss']}")
+    if not delivery.get("alive", True):
+        lines.append("delivery:    the delivery thread has stopped; restart quintd")
     if delivery["paused"]:
         lines.append(f"paused:      {delivery['paused']}")
     if delivery["next_attempt_at"]:

@@ -256,6 +256,7 @@ def test_corrupt_database_is_set_aside_and_the_daemon_runs(
         status = daemon.wait_ready()
         assert status["queue"]["lost_databases"] == 1
         assert "moved to" in status["queue"]["last_loss"]
+        assert "lost:        1 database(s)" in daemon.cli("status").stdout
         assert [p.name for p in state.iterdir() if ".corrupt-" in p.name]
         claude = agents.binary("claude")
         sid = session_of(daemon, claude.pid)
