@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from quintd import __version__
-from quintd.config import LoadedConfig, load_config, render_config
+from quintd import __version__, service
+from quintd.config import LoadedConfig, load_config, render_config, running_as_root
 from quintd.control import request
 from quintd.daemon import Daemon, dead_letter_json
 from quintd.errors import EXIT_OK, NotRunningError, QuintdError
+from quintd.logs import register_secret, setup_logging
 from quintd.scanner import AgentProcess, Scanner
 from quintd.sessions import format_timestamp
 from quintd.signing import SigningResolver
@@ -36,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"quintd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run = commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines as text (default) or JSON objects"
+    )
     status = commands.add_parser("status", parents=[common], help="ask the running daemon")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     scan = commands.add_parser("scan", parents=[common], help="list agent processes now")
@@ -53,6 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("seqs", nargs="*", type=int, default=[], metavar="SEQ")
     queue.add_argument("--config", metavar="PATH", help=argparse.SUPPRESS)
     queue.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    service = commands.add_parser("service", help="install or remove the system service")
+    service_commands = service.add_subparsers(
+        dest="service_command", required=True, metavar="ACTION"
+    )
+    for action in ("install", "uninstall"):
+        sub = service_commands.add_parser(
+            action, parents=[common], help=f"{action} the systemd unit or launchd plist"
+        )
+        scope = sub.add_mutually_exclusive_group()
+        scope.add_argument(
+            "--system",
+            action="store_const",
+            const="system",
+            dest="scope",
+            help="system-wide (the default as root)",
+        )
+        scope.add_argument(
+            "--user",
+            action="store_const",
+            const="user",
+            dest="scope",
+            help="for this user (the default otherwise)",
+        )
+        sub.add_argument("--dry-run", action="store_true", help="only say what would happen")
+        sub.add_argument(
+            "--root", metavar="DIR", default="/", help="prefix for every path (packaging, tests)"
+        )
+        sub.add_argument(
+            "--os", choices=["linux", "macos"], dest="target_os", help=argparse.SUPPRESS
+        )
     config = commands.add_parser("config", help="check or show the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_commands.add_parser("check", parents=[common], help="validate; exit 0 or 78")
@@ -66,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         loaded = load_config(args.config)
-        _setup_logging(loaded)
+        log_format = getattr(args, "log_format", None) or loaded.config.log.format
+        setup_logging(loaded.config.log.level, log_format)
+        register_secret(loaded.token)
         return _dispatch(args, loaded)
     except QuintdError as exc:
         print(f"quintd: {exc}", file=sys.stderr)
@@ -77,29 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.command == "run":
-        return Daemon(loaded).run()
+        return Daemon(loaded, reload_config=lambda: load_config(args.config)).run()
     if args.command == "status":
         return _status(loaded, as_json=args.json)
     if args.command == "scan":
         return _scan(loaded, as_json=args.json)
     if args.command == "queue":
         return _queue(loaded, args)
+    if args.command == "service":
+        return _service(args)
     if args.config_command == "check":
         print(f"{loaded.source or 'built-in defaults'}: ok")
         return EXIT_OK
     sys.stdout.write(render_config(loaded))
     return EXIT_OK
-
-
-def _setup_logging(loaded: LoadedConfig) -> None:
-    logging.basicConfig(
-        level=loaded.config.log.level.upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request at INFO; keep the journal to what matters.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
@@ -155,6 +182,25 @@ def render_status(s: dict[str, Any]) -> str:
             )
         lines.extend("  " + line for line in _table(rows))
     return "\n".join(lines)
+
+
+def _service(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    scope: Literal["system", "user"] = args.scope or ("system" if running_as_root() else "user")
+    file = service.service_file(
+        target_os=args.target_os or service.current_os(),
+        scope=scope,
+        root=root,
+        home=Path.home(),
+        command=service.quintd_command(),
+    )
+    act = root == Path("/")  # run the service manager only on the live system
+    if args.service_command == "install":
+        lines = service.install(file, dry_run=args.dry_run, act=act)
+    else:
+        lines = service.uninstall(file, dry_run=args.dry_run, act=act)
+    print("\n".join(lines))
+    return EXIT_OK
 
 
 def _queue(loaded: LoadedConfig, args: argparse.Namespace) -> int:

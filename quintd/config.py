@@ -130,6 +130,7 @@ class PathsConfig(_Section):
 
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
 
 
 class SigningConfig(_Section):
@@ -374,7 +375,8 @@ def _apply_env_overrides(config: Config, env: dict[str, str] | os._Environ[str])
                 f"QUINTD_LOG_LEVEL (environment): log.level: must be one of "
                 f"debug, info, warning, error (got {level!r})"
             )
-        config = config.model_copy(update={"log": LogConfig(level=level)})  # type: ignore[arg-type]
+        log_config = config.log.model_copy(update={"level": level})
+        config = config.model_copy(update={"log": log_config})
     return config
 
 

@@ -17,8 +17,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -27,8 +27,10 @@ from typing import Any
 from quintd import __version__
 from quintd.config import LoadedConfig
 from quintd.control import ControlServer
-from quintd.errors import AlreadyRunningError, ConfigError
+from quintd.errors import AlreadyRunningError, ConfigError, QuintdError
 from quintd.identity import machine_id
+from quintd.logs import fields, register_secret
+from quintd.notify import Notifier
 from quintd.scanner import Scanner
 from quintd.sessions import Session, SessionTracker, format_timestamp
 from quintd.shipper import Shipper
@@ -82,8 +84,20 @@ def ensure_private_dir(path: Path) -> None:
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        reload_config: Callable[[], LoadedConfig] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        """``reload_config`` loads the configuration again (on SIGHUP) the way it was
+        loaded at start."""
         self.loaded = loaded
+        self._reload_config = reload_config
+        self._notifier = notifier or Notifier()
+        self._reload_requested = False
+        self._reloads = 0
+        self._last_reload_error: str | None = None
         self._wake = threading.Event()
         self._stop_signal: int | None = None
         self._started_mono = time.monotonic()
@@ -95,6 +109,7 @@ class Daemon:
         self._control: ControlServer | None = None
         self._resolver = SigningResolver()
         self._scanner = Scanner(loaded.platforms, self._resolver)
+        self._next_watchdog = 0.0
         self._loop_errors = 0
         self._last_loop_error: str | None = None
         # What status shows: replaced whole after each pass, so the control thread never
@@ -126,16 +141,7 @@ class Daemon:
                 machine_id(self.loaded.state_dir), idle_after=cfg.sessions.idle_after
             )
             self._tracker.restore(self._store.load_sessions())
-            self._shipper = Shipper(
-                self._store,
-                endpoint=cfg.cloud.endpoint,
-                token=self.loaded.token,
-                timeout=cfg.cloud.timeout,
-                batch_size=cfg.queue.batch_size,
-                flush_interval=cfg.queue.flush_interval,
-                batch_body=cfg.cloud.batch_body,
-                in_flight=cfg.queue.in_flight,
-            )
+            self._shipper = self._new_shipper()
             # The socket first: it refuses to start if another daemon answers there.
             self._control = ControlServer(
                 self.loaded.socket_path,
@@ -149,24 +155,44 @@ class Daemon:
             self._shipper.start()
             self._tick()
             log.info(
-                "started version=%s pid=%d config=%s state_dir=%s endpoint=%s token_set=%s",
-                __version__,
-                os.getpid(),
-                self.loaded.source or "<defaults>",
-                self.loaded.state_dir,
-                cfg.cloud.endpoint,
-                bool(self.loaded.token),
+                "started",
+                extra=fields(
+                    version=__version__,
+                    pid=os.getpid(),
+                    config=self.loaded.source or "<defaults>",
+                    state_dir=self.loaded.state_dir,
+                    endpoint=cfg.cloud.endpoint,
+                    token_set=bool(self.loaded.token),
+                    sessions=len(self._session_view),
+                ),
             )
+            # Ready: the first scan is done, the queue and the socket are up.
+            self._notifier.ready(f"tracking {len(self._session_view)} session(s)")
             self._main_loop()
-            log.info("stopping on %s", signal.Signals(self._stop_signal or signal.SIGTERM).name)
+            self._notifier.stopping()
+            signame = signal.Signals(self._stop_signal or signal.SIGTERM).name
+            log.info("stopping", extra=fields(signal=signame))
         finally:
             self._shutdown()
         return 0
 
+    def _new_shipper(self) -> Shipper:
+        assert self._store is not None
+        cfg = self.loaded.config
+        return Shipper(
+            self._store,
+            endpoint=cfg.cloud.endpoint,
+            token=self.loaded.token,
+            timeout=cfg.cloud.timeout,
+            batch_size=cfg.queue.batch_size,
+            flush_interval=cfg.queue.flush_interval,
+            batch_body=cfg.cloud.batch_body,
+            in_flight=cfg.queue.in_flight,
+        )
+
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
-        # Reload is not implemented yet; SIGHUP must not kill the daemon meanwhile.
         signal.signal(signal.SIGHUP, self._on_hangup)
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -174,25 +200,75 @@ class Daemon:
         self._wake.set()
 
     def _on_hangup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload_requested = True
         self._wake.set()
 
     def _main_loop(self) -> None:
-        interval = self.loaded.config.scan.interval
         next_touch = time.monotonic() + TOUCH_INTERVAL_S
-        next_tick = time.monotonic() + interval
+        next_tick = time.monotonic() + self.loaded.config.scan.interval
+        watchdog = self._notifier.watchdog_interval
+        self._next_watchdog = time.monotonic()
         while self._stop_signal is None:
-            self._wake.wait(max(next_tick - time.monotonic(), 0.0))
+            now = time.monotonic()
+            if watchdog is not None and now >= self._next_watchdog:
+                # From the main loop itself: a stuck loop stops the pings.
+                self._notifier.watchdog()
+                self._next_watchdog = now + watchdog
+            wake_at = min(next_tick, self._next_watchdog) if watchdog else next_tick
+            self._wake.wait(max(wake_at - time.monotonic(), 0.0))
             self._wake.clear()
             if self._stop_signal is not None:
                 break
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
             now = time.monotonic()
             if now < next_tick:
                 continue
-            next_tick = max(next_tick + interval, now)  # no burst after a stall
+            # No burst after a stall; the interval may have changed on reload.
+            next_tick = max(next_tick + self.loaded.config.scan.interval, now)
             self._tick()
             if now >= next_touch:
                 next_touch = now + TOUCH_INTERVAL_S
                 self._touch()
+
+    def _reload(self) -> None:
+        """Apply a new configuration; a broken one is rejected and the old one kept."""
+        if self._reload_config is None:
+            return
+        self._notifier.reloading()
+        try:
+            new = self._reload_config()
+        except QuintdError as exc:
+            self._last_reload_error = f"{format_timestamp(datetime.now(UTC))} {exc}"
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            self._notifier.ready("reload rejected")
+            return
+        old = self.loaded
+        for key in ("state_dir", "runtime_dir"):
+            if getattr(new, key) != getattr(old, key):
+                log.warning("paths.%s changed: takes effect at the next restart", key)
+        new = replace(new, state_dir=old.state_dir, runtime_dir=old.runtime_dir)
+        self.loaded = new
+        cfg = new.config
+        register_secret(new.token)
+        logging.getLogger().setLevel(cfg.log.level.upper())
+        assert self._tracker is not None and self._store is not None
+        self._tracker.idle_after = cfg.sessions.idle_after
+        self._store.max_bytes = cfg.queue.max_bytes
+        self._store.min_free_disk = cfg.queue.min_free_disk
+        if new.platforms != old.platforms:
+            # Known processes must be looked at again under the new table.
+            self._scanner = Scanner(new.platforms, self._resolver)
+        # A new shipper: new endpoint, token or limits, and a refused token is retried.
+        if self._shipper is not None:
+            self._shipper.stop(0.0)
+        self._shipper = self._new_shipper()
+        self._shipper.start()
+        self._reloads += 1
+        self._last_reload_error = None
+        log.info("configuration reloaded", extra=fields(config=new.source or "<defaults>"))
+        self._notifier.ready("configuration reloaded")
 
     def _tick(self) -> None:
         assert self._tracker is not None and self._store is not None
@@ -205,10 +281,13 @@ class Daemon:
             if stored:
                 for event in changes.events:
                     log.info(
-                        "session %s state=%s platform=%s",
-                        event.session_id,
-                        event.state,
-                        event.platform,
+                        "session %s",
+                        event.kind,
+                        extra=fields(
+                            session_id=event.session_id,
+                            state=event.state,
+                            platform=event.platform,
+                        ),
                     )
                 if self._shipper is not None:
                     self._shipper.wake()
@@ -236,6 +315,7 @@ class Daemon:
         if self._store is not None and (self._shipper is None or not self._shipper.is_alive()):
             self._store.close()
         self._resolver.close()
+        self._notifier.close()
         self._lock.release()
 
     # -- control commands -----------------------------------------------------------------
@@ -272,6 +352,8 @@ class Daemon:
             "started_at": format_timestamp(self._started_wall),
             "uptime_s": round(time.monotonic() - self._started_mono, 3),
             "config_file": str(self.loaded.source) if self.loaded.source else None,
+            "reloads": self._reloads,
+            "last_reload_error": self._last_reload_error,
             "state_dir": str(self.loaded.state_dir),
             "endpoint": self.loaded.endpoint,
             "token_set": bool(self.loaded.token),
