@@ -35,6 +35,7 @@ from quintd.scanner import Scanner
 from quintd.sessions import Session, SessionTracker, format_timestamp
 from quintd.shipper import Shipper
 from quintd.signing import SigningResolver
+from quintd.sources import SourceManager
 from quintd.store import DeadLetter, Store
 
 log = logging.getLogger("quintd.daemon")
@@ -109,6 +110,7 @@ class Daemon:
         self._control: ControlServer | None = None
         self._resolver = SigningResolver()
         self._scanner = Scanner(loaded.platforms, self._resolver)
+        self._sources = SourceManager()
         self._next_watchdog = 0.0
         self._loop_errors = 0
         self._last_loop_error: str | None = None
@@ -275,7 +277,8 @@ class Daemon:
         snapshot = self._tracker.snapshot()
         try:
             processes = self._scanner.scan()
-            changes = self._tracker.observe(processes)
+            facts, pending = self._sources.observe(processes)
+            changes = self._tracker.observe(processes, facts, pending)
             stored = self._store.apply(changes.events, changes.upserts, changes.removals)
             self._session_view = [copy.copy(s) for s in self._tracker.sessions]
             if stored:
@@ -316,6 +319,7 @@ class Daemon:
             self._store.close()
         self._resolver.close()
         self._notifier.close()
+        self._sources.close()
         self._lock.release()
 
     # -- control commands -----------------------------------------------------------------
@@ -383,6 +387,7 @@ class Daemon:
                 "last_loss": stats.last_loss,
             },
             "delivery": delivery,
+            "agent_state": self._sources.stats(),
             "scan": {
                 "passes": self._scanner.stats.passes,
                 "last_duration_ms": round(self._scanner.stats.last_duration_s * 1000, 3),

@@ -20,13 +20,13 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Literal, Protocol
 
-from quintd.identity import process_session_id
+from quintd.identity import native_session_id, process_session_id
 from quintd.scanner import AgentProcess
 
 State = Literal["active", "idle", "ended"]
@@ -107,7 +107,9 @@ class Session:
     model: str | None = None
     signing_id: str | None = None
     parent_id: str | None = None
+    native_id: str | None = None  # the agent's own conversation id, if the session is one
     # In-memory only: activity bookkeeping on the monotonic clock.
+    last_write: float | None = field(default=None, compare=False)
     cpu_time: float = field(default=0.0, compare=False)
     observed_at: float = field(default=0.0, compare=False)
     quiet_since: float = field(default=0.0, compare=False)
@@ -142,7 +144,36 @@ def project_name(cwd: str | None) -> str | None:
     return name or None
 
 
+Status = Literal["busy", "idle", "waiting"]
+
+
+@dataclass(frozen=True)
+class SubagentFacts:
+    """A sub-agent of a conversation, as the agent's own files describe it."""
+
+    agent_id: str
+    name: str | None = None
+    done: bool = False  # its result is in the parent's transcript
+    last_write: float | None = None  # monotonic time its transcript last grew
+
+
+@dataclass(frozen=True)
+class ConversationFacts:
+    """What an agent's own state says about the conversation a process runs now."""
+
+    native_id: str
+    status: Status | None = None  # the agent's own busy/idle/waiting, if it records one
+    name: str | None = None
+    model: str | None = None
+    last_write: float | None = None  # monotonic time the transcript last grew
+    subagents: tuple[SubagentFacts, ...] = ()
+
+
 class SessionTracker:
+    """Sessions from observations. A process whose agent records its own conversation
+    (``facts``) is that conversation's session, and its sub-agents are child sessions;
+    any other agent process is a session of its own."""
+
     def __init__(
         self,
         machine_id: str,
@@ -156,8 +187,8 @@ class SessionTracker:
         self._clock = clock or SystemClock()
         self._busy_cpu_ratio = busy_cpu_ratio
         self._sessions: dict[str, Session] = {}
-        self._by_process: dict[tuple[int, int], str] = {}
-        self._restored: list[Session] = []
+        self._by_process: dict[tuple[int, int], str] = {}  # process-level sessions
+        self._restored: dict[str, Session] = {}
 
     # -- state ------------------------------------------------------------------
 
@@ -168,7 +199,7 @@ class SessionTracker:
     def restore(self, sessions: Iterable[Session]) -> None:
         """Sessions that were live when the daemon last stopped; reconciled by the next
         :meth:`observe`."""
-        self._restored = [s for s in sessions if s.state != "ended"]
+        self._restored = {s.session_id: s for s in sessions if s.state != "ended"}
 
     def snapshot(self) -> object:
         return copy.deepcopy((self._sessions, self._by_process, self._restored))
@@ -179,89 +210,231 @@ class SessionTracker:
 
     # -- transitions --------------------------------------------------------------
 
-    def observe(self, processes: Sequence[AgentProcess]) -> Changes:
+    def observe(
+        self,
+        processes: Sequence[AgentProcess],
+        facts: Mapping[int, ConversationFacts] | None = None,
+        pending: Set[int] = frozenset(),
+    ) -> Changes:
+        """One observation. ``facts``: the conversation each process runs, by pid, for
+        agents whose state could be read. ``pending``: pids whose agent state may still
+        appear (a young process): no session is started for them yet."""
+        facts = facts or {}
         now = self._clock.wall()
         mono = self._clock.monotonic()
         changes = Changes()
         present: set[str] = set()
         by_pid: dict[int, str] = {}
         for proc in sorted(processes, key=lambda p: (p.start_time, p.pid)):
-            session_id = self._by_process.get(proc.key) or self._adopt(proc, mono)
-            if session_id is None:
-                parent = by_pid.get(proc.parent_pid) if proc.parent_pid is not None else None
-                session = self._start(proc, parent, now, mono)
-                changes.events.append(session.event("active", now, "start"))
-                changes.upserts.append(session)
-                session_id = session.session_id
+            parent = by_pid.get(proc.parent_pid) if proc.parent_pid is not None else None
+            conversation = facts.get(proc.pid)
+            if conversation is not None:
+                sid = self._conversation(proc, conversation, parent, now, mono, changes)
+                for sub in conversation.subagents:
+                    if not sub.done:
+                        present.add(
+                            self._subagent(proc, conversation, sid, sub, now, mono, changes)
+                        )
             else:
-                self._observe_activity(self._sessions[session_id], proc, now, mono, changes)
-            present.add(session_id)
-            by_pid[proc.pid] = session_id
-        for session in self._restored:  # died while quintd was down
+                found = self._find_process_session(proc, mono)
+                if found is None and proc.pid in pending:
+                    continue  # its own state should name it soon
+                sid = found or self._start_process_session(proc, parent, now, mono, changes)
+                if found is not None:
+                    self._observe_activity(self._sessions[sid], proc, None, now, mono, changes)
+            present.add(sid)
+            by_pid[proc.pid] = sid
+        for session in self._restored.values():  # died while quintd was down
             changes.events.append(session.event("ended", session.last_seen, "end"))
             changes.removals.append(session.session_id)
-        self._restored = []
-        for session_id in list(self._sessions.keys() - present):
-            session = self._sessions.pop(session_id)
+        self._restored = {}
+        for sid in list(self._sessions.keys() - present):
+            session = self._sessions.pop(sid)
             self._by_process.pop((session.pid, session.start_time_ms), None)
             changes.events.append(session.event("ended", now, "end"))
-            changes.removals.append(session_id)
-        for session_id in present:
-            self._sessions[session_id].last_seen = now
+            changes.removals.append(sid)
+        for sid in present:
+            self._sessions[sid].last_seen = now
         return changes
 
-    def _adopt(self, proc: AgentProcess, mono: float) -> str | None:
-        for index, session in enumerate(self._restored):
+    def _find_process_session(self, proc: AgentProcess, mono: float) -> str | None:
+        sid = self._by_process.get(proc.key)
+        if sid is not None and sid in self._sessions:
+            return sid
+        for candidate in list(self._restored.values()):
             if (
-                session.platform == proc.platform
-                and session.pid == proc.pid
-                and abs(session.start_time_ms - proc.start_time_ms) <= _START_TOLERANCE_MS
+                candidate.native_id is None
+                and candidate.platform == proc.platform
+                and candidate.pid == proc.pid
+                and abs(candidate.start_time_ms - proc.start_time_ms) <= _START_TOLERANCE_MS
             ):
-                del self._restored[index]
-                session.cpu_time = proc.cpu_time
-                session.observed_at = mono
-                session.quiet_since = mono
-                self._sessions[session.session_id] = session
-                self._by_process[proc.key] = session.session_id
-                return session.session_id
+                self._adopt(candidate, proc, mono)
+                self._by_process[proc.key] = candidate.session_id
+                return candidate.session_id
         return None
 
-    def _start(
-        self, proc: AgentProcess, parent_id: str | None, now: datetime, mono: float
+    def _adopt(self, session: Session, proc: AgentProcess, mono: float) -> None:
+        """A session from before the restart whose agent still runs: no event."""
+        del self._restored[session.session_id]
+        session.cpu_time = proc.cpu_time
+        session.observed_at = mono
+        session.quiet_since = mono
+        self._sessions[session.session_id] = session
+
+    def _new_session(
+        self,
+        sid: str,
+        proc: AgentProcess,
+        parent_id: str | None,
+        now: datetime,
+        mono: float,
+        changes: Changes,
+        *,
+        name: str | None,
+        model: str | None = None,
+        native_id: str | None = None,
     ) -> Session:
         session = Session(
-            session_id=process_session_id(
-                self._machine_id, proc.platform, proc.pid, proc.start_time_ms
-            ),
+            session_id=sid,
             platform=proc.platform,
             pid=proc.pid,
             start_time_ms=proc.start_time_ms,
             state="active",
             started_at=now,
             last_seen=now,
-            session_name=project_name(proc.cwd),
+            session_name=name,
+            model=model,
             signing_id=proc.signing_id,
             parent_id=parent_id,
+            native_id=native_id,
             cpu_time=proc.cpu_time,
             observed_at=mono,
             quiet_since=mono,
         )
-        self._sessions[session.session_id] = session
-        self._by_process[proc.key] = session.session_id
+        self._sessions[sid] = session
+        changes.events.append(session.event("active", now, "start"))
+        changes.upserts.append(session)
         return session
 
+    def _start_process_session(
+        self,
+        proc: AgentProcess,
+        parent_id: str | None,
+        now: datetime,
+        mono: float,
+        changes: Changes,
+    ) -> str:
+        sid = process_session_id(self._machine_id, proc.platform, proc.pid, proc.start_time_ms)
+        self._new_session(sid, proc, parent_id, now, mono, changes, name=project_name(proc.cwd))
+        self._by_process[proc.key] = sid
+        return sid
+
+    def _conversation(
+        self,
+        proc: AgentProcess,
+        conv: ConversationFacts,
+        parent_id: str | None,
+        now: datetime,
+        mono: float,
+        changes: Changes,
+    ) -> str:
+        sid = native_session_id(self._machine_id, proc.platform, conv.native_id)
+        session = self._sessions.get(sid)
+        if session is None and sid in self._restored:
+            session = self._restored[sid]
+            self._adopt(session, proc, mono)
+        if session is None:
+            session = self._new_session(
+                sid,
+                proc,
+                parent_id,
+                now,
+                mono,
+                changes,
+                name=conv.name or project_name(proc.cwd),
+                model=conv.model,
+                native_id=conv.native_id,
+            )
+            session.last_write = conv.last_write
+            return sid
+        session.pid = proc.pid  # a resumed conversation may run in a new process
+        session.start_time_ms = proc.start_time_ms
+        work = (
+            conv.status == "busy"
+            or _newer(conv.last_write, session.last_write)
+            or any(
+                not sub.done and _newer(sub.last_write, session.last_write)
+                for sub in conv.subagents
+            )
+        )
+        session.last_write = _latest(conv.last_write, session.last_write)
+        signals = _Signals(work=work, use_cpu=conv.status is None, name=conv.name, model=conv.model)
+        self._observe_activity(session, proc, signals, now, mono, changes)
+        return sid
+
+    def _subagent(
+        self,
+        proc: AgentProcess,
+        conv: ConversationFacts,
+        parent_sid: str,
+        sub: SubagentFacts,
+        now: datetime,
+        mono: float,
+        changes: Changes,
+    ) -> str:
+        sid = native_session_id(self._machine_id, proc.platform, conv.native_id, sub.agent_id)
+        session = self._sessions.get(sid)
+        if session is None and sid in self._restored:
+            session = self._restored[sid]
+            self._adopt(session, proc, mono)
+        if session is None:
+            session = self._new_session(
+                sid,
+                proc,
+                parent_sid,
+                now,
+                mono,
+                changes,
+                name=sub.name,
+                model=conv.model,
+                native_id=f"{conv.native_id}:agent:{sub.agent_id}",
+            )
+            session.last_write = sub.last_write
+            return sid
+        work = _newer(sub.last_write, session.last_write)
+        session.last_write = _latest(sub.last_write, session.last_write)
+        signals = _Signals(work=work, use_cpu=False, name=sub.name, model=None)
+        self._observe_activity(session, proc, signals, now, mono, changes)
+        return sid
+
     def _observe_activity(
-        self, session: Session, proc: AgentProcess, now: datetime, mono: float, changes: Changes
+        self,
+        session: Session,
+        proc: AgentProcess,
+        signals: _Signals | None,
+        now: datetime,
+        mono: float,
+        changes: Changes,
     ) -> None:
-        learned = proc.signing_id is not None and proc.signing_id != session.signing_id
-        if learned:
+        """Signs of work, quiet time, and what was learned (one update event for it)."""
+        learned = False
+        if proc.signing_id is not None and proc.signing_id != session.signing_id:
             session.signing_id = proc.signing_id
+            learned = True
+        if signals is not None:
+            if signals.name and signals.name != session.session_name:
+                session.session_name = signals.name
+                learned = True
+            if signals.model and signals.model != session.model:
+                session.model = signals.model
+                learned = True
         elapsed = max(mono - session.observed_at, 0.0)
-        busy = proc.cpu_time - session.cpu_time > max(
+        cpu_busy = proc.cpu_time - session.cpu_time > max(
             _MIN_BUSY_CPU_S, self._busy_cpu_ratio * elapsed
         )
         session.cpu_time = proc.cpu_time
         session.observed_at = mono
+        busy = signals.work or (signals.use_cpu and cpu_busy) if signals else cpu_busy
         if busy:
             session.quiet_since = mono
             if session.state == "idle":
@@ -284,3 +457,21 @@ class SessionTracker:
         session.state = state
         changes.events.append(session.event(state, now, kind))
         changes.upserts.append(session)
+
+
+@dataclass(frozen=True)
+class _Signals:
+    work: bool  # a sign of work from the agent's own state
+    use_cpu: bool  # no status recorded: CPU time counts too
+    name: str | None
+    model: str | None
+
+
+def _newer(value: float | None, than: float | None) -> bool:
+    return value is not None and (than is None or value > than)
+
+
+def _latest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)

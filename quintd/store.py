@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     session_name TEXT,
     model TEXT,
     signing_id TEXT,
-    parent_id TEXT
+    parent_id TEXT,
+    native_id TEXT
 );
 """
 
@@ -263,8 +264,8 @@ class Store:
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO sessions(session_id, platform, pid, start_time_ms, "
-                "state, started_at, last_seen, session_name, model, signing_id, parent_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "state, started_at, last_seen, session_name, model, signing_id, parent_id, "
+                "native_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 upsert_rows,
             )
             conn.executemany("DELETE FROM sessions WHERE session_id = ?", removal_rows)
@@ -290,7 +291,7 @@ class Store:
         with self._lock:
             cursor = self._conn.execute(
                 "SELECT session_id, platform, pid, start_time_ms, state, started_at, "
-                "last_seen, session_name, model, signing_id, parent_id FROM sessions"
+                "last_seen, session_name, model, signing_id, parent_id, native_id FROM sessions"
             )
             rows = cursor.fetchall()
         return [_session_from_row(row) for row in rows]
@@ -536,11 +537,25 @@ def _session_row(s: Session) -> tuple[object, ...]:
         s.model,
         s.signing_id,
         s.parent_id,
+        s.native_id,
     )
 
 
 def _session_from_row(row: tuple[object, ...]) -> Session:
-    (session_id, platform, pid, start_ms, state, started, seen, name, model, signing, parent) = row
+    (
+        session_id,
+        platform,
+        pid,
+        start_ms,
+        state,
+        started,
+        seen,
+        name,
+        model,
+        signing,
+        parent,
+        native,
+    ) = row
     return Session(
         session_id=str(session_id),
         platform=str(platform),
@@ -553,6 +568,7 @@ def _session_from_row(row: tuple[object, ...]) -> Session:
         model=None if model is None else str(model),
         signing_id=None if signing is None else str(signing),
         parent_id=None if parent is None else str(parent),
+        native_id=None if native is None else str(native),
     )
 
 

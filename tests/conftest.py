@@ -110,6 +110,8 @@ class Agents:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.home = root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def binary(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -124,6 +126,10 @@ class Agents:
     def spawn(
         self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        # Agents get a home of their own: the developer's real agent state stays out.
+        env = dict(env if env is not None else os.environ)
+        if env.get("HOME") == os.environ.get("HOME"):
+            env["HOME"] = str(self.home)
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -150,7 +156,6 @@ class Agents:
 @pytest.fixture
 def agents(short_tmp: Path) -> Iterator[Agents]:
     fake = Agents(short_tmp / "agents")
-    fake.root.mkdir()
     yield fake
     fake.stop_all()
 

@@ -1,0 +1,236 @@
+"""The agents' own state, read as their files change.
+
+For each agent process of a platform with a reader, the state directory comes from that
+process's own environment (``CLAUDE_CONFIG_DIR``, ``CODEX_HOME``, ``HOME``), falling back
+to its owner's home directory, so that quintd running as root sees every user's agents.
+A directory not owned by the process's user (or root) is not trusted.
+
+Files are read when watchdog reports a change (and once when first needed), never by
+re-reading every pass. If a directory cannot be watched, its known files are polled
+instead, and status says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from quintd.scanner import AgentProcess
+from quintd.sessions import ConversationFacts
+from quintd.sources.claude_code import ClaudeCodeState
+from quintd.sources.files import ReadStats
+from quintd.sources.rollouts import CodexState, GeminiState
+
+log = logging.getLogger("quintd.sources")
+
+# A process this young whose state directory exists may not have written its state yet.
+PENDING_GRACE_S = 3.0
+
+
+class AgentState(Protocol):
+    root: Path
+    stats: ReadStats
+
+    def watch_dirs(self) -> list[Path]: ...
+
+    def changed(self, path: Path) -> None: ...
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None: ...
+
+    def has_registry_dir(self) -> bool: ...
+
+    def poll(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reader:
+    factory: Callable[[Path, Callable[[], float]], AgentState]
+    env_dir: str | None  # an environment variable naming the state directory
+    home_dir: str  # else this directory in the home directory
+
+
+READERS: dict[str, Reader] = {
+    "claude-code": Reader(ClaudeCodeState, "CLAUDE_CONFIG_DIR", ".claude"),
+    "codex": Reader(CodexState, "CODEX_HOME", ".codex"),
+    "gemini-cli": Reader(GeminiState, None, ".gemini"),
+}
+
+
+class SourceManager:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, watch: bool = True) -> None:
+        self._clock = clock
+        self._watch = watch
+        self._states: dict[tuple[str, Path], AgentState] = {}
+        self._roots: dict[tuple[int, int], Path | None] = {}
+        self._events: deque[str] = deque()
+        self._observer: object | None = None
+        self._watched: set[Path] = set()
+        self._unwatchable: set[Path] = set()
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    def observe(
+        self, processes: list[AgentProcess]
+    ) -> tuple[dict[int, ConversationFacts], set[int]]:
+        """Facts for each process whose agent state could be read, and the pids of young
+        processes whose state may still appear."""
+        self._route_events()
+        facts: dict[int, ConversationFacts] = {}
+        pending: set[int] = set()
+        live = set()
+        for proc in processes:
+            reader = READERS.get(proc.platform)
+            if reader is None:
+                continue
+            live.add(proc.key)
+            root = self._root(proc, reader)
+            if root is None:
+                continue
+            state = self._state(proc.platform, reader, root)
+            if any(d in self._unwatchable for d in state.watch_dirs()):
+                state.poll()  # no events from there: look at the known files again
+            try:
+                found = state.facts(proc)
+            except Exception:  # an agent's garbage must never stop the daemon
+                self.errors += 1
+                log.exception("reading %s state under %s failed", proc.platform, root)
+                continue
+            if found is not None:
+                facts[proc.pid] = found
+            elif time.time() - proc.start_time < PENDING_GRACE_S and state.has_registry_dir():
+                pending.add(proc.pid)
+        for key in self._roots.keys() - live:
+            del self._roots[key]
+        return facts, pending
+
+    def stats(self) -> dict[str, int]:
+        totals = ReadStats()
+        for state in self._states.values():
+            totals.lines += state.stats.lines
+            totals.garbage += state.stats.garbage
+            totals.refused += state.stats.refused
+        return {
+            "state_dirs": len(self._states),
+            "watched_dirs": len(self._watched),
+            "unwatchable_dirs": len(self._unwatchable),
+            "lines_read": totals.lines,
+            "garbage_lines": totals.garbage,
+            "files_refused": totals.refused,
+            "errors": self.errors,
+        }
+
+    def close(self) -> None:
+        observer = self._observer
+        if observer is not None:
+            observer.stop()  # type: ignore[attr-defined]
+            observer.join(timeout=5)  # type: ignore[attr-defined]
+            self._observer = None
+
+    # -- where state lives --------------------------------------------------------------
+
+    def _root(self, proc: AgentProcess, reader: Reader) -> Path | None:
+        if proc.key not in self._roots:
+            self._roots[proc.key] = find_state_dir(proc, reader)
+        return self._roots[proc.key]
+
+    def _state(self, platform: str, reader: Reader, root: Path) -> AgentState:
+        state = self._states.get((platform, root))
+        if state is None:
+            state = self._states[(platform, root)] = reader.factory(root, self._clock)
+        if self._watch:
+            self._ensure_watched(state)
+        return state
+
+    # -- watching -----------------------------------------------------------------------
+
+    def _ensure_watched(self, state: AgentState) -> None:
+        for directory in state.watch_dirs():
+            if directory in self._watched or directory in self._unwatchable:
+                continue
+            target, recursive = directory, True
+            if not directory.is_dir():
+                # Watch the parent until the directory exists; then watch it.
+                target, recursive = state.root, False
+                if not target.is_dir() or target in self._watched:
+                    continue
+            try:
+                self._schedule(target, recursive)
+            except OSError as exc:  # e.g. the inotify watch limit
+                self._unwatchable.add(directory)
+                log.warning(
+                    "cannot watch %s (%s); its changes are seen less promptly", directory, exc
+                )
+                continue
+            self._watched.add(target)
+
+    def _schedule(self, directory: Path, recursive: bool) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        events = self._events
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                for path in (event.src_path, getattr(event, "dest_path", "")):
+                    if path:
+                        events.append(os.fsdecode(path))
+
+        with self._lock:
+            if self._observer is None:
+                observer = Observer()
+                observer.daemon = True
+                observer.start()
+                self._observer = observer
+            self._observer.schedule(Handler(), str(directory), recursive=recursive)  # type: ignore[attr-defined]
+
+    def _route_events(self) -> None:
+        paths = set()
+        while self._events:
+            paths.add(Path(self._events.popleft()))
+        if not paths:
+            return
+        for state in self._states.values():
+            for path in paths:
+                if path.is_relative_to(state.root):
+                    state.changed(path)
+
+
+def find_state_dir(proc: AgentProcess, reader: Reader) -> Path | None:
+    """The agent's state directory: from its environment, else its owner's home; only
+    if owned by the process's user or root."""
+    try:
+        process = psutil.Process(proc.pid)
+        uid = process.uids().real
+    except (psutil.Error, OSError):
+        return None
+    try:
+        env = process.environ()
+    except (psutil.Error, OSError):
+        env = {}
+    root: Path | None = None
+    if reader.env_dir and env.get(reader.env_dir):
+        root = Path(env[reader.env_dir])
+    elif env.get("HOME"):
+        root = Path(env["HOME"]) / reader.home_dir
+    else:
+        try:
+            root = Path(pwd.getpwuid(uid).pw_dir) / reader.home_dir
+        except KeyError:
+            return None
+    if not root.is_absolute():
+        return None
+    try:
+        owner = root.stat().st_uid
+    except OSError:
+        return root  # not there yet; checked again when first read
+    return root if owner in (uid, 0) else None

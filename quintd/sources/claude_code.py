@@ -1,0 +1,308 @@
+"""Claude Code's own state: the live registry and the project transcripts.
+
+- ``<root>/sessions/<pid>.json``: pid, sessionId, cwd, startedAt, procStart, status
+  (busy/idle/waiting), name. Rewritten with a new sessionId on ``/clear``; deleted on a
+  clean exit; left behind after a crash (stale: its pid is gone or started at another
+  time, and it is ignored).
+- ``<root>/projects/<cwd, non-alphanumerics as '-'>/<sessionId>.jsonl``: the
+  transcript. Name: the user's ``custom-title`` over the generated ``ai-title`` over a
+  ``summary``; model: the latest ``assistant`` record's ``message.model``.
+- ``.../<sessionId>/subagents/agent-<id>.jsonl`` and ``.meta.json``: sub-agents; done
+  when the parent transcript holds the result for the meta's ``toolUseId``.
+
+Only titles, models, ids and statuses are taken: prompt text is never read into quintd's
+state.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quintd.scanner import AgentProcess
+from quintd.sessions import ConversationFacts, Status, SubagentFacts
+from quintd.sources.files import JsonlTail, ReadStats, read_json_file, text
+
+_STATUSES: dict[str, Status] = {"busy": "busy", "idle": "idle", "waiting": "waiting"}
+_AGENT_FILE = re.compile(r"^agent-([A-Za-z0-9_-]{1,128})\.(jsonl|meta\.json)$")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def project_dir_name(cwd: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "-", cwd)
+
+
+@dataclass
+class Registry:
+    pid: int
+    session_id: str
+    cwd: str
+    status: Status | None
+    name: str | None
+    proc_start: str | None
+    started_at_ms: int | None
+
+
+@dataclass
+class Subagent:
+    agent_id: str
+    name: str | None = None
+    tool_use_id: str | None = None
+    tail: JsonlTail | None = None
+    last_write: float | None = None
+
+
+@dataclass
+class Transcript:
+    tail: JsonlTail
+    custom_title: str | None = None
+    ai_title: str | None = None
+    summary: str | None = None
+    model: str | None = None
+    last_write: float | None = None
+    finished_tools: set[str] = field(default_factory=set)
+    subagents: dict[str, Subagent] = field(default_factory=dict)
+    subagents_listed: bool = False
+
+    @property
+    def title(self) -> str | None:
+        return self.custom_title or self.ai_title or self.summary
+
+
+def linux_start_ticks(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: what Claude Code records as procStart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+class ClaudeCodeState:
+    """One Claude Code state directory (``~/.claude`` or ``$CLAUDE_CONFIG_DIR``)."""
+
+    platform = "claude-code"
+
+    def __init__(self, root: Path, clock: Callable[[], float]) -> None:
+        self.root = root
+        self._clock = clock
+        self.stats = ReadStats()
+        self._registries: dict[int, Registry | None] = {}
+        self._transcripts: dict[str, Transcript] = {}
+        self._dirty: set[Path] = set()
+
+    def watch_dirs(self) -> list[Path]:
+        return [self.root / "sessions", self.root / "projects"]
+
+    def changed(self, path: Path) -> None:
+        """A file event under the root (from watchdog)."""
+        self._dirty.add(path)
+
+    # -- facts ------------------------------------------------------------------------
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+        self._apply_changes()
+        registry = self._registry(proc.pid)
+        if registry is None or not self._fresh(registry, proc):
+            return None
+        transcript = self._transcript(registry)
+        subagents: tuple[SubagentFacts, ...] = ()
+        name = registry.name
+        model = None
+        last_write = None
+        if transcript is not None:
+            name = transcript.title or name
+            model = transcript.model
+            last_write = transcript.last_write
+            subagents = tuple(
+                SubagentFacts(
+                    agent_id=sub.agent_id,
+                    name=sub.name,
+                    done=sub.tool_use_id is not None
+                    and sub.tool_use_id in transcript.finished_tools,
+                    last_write=sub.last_write,
+                )
+                for sub in transcript.subagents.values()
+            )
+        return ConversationFacts(
+            native_id=registry.session_id,
+            status=registry.status,
+            name=name,
+            model=model,
+            last_write=last_write,
+            subagents=subagents,
+        )
+
+    def poll(self) -> None:
+        """No change events for this directory: treat every known file as changed."""
+        self._registries.clear()
+        for transcript in self._transcripts.values():
+            self._dirty.add(transcript.tail.path)
+            for sub in transcript.subagents.values():
+                if sub.tail is not None:
+                    self._dirty.add(sub.tail.path)
+            transcript.subagents_listed = False
+
+    def has_registry_dir(self) -> bool:
+        return (self.root / "sessions").is_dir()
+
+    # -- the registry -------------------------------------------------------------------
+
+    def _registry(self, pid: int) -> Registry | None:
+        if pid not in self._registries:
+            self._registries[pid] = self._load_registry(pid)
+        return self._registries[pid]
+
+    def _load_registry(self, pid: int) -> Registry | None:
+        data = read_json_file(self.root / "sessions" / f"{pid}.json", self.root, self.stats)
+        if data is None:
+            return None
+        session_id = data.get("sessionId")
+        if data.get("pid") != pid or not isinstance(session_id, str):
+            self.stats.garbage += 1
+            return None
+        if not _SESSION_ID.match(session_id):
+            self.stats.garbage += 1
+            return None
+        started = data.get("startedAt")
+        name = text(data.get("name"))
+        if data.get("nameSource") == "derived":
+            name = None  # generated from the directory: the project name says as much
+        status = data.get("status")
+        return Registry(
+            pid=pid,
+            session_id=session_id,
+            cwd=text(data.get("cwd"), 4096) or "",
+            status=_STATUSES.get(status) if isinstance(status, str) else None,
+            name=name,
+            proc_start=str(data["procStart"]) if data.get("procStart") is not None else None,
+            started_at_ms=started if isinstance(started, int) else None,
+        )
+
+    @staticmethod
+    def _fresh(registry: Registry, proc: AgentProcess) -> bool:
+        """A registry written by this very process, not a leftover of a dead one whose
+        pid was reused."""
+        if registry.proc_start is not None and sys.platform.startswith("linux"):
+            return linux_start_ticks(proc.pid) == registry.proc_start
+        if registry.started_at_ms is not None:
+            return abs(registry.started_at_ms - proc.start_time_ms) < 60_000
+        return True
+
+    # -- transcripts ----------------------------------------------------------------------
+
+    def _transcript(self, registry: Registry) -> Transcript | None:
+        transcript = self._transcripts.get(registry.session_id)
+        if transcript is None:
+            if not registry.cwd:
+                return None
+            path = (
+                self.root
+                / "projects"
+                / project_dir_name(registry.cwd)
+                / f"{registry.session_id}.jsonl"
+            )
+            transcript = Transcript(JsonlTail(path, self.root, stats=self.stats))
+            self._transcripts[registry.session_id] = transcript
+            self._read_transcript(transcript)
+        if not transcript.subagents_listed:
+            self._list_subagents(transcript)
+        return transcript
+
+    def _read_transcript(self, transcript: Transcript) -> None:
+        records, more = transcript.tail.read_new()
+        if more:
+            self._dirty.add(transcript.tail.path)  # the rest next pass
+        if records:
+            transcript.last_write = self._clock()
+        for record in records:
+            kind = record.get("type")
+            if kind == "custom-title":
+                transcript.custom_title = text(record.get("customTitle")) or transcript.custom_title
+            elif kind == "ai-title":
+                transcript.ai_title = text(record.get("aiTitle")) or transcript.ai_title
+            elif kind == "summary":
+                transcript.summary = text(record.get("summary")) or transcript.summary
+            elif kind == "assistant":
+                message = record.get("message")
+                if isinstance(message, dict):
+                    transcript.model = text(message.get("model")) or transcript.model
+            elif kind == "user":
+                transcript.finished_tools.update(_tool_results(record))
+
+    def _list_subagents(self, transcript: Transcript) -> None:
+        directory = transcript.tail.path.with_suffix("") / "subagents"
+        transcript.subagents_listed = True
+        try:
+            names = sorted(p.name for p in directory.iterdir())
+        except OSError:
+            return
+        for name in names:
+            self._subagent_file(transcript, directory / name)
+
+    def _subagent_file(self, transcript: Transcript, path: Path) -> None:
+        match = _AGENT_FILE.match(path.name)
+        if match is None:
+            return
+        agent_id, kind = match.groups()
+        sub = transcript.subagents.setdefault(agent_id, Subagent(agent_id))
+        if kind == "meta.json":
+            meta = read_json_file(path, self.root, self.stats)
+            if meta is not None:
+                sub.name = text(meta.get("description")) or text(meta.get("agentType"))
+                sub.tool_use_id = text(meta.get("toolUseId"), 256)
+            return
+        if sub.tail is None:
+            sub.tail = JsonlTail(path, self.root, stats=self.stats)
+        records, more = sub.tail.read_new()
+        if more:
+            self._dirty.add(path)
+        if records:
+            sub.last_write = self._clock()
+
+    # -- changes --------------------------------------------------------------------------
+
+    def _apply_changes(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for path in dirty:
+            self._changed(path)
+
+    def _changed(self, path: Path) -> None:
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return
+        parts = relative.parts
+        if len(parts) == 2 and parts[0] == "sessions" and parts[1].endswith(".json"):
+            stem = parts[1][: -len(".json")]
+            if stem.isdigit():
+                self._registries.pop(int(stem), None)  # reloaded when next asked for
+            return
+        if len(parts) == 3 and parts[0] == "projects" and parts[2].endswith(".jsonl"):
+            transcript = self._transcripts.get(parts[2][: -len(".jsonl")])
+            if transcript is not None and transcript.tail.path == path:
+                self._read_transcript(transcript)
+            return
+        if len(parts) == 5 and parts[0] == "projects" and parts[3] == "subagents":
+            transcript = self._transcripts.get(parts[2])
+            if transcript is not None:
+                self._subagent_file(transcript, path)
+
+
+def _tool_results(record: dict[str, Any]) -> set[str]:
+    message = record.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        return set()
+    return {
+        item["tool_use_id"]
+        for item in message["content"]
+        if isinstance(item, dict)
+        and item.get("type") == "tool_result"
+        and isinstance(item.get("tool_use_id"), str)
+    }

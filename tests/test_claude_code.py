@@ -1,0 +1,239 @@
+"""The Claude Code reader against files the real CLI wrote (../shared/fixtures/claude-code),
+replayed file by file, line by line, into a temporary home, for a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import Agents, wait_until
+
+from quintd.scanner import AgentProcess, Scanner
+from quintd.sessions import ConversationFacts
+from quintd.sources import SourceManager
+from quintd.sources.claude_code import ClaudeCodeState, linux_start_ticks, project_dir_name
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
+HOME = FIXTURES / "home" / ".claude"
+PROJECT = "-home-dev-src-shop-api"
+FIRST = "fbd39e94-a1f4-4528-beaf-dcbfef32fa93"
+SECOND = "93a185d2-dd76-41cd-bbc8-a0259026051b"
+SUBAGENT = "a5070984e10585e1d"
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared fixtures not present")
+
+
+class Replay:
+    """A temporary ~/.claude filled step by step from the fixtures."""
+
+    def __init__(self, root: Path, pid: int) -> None:
+        self.root = root
+        self.pid = pid
+        self.clock = 0.0
+        self.state = ClaudeCodeState(root, lambda: self.clock)
+        (root / "sessions").mkdir(parents=True)
+        self.project = root / "projects" / PROJECT
+        self.project.mkdir(parents=True)
+
+    def registry(self, snapshot: str, **changes: object) -> None:
+        source = FIXTURES / "registry-snapshots" / snapshot
+        data = json.loads(source.read_text())
+        data.update({"pid": self.pid, "procStart": linux_start_ticks(self.pid), **changes})
+        path = self.root / "sessions" / f"{self.pid}.json"
+        path.write_text(json.dumps(data))
+        self.state.changed(path)
+
+    def lines(self, relative: str, start: int, stop: int | None = None) -> None:
+        """Append lines [start:stop] of a fixture transcript to its copy."""
+        source = HOME / "projects" / PROJECT / relative
+        target = self.project / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        chosen = source.read_text().splitlines(keepends=True)[start:stop]
+        with open(target, "a") as fh:
+            fh.writelines(chosen)
+        self.clock += 1.0
+        self.state.changed(target)
+
+    def copy(self, relative: str) -> None:
+        target = self.project / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(HOME / "projects" / PROJECT / relative, target)
+        self.state.changed(target)
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+        return self.state.facts(proc)
+
+
+def _lines(relative: str) -> list[dict]:
+    return [json.loads(line) for line in (HOME / "projects" / PROJECT / relative).open()]
+
+
+def _index(relative: str, kind: str) -> int:
+    return next(i for i, r in enumerate(_lines(relative)) if r.get("type") == kind)
+
+
+@pytest.fixture
+def claude(agents: Agents) -> AgentProcess:
+    proc = agents.binary("claude")
+    return wait_until(
+        lambda: next((a for a in Scanner().scan() if a.pid == proc.pid), None),
+        what="the claude process",
+    )
+
+
+def test_fixture_story_replayed(tmp_path: Path, claude: AgentProcess) -> None:
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    assert replay.facts(claude) is None  # no registry yet
+
+    replay.registry("session-busy.json")
+    facts = replay.facts(claude)
+    assert facts is not None
+    assert (facts.native_id, facts.status) == (FIRST, "busy")
+    assert facts.name is None  # "shop-api-94" is derived: the project name says as much
+    assert facts.model is None and facts.last_write is None
+
+    transcript = f"{FIRST}.jsonl"
+    first_assistant = _index(transcript, "assistant")
+    replay.lines(transcript, 0, first_assistant + 1)
+    facts = replay.facts(claude)
+    assert facts is not None
+    assert facts.name == "Fix auth middleware token expiry"  # ai-title
+    assert facts.model == "claude-opus-4-8"
+    assert facts.last_write == 1.0
+
+    replay.registry("session-idle.json")
+    assert replay.facts(claude).status == "idle"  # type: ignore[union-attr]
+
+    custom = _index(transcript, "custom-title")
+    replay.lines(transcript, first_assistant + 1, custom + 1)
+    replay.registry("session-renamed.json")
+    facts = replay.facts(claude)
+    assert facts is not None and facts.name == "Token expiry fix"  # custom over ai-title
+    assert facts.last_write == 2.0
+
+    # Delegation: the Agent tool_use, then the sub-agent's files, then its result.
+    tool_use = next(
+        i
+        for i, r in enumerate(_lines(transcript))
+        if r.get("type") == "assistant"
+        and "tool_use" in json.dumps(r)
+        and '"Agent"' in json.dumps(r)
+    )
+    replay.lines(transcript, custom + 1, tool_use + 1)
+    replay.copy(f"{FIRST}/subagents/agent-{SUBAGENT}.meta.json")
+    replay.lines(f"{FIRST}/subagents/agent-{SUBAGENT}.jsonl", 0, 2)
+    facts = replay.facts(claude)
+    assert facts is not None
+    [sub] = facts.subagents
+    assert (sub.agent_id, sub.name, sub.done) == (SUBAGENT, "sub task", False)
+    assert sub.last_write == replay.clock
+    replay.lines(f"{FIRST}/subagents/agent-{SUBAGENT}.jsonl", 2)
+    replay.lines(transcript, tool_use + 1)  # the tool_result: the sub-agent is done
+    facts = replay.facts(claude)
+    assert facts is not None and facts.subagents[0].done is True
+
+    # /clear: the registry names a new conversation.
+    replay.registry("session-after-clear.json")
+    replay.lines(f"{SECOND}.jsonl", 0)
+    facts = replay.facts(claude)
+    assert facts is not None
+    assert facts.native_id == SECOND
+    assert facts.name == "Token expiry fix"  # carried into the new transcript
+    assert facts.subagents == ()
+    assert replay.state.stats.garbage == 0
+
+
+def test_stale_registry_is_ignored(tmp_path: Path, claude: AgentProcess) -> None:
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    replay.registry("session-busy.json", procStart="12345")  # another process's start
+    assert replay.facts(claude) is None
+    replay.registry("session-busy.json")
+    assert replay.facts(claude) is not None
+    # The fixture's own file: pid 8262, long dead (or someone else) here.
+    shutil.copy(HOME / "sessions" / "8262.json", replay.root / "sessions" / "8262.json")
+    ghost = AgentProcess(
+        platform="claude-code",
+        pid=8262,
+        ppid=1,
+        start_time=claude.start_time,
+        user=None,
+        exe=None,
+        cwd=None,
+        name="claude",
+        matched_by="name",
+    )
+    assert replay.facts(ghost) is None
+
+
+def test_garbage_and_truncated_lines(tmp_path: Path, claude: AgentProcess) -> None:
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    replay.registry("session-busy.json")
+    path = replay.project / f"{FIRST}.jsonl"
+    ai_title = (HOME / "projects" / PROJECT / f"{FIRST}.jsonl").read_text().splitlines()[0]
+    half = len(ai_title) // 2
+    with open(path, "w") as fh:
+        fh.write("this is not json\n[1, 2, 3]\n\x00\xff garbage\n")
+        fh.write(ai_title[:half])  # a write caught half way: no newline yet
+    replay.state.changed(path)
+    facts = replay.facts(claude)
+    assert facts is not None and facts.name is None
+    assert replay.state.stats.garbage == 3
+    with open(path, "a") as fh:
+        fh.write(ai_title[half:] + "\n")
+    replay.state.changed(path)
+    assert replay.facts(claude).name == "Fix auth middleware token expiry"  # type: ignore[union-attr]
+    # A registry that is garbage is skipped and counted too.
+    (replay.root / "sessions" / f"{claude.pid}.json").write_text("{not json")
+    replay.state.changed(replay.root / "sessions" / f"{claude.pid}.json")
+    assert replay.facts(claude) is None
+    assert replay.state.stats.garbage == 4
+
+
+def test_symlink_out_of_the_state_dir_is_refused(tmp_path: Path, claude: AgentProcess) -> None:
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    outside = tmp_path / "secret.json"
+    outside.write_text(json.dumps({"pid": claude.pid, "sessionId": "x"}))
+    (replay.root / "sessions" / f"{claude.pid}.json").symlink_to(outside)
+    assert replay.facts(claude) is None
+    assert replay.state.stats.refused == 1
+
+
+def test_project_dir_name() -> None:
+    assert project_dir_name("/home/dev/src/shop-api") == PROJECT
+    assert project_dir_name("/a b/c.d_e") == "-a-b-c-d-e"
+
+
+def test_manager_finds_state_from_the_process_environment_and_watches_it(
+    tmp_path: Path, agents: Agents
+) -> None:
+    """The real path: HOME from the agent's own environment, changes seen by watchdog."""
+    home = tmp_path / "home"
+    root = home / ".claude"
+    (root / "sessions").mkdir(parents=True)
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", tmp_path / "claude")
+    proc = agents.spawn([str(tmp_path / "claude"), "600"], env=dict(os.environ, HOME=str(home)))
+    scanner = Scanner()
+    agent = wait_until(
+        lambda: next((a for a in scanner.scan() if a.pid == proc.pid), None), what="claude"
+    )
+    manager = SourceManager()
+    try:
+        facts, pending = manager.observe([agent])
+        assert facts == {} and pending == {agent.pid}  # young, and its state dir exists
+        data = json.loads((FIXTURES / "registry-snapshots" / "session-busy.json").read_text())
+        data.update(pid=agent.pid, procStart=linux_start_ticks(agent.pid))
+        (root / "sessions" / f"{agent.pid}.json").write_text(json.dumps(data))
+        facts = wait_until(lambda: manager.observe([agent])[0], what="registry via watchdog")
+        assert facts[agent.pid].native_id == FIRST
+        data["status"] = "idle"
+        (root / "sessions" / f"{agent.pid}.json").write_text(json.dumps(data))
+        wait_until(
+            lambda: manager.observe([agent])[0][agent.pid].status == "idle",
+            what="status change via watchdog",
+        )
+        assert manager.stats()["watched_dirs"] >= 1
+    finally:
+        manager.close()
