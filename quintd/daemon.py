@@ -142,7 +142,7 @@ class Daemon:
             self._tracker = SessionTracker(
                 machine_id(self.loaded.state_dir), idle_after=cfg.sessions.idle_after
             )
-            self._tracker.restore(self._store.load_sessions())
+            self._tracker.restore(self._store.load_sessions(), self._store.load_ended())
             self._shipper = self._new_shipper()
             # The socket first: it refuses to start if another daemon answers there.
             self._control = ControlServer(

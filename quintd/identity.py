@@ -3,7 +3,8 @@
 ``session_id = uuid5(SESSION_NAMESPACE, name)`` where ``name`` is, for a session
 known only by its process, ``<machine-id>:<platform>:pid:<pid>:<start-time-ms>``,
 and for a session with its own conversation id,
-``<machine-id>:<platform>:<native-id>`` (sub-agents add ``:agent:<agent-id>``).
+``<machine-id>:<platform>:<native-id>`` (sub-agents add ``:agent:<agent-id>``; a
+conversation resumed after its session ended adds ``:resumed:<n>``).
 """
 
 from __future__ import annotations
@@ -21,16 +22,30 @@ _MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 _GENERATED_ID_FILE = "machine-id"
 
 
-def process_session_id(machine_id: str, platform: str, pid: int, start_time_ms: int) -> str:
-    return str(uuid.uuid5(SESSION_NAMESPACE, f"{machine_id}:{platform}:pid:{pid}:{start_time_ms}"))
+def process_session_id(
+    machine_id: str, platform: str, pid: int, start_time_ms: int, resumed: int = 0
+) -> str:
+    name = f"{machine_id}:{platform}:pid:{pid}:{start_time_ms}"
+    if resumed:  # seen again after its session ended (a missed scan): a new session
+        name += f":resumed:{resumed}"
+    return str(uuid.uuid5(SESSION_NAMESPACE, name))
 
 
 def native_session_id(
-    machine_id: str, platform: str, native_id: str, agent_id: str | None = None
+    machine_id: str,
+    platform: str,
+    native_id: str,
+    agent_id: str | None = None,
+    resumed: int = 0,
 ) -> str:
+    """``resumed``: how many times this conversation came back after its session had
+    ended (``claude --resume``, ``/resume``): each return is a new session, because
+    nothing may follow an ``ended``."""
     name = f"{machine_id}:{platform}:{native_id}"
     if agent_id is not None:
         name += f":agent:{agent_id}"
+    if resumed:
+        name += f":resumed:{resumed}"
     return str(uuid.uuid5(SESSION_NAMESPACE, name))
 
 

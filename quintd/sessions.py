@@ -37,6 +37,7 @@ STATES: tuple[State, ...] = ("active", "idle", "ended")
 # was stepped between two reads of the boot time: adopt within this tolerance.
 _START_TOLERANCE_MS = 2000
 _MIN_BUSY_CPU_S = 0.01
+_MAX_ENDED_IDS = 100_000
 
 
 class Clock(Protocol):
@@ -189,6 +190,8 @@ class SessionTracker:
         self._sessions: dict[str, Session] = {}
         self._by_process: dict[tuple[int, int], str] = {}  # process-level sessions
         self._restored: dict[str, Session] = {}
+        # Ids that have ended (and so may never be used again), oldest first.
+        self._ended: dict[str, None] = {}
 
     # -- state ------------------------------------------------------------------
 
@@ -196,17 +199,20 @@ class SessionTracker:
     def sessions(self) -> list[Session]:
         return sorted(self._sessions.values(), key=lambda s: (s.started_at, s.session_id))
 
-    def restore(self, sessions: Iterable[Session]) -> None:
-        """Sessions that were live when the daemon last stopped; reconciled by the next
-        :meth:`observe`."""
+    def restore(self, sessions: Iterable[Session], ended: Iterable[str] = ()) -> None:
+        """Sessions that were live when the daemon last stopped, reconciled by the next
+        :meth:`observe`; and the ids that have ended, never to be used again."""
         self._restored = {s.session_id: s for s in sessions if s.state != "ended"}
+        self._ended = dict.fromkeys(ended)
 
     def snapshot(self) -> object:
-        return copy.deepcopy((self._sessions, self._by_process, self._restored))
+        return copy.deepcopy((self._sessions, self._by_process, self._restored, self._ended))
 
     def rollback(self, snapshot: object) -> None:
         """Undo an observation whose changes could not be stored."""
-        self._sessions, self._by_process, self._restored = copy.deepcopy(snapshot)  # type: ignore[misc]
+        (self._sessions, self._by_process, self._restored, self._ended) = copy.deepcopy(  # type: ignore[misc]
+            snapshot
+        )
 
     # -- transitions --------------------------------------------------------------
 
@@ -247,12 +253,16 @@ class SessionTracker:
         for session in self._restored.values():  # died while quintd was down
             changes.events.append(session.event("ended", session.last_seen, "end"))
             changes.removals.append(session.session_id)
+            self._ended[session.session_id] = None
         self._restored = {}
         for sid in list(self._sessions.keys() - present):
             session = self._sessions.pop(sid)
             self._by_process.pop((session.pid, session.start_time_ms), None)
             changes.events.append(session.event("ended", now, "end"))
             changes.removals.append(sid)
+            self._ended[sid] = None
+        while len(self._ended) > _MAX_ENDED_IDS:
+            del self._ended[next(iter(self._ended))]
         for sid in present:
             self._sessions[sid].last_seen = now
         return changes
@@ -324,10 +334,27 @@ class SessionTracker:
         mono: float,
         changes: Changes,
     ) -> str:
-        sid = process_session_id(self._machine_id, proc.platform, proc.pid, proc.start_time_ms)
+        resumed = 0
+        while True:
+            sid = process_session_id(
+                self._machine_id, proc.platform, proc.pid, proc.start_time_ms, resumed
+            )
+            if sid not in self._ended:
+                break
+            resumed += 1
         self._new_session(sid, proc, parent_id, now, mono, changes, name=project_name(proc.cwd))
         self._by_process[proc.key] = sid
         return sid
+
+    def _live_id(self, platform: str, native_id: str, agent_id: str | None = None) -> str:
+        """The id for a conversation (or sub-agent) now: its own, or, if that session has
+        ended and the conversation came back, the next unused resumed id."""
+        resumed = 0
+        while True:
+            sid = native_session_id(self._machine_id, platform, native_id, agent_id, resumed)
+            if sid not in self._ended:
+                return sid
+            resumed += 1
 
     def _conversation(
         self,
@@ -338,7 +365,7 @@ class SessionTracker:
         mono: float,
         changes: Changes,
     ) -> str:
-        sid = native_session_id(self._machine_id, proc.platform, conv.native_id)
+        sid = self._live_id(proc.platform, conv.native_id)
         session = self._sessions.get(sid)
         if session is None and sid in self._restored:
             session = self._restored[sid]
@@ -382,7 +409,7 @@ class SessionTracker:
         mono: float,
         changes: Changes,
     ) -> str:
-        sid = native_session_id(self._machine_id, proc.platform, conv.native_id, sub.agent_id)
+        sid = self._live_id(proc.platform, conv.native_id, sub.agent_id)
         session = self._sessions.get(sid)
         if session is None and sid in self._restored:
             session = self._restored[sid]

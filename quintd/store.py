@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS events (
     attempts INTEGER NOT NULL DEFAULT 0,
     batch_key TEXT  -- set when claimed for a batch body: the batch's Idempotency-Key
 );
+CREATE TABLE IF NOT EXISTS ended_sessions (
+    session_id TEXT PRIMARY KEY,
+    ended_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS events_claimed ON events(batch_key) WHERE batch_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
@@ -269,6 +273,11 @@ class Store:
                 upsert_rows,
             )
             conn.executemany("DELETE FROM sessions WHERE session_id = ?", removal_rows)
+            # Remembered so that a conversation coming back never reuses an ended id.
+            conn.executemany(
+                "INSERT OR REPLACE INTO ended_sessions(session_id, ended_at) VALUES (?, ?)",
+                [(sid, enqueued_at) for (sid,) in removal_rows],
+            )
             if refused:
                 _bump(conn, "refused", refused)
             if rows:
@@ -295,6 +304,16 @@ class Store:
             )
             rows = cursor.fetchall()
         return [_session_from_row(row) for row in rows]
+
+    def load_ended(self, max_age_s: float = 90 * 86400) -> list[str]:
+        """Ids of sessions that ended in the last ``max_age_s`` seconds (older ones are
+        forgotten: a conversation resumed after that long is far past any server's
+        memory of it)."""
+        cutoff = time.time() - max_age_s
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM ended_sessions WHERE ended_at < ?", (cutoff,))
+            rows = conn.execute("SELECT session_id FROM ended_sessions ORDER BY ended_at")
+            return [str(r[0]) for r in rows.fetchall()]
 
     def touch_sessions(self, sessions: Iterable[Session]) -> None:
         """Record when live sessions were last seen (the stamp of their `ended` event

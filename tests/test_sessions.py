@@ -187,3 +187,187 @@ def test_wire_body_has_exactly_the_contract_fields() -> None:
 def test_timestamp_format() -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert format_timestamp(moment) == "2026-01-02T03:04:05.678Z"
+
+
+# -- sessions from the agents' own state -------------------------------------------------
+
+import itertools  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from quintd.identity import native_session_id  # noqa: E402
+from quintd.sessions import ConversationFacts, SubagentFacts  # noqa: E402
+
+
+def conv(
+    native: str = "c1",
+    status: str | None = "idle",
+    name: str | None = None,
+    model: str | None = None,
+    last_write: float | None = None,
+    subagents: tuple[SubagentFacts, ...] = (),
+) -> ConversationFacts:
+    return ConversationFacts(
+        native_id=native,
+        status=status,
+        name=name,  # type: ignore[arg-type]
+        model=model,
+        last_write=last_write,
+        subagents=subagents,
+    )
+
+
+def test_conversation_session_uses_the_native_id_and_learns_name_and_model() -> None:
+    clock = FakeClock()
+    t = tracker(clock)
+    [start] = t.observe([proc()], {100: conv()}).events
+    assert start.session_id == native_session_id(MACHINE, "claude-code", "c1")
+    assert (start.state, start.session_name, start.model) == ("active", "shop-api", None)
+    clock.advance(1)
+    [update] = t.observe([proc()], {100: conv(name="Fix auth", model="m1", last_write=1)}).events
+    assert (update.kind, update.state, update.session_name, update.model) == (
+        "update",
+        "active",
+        "Fix auth",
+        "m1",
+    )
+    clock.advance(1)
+    assert t.observe([proc()], {100: conv(name="Fix auth", model="m1", last_write=1)}).events == []
+
+
+def test_agent_status_and_transcript_writes_drive_idle_and_active() -> None:
+    clock = FakeClock()
+    t = tracker(clock, idle_after=30)
+    t.observe([proc(cpu=0)], {100: conv(status="busy")})
+    clock.advance(40)
+    # Busy says work, however quiet the CPU is.
+    assert t.observe([proc(cpu=0)], {100: conv(status="busy")}).events == []
+    clock.advance(10)
+    assert t.observe([proc(cpu=0)], {100: conv(status="idle")}).events == []
+    clock.advance(30)
+    # The agent waits and nothing else moves (CPU is ignored when a status exists).
+    [idle] = t.observe([proc(cpu=50)], {100: conv(status="idle")}).events
+    assert idle.state == "idle"
+    clock.advance(1)
+    [active] = t.observe([proc(cpu=50)], {100: conv(status="idle", last_write=81)}).events
+    assert active.state == "active"
+
+
+def test_subagents_are_children_that_end_when_done_and_keep_the_parent_busy() -> None:
+    clock = FakeClock()
+    t = tracker(clock, idle_after=30)
+    parent_id = native_session_id(MACHINE, "claude-code", "c1")
+    sub = SubagentFacts(agent_id="a1", name="sub task", last_write=0.0)
+    events = t.observe([proc()], {100: conv(status="busy", subagents=(sub,))}).events
+    child = next(e for e in events if e.session_id != parent_id)
+    assert child.session_id == native_session_id(MACHINE, "claude-code", "c1", "a1")
+    assert (child.parent_id, child.session_name, child.state) == (parent_id, "sub task", "active")
+    # The parent's own status says idle, but its sub-agent still writes: not idle.
+    for step in range(1, 5):
+        clock.advance(10)
+        running = SubagentFacts(agent_id="a1", name="sub task", last_write=float(step * 10))
+        assert t.observe([proc()], {100: conv(status="idle", subagents=(running,))}).events == []
+    clock.advance(1)
+    done = SubagentFacts(agent_id="a1", name="sub task", done=True, last_write=40.0)
+    [ended] = t.observe([proc()], {100: conv(status="idle", subagents=(done,))}).events
+    assert (ended.session_id, ended.state) == (child.session_id, "ended")
+
+
+def test_clear_ends_the_conversation_and_starts_another_under_the_same_process() -> None:
+    clock = FakeClock()
+    t = tracker(clock)
+    t.observe([proc()], {100: conv("c1", subagents=(SubagentFacts("a1"),))})
+    clock.advance(1)
+    events = t.observe([proc()], {100: conv("c2")}).events
+    got = {(e.session_id, e.state) for e in events}
+    assert got == {
+        (native_session_id(MACHINE, "claude-code", "c2"), "active"),
+        (native_session_id(MACHINE, "claude-code", "c1"), "ended"),
+        (native_session_id(MACHINE, "claude-code", "c1", "a1"), "ended"),  # with its parent
+    }
+
+
+def test_pending_process_gets_no_session_until_its_state_appears() -> None:
+    clock = FakeClock()
+    t = tracker(clock)
+    assert t.observe([proc()], {}, pending={100}).events == []
+    clock.advance(1)
+    [start] = t.observe([proc()], {100: conv()}).events
+    assert start.session_id == native_session_id(MACHINE, "claude-code", "c1")
+
+
+def test_restored_conversation_is_adopted_by_its_id() -> None:
+    clock = FakeClock()
+    first = tracker(clock)
+    first.observe([proc()], {100: conv(name="A")})
+    saved = first.sessions
+    second = tracker(clock)
+    second.restore(saved)
+    clock.advance(5)
+    assert second.observe([proc()], {100: conv(name="A")}).events == []
+    assert [s.session_id for s in second.sessions] == [saved[0].session_id]
+
+
+# -- properties over random observation sequences -----------------------------------------
+
+STEP = st.tuples(
+    st.floats(0.0, 50.0),  # time passing before the observation
+    st.booleans(),  # process present
+    st.sampled_from(["c1", "c2", None]),  # the conversation it runs (None: no state)
+    st.sampled_from([None, "busy", "idle", "waiting"]),
+    st.booleans(),  # the transcript grew
+    st.integers(0, 2),  # CPU seconds used since the last observation
+    st.sampled_from([None, "A", "B"]),  # the title
+    st.booleans(),  # a sub-agent exists
+    st.booleans(),  # ... and is done
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(STEP, max_size=40), st.sampled_from([5.0, 30.0]))
+def test_lifecycle_invariants(steps: list, idle_after: float) -> None:
+    clock = FakeClock()
+    t = tracker(clock, idle_after=idle_after)
+    cpu, writes = 0.0, 0.0
+    events: list[LifecycleEvent] = []
+    quiet_since: dict[str, float] = {}
+    for elapsed, present, native, status, wrote, used, title, has_sub, sub_done in steps:
+        clock.advance(elapsed)
+        cpu += used
+        if wrote:
+            writes = clock.t
+        observed = [proc(cpu=cpu)] if present else []
+        facts = {}
+        if present and native is not None:
+            subs = (SubagentFacts("a1", "sub", sub_done, writes),) if has_sub else ()
+            facts = {100: conv(native, status, title, None, writes or None, subs)}
+        new = t.observe(observed, facts).events
+        for e in new:
+            assert e.timestamp == T0 + timedelta(seconds=clock.t)
+        events += new
+        for e in new:
+            quiet_since.setdefault(e.session_id, clock.t)
+    by_session: dict[str, list[LifecycleEvent]] = {}
+    for e in events:
+        by_session.setdefault(e.session_id, []).append(e)
+    for story in by_session.values():
+        assert story[0].state == "active" and story[0].kind == "start"  # first: active
+        ends = [e for e in story if e.state == "ended"]
+        assert len(ends) <= 1  # ended at most once ...
+        if ends:
+            assert story[-1].state == "ended"  # ... and last: nothing after it
+        for before, after in itertools.pairwise(story):
+            if after.kind == "transition":
+                assert after.state != before.state  # a transition changes the state
+            assert after.timestamp >= before.timestamp
+    # Every session still tracked is one whose story has not ended, and vice versa.
+    live = {s.session_id for s in t.sessions}
+    for sid, story in by_session.items():
+        assert (story[-1].state != "ended") == (sid in live)
+    # With the process gone, everything ends.
+    clock.advance(1)
+    final = t.observe([], {}).events
+    assert {e.session_id for e in final} == live
+    assert all(e.state == "ended" for e in final)
+    assert t.sessions == []
