@@ -279,6 +279,7 @@ class Daemon:
             processes = self._scanner.scan()
             facts, pending = self._sources.observe(processes)
             changes = self._tracker.observe(processes, facts, pending)
+            pids = {s.session_id: s.pid for s in [*self._session_view, *changes.upserts]}
             stored = self._store.apply(changes.events, changes.upserts, changes.removals)
             self._session_view = [copy.copy(s) for s in self._tracker.sessions]
             if stored:
@@ -290,6 +291,7 @@ class Daemon:
                             session_id=event.session_id,
                             state=event.state,
                             platform=event.platform,
+                            pid=pids.get(event.session_id),
                         ),
                     )
                 if self._shipper is not None:
