@@ -25,6 +25,25 @@ import pytest
 T = TypeVar("T")
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+# Real files written by real agents: ../shared/fixtures beside the checkout (as in CI), or
+# $QUINTD_FIXTURES.
+FIXTURES = Path(
+    os.environ.get("QUINTD_FIXTURES") or Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+)
+
+
+def needs_fixtures(name: str) -> Path:
+    """The fixture directory; skipped where it is absent, but never in CI, where a missing
+    fixture is a broken setup, not a reason to test less."""
+    path = FIXTURES / name
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"fixtures missing in CI: {path}")
+        pytest.skip(f"fixtures not present at {path}", allow_module_level=True)
+    return path
+
+
 TOKEN = "qt_deploy_test_token"
 
 

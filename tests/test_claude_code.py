@@ -9,21 +9,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Agents, wait_until
+from conftest import Agents, needs_fixtures, wait_until
 
 from quintd.scanner import AgentProcess, Scanner
 from quintd.sessions import ConversationFacts
 from quintd.sources import SourceManager
 from quintd.sources.claude_code import ClaudeCodeState, linux_start_ticks, project_dir_name
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
+FIXTURES = needs_fixtures("claude-code")
 HOME = FIXTURES / "home" / ".claude"
 PROJECT = "-home-dev-src-shop-api"
 FIRST = "fbd39e94-a1f4-4528-beaf-dcbfef32fa93"
 SECOND = "93a185d2-dd76-41cd-bbc8-a0259026051b"
 SUBAGENT = "a5070984e10585e1d"
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared fixtures not present")
 
 
 class Replay:

@@ -44,8 +44,9 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="qd-bench-"))
-    server = subprocess.Popen([sys.executable, str(HERE / "bench_server.py")],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "bench_server.py")], stdout=subprocess.PIPE, text=True
+    )
     assert server.stdout is not None
     port = int(server.stdout.readline())
     config = work / "config.toml"
@@ -57,8 +58,20 @@ def main() -> int:
     log_path = work / "daemon.log"
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "quintd", "run", "--config", str(config),
-             "--log-format", "json"], stdout=log, stderr=log, cwd=HERE.parents[1])
+            [
+                sys.executable,
+                "-m",
+                "quintd",
+                "run",
+                "--config",
+                str(config),
+                "--log-format",
+                "json",
+            ],
+            stdout=log,
+            stderr=log,
+            cwd=HERE.parents[1],
+        )
     bindir = work / "bin"
     bindir.mkdir()
     exe = bindir / "codex"
@@ -107,18 +120,24 @@ def main() -> int:
         if entry.get("msg") in ("session start", "session end") and entry.get("pid"):
             at = datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
             committed.setdefault((entry["pid"], entry["state"]), at)
-    to_active = [committed[(pid, "active")] - t for pid, t in started.items()
-                 if (pid, "active") in committed]
-    to_ended = [committed[(pid, "ended")] - t for pid, t in exited.items()
-                if (pid, "ended") in committed]
+    to_active = [
+        committed[(pid, "active")] - t for pid, t in started.items() if (pid, "active") in committed
+    ]
+    to_ended = [
+        committed[(pid, "ended")] - t for pid, t in exited.items() if (pid, "ended") in committed
+    ]
     shutil.rmtree(work, ignore_errors=True)
     interval = 1.0
     print(f"{args.agents} agents, scan interval {interval:g} s (the default); seconds")
     print(f"{'':32}{'n':>5}{'p50':>8}{'p99':>8}{'max':>8}   target p99")
-    for what, values in (("process start -> active committed", to_active),
-                         ("process exit -> ended committed", to_ended)):
-        print(f"{what:32}{len(values):>5}{statistics.median(values):>8.3f}"
-              f"{percentile(values, 0.99):>8.3f}{max(values):>8.3f}   <= {1.5 * interval:.1f}")
+    for what, values in (
+        ("process start -> active committed", to_active),
+        ("process exit -> ended committed", to_ended),
+    ):
+        print(
+            f"{what:32}{len(values):>5}{statistics.median(values):>8.3f}"
+            f"{percentile(values, 0.99):>8.3f}{max(values):>8.3f}   <= {1.5 * interval:.1f}"
+        )
     missing = args.agents - min(len(to_active), len(to_ended))
     if missing:
         print(f"{missing} agent(s) without both events")
