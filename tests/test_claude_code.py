@@ -183,11 +183,20 @@ def test_garbage_and_truncated_lines(tmp_path: Path, claude: AgentProcess) -> No
         fh.write(ai_title[half:] + "\n")
     replay.state.changed(path)
     assert replay.facts(claude).name == "Fix auth middleware token expiry"  # type: ignore[union-attr]
-    # A registry that is garbage is skipped and counted too.
-    (replay.root / "sessions" / f"{claude.pid}.json").write_text("{not json")
-    replay.state.changed(replay.root / "sessions" / f"{claude.pid}.json")
-    assert replay.facts(claude) is None
+    # A registry caught half rewritten is skipped and counted; the last good one holds
+    # until the write completes.
+    registry = replay.root / "sessions" / f"{claude.pid}.json"
+    good = registry.read_text()
+    registry.write_text(good[: len(good) // 2])
+    replay.state.changed(registry)
+    facts = replay.facts(claude)
+    assert facts is not None and facts.native_id == FIRST
     assert replay.state.stats.garbage == 4
+    # Garbage from the start is no registry at all.
+    other = Replay(tmp_path / "other", claude.pid)
+    (other.root / "sessions" / f"{claude.pid}.json").write_text("{not json")
+    assert other.facts(claude) is None
+    assert other.state.stats.garbage == 1
 
 
 def test_symlink_out_of_the_state_dir_is_refused(tmp_path: Path, claude: AgentProcess) -> None:

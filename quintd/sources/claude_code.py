@@ -94,6 +94,7 @@ class ClaudeCodeState:
         self._clock = clock
         self.stats = ReadStats()
         self._registries: dict[int, Registry | None] = {}
+        self._reload: set[int] = set()  # registries changed since last read
         self._transcripts: dict[str, Transcript] = {}
         self._dirty: set[Path] = set()
 
@@ -141,7 +142,7 @@ class ClaudeCodeState:
 
     def poll(self) -> None:
         """No change events for this directory: treat every known file as changed."""
-        self._registries.clear()
+        self._reload.update(self._registries)
         for transcript in self._transcripts.values():
             self._dirty.add(transcript.tail.path)
             for sub in transcript.subagents.values():
@@ -155,8 +156,14 @@ class ClaudeCodeState:
     # -- the registry -------------------------------------------------------------------
 
     def _registry(self, pid: int) -> Registry | None:
-        if pid not in self._registries:
-            self._registries[pid] = self._load_registry(pid)
+        if pid not in self._registries or pid in self._reload:
+            self._reload.discard(pid)
+            loaded = self._load_registry(pid)
+            # Claude Code rewrites the registry in place: a read can catch it empty or half
+            # written (the next change event brings the rest), and it deletes it on /exit
+            # just before the process ends. Either way the last good one still holds.
+            if loaded is not None or self._registries.get(pid) is None:
+                self._registries[pid] = loaded
         return self._registries[pid]
 
     def _load_registry(self, pid: int) -> Registry | None:
@@ -282,7 +289,7 @@ class ClaudeCodeState:
         if len(parts) == 2 and parts[0] == "sessions" and parts[1].endswith(".json"):
             stem = parts[1][: -len(".json")]
             if stem.isdigit():
-                self._registries.pop(int(stem), None)  # reloaded when next asked for
+                self._reload.add(int(stem))  # reloaded when next asked for
             return
         if len(parts) == 3 and parts[0] == "projects" and parts[2].endswith(".jsonl"):
             transcript = self._transcripts.get(parts[2][: -len(".jsonl")])
