@@ -262,11 +262,17 @@ class Daemon:
         if new.platforms != old.platforms:
             # Known processes must be looked at again under the new table.
             self._scanner = Scanner(new.platforms, self._resolver)
-        # A new shipper: new endpoint, token or limits, and a refused token is retried.
+        # New endpoint, token or limits, applied by the delivery thread between requests
+        # (the main loop never waits on the network); a refused token is retried.
         if self._shipper is not None:
-            self._shipper.stop(0.0)
-        self._shipper = self._new_shipper()
-        self._shipper.start()
+            self._shipper.reconfigure(
+                endpoint=cfg.cloud.endpoint,
+                token=new.token,
+                timeout=cfg.cloud.timeout,
+                batch_size=cfg.queue.batch_size,
+                flush_interval=cfg.queue.flush_interval,
+                batch_body=cfg.cloud.batch_body,
+            )
         self._reloads += 1
         self._last_reload_error = None
         log.info("configuration reloaded", extra=fields(config=new.source or "<defaults>"))

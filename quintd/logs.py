@@ -62,42 +62,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-class SecretScrubber(logging.Filter):
-    """Replace the token wherever it appears, as a last line of defence."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        scrubbed = message
-        for secret in self.secrets:
-            scrubbed = scrubbed.replace(secret, REDACTED)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
-        extra = getattr(record, "fields", None)
-        if extra:
-            record.fields = {k: _scrub(v, self.secrets) for k, v in extra.items()}
-        return True
+_secrets: list[str] = []
 
 
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-    return value
+def scrub(line: str) -> str:
+    """Replace every registered secret, also in its JSON-escaped spelling."""
+    for secret in _secrets:
+        line = line.replace(secret, REDACTED)
+        escaped = json.dumps(secret)[1:-1]
+        if escaped != secret:
+            line = line.replace(escaped, REDACTED)
+    return line
 
 
-_scrubber = SecretScrubber()
+class ScrubbingText(TextFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+class ScrubbingJson(JsonFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
 
 
 def setup_logging(level: str, log_format: LogFormat = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(_scrubber)
+    # The token is scrubbed from the finished line: message, fields and tracebacks alike.
+    handler.setFormatter(ScrubbingJson() if log_format == "json" else ScrubbingText())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -109,5 +100,5 @@ def setup_logging(level: str, log_format: LogFormat = "text") -> None:
 
 
 def register_secret(secret: str | None) -> None:
-    if secret and secret not in _scrubber.secrets:
-        _scrubber.secrets.append(secret)
+    if secret and secret not in _secrets:
+        _secrets.append(secret)

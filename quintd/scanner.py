@@ -71,6 +71,7 @@ class _Known:
     agent: AgentProcess | None
     settle_until: float = 0.0  # re-check the name until then (wall clock)
     argv_key: int = 0  # hash of argv: an exec into a same-named program changes it
+    start_ticks: str | None = None  # Linux: start time in ticks since boot
     helper: bool = False  # a helper process of an agent: part of it, never its own
     awaiting_signing: str | None = None  # exe whose signature may still make it an agent
 
@@ -162,6 +163,7 @@ class Scanner:
         known = _Known(start_time, ppid, name, agent, settle, argv_key=argv_key)
         if match is not None:
             known.helper = match.helper
+            known.start_ticks = start_ticks(pid)
         elif (
             self._resolver is not None
             and _in_app_bundle(exe)
@@ -237,8 +239,7 @@ class Scanner:
         try:
             proc = psutil.Process(pid)
             with proc.oneshot():
-                start_time = proc.create_time()
-                if abs(start_time - known.start_time) > 1.0:  # pid reused
+                if self._reused(pid, proc, known):
                     del self._known[pid]
                     self._inspect(pid, now)
                     return
@@ -254,6 +255,15 @@ class Scanner:
             if info is not None and info.signing_id:
                 agent = replace(agent, signing_id=info.signing_id)
         known.agent = agent
+
+    @staticmethod
+    def _reused(pid: int, proc: psutil.Process, known: _Known) -> bool:
+        """Whether the pid now belongs to another process. On Linux by the start time in
+        clock ticks since boot, which a step of the wall clock does not move; elsewhere by
+        the start time, with a tolerance."""
+        if known.start_ticks is not None:
+            return start_ticks(pid) != known.start_ticks
+        return abs(proc.create_time() - known.start_time) > 1.0
 
     def _recheck_young(self, pid: int, known: _Known, now: float) -> None:
         try:
@@ -335,6 +345,17 @@ def _safe(getter: Callable[[], T], default: T) -> T:
         return getter()
     except (psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError, PermissionError):
         return default
+
+
+def start_ticks(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (Linux), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def _relative_script(exe: str, argv: list[str]) -> bool:

@@ -112,26 +112,58 @@ class Shipper(threading.Thread):
         self._last_success: str | None = None
         self._last_error: str | None = None
         self._paused: str | None = None
-        self._client: httpx.Client | None = None
-        if token:
-            host = urlsplit(endpoint).hostname or ""
-            self._client = httpx.Client(
-                timeout=timeout,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/json",
-                    "User-Agent": f"quintd/{__version__}",
-                },
-                follow_redirects=False,
-                # A corporate proxy from the environment applies to the cloud, never to
-                # a local relay or test server.
-                trust_env=not is_loopback_host(host),
-            )
+        self._pending_config: dict[str, object] | None = None
+        self._client = _client(endpoint, token, timeout)
 
     # -- control ----------------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
+
+    def reconfigure(
+        self,
+        *,
+        endpoint: str,
+        token: str | None,
+        timeout: float,
+        batch_size: int,
+        flush_interval: float,
+        batch_body: bool,
+    ) -> None:
+        """New settings (a reload), applied by the delivery thread between requests; a
+        pause or backoff ends, so a refused token is retried with the new one at once."""
+        with self._lock:
+            self._pending_config = dict(
+                endpoint=endpoint,
+                token=token,
+                timeout=timeout,
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                batch_body=batch_body,
+            )
+        self._wake.set()
+
+    def _apply_pending_config(self) -> None:
+        with self._lock:
+            pending, self._pending_config = self._pending_config, None
+        if pending is None:
+            return
+        old = self._client
+        self._url = str(pending["endpoint"]) + INGEST_PATH
+        self._timeout = float(pending["timeout"])  # type: ignore[arg-type]
+        self._batch_size = int(pending["batch_size"])  # type: ignore[call-overload]
+        self._flush_interval = float(pending["flush_interval"])  # type: ignore[arg-type]
+        self._batch_body = bool(pending["batch_body"])
+        token = pending["token"]
+        self._client = _client(
+            str(pending["endpoint"]), token if isinstance(token, str) else None, self._timeout
+        )
+        with self._lock:
+            self._failures = 0
+            self._next_attempt = 0.0
+            self._paused = None
+        if old is not None:
+            old.close()
 
     def stop(self, drain_timeout: float) -> None:
         """Try a last flush for up to ``drain_timeout`` seconds, then stop."""
@@ -176,6 +208,7 @@ class Shipper(threading.Thread):
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            self._apply_pending_config()
             if time.monotonic() >= self._next_attempt:
                 self._guarded_flush(deadline=None)
         if self._next_attempt <= time.monotonic():
@@ -333,6 +366,25 @@ class Shipper(threading.Thread):
         with self._lock:
             self._last_error = f"{stamp} {error}"
         log.warning("delivery: %s", error)
+
+
+def _client(endpoint: str, token: str | None, timeout: float) -> httpx.Client | None:
+    """One keep-alive client for the endpoint; None without a token."""
+    if not token:
+        return None
+    host = urlsplit(endpoint).hostname or ""
+    return httpx.Client(
+        timeout=timeout,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "User-Agent": f"quintd/{__version__}",
+        },
+        follow_redirects=False,
+        # A corporate proxy from the environment applies to the cloud, never to a local
+        # relay or test server.
+        trust_env=not is_loopback_host(host),
+    )
 
 
 def _reason(response: httpx.Response) -> str:

@@ -282,10 +282,11 @@ class Store:
                 _bump(conn, "refused", refused)
             if rows:
                 _bump(conn, "produced", len(rows))
+            # Under the lock, with the rows: the shipper thread changes it too.
+            self._bytes += sum(len(body) for _, body in pending)
+            self._peak_bytes = max(self._peak_bytes, self._bytes)
         if refused:
             log.warning("queue at its bound: %d transition(s) not queued", refused)
-        self._bytes += sum(len(body) for _, body in pending)
-        self._peak_bytes = max(self._peak_bytes, self._bytes)
         return len(rows)
 
     def _over_bound(self, incoming: int) -> bool:
@@ -393,8 +394,9 @@ class Store:
                 ).fetchone()
                 freed += int(size)
                 conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", chunk)
-        self._bytes -= freed
-        if self._bytes <= 0 and self._peak_bytes >= _RECLAIM_AFTER_BYTES:
+            self._bytes -= freed
+            drained = self._bytes <= 0 and self._peak_bytes >= _RECLAIM_AFTER_BYTES
+        if drained:
             self.reclaim_space()
 
     def reclaim_space(self) -> None:
@@ -432,7 +434,7 @@ class Store:
                     reason[:2000],
                 ),
             )
-        self._bytes -= len(event.body)
+            self._bytes -= len(event.body)
 
     def dead_letters(self) -> list[DeadLetter]:
         with self._lock:

@@ -51,6 +51,7 @@ def test_codex_rollout_gives_id_and_model(tmp_path: Path, agents: Agents) -> Non
         )
         + "\n"
     )
+    state.prepare([codex])
     assert state.facts(codex) is None
     mine = day / "rollout-2026-11-28T10-00-00-new.jsonl"
     with open(mine, "w") as fh:
@@ -71,6 +72,7 @@ def test_codex_rollout_gives_id_and_model(tmp_path: Path, agents: Agents) -> Non
         fh.write("garbage line\n")
     clock[0] = 5.0
     state.changed(mine)
+    state.prepare([codex])
     facts = state.facts(codex)
     assert facts is not None and facts.native_id == "0199-abc" and facts.model is None
     with open(mine, "a") as fh:
@@ -86,6 +88,7 @@ def test_codex_rollout_gives_id_and_model(tmp_path: Path, agents: Agents) -> Non
         )
     clock[0] = 6.0
     state.changed(mine)
+    state.prepare([codex])
     facts = state.facts(codex)
     assert facts is not None
     assert (facts.model, facts.last_write) == ("gpt-5-codex", 6.0)
@@ -109,7 +112,9 @@ def test_codex_rollout_of_another_directory_is_not_matched(tmp_path: Path, agent
         )
         + "\n"
     )
-    assert CodexState(root, time.monotonic).facts(codex) is None
+    state = CodexState(root, time.monotonic)
+    state.prepare([codex])
+    assert state.facts(codex) is None
 
 
 def test_gemini_chat_gives_id_and_model(tmp_path: Path, agents: Agents) -> None:
@@ -135,6 +140,89 @@ def test_gemini_chat_gives_id_and_model(tmp_path: Path, agents: Agents) -> None:
         + "\n"
     )
     state = GeminiState(root, time.monotonic)
+    state.prepare([gemini])
     facts = state.facts(gemini)
     assert facts is not None
     assert (facts.native_id, facts.model) == ("g-123", "gemini-2.5-pro")
+
+
+def test_two_codex_processes_in_one_directory_keep_their_own_rollouts(
+    tmp_path: Path, agents: Agents
+) -> None:
+    """Started in the same second: only the open rollout file can tell them apart."""
+    import os
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    root = tmp_path / ".codex"
+    day = root / "sessions" / "2026" / "11" / "28"
+    day.mkdir(parents=True)
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    script = tmp_path / "codex"  # keeps its rollout open, as codex does
+    script.write_text(f'exec 3>>"$1"; read x < {fifo}\n')
+    procs = [
+        agents.spawn(["sh", str(script), str(day / f"rollout-{n}.jsonl")], cwd=project)
+        for n in "ab"
+    ]
+    scanner = Scanner()
+    found = wait_until(
+        lambda: (
+            len(mine := [a for a in scanner.scan() if a.pid in {p.pid for p in procs}]) == 2
+            and mine
+        ),
+        what="two codex processes",
+    )
+    by_pid = {a.pid: a for a in found}
+    first, second = by_pid[procs[0].pid], by_pid[procs[1].pid]
+    wait_until(lambda: all((day / f"rollout-{n}.jsonl").exists() for n in "ab"), what="opened")
+    for name in "ab":
+        with open(day / f"rollout-{name}.jsonl", "a") as fh:
+            fh.write(
+                json.dumps(
+                    {
+                        "type": "session_meta",
+                        "payload": {
+                            "id": f"id-{name}",
+                            "cwd": str(project),
+                            "timestamp": _iso(max(first.start_time, second.start_time) + 0.5),
+                        },
+                    }
+                )
+                + "\n"
+            )
+    state = CodexState(root, time.monotonic)
+    state.prepare([first, second])
+    assert state.facts(first).native_id == "id-a"  # type: ignore[union-attr]
+    assert state.facts(second).native_id == "id-b"  # type: ignore[union-attr]
+    with open(fifo, "w") as fh:
+        fh.write("x\nx\n")
+
+
+def test_a_garbage_timestamp_is_skipped_not_fatal(tmp_path: Path, agents: Agents) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    codex = _agent(agents, "codex", project)
+    root = tmp_path / ".codex"
+    day = root / "sessions" / "2026" / "11" / "28"
+    day.mkdir(parents=True)
+    (day / "rollout-x.jsonl").write_text(
+        json.dumps(
+            {
+                "type": "session_meta",
+                "payload": {"id": "x", "cwd": str(project), "timestamp": 10**400},
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "type": "session_meta",
+                "payload": {"id": "x", "cwd": str(project), "timestamp": _iso(time.time())},
+            }
+        )
+        + "\n"
+    )
+    state = CodexState(root, time.monotonic)
+    state.prepare([codex])
+    facts = state.facts(codex)
+    assert facts is not None and facts.native_id == "x"

@@ -299,3 +299,21 @@ def test_json_logs_and_no_token(short_tmp: Path, agents: Agents) -> None:
     ends = [e for e in lines if e["msg"] == "session end"]
     assert ends and ends[0]["state"] == "ended" and ends[0]["platform"] == "claude-code"
     assert TOKEN not in log.read_text()
+
+
+def test_token_is_scrubbed_from_tracebacks_too(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from quintd.logs import register_secret, setup_logging
+
+    secret = 'qt_deploy_"tricky\\secret'
+    register_secret(secret)
+    for log_format in ("text", "json"):
+        setup_logging("info", log_format)  # type: ignore[arg-type]
+        try:
+            raise RuntimeError(f"failed with token {secret}")
+        except RuntimeError:
+            logging.getLogger("quintd.test").exception("boom", extra={"fields": {"t": secret}})
+    err = capsys.readouterr().err
+    assert "boom" in err and "<redacted>" in err
+    assert secret not in err and json.dumps(secret)[1:-1] not in err

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import stat
 import threading
 import time
 from collections import deque
@@ -51,6 +52,8 @@ class AgentState(Protocol):
 
     def poll(self) -> None: ...
 
+    def prepare(self, processes: list[AgentProcess]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Reader:
@@ -77,6 +80,7 @@ class SourceManager:
         self._watched: set[Path] = set()
         self._unwatchable: set[Path] = set()
         self._lock = threading.Lock()
+        self._last: dict[tuple[int, int], ConversationFacts] = {}
         self.errors = 0
 
     def observe(
@@ -88,34 +92,69 @@ class SourceManager:
         facts: dict[int, ConversationFacts] = {}
         pending: set[int] = set()
         live = set()
+        self._prepare(processes)
         for proc in processes:
             reader = READERS.get(proc.platform)
             if reader is None:
                 continue
             live.add(proc.key)
-            root = self._root(proc, reader)
-            if root is None:
-                continue
-            state = self._state(proc.platform, reader, root)
-            if any(d in self._unwatchable for d in state.watch_dirs()):
-                state.poll()  # no events from there: look at the known files again
             try:
-                found = state.facts(proc)
+                found, young = self._facts_for(proc, reader)
             except Exception:  # an agent's garbage must never stop the daemon
                 self.errors += 1
-                log.exception("reading %s state under %s failed", proc.platform, root)
-                continue
+                log.exception("reading %s state for pid %d failed", proc.platform, proc.pid)
+                # Keep what was known: a reading error is not the end of a conversation.
+                found, young = self._last.get(proc.key), False
             if found is not None:
                 facts[proc.pid] = found
-            elif time.time() - proc.start_time < PENDING_GRACE_S and state.has_registry_dir():
+                self._last[proc.key] = found
+            elif young:
                 pending.add(proc.pid)
         for key in self._roots.keys() - live:
             del self._roots[key]
+        for key in self._last.keys() - live:
+            del self._last[key]
         return facts, pending
+
+    def _prepare(self, processes: list[AgentProcess]) -> None:
+        """Hand each state directory the processes that use it, once per pass."""
+        groups: dict[tuple[str, Path], list[AgentProcess]] = {}
+        for proc in processes:
+            reader = READERS.get(proc.platform)
+            if reader is None:
+                continue
+            try:
+                root = self._root(proc, reader)
+                if root is not None:
+                    self._state(proc.platform, reader, root)
+                    groups.setdefault((proc.platform, root), []).append(proc)
+            except Exception:
+                self.errors += 1
+                log.exception("finding %s state for pid %d failed", proc.platform, proc.pid)
+        for key, members in groups.items():
+            try:
+                self._states[key].prepare(members)
+            except Exception:
+                self.errors += 1
+                log.exception("reading %s state under %s failed", *key)
+
+    def _facts_for(
+        self, proc: AgentProcess, reader: Reader
+    ) -> tuple[ConversationFacts | None, bool]:
+        """The process's conversation, and whether it is young enough to wait for one."""
+        root = self._root(proc, reader)
+        if root is None:
+            return None, False
+        state = self._state(proc.platform, reader, root)
+        if any(d in self._unwatchable for d in state.watch_dirs()):
+            state.poll()  # no events from there: look at the known files again
+        found = state.facts(proc)
+        young = time.time() - proc.start_time < PENDING_GRACE_S
+        return found, found is None and young and state.has_registry_dir()
 
     def stats(self) -> dict[str, int]:
         totals = ReadStats()
-        for state in self._states.values():
+        for state in list(self._states.values()):  # a copy: the main loop may add one
             totals.lines += state.stats.lines
             totals.garbage += state.stats.garbage
             totals.refused += state.stats.refused
@@ -157,6 +196,11 @@ class SourceManager:
         for directory in state.watch_dirs():
             if directory in self._watched or directory in self._unwatchable:
                 continue
+            if directory.is_symlink():
+                # Never watch (or read) through a link out of the agent's directory.
+                self._unwatchable.add(directory)
+                log.warning("not watching %s: it is a symbolic link", directory)
+                continue
             target, recursive = directory, True
             if not directory.is_dir():
                 # Watch the parent until the directory exists; then watch it.
@@ -172,6 +216,7 @@ class SourceManager:
                 )
                 continue
             self._watched.add(target)
+            state.poll()  # files written before the watch existed
 
     def _schedule(self, directory: Path, recursive: bool) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -199,6 +244,9 @@ class SourceManager:
             paths.add(Path(self._events.popleft()))
         if not paths:
             return
+        for path in paths:
+            if path in self._watched and not path.is_dir():
+                self._watched.discard(path)  # replaced or removed: watch it again when back
         for state in self._states.values():
             for path in paths:
                 if path.is_relative_to(state.root):
@@ -229,8 +277,16 @@ def find_state_dir(proc: AgentProcess, reader: Reader) -> Path | None:
             return None
     if not root.is_absolute():
         return None
+    return root if _trusted_dir(root, uid) else None
+
+
+def _trusted_dir(root: Path, uid: int) -> bool:
+    """The directory (if it exists yet) is a real directory, not a symlink, owned by the
+    process's own user: another user's files are never read in its name."""
     try:
-        owner = root.stat().st_uid
+        info = root.lstat()
+    except FileNotFoundError:
+        return True  # not there yet: the agent creates it as its user
     except OSError:
-        return root  # not there yet; checked again when first read
-    return root if owner in (uid, 0) else None
+        return False  # e.g. inside a home we may not enter
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid

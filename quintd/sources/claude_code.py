@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quintd.scanner import AgentProcess
+from quintd.scanner import AgentProcess, start_ticks
 from quintd.sessions import ConversationFacts, Status, SubagentFacts
 from quintd.sources.files import JsonlTail, ReadStats, read_json_file, text
 
@@ -67,6 +67,9 @@ class Transcript:
     finished_tools: set[str] = field(default_factory=set)
     subagents: dict[str, Subagent] = field(default_factory=dict)
     subagents_listed: bool = False
+    # Until the first read has reached the end of the file, what is read is history, not
+    # new work, and results of sub-agents may still be ahead.
+    caught_up: bool = False
 
     @property
     def title(self) -> str | None:
@@ -74,14 +77,8 @@ class Transcript:
 
 
 def linux_start_ticks(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat: what Claude Code records as procStart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
+    """What Claude Code records as procStart: the start time in ticks since boot."""
+    return start_ticks(pid)
 
 
 class ClaudeCodeState:
@@ -100,6 +97,9 @@ class ClaudeCodeState:
 
     def watch_dirs(self) -> list[Path]:
         return [self.root / "sessions", self.root / "projects"]
+
+    def prepare(self, processes: list[AgentProcess]) -> None:
+        """Nothing to do before a pass: the registry names each process's conversation."""
 
     def changed(self, path: Path) -> None:
         """A file event under the root (from watchdog)."""
@@ -121,15 +121,19 @@ class ClaudeCodeState:
             name = transcript.title or name
             model = transcript.model
             last_write = transcript.last_write
-            subagents = tuple(
-                SubagentFacts(
-                    agent_id=sub.agent_id,
-                    name=sub.name,
-                    done=sub.tool_use_id is not None
-                    and sub.tool_use_id in transcript.finished_tools,
-                    last_write=sub.last_write,
+            subagents = (
+                ()
+                if not transcript.caught_up
+                else tuple(
+                    SubagentFacts(
+                        agent_id=sub.agent_id,
+                        name=sub.name,
+                        done=sub.tool_use_id is not None
+                        and sub.tool_use_id in transcript.finished_tools,
+                        last_write=sub.last_write,
+                    )
+                    for sub in transcript.subagents.values()
                 )
-                for sub in transcript.subagents.values()
             )
         return ConversationFacts(
             native_id=registry.session_id,
@@ -226,8 +230,10 @@ class ClaudeCodeState:
         records, more = transcript.tail.read_new()
         if more:
             self._dirty.add(transcript.tail.path)  # the rest next pass
-        if records:
+        if records and transcript.caught_up:
             transcript.last_write = self._clock()
+        if not more:
+            transcript.caught_up = True
         for record in records:
             kind = record.get("type")
             if kind == "custom-title":
@@ -265,12 +271,13 @@ class ClaudeCodeState:
                 sub.name = text(meta.get("description")) or text(meta.get("agentType"))
                 sub.tool_use_id = text(meta.get("toolUseId"), 256)
             return
+        first = sub.tail is None
         if sub.tail is None:
             sub.tail = JsonlTail(path, self.root, stats=self.stats)
         records, more = sub.tail.read_new()
         if more:
             self._dirty.add(path)
-        if records:
+        if records and not first:  # a first read is history; growth after it is work
             sub.last_write = self._clock()
 
     # -- changes --------------------------------------------------------------------------
