@@ -111,6 +111,7 @@ class Session:
     native_id: str | None = None  # the agent's own conversation id, if the session is one
     # In-memory only: activity bookkeeping on the monotonic clock.
     last_write: float | None = field(default=None, compare=False)
+    sub_last_write: float | None = field(default=None, compare=False)
     cpu_time: float = field(default=0.0, compare=False)
     observed_at: float = field(default=0.0, compare=False)
     quiet_since: float = field(default=0.0, compare=False)
@@ -283,6 +284,14 @@ class SessionTracker:
                 return candidate.session_id
         return None
 
+    def _existing(self, sid: str, proc: AgentProcess, mono: float) -> Session | None:
+        """The live session with this id, or one from before the restart (adopted)."""
+        session = self._sessions.get(sid)
+        if session is None and sid in self._restored:
+            session = self._restored[sid]
+            self._adopt(session, proc, mono)
+        return session
+
     def _adopt(self, session: Session, proc: AgentProcess, mono: float) -> None:
         """A session from before the restart whose agent still runs: no event."""
         del self._restored[session.session_id]
@@ -366,10 +375,7 @@ class SessionTracker:
         changes: Changes,
     ) -> str:
         sid = self._live_id(proc.platform, conv.native_id)
-        session = self._sessions.get(sid)
-        if session is None and sid in self._restored:
-            session = self._restored[sid]
-            self._adopt(session, proc, mono)
+        session = self._existing(sid, proc, mono)
         if session is None:
             session = self._new_session(
                 sid,
@@ -386,15 +392,22 @@ class SessionTracker:
             return sid
         session.pid = proc.pid  # a resumed conversation may run in a new process
         session.start_time_ms = proc.start_time_ms
+        # A running sub-agent's transcript growing is work for its parent too.
+        sub_write = max(
+            (
+                sub.last_write
+                for sub in conv.subagents
+                if not sub.done and sub.last_write is not None
+            ),
+            default=None,
+        )
         work = (
             conv.status == "busy"
             or _newer(conv.last_write, session.last_write)
-            or any(
-                not sub.done and _newer(sub.last_write, session.last_write)
-                for sub in conv.subagents
-            )
+            or _newer(sub_write, session.sub_last_write)
         )
         session.last_write = _latest(conv.last_write, session.last_write)
+        session.sub_last_write = _latest(sub_write, session.sub_last_write)
         signals = _Signals(work=work, use_cpu=conv.status is None, name=conv.name, model=conv.model)
         self._observe_activity(session, proc, signals, now, mono, changes)
         return sid
@@ -410,10 +423,7 @@ class SessionTracker:
         changes: Changes,
     ) -> str:
         sid = self._live_id(proc.platform, conv.native_id, sub.agent_id)
-        session = self._sessions.get(sid)
-        if session is None and sid in self._restored:
-            session = self._restored[sid]
-            self._adopt(session, proc, mono)
+        session = self._existing(sid, proc, mono)
         if session is None:
             session = self._new_session(
                 sid,

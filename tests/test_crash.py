@@ -33,12 +33,15 @@ def chaos(rng: random.Random, lock: threading.Lock) -> Fault | None:
     ][int((roll - 0.70) / 0.05) % 6]
 
 
-def churn(agents: Agents, rng: random.Random, stop: threading.Event) -> None:
+CHURN = "churn"  # the fake agents' working directory, and so their sessions' name
+
+
+def churn(agents: Agents, rng: random.Random, stop: threading.Event, cwd: Path) -> None:
     """Start and stop fake agents at random until told to stop."""
     running = []
     while not stop.is_set():
         if len(running) < 5 and (not running or rng.random() < 0.6):
-            running.append(agents.binary(rng.choice(["claude", "codex", "gemini"])))
+            running.append(agents.binary(rng.choice(["claude", "codex", "gemini"]), cwd=cwd))
         else:
             victim = running.pop(rng.randrange(len(running)))
             agents.stop(victim)
@@ -55,7 +58,11 @@ def test_random_sigkills_lose_and_repeat_nothing(short_tmp: Path, agents: Agents
         config = write_config(short_tmp, endpoint=server.url, interval=0.1)
         config.write_text(config.read_text().replace("timeout = 5.0", "timeout = 1.0"))
         stop = threading.Event()
-        worker = threading.Thread(target=churn, args=(agents, random.Random(seed + 1), stop))
+        workdir = short_tmp / CHURN
+        workdir.mkdir()
+        worker = threading.Thread(
+            target=churn, args=(agents, random.Random(seed + 1), stop, workdir)
+        )
         worker.start()
         try:
             for _ in range(KILLS):
@@ -73,8 +80,13 @@ def test_random_sigkills_lose_and_repeat_nothing(short_tmp: Path, agents: Agents
 
         final = daemons(config).start()
         final.wait_ready()
+        ours = {p.pid for p in agents.procs}  # other agents may run on this machine
         wait_until(
-            lambda: (s := final.status()) and not s["sessions"] and s["queue"]["depth"] == 0,
+            lambda: (
+                (s := final.status())
+                and not [x for x in s["sessions"] if x["pid"] in ours]
+                and s["queue"]["depth"] == 0
+            ),
             timeout=60,
             what="every session ended and the queue drained",
         )
@@ -102,6 +114,8 @@ def test_random_sigkills_lose_and_repeat_nothing(short_tmp: Path, agents: Agents
             continue
         seen.add(r.idempotency_key)
         stories.setdefault(r.event["session_id"], []).append(r.event)
+    assert stories
+    stories = {k: v for k, v in stories.items() if v[0].get("session_name") == CHURN}
     assert stories
     for session_id, story in stories.items():
         states = [e["state"] for e in story]

@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import TOKEN, Agents, DaemonProcess, needs_fixtures, wait_until, write_config
 from ingest_server import IngestServer, Received
 
+from quintd.identity import machine_id, native_session_id
 from quintd.sources.claude_code import linux_start_ticks
 
 FIXTURES = needs_fixtures("claude-code")
@@ -66,6 +67,18 @@ class FakeClaude:
         shutil.copy(FIXTURES / "home" / ".claude" / "projects" / PROJECT_DIR / relative, target)
 
 
+def ours(events: list[Received], state_dir: Path) -> list[Received]:
+    """The events of the fake agent's sessions, whose ids we know in advance (other agents
+    may run on this machine)."""
+    machine = machine_id(state_dir)
+    ids = {
+        native_session_id(machine, "claude-code", FIRST),
+        native_session_id(machine, "claude-code", FIRST, SUBAGENT),
+        native_session_id(machine, "claude-code", SECOND),
+    }
+    return [r for r in events if r.event["session_id"] in ids]
+
+
 def story(events: list[Received]) -> list[tuple[str, str, str | None, str | None, str | None]]:
     """(session, state, name, model, parent) per event, sessions named by first sight."""
     names: dict[str, str] = {}
@@ -86,8 +99,12 @@ def test_fake_claude_code_story_exact_sequence(short_tmp: Path, agents: Agents, 
         daemon.wait_ready()
         claude = FakeClaude(agents, short_tmp / "home")
 
+        state_dir = short_tmp / "state"
+
         def upto(n: int, what: str) -> list[Received]:
-            return server.wait_for(lambda evs: len(evs) >= n, what=what)
+            return ours(
+                server.wait_for(lambda evs: len(ours(evs, state_dir)) >= n, what=what), state_dir
+            )
 
         claude.registry("session-busy.json")
         upto(1, "active")
@@ -147,26 +164,38 @@ def test_restart_with_sigkill_between_transitions(short_tmp: Path, agents: Agent
         first.wait_ready()
         claude = FakeClaude(agents, short_tmp / "home")
         claude.registry("session-busy.json")
-        server.wait_for(lambda evs: len(evs) >= 1, what="active")
+        state_dir = short_tmp / "state"
+        server.wait_for(lambda evs: len(ours(evs, state_dir)) >= 1, what="active")
         first.kill()  # SIGKILL while active (perhaps before the 2xx was recorded)
 
         claude.registry("session-idle.json")  # the agent goes on while quintd is down
         second = daemons(config).start()
         second.wait_ready()
         server.wait_for(
-            lambda evs: any(r.event["state"] == "idle" for r in evs), what="idle after the restart"
+            lambda evs: any(r.event["state"] == "idle" for r in ours(evs, state_dir)),
+            what="idle after the restart",
         )
         second.kill()  # SIGKILL while idle
 
         third = daemons(config).start()
         third.wait_ready()
         status = wait_until(
-            lambda: (s := third.status()) and s["sessions"] and s, what="session restored"
+            lambda: (
+                (s := third.status())
+                and any(x["pid"] == claude.proc.pid for x in s["sessions"])
+                and s
+            ),
+            what="session restored",
         )
-        assert [(s["state"], s["pid"]) for s in status["sessions"]] == [("idle", claude.proc.pid)]
+        mine = [s for s in status["sessions"] if s["pid"] == claude.proc.pid]
+        assert [(s["state"], s["pid"]) for s in mine] == [("idle", claude.proc.pid)]
         agents.stop(claude.proc)
-        events = server.wait_for(
-            lambda evs: any(r.event["state"] == "ended" for r in evs), what="ended"
+        events = ours(
+            server.wait_for(
+                lambda evs: any(r.event["state"] == "ended" for r in ours(evs, state_dir)),
+                what="ended",
+            ),
+            state_dir,
         )
         assert third.terminate() == 0
 

@@ -371,3 +371,19 @@ def test_lifecycle_invariants(steps: list, idle_after: float) -> None:
     assert {e.session_id for e in final} == live
     assert all(e.state == "ended" for e in final)
     assert t.sessions == []
+
+
+def test_a_stalled_subagent_does_not_keep_its_parent_busy_forever() -> None:
+    clock = FakeClock()
+    t = tracker(clock, idle_after=30)
+    stalled = SubagentFacts(agent_id="a1", name="sub", last_write=0.0)
+    t.observe([proc()], {100: conv(status="idle", subagents=(stalled,))})
+    clock.advance(1)
+    wrote = SubagentFacts(agent_id="a1", name="sub", last_write=1.0)
+    assert t.observe([proc()], {100: conv(status="idle", subagents=(wrote,))}).events == []
+    events: list[LifecycleEvent] = []
+    for _ in range(4):  # no more writes from it
+        clock.advance(10)
+        events += t.observe([proc()], {100: conv(status="idle", subagents=(wrote,))}).events
+    parent = native_session_id(MACHINE, "claude-code", "c1")
+    assert [(e.session_id == parent, e.state) for e in events] == [(True, "idle"), (False, "idle")]
