@@ -33,7 +33,7 @@ from quintd.logs import fields, register_secret
 from quintd.notify import Notifier
 from quintd.scanner import Scanner
 from quintd.sessions import Session, SessionTracker, format_timestamp
-from quintd.shipper import Shipper
+from quintd.shipper import DeliverySettings, Shipper
 from quintd.signing import SigningResolver
 from quintd.sources import SourceManager
 from quintd.store import DeadLetter, Store
@@ -180,17 +180,7 @@ class Daemon:
 
     def _new_shipper(self) -> Shipper:
         assert self._store is not None
-        cfg = self.loaded.config
-        return Shipper(
-            self._store,
-            endpoint=cfg.cloud.endpoint,
-            token=self.loaded.token,
-            timeout=cfg.cloud.timeout,
-            batch_size=cfg.queue.batch_size,
-            flush_interval=cfg.queue.flush_interval,
-            batch_body=cfg.cloud.batch_body,
-            in_flight=cfg.queue.in_flight,
-        )
+        return Shipper(self._store, DeliverySettings.from_config(self.loaded))
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -265,14 +255,7 @@ class Daemon:
         # New endpoint, token or limits, applied by the delivery thread between requests
         # (the main loop never waits on the network); a refused token is retried.
         if self._shipper is not None:
-            self._shipper.reconfigure(
-                endpoint=cfg.cloud.endpoint,
-                token=new.token,
-                timeout=cfg.cloud.timeout,
-                batch_size=cfg.queue.batch_size,
-                flush_interval=cfg.queue.flush_interval,
-                batch_body=cfg.cloud.batch_body,
-            )
+            self._shipper.reconfigure(DeliverySettings.from_config(new))
         self._reloads += 1
         self._last_reload_error = None
         log.info("configuration reloaded", extra=fields(config=new.source or "<defaults>"))

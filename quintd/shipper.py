@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from quintd import __version__
-from quintd.config import is_loopback_host
+from quintd.config import LoadedConfig, is_loopback_host
 from quintd.sessions import format_timestamp
 from quintd.store import QueuedEvent, Store
 
@@ -79,28 +79,45 @@ def full_jitter_backoff(failures: int, rand: Callable[[], float] = random.random
     return max(0.1, ceiling * float(rand()))
 
 
+@dataclass(frozen=True)
+class DeliverySettings:
+    """Where and how to deliver: what the configuration says, in one place for start
+    and reload."""
+
+    endpoint: str
+    token: str | None
+    timeout: float
+    batch_size: int
+    flush_interval: float
+    batch_body: bool
+    in_flight: int = 4
+
+    @classmethod
+    def from_config(cls, loaded: LoadedConfig) -> DeliverySettings:
+        cfg = loaded.config
+        return cls(
+            endpoint=cfg.cloud.endpoint,
+            token=loaded.token,
+            timeout=cfg.cloud.timeout,
+            batch_size=cfg.queue.batch_size,
+            flush_interval=cfg.queue.flush_interval,
+            batch_body=cfg.cloud.batch_body,
+            in_flight=cfg.queue.in_flight,
+        )
+
+    @property
+    def url(self) -> str:
+        return self.endpoint + INGEST_PATH
+
+
 class Shipper(threading.Thread):
-    def __init__(
-        self,
-        store: Store,
-        *,
-        endpoint: str,
-        token: str | None,
-        timeout: float,
-        batch_size: int,
-        flush_interval: float,
-        batch_body: bool,
-        in_flight: int = 4,
-    ) -> None:
+    def __init__(self, store: Store, settings: DeliverySettings) -> None:
         super().__init__(name="quintd-shipper", daemon=True)
-        self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="quintd-send")
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.in_flight, thread_name_prefix="quintd-send"
+        )
         self._store = store
-        self._url = endpoint + INGEST_PATH
-        self._token = token
-        self._timeout = timeout
-        self._batch_size = batch_size
-        self._flush_interval = flush_interval
-        self._batch_body = batch_body
+        self._settings = settings
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._drain_deadline = 0.0
@@ -112,52 +129,30 @@ class Shipper(threading.Thread):
         self._last_success: str | None = None
         self._last_error: str | None = None
         self._paused: str | None = None
-        self._pending_config: dict[str, object] | None = None
-        self._client = _client(endpoint, token, timeout)
+        self._pending: DeliverySettings | None = None
+        self._client = _client(settings)
 
     # -- control ----------------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
 
-    def reconfigure(
-        self,
-        *,
-        endpoint: str,
-        token: str | None,
-        timeout: float,
-        batch_size: int,
-        flush_interval: float,
-        batch_body: bool,
-    ) -> None:
+    def reconfigure(self, settings: DeliverySettings) -> None:
         """New settings (a reload), applied by the delivery thread between requests; a
-        pause or backoff ends, so a refused token is retried with the new one at once."""
+        pause or backoff ends, so a refused token is retried with the new one at once.
+        The number of workers stays until a restart."""
         with self._lock:
-            self._pending_config = dict(
-                endpoint=endpoint,
-                token=token,
-                timeout=timeout,
-                batch_size=batch_size,
-                flush_interval=flush_interval,
-                batch_body=batch_body,
-            )
+            self._pending = settings
         self._wake.set()
 
-    def _apply_pending_config(self) -> None:
+    def _apply_pending_settings(self) -> None:
         with self._lock:
-            pending, self._pending_config = self._pending_config, None
+            pending, self._pending = self._pending, None
         if pending is None:
             return
         old = self._client
-        self._url = str(pending["endpoint"]) + INGEST_PATH
-        self._timeout = float(pending["timeout"])  # type: ignore[arg-type]
-        self._batch_size = int(pending["batch_size"])  # type: ignore[call-overload]
-        self._flush_interval = float(pending["flush_interval"])  # type: ignore[arg-type]
-        self._batch_body = bool(pending["batch_body"])
-        token = pending["token"]
-        self._client = _client(
-            str(pending["endpoint"]), token if isinstance(token, str) else None, self._timeout
-        )
+        self._settings = pending
+        self._client = _client(pending)
         with self._lock:
             self._failures = 0
             self._next_attempt = 0.0
@@ -171,7 +166,7 @@ class Shipper(threading.Thread):
         self._stopping.set()
         self._wake.set()
         if self.is_alive():
-            self.join(drain_timeout + self._timeout + 1.0)
+            self.join(drain_timeout + self._settings.timeout + 1.0)
         if not self.is_alive():
             self._pool.shutdown(wait=False)
             if self._client is not None:
@@ -203,12 +198,12 @@ class Shipper(threading.Thread):
                 "or QUINTD_TOKEN; events stay queued"
             )
         while not self._stopping.is_set():
-            wait = max(self._next_attempt - time.monotonic(), 0.0) or self._flush_interval
+            wait = max(self._next_attempt - time.monotonic(), 0.0) or self._settings.flush_interval
             self._wake.wait(wait)
             self._wake.clear()
             if self._stopping.is_set():
                 break
-            self._apply_pending_config()
+            self._apply_pending_settings()
             if time.monotonic() >= self._next_attempt:
                 self._guarded_flush(deadline=None)
         if self._next_attempt <= time.monotonic():
@@ -231,14 +226,14 @@ class Shipper(threading.Thread):
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            if self._batch_body:
+            if self._settings.batch_body:
                 key, batch = self._store.claim_batch(
-                    min(self._batch_size, MAX_BATCH_EVENTS), MAX_BATCH_BYTES
+                    min(self._settings.batch_size, MAX_BATCH_EVENTS), MAX_BATCH_BYTES
                 )
                 if not batch or not self._send_many(batch, key, deadline):
                     return
                 continue
-            batch = self._store.peek(self._batch_size)
+            batch = self._store.peek(self._settings.batch_size)
             if not batch or not self._send_each(batch, deadline):
                 return
 
@@ -287,12 +282,12 @@ class Shipper(threading.Thread):
 
     def _post(self, body: bytes, key: str, deadline: float | None) -> httpx.Response | None:
         assert self._client is not None
-        timeout = self._timeout
+        timeout = self._settings.timeout
         if deadline is not None:
             timeout = min(timeout, max(deadline - time.monotonic(), 0.1))
         try:
             return self._client.post(
-                self._url, content=body, headers={"Idempotency-Key": key}, timeout=timeout
+                self._settings.url, content=body, headers={"Idempotency-Key": key}, timeout=timeout
             )
         except httpx.HTTPError as exc:
             self._retry_later(f"{type(exc).__name__}: {exc}", None)
@@ -368,15 +363,15 @@ class Shipper(threading.Thread):
         log.warning("delivery: %s", error)
 
 
-def _client(endpoint: str, token: str | None, timeout: float) -> httpx.Client | None:
+def _client(settings: DeliverySettings) -> httpx.Client | None:
     """One keep-alive client for the endpoint; None without a token."""
-    if not token:
+    if not settings.token:
         return None
-    host = urlsplit(endpoint).hostname or ""
+    host = urlsplit(settings.endpoint).hostname or ""
     return httpx.Client(
-        timeout=timeout,
+        timeout=settings.timeout,
         headers={
-            "Authorization": f"Bearer {token}",
+            "Authorization": f"Bearer {settings.token}",
             "Content-Type": "application/json",
             "User-Agent": f"quintd/{__version__}",
         },

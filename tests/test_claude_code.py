@@ -9,19 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Agents, needs_fixtures, wait_until
+from claude_fixture import FIRST, FIXTURES, HOME, PROJECT_DIR, SECOND, SUBAGENT
+from conftest import Agents, wait_until
 
 from quintd.scanner import AgentProcess, Scanner
 from quintd.sessions import ConversationFacts
 from quintd.sources import SourceManager
 from quintd.sources.claude_code import ClaudeCodeState, linux_start_ticks, project_dir_name
-
-FIXTURES = needs_fixtures("claude-code")
-HOME = FIXTURES / "home" / ".claude"
-PROJECT = "-home-dev-src-shop-api"
-FIRST = "fbd39e94-a1f4-4528-beaf-dcbfef32fa93"
-SECOND = "93a185d2-dd76-41cd-bbc8-a0259026051b"
-SUBAGENT = "a5070984e10585e1d"
 
 
 class Replay:
@@ -33,7 +27,7 @@ class Replay:
         self.clock = 0.0
         self.state = ClaudeCodeState(root, lambda: self.clock)
         (root / "sessions").mkdir(parents=True)
-        self.project = root / "projects" / PROJECT
+        self.project = root / "projects" / PROJECT_DIR
         self.project.mkdir(parents=True)
 
     def registry(self, snapshot: str, **changes: object) -> None:
@@ -46,7 +40,7 @@ class Replay:
 
     def lines(self, relative: str, start: int, stop: int | None = None) -> None:
         """Append lines [start:stop] of a fixture transcript to its copy."""
-        source = HOME / "projects" / PROJECT / relative
+        source = HOME / "projects" / PROJECT_DIR / relative
         target = self.project / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         chosen = source.read_text().splitlines(keepends=True)[start:stop]
@@ -58,7 +52,7 @@ class Replay:
     def copy(self, relative: str) -> None:
         target = self.project / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(HOME / "projects" / PROJECT / relative, target)
+        shutil.copy(HOME / "projects" / PROJECT_DIR / relative, target)
         self.state.changed(target)
 
     def facts(self, proc: AgentProcess) -> ConversationFacts | None:
@@ -66,7 +60,7 @@ class Replay:
 
 
 def _lines(relative: str) -> list[dict]:
-    return [json.loads(line) for line in (HOME / "projects" / PROJECT / relative).open()]
+    return [json.loads(line) for line in (HOME / "projects" / PROJECT_DIR / relative).open()]
 
 
 def _index(relative: str, kind: str) -> int:
@@ -171,7 +165,7 @@ def test_garbage_and_truncated_lines(tmp_path: Path, claude: AgentProcess) -> No
     replay = Replay(tmp_path / ".claude", claude.pid)
     replay.registry("session-busy.json")
     path = replay.project / f"{FIRST}.jsonl"
-    ai_title = (HOME / "projects" / PROJECT / f"{FIRST}.jsonl").read_text().splitlines()[0]
+    ai_title = (HOME / "projects" / PROJECT_DIR / f"{FIRST}.jsonl").read_text().splitlines()[0]
     half = len(ai_title) // 2
     with open(path, "w") as fh:
         fh.write("this is not json\n[1, 2, 3]\n\x00\xff garbage\n")
@@ -210,7 +204,7 @@ def test_symlink_out_of_the_state_dir_is_refused(tmp_path: Path, claude: AgentPr
 
 
 def test_project_dir_name() -> None:
-    assert project_dir_name("/home/dev/src/shop-api") == PROJECT
+    assert project_dir_name("/home/dev/src/shop-api") == PROJECT_DIR
     assert project_dir_name("/a b/c.d_e") == "-a-b-c-d-e"
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import TOKEN, wait_until
 from ingest_server import IngestServer
-from test_shipper import event, sid
+from test_shipper import event, sid, start_shipper
 
-from quintd.shipper import Shipper
 from quintd.store import Store
 
 
@@ -71,16 +70,7 @@ def test_fault(store: Store, case: Case) -> None:
         store.apply([event(1), event(1, "idle"), event(1, "ended")])
         queued = {(q.state): q.event_id for q in store.peek(10)}
         started = time.monotonic()
-        shipper = Shipper(
-            store,
-            endpoint=server.url,
-            token=TOKEN,
-            timeout=1.0,
-            batch_size=50,
-            flush_interval=0.1,
-            batch_body=False,
-        )
-        shipper.start()
+        shipper = start_shipper(store, server.url, timeout=1.0)
         try:
             wait_until(lambda: store.stats().depth == 0, timeout=30, what="queue drained")
         finally:
@@ -104,16 +94,7 @@ def test_413_for_a_batch_splits_until_it_fits(store: Store) -> None:
     with IngestServer(token=TOKEN, batch=True) as server:
         server.fail_next(413, count=1)  # the whole batch is too large; halves are fine
         store.apply([event(n) for n in range(8)])
-        shipper = Shipper(
-            store,
-            endpoint=server.url,
-            token=TOKEN,
-            timeout=2.0,
-            batch_size=50,
-            flush_interval=0.1,
-            batch_body=True,
-        )
-        shipper.start()
+        shipper = start_shipper(store, server.url, batch_body=True)
         try:
             wait_until(lambda: store.stats().depth == 0, what="drained")
         finally:

@@ -8,17 +8,12 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import TOKEN, Agents, DaemonProcess, needs_fixtures, wait_until, write_config
+from claude_fixture import FIRST, FIXTURES, PROJECT_DIR, SECOND, SUBAGENT
+from conftest import TOKEN, Agents, DaemonProcess, wait_until, write_config
 from ingest_server import IngestServer, Received
 
 from quintd.identity import machine_id, native_session_id
 from quintd.sources.claude_code import linux_start_ticks
-
-FIXTURES = needs_fixtures("claude-code")
-PROJECT_DIR = "-home-dev-src-shop-api"
-FIRST = "fbd39e94-a1f4-4528-beaf-dcbfef32fa93"
-SECOND = "93a185d2-dd76-41cd-bbc8-a0259026051b"
-SUBAGENT = "a5070984e10585e1d"
 
 
 class FakeClaude:

@@ -14,7 +14,13 @@ from conftest import TOKEN, wait_until
 from ingest_server import IngestServer
 
 from quintd.sessions import LifecycleEvent
-from quintd.shipper import BACKOFF_CAP_S, Shipper, full_jitter_backoff, parse_retry_after
+from quintd.shipper import (
+    BACKOFF_CAP_S,
+    DeliverySettings,
+    Shipper,
+    full_jitter_backoff,
+    parse_retry_after,
+)
 from quintd.store import Store
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -47,17 +53,23 @@ def server() -> Iterator[IngestServer]:
 
 
 def start_shipper(
-    store: Store, url: str, token: str | None = TOKEN, batch_body: bool = False
+    store: Store,
+    url: str,
+    token: str | None = TOKEN,
+    batch_body: bool = False,
+    timeout: float = 2.0,
+    flush_interval: float = 0.1,
 ) -> Shipper:
-    shipper = Shipper(
-        store,
+    """A started shipper with the tests' usual settings."""
+    settings = DeliverySettings(
         endpoint=url,
         token=token,
-        timeout=2.0,
+        timeout=timeout,
         batch_size=50,
-        flush_interval=0.1,
+        flush_interval=flush_interval,
         batch_body=batch_body,
     )
+    shipper = Shipper(store, settings)
     shipper.start()
     return shipper
 
@@ -193,16 +205,7 @@ def test_batch_body(store: Store) -> None:
 
 
 def test_stop_makes_a_last_flush(store: Store, server: IngestServer) -> None:
-    shipper = Shipper(
-        store,
-        endpoint=server.url,
-        token=TOKEN,
-        timeout=2.0,
-        batch_size=50,
-        flush_interval=3600,
-        batch_body=False,
-    )
-    shipper.start()
+    shipper = start_shipper(store, server.url, flush_interval=3600)
     store.apply([event(1)])  # nobody wakes the shipper: only the final flush sends it
     shipper.stop(2.0)
     assert len(server.events) == 1 and store.stats().depth == 0

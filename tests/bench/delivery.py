@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from quintd.sessions import LifecycleEvent  # noqa: E402
-from quintd.shipper import Shipper  # noqa: E402
+from quintd.shipper import DeliverySettings, Shipper  # noqa: E402
 from quintd.store import Store  # noqa: E402
 
 TOKEN = "qt_deploy_bench"
@@ -76,8 +76,7 @@ class Server:
 
 
 def shipper_for(store: Store, url: str, batch: bool, batch_size: int) -> Shipper:
-    return Shipper(
-        store,
+    settings = DeliverySettings(
         endpoint=url,
         token=TOKEN,
         timeout=10.0,
@@ -86,6 +85,7 @@ def shipper_for(store: Store, url: str, batch: bool, batch_size: int) -> Shipper
         batch_body=batch,
         in_flight=4,
     )
+    return Shipper(store, settings)
 
 
 def wait_drained(store: Store, timeout: float, on_tick=None) -> float:
