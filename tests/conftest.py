@@ -7,6 +7,7 @@ SQLite file. Waiting is always for a condition with a deadline, never a sleep.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -133,14 +134,18 @@ class Agents:
         self.home.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def binary(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        """A native agent: a copy of `sleep` named like the agent."""
+    def prepare(self, *names: str) -> None:
+        """Copies of `sleep` named like agents, made before any thread spawns them."""
         bindir = self.root / "bin"
         bindir.mkdir(exist_ok=True)
-        exe = bindir / name
-        if not exe.exists():
-            shutil.copy(SLEEP, exe)
-        return self.spawn([str(exe), *(args or ("600",))], cwd=cwd)
+        for name in names:
+            if not (bindir / name).exists():
+                shutil.copy(SLEEP, bindir / name)
+
+    def binary(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """A native agent: a copy of `sleep` named like the agent."""
+        self.prepare(name)
+        return self.spawn([str(self.root / "bin" / name), *(args or ("600",))], cwd=cwd)
 
     def spawn(
         self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
@@ -149,15 +154,25 @@ class Agents:
         env = dict(env if env is not None else os.environ)
         if env.get("HOME") == os.environ.get("HOME"):
             env["HOME"] = str(self.home)
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                break
+            except OSError as exc:
+                # ETXTBSY: a child forked by another thread, between its fork and exec,
+                # still holds a just-written executable open. It goes away at that exec.
+                if exc.errno != errno.ETXTBSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # polling interval of a deadline wait
         self.procs.append(proc)
         return proc
 

@@ -36,8 +36,21 @@ def chaos(rng: random.Random, lock: threading.Lock) -> Fault | None:
 CHURN = "churn"  # the fake agents' working directory, and so their sessions' name
 
 
-def churn(agents: Agents, rng: random.Random, stop: threading.Event, cwd: Path) -> None:
+def churn(
+    agents: Agents,
+    rng: random.Random,
+    stop: threading.Event,
+    cwd: Path,
+    failures: list[BaseException],
+) -> None:
     """Start and stop fake agents at random until told to stop."""
+    try:
+        _churn(agents, rng, stop, cwd)
+    except BaseException as exc:  # reported by the test, not lost in a thread
+        failures.append(exc)
+
+
+def _churn(agents: Agents, rng: random.Random, stop: threading.Event, cwd: Path) -> None:
     running = []
     while not stop.is_set():
         if len(running) < 5 and (not running or rng.random() < 0.6):
@@ -60,8 +73,10 @@ def test_random_sigkills_lose_and_repeat_nothing(short_tmp: Path, agents: Agents
         stop = threading.Event()
         workdir = short_tmp / CHURN
         workdir.mkdir()
+        agents.prepare("claude", "codex", "gemini")
+        failures: list[BaseException] = []
         worker = threading.Thread(
-            target=churn, args=(agents, random.Random(seed + 1), stop, workdir)
+            target=churn, args=(agents, random.Random(seed + 1), stop, workdir, failures)
         )
         worker.start()
         try:
@@ -75,6 +90,7 @@ def test_random_sigkills_lose_and_repeat_nothing(short_tmp: Path, agents: Agents
         finally:
             stop.set()
             worker.join()
+        assert not failures, f"the agent churn failed: {failures!r}"
         agents.stop_all()
         server.set_fault_source(None)
 
@@ -93,7 +109,9 @@ def test_random_sigkills_lose_and_repeat_nothing(short_tmp: Path, agents: Agents
         assert final.terminate() == 0
 
     db = sqlite3.connect(short_tmp / "state" / "quintd.db")
-    produced = int(db.execute("SELECT value FROM meta WHERE key = 'produced'").fetchone()[0])
+    row = db.execute("SELECT value FROM meta WHERE key = 'produced'").fetchone()
+    assert row is not None, "no event was ever produced"
+    produced = int(row[0])
     queued = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
     delivered_keys = {r.idempotency_key for r in server.events}
