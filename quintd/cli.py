@@ -1,4 +1,8 @@
-"""The ``quintd`` command line: run | status | scan | config check|show."""
+"""The ``quintd`` command line: run | status | scan | queue | service | config.
+
+Each subcommand imports what it uses when it runs, so that ``quintd --version`` and
+``quintd status`` do not pay for the daemon's libraries.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,16 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from quintd import __version__, service
-from quintd.config import LoadedConfig, load_config, render_config, running_as_root
-from quintd.control import request
-from quintd.daemon import Daemon, dead_letter_json
+from quintd import __version__
 from quintd.errors import EXIT_OK, NotRunningError, QuintdError
-from quintd.logs import register_secret, setup_logging
-from quintd.scanner import AgentProcess, Scanner
-from quintd.sessions import format_timestamp
-from quintd.signing import SigningResolver
-from quintd.store import Store
+
+if TYPE_CHECKING:
+    from quintd.config import LoadedConfig
+    from quintd.model import AgentProcess
+    from quintd.store import Store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from quintd.config import load_config
+        from quintd.logs import register_secret, setup_logging
+
         loaded = load_config(args.config)
         log_format = getattr(args, "log_format", None) or loaded.config.log.format
         setup_logging(loaded.config.log.level, log_format)
@@ -113,7 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.command == "run":
-        return Daemon(loaded, reload_config=lambda: load_config(args.config)).run()
+        from quintd.config import load_config
+        from quintd.daemon import Daemon
+
+        return Daemon(
+            loaded,
+            reload_config=lambda: load_config(args.config),
+            log_format=getattr(args, "log_format", None),
+        ).run()
     if args.command == "status":
         return _status(loaded, as_json=args.json)
     if args.command == "scan":
@@ -125,66 +135,29 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.config_command == "check":
         print(f"{loaded.source or 'built-in defaults'}: ok")
         return EXIT_OK
+    from quintd.config import render_config
+
     sys.stdout.write(render_config(loaded))
     return EXIT_OK
 
 
 def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
-    result = request(loaded.socket_path, "status")
+    from quintd.control import request
+    from quintd.protocol import Command, StatusReport, from_json
+    from quintd.status_text import render_status
+
+    result = request(loaded.socket_path, Command.STATUS)
     if as_json:
         print(json.dumps(result, indent=2))
         return EXIT_OK
-    print(render_status(result))
+    print(render_status(from_json(StatusReport, result, "status")))
     return EXIT_OK
 
 
-def render_status(s: dict[str, Any]) -> str:
-    queue = s["queue"]
-    delivery = s["delivery"]
-    lines = [
-        f"quintd {s['version']} running: pid {s['pid']}, up {_duration(s['uptime_s'])}",
-        f"config:      {s['config_file'] or 'built-in defaults'}",
-        f"endpoint:    {s['endpoint']}",
-        "token:       " + ("set" if s["token_set"] else "not set: delivery waits for a token"),
-        f"queue:       {queue['depth']} event(s), {queue['bytes']} bytes"
-        + (f", oldest {_duration(queue['oldest_age_s'])}" if queue["oldest_age_s"] else "")
-        + f"; dead letters: {queue['dead_letters']}",
-        f"delivered:   {delivery['delivered']}; last success: {delivery['last_success'] or '-'}",
-        f"last error:  {delivery['last_error'] or '-'}",
-    ]
-    if queue.get("coalesced") or queue.get("refused"):
-        lines.append(
-            f"at bound:    {queue['coalesced']} coalesced, {queue['refused']} refused "
-            f"(max_bytes {queue['max_bytes']})"
-        )
-    if queue.get("lost_databases"):
-        lines.append(f"lost:        {queue['lost_databases']} database(s): {queue['last_loss']}")
-    if not delivery.get("alive", True):
-        lines.append("delivery:    the delivery thread has stopped; restart quintd")
-    if delivery["paused"]:
-        lines.append(f"paused:      {delivery['paused']}")
-    if delivery["next_attempt_at"]:
-        lines.append(f"next try:    {delivery['next_attempt_at']}")
-    sessions = s["sessions"]
-    lines.append(f"sessions:    {len(sessions)}")
-    if sessions:
-        rows = [["SESSION", "PLATFORM", "PID", "STATE", "NAME", "PARENT"]]
-        for sess in sessions:
-            rows.append(
-                [
-                    sess["session_id"],
-                    sess["platform"],
-                    str(sess["pid"]),
-                    sess["state"],
-                    sess["session_name"] or "-",
-                    sess["parent_id"] or "-",
-                ]
-            )
-        lines.extend("  " + line for line in _table(rows))
-    return "\n".join(lines)
-
-
 def _service(args: argparse.Namespace) -> int:
+    from quintd import service
+    from quintd.config import running_as_root
+
     root = Path(args.root)
     scope: Literal["system", "user"] = args.scope or ("system" if running_as_root() else "user")
     file = service.service_file(
@@ -205,44 +178,49 @@ def _service(args: argparse.Namespace) -> int:
 
 def _queue(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     """Through the running daemon when there is one, else on the database directly."""
+    from quintd.control import request
+    from quintd.protocol import (
+        Command,
+        DeadLetterRow,
+        RequeueReply,
+        RequeueRequest,
+        from_json,
+        to_json,
+    )
+
     if args.queue_command == "requeue":
-        seqs = None if args.all else list(args.seqs)
+        ask = RequeueRequest(seqs=None if args.all else list(args.seqs))
         try:
-            moved = request(loaded.socket_path, "requeue", seqs=seqs)["requeued"]
+            reply = from_json(
+                RequeueReply, request(loaded.socket_path, Command.REQUEUE, **to_json(ask))
+            )
         except NotRunningError:
             with _offline_store(loaded) as store:
-                moved = store.requeue(seqs)
-        print(f"requeued {moved} dead letter(s)")
+                reply = RequeueReply(requeued=store.requeue(ask.seqs))
+        print(f"requeued {reply.requeued} dead letter(s)")
         return EXIT_OK
     try:
-        letters = request(loaded.socket_path, "dead_letters")
-    except NotRunningError:
-        with _offline_store(loaded) as store:
-            letters = [dead_letter_json(d) for d in store.dead_letters()]
-    if args.json:
-        print(json.dumps(letters, indent=2))
-        return EXIT_OK
-    if not letters:
-        print("no dead letters")
-        return EXIT_OK
-    rows = [["SEQ", "FAILED", "STATUS", "STATE", "SESSION", "REASON"]]
-    for d in letters:
-        rows.append(
-            [
-                str(d["seq"]),
-                d["failed_at"],
-                str(d["status"] or "-"),
-                d["state"],
-                d["session_id"],
-                d["reason"][:80],
-            ]
+        letters = from_json(
+            list[DeadLetterRow], request(loaded.socket_path, Command.DEAD_LETTERS), "dead letters"
         )
-    print("\n".join(_table(rows)))
+    except NotRunningError:
+        from quintd.daemon import dead_letter_row
+
+        with _offline_store(loaded) as store:
+            letters = [dead_letter_row(d) for d in store.dead_letters()]
+    if args.json:
+        print(json.dumps(to_json(letters), indent=2))
+        return EXIT_OK
+    from quintd.status_text import render_dead_letters
+
+    print(render_dead_letters(letters))
     return EXIT_OK
 
 
 @contextlib.contextmanager
 def _offline_store(loaded: LoadedConfig) -> Iterator[Store]:
+    from quintd.store import Store
+
     if not loaded.database_path.exists():
         raise QuintdError(f"no queue database at {loaded.database_path}")
     store = Store(loaded.database_path)
@@ -253,9 +231,18 @@ def _offline_store(loaded: LoadedConfig) -> Iterator[Store]:
 
 
 def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
+    from datetime import UTC, datetime
+
+    from quintd.model import format_timestamp
+    from quintd.scanner import Scanner
+    from quintd.settings import ScannerSettings
+    from quintd.signing import SigningResolver
+    from quintd.status_text import cell, table
+
     resolver = SigningResolver()
     # One-shot: wait for every signing identity (hashing a large binary takes a moment).
-    agents = Scanner(loaded.platforms, resolver, signing_budget=120.0).scan()
+    settings = ScannerSettings(platforms=loaded.platforms, signing_budget=120.0)
+    agents = Scanner(settings, resolver).scan()
     resolver.close()
     if as_json:
         print(json.dumps([agent_json(a) for a in agents], indent=2))
@@ -267,51 +254,36 @@ def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
     for a in agents:
         rows.append(
             [
-                a.platform,
+                cell(a.platform),
                 str(a.pid),
                 str(a.ppid),
                 format_timestamp(datetime.fromtimestamp(a.start_time, UTC)),
-                a.user or "?",
-                a.matched_by,
-                a.signing_id or "-",
+                cell(a.user or "?"),
+                cell(a.matched_by),
+                cell(a.signing_id),
                 str(a.parent_pid) if a.parent_pid else "-",
-                a.cwd or "?",
+                cell(a.cwd or "?", 200),
             ]
         )
-    print("\n".join(_table(rows)))
+    print("\n".join(table(rows)))
     return EXIT_OK
 
 
 def agent_json(a: AgentProcess) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from quintd.model import clean_text, format_timestamp
+
     return {
         "platform": a.platform,
         "pid": a.pid,
         "ppid": a.ppid,
         "started_at": format_timestamp(datetime.fromtimestamp(a.start_time, UTC)),
-        "user": a.user,
-        "exe": a.exe,
-        "cwd": a.cwd,
-        "signing_id": a.signing_id,
+        "user": clean_text(a.user),
+        "exe": clean_text(a.exe, 4096),
+        "cwd": clean_text(a.cwd, 4096),
+        "signing_id": clean_text(a.signing_id),
         "matched_by": a.matched_by,
-        "name": a.name,
+        "name": clean_text(a.name),
         "parent_pid": a.parent_pid,
     }
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
-def _duration(seconds: float) -> str:
-    total = int(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"

@@ -12,7 +12,6 @@ and exit 78.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 import sys
@@ -20,9 +19,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-import httpx
 import platformdirs
 from pydantic import (
     BaseModel,
@@ -34,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from quintd.endpoint import validate_endpoint
 from quintd.errors import ConfigError
 from quintd.platforms import BUILTIN_PLATFORMS, Platform, SigningRule
 
@@ -50,40 +48,6 @@ _MAX_TOKEN_FILE_BYTES = 64 * 1024
 class _Section(BaseModel):
     # strict: TOML is already typed, so "1" for a number is a mistake worth reporting.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-def validate_endpoint(value: str) -> str:
-    """Accept an https URL, or plain http only to a loopback host. Returns it without a
-    trailing slash."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError("must be an absolute http(s) URL such as https://api.quintai.dev")
-    if parts.username or parts.password:
-        raise ValueError("must not carry credentials; use cloud.token or cloud.token_file")
-    if parts.query or parts.fragment:
-        raise ValueError("must be a base URL without query or fragment")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError("plain http is only allowed to a loopback address; use https")
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise ValueError(f"has an invalid port ({exc})") from None
-    if not value.isascii() or not value.isprintable():
-        raise ValueError("must be printable ASCII (write international domains as xn--...)")
-    try:
-        httpx.URL(value)  # the client must accept what the config accepts
-    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
-        raise ValueError(f"is not a usable URL ({exc})") from None
-    return value.rstrip("/")
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class CloudConfig(_Section):
@@ -121,6 +85,7 @@ class QueueConfig(_Section):
     min_free_disk: int = Field(default=64 * 1024 * 1024, ge=0)
     drain_timeout: float = Field(default=5.0, ge=0, le=300)
     in_flight: int = Field(default=4, ge=1, le=32)
+    start_jitter: float = Field(default=0.0, ge=0, le=3600)
 
 
 class PathsConfig(_Section):

@@ -16,10 +16,12 @@ import socketserver
 import stat
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from quintd.errors import AlreadyRunningError, NotRunningError, QuintdError
+from quintd.settings import ControlSettings
 
 log = logging.getLogger("quintd.control")
 
@@ -29,9 +31,10 @@ Handler = Callable[[Mapping[str, Any]], Any]
 
 
 class ControlServer:
-    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
-        self.path = path
-        self._handlers = dict(handlers)
+    def __init__(self, settings: ControlSettings, handlers: Mapping[str, Handler]) -> None:
+        self.settings = settings
+        self.path = settings.socket_path
+        self._handlers = {str(name): handler for name, handler in handlers.items()}
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -63,6 +66,10 @@ class ControlServer:
             daemon=True,
         )
         self._thread.start()
+
+    def reconfigure(self, settings: ControlSettings) -> None:
+        """The socket's path needs a restart (``paths.runtime_dir``): it stays."""
+        self.settings = replace(settings, socket_path=self.path)
 
     def stop(self) -> None:
         if self._server is None:

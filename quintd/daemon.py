@@ -1,5 +1,5 @@
-"""The daemon: wires scanner, session tracker, store, shipper and control socket, and
-owns the main loop.
+"""The daemon: builds the parts (scanner, sources, tracker, store, shipper, control
+socket) from one :class:`~quintd.settings.Settings`, and owns the main loop.
 
 Signal handlers only record the signal and wake the loop; the loop acts on it.
 The loop itself never dies from what it reads: a failed pass is logged, rolled
@@ -9,7 +9,6 @@ back and tried again on the next tick.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import fcntl
 import logging
@@ -18,31 +17,44 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from quintd import __version__
-from quintd.config import LoadedConfig
+from quintd.config import LoadedConfig, running_as_root
 from quintd.control import ControlServer
 from quintd.errors import AlreadyRunningError, ConfigError, QuintdError
 from quintd.identity import machine_id
-from quintd.logs import fields, register_secret
+from quintd.logs import apply_log_settings, fields, register_secret
+from quintd.model import Session, format_timestamp
 from quintd.notify import Notifier
+from quintd.protocol import (
+    AgentStateReport,
+    Command,
+    DeadLetterRow,
+    DeliveryReport,
+    QueueReport,
+    RequeueReply,
+    RequeueRequest,
+    ScanReport,
+    SessionRow,
+    SettingsReport,
+    StatusReport,
+    from_json,
+    to_json,
+)
 from quintd.scanner import Scanner
-from quintd.sessions import Session, SessionTracker, format_timestamp
-from quintd.shipper import DeliverySettings, Shipper
+from quintd.settings import LogFormat, Settings, build_settings, restart_only_changes
+from quintd.shipper import Shipper
 from quintd.signing import SigningResolver
-from quintd.sources import SourceManager
+from quintd.sources.manager import SourceManager
 from quintd.store import DeadLetter, Store
+from quintd.tracker import SessionTracker
 
 log = logging.getLogger("quintd.daemon")
-
-# How often live sessions' last-seen time is written down (it stamps the `ended`
-# event of a session whose process dies while quintd is down).
-TOUCH_INTERVAL_S = 30.0
 
 
 class StateLock:
@@ -90,11 +102,14 @@ class Daemon:
         loaded: LoadedConfig,
         reload_config: Callable[[], LoadedConfig] | None = None,
         notifier: Notifier | None = None,
+        log_format: LogFormat | None = None,
     ) -> None:
         """``reload_config`` loads the configuration again (on SIGHUP) the way it was
-        loaded at start."""
+        loaded at start; ``log_format``: the command line's choice, kept over reloads."""
         self.loaded = loaded
+        self.settings = self._settings_from(loaded)
         self._reload_config = reload_config
+        self._log_format = log_format
         self._notifier = notifier or Notifier()
         self._reload_requested = False
         self._reloads = 0
@@ -103,30 +118,33 @@ class Daemon:
         self._stop_signal: int | None = None
         self._started_mono = time.monotonic()
         self._started_wall = datetime.now(UTC)
-        self._lock = StateLock(loaded.lock_path)
+        self._lock = StateLock(self.settings.paths.lock_path)
+        self._resolver = SigningResolver()
         self._store: Store | None = None
         self._tracker: SessionTracker | None = None
         self._shipper: Shipper | None = None
         self._control: ControlServer | None = None
-        self._resolver = SigningResolver()
-        self._scanner = Scanner(loaded.platforms, self._resolver)
-        self._sources = SourceManager()
+        self._scanner: Scanner | None = None
+        self._sources: SourceManager | None = None
         self._next_watchdog = 0.0
         self._loop_errors = 0
         self._last_loop_error: str | None = None
-        # What status shows: replaced whole after each pass, so the control thread never
-        # reads the tracker while the main loop changes it.
+        # What status shows: replaced whole after each pass (the tracker never changes a
+        # session in place), so the control thread never sees a pass half done.
         self._session_view: list[Session] = []
+
+    @staticmethod
+    def _settings_from(loaded: LoadedConfig) -> Settings:
+        # A per-user daemon watches only its own user's agents.
+        only_uid = None if running_as_root() else os.geteuid()
+        return build_settings(loaded, only_uid=only_uid)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def run(self) -> int:
         os.umask(0o077)
-        cfg = self.loaded.config
-        for key, path in (
-            ("state_dir", self.loaded.state_dir),
-            ("runtime_dir", self.loaded.runtime_dir),
-        ):
+        paths = self.settings.paths
+        for key, path in (("state_dir", paths.state_dir), ("runtime_dir", paths.runtime_dir)):
             try:
                 ensure_private_dir(path)
             except OSError as exc:
@@ -134,25 +152,9 @@ class Daemon:
         self._lock.acquire()
         try:
             self._install_signal_handlers()
-            self._store = Store(
-                self.loaded.database_path,
-                max_bytes=cfg.queue.max_bytes,
-                min_free_disk=cfg.queue.min_free_disk,
-            )
-            self._tracker = SessionTracker(
-                machine_id(self.loaded.state_dir), idle_after=cfg.sessions.idle_after
-            )
-            self._tracker.restore(self._store.load_sessions(), self._store.load_ended())
-            self._shipper = self._new_shipper()
+            self._build_parts(self.settings)
+            assert self._control is not None and self._shipper is not None
             # The socket first: it refuses to start if another daemon answers there.
-            self._control = ControlServer(
-                self.loaded.socket_path,
-                {
-                    "status": self._status,
-                    "dead_letters": self._dead_letters,
-                    "requeue": self._requeue,
-                },
-            )
             self._control.start()
             self._shipper.start()
             self._tick()
@@ -162,9 +164,9 @@ class Daemon:
                     version=__version__,
                     pid=os.getpid(),
                     config=self.loaded.source or "<defaults>",
-                    state_dir=self.loaded.state_dir,
-                    endpoint=cfg.cloud.endpoint,
-                    token_set=bool(self.loaded.token),
+                    state_dir=paths.state_dir,
+                    endpoint=self.settings.delivery.endpoint,
+                    token_set=bool(self.settings.delivery.token),
                     sessions=len(self._session_view),
                 ),
             )
@@ -178,9 +180,41 @@ class Daemon:
             self._shutdown()
         return 0
 
-    def _new_shipper(self) -> Shipper:
-        assert self._store is not None
-        return Shipper(self._store, DeliverySettings.from_config(self.loaded))
+    def _build_parts(self, settings: Settings) -> None:
+        """Every part, from one settings value: the one place start-up builds them."""
+        self._store = Store(settings.paths.database_path, settings.store)
+        self._tracker = SessionTracker(
+            machine_id(settings.paths.state_dir), settings=settings.tracker
+        )
+        self._tracker.restore(self._store.load_sessions(), self._store.load_ended())
+        self._scanner = Scanner(settings.scanner, self._resolver)
+        self._sources = SourceManager(settings.sources)
+        self._shipper = Shipper(self._store, settings.delivery)
+        self._control = ControlServer(
+            settings.control,
+            {
+                Command.STATUS: self._status,
+                Command.DEAD_LETTERS: self._dead_letters,
+                Command.REQUEUE: self._requeue,
+            },
+        )
+
+    def _apply_settings(self, settings: Settings) -> None:
+        """Hand every part its new settings (a reload)."""
+        assert self._scanner is not None and self._sources is not None
+        assert self._tracker is not None and self._store is not None
+        assert self._shipper is not None and self._control is not None
+        register_secret(settings.delivery.token)
+        apply_log_settings(settings.log.level, self._log_format or settings.log.format)
+        self._scanner.reconfigure(settings.scanner)
+        self._sources.reconfigure(settings.sources)
+        self._tracker.reconfigure(settings.tracker)
+        self._store.reconfigure(settings.store)
+        # The delivery thread applies it between requests (the main loop never waits on
+        # the network); a refused token is retried with the new one at once.
+        self._shipper.reconfigure(settings.delivery)
+        self._control.reconfigure(settings.control)
+        self.settings = settings
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -196,8 +230,8 @@ class Daemon:
         self._wake.set()
 
     def _main_loop(self) -> None:
-        next_touch = time.monotonic() + TOUCH_INTERVAL_S
-        next_tick = time.monotonic() + self.loaded.config.scan.interval
+        next_touch = time.monotonic() + self.settings.loop.touch_interval
+        next_tick = time.monotonic() + self.settings.loop.scan_interval
         watchdog = self._notifier.watchdog_interval
         self._next_watchdog = time.monotonic()
         while self._stop_signal is None:
@@ -218,10 +252,10 @@ class Daemon:
             if now < next_tick:
                 continue
             # No burst after a stall; the interval may have changed on reload.
-            next_tick = max(next_tick + self.loaded.config.scan.interval, now)
+            next_tick = max(next_tick + self.settings.loop.scan_interval, now)
             self._tick()
             if now >= next_touch:
-                next_touch = now + TOUCH_INTERVAL_S
+                next_touch = now + self.settings.loop.touch_interval
                 self._touch()
 
     def _reload(self) -> None:
@@ -230,47 +264,39 @@ class Daemon:
             return
         self._notifier.reloading()
         try:
-            new = self._reload_config()
+            loaded = self._reload_config()
         except QuintdError as exc:
             self._last_reload_error = f"{format_timestamp(datetime.now(UTC))} {exc}"
             log.error("reload rejected, keeping the running configuration: %s", exc)
             self._notifier.ready("reload rejected")
             return
-        old = self.loaded
-        for key in ("state_dir", "runtime_dir"):
-            if getattr(new, key) != getattr(old, key):
-                log.warning("paths.%s changed: takes effect at the next restart", key)
-        new = replace(new, state_dir=old.state_dir, runtime_dir=old.runtime_dir)
-        self.loaded = new
-        cfg = new.config
-        register_secret(new.token)
-        logging.getLogger().setLevel(cfg.log.level.upper())
-        assert self._tracker is not None and self._store is not None
-        self._tracker.idle_after = cfg.sessions.idle_after
-        self._store.max_bytes = cfg.queue.max_bytes
-        self._store.min_free_disk = cfg.queue.min_free_disk
-        if new.platforms != old.platforms:
-            # Known processes must be looked at again under the new table.
-            self._scanner = Scanner(new.platforms, self._resolver)
-        # New endpoint, token or limits, applied by the delivery thread between requests
-        # (the main loop never waits on the network); a refused token is retried.
-        if self._shipper is not None:
-            self._shipper.reconfigure(DeliverySettings.from_config(new))
+        new = self._settings_from(loaded)
+        for key in restart_only_changes(self.settings, new):
+            log.warning("%s changed: it waits for a restart to take effect", key)
+        # What needs a restart stays as it runs.
+        new = replace(new, paths=self.settings.paths, control=self.settings.control)
+        self.loaded = replace(
+            loaded, state_dir=self.loaded.state_dir, runtime_dir=self.loaded.runtime_dir
+        )
+        self._apply_settings(new)
         self._reloads += 1
         self._last_reload_error = None
-        log.info("configuration reloaded", extra=fields(config=new.source or "<defaults>"))
+        log.info("configuration reloaded", extra=fields(config=loaded.source or "<defaults>"))
         self._notifier.ready("configuration reloaded")
 
     def _tick(self) -> None:
         assert self._tracker is not None and self._store is not None
-        snapshot = self._tracker.snapshot()
+        assert self._scanner is not None and self._sources is not None
         try:
             processes = self._scanner.scan()
             facts, pending = self._sources.observe(processes)
-            changes = self._tracker.observe(processes, facts, pending)
+            changes = self._tracker.plan(processes, facts, pending)
             pids = {s.session_id: s.pid for s in [*self._session_view, *changes.upserts]}
             stored = self._store.apply(changes.events, changes.upserts, changes.removals)
-            self._session_view = [copy.copy(s) for s in self._tracker.sessions]
+            # Only now that it is on disk: a failed write leaves the tracker as it was, and
+            # the next pass finds the same transitions again.
+            self._tracker.commit(changes)
+            self._session_view = self._tracker.sessions
             if stored:
                 for event in changes.events:
                     log.info(
@@ -286,8 +312,6 @@ class Daemon:
                 if self._shipper is not None:
                     self._shipper.wake()
         except Exception as exc:
-            # Nothing was committed: forget the transitions so the next pass finds them again.
-            self._tracker.rollback(snapshot)
             self._loop_errors += 1
             self._last_loop_error = f"{format_timestamp(datetime.now(UTC))} {exc}"
             log.exception("scan pass failed; will retry")
@@ -310,92 +334,126 @@ class Daemon:
             self._store.close()
         self._resolver.close()
         self._notifier.close()
-        self._sources.close()
+        if self._sources is not None:
+            self._sources.close()
         self._lock.release()
 
     # -- control commands -----------------------------------------------------------------
 
     def _dead_letters(self, _request: Mapping[str, Any]) -> list[dict[str, Any]]:
         assert self._store is not None
-        return [dead_letter_json(d) for d in self._store.dead_letters()]
+        return [to_json(dead_letter_row(d)) for d in self._store.dead_letters()]
 
-    def _requeue(self, request: Mapping[str, Any]) -> dict[str, int]:
+    def _requeue(self, request: Mapping[str, Any]) -> dict[str, Any]:
         assert self._store is not None and self._shipper is not None
-        seqs = request.get("seqs")
-        if seqs is not None and not (
-            isinstance(seqs, list) and all(isinstance(s, int) for s in seqs)
-        ):
-            raise ValueError("seqs must be a list of integers")
-        moved = self._store.requeue(seqs)
+        ask = from_json(
+            RequeueRequest, {k: v for k, v in request.items() if k != "command"}, "request"
+        )
+        moved = self._store.requeue(ask.seqs)
         log.info("requeued %d dead letter(s)", moved)
         self._shipper.wake()
-        return {"requeued": moved}
+        reply: dict[str, Any] = to_json(RequeueReply(requeued=moved))
+        return reply
 
     # -- status ---------------------------------------------------------------------------
 
     def _status(self, _request: Mapping[str, Any]) -> dict[str, Any]:
+        report: dict[str, Any] = to_json(self.status_report())
+        return report
+
+    def status_report(self) -> StatusReport:
         assert self._tracker is not None and self._store is not None
-        assert self._shipper is not None
+        assert self._shipper is not None and self._scanner is not None
+        assert self._sources is not None
         stats = self._store.stats()
-        delivery = asdict(self._shipper.status())
+        delivery = self._shipper.status()
         oldest_age = None
         if stats.oldest_enqueued_at is not None:
             oldest_age = round(max(time.time() - stats.oldest_enqueued_at, 0.0), 3)
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "started_at": format_timestamp(self._started_wall),
-            "uptime_s": round(time.monotonic() - self._started_mono, 3),
-            "config_file": str(self.loaded.source) if self.loaded.source else None,
-            "reloads": self._reloads,
-            "last_reload_error": self._last_reload_error,
-            "state_dir": str(self.loaded.state_dir),
-            "endpoint": self.loaded.endpoint,
-            "token_set": bool(self.loaded.token),
-            "sessions": [
-                {
-                    "session_id": s.session_id,
-                    "platform": s.platform,
-                    "pid": s.pid,
-                    "state": s.state,
-                    "session_name": s.session_name,
-                    "model": s.model,
-                    "parent_id": s.parent_id,
-                    "started_at": format_timestamp(s.started_at),
-                }
+        mono = time.monotonic()
+        delivery_settings = self._shipper.effective_settings
+        return StatusReport(
+            version=__version__,
+            pid=os.getpid(),
+            started_at=format_timestamp(self._started_wall),
+            uptime_s=round(mono - self._started_mono, 3),
+            config_file=str(self.loaded.source) if self.loaded.source else None,
+            reloads=self._reloads,
+            last_reload_error=self._last_reload_error,
+            state_dir=str(self.settings.paths.state_dir),
+            endpoint=delivery_settings.endpoint,
+            token_set=bool(delivery_settings.token),
+            sessions=[
+                SessionRow(
+                    session_id=s.session_id,
+                    platform=s.platform,
+                    pid=s.pid,
+                    state=s.state,
+                    session_name=s.session_name,
+                    model=s.model,
+                    parent_id=s.parent_id,
+                    started_at=format_timestamp(s.started_at),
+                    in_state_s=round(max(mono - s.state_since, 0.0), 3),
+                    signing_id=s.signing_id,
+                )
                 for s in self._session_view
             ],
-            "queue": {
-                "depth": stats.depth,
-                "bytes": stats.bytes,
-                "max_bytes": stats.max_bytes,
-                "oldest_age_s": oldest_age,
-                "dead_letters": stats.dead_letters,
-                "produced": stats.produced,
-                "coalesced": stats.coalesced,
-                "refused": stats.refused,
-                "lost_databases": stats.lost_databases,
-                "last_loss": stats.last_loss,
-            },
-            "delivery": delivery,
-            "agent_state": self._sources.stats(),
-            "scan": {
-                "passes": self._scanner.stats.passes,
-                "last_duration_ms": round(self._scanner.stats.last_duration_s * 1000, 3),
-                "errors": self._loop_errors,
-                "last_error": self._last_loop_error,
-            },
-        }
+            queue=QueueReport(
+                depth=stats.depth,
+                bytes=stats.bytes,
+                max_bytes=stats.max_bytes,
+                oldest_age_s=oldest_age,
+                dead_letters=stats.dead_letters,
+                produced=stats.produced,
+                coalesced=stats.coalesced,
+                refused=stats.refused,
+                lost_databases=stats.lost_databases,
+                last_loss=stats.last_loss,
+            ),
+            delivery=DeliveryReport(
+                waiting_for_token=delivery.waiting_for_token,
+                delivered=delivery.delivered,
+                dead_lettered=delivery.dead_lettered,
+                last_success=delivery.last_success,
+                last_error=delivery.last_error,
+                paused=delivery.paused,
+                next_attempt_at=delivery.next_attempt_at,
+                alive=delivery.alive,
+            ),
+            agent_state=AgentStateReport(**self._sources.stats()),
+            scan=ScanReport(
+                passes=self._scanner.stats.passes,
+                last_duration_ms=round(self._scanner.stats.last_duration_s * 1000, 3),
+                errors=self._loop_errors,
+                last_error=self._last_loop_error,
+            ),
+            settings=SettingsReport(
+                scan_interval=self.settings.loop.scan_interval,
+                platforms=len(self._scanner.settings.platforms),
+                idle_after=self._tracker.settings.idle_after,
+                max_bytes=self._store.settings.max_bytes,
+                min_free_disk=self._store.settings.min_free_disk,
+                endpoint=delivery_settings.endpoint,
+                timeout=delivery_settings.timeout,
+                batch_size=delivery_settings.batch_size,
+                flush_interval=delivery_settings.flush_interval,
+                batch_body=delivery_settings.batch_body,
+                in_flight=delivery_settings.in_flight,
+                start_jitter=delivery_settings.start_jitter,
+                log_level=logging.getLevelName(logging.getLogger().level).lower(),
+                log_format=self._log_format or self.settings.log.format,
+            ),
+        )
 
 
-def dead_letter_json(d: DeadLetter) -> dict[str, Any]:
-    return {
-        "seq": d.seq,
-        "event_id": d.event_id,
-        "session_id": d.session_id,
-        "state": d.state,
-        "failed_at": format_timestamp(datetime.fromtimestamp(d.failed_at, UTC)),
-        "status": d.status,
-        "reason": d.reason,
-        "body": d.body.decode("utf-8", "replace"),
-    }
+def dead_letter_row(d: DeadLetter) -> DeadLetterRow:
+    return DeadLetterRow(
+        seq=d.seq,
+        event_id=d.event_id,
+        session_id=d.session_id,
+        state=d.state,
+        failed_at=format_timestamp(datetime.fromtimestamp(d.failed_at, UTC)),
+        status=d.status,
+        reason=d.reason,
+        body=d.body.decode("utf-8", "replace"),
+    )

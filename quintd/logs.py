@@ -87,16 +87,23 @@ class ScrubbingJson(JsonFormatter):
 
 def setup_logging(level: str, log_format: LogFormat = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    # The token is scrubbed from the finished line: message, fields and tracebacks alike.
-    handler.setFormatter(ScrubbingJson() if log_format == "json" else ScrubbingText())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    apply_log_settings(level, log_format)
     # httpx logs every request at INFO; keep the journal to what matters.
     for noisy in ("httpx", "httpcore", "watchdog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def apply_log_settings(level: str, log_format: LogFormat = "text") -> None:
+    """Level and format of the running logger (at start, and on reload)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        # The token is scrubbed from the finished line: message, fields and tracebacks.
+        handler.setFormatter(ScrubbingJson() if log_format == "json" else ScrubbingText())
+    root.setLevel(level.upper())
 
 
 def register_secret(secret: str | None) -> None:

@@ -14,20 +14,20 @@ started under a different agent is its own agent with ``parent_pid`` set.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import psutil
 
+from quintd.model import AgentProcess, process_text
 from quintd.platforms import (
-    BUILTIN_PLATFORMS,
     Match,
-    Platform,
     interpreter_script,
     is_interpreter,
     match_process,
 )
+from quintd.settings import ScannerSettings
 from quintd.signing import SigningResolver
 
 # A process first seen younger than this may still exec into something else.
@@ -35,32 +35,6 @@ _SETTLE_SECONDS = 5.0
 _MAX_ANCESTRY_DEPTH = 64
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class AgentProcess:
-    platform: str
-    pid: int
-    ppid: int
-    start_time: float  # seconds since the epoch, as the OS reports it
-    user: str | None
-    exe: str | None
-    cwd: str | None
-    name: str
-    matched_by: str
-    signing_id: str | None = None
-    parent_pid: int | None = None  # pid of the agent this one runs under, if any
-    cpu_time: float = 0.0  # CPU seconds of the agent's process tree, read this pass
-    # The file whose identity is the agent's: the executable, or an interpreter's script.
-    identity_path: str | None = None
-
-    @property
-    def start_time_ms(self) -> int:
-        return round(self.start_time * 1000)
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.pid, self.start_time_ms)
 
 
 @dataclass
@@ -74,6 +48,7 @@ class _Known:
     start_ticks: str | None = None  # Linux: start time in ticks since boot
     helper: bool = False  # a helper process of an agent: part of it, never its own
     awaiting_signing: str | None = None  # exe whose signature may still make it an agent
+    inspected_at: float = 0.0  # monotonic: when it was found to be an agent
 
 
 @dataclass
@@ -89,17 +64,24 @@ class ScanStats:
 class Scanner:
     def __init__(
         self,
-        platforms: Sequence[Platform] = BUILTIN_PLATFORMS,
+        settings: ScannerSettings | None = None,
         resolver: SigningResolver | None = None,
-        signing_budget: float = 0.25,
     ) -> None:
-        """``signing_budget``: seconds one pass may wait for new agents' signing identities;
-        what is not done by then is finished in the background and shows up later."""
-        self._platforms = tuple(platforms)
+        """``settings.signing_budget``: seconds one pass may wait for new agents' signing
+        identities; what is not done by then is finished in the background and shows up
+        later."""
+        self.settings = settings or ScannerSettings()
         self._resolver = resolver
-        self._signing_budget = signing_budget
         self._known: dict[int, _Known] = {}
         self.stats = ScanStats()
+
+    def reconfigure(self, settings: ScannerSettings) -> None:
+        """New settings; with a new signature table, every process is looked at again."""
+        if settings.platforms != self.settings.platforms or settings.only_uid != (
+            self.settings.only_uid
+        ):
+            self._known.clear()
+        self.settings = settings
 
     def scan(self) -> list[AgentProcess]:
         """One pass: every agent process running now, already folded into trees."""
@@ -121,7 +103,7 @@ class Scanner:
             elif known.settle_until > now:
                 self._recheck_young(pid, known, now)
         if new_agents and self._resolver is not None:
-            self._wait_for_signing(new_agents, started + self._signing_budget)
+            self._wait_for_signing(new_agents, started + self.settings.signing_budget)
         self._add_descendant_cpu()
         agents = self._fold_trees()
         self.stats.passes += 1
@@ -144,8 +126,10 @@ class Scanner:
                 # interpreter's relative script, and for the agent record.
                 cwd = _safe(proc.cwd, None) if _relative_script(exe, argv) else None
                 match = match_process(
-                    self._platforms, name=name, exe=exe, argv=argv, cwd=cwd, signing=signing
+                    self.settings.platforms, name=name, exe=exe, argv=argv, cwd=cwd, signing=signing
                 )
+                if match is not None and not self._watched_user(proc):
+                    match = None
                 agent = None
                 if match is not None:
                     cwd = cwd if cwd is not None else _safe(proc.cwd, None)
@@ -160,7 +144,9 @@ class Scanner:
             self.stats.errors += 1
             return None
         settle = start_time + _SETTLE_SECONDS if now - start_time < _SETTLE_SECONDS else 0.0
-        known = _Known(start_time, ppid, name, agent, settle, argv_key=argv_key)
+        known = _Known(
+            start_time, ppid, name, agent, settle, argv_key=argv_key, inspected_at=time.monotonic()
+        )
         if match is not None:
             known.helper = match.helper
             known.start_ticks = start_ticks(pid)
@@ -174,6 +160,11 @@ class Scanner:
             known.awaiting_signing = exe
         self._known[pid] = known
         return known
+
+    def _watched_user(self, proc: psutil.Process) -> bool:
+        """A per-user daemon watches only its own user's processes."""
+        only = self.settings.only_uid
+        return only is None or _uid(proc) == only
 
     def _verified_identity(self, exe: str) -> tuple[str, str] | None:
         if self._resolver is None or not _in_app_bundle(exe):
@@ -200,8 +191,10 @@ class Scanner:
                 continue
             remaining = deadline - time.perf_counter()
             info = self._resolver.resolve(known.agent.identity_path, timeout=max(remaining, 0))
-            if info is not None and info.signing_id:
-                known.agent = replace(known.agent, signing_id=info.signing_id)
+            if info is not None:
+                known.agent = replace(
+                    known.agent, signing_id=info.signing_id, signing_settled=True
+                )
 
     def _agent(
         self,
@@ -216,22 +209,26 @@ class Scanner:
         user = _safe(proc.username, None)
         identity_path = match.script or exe or None
         signing_id = None
+        settled = True  # nothing to wait for: no resolver, or no file to examine
         if identity_path and self._resolver is not None:
             cached = self._resolver.cached(identity_path)
             signing_id = cached.signing_id if cached is not None else None
+            settled = cached is not None
         return AgentProcess(
             platform=match.platform,
             pid=proc.pid,
             ppid=ppid,
             start_time=start_time,
-            user=clean_text(user) if user is not None else None,
-            exe=clean_text(exe) if exe else None,
-            cwd=clean_text(cwd) if cwd is not None else None,
-            name=clean_text(name),
+            user=process_text(user) if user is not None else None,
+            exe=process_text(exe) if exe else None,
+            cwd=process_text(cwd) if cwd is not None else None,
+            name=process_text(name),
             matched_by=match.matched_by,
             cpu_time=_cpu_seconds(proc),
             identity_path=identity_path,
             signing_id=signing_id,
+            signing_settled=settled,
+            uid=_uid(proc),
         )
 
     def _refresh_agent(self, pid: int, known: _Known, now: float) -> None:
@@ -252,8 +249,13 @@ class Scanner:
         agent = _with_cpu(known.agent, cpu)
         if agent.signing_id is None and agent.identity_path and self._resolver is not None:
             info = self._resolver.cached(agent.identity_path)  # finished in the background
-            if info is not None and info.signing_id:
-                agent = replace(agent, signing_id=info.signing_id)
+            if info is not None:
+                agent = replace(agent, signing_id=info.signing_id, signing_settled=True)
+        if not agent.signing_settled and (
+            time.monotonic() - known.inspected_at >= self.settings.signing_wait
+        ):
+            # Waited long enough: announce without it; it follows as an update.
+            agent = replace(agent, signing_settled=True)
         known.agent = agent
 
     @staticmethod
@@ -347,6 +349,13 @@ def _safe(getter: Callable[[], T], default: T) -> T:
         return default
 
 
+def _uid(proc: psutil.Process) -> int | None:
+    try:
+        return int(proc.uids().real)
+    except (psutil.Error, OSError):
+        return None
+
+
 def start_ticks(pid: int) -> str | None:
     """Field 22 of /proc/<pid>/stat (Linux), or None elsewhere."""
     try:
@@ -363,12 +372,6 @@ def _relative_script(exe: str, argv: list[str]) -> bool:
         return False
     script = interpreter_script(argv)
     return script is not None and not script.startswith("/")
-
-
-def clean_text(value: str) -> str:
-    """Process-table strings are bytes decoded with surrogate escapes: make them valid
-    UTF-8 text (a directory named b"x\\xff" must not stall the pipeline)."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _in_app_bundle(exe: str) -> bool:

@@ -25,56 +25,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from quintd.sessions import LifecycleEvent, Session, State, format_timestamp, parse_timestamp
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    session_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    body BLOB NOT NULL,
-    enqueued_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    batch_key TEXT  -- set when claimed for a batch body: the batch's Idempotency-Key
-);
-CREATE TABLE IF NOT EXISTS ended_sessions (
-    session_id TEXT PRIMARY KEY,
-    ended_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_claimed ON events(batch_key) WHERE batch_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
-    session_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    body BLOB NOT NULL,
-    enqueued_at REAL NOT NULL,
-    failed_at REAL NOT NULL,
-    status INTEGER,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    platform TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    start_time_ms INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    last_seen TEXT NOT NULL,
-    session_name TEXT,
-    model TEXT,
-    signing_id TEXT,
-    parent_id TEXT,
-    native_id TEXT
-);
-"""
+from quintd.model import LifecycleEvent, Session, State, format_timestamp, parse_timestamp
+from quintd.schema import migrate
+from quintd.settings import StoreSettings
 
 
 @dataclass(frozen=True)
@@ -135,14 +88,12 @@ class Store:
     def __init__(
         self,
         path: Path,
+        settings: StoreSettings | None = None,
         *,
-        max_bytes: int = 256 * 1024 * 1024,
-        min_free_disk: int = 64 * 1024 * 1024,
         free_disk: Callable[[Path], int] = free_disk_bytes,
     ) -> None:
         self.path = path
-        self.max_bytes = max_bytes
-        self.min_free_disk = min_free_disk
+        self.settings = settings or StoreSettings()
         self._free_disk = free_disk
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +116,17 @@ class Store:
         )
         self._peak_bytes = self._bytes
 
+    def reconfigure(self, settings: StoreSettings) -> None:
+        self.settings = settings
+
+    @property
+    def max_bytes(self) -> int:
+        return self.settings.max_bytes
+
+    @property
+    def min_free_disk(self) -> int:
+        return self.settings.min_free_disk
+
     def _connect(self) -> sqlite3.Connection:
         # Owner-only from the first byte: create the file before SQLite does.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -179,14 +141,12 @@ class Store:
             conn.execute("PRAGMA synchronous=FULL")
             if sys.platform == "darwin":
                 conn.execute("PRAGMA fullfsync=ON")
-            conn.executescript(_SCHEMA)
             (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
             if verdict != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed: {verdict}")
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            for version in migrate(conn, self.path):
+                if version > 1:
+                    log.info("database migrated to schema version %d", version)
         except BaseException:
             conn.close()
             raise
@@ -269,7 +229,7 @@ class Store:
             conn.executemany(
                 "INSERT OR REPLACE INTO sessions(session_id, platform, pid, start_time_ms, "
                 "state, started_at, last_seen, session_name, model, signing_id, parent_id, "
-                "native_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "native_id, uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 upsert_rows,
             )
             conn.executemany("DELETE FROM sessions WHERE session_id = ?", removal_rows)
@@ -301,7 +261,8 @@ class Store:
         with self._lock:
             cursor = self._conn.execute(
                 "SELECT session_id, platform, pid, start_time_ms, state, started_at, "
-                "last_seen, session_name, model, signing_id, parent_id, native_id FROM sessions"
+                "last_seen, session_name, model, signing_id, parent_id, native_id, uid "
+                "FROM sessions"
             )
             rows = cursor.fetchall()
         return [_session_from_row(row) for row in rows]
@@ -559,6 +520,7 @@ def _session_row(s: Session) -> tuple[object, ...]:
         s.signing_id,
         s.parent_id,
         s.native_id,
+        s.uid,
     )
 
 
@@ -576,6 +538,7 @@ def _session_from_row(row: tuple[object, ...]) -> Session:
         signing,
         parent,
         native,
+        uid,
     ) = row
     return Session(
         session_id=str(session_id),
@@ -590,6 +553,7 @@ def _session_from_row(row: tuple[object, ...]) -> Session:
         signing_id=None if signing is None else str(signing),
         parent_id=None if parent is None else str(parent),
         native_id=None if native is None else str(native),
+        uid=None if uid is None else int(uid),  # type: ignore[call-overload]
     )
 
 

@@ -188,6 +188,11 @@ class IngestServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:
+                    # The client went away mid-body (killed, in the crash tests): no
+                    # request arrived, so nothing was broken and nothing is answered.
+                    self.close_connection = True
+                    return
                 with server._lock:
                     server.requests += 1
                     fault = server._faults.pop(0) if server._faults else None

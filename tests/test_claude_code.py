@@ -12,10 +12,10 @@ import pytest
 from claude_fixture import FIRST, FIXTURES, HOME, PROJECT_DIR, SECOND, SUBAGENT
 from conftest import Agents, wait_until
 
-from quintd.scanner import AgentProcess, Scanner
-from quintd.sessions import ConversationFacts
-from quintd.sources import SourceManager
+from quintd.model import AgentProcess, ConversationFacts
+from quintd.scanner import Scanner
 from quintd.sources.claude_code import ClaudeCodeState, linux_start_ticks, project_dir_name
+from quintd.sources.manager import SourceManager
 
 
 class Replay:

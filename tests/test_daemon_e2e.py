@@ -62,8 +62,11 @@ def test_agent_start_and_exit_reach_the_server(short_tmp: Path, agents: Agents, 
                 "model": None,
                 "parent_id": None,
                 "started_at": mine[0]["started_at"],
+                "in_state_s": mine[0]["in_state_s"],
+                "signing_id": first.event.get("signing_id"),
             }
         ]
+        assert 0 <= mine[0]["in_state_s"] < 60
         assert status["token_set"] is True
         assert status["endpoint"] == server.url
         assert status["config_file"] == str(config)

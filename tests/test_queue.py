@@ -20,7 +20,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from quintd.sessions import Kind, LifecycleEvent, State
+from quintd.model import Kind, LifecycleEvent, State
+from quintd.settings import StoreSettings
 from quintd.store import Store
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -136,7 +137,7 @@ TestQueueModel.settings = settings(
 
 
 def test_at_the_bound_intermediate_flips_are_coalesced(tmp_path: Path) -> None:
-    store = Store(tmp_path / "q.db", max_bytes=10_000)
+    store = Store(tmp_path / "q.db", StoreSettings(max_bytes=10_000))
     store.apply([ev("s1", "active", "start")])
     flips: list[LifecycleEvent] = []
     for i in range(200):
@@ -154,7 +155,7 @@ def test_at_the_bound_intermediate_flips_are_coalesced(tmp_path: Path) -> None:
 def test_beyond_coalescing_transitions_are_refused_but_starts_and_ends_kept(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "q.db", max_bytes=2_000)
+    store = Store(tmp_path / "q.db", StoreSettings(max_bytes=2_000))
     # Many sessions with one event each: nothing to coalesce.
     n = 0
     while store.stats().bytes < 1_900:
@@ -170,7 +171,8 @@ def test_beyond_coalescing_transitions_are_refused_but_starts_and_ends_kept(
 
 
 def test_free_disk_floor_is_a_bound_too(tmp_path: Path) -> None:
-    store = Store(tmp_path / "q.db", min_free_disk=1 << 40, free_disk=lambda _: 1 << 30)
+    floor = StoreSettings(min_free_disk=1 << 40)
+    store = Store(tmp_path / "q.db", floor, free_disk=lambda _: 1 << 30)
     store.apply([ev("s", "active", "start")])
     assert store.apply([ev("s", "idle")]) == 0
     assert store.stats().refused == 1

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from conftest import Agents, wait_until
 
-from quintd.scanner import AgentProcess, Scanner
-from quintd.sources.rollouts import CodexState, GeminiState
+from quintd.model import AgentProcess
+from quintd.scanner import Scanner
+from quintd.sources.codex import CodexState
+from quintd.sources.gemini_cli import GeminiState
 
 
 def _agent(agents: Agents, name: str, cwd: Path) -> AgentProcess:

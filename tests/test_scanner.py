@@ -13,7 +13,8 @@ import psutil
 import pytest
 from conftest import SLEEP, Agents, wait_until
 
-from quintd.scanner import AgentProcess, Scanner
+from quintd.model import AgentProcess
+from quintd.scanner import Scanner
 
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")

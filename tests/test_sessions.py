@@ -6,8 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from quintd.identity import process_session_id
-from quintd.scanner import AgentProcess
-from quintd.sessions import LifecycleEvent, SessionTracker, format_timestamp
+from quintd.model import AgentProcess, LifecycleEvent, format_timestamp
+from quintd.tracker import SessionTracker
 
 MACHINE = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -158,12 +158,12 @@ def test_restore_adopts_live_sessions_silently_and_ends_dead_ones_at_last_seen()
     assert second.sessions[0].session_id == saved[0].session_id
 
 
-def test_rollback_replays_transitions() -> None:
+def test_an_uncommitted_plan_replays_its_transitions() -> None:
+    """A pass whose changes could not be stored is never committed: the next pass finds
+    the same transitions again."""
     clock = FakeClock()
     t = tracker(clock)
-    snapshot = t.snapshot()
-    first = t.observe([proc()])
-    t.rollback(snapshot)
+    first = t.plan([proc()])  # the store failed: not committed
     again = t.observe([proc()])
     assert states(first.events) == states(again.events) == [("claude-code", "active")]
 
@@ -197,7 +197,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from quintd.identity import native_session_id  # noqa: E402
-from quintd.sessions import ConversationFacts, SubagentFacts  # noqa: E402
+from quintd.model import ConversationFacts, SubagentFacts  # noqa: E402
 
 
 def conv(

@@ -13,7 +13,7 @@ import pytest
 from conftest import TOKEN, wait_until
 from ingest_server import IngestServer
 
-from quintd.sessions import LifecycleEvent
+from quintd.model import LifecycleEvent
 from quintd.shipper import (
     BACKOFF_CAP_S,
     DeliverySettings,

@@ -13,6 +13,7 @@ import pytest
 from conftest import SLEEP, Agents, wait_until
 
 from quintd.scanner import Scanner
+from quintd.settings import ScannerSettings
 from quintd.signing import SigningInfo, SigningResolver
 from quintd.signing.linux import linux_info, package_owner, parse_dpkg_search
 
@@ -82,7 +83,7 @@ def test_slow_identity_never_stalls_a_scan_and_arrives_later(agents: Agents) -> 
     the identity, and a later pass picks it up from the cache."""
     gate = threading.Event()
     resolver = SigningResolver(CountingBackend(gate))
-    scanner = Scanner(resolver=resolver, signing_budget=0.05)
+    scanner = Scanner(ScannerSettings(signing_budget=0.05), resolver)
     proc = agents.binary("claude")
 
     def mine():
@@ -99,7 +100,7 @@ def test_slow_identity_never_stalls_a_scan_and_arrives_later(agents: Agents) -> 
 
 def test_scan_reports_real_sha256_of_agent_binary(agents: Agents) -> None:
     resolver = SigningResolver()
-    scanner = Scanner(resolver=resolver, signing_budget=30)
+    scanner = Scanner(ScannerSettings(signing_budget=30), resolver)
     proc = agents.binary("codex")
     agent = wait_until(
         lambda: next((a for a in scanner.scan() if a.pid == proc.pid), None), what="codex found"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quintd.sessions import LifecycleEvent, Session
+from quintd.model import LifecycleEvent, Session
 from quintd.store import Store
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)

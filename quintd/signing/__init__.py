@@ -11,6 +11,8 @@ examined once. Work runs on a background thread; the scanner waits for it only u
 a small budget per pass, so a 245 MB binary never stalls a scan.
 """
 
-from quintd.signing.resolver import SigningInfo, SigningResolver, default_backend
+from quintd.signing.backends import default_backend
+from quintd.signing.info import SigningInfo
+from quintd.signing.resolver import SigningResolver
 
 __all__ = ["SigningInfo", "SigningResolver", "default_backend"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import subprocess
 
-from quintd.signing.linux import sha256_file
-from quintd.signing.resolver import SigningInfo
+from quintd.signing.digest import sha256_file
+from quintd.signing.info import SigningInfo
 
 CODESIGN = "/usr/bin/codesign"
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 
-from quintd.signing.resolver import SigningInfo
+from quintd.signing.digest import sha256_file
+from quintd.signing.info import SigningInfo
 
 # Files outside these trees are never package-owned; skip the package query there.
 _PACKAGE_ROOTS = ("/usr/", "/bin/", "/sbin/", "/lib", "/opt/", "/etc/")
-_CHUNK = 1024 * 1024
-MAX_HASH_BYTES = 4 * 1024 * 1024 * 1024
 
 
 def linux_info(path: str) -> SigningInfo:
@@ -72,16 +70,3 @@ def _run(argv: list[str]) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout if result.returncode == 0 and result.stdout.strip() else None
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    remaining = MAX_HASH_BYTES
-    with open(path, "rb") as fh:
-        while remaining > 0:
-            chunk = fh.read(min(_CHUNK, remaining))
-            if not chunk:
-                break
-            digest.update(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()

@@ -5,52 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+
+from quintd.signing.backends import Backend, default_backend
+from quintd.signing.info import SigningInfo
 
 log = logging.getLogger("quintd.signing")
 
 FileKey = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class SigningInfo:
-    """What is known about one file's origin. ``signing_id`` is what gets reported."""
-
-    signing_id: str | None
-    source: str  # "codesign", "authenticode", "deb", "rpm", "sha256" or "error"
-    identifier: str | None = None
-    team_id: str | None = None
-    authorities: tuple[str, ...] = ()
-    valid: bool | None = None
-    detail: str | None = None
-
-    @property
-    def verified_identity(self) -> tuple[str, str] | None:
-        """(identifier, team id) when a valid signature vouches for both."""
-        if self.valid and self.identifier and self.team_id:
-            return (self.identifier, self.team_id)
-        return None
-
-
-Backend = Callable[[str], SigningInfo]
-
-
-def default_backend() -> Backend:
-    if sys.platform == "darwin":
-        from quintd.signing.darwin import codesign_info
-
-        return codesign_info
-    if sys.platform == "win32":
-        from quintd.signing.windows import authenticode_info
-
-        return authenticode_info
-    from quintd.signing.linux import linux_info
-
-    return linux_info
 
 
 def file_key(path: str) -> FileKey | None:

@@ -6,8 +6,8 @@ import os
 import re
 import subprocess
 
-from quintd.signing.linux import sha256_file
-from quintd.signing.resolver import SigningInfo
+from quintd.signing.digest import sha256_file
+from quintd.signing.info import SigningInfo
 
 # The path travels in the environment, never inside the command text: no quoting bugs.
 _SCRIPT = "Get-AuthenticodeSignature -LiteralPath $env:QUINTD_SIGNING_PATH | Format-List *"

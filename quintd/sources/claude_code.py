@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quintd.scanner import AgentProcess, start_ticks
-from quintd.sessions import ConversationFacts, Status, SubagentFacts
+from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.scanner import start_ticks
 from quintd.sources.files import JsonlTail, ReadStats, read_json_file, text
+from quintd.sources.spec import ReaderSpec
 
 _STATUSES: dict[str, Status] = {"busy": "busy", "idle": "idle", "waiting": "waiting"}
 _AGENT_FILE = re.compile(r"^agent-([A-Za-z0-9_-]{1,128})\.(jsonl|meta\.json)$")
@@ -320,3 +321,8 @@ def _tool_results(record: dict[str, Any]) -> set[str]:
         and item.get("type") == "tool_result"
         and isinstance(item.get("tool_use_id"), str)
     }
+
+
+SPEC = ReaderSpec(
+    platform="claude-code", env_dir="CLAUDE_CONFIG_DIR", home_dir=".claude", factory=ClaudeCodeState
+)

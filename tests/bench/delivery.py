@@ -33,7 +33,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from quintd.sessions import LifecycleEvent  # noqa: E402
+from quintd.model import LifecycleEvent  # noqa: E402
 from quintd.shipper import DeliverySettings, Shipper  # noqa: E402
 from quintd.store import Store  # noqa: E402
 

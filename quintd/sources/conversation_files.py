@@ -1,19 +1,15 @@
-"""Codex and Gemini CLI: conversation files matched to the running process.
+"""The shared base of readers whose agent writes one JSONL file per conversation (Codex's
+rollouts, Gemini CLI's chats): files found under watched directories, read incrementally,
+and matched to the running process they belong to.
 
-- codex: ``${CODEX_HOME:-~/.codex}/sessions/YYYY/MM/DD/rollout-<ts>-<uuid>.jsonl``, lines
-  ``{timestamp, type, payload}``: ``session_meta`` gives id and cwd, ``turn_context``
-  the model; ``session_index.jsonl`` gives titles (``thread_name``).
-- gemini-cli: ``~/.gemini/tmp/<project>/chats/session-*.jsonl``: the first line has
-  sessionId, projectHash (SHA-256 of the project directory) and startTime; messages
-  carry ``model``.
-
-A file belongs to a process when it names the process's working directory and began
-after the process started; of several, the one written last.
+A subclass names its file pattern and directories, parses one record at a time into a
+:class:`Conversation`, and says whether a conversation belongs to a process. A file belongs
+to a process when it names the process's working directory and began after the process
+started; of several, the one written last.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +18,10 @@ from typing import Any
 
 import psutil
 
-from quintd.scanner import AgentProcess
-from quintd.sessions import ConversationFacts
-from quintd.sources.files import READ_BUDGET_BYTES, JsonlTail, ReadStats, text
+from quintd.model import AgentProcess, ConversationFacts
+from quintd.sources.files import READ_BUDGET_BYTES, JsonlTail, ReadStats
 
-_CLOCK_SLACK_S = 10.0  # a file may carry a start time slightly before the process's
+CLOCK_SLACK_S = 10.0  # a file may carry a start time slightly before the process's
 PASS_BUDGET_BYTES = 32 * 1024 * 1024  # read per pass over all files; the rest next pass
 
 
@@ -43,7 +38,7 @@ class Conversation:
     read_once: bool = False
 
 
-def _epoch(value: Any) -> float | None:
+def epoch(value: Any) -> float | None:
     try:
         if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value) / (1000 if value > 1e11 else 1)
@@ -80,7 +75,7 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-class _ConversationFiles:
+class ConversationFiles:
     platform = ""
     pattern = ""
 
@@ -141,7 +136,7 @@ class _ConversationFiles:
         raise NotImplementedError
 
     def _refresh(self) -> None:
-        horizon = self._oldest_start - _CLOCK_SLACK_S
+        horizon = self._oldest_start - CLOCK_SLACK_S
         if not self._scanned:
             self._scanned = True
             for directory in self.watch_dirs():
@@ -182,55 +177,3 @@ class _ConversationFiles:
 
     def _record(self, conv: Conversation, record: dict[str, Any]) -> None:
         raise NotImplementedError
-
-
-class CodexState(_ConversationFiles):
-    platform = "codex"
-    pattern = "rollout-*.jsonl"
-
-    def watch_dirs(self) -> list[Path]:
-        return [self.root / "sessions"]
-
-    def _belongs(self, conv: Conversation, proc: AgentProcess) -> bool:
-        return (
-            conv.cwd is not None
-            and conv.cwd == proc.cwd
-            and conv.started is not None
-            and conv.started >= proc.start_time - _CLOCK_SLACK_S
-        )
-
-    def _record(self, conv: Conversation, record: dict[str, Any]) -> None:
-        payload = record.get("payload")
-        if not isinstance(payload, dict):
-            return
-        kind = record.get("type")
-        if kind == "session_meta":
-            conv.native_id = text(payload.get("id"), 128) or conv.native_id
-            conv.cwd = text(payload.get("cwd"), 4096) or conv.cwd
-            conv.started = _epoch(payload.get("timestamp")) or _epoch(record.get("timestamp"))
-        elif kind == "turn_context":
-            conv.model = text(payload.get("model")) or conv.model
-
-
-class GeminiState(_ConversationFiles):
-    platform = "gemini-cli"
-    pattern = "session-*.jsonl"
-
-    def watch_dirs(self) -> list[Path]:
-        return [self.root / "tmp"]
-
-    def _belongs(self, conv: Conversation, proc: AgentProcess) -> bool:
-        if proc.cwd is None or conv.started is None:
-            return False
-        digest = hashlib.sha256(proc.cwd.encode()).hexdigest()
-        same_project = conv.project_hash == digest or conv.tail.path.parent.parent.name == digest
-        return same_project and conv.started >= proc.start_time - _CLOCK_SLACK_S
-
-    def _record(self, conv: Conversation, record: dict[str, Any]) -> None:
-        if conv.native_id is None and isinstance(record.get("sessionId"), str):
-            conv.native_id = text(record.get("sessionId"), 128)
-            conv.project_hash = text(record.get("projectHash"), 128)
-            conv.started = _epoch(record.get("startTime"))
-        model = text(record.get("model"))
-        if model:
-            conv.model = model

@@ -1,0 +1,269 @@
+"""The source manager: finds each agent process's state directory, watches it, and asks
+that platform's reader for the conversation the process runs.
+
+For each agent process of a platform with a reader, the state directory comes from that
+process's own environment (``CLAUDE_CONFIG_DIR``, ``CODEX_HOME``, ``HOME``), falling back
+to its owner's home directory, so that quintd running as root sees every user's agents.
+A directory not owned by the process's user (or root) is not trusted.
+
+Files are read when watchdog reports a change (and once when first needed), never by
+re-reading every pass. If a directory cannot be watched, its known files are polled
+instead, and status says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from quintd.model import AgentProcess, ConversationFacts
+from quintd.settings import SourceSettings
+from quintd.sources.files import ReadStats
+from quintd.sources.registry import READERS, readers_by_platform
+from quintd.sources.spec import AgentState, ReaderSpec
+
+log = logging.getLogger("quintd.sources")
+
+# A process this young whose state directory exists may not have written its state yet.
+PENDING_GRACE_S = 3.0
+
+
+class SourceManager:
+    def __init__(
+        self,
+        settings: SourceSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        readers: tuple[ReaderSpec, ...] = READERS,
+    ) -> None:
+        self.settings = settings or SourceSettings()
+        self._clock = clock
+        self._readers = readers_by_platform(readers)
+        self._states: dict[tuple[str, Path], AgentState] = {}
+        self._roots: dict[tuple[int, int], Path | None] = {}
+        self._events: deque[str] = deque()
+        self._observer: object | None = None
+        self._watched: set[Path] = set()
+        self._unwatchable: set[Path] = set()
+        self._lock = threading.Lock()
+        self._last: dict[tuple[int, int], ConversationFacts] = {}
+        self.errors = 0
+
+    def reconfigure(self, settings: SourceSettings) -> None:
+        self.settings = settings
+
+    def observe(
+        self, processes: list[AgentProcess]
+    ) -> tuple[dict[int, ConversationFacts], set[int]]:
+        """Facts for each process whose agent state could be read, and the pids of young
+        processes whose state may still appear."""
+        self._route_events()
+        facts: dict[int, ConversationFacts] = {}
+        pending: set[int] = set()
+        live = set()
+        self._prepare(processes)
+        for proc in processes:
+            reader = self._readers.get(proc.platform)
+            if reader is None:
+                continue
+            live.add(proc.key)
+            try:
+                found, young = self._facts_for(proc, reader)
+            except Exception:  # an agent's garbage must never stop the daemon
+                self.errors += 1
+                log.exception("reading %s state for pid %d failed", proc.platform, proc.pid)
+                # Keep what was known: a reading error is not the end of a conversation.
+                found, young = self._last.get(proc.key), False
+            if found is not None:
+                facts[proc.pid] = found
+                self._last[proc.key] = found
+            elif young:
+                pending.add(proc.pid)
+        for key in self._roots.keys() - live:
+            del self._roots[key]
+        for key in self._last.keys() - live:
+            del self._last[key]
+        return facts, pending
+
+    def _prepare(self, processes: list[AgentProcess]) -> None:
+        """Hand each state directory the processes that use it, once per pass."""
+        groups: dict[tuple[str, Path], list[AgentProcess]] = {}
+        for proc in processes:
+            reader = self._readers.get(proc.platform)
+            if reader is None:
+                continue
+            try:
+                root = self._root(proc, reader)
+                if root is not None:
+                    self._state(proc.platform, reader, root)
+                    groups.setdefault((proc.platform, root), []).append(proc)
+            except Exception:
+                self.errors += 1
+                log.exception("finding %s state for pid %d failed", proc.platform, proc.pid)
+        for key, members in groups.items():
+            try:
+                self._states[key].prepare(members)
+            except Exception:
+                self.errors += 1
+                log.exception("reading %s state under %s failed", *key)
+
+    def _facts_for(
+        self, proc: AgentProcess, reader: ReaderSpec
+    ) -> tuple[ConversationFacts | None, bool]:
+        """The process's conversation, and whether it is young enough to wait for one."""
+        root = self._root(proc, reader)
+        if root is None:
+            return None, False
+        state = self._state(proc.platform, reader, root)
+        if any(d in self._unwatchable for d in state.watch_dirs()):
+            state.poll()  # no events from there: look at the known files again
+        found = state.facts(proc)
+        young = time.time() - proc.start_time < PENDING_GRACE_S
+        return found, found is None and young and state.has_registry_dir()
+
+    def stats(self) -> dict[str, int]:
+        totals = ReadStats()
+        for state in list(self._states.values()):  # a copy: the main loop may add one
+            totals.lines += state.stats.lines
+            totals.garbage += state.stats.garbage
+            totals.refused += state.stats.refused
+        return {
+            "state_dirs": len(self._states),
+            "watched_dirs": len(self._watched),
+            "unwatchable_dirs": len(self._unwatchable),
+            "lines_read": totals.lines,
+            "garbage_lines": totals.garbage,
+            "files_refused": totals.refused,
+            "errors": self.errors,
+        }
+
+    def close(self) -> None:
+        observer = self._observer
+        if observer is not None:
+            observer.stop()  # type: ignore[attr-defined]
+            observer.join(timeout=5)  # type: ignore[attr-defined]
+            self._observer = None
+
+    # -- where state lives --------------------------------------------------------------
+
+    def _root(self, proc: AgentProcess, reader: ReaderSpec) -> Path | None:
+        if proc.key not in self._roots:
+            self._roots[proc.key] = find_state_dir(proc, reader)
+        return self._roots[proc.key]
+
+    def _state(self, platform: str, reader: ReaderSpec, root: Path) -> AgentState:
+        state = self._states.get((platform, root))
+        if state is None:
+            state = self._states[(platform, root)] = reader.factory(root, self._clock)
+        if self.settings.watch:
+            self._ensure_watched(state)
+        return state
+
+    # -- watching -----------------------------------------------------------------------
+
+    def _ensure_watched(self, state: AgentState) -> None:
+        for directory in state.watch_dirs():
+            if directory in self._watched or directory in self._unwatchable:
+                continue
+            if directory.is_symlink():
+                # Never watch (or read) through a link out of the agent's directory.
+                self._unwatchable.add(directory)
+                log.warning("not watching %s: it is a symbolic link", directory)
+                continue
+            target, recursive = directory, True
+            if not directory.is_dir():
+                # Watch the parent until the directory exists; then watch it.
+                target, recursive = state.root, False
+                if not target.is_dir() or target in self._watched:
+                    continue
+            try:
+                self._schedule(target, recursive)
+            except OSError as exc:  # e.g. the inotify watch limit
+                self._unwatchable.add(directory)
+                log.warning(
+                    "cannot watch %s (%s); its changes are seen less promptly", directory, exc
+                )
+                continue
+            self._watched.add(target)
+            state.poll()  # files written before the watch existed
+
+    def _schedule(self, directory: Path, recursive: bool) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        events = self._events
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                for path in (event.src_path, getattr(event, "dest_path", "")):
+                    if path:
+                        events.append(os.fsdecode(path))
+
+        with self._lock:
+            if self._observer is None:
+                observer = Observer()
+                observer.daemon = True
+                observer.start()
+                self._observer = observer
+            self._observer.schedule(Handler(), str(directory), recursive=recursive)  # type: ignore[attr-defined]
+
+    def _route_events(self) -> None:
+        paths = set()
+        while self._events:
+            paths.add(Path(self._events.popleft()))
+        if not paths:
+            return
+        for path in paths:
+            if path in self._watched and not path.is_dir():
+                self._watched.discard(path)  # replaced or removed: watch it again when back
+        for state in self._states.values():
+            for path in paths:
+                if path.is_relative_to(state.root):
+                    state.changed(path)
+
+
+def find_state_dir(proc: AgentProcess, reader: ReaderSpec) -> Path | None:
+    """The agent's state directory: from its environment, else its owner's home; only
+    if owned by the process's user or root."""
+    try:
+        process = psutil.Process(proc.pid)
+        uid = process.uids().real
+    except (psutil.Error, OSError):
+        return None
+    try:
+        env = process.environ()
+    except (psutil.Error, OSError):
+        env = {}
+    root: Path | None = None
+    if reader.env_dir and env.get(reader.env_dir):
+        root = Path(env[reader.env_dir])
+    elif env.get("HOME"):
+        root = Path(env["HOME"]) / reader.home_dir
+    else:
+        try:
+            root = Path(pwd.getpwuid(uid).pw_dir) / reader.home_dir
+        except KeyError:
+            return None
+    if not root.is_absolute():
+        return None
+    return root if _trusted_dir(root, uid) else None
+
+
+def _trusted_dir(root: Path, uid: int) -> bool:
+    """The directory (if it exists yet) is a real directory, not a symlink, owned by the
+    process's own user: another user's files are never read in its name."""
+    try:
+        info = root.lstat()
+    except FileNotFoundError:
+        return True  # not there yet: the agent creates it as its user
+    except OSError:
+        return False  # e.g. inside a home we may not enter
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid

@@ -1,0 +1,51 @@
+"""What a reader of an agent's own state is: the protocol every reader implements, and the
+spec value each reader module exports for the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from quintd.model import AgentProcess, ConversationFacts
+from quintd.sources.files import ReadStats
+
+
+class AgentState(Protocol):
+    """One agent state directory (``~/.claude``, ``$CODEX_HOME`` ...), read as it changes.
+
+    The manager calls, each pass: :meth:`changed` for every file event under ``root``
+    since the last pass; :meth:`prepare` once with the processes that use this directory;
+    then :meth:`facts` for each of them. :meth:`poll` stands in for file events where the
+    directory cannot be watched."""
+
+    root: Path
+    stats: ReadStats
+
+    def watch_dirs(self) -> list[Path]: ...
+
+    def changed(self, path: Path) -> None: ...
+
+    def prepare(self, processes: list[AgentProcess]) -> None: ...
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None: ...
+
+    def has_registry_dir(self) -> bool: ...
+
+    def poll(self) -> None: ...
+
+
+# (state directory, monotonic clock) -> the reader of that directory
+StateFactory = Callable[[Path, Callable[[], float]], AgentState]
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """How to find and read one platform's state: what each reader module exports as
+    ``SPEC``."""
+
+    platform: str  # a platform id of the signature table (quintd/platforms.py)
+    env_dir: str | None  # an environment variable naming the state directory
+    home_dir: str  # else this directory in the home directory
+    factory: StateFactory

@@ -1,0 +1,523 @@
+"""The session tracker: a state machine with no I/O and an injected clock.
+
+Observations in (the agent processes found by one scan, and what their agents' own
+state says), lifecycle events out:
+- a new agent process is a new session, announced ``active``;
+- ``active -> idle`` after ``idle_after`` seconds without a sign of work;
+- ``idle -> active`` on the first sign of work (the agent's own status, its transcript
+  growing, or the process tree's CPU time growing faster than ``busy_cpu_ratio`` of wall
+  time where the agent records no status);
+- ``ended`` exactly once, last, when the process is gone or the conversation replaced;
+- something learned later (a name, a model, the signing identity) is sent once as an
+  update: an event with the current state.
+
+One observation is two steps. :meth:`SessionTracker.plan` computes the change set without
+touching the tracker (sessions it changes are copied, a handful per pass: never the
+history); :meth:`SessionTracker.commit` installs it once the store has written it. A failed
+write leaves the tracker as it was, so the next pass finds the same transitions again.
+
+After a restart, :meth:`SessionTracker.restore` hands back the sessions the database
+holds; the first observation adopts those whose process still runs (same pid, same start
+time: no event) and ends the others, stamped with the last time quintd saw them alive.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePath
+
+from quintd.identity import native_session_id, process_session_id
+from quintd.model import (
+    AgentProcess,
+    Clock,
+    ConversationFacts,
+    Kind,
+    LifecycleEvent,
+    Session,
+    State,
+    SubagentFacts,
+    SystemClock,
+    clean_text,
+)
+from quintd.settings import TrackerSettings
+
+# Start times read twice can differ by a clock tick, and by more when the wall clock
+# was stepped between two reads of the boot time: adopt within this tolerance.
+_START_TOLERANCE_MS = 2000
+_MIN_BUSY_CPU_S = 0.01
+MAX_ENDED_IDS = 100_000
+
+
+@dataclass
+class Changes:
+    """What one observation changes: the events and session rows for the store to write
+    in one transaction, and the tracker's next state for :meth:`SessionTracker.commit`."""
+
+    events: list[LifecycleEvent] = field(default_factory=list)
+    upserts: list[Session] = field(default_factory=list)
+    removals: list[str] = field(default_factory=list)
+    # The tracker's state after this observation (installed by commit).
+    next_sessions: dict[str, Session] = field(default_factory=dict, repr=False)
+    next_by_process: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
+    newly_ended: list[str] = field(default_factory=list, repr=False)
+    base_generation: int = field(default=-1, repr=False)
+
+
+def project_name(cwd: str | None) -> str | None:
+    if not cwd:
+        return None
+    return clean_text(PurePath(cwd).name)
+
+
+class _Pass:
+    """The working state of one observation: copies of the sessions it touches, never the
+    tracker's own objects."""
+
+    def __init__(self, tracker: SessionTracker) -> None:
+        self.tracker = tracker
+        self.sessions: dict[str, Session] = {}  # touched this pass: copies
+        self.by_process: dict[tuple[int, int], str] = {}  # new process sessions
+        self.adopted: set[str] = set()  # restored sessions taken over
+        self.ended: dict[str, None] = {}  # ids ended by this pass
+        self.changes = Changes()
+
+    def session(self, sid: str) -> Session | None:
+        """The working copy of a live session (copied on first touch)."""
+        found = self.sessions.get(sid)
+        if found is None:
+            live = self.tracker._sessions.get(sid)
+            if live is not None and sid not in self.ended:
+                found = self.sessions[sid] = copy.copy(live)
+        return found
+
+    def is_ended(self, sid: str) -> bool:
+        return sid in self.ended or sid in self.tracker._ended
+
+    def restored(self) -> list[Session]:
+        return [s for sid, s in self.tracker._restored.items() if sid not in self.adopted]
+
+
+class SessionTracker:
+    """Sessions from observations. A process whose agent records its own conversation
+    (``facts``) is that conversation's session, and its sub-agents are child sessions;
+    any other agent process is a session of its own."""
+
+    def __init__(
+        self,
+        machine_id: str,
+        *,
+        idle_after: float | None = None,
+        clock: Clock | None = None,
+        busy_cpu_ratio: float = 0.01,
+        settings: TrackerSettings | None = None,
+    ) -> None:
+        self._machine_id = machine_id
+        if settings is None:
+            settings = TrackerSettings(
+                idle_after=120.0 if idle_after is None else idle_after,
+                busy_cpu_ratio=busy_cpu_ratio,
+            )
+        self.settings = settings
+        self._clock = clock or SystemClock()
+        self._sessions: dict[str, Session] = {}
+        self._by_process: dict[tuple[int, int], str] = {}  # process-level sessions
+        self._restored: dict[str, Session] = {}
+        # Ids that have ended (and so may never be used again), oldest first.
+        self._ended: dict[str, None] = {}
+        self._generation = 0  # bumped by every commit: a stale plan cannot be committed
+
+    def reconfigure(self, settings: TrackerSettings) -> None:
+        self.settings = settings
+
+    @property
+    def idle_after(self) -> float:
+        return self.settings.idle_after
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> list[Session]:
+        """The live sessions. They are never changed in place (a pass works on copies),
+        so the list may be handed to another thread as it is."""
+        return sorted(self._sessions.values(), key=lambda s: (s.started_at, s.session_id))
+
+    def restore(self, sessions: Iterable[Session], ended: Iterable[str] = ()) -> None:
+        """Sessions that were live when the daemon last stopped, reconciled by the next
+        observation; and the ids that have ended, never to be used again."""
+        self._restored = {s.session_id: s for s in sessions if s.state != "ended"}
+        self._ended = dict.fromkeys(ended)
+
+    # -- one observation ------------------------------------------------------------
+
+    def observe(
+        self,
+        processes: Sequence[AgentProcess],
+        facts: Mapping[int, ConversationFacts] | None = None,
+        pending: Set[int] = frozenset(),
+    ) -> Changes:
+        """:meth:`plan` and :meth:`commit` at once (nothing to store in between)."""
+        changes = self.plan(processes, facts, pending)
+        self.commit(changes)
+        return changes
+
+    def commit(self, changes: Changes) -> None:
+        """Install a planned change set (after the store wrote it)."""
+        if changes.base_generation != self._generation:
+            raise RuntimeError("a change set planned before the last commit cannot be committed")
+        self._sessions = changes.next_sessions
+        self._by_process = changes.next_by_process
+        self._restored = {}
+        for sid in changes.newly_ended:
+            self._ended[sid] = None
+        while len(self._ended) > MAX_ENDED_IDS:
+            del self._ended[next(iter(self._ended))]
+        self._generation += 1
+
+    def plan(
+        self,
+        processes: Sequence[AgentProcess],
+        facts: Mapping[int, ConversationFacts] | None = None,
+        pending: Set[int] = frozenset(),
+    ) -> Changes:
+        """The change set of one observation, without changing the tracker. ``facts``:
+        the conversation each process runs, by pid, for agents whose state could be read.
+        ``pending``: pids whose agent state may still appear (a young process): no session
+        is started for them yet."""
+        facts = facts or {}
+        now = self._clock.wall()
+        mono = self._clock.monotonic()
+        work = _Pass(self)
+        changes = work.changes
+        present: set[str] = set()
+        by_pid: dict[int, str] = {}
+        held: set[int] = set()  # new agents whose first event waits (for its identity)
+        for proc in sorted(processes, key=lambda p: (p.start_time, p.pid)):
+            parent = by_pid.get(proc.parent_pid) if proc.parent_pid is not None else None
+            conversation = facts.get(proc.pid)
+            if (not proc.signing_settled or proc.parent_pid in held) and not self._known(
+                work, proc, conversation
+            ):
+                # A new session's first event carries its signing identity: wait for it
+                # (the scanner gives up after a while); a child waits for its parent.
+                held.add(proc.pid)
+                continue
+            if conversation is not None:
+                sid = self._conversation(work, proc, conversation, parent, now, mono)
+                for sub in conversation.subagents:
+                    if not sub.done:
+                        present.add(self._subagent(work, proc, conversation, sid, sub, now, mono))
+            else:
+                found = self._find_process_session(work, proc, mono)
+                if found is None and proc.pid in pending:
+                    continue  # its own state should name it soon
+                sid = found or self._start_process_session(work, proc, parent, now, mono)
+                if found is not None:
+                    session = work.session(sid)
+                    assert session is not None
+                    self._observe_activity(work, session, proc, None, now, mono)
+            present.add(sid)
+            by_pid[proc.pid] = sid
+        for session in work.restored():  # died while quintd was down
+            changes.events.append(session.event("ended", session.last_seen, "end"))
+            changes.removals.append(session.session_id)
+            work.ended[session.session_id] = None
+        for sid in sorted((self._sessions.keys() | work.sessions.keys()) - present):
+            session = work.session(sid)
+            if session is None:
+                continue
+            changes.events.append(session.event("ended", now, "end"))
+            changes.removals.append(sid)
+            work.ended[sid] = None
+        next_sessions: dict[str, Session] = {}
+        for sid in present:
+            session = work.session(sid)
+            assert session is not None
+            session.last_seen = now
+            next_sessions[sid] = session
+        changes.next_sessions = next_sessions
+        changes.next_by_process = {
+            key: sid
+            for key, sid in (*self._by_process.items(), *work.by_process.items())
+            if sid in next_sessions
+        }
+        changes.newly_ended = list(work.ended)
+        changes.base_generation = self._generation
+        return changes
+
+    # -- finding and starting sessions ------------------------------------------------
+
+    def _known(self, work: _Pass, proc: AgentProcess, conv: ConversationFacts | None) -> bool:
+        """Whether the process already has a session (live or from before a restart)."""
+        if conv is not None:
+            sid = self._live_id(work, proc.platform, conv.native_id)
+            return work.session(sid) is not None or sid in self._restored
+        if work.session(work.by_process.get(proc.key) or self._by_process.get(proc.key) or ""):
+            return True
+        return any(
+            c.native_id is None and c.platform == proc.platform and c.pid == proc.pid
+            for c in self._restored.values()
+        )
+
+    def _find_process_session(self, work: _Pass, proc: AgentProcess, mono: float) -> str | None:
+        sid = work.by_process.get(proc.key) or self._by_process.get(proc.key)
+        if sid is not None and work.session(sid) is not None:
+            return sid
+        for candidate in work.restored():
+            if (
+                candidate.native_id is None
+                and candidate.platform == proc.platform
+                and candidate.pid == proc.pid
+                and abs(candidate.start_time_ms - proc.start_time_ms) <= _START_TOLERANCE_MS
+            ):
+                self._adopt(work, candidate, proc, mono)
+                work.by_process[proc.key] = candidate.session_id
+                return candidate.session_id
+        return None
+
+    def _existing(self, work: _Pass, sid: str, proc: AgentProcess, mono: float) -> Session | None:
+        """The live session with this id, or one from before the restart (adopted)."""
+        session = work.session(sid)
+        if session is None and sid in self._restored and sid not in work.adopted:
+            session = self._adopt(work, self._restored[sid], proc, mono)
+        return session
+
+    @staticmethod
+    def _adopt(work: _Pass, restored: Session, proc: AgentProcess, mono: float) -> Session:
+        """A session from before the restart whose agent still runs: no event."""
+        session = copy.copy(restored)
+        work.adopted.add(session.session_id)
+        session.cpu_time = proc.cpu_time
+        session.observed_at = mono
+        session.quiet_since = mono
+        session.state_since = mono
+        work.sessions[session.session_id] = session
+        return session
+
+    def _new_session(
+        self,
+        work: _Pass,
+        sid: str,
+        proc: AgentProcess,
+        parent_id: str | None,
+        now: datetime,
+        mono: float,
+        *,
+        name: str | None,
+        model: str | None = None,
+        native_id: str | None = None,
+    ) -> Session:
+        session = Session(
+            session_id=sid,
+            platform=proc.platform,
+            pid=proc.pid,
+            start_time_ms=proc.start_time_ms,
+            state="active",
+            started_at=now,
+            last_seen=now,
+            session_name=name,
+            model=model,
+            signing_id=proc.signing_id,
+            parent_id=parent_id,
+            native_id=native_id,
+            uid=proc.uid,
+            cpu_time=proc.cpu_time,
+            observed_at=mono,
+            quiet_since=mono,
+            state_since=mono,
+        )
+        work.sessions[sid] = session
+        work.changes.events.append(session.event("active", now, "start"))
+        work.changes.upserts.append(session)
+        return session
+
+    def _start_process_session(
+        self,
+        work: _Pass,
+        proc: AgentProcess,
+        parent_id: str | None,
+        now: datetime,
+        mono: float,
+    ) -> str:
+        resumed = 0
+        while True:
+            sid = process_session_id(
+                self._machine_id, proc.platform, proc.pid, proc.start_time_ms, resumed
+            )
+            if not work.is_ended(sid) and sid not in work.sessions:
+                break
+            resumed += 1
+        self._new_session(work, sid, proc, parent_id, now, mono, name=project_name(proc.cwd))
+        work.by_process[proc.key] = sid
+        return sid
+
+    def _live_id(
+        self, work: _Pass, platform: str, native_id: str, agent_id: str | None = None
+    ) -> str:
+        """The id for a conversation (or sub-agent) now: its own, or, if that session has
+        ended and the conversation came back, the next unused resumed id."""
+        resumed = 0
+        while True:
+            sid = native_session_id(self._machine_id, platform, native_id, agent_id, resumed)
+            if not work.is_ended(sid):
+                return sid
+            resumed += 1
+
+    # -- conversations ------------------------------------------------------------------
+
+    def _conversation(
+        self,
+        work: _Pass,
+        proc: AgentProcess,
+        conv: ConversationFacts,
+        parent_id: str | None,
+        now: datetime,
+        mono: float,
+    ) -> str:
+        sid = self._live_id(work, proc.platform, conv.native_id)
+        session = self._existing(work, sid, proc, mono)
+        if session is None:
+            session = self._new_session(
+                work,
+                sid,
+                proc,
+                parent_id,
+                now,
+                mono,
+                name=conv.name or project_name(proc.cwd),
+                model=conv.model,
+                native_id=conv.native_id,
+            )
+            session.last_write = conv.last_write
+            return sid
+        session.pid = proc.pid  # a resumed conversation may run in a new process
+        session.start_time_ms = proc.start_time_ms
+        # A running sub-agent's transcript growing is work for its parent too.
+        sub_write = max(
+            (
+                sub.last_write
+                for sub in conv.subagents
+                if not sub.done and sub.last_write is not None
+            ),
+            default=None,
+        )
+        work_seen = (
+            conv.status == "busy"
+            or _newer(conv.last_write, session.last_write)
+            or _newer(sub_write, session.sub_last_write)
+        )
+        session.last_write = _latest(conv.last_write, session.last_write)
+        session.sub_last_write = _latest(sub_write, session.sub_last_write)
+        signals = _Signals(
+            work=work_seen, use_cpu=conv.status is None, name=conv.name, model=conv.model
+        )
+        self._observe_activity(work, session, proc, signals, now, mono)
+        return sid
+
+    def _subagent(
+        self,
+        work: _Pass,
+        proc: AgentProcess,
+        conv: ConversationFacts,
+        parent_sid: str,
+        sub: SubagentFacts,
+        now: datetime,
+        mono: float,
+    ) -> str:
+        sid = self._live_id(work, proc.platform, conv.native_id, sub.agent_id)
+        session = self._existing(work, sid, proc, mono)
+        if session is None:
+            session = self._new_session(
+                work,
+                sid,
+                proc,
+                parent_sid,
+                now,
+                mono,
+                name=sub.name,
+                model=sub.model or conv.model,
+                native_id=f"{conv.native_id}:agent:{sub.agent_id}",
+            )
+            session.last_write = sub.last_write
+            return sid
+        work_seen = sub.status == "busy" or _newer(sub.last_write, session.last_write)
+        session.last_write = _latest(sub.last_write, session.last_write)
+        signals = _Signals(work=work_seen, use_cpu=False, name=sub.name, model=sub.model)
+        self._observe_activity(work, session, proc, signals, now, mono)
+        return sid
+
+    # -- activity -----------------------------------------------------------------------
+
+    def _observe_activity(
+        self,
+        work: _Pass,
+        session: Session,
+        proc: AgentProcess,
+        signals: _Signals | None,
+        now: datetime,
+        mono: float,
+    ) -> None:
+        """Signs of work, quiet time, and what was learned (one update event for it)."""
+        learned = False
+        if proc.signing_id is not None and proc.signing_id != session.signing_id:
+            session.signing_id = proc.signing_id
+            learned = True
+        if signals is not None:
+            if signals.name and signals.name != session.session_name:
+                session.session_name = signals.name
+                learned = True
+            if signals.model and signals.model != session.model:
+                session.model = signals.model
+                learned = True
+        elapsed = max(mono - session.observed_at, 0.0)
+        cpu_busy = proc.cpu_time - session.cpu_time > max(
+            _MIN_BUSY_CPU_S, self.settings.busy_cpu_ratio * elapsed
+        )
+        session.cpu_time = proc.cpu_time
+        session.observed_at = mono
+        busy = signals.work or (signals.use_cpu and cpu_busy) if signals else cpu_busy
+        if busy:
+            session.quiet_since = mono
+            if session.state == "idle":
+                self._transition(work, session, "active", now, mono)
+                return
+        elif session.state == "active" and mono - session.quiet_since >= self.settings.idle_after:
+            self._transition(work, session, "idle", now, mono)
+            return
+        if learned:  # an update: the current state, carrying what was learned
+            self._transition(work, session, session.state, now, mono, "update")
+
+    @staticmethod
+    def _transition(
+        work: _Pass,
+        session: Session,
+        state: State,
+        now: datetime,
+        mono: float,
+        kind: Kind = "transition",
+    ) -> None:
+        if state != session.state:
+            session.state_since = mono
+        session.state = state
+        work.changes.events.append(session.event(state, now, kind))
+        work.changes.upserts.append(session)
+
+
+@dataclass(frozen=True)
+class _Signals:
+    work: bool  # a sign of work from the agent's own state
+    use_cpu: bool  # no status recorded: CPU time counts too
+    name: str | None
+    model: str | None
+
+
+def _newer(value: float | None, than: float | None) -> bool:
+    return value is not None and (than is None or value > than)
+
+
+def _latest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
