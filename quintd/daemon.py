@@ -329,7 +329,7 @@ class Daemon:
         if self._tracker is not None and self._store is not None:
             self._touch()
         if self._shipper is not None:
-            self._shipper.stop(self.loaded.config.queue.drain_timeout)
+            self._shipper.stop(self._shipper.effective_settings.drain_timeout)
         if self._store is not None and (self._shipper is None or not self._shipper.is_alive()):
             self._store.close()
         self._resolver.close()
@@ -439,6 +439,7 @@ class Daemon:
                 flush_interval=delivery_settings.flush_interval,
                 batch_body=delivery_settings.batch_body,
                 in_flight=delivery_settings.in_flight,
+                drain_timeout=delivery_settings.drain_timeout,
                 start_jitter=delivery_settings.start_jitter,
                 log_level=logging.getLevelName(logging.getLogger().level).lower(),
                 log_format=self._log_format or self.settings.log.format,

@@ -103,6 +103,7 @@ class SettingsReport:
     flush_interval: float
     batch_body: bool
     in_flight: int
+    drain_timeout: float
     start_jitter: float
     log_level: str
     log_format: str

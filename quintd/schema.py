@@ -108,14 +108,21 @@ def schema_version(conn: sqlite3.Connection) -> int:
         raise sqlite3.DatabaseError(f"database corrupt: schema_version {row[0]!r}") from None
 
 
-def migrate(conn: sqlite3.Connection, path: object) -> list[int]:
-    """Bring a database to :data:`SCHEMA_VERSION`; the versions applied, in order."""
+def refuse_newer(conn: sqlite3.Connection, path: object) -> int:
+    """The database's version; a database from a newer quintd is refused before anything
+    writes to it."""
     current = schema_version(conn)
     if current > SCHEMA_VERSION:
         raise SchemaTooNewError(
             f"{path}: database schema version {current} is newer than this quintd "
             f"understands ({SCHEMA_VERSION}); run the newer quintd, or move the file aside"
         )
+    return current
+
+
+def migrate(conn: sqlite3.Connection, path: object) -> list[int]:
+    """Bring a database to :data:`SCHEMA_VERSION`; the versions applied, in order."""
+    current = refuse_newer(conn, path)
     applied = []
     for version, script in MIGRATIONS:
         if version <= current:

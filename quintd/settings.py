@@ -68,6 +68,7 @@ class DeliverySettings:
     flush_interval: float = 1.0
     batch_body: bool = False
     in_flight: int = 4
+    drain_timeout: float = 5.0  # seconds a shutdown spends on a last flush
     # Seconds over which the first delivery after start-up is spread (a fleet rebooting
     # at once must not hit the endpoint in the same second).
     start_jitter: float = 0.0
@@ -150,6 +151,7 @@ def build_settings(loaded: LoadedConfig, *, only_uid: int | None = None) -> Sett
             flush_interval=cfg.queue.flush_interval,
             batch_body=cfg.cloud.batch_body,
             in_flight=cfg.queue.in_flight,
+            drain_timeout=cfg.queue.drain_timeout,
             start_jitter=cfg.queue.start_jitter,
         ),
         control=ControlSettings(socket_path=paths.socket_path, state_dir=paths.state_dir),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quintd.model import LifecycleEvent, Session, State, format_timestamp, parse_timestamp
-from quintd.schema import migrate
+from quintd.schema import migrate, refuse_newer
 from quintd.settings import StoreSettings
 
 
@@ -135,6 +135,7 @@ class Store:
             self.path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
         try:
+            refuse_newer(conn, self.path)
             # Before any table exists, so a new database can give space back later.
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")

@@ -8,7 +8,11 @@ transaction that committed the event. Prints p50 and p99 of process start -> `ac
 committed and process exit -> `ended` committed, against the target (p99 <= 1.5 x the
 scan interval; the vendor: 5 s scans, ~10 s reap).
 
-Run: python3 tests/bench/lifecycle.py [--agents 60]
+It first prints the cost of one daemon pass (scan, agent state, tracker, store) with
+100,000 remembered ended session ids against none, side by side in one process: the tracker
+must not copy what grows with history (target: within 1.2x).
+
+Run: python3 tests/bench/lifecycle.py [--agents 60] [--ended-only]
 """
 
 from __future__ import annotations
@@ -37,11 +41,88 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
+def pass_cost_with_history(passes: int = 300, history: int = 100_000) -> None:
+    """CPU per daemon pass, in one process: history of ended ids vs none, alternating."""
+    import copy
+    import uuid
+
+    from quintd.identity import process_session_id
+    from quintd.scanner import Scanner
+    from quintd.sources.manager import SourceManager
+    from quintd.store import Store
+    from quintd.tracker import SessionTracker
+
+    work = Path(tempfile.mkdtemp(prefix="qd-bench-"))
+    bindir = work / "bin"
+    bindir.mkdir()
+    agents = []
+    for name in ("codex", "goose", "amp", "crush", "kiro-cli", "cursor-agent"):
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", bindir / name)
+        agents.append(subprocess.Popen([str(bindir / name), "600"]))
+    try:
+        ended = [str(uuid.uuid4()) for _ in range(history)]
+        setups = {}
+        for label, ids in (("none", []), (f"{history:,}", ended)):
+            store = Store(work / f"{len(ids)}.db")
+            store.apply([], removals=ids)  # remembered as ended, as the daemon would
+            tracker = SessionTracker("0" * 32, idle_after=3600)
+            tracker.restore([], store.load_ended())
+            scanner, sources = Scanner(), SourceManager()
+            setups[label] = (store, tracker, scanner, sources)
+        cost: dict[str, list[float]] = {label: [] for label in setups}
+
+        def one_pass(
+            store: Store, tracker: SessionTracker, scanner: Scanner, sources: SourceManager
+        ) -> None:
+            processes = scanner.scan()
+            facts, pending = sources.observe(processes)
+            changes = tracker.plan(processes, facts, pending)
+            store.apply(changes.events, changes.upserts, changes.removals)
+            tracker.commit(changes)
+
+        for setup in setups.values():  # settle: every agent known, signing done
+            for _ in range(5):
+                one_pass(*setup)
+                time.sleep(0.5)
+        for _ in range(passes):
+            for label, setup in setups.items():
+                started = time.process_time()
+                one_pass(*setup)
+                cost[label].append(time.process_time() - started)
+        deep = [process_session_id("0" * 32, "codex", n, n) for n in range(history)]
+        started = time.process_time()
+        copy.deepcopy(dict.fromkeys(deep))
+        deepcopy_ms = (time.process_time() - started) * 1000
+        print(f"CPU per daemon pass, {len(agents)} idle agents, {passes} passes each, ms")
+        print(f"{'remembered ended ids':24}{'p50':>8}{'mean':>8}")
+        means = {}
+        for label, values in cost.items():
+            means[label] = statistics.mean(values) * 1000
+            print(f"{label:24}{statistics.median(values) * 1000:>8.3f}{means[label]:>8.3f}")
+        ratio = means[f"{history:,}"] / means["none"]
+        print(
+            f"ratio {ratio:.2f}x (target <= 1.2x); for scale, one deep copy of "
+            f"{history:,} ids as 0.1.0 made every pass: {deepcopy_ms:.1f} ms"
+        )
+        for store, *_ in setups.values():
+            store.close()
+    finally:
+        for proc in agents:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=60)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--ended-only", action="store_true", help="only the history rows")
     args = parser.parse_args()
+    pass_cost_with_history()
+    if args.ended_only:
+        return 0
+    print()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="qd-bench-"))
     server = subprocess.Popen(

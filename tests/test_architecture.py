@@ -1,0 +1,149 @@
+"""The package's shape, checked from its source: who may import whom, no cycles, and the
+reader registry naming real platforms."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from quintd.platforms import BUILTIN_PLATFORMS
+from quintd.sources.registry import READERS
+
+PACKAGE = Path(__file__).resolve().parents[1] / "quintd"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    """The quintd modules a file imports when it runs (``if TYPE_CHECKING`` blocks are
+    not run), at module level or inside functions."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path.parent)
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("quintd"))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base.startswith("quintd"):
+                found.add(base)
+                # `from quintd.sources import codex` imports the module quintd.sources.codex
+                for alias in node.names:
+                    candidate = f"{base}.{alias.name}"
+                    if candidate in MODULES:
+                        found.add(candidate)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+GRAPH = {name: _imports(path) - {name} for name, path in MODULES.items()}
+
+
+def _reachable(start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        for dep in GRAPH.get(stack.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                stack.append(dep)
+    return seen
+
+
+def test_the_graph_is_read() -> None:
+    # Guards the checks below against an import reader that finds nothing.
+    assert "quintd.model" in GRAPH["quintd.tracker"]
+    assert "quintd.sources.codex" in GRAPH["quintd.sources.registry"]
+    assert "quintd.daemon" in GRAPH["quintd.cli"]  # imported inside a function
+
+
+def test_model_imports_nothing_of_quintd_but_errors() -> None:
+    assert GRAPH["quintd.model"] <= {"quintd.errors"}
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        m
+        for m in MODULES
+        if m.startswith(("quintd.sources", "quintd.store", "quintd.shipper", "quintd.scanner"))
+    ),
+)
+def test_stages_never_reach_the_state_machine_the_daemon_or_the_cli(module: str) -> None:
+    forbidden = {"quintd.tracker", "quintd.daemon", "quintd.cli"}
+    assert not (_reachable(module) & forbidden), (
+        f"{module} reaches {_reachable(module) & forbidden}"
+    )
+
+
+def test_no_import_cycles() -> None:
+    cycles = sorted(m for m in MODULES if m in _reachable(m) and m != "quintd")
+    assert cycles == []
+
+
+def test_the_cli_module_imports_no_heavy_library_at_load() -> None:
+    """``quintd --version`` and ``quintd status`` must not pay for the daemon's libraries:
+    the command line imports them inside the subcommand that uses them."""
+    tree = ast.parse(MODULES["quintd.cli"].read_text())
+    top = {
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert top <= {
+        "__future__",
+        "argparse",
+        "contextlib",
+        "json",
+        "sys",
+        "collections.abc",
+        "pathlib",
+        "typing",
+        "quintd",
+        "quintd.errors",
+        "errno",
+        "os",
+        "signal",
+    }
+
+
+def test_every_reader_names_a_builtin_platform_once() -> None:
+    ids = {p.id for p in BUILTIN_PLATFORMS}
+    platforms = [spec.platform for spec in READERS]
+    assert set(platforms) <= ids, set(platforms) - ids
+    assert len(platforms) == len(set(platforms))
+
+
+def test_every_reader_is_one_module_exporting_its_spec() -> None:
+    for spec in READERS:
+        module = spec.factory.__module__
+        assert module.startswith("quintd.sources."), module
+        source = MODULES[module].read_text()
+        assert "SPEC = ReaderSpec(" in source, module

@@ -1,0 +1,212 @@
+"""SIGHUP reload: every reloadable key takes effect in the running daemon, as each
+component reports it; restart-only keys wait for a restart and say so."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TOKEN, Agents, DaemonProcess, wait_until
+from ingest_server import IngestServer
+
+BASE: dict[str, dict[str, str]] = {
+    "cloud": {"token": f'"{TOKEN}"', "timeout": "5.0", "endpoint": '"http://127.0.0.1:9"'},
+    "scan": {"interval": "0.2"},
+    "sessions": {"idle_after": "3600.0"},
+    "queue": {"flush_interval": "0.2", "drain_timeout": "3.0"},
+    "log": {"level": '"debug"'},
+}
+
+
+def write(
+    directory: Path, changes: dict[str, dict[str, str]] | None = None, extra: str = ""
+) -> Path:
+    sections = {name: dict(values) for name, values in BASE.items()}
+    for name, values in (changes or {}).items():
+        sections.setdefault(name, {}).update(values)
+    sections["paths"] = {
+        "state_dir": f'"{directory / "state"}"',
+        "runtime_dir": f'"{directory / "run"}"',
+        **sections.get("paths", {}),
+    }
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {value}" for key, value in values.items()]
+        lines.append("")
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + extra)
+    return path
+
+
+class Running:
+    def __init__(self, daemon: DaemonProcess, directory: Path) -> None:
+        self.daemon = daemon
+        self.dir = directory
+        self.base = daemon.wait_ready()["settings"]
+
+    def reload(
+        self, changes: dict[str, dict[str, str]] | None = None, extra: str = ""
+    ) -> dict[str, Any]:
+        before = self.status()["reloads"]
+        write(self.dir, changes, extra)
+        assert self.daemon.proc is not None
+        self.daemon.proc.send_signal(signal.SIGHUP)
+        return wait_until(
+            lambda: (s := self.status()) and s["reloads"] == before + 1 and s,
+            what="the reload to be applied",
+        )
+
+    def status(self) -> dict[str, Any]:
+        status = self.daemon.status()
+        assert status is not None, self.daemon.log
+        return status
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Running]:
+    directory = Path(tempfile.mkdtemp(prefix="qd-", dir="/tmp"))
+    daemon = DaemonProcess(write(directory)).start()
+    try:
+        yield Running(daemon, directory)
+    finally:
+        daemon.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# (changed key, TOML change, status settings field, value it must then have)
+RELOADABLE = [
+    ("scan.interval", {"scan": {"interval": "0.7"}}, "scan_interval", 0.7),
+    ("sessions.idle_after", {"sessions": {"idle_after": "42.5"}}, "idle_after", 42.5),
+    ("queue.max_bytes", {"queue": {"max_bytes": "2097152"}}, "max_bytes", 2097152),
+    ("queue.min_free_disk", {"queue": {"min_free_disk": "12345"}}, "min_free_disk", 12345),
+    ("queue.batch_size", {"queue": {"batch_size": "33"}}, "batch_size", 33),
+    ("queue.flush_interval", {"queue": {"flush_interval": "0.9"}}, "flush_interval", 0.9),
+    ("queue.in_flight", {"queue": {"in_flight": "2"}}, "in_flight", 2),
+    ("queue.drain_timeout", {"queue": {"drain_timeout": "1.5"}}, "drain_timeout", 1.5),
+    ("queue.start_jitter", {"queue": {"start_jitter": "4.0"}}, "start_jitter", 4.0),
+    (
+        "cloud.endpoint",
+        {"cloud": {"endpoint": '"http://127.0.0.1:7"'}},
+        "endpoint",
+        "http://127.0.0.1:7",
+    ),
+    ("cloud.timeout", {"cloud": {"timeout": "7.5"}}, "timeout", 7.5),
+    ("cloud.batch_body", {"cloud": {"batch_body": "true"}}, "batch_body", True),
+    ("log.level", {"log": {"level": '"warning"'}}, "log_level", "warning"),
+    ("log.format", {"log": {"format": '"json"'}}, "log_format", "json"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "change", "field", "value"), RELOADABLE, ids=[r[0] for r in RELOADABLE]
+)
+def test_a_reloadable_key_takes_effect(
+    running: Running, key: str, change: dict[str, dict[str, str]], field: str, value: object
+) -> None:
+    status = running.reload(change)
+    settings = status["settings"]
+    assert settings[field] == value, f"{key} did not take effect"
+    assert settings[field] != running.base[field]  # the test changes something
+    # Nothing else moved: every other setting is back at (or still at) the base.
+    assert {k: v for k, v in settings.items() if k != field} == {
+        k: v for k, v in running.base.items() if k != field
+    }
+    assert status["last_reload_error"] is None
+
+
+def test_platforms_reload_takes_effect(running: Running) -> None:
+    extra = '\n[[platforms]]\nid = "acme-agent"\nnames = ["acme-agent"]\n'
+    status = running.reload(extra=extra)
+    assert status["settings"]["platforms"] == running.base["platforms"] + 1
+
+
+def test_every_config_key_is_reloadable_or_restart_only() -> None:
+    """A new key must be added to the reload test above, or to the restart-only list."""
+    from quintd.config import Config
+    from quintd.settings import RESTART_ONLY
+
+    keys = {
+        f"{section}.{name}"
+        for section, model in Config.model_fields.items()
+        if section != "platforms"
+        for name in model.annotation.model_fields  # type: ignore[union-attr]
+    }
+    covered = (
+        {r[0] for r in RELOADABLE}
+        | set(RESTART_ONLY)
+        | {
+            "cloud.token",  # test_a_new_token_is_used_at_once
+            "cloud.token_file",  # the same path as the token
+        }
+    )
+    assert keys - covered == set()
+
+
+def test_restart_only_keys_wait_and_say_so(running: Running) -> None:
+    moved = running.dir / "elsewhere"
+    status = running.reload({"paths": {"state_dir": f'"{moved}"'}})
+    assert status["state_dir"] == str(running.dir / "state")
+    wait_until(
+        lambda: "paths.state_dir changed: it waits for a restart" in running.daemon.log,
+        what="the restart notice",
+    )
+    assert not moved.exists()
+
+
+def test_idle_after_reload_applies_to_live_sessions(short_tmp: Path, agents: Agents) -> None:
+    daemon = DaemonProcess(write(short_tmp)).start()
+    try:
+        daemon.wait_ready()
+        agent = agents.binary("goose")
+        wait_until(
+            lambda: any(s["pid"] == agent.pid for s in (daemon.status() or {}).get("sessions", [])),
+            what="the agent's session",
+        )
+        write(short_tmp, {"sessions": {"idle_after": "0.5"}})
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any(
+                s["pid"] == agent.pid and s["state"] == "idle"
+                for s in (daemon.status() or {}).get("sessions", [])
+            ),
+            what="the session to go idle under the new idle_after",
+        )
+    finally:
+        daemon.kill()
+
+
+def test_a_new_token_is_used_at_once_and_never_logged(short_tmp: Path, agents: Agents) -> None:
+    new_token = "qt_deploy_rotated_" + os.urandom(6).hex()
+    with IngestServer(token=new_token) as server:
+        config = write(short_tmp, {"cloud": {"endpoint": f'"{server.url}"'}})
+        daemon = DaemonProcess(config).start()
+        try:
+            daemon.wait_ready()
+            agent = agents.binary("goose")
+            wait_until(
+                lambda: (s := daemon.status()) and s["delivery"]["paused"],
+                what="401 on the old token",
+            )
+            write(
+                short_tmp,
+                {"cloud": {"endpoint": f'"{server.url}"', "token": f'"{new_token}"'}},
+            )
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGHUP)
+            server.wait_for(
+                lambda evs: any(r.event["platform"] == "goose" for r in evs),
+                what="delivery with the new token",
+            )
+            assert agent.poll() is None
+        finally:
+            daemon.terminate()
+        assert new_token not in daemon.log
+        assert TOKEN not in daemon.log
