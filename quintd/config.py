@@ -112,6 +112,7 @@ class PlatformConfig(_Section):
     script_fragments: list[str] = []
     signing: list[SigningConfig] = []
     helper_args: list[str] = []
+    helper_paths: list[str] = []
 
     @model_validator(mode="after")
     def _useful(self) -> PlatformConfig:
@@ -120,7 +121,13 @@ class PlatformConfig(_Section):
             raise ValueError(
                 "needs at least one of names, path_fragments, script_fragments, signing"
             )
-        for values in (self.names, self.path_fragments, self.script_fragments, self.helper_args):
+        for values in (
+            self.names,
+            self.path_fragments,
+            self.script_fragments,
+            self.helper_args,
+            self.helper_paths,
+        ):
             if any(not value for value in values):
                 raise ValueError("empty strings match everything; remove them")
         return self
@@ -133,6 +140,7 @@ class PlatformConfig(_Section):
             script_fragments=tuple(self.script_fragments),
             signing=tuple(SigningRule(s.identifier, s.team_id) for s in self.signing),
             helper_args=tuple(self.helper_args),
+            helper_paths=tuple(self.helper_paths),
         )
 
 

@@ -119,7 +119,7 @@ class Daemon:
         self._started_mono = time.monotonic()
         self._started_wall = datetime.now(UTC)
         self._lock = StateLock(self.settings.paths.lock_path)
-        self._resolver = SigningResolver()
+        self._resolver: SigningResolver | None = None
         self._store: Store | None = None
         self._tracker: SessionTracker | None = None
         self._shipper: Shipper | None = None
@@ -183,6 +183,8 @@ class Daemon:
     def _build_parts(self, settings: Settings) -> None:
         """Every part, from one settings value: the one place start-up builds them."""
         self._store = Store(settings.paths.database_path, settings.store)
+        # Identities examined before a restart are not examined again.
+        self._resolver = SigningResolver(persist=self._store)
         self._tracker = SessionTracker(
             machine_id(settings.paths.state_dir), settings=settings.tracker
         )
@@ -330,9 +332,10 @@ class Daemon:
             self._touch()
         if self._shipper is not None:
             self._shipper.stop(self._shipper.effective_settings.drain_timeout)
+        if self._resolver is not None:
+            self._resolver.close()  # before the store: it writes identities there
         if self._store is not None and (self._shipper is None or not self._shipper.is_alive()):
             self._store.close()
-        self._resolver.close()
         self._notifier.close()
         if self._sources is not None:
             self._sources.close()

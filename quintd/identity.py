@@ -2,9 +2,11 @@
 
 ``session_id = uuid5(SESSION_NAMESPACE, name)`` where ``name`` is, for a session
 known only by its process, ``<machine-id>:<platform>:pid:<pid>:<start-time-ms>``,
-and for a session with its own conversation id,
-``<machine-id>:<platform>:<native-id>`` (sub-agents add ``:agent:<agent-id>``; a
-conversation resumed after its session ended adds ``:resumed:<n>``).
+and for a conversation, ``<machine-id>:<platform>:<uid>:<native-id>``: the agent's own
+conversation id, bound to the user who owns the files naming it (sub-agents add
+``:agent:<agent-id>``; a conversation resumed after its session ended adds
+``:resumed:<n>``). A process's first conversation keeps the id its process was announced
+under (the tracker records which conversation took it).
 """
 
 from __future__ import annotations
@@ -37,11 +39,14 @@ def native_session_id(
     native_id: str,
     agent_id: str | None = None,
     resumed: int = 0,
+    uid: int | None = None,
 ) -> str:
     """``resumed``: how many times this conversation came back after its session had
     ended (``claude --resume``, ``/resume``): each return is a new session, because
-    nothing may follow an ``ended``."""
-    name = f"{machine_id}:{platform}:{native_id}"
+    nothing may follow an ``ended``. ``uid``: the owner of the conversation's files (two
+    users naming the same id are two sessions); None only where the OS has no owners."""
+    owner = "" if uid is None else f"{uid}:"
+    name = f"{machine_id}:{platform}:{owner}{native_id}"
     if agent_id is not None:
         name += f":agent:{agent_id}"
     if resumed:

@@ -37,6 +37,8 @@ class Platform:
     # Arguments (exact, or prefixes ending in "*") marking a helper process of the agent:
     # part of an agent, never a session of its own.
     helper_args: tuple[str, ...] = ()
+    # Substrings of the executable's path (or of argv[0]) marking a helper process.
+    helper_paths: tuple[str, ...] = ()
 
 
 def _sign(team_id: str, *identifiers: str) -> tuple[SigningRule, ...]:
@@ -75,6 +77,11 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         path_fragments=("/@openai/codex/", "/Codex.app/Contents/MacOS/"),
         script_fragments=("/@openai/codex/",),
         signing=_sign(OPENAI, "com.openai.codex"),
+        # The TUI's shared app-server daemon and its pid loop outlive the TUI (orphaned
+        # under pid 1): they run turns for TUIs, they are not sessions themselves. Codex
+        # runs them from its own copy under ~/.codex/packages/app-server-daemon/.
+        helper_args=("--managed-daemon", "pid-update-loop"),
+        helper_paths=("/app-server-daemon/",),
     ),
     Platform(
         id="chatgpt",
@@ -269,7 +276,10 @@ def match_process(
             resolved = _resolve_script(script, cwd)
             match = Match(match.platform, match.matched_by, resolved)
     platform = next(p for p in platforms if p.id == match.platform)
-    if platform.helper_args and _is_helper(platform.helper_args, argv):
+    if (platform.helper_args and _is_helper(platform.helper_args, argv)) or (
+        platform.helper_paths
+        and any(f in path for f in platform.helper_paths for path in (exe, *argv[:1]))
+    ):
         return Match(match.platform, match.matched_by, match.script, helper=True)
     return match
 

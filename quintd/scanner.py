@@ -27,6 +27,7 @@ from quintd.platforms import (
     is_interpreter,
     match_process,
 )
+from quintd.procfs import start_ticks
 from quintd.settings import ScannerSettings
 from quintd.signing import SigningResolver
 
@@ -38,7 +39,7 @@ T = TypeVar("T")
 
 
 @dataclass
-class _Known:
+class KnownProcess:
     start_time: float
     ppid: int
     name: str
@@ -72,7 +73,7 @@ class Scanner:
         later."""
         self.settings = settings or ScannerSettings()
         self._resolver = resolver
-        self._known: dict[int, _Known] = {}
+        self._known: dict[int, KnownProcess] = {}
         self.stats = ScanStats()
 
     def reconfigure(self, settings: ScannerSettings) -> None:
@@ -110,7 +111,7 @@ class Scanner:
         self.stats.last_duration_s = time.perf_counter() - started
         return agents
 
-    def _inspect(self, pid: int, now: float) -> _Known | None:
+    def _inspect(self, pid: int, now: float) -> KnownProcess | None:
         self.stats.inspected += 1
         try:
             proc = psutil.Process(pid)
@@ -144,7 +145,7 @@ class Scanner:
             self.stats.errors += 1
             return None
         settle = start_time + _SETTLE_SECONDS if now - start_time < _SETTLE_SECONDS else 0.0
-        known = _Known(
+        known = KnownProcess(
             start_time, ppid, name, agent, settle, argv_key=argv_key, inspected_at=time.monotonic()
         )
         if match is not None:
@@ -172,7 +173,7 @@ class Scanner:
         info = self._resolver.cached(exe)
         return info.verified_identity if info is not None else None
 
-    def _recheck_signing(self, pid: int, known: _Known, now: float) -> None:
+    def _recheck_signing(self, pid: int, known: KnownProcess, now: float) -> None:
         assert self._resolver is not None and known.awaiting_signing is not None
         info = self._resolver.cached(known.awaiting_signing)
         if info is None:
@@ -192,9 +193,7 @@ class Scanner:
             remaining = deadline - time.perf_counter()
             info = self._resolver.resolve(known.agent.identity_path, timeout=max(remaining, 0))
             if info is not None:
-                known.agent = replace(
-                    known.agent, signing_id=info.signing_id, signing_settled=True
-                )
+                known.agent = replace(known.agent, signing_id=info.signing_id, signing_settled=True)
 
     def _agent(
         self,
@@ -231,7 +230,7 @@ class Scanner:
             uid=_uid(proc),
         )
 
-    def _refresh_agent(self, pid: int, known: _Known, now: float) -> None:
+    def _refresh_agent(self, pid: int, known: KnownProcess, now: float) -> None:
         assert known.agent is not None
         try:
             proc = psutil.Process(pid)
@@ -259,7 +258,7 @@ class Scanner:
         known.agent = agent
 
     @staticmethod
-    def _reused(pid: int, proc: psutil.Process, known: _Known) -> bool:
+    def _reused(pid: int, proc: psutil.Process, known: KnownProcess) -> bool:
         """Whether the pid now belongs to another process. On Linux by the start time in
         clock ticks since boot, which a step of the wall clock does not move; elsewhere by
         the start time, with a tolerance."""
@@ -267,7 +266,7 @@ class Scanner:
             return start_ticks(pid) != known.start_ticks
         return abs(proc.create_time() - known.start_time) > 1.0
 
-    def _recheck_young(self, pid: int, known: _Known, now: float) -> None:
+    def _recheck_young(self, pid: int, known: KnownProcess, now: float) -> None:
         try:
             argv_key = hash(tuple(psutil.Process(pid).cmdline()))
         except (psutil.Error, OSError):
@@ -305,41 +304,46 @@ class Scanner:
                 known.agent = replace(known.agent, cpu_time=known.agent.cpu_time + extra)
 
     def _fold_trees(self) -> list[AgentProcess]:
-        """Drop agents that run under an agent of the same platform; link the rest to the
-        agent they run under."""
-        result: list[AgentProcess] = []
-        for pid, known in self._known.items():
-            agent = known.agent
-            if agent is None or known.helper:
-                continue
-            ancestor = self._nearest_agent_ancestor(pid)
-            if ancestor is not None and ancestor.platform == agent.platform:
-                continue
-            parent_pid = ancestor.pid if ancestor is not None else None
-            if parent_pid != agent.parent_pid:
-                agent = _with_parent(agent, parent_pid)
-                known.agent = agent
-            result.append(agent)
-        result.sort(key=lambda a: (a.start_time, a.pid))
-        return result
+        return fold_trees(self._known)
 
-    def _nearest_agent_ancestor(self, pid: int) -> AgentProcess | None:
-        seen = {pid}
-        current = self._known.get(pid)
-        for _ in range(_MAX_ANCESTRY_DEPTH):
-            if current is None:
-                return None
-            ppid = current.ppid
-            if ppid in seen or ppid <= 0:
-                return None
-            seen.add(ppid)
-            parent = self._known.get(ppid)
-            if parent is None or parent.start_time > current.start_time + 1.0:
-                return None  # parent gone, or the pid was reused after it
-            if parent.agent is not None:
-                return parent.agent
-            current = parent
-        return None
+
+def fold_trees(known: dict[int, KnownProcess]) -> list[AgentProcess]:
+    """The agents of a process table: drop agents that run under an agent of the same
+    platform, and helpers; link the rest to the agent they run under."""
+    result: list[AgentProcess] = []
+    for pid, node in known.items():
+        agent = node.agent
+        if agent is None or node.helper:
+            continue
+        ancestor = _nearest_agent_ancestor(known, pid)
+        if ancestor is not None and ancestor.platform == agent.platform:
+            continue
+        parent_pid = ancestor.pid if ancestor is not None else None
+        if parent_pid != agent.parent_pid:
+            agent = _with_parent(agent, parent_pid)
+            node.agent = agent
+        result.append(agent)
+    result.sort(key=lambda a: (a.start_time, a.pid))
+    return result
+
+
+def _nearest_agent_ancestor(known: dict[int, KnownProcess], pid: int) -> AgentProcess | None:
+    seen = {pid}
+    current = known.get(pid)
+    for _ in range(_MAX_ANCESTRY_DEPTH):
+        if current is None:
+            return None
+        ppid = current.ppid
+        if ppid in seen or ppid <= 0:
+            return None
+        seen.add(ppid)
+        parent = known.get(ppid)
+        if parent is None or parent.start_time > current.start_time + 1.0:
+            return None  # parent gone, or the pid was reused after it
+        if parent.agent is not None:
+            return parent.agent
+        current = parent
+    return None
 
 
 def _safe(getter: Callable[[], T], default: T) -> T:
@@ -354,17 +358,6 @@ def _uid(proc: psutil.Process) -> int | None:
         return int(proc.uids().real)
     except (psutil.Error, OSError):
         return None
-
-
-def start_ticks(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (Linux), or None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
 
 
 def _relative_script(exe: str, argv: list[str]) -> bool:

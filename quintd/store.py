@@ -12,6 +12,8 @@ control thread take turns, which keeps SQLite to a single writer.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -28,6 +30,8 @@ from pathlib import Path
 from quintd.model import LifecycleEvent, Session, State, format_timestamp, parse_timestamp
 from quintd.schema import migrate, refuse_newer
 from quintd.settings import StoreSettings
+from quintd.signing.info import SigningInfo
+from quintd.signing.resolver import FileKey
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,30 @@ class Store:
         with self._transaction() as conn:
             conn.executemany("UPDATE sessions SET last_seen = ? WHERE session_id = ?", rows)
 
+    # -- signing identities, kept across restarts ------------------------------------------
+
+    def load_signing(self, max_age_s: float = 90 * 86400) -> dict[FileKey, SigningInfo]:
+        """Identities examined before, by file identity; older ones are forgotten."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM signing_cache WHERE seen_at < ?", (time.time() - max_age_s,))
+            rows = conn.execute(
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, info FROM signing_cache"
+            ).fetchall()
+        found: dict[FileKey, SigningInfo] = {}
+        for dev, ino, size, mtime, ctime, info in rows:
+            parsed = signing_from_json(str(info))
+            if parsed is not None:
+                found[(int(dev), int(ino), int(size), int(mtime), int(ctime))] = parsed
+        return found
+
+    def save_signing(self, key: FileKey, info: SigningInfo) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO signing_cache(dev, ino, size, mtime_ns, ctime_ns, info, "
+                "seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, signing_to_json(info), time.time()),
+            )
+
     # -- the queue ------------------------------------------------------------------
 
     def peek(self, limit: int) -> list[QueuedEvent]:
@@ -451,6 +479,21 @@ class Store:
             lost_databases=int(meta.get("lost_databases", 0)),
             last_loss=meta.get("last_loss"),
         )
+
+
+def signing_to_json(info: SigningInfo) -> str:
+    data = dataclasses.asdict(info)
+    data["authorities"] = list(info.authorities)
+    return json.dumps(data)
+
+
+def signing_from_json(text: str) -> SigningInfo | None:
+    try:
+        data = json.loads(text)
+        data["authorities"] = tuple(data.get("authorities") or ())
+        return SigningInfo(**data)
+    except (ValueError, TypeError):
+        return None
 
 
 def _coalesce(conn: sqlite3.Connection) -> int:

@@ -59,6 +59,8 @@ class Changes:
     events: list[LifecycleEvent] = field(default_factory=list)
     upserts: list[Session] = field(default_factory=list)
     removals: list[str] = field(default_factory=list)
+    # Conversations ignored because another user owns the file that names them.
+    foreign_claims: int = 0
     # The tracker's state after this observation (installed by commit).
     next_sessions: dict[str, Session] = field(default_factory=dict, repr=False)
     next_by_process: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
@@ -72,6 +74,10 @@ def project_name(cwd: str | None) -> str | None:
     return clean_text(PurePath(cwd).name)
 
 
+# A conversation (or sub-agent) as the tracker keys it: platform, owner uid, native id.
+NativeKey = tuple[str, int | None, str]
+
+
 class _Pass:
     """The working state of one observation: copies of the sessions it touches, never the
     tracker's own objects."""
@@ -79,13 +85,16 @@ class _Pass:
     def __init__(self, tracker: SessionTracker) -> None:
         self.tracker = tracker
         self.sessions: dict[str, Session] = {}  # touched this pass: copies
-        self.by_process: dict[tuple[int, int], str] = {}  # new process sessions
+        self.by_process: dict[tuple[int, int], str] = {}  # this pass's process -> session
+        self.by_native: dict[NativeKey, str] = {}  # conversations started or adopted
         self.adopted: set[str] = set()  # restored sessions taken over
         self.ended: dict[str, None] = {}  # ids ended by this pass
         self.changes = Changes()
 
-    def session(self, sid: str) -> Session | None:
+    def session(self, sid: str | None) -> Session | None:
         """The working copy of a live session (copied on first touch)."""
+        if sid is None:
+            return None
         found = self.sessions.get(sid)
         if found is None:
             live = self.tracker._sessions.get(sid)
@@ -100,10 +109,25 @@ class _Pass:
         return [s for sid, s in self.tracker._restored.items() if sid not in self.adopted]
 
 
+def _conversations(
+    found: ConversationFacts | Sequence[ConversationFacts] | None,
+) -> tuple[ConversationFacts, ...]:
+    if found is None:
+        return ()
+    if isinstance(found, ConversationFacts):
+        return (found,)
+    return tuple(found)
+
+
 class SessionTracker:
-    """Sessions from observations. A process whose agent records its own conversation
-    (``facts``) is that conversation's session, and its sub-agents are child sessions;
-    any other agent process is a session of its own."""
+    """Sessions from observations. A process whose agent records its own conversations
+    (``facts``) runs those conversations' sessions, and their sub-agents are child
+    sessions; any other agent process is a session of its own.
+
+    One conversation is one session from its first event: a process is announced before
+    its agent has written any state, so the process's first conversation takes over the
+    id the process was announced under (the session row records which conversation took
+    it, so a restart keeps it); later conversations of the process get ids of their own."""
 
     def __init__(
         self,
@@ -123,11 +147,13 @@ class SessionTracker:
         self.settings = settings
         self._clock = clock or SystemClock()
         self._sessions: dict[str, Session] = {}
-        self._by_process: dict[tuple[int, int], str] = {}  # process-level sessions
+        self._by_process: dict[tuple[int, int], str] = {}  # a process's current session
+        self._by_native: dict[NativeKey, str] = {}  # live conversations and sub-agents
         self._restored: dict[str, Session] = {}
         # Ids that have ended (and so may never be used again), oldest first.
         self._ended: dict[str, None] = {}
         self._generation = 0  # bumped by every commit: a stale plan cannot be committed
+        self.foreign_claims = 0  # conversations another user's files claimed (ignored)
 
     def reconfigure(self, settings: TrackerSettings) -> None:
         self.settings = settings
@@ -155,7 +181,7 @@ class SessionTracker:
     def observe(
         self,
         processes: Sequence[AgentProcess],
-        facts: Mapping[int, ConversationFacts] | None = None,
+        facts: Mapping[int, ConversationFacts | Sequence[ConversationFacts]] | None = None,
         pending: Set[int] = frozenset(),
     ) -> Changes:
         """:meth:`plan` and :meth:`commit` at once (nothing to store in between)."""
@@ -169,23 +195,29 @@ class SessionTracker:
             raise RuntimeError("a change set planned before the last commit cannot be committed")
         self._sessions = changes.next_sessions
         self._by_process = changes.next_by_process
+        self._by_native = {
+            (s.platform, s.uid, s.native_id): sid
+            for sid, s in self._sessions.items()
+            if s.native_id is not None
+        }
         self._restored = {}
         for sid in changes.newly_ended:
             self._ended[sid] = None
         while len(self._ended) > MAX_ENDED_IDS:
             del self._ended[next(iter(self._ended))]
+        self.foreign_claims += changes.foreign_claims
         self._generation += 1
 
     def plan(
         self,
         processes: Sequence[AgentProcess],
-        facts: Mapping[int, ConversationFacts] | None = None,
+        facts: Mapping[int, ConversationFacts | Sequence[ConversationFacts]] | None = None,
         pending: Set[int] = frozenset(),
     ) -> Changes:
         """The change set of one observation, without changing the tracker. ``facts``:
-        the conversation each process runs, by pid, for agents whose state could be read.
-        ``pending``: pids whose agent state may still appear (a young process): no session
-        is started for them yet."""
+        the conversations each process runs (oldest first; the last is its current one),
+        by pid, for agents whose state could be read. ``pending``: pids whose agent state
+        may still appear (a young process): no session is started for them yet."""
         facts = facts or {}
         now = self._clock.wall()
         mono = self._clock.monotonic()
@@ -196,19 +228,22 @@ class SessionTracker:
         held: set[int] = set()  # new agents whose first event waits (for its identity)
         for proc in sorted(processes, key=lambda p: (p.start_time, p.pid)):
             parent = by_pid.get(proc.parent_pid) if proc.parent_pid is not None else None
-            conversation = facts.get(proc.pid)
+            convs = self._owned(work, proc, _conversations(facts.get(proc.pid)))
             if (not proc.signing_settled or proc.parent_pid in held) and not self._known(
-                work, proc, conversation
+                proc, convs
             ):
                 # A new session's first event carries its signing identity: wait for it
                 # (the scanner gives up after a while); a child waits for its parent.
                 held.add(proc.pid)
                 continue
-            if conversation is not None:
-                sid = self._conversation(work, proc, conversation, parent, now, mono)
-                for sub in conversation.subagents:
-                    if not sub.done:
-                        present.add(self._subagent(work, proc, conversation, sid, sub, now, mono))
+            if convs:
+                for index, conv in enumerate(convs):
+                    current = index == len(convs) - 1
+                    sid = self._conversation(work, proc, conv, parent, now, mono, current)
+                    present.add(sid)
+                    for sub in conv.subagents:
+                        if not sub.done:
+                            present.add(self._subagent(work, proc, conv, sid, sub, now, mono))
             else:
                 found = self._find_process_session(work, proc, mono)
                 if found is None and proc.pid in pending:
@@ -218,7 +253,8 @@ class SessionTracker:
                     session = work.session(sid)
                     assert session is not None
                     self._observe_activity(work, session, proc, None, now, mono)
-            present.add(sid)
+                present.add(sid)
+            work.by_process[proc.key] = sid
             by_pid[proc.pid] = sid
         for session in work.restored():  # died while quintd was down
             changes.events.append(session.event("ended", session.last_seen, "end"))
@@ -249,40 +285,70 @@ class SessionTracker:
 
     # -- finding and starting sessions ------------------------------------------------
 
-    def _known(self, work: _Pass, proc: AgentProcess, conv: ConversationFacts | None) -> bool:
-        """Whether the process already has a session (live or from before a restart)."""
-        if conv is not None:
-            sid = self._live_id(work, proc.platform, conv.native_id)
-            return work.session(sid) is not None or sid in self._restored
-        if work.session(work.by_process.get(proc.key) or self._by_process.get(proc.key) or ""):
+    @staticmethod
+    def _owned(
+        work: _Pass, proc: AgentProcess, convs: tuple[ConversationFacts, ...]
+    ) -> tuple[ConversationFacts, ...]:
+        """A conversation id counts only for processes of the user who owns the file
+        naming it: another user's file cannot claim (and so rename or end) it."""
+        kept = tuple(
+            c for c in convs if c.owner_uid is None or proc.uid is None or c.owner_uid == proc.uid
+        )
+        work.changes.foreign_claims += len(convs) - len(kept)
+        return kept
+
+    def _known(self, proc: AgentProcess, convs: tuple[ConversationFacts, ...]) -> bool:
+        """Whether the process already has a session (live or from before a restart);
+        looks only, adopts nothing."""
+        for conv in convs:
+            key = (proc.platform, proc.uid, conv.native_id)
+            if key in self._by_native or any(
+                r.platform == proc.platform and r.native_id == conv.native_id
+                for r in self._restored.values()
+            ):
+                return True
+        if self._by_process.get(proc.key) in self._sessions:
             return True
-        return any(
-            c.native_id is None and c.platform == proc.platform and c.pid == proc.pid
-            for c in self._restored.values()
+        return any(self._same_process(r, proc) for r in self._restored.values())
+
+    @staticmethod
+    def _same_process(session: Session, proc: AgentProcess) -> bool:
+        return (
+            session.platform == proc.platform
+            and session.pid == proc.pid
+            and abs(session.start_time_ms - proc.start_time_ms) <= _START_TOLERANCE_MS
         )
 
     def _find_process_session(self, work: _Pass, proc: AgentProcess, mono: float) -> str | None:
+        """The session this process runs now (its own, or its current conversation's), or
+        the one it ran before a restart (adopted)."""
         sid = work.by_process.get(proc.key) or self._by_process.get(proc.key)
         if sid is not None and work.session(sid) is not None:
             return sid
         for candidate in work.restored():
-            if (
-                candidate.native_id is None
-                and candidate.platform == proc.platform
-                and candidate.pid == proc.pid
-                and abs(candidate.start_time_ms - proc.start_time_ms) <= _START_TOLERANCE_MS
-            ):
-                self._adopt(work, candidate, proc, mono)
-                work.by_process[proc.key] = candidate.session_id
-                return candidate.session_id
+            if self._same_process(candidate, proc):
+                return self._adopt(work, candidate, proc, mono).session_id
         return None
 
-    def _existing(self, work: _Pass, sid: str, proc: AgentProcess, mono: float) -> Session | None:
-        """The live session with this id, or one from before the restart (adopted)."""
-        session = work.session(sid)
-        if session is None and sid in self._restored and sid not in work.adopted:
-            session = self._adopt(work, self._restored[sid], proc, mono)
-        return session
+    def _native_session(
+        self, work: _Pass, key: NativeKey, proc: AgentProcess, mono: float
+    ) -> Session | None:
+        """The live session of a conversation (or sub-agent), or its session from before
+        a restart (adopted, whatever form of id it was announced under)."""
+        session = work.session(work.by_native.get(key) or self._by_native.get(key))
+        if session is not None:
+            return session
+        platform, uid, native = key
+        for candidate in work.restored():
+            if (
+                candidate.platform == platform
+                and candidate.native_id == native
+                and candidate.uid in (uid, None)
+            ):
+                session = self._adopt(work, candidate, proc, mono)
+                work.by_native[key] = session.session_id
+                return session
+        return None
 
     @staticmethod
     def _adopt(work: _Pass, restored: Session, proc: AgentProcess, mono: float) -> Session:
@@ -293,6 +359,9 @@ class SessionTracker:
         session.observed_at = mono
         session.quiet_since = mono
         session.state_since = mono
+        if session.uid is None and proc.uid is not None:
+            session.uid = proc.uid  # a row from before owners were recorded
+            work.changes.upserts.append(session)
         work.sessions[session.session_id] = session
         return session
 
@@ -329,6 +398,8 @@ class SessionTracker:
             state_since=mono,
         )
         work.sessions[sid] = session
+        if native_id is not None:
+            work.by_native[(proc.platform, proc.uid, native_id)] = sid
         work.changes.events.append(session.event("active", now, "start"))
         work.changes.upserts.append(session)
         return session
@@ -346,7 +417,7 @@ class SessionTracker:
             sid = process_session_id(
                 self._machine_id, proc.platform, proc.pid, proc.start_time_ms, resumed
             )
-            if not work.is_ended(sid) and sid not in work.sessions:
+            if not work.is_ended(sid) and work.session(sid) is None:
                 break
             resumed += 1
         self._new_session(work, sid, proc, parent_id, now, mono, name=project_name(proc.cwd))
@@ -354,14 +425,19 @@ class SessionTracker:
         return sid
 
     def _live_id(
-        self, work: _Pass, platform: str, native_id: str, agent_id: str | None = None
+        self,
+        work: _Pass,
+        platform: str,
+        native_id: str,
+        agent_id: str | None = None,
+        uid: int | None = None,
     ) -> str:
-        """The id for a conversation (or sub-agent) now: its own, or, if that session has
-        ended and the conversation came back, the next unused resumed id."""
+        """The id for a new conversation (or sub-agent) session: its own, or, if that
+        session has ended and the conversation came back, the next unused resumed id."""
         resumed = 0
         while True:
-            sid = native_session_id(self._machine_id, platform, native_id, agent_id, resumed)
-            if not work.is_ended(sid):
+            sid = native_session_id(self._machine_id, platform, native_id, agent_id, resumed, uid)
+            if not work.is_ended(sid) and work.session(sid) is None:
                 return sid
             resumed += 1
 
@@ -375,10 +451,14 @@ class SessionTracker:
         parent_id: str | None,
         now: datetime,
         mono: float,
+        current: bool = True,
     ) -> str:
-        sid = self._live_id(work, proc.platform, conv.native_id)
-        session = self._existing(work, sid, proc, mono)
+        key = (proc.platform, proc.uid, conv.native_id)
+        session = self._native_session(work, key, proc, mono) or self._take_over(
+            work, proc, conv, key, mono
+        )
         if session is None:
+            sid = self._live_id(work, proc.platform, conv.native_id, uid=proc.uid)
             session = self._new_session(
                 work,
                 sid,
@@ -411,10 +491,31 @@ class SessionTracker:
         session.last_write = _latest(conv.last_write, session.last_write)
         session.sub_last_write = _latest(sub_write, session.sub_last_write)
         signals = _Signals(
-            work=work_seen, use_cpu=conv.status is None, name=conv.name, model=conv.model
+            work=work_seen,
+            use_cpu=conv.status is None and current,
+            name=conv.name,
+            model=conv.model,
         )
         self._observe_activity(work, session, proc, signals, now, mono)
-        return sid
+        return session.session_id
+
+    def _take_over(
+        self,
+        work: _Pass,
+        proc: AgentProcess,
+        conv: ConversationFacts,
+        key: NativeKey,
+        mono: float,
+    ) -> Session | None:
+        """The process's first conversation takes the session its process was announced
+        under (before the agent wrote its state): one conversation, one session."""
+        session = work.session(self._find_process_session(work, proc, mono))
+        if session is None or session.native_id is not None:
+            return None  # no session yet, or it is another conversation's (/clear, /new)
+        session.native_id = conv.native_id
+        work.by_native[key] = session.session_id
+        work.changes.upserts.append(session)  # the row records which conversation took it
+        return session
 
     def _subagent(
         self,
@@ -426,9 +527,10 @@ class SessionTracker:
         now: datetime,
         mono: float,
     ) -> str:
-        sid = self._live_id(work, proc.platform, conv.native_id, sub.agent_id)
-        session = self._existing(work, sid, proc, mono)
+        native = f"{conv.native_id}:agent:{sub.agent_id}"
+        session = self._native_session(work, (proc.platform, proc.uid, native), proc, mono)
         if session is None:
+            sid = self._live_id(work, proc.platform, conv.native_id, sub.agent_id, proc.uid)
             session = self._new_session(
                 work,
                 sid,
@@ -438,7 +540,7 @@ class SessionTracker:
                 mono,
                 name=sub.name,
                 model=sub.model or conv.model,
-                native_id=f"{conv.native_id}:agent:{sub.agent_id}",
+                native_id=native,
             )
             session.last_write = sub.last_write
             return sid
@@ -446,7 +548,7 @@ class SessionTracker:
         session.last_write = _latest(sub.last_write, session.last_write)
         signals = _Signals(work=work_seen, use_cpu=False, name=sub.name, model=sub.model)
         self._observe_activity(work, session, proc, signals, now, mono)
-        return sid
+        return session.session_id
 
     # -- activity -----------------------------------------------------------------------
 

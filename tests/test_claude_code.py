@@ -16,6 +16,7 @@ from quintd.model import AgentProcess, ConversationFacts
 from quintd.scanner import Scanner
 from quintd.sources.claude_code import ClaudeCodeState, linux_start_ticks, project_dir_name
 from quintd.sources.manager import SourceManager
+from quintd.sources.spec import ReaderContext
 
 
 class Replay:
@@ -25,7 +26,7 @@ class Replay:
         self.root = root
         self.pid = pid
         self.clock = 0.0
-        self.state = ClaudeCodeState(root, lambda: self.clock)
+        self.state = ClaudeCodeState(root, ReaderContext(lambda: self.clock))
         (root / "sessions").mkdir(parents=True)
         self.project = root / "projects" / PROJECT_DIR
         self.project.mkdir(parents=True)
@@ -237,5 +238,61 @@ def test_manager_finds_state_from_the_process_environment_and_watches_it(
             what="status change via watchdog",
         )
         assert manager.stats()["watched_dirs"] >= 1
+    finally:
+        manager.close()
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_first_run_one_session_from_the_first_event(
+    tmp_path: Path, agents: Agents, late: bool
+) -> None:
+    """Claude Code's first run on a machine: no ~/.claude yet when the process starts.
+    Whether its registry appears within the grace period (the first event names the
+    conversation) or after it (the process was announced: the conversation takes that
+    session over), the launch is one session, never one ended seconds later."""
+    from datetime import UTC, datetime
+
+    from quintd.tracker import SessionTracker
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", tmp_path / "claude")
+    proc = agents.spawn([str(tmp_path / "claude"), "600"], env=dict(os.environ, HOME=str(home)))
+    agent = wait_until(
+        lambda: next((a for a in Scanner().scan() if a.pid == proc.pid), None), what="claude"
+    )
+    wall = [agent.start_time + 0.5]
+
+    class Clock:
+        def wall(self) -> datetime:
+            return datetime.fromtimestamp(wall[0], UTC)
+
+        def monotonic(self) -> float:
+            return wall[0]
+
+    manager = SourceManager(clock=lambda: wall[0], wall=lambda: wall[0])
+    tracker = SessionTracker("0" * 32, idle_after=3600, clock=Clock())
+    events = []
+    try:
+        events += tracker.observe([agent], *manager.observe([agent])).events
+        assert events == []  # young, and Claude Code writes its registry as it starts
+        if late:
+            wall[0] += 5.0  # the grace is over: announced as its process
+            events += tracker.observe([agent], *manager.observe([agent])).events
+            assert [e.state for e in events] == ["active"]
+        root = home / ".claude"
+        (root / "sessions").mkdir(parents=True)  # the first run creates it all
+        data = json.loads((FIXTURES / "registry-snapshots" / "session-busy.json").read_text())
+        data.update(pid=agent.pid, procStart=linux_start_ticks(agent.pid))
+        (root / "sessions" / f"{agent.pid}.json").write_text(json.dumps(data))
+        for _ in range(3):
+            wall[0] += 1.0
+            facts, pending = wait_until(
+                lambda: (found := manager.observe([agent]))[0] and found, what="the registry"
+            )
+            events += tracker.observe([agent], facts, pending).events
+        assert [e.state for e in events] == ["active"]  # one session, never ended
+        [session] = tracker.sessions
+        assert session.session_id == events[0].session_id and session.native_id == FIRST
     finally:
         manager.close()

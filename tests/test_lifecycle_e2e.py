@@ -5,6 +5,7 @@ the exact sequence; and the restart story with SIGKILL between transitions."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -66,10 +67,11 @@ def ours(events: list[Received], state_dir: Path) -> list[Received]:
     """The events of the fake agent's sessions, whose ids we know in advance (other agents
     may run on this machine)."""
     machine = machine_id(state_dir)
+    uid = os.getuid()  # the fake agent's owner: conversation ids are bound to it
     ids = {
-        native_session_id(machine, "claude-code", FIRST),
-        native_session_id(machine, "claude-code", FIRST, SUBAGENT),
-        native_session_id(machine, "claude-code", SECOND),
+        native_session_id(machine, "claude-code", FIRST, uid=uid),
+        native_session_id(machine, "claude-code", FIRST, SUBAGENT, uid=uid),
+        native_session_id(machine, "claude-code", SECOND, uid=uid),
     }
     return [r for r in events if r.event["session_id"] in ids]
 

@@ -1,5 +1,5 @@
-"""Codex rollouts and Gemini CLI chats, written in the shapes agents.md describes, matched
-to real processes by working directory and start time."""
+"""Readers against real processes: Gemini CLI chats matched by project and start time;
+Codex TUIs told apart by their own loopback ports, as /proc really shows them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from quintd.model import AgentProcess
 from quintd.scanner import Scanner
 from quintd.sources.codex import CodexState
 from quintd.sources.gemini_cli import GeminiState
+from quintd.sources.spec import ReaderContext
 
 
 def _agent(agents: Agents, name: str, cwd: Path) -> AgentProcess:
@@ -26,97 +27,6 @@ def _agent(agents: Agents, name: str, cwd: Path) -> AgentProcess:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
-def test_codex_rollout_gives_id_and_model(tmp_path: Path, agents: Agents) -> None:
-    project = tmp_path / "proj"
-    project.mkdir()
-    codex = _agent(agents, "codex", project)
-    root = tmp_path / ".codex"
-    day = root / "sessions" / time.strftime("%Y/%m/%d")
-    day.mkdir(parents=True)
-    clock = [0.0]
-    state = CodexState(root, lambda: clock[0])
-    # An older rollout of the same project, begun long before this process: not it.
-    old = day / "rollout-2026-11-28T09-00-00-old.jsonl"
-    old.write_text(
-        json.dumps(
-            {
-                "timestamp": _iso(codex.start_time - 3600),
-                "type": "session_meta",
-                "payload": {
-                    "id": "old-id",
-                    "cwd": str(project),
-                    "timestamp": _iso(codex.start_time - 3600),
-                },
-            }
-        )
-        + "\n"
-    )
-    state.prepare([codex])
-    assert state.facts(codex) is None
-    mine = day / "rollout-2026-11-28T10-00-00-new.jsonl"
-    with open(mine, "w") as fh:
-        fh.write(
-            json.dumps(
-                {
-                    "timestamp": _iso(codex.start_time + 1),
-                    "type": "session_meta",
-                    "payload": {
-                        "id": "0199-abc",
-                        "cwd": str(project),
-                        "timestamp": _iso(codex.start_time + 1),
-                    },
-                }
-            )
-            + "\n"
-        )
-        fh.write("garbage line\n")
-    clock[0] = 5.0
-    state.changed(mine)
-    state.prepare([codex])
-    facts = state.facts(codex)
-    assert facts is not None and facts.native_id == "0199-abc" and facts.model is None
-    with open(mine, "a") as fh:
-        fh.write(
-            json.dumps(
-                {
-                    "timestamp": _iso(time.time()),
-                    "type": "turn_context",
-                    "payload": {"model": "gpt-5-codex", "cwd": str(project)},
-                }
-            )
-            + "\n"
-        )
-    clock[0] = 6.0
-    state.changed(mine)
-    state.prepare([codex])
-    facts = state.facts(codex)
-    assert facts is not None
-    assert (facts.model, facts.last_write) == ("gpt-5-codex", 6.0)
-    assert state.stats.garbage == 1
-
-
-def test_codex_rollout_of_another_directory_is_not_matched(tmp_path: Path, agents: Agents) -> None:
-    here, there = tmp_path / "here", tmp_path / "there"
-    here.mkdir()
-    there.mkdir()
-    codex = _agent(agents, "codex", here)
-    root = tmp_path / ".codex"
-    day = root / "sessions" / "2026" / "11" / "28"
-    day.mkdir(parents=True)
-    (day / "rollout-x.jsonl").write_text(
-        json.dumps(
-            {
-                "type": "session_meta",
-                "payload": {"id": "x", "cwd": str(there), "timestamp": _iso(time.time())},
-            }
-        )
-        + "\n"
-    )
-    state = CodexState(root, time.monotonic)
-    state.prepare([codex])
-    assert state.facts(codex) is None
 
 
 def test_gemini_chat_gives_id_and_model(tmp_path: Path, agents: Agents) -> None:
@@ -141,90 +51,117 @@ def test_gemini_chat_gives_id_and_model(tmp_path: Path, agents: Agents) -> None:
         + json.dumps({"type": "gemini", "content": "...", "model": "gemini-2.5-pro"})
         + "\n"
     )
-    state = GeminiState(root, time.monotonic)
+    state = GeminiState(root, ReaderContext(time.monotonic))
     state.prepare([gemini])
     facts = state.facts(gemini)
     assert facts is not None
     assert (facts.native_id, facts.model) == ("g-123", "gemini-2.5-pro")
 
 
-def test_two_codex_processes_in_one_directory_keep_their_own_rollouts(
+FAKE_TUI = """
+import socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print(listener.getsockname()[1], flush=True)
+held = []
+while True:
+    conn, _ = listener.accept()
+    held.append(conn)
+"""
+
+FAKE_DAEMON = """
+import socket, sys
+held = []
+for line in sys.stdin:
+    port = int(line)
+    for _ in range(2):  # two connections per thread loaded for that TUI
+        held.append(socket.create_connection(("127.0.0.1", port)))
+    print("ok", flush=True)
+"""
+
+
+def test_codex_tuis_in_one_directory_are_told_apart_by_their_ports(
     tmp_path: Path, agents: Agents
 ) -> None:
-    """Started in the same second: only the open rollout file can tell them apart."""
+    """Two TUIs in one directory; threads attached while both run go to the TUI the
+    daemon connected to (read from /proc/<pid>/fd and /proc/net/tcp)."""
     import os
+    import subprocess
+    import sys
 
     project = tmp_path / "proj"
     project.mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "codex").write_text(FAKE_TUI)  # a script named codex: matched as codex
+    (bindir / "daemon.py").write_text(FAKE_DAEMON)
     root = tmp_path / ".codex"
-    day = root / "sessions" / "2026" / "11" / "28"
-    day.mkdir(parents=True)
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    script = tmp_path / "codex"  # keeps its rollout open, as codex does
-    script.write_text(f'exec 3>>"$1"; read x < {fifo}\n')
-    procs = [
-        agents.spawn(["sh", str(script), str(day / f"rollout-{n}.jsonl")], cwd=project)
-        for n in "ab"
-    ]
+    caps = root / "tui-thread-reference-capabilities"
+    caps.mkdir(parents=True)
+    (root / "thread-writer-locks").mkdir()
+    tuis = []
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, str(bindir / "codex")],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        agents.procs.append(proc)  # type: ignore[arg-type]
+        assert proc.stdout is not None
+        tuis.append((proc, int(proc.stdout.readline())))
+    daemon = subprocess.Popen(
+        [sys.executable, str(bindir / "daemon.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    agents.procs.append(daemon)  # type: ignore[arg-type]
     scanner = Scanner()
     found = wait_until(
         lambda: (
-            len(mine := [a for a in scanner.scan() if a.pid in {p.pid for p in procs}]) == 2
+            len(mine := [a for a in scanner.scan() if a.pid in {p.pid for p, _ in tuis}]) == 2
             and mine
         ),
-        what="two codex processes",
+        what="two codex TUIs",
     )
     by_pid = {a.pid: a for a in found}
-    first, second = by_pid[procs[0].pid], by_pid[procs[1].pid]
-    wait_until(lambda: all((day / f"rollout-{n}.jsonl").exists() for n in "ab"), what="opened")
-    for name in "ab":
-        with open(day / f"rollout-{name}.jsonl", "a") as fh:
-            fh.write(
-                json.dumps(
-                    {
-                        "type": "session_meta",
-                        "payload": {
-                            "id": f"id-{name}",
-                            "cwd": str(project),
-                            "timestamp": _iso(max(first.start_time, second.start_time) + 0.5),
-                        },
-                    }
-                )
-                + "\n"
-            )
-    state = CodexState(root, time.monotonic)
-    state.prepare([first, second])
-    assert state.facts(first).native_id == "id-a"  # type: ignore[union-attr]
-    assert state.facts(second).native_id == "id-b"  # type: ignore[union-attr]
-    with open(fifo, "w") as fh:
-        fh.write("x\nx\n")
+    a, b = (by_pid[p.pid] for p, _ in tuis)
+    state = CodexState(root, ReaderContext(time.monotonic))
+
+    def attach(tui: int, thread: str, at: float) -> None:
+        assert daemon.stdin is not None and daemon.stdout is not None
+        daemon.stdin.write(f"{tuis[tui][1]}\n")
+        daemon.stdin.flush()
+        assert daemon.stdout.readline().strip() == "ok"
+        (root / "thread-writer-locks" / f"{thread}.lock").touch()
+        (caps / thread).touch()
+        wait_until(lambda: _accepted(tuis[tui][0].pid) >= 2, what="connections accepted")
+        state.changed(caps / thread)
+        # Both TUIs started long before this attach: only the connections can tell.
+        later = max(a.start_time, b.start_time) + at
+        os.utime(caps / thread, (later, later))
+
+    t = ["01a22595-0000-7000-8000-00000000000" + str(n) for n in range(3)]
+    attach(1, t[0], 60)  # B attaches first
+    state.prepare([a, b])
+    assert state.facts(a) is None and state.facts(b).native_id == t[0]  # type: ignore[union-attr]
+    attach(0, t[1], 61)
+    state.prepare([a, b])
+    assert state.facts(a).native_id == t[1]  # type: ignore[union-attr]
+    attach(0, t[2], 62)  # A's /new
+    state.prepare([a, b])
+    assert state.facts(a).native_id == t[2]  # type: ignore[union-attr]
+    assert state.facts(b).native_id == t[0]  # type: ignore[union-attr]
+    assert state.ambiguous == 0
 
 
-def test_a_garbage_timestamp_is_skipped_not_fatal(tmp_path: Path, agents: Agents) -> None:
-    project = tmp_path / "proj"
-    project.mkdir()
-    codex = _agent(agents, "codex", project)
-    root = tmp_path / ".codex"
-    day = root / "sessions" / "2026" / "11" / "28"
-    day.mkdir(parents=True)
-    (day / "rollout-x.jsonl").write_text(
-        json.dumps(
-            {
-                "type": "session_meta",
-                "payload": {"id": "x", "cwd": str(project), "timestamp": 10**400},
-            }
-        )
-        + "\n"
-        + json.dumps(
-            {
-                "type": "session_meta",
-                "payload": {"id": "x", "cwd": str(project), "timestamp": _iso(time.time())},
-            }
-        )
-        + "\n"
-    )
-    state = CodexState(root, time.monotonic)
-    state.prepare([codex])
-    facts = state.facts(codex)
-    assert facts is not None and facts.native_id == "x"
+def _accepted(pid: int) -> int:
+    from quintd.sources.processes import LiveProcesses
+
+    sockets = LiveProcesses().tcp(pid)
+    ports = {s.local for s in sockets if s.state == "LISTEN"}
+    return sum(1 for s in sockets if s.state == "ESTAB" and s.local in ports)

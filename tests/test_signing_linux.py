@@ -168,3 +168,32 @@ def test_same_identifier_from_another_team_does_not_match(agents: Agents) -> Non
     wait_until(lambda: resolver.cached(str(exe)), what="cached")
     assert all(a.pid != proc.pid for a in scanner.scan())
     resolver.close()
+
+
+def test_identities_survive_a_restart_in_the_store(tmp_path: Path) -> None:
+    """A restart examines nothing it already knows: the cache lives in the database,
+    keyed by device, inode, size, mtime and ctime."""
+    from quintd.store import Store
+
+    target = tmp_path / "agent"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", target)
+    store = Store(tmp_path / "q.db")
+    first = SigningResolver(CountingBackend(), persist=store)
+    found = first.resolve(str(target), timeout=10)
+    first.close()
+    assert found is not None and first.examined == 1
+    store.close()
+
+    store = Store(tmp_path / "q.db")  # the daemon starts again
+    backend = CountingBackend()
+    second = SigningResolver(backend, persist=store)
+    assert second.resolve(str(target), timeout=10) == found
+    assert backend.calls == [] and second.examined == 0
+    # A file changed in place (same size, mtime set back) has a new ctime: examined again.
+    stat = target.stat()
+    target.write_bytes(target.read_bytes())
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert second.resolve(str(target), timeout=10) is not None
+    assert len(backend.calls) == 1
+    second.close()
+    store.close()

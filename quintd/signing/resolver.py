@@ -7,13 +7,24 @@ import os
 import queue
 import threading
 import time
+from typing import Protocol
 
 from quintd.signing.backends import Backend, default_backend
 from quintd.signing.info import SigningInfo
 
 log = logging.getLogger("quintd.signing")
 
-FileKey = tuple[int, int, int, int]
+# (device, inode, size, mtime ns, ctime ns): a file changed in any way, even by someone
+# who set its mtime back, is examined again.
+FileKey = tuple[int, int, int, int, int]
+
+
+class PersistentCache(Protocol):
+    """Where identities outlive the daemon (the store's ``signing_cache`` table)."""
+
+    def load_signing(self) -> dict[FileKey, SigningInfo]: ...
+
+    def save_signing(self, key: FileKey, info: SigningInfo) -> None: ...
 
 
 def file_key(path: str) -> FileKey | None:
@@ -21,13 +32,23 @@ def file_key(path: str) -> FileKey | None:
         st = os.stat(path)
     except (OSError, ValueError):
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class SigningResolver:
-    def __init__(self, backend: Backend | None = None) -> None:
+    def __init__(
+        self, backend: Backend | None = None, persist: PersistentCache | None = None
+    ) -> None:
+        """``persist``: a cache kept across restarts; a restart examines nothing it
+        already knows."""
         self._backend = backend or default_backend()
+        self._persist = persist
         self._cache: dict[FileKey, SigningInfo] = {}
+        if persist is not None:
+            try:
+                self._cache.update(persist.load_signing())
+            except Exception as exc:  # an unreadable cache only costs a re-examination
+                log.warning("signing: cached identities not loaded: %s", exc)
         self._pending: dict[FileKey, threading.Event] = {}
         self._lock = threading.Lock()
         self._work: queue.Queue[tuple[str, FileKey] | None] = queue.Queue()
@@ -96,3 +117,8 @@ class SigningResolver:
                 done = self._pending.pop(key, None)
             if done is not None:
                 done.set()
+            if self._persist is not None and info.source != "error":
+                try:
+                    self._persist.save_signing(key, info)
+                except Exception as exc:  # a full disk: the next start examines it again
+                    log.warning("signing: identity not kept on disk: %s", exc)

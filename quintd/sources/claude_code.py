@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.scanner import start_ticks
-from quintd.sources.files import JsonlTail, ReadStats, read_json_file, text
-from quintd.sources.spec import ReaderSpec
+from quintd.sources.files import JsonlTail, ReadStats, path_text, read_json_file, text
+from quintd.sources.processes import LiveProcesses
+from quintd.sources.spec import ReaderContext, ReaderSpec
 
 _STATUSES: dict[str, Status] = {"busy": "busy", "idle": "idle", "waiting": "waiting"}
 _AGENT_FILE = re.compile(r"^agent-([A-Za-z0-9_-]{1,128})\.(jsonl|meta\.json)$")
@@ -46,6 +45,7 @@ class Registry:
     name: str | None
     proc_start: str | None
     started_at_ms: int | None
+    owner: int  # the uid owning the registry file: whose conversation this is
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Transcript:
 
 def linux_start_ticks(pid: int) -> str | None:
     """What Claude Code records as procStart: the start time in ticks since boot."""
-    return start_ticks(pid)
+    return LiveProcesses().start_ticks(pid)
 
 
 class ClaudeCodeState:
@@ -87,9 +87,10 @@ class ClaudeCodeState:
 
     platform = "claude-code"
 
-    def __init__(self, root: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, root: Path, context: ReaderContext) -> None:
         self.root = root
-        self._clock = clock
+        self._clock = context.clock
+        self._processes = context.processes
         self.stats = ReadStats()
         self._registries: dict[int, Registry | None] = {}
         self._reload: set[int] = set()  # registries changed since last read
@@ -143,6 +144,7 @@ class ClaudeCodeState:
             model=model,
             last_write=last_write,
             subagents=subagents,
+            owner_uid=registry.owner,
         )
 
     def poll(self) -> None:
@@ -172,9 +174,10 @@ class ClaudeCodeState:
         return self._registries[pid]
 
     def _load_registry(self, pid: int) -> Registry | None:
-        data = read_json_file(self.root / "sessions" / f"{pid}.json", self.root, self.stats)
-        if data is None:
+        found = read_json_file(self.root / "sessions" / f"{pid}.json", self.root, self.stats)
+        if found is None:
             return None
+        data = found.data
         session_id = data.get("sessionId")
         if data.get("pid") != pid or not isinstance(session_id, str):
             self.stats.garbage += 1
@@ -190,19 +193,19 @@ class ClaudeCodeState:
         return Registry(
             pid=pid,
             session_id=session_id,
-            cwd=text(data.get("cwd"), 4096) or "",
+            cwd=path_text(data.get("cwd")) or "",
             status=_STATUSES.get(status) if isinstance(status, str) else None,
             name=name,
-            proc_start=str(data["procStart"]) if data.get("procStart") is not None else None,
+            proc_start=_proc_start(data.get("procStart")),
             started_at_ms=started if isinstance(started, int) else None,
+            owner=found.owner,
         )
 
-    @staticmethod
-    def _fresh(registry: Registry, proc: AgentProcess) -> bool:
+    def _fresh(self, registry: Registry, proc: AgentProcess) -> bool:
         """A registry written by this very process, not a leftover of a dead one whose
         pid was reused."""
         if registry.proc_start is not None and sys.platform.startswith("linux"):
-            return linux_start_ticks(proc.pid) == registry.proc_start
+            return self._processes.start_ticks(proc.pid) == registry.proc_start
         if registry.started_at_ms is not None:
             return abs(registry.started_at_ms - proc.start_time_ms) < 60_000
         return True
@@ -267,8 +270,9 @@ class ClaudeCodeState:
         agent_id, kind = match.groups()
         sub = transcript.subagents.setdefault(agent_id, Subagent(agent_id))
         if kind == "meta.json":
-            meta = read_json_file(path, self.root, self.stats)
-            if meta is not None:
+            found = read_json_file(path, self.root, self.stats)
+            if found is not None:
+                meta = found.data
                 sub.name = text(meta.get("description")) or text(meta.get("agentType"))
                 sub.tool_use_id = text(meta.get("toolUseId"), 256)
             return
@@ -310,6 +314,15 @@ class ClaudeCodeState:
                 self._subagent_file(transcript, path)
 
 
+def _proc_start(value: object) -> str | None:
+    """procStart as recorded: clock ticks since boot (digits only)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 32:
+        return value
+    return None
+
+
 def _tool_results(record: dict[str, Any]) -> set[str]:
     message = record.get("message")
     if not isinstance(message, dict) or not isinstance(message.get("content"), list):
@@ -324,5 +337,9 @@ def _tool_results(record: dict[str, Any]) -> set[str]:
 
 
 SPEC = ReaderSpec(
-    platform="claude-code", env_dir="CLAUDE_CONFIG_DIR", home_dir=".claude", factory=ClaudeCodeState
+    platform="claude-code",
+    env_dir="CLAUDE_CONFIG_DIR",
+    home_dir=".claude",
+    factory=ClaudeCodeState,
+    writes_at_start=True,  # the registry, as it starts (or once ~/.claude exists)
 )

@@ -1,28 +1,30 @@
-"""The shared base of readers whose agent writes one JSONL file per conversation (Codex's
-rollouts, Gemini CLI's chats): files found under watched directories, read incrementally,
-and matched to the running process they belong to.
+"""The shared base of readers whose agent writes one JSONL file per conversation (Gemini
+CLI's chats, and others of that shape): files found under watched directories, read
+incrementally, and matched to the running process they belong to.
 
 A subclass names its file pattern and directories, parses one record at a time into a
-:class:`Conversation`, and says whether a conversation belongs to a process. A file belongs
-to a process when it names the process's working directory and began after the process
-started; of several, the one written last.
+:class:`Conversation`, and says whether a conversation can belong to a process. Of the
+processes a file can belong to, it goes to the one that holds it open, else to the last
+one started before the file began (two agents in one directory each keep their own); a
+process runs the conversation it wrote last.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import fnmatch
+import os
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from quintd.model import AgentProcess, ConversationFacts
+from quintd.model import AgentProcess, ConversationFacts, Status
 from quintd.sources.files import READ_BUDGET_BYTES, JsonlTail, ReadStats
+from quintd.sources.spec import ReaderContext
 
 CLOCK_SLACK_S = 10.0  # a file may carry a start time slightly before the process's
 PASS_BUDGET_BYTES = 32 * 1024 * 1024  # read per pass over all files; the rest next pass
+MAX_SCAN_DEPTH = 6  # how deep under a watched directory files are looked for
 
 
 @dataclass
@@ -34,8 +36,10 @@ class Conversation:
     started: float | None = None  # epoch seconds
     model: str | None = None
     title: str | None = None
+    status: Status | None = None  # busy/idle, where the file tells
     last_write: float | None = None  # monotonic; growth after the first read only
     read_once: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # a subclass's own bookkeeping
 
 
 def epoch(value: Any) -> float | None:
@@ -43,45 +47,45 @@ def epoch(value: Any) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value) / (1000 if value > 1e11 else 1)
             return seconds if 0 < seconds < 1e10 else None
-        if isinstance(value, str):
+        if isinstance(value, str) and len(value) < 64:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except (ValueError, OverflowError, OSError):
         return None
     return None
 
 
-def _open_files(processes: list[AgentProcess]) -> dict[int, set[Path]]:
-    """The files each agent's process tree holds open (codex keeps its rollout open)."""
-    result: dict[int, set[Path]] = {}
-    for proc in processes:
-        paths: set[Path] = set()
-        try:
-            root = psutil.Process(proc.pid)
-            for member in [root, *root.children(recursive=True)]:
-                try:
-                    paths.update(Path(f.path) for f in member.open_files())
-                except (psutil.Error, OSError):
-                    continue
-        except (psutil.Error, OSError):
-            continue
-        result[proc.pid] = paths
-    return result
-
-
-def _mtime(path: Path) -> float:
+def lmtime(path: Path) -> float:
+    """Modification time of the path itself (a link is not followed)."""
     try:
-        return path.stat().st_mtime
+        return os.lstat(path).st_mtime
     except OSError:
         return 0.0
 
 
+def find_files(directory: Path, pattern: str, newer_than: float) -> list[Path]:
+    """Files named like ``pattern`` under ``directory`` (not through links, at most
+    :data:`MAX_SCAN_DEPTH` levels down), modified at or after ``newer_than``."""
+    found: list[Path] = []
+    base = len(directory.parts)
+    for current, dirs, files in os.walk(directory, followlinks=False):
+        if len(Path(current).parts) - base >= MAX_SCAN_DEPTH:
+            dirs[:] = []
+        for name in files:
+            if fnmatch.fnmatchcase(name, pattern):
+                path = Path(current) / name
+                if lmtime(path) >= newer_than:
+                    found.append(path)
+    return found
+
+
 class ConversationFiles:
     platform = ""
-    pattern = ""
+    pattern = ""  # file name pattern, e.g. "session-*.jsonl"
 
-    def __init__(self, root: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, root: Path, context: ReaderContext) -> None:
         self.root = root
-        self._clock = clock
+        self._clock = context.clock
+        self._processes = context.processes
         self.stats = ReadStats()
         self._files: dict[Path, Conversation] = {}
         self._dirty: set[Path] = set()
@@ -93,7 +97,7 @@ class ConversationFiles:
         raise NotImplementedError
 
     def changed(self, path: Path) -> None:
-        if path.match(self.pattern):
+        if fnmatch.fnmatchcase(path.name, self.pattern):
             self._dirty.add(path)
 
     def poll(self) -> None:
@@ -105,18 +109,19 @@ class ConversationFiles:
         return any(d.is_dir() for d in self.watch_dirs())
 
     def prepare(self, processes: list[AgentProcess]) -> None:
-        """Before this pass's facts: read what changed, and give each file to one process,
-        the last one started before the file began (two agents in one directory each keep
-        their own conversation)."""
+        """Before this pass's facts: read what changed, and give each file to one
+        process."""
         self._oldest_start = min((p.start_time for p in processes), default=0.0)
         self._refresh()
         self._owner = {}
-        holders = _open_files(processes) if len(processes) > 1 else {}
+        holders: dict[int, set[str]] = {}
+        if len(processes) > 1:  # only needed to tell two processes apart
+            holders = {p.pid: self._processes.open_files(p.pid) for p in processes}
         for path, conv in self._files.items():
             if conv.native_id is None:
                 continue
             owners = [p for p in processes if self._belongs(conv, p)]
-            holding = [p for p in owners if path in holders.get(p.pid, ())]
+            holding = [p for p in owners if str(path) in holders.get(p.pid, ())]
             if len(holding) == 1:
                 owners = holding  # the agent has its conversation file open: certain
             if owners:
@@ -126,10 +131,15 @@ class ConversationFiles:
         mine = [self._files[path] for path, pid in self._owner.items() if pid == proc.pid]
         if not mine:
             return None
-        best = max(mine, key=lambda conv: _mtime(conv.tail.path))
+        best = max(mine, key=lambda conv: (conv.started or 0.0, lmtime(conv.tail.path)))
         assert best.native_id is not None
         return ConversationFacts(
-            native_id=best.native_id, name=best.title, model=best.model, last_write=best.last_write
+            native_id=best.native_id,
+            status=best.status,
+            name=best.title,
+            model=best.model,
+            last_write=best.last_write,
+            owner_uid=best.tail.owner,
         )
 
     def _belongs(self, conv: Conversation, proc: AgentProcess) -> bool:
@@ -140,24 +150,22 @@ class ConversationFiles:
         if not self._scanned:
             self._scanned = True
             for directory in self.watch_dirs():
-                if directory.is_dir():
+                if directory.is_dir() and not directory.is_symlink():
                     # Only conversations that can belong to a running process: history
                     # older than the oldest of them is never read.
-                    self._dirty.update(
-                        p
-                        for p in directory.glob(f"**/{Path(self.pattern).name}")
-                        if _mtime(p) >= horizon
-                    )
-        for path in [p for p, c in self._files.items() if _mtime(p) < horizon]:
+                    self._dirty.update(find_files(directory, self.pattern, horizon))
+        for path in [p for p in self._files if lmtime(p) < horizon]:
             del self._files[path]  # finished long ago: forget it
         budget = PASS_BUDGET_BYTES
         dirty, self._dirty = self._dirty, set()
-        for path in sorted(dirty, key=_mtime, reverse=True):
+        for path in sorted(dirty, key=lmtime, reverse=True):
             if budget <= 0:
                 self._dirty.add(path)  # the next pass goes on
                 continue
             conv = self._files.get(path)
             if conv is None:
+                if lmtime(path) < horizon or not path.is_relative_to(self.root):
+                    continue
                 conv = self._files[path] = Conversation(
                     JsonlTail(path, self.root, stats=self.stats)
                 )
@@ -172,7 +180,7 @@ class ConversationFiles:
             for record in records:
                 try:
                     self._record(conv, record)
-                except (ValueError, TypeError, OverflowError, OSError):
+                except (ValueError, TypeError, OverflowError, OSError, KeyError):
                     conv.tail.stats.garbage += 1
 
     def _record(self, conv: Conversation, record: dict[str, Any]) -> None:

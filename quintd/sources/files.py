@@ -1,74 +1,194 @@
-"""Reading agent files as the untrusted input they are: incrementally, from the last
-offset, a half-written last line left for later, garbage lines skipped and counted,
-never through a symlink out of the agent's state directory, never too much at once."""
+"""Reading agent files as the untrusted input they are.
+
+Any local user writes the files quintd reads, and quintd may run as root. So:
+- a file is opened by walking directory descriptors from the agent's state directory:
+  ``openat`` with ``O_NOFOLLOW`` on every component, then ``fstat`` for its type and owner.
+  A symlink anywhere on the way, or a directory swapped in between two steps, is refused;
+  nothing is ever resolved first and opened after (no check-then-open race);
+- sizes are bounded before anything is parsed: whole-file JSON at 256 KiB, a JSONL line at
+  4 MiB, a read at 8 MiB per file per pass; nesting deeper than 64 levels is refused before
+  the JSON parser sees it (a crafted file must not make the parser recurse without end);
+- a bad file or line is skipped and counted, the good lines around it are kept, and a
+  warning is logged at most once per file per change: never a traceback per pass;
+- JSONL files are read incrementally from the last offset; a half-written last line waits
+  for its newline.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import re
 import stat
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quintd.model import clean_text
+
+log = logging.getLogger("quintd.sources")
+
 MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line is skipped, not buffered
 READ_BUDGET_BYTES = 8 * 1024 * 1024  # per file per pass; the rest next pass
 MAX_JSON_FILE_BYTES = 256 * 1024  # whole-file JSON (registries, metas)
+MAX_JSON_DEPTH = 64
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
 @dataclass
 class ReadStats:
     lines: int = 0
-    garbage: int = 0  # lines that are not JSON objects, or too long
-    refused: int = 0  # files refused: symlinks out, not regular, too large
+    garbage: int = 0  # lines or files that are not JSON objects, too long or too deep
+    refused: int = 0  # files refused: symlinks on the way, not regular, too large
 
 
-def inside(path: Path, root: Path) -> bool:
-    """Whether path, with every symlink resolved, stays under root."""
+class Refused(OSError):
+    """A path that may not be read: a link, a non-regular file, a path out of the root."""
+
+
+def open_under(root: Path, path: Path) -> tuple[int, os.stat_result]:
+    """Open ``path`` (which must lie under ``root``) read-only by walking directory
+    descriptors with ``O_NOFOLLOW``; returns the descriptor and its ``fstat``. Raises
+    :class:`Refused` for a link, a ``..``, or anything but a regular file, and
+    ``OSError`` (``FileNotFoundError`` ...) as the system says."""
     try:
-        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
-    except (OSError, ValueError):
-        return False
-
-
-def _open(path: Path, root: Path, stats: ReadStats) -> int | None:
-    if not inside(path, root):
-        stats.refused += 1
-        return None
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise Refused(f"{path} is not under {root}") from None
+    if not parts or any(p in ("..", ".", "") for p in parts):
+        raise Refused(f"{path}: not a plain path under {root}")
+    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC
     try:
-        fd = os.open(
-            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        )
+        dir_fd = os.open(root, flags | _O_DIRECTORY)
+    except OSError as exc:
+        raise _refusal(exc, root) from None
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(part, flags | _O_DIRECTORY, dir_fd=dir_fd)
+            except OSError as exc:
+                raise _refusal(exc, path) from None
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            fd = os.open(parts[-1], flags | _O_NONBLOCK, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _refusal(exc, path) from None
+    finally:
+        os.close(dir_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise Refused(f"{path} is not a regular file")
+    return fd, info
+
+
+def _refusal(exc: OSError, path: Path) -> OSError:
+    # ELOOP (EMLINK on some BSDs): a symlink where O_NOFOLLOW forbids one; ENOTDIR: a link
+    # or a file where a directory should be.
+    if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR):
+        return Refused(f"{path}: a link or a non-directory on the way")
+    return exc
+
+
+def stat_under(root: Path, path: Path) -> os.stat_result | None:
+    """``fstat`` of a regular file reached safely, or None."""
+    try:
+        fd, info = open_under(root, path)
     except OSError:
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        stats.refused += 1
-        return None
-    return fd
+    os.close(fd)
+    return info
 
 
-def read_json_file(path: Path, root: Path, stats: ReadStats) -> dict[str, Any] | None:
-    """A small JSON object file, or None (absent, refused, too large or garbage)."""
-    fd = _open(path, root, stats)
-    if fd is None:
+def depth_ok(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests no deeper than ``limit`` (strings are skipped whole). Cheap
+    for ordinary text: only a text with more brackets than the limit is scanned."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return True
+    depth = 0
+    for match in _TOKENS.finditer(raw):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return False
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return True
+
+
+def parse_object(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object from untrusted bytes, or None (not JSON, not an object, too deep)."""
+    if not depth_ok(raw):
         return None
     try:
-        if os.fstat(fd).st_size > MAX_JSON_FILE_BYTES:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Complaints:
+    """At most one warning per file per change: a garbage file rewritten every second by a
+    hostile user must not flood the journal."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._seen: OrderedDict[Path, tuple[int, int]] = OrderedDict()
+        self._size = size
+
+    def warn(self, path: Path, info: os.stat_result | None, what: str) -> None:
+        identity = (info.st_size, info.st_mtime_ns) if info is not None else (0, 0)
+        if self._seen.get(path) == identity:
+            return
+        self._seen[path] = identity
+        self._seen.move_to_end(path)
+        while len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        log.warning("skipped %s in %s", what, clean_text(str(path), 1000))
+
+
+COMPLAINTS = Complaints()
+
+
+@dataclass(frozen=True)
+class JsonFile:
+    data: dict[str, Any]
+    owner: int  # the uid owning the file
+
+
+def read_json_file(path: Path, root: Path, stats: ReadStats) -> JsonFile | None:
+    """A small JSON object file, or None (absent, refused, too large or garbage)."""
+    try:
+        fd, info = open_under(root, path)
+    except Refused:
+        stats.refused += 1
+        return None
+    except OSError:
+        return None
+    try:
+        if info.st_size > MAX_JSON_FILE_BYTES:
             stats.refused += 1
+            COMPLAINTS.warn(path, info, "a file too large to be what it should")
             return None
         raw = os.read(fd, MAX_JSON_FILE_BYTES + 1)
     finally:
         os.close(fd)
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        stats.garbage += 1
+    data = parse_object(raw)
+    if data is None:
+        if raw.strip():  # an empty file is a rewrite caught half way, not garbage
+            stats.garbage += 1
+            COMPLAINTS.warn(path, info, "a file that is not a JSON object")
         return None
-    if not isinstance(data, dict):
-        stats.garbage += 1
-        return None
-    return data
+    return JsonFile(data, info.st_uid)
 
 
 @dataclass
@@ -81,25 +201,33 @@ class JsonlTail:
     identity: tuple[int, int] | None = None  # (device, inode)
     partial: bytes = b""
     skipping: bool = False  # inside a line too long to keep
+    owner: int | None = None  # the uid owning the file, from its last read
     stats: ReadStats = field(default_factory=ReadStats)
 
     def read_new(self, budget: int = READ_BUDGET_BYTES) -> tuple[list[dict[str, Any]], bool]:
         """New records since the last call, and whether more is left to read."""
-        fd = _open(self.path, self.root, self.stats)
-        if fd is None:
+        try:
+            fd, info = open_under(self.root, self.path)
+        except Refused:
+            self.stats.refused += 1
+            return [], False
+        except OSError:
             return [], False
         try:
-            info = os.fstat(fd)
             identity = (info.st_dev, info.st_ino)
             if identity != self.identity or info.st_size < self.offset:
                 # Replaced or truncated: start over.
                 self.identity, self.offset, self.partial, self.skipping = identity, 0, b"", False
+            self.owner = info.st_uid
             want = min(budget, info.st_size - self.offset)
             data = os.pread(fd, want, self.offset) if want > 0 else b""
         finally:
             os.close(fd)
         self.offset += len(data)
+        bad_before = self.stats.garbage
         records = self._split(data)
+        if self.stats.garbage > bad_before:
+            COMPLAINTS.warn(self.path, info, f"{self.stats.garbage - bad_before} bad line(s)")
         return records, self.offset < info.st_size
 
     def _split(self, data: bytes) -> list[dict[str, Any]]:
@@ -122,23 +250,31 @@ class JsonlTail:
         if not line.strip():
             return None
         self.stats.lines += 1
-        if len(line) > MAX_LINE_BYTES:
+        record = parse_object(line) if len(line) <= MAX_LINE_BYTES else None
+        if record is None:
             self.stats.garbage += 1
-            return None
-        try:
-            record = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            self.stats.garbage += 1
-            return None
-        if not isinstance(record, dict):
-            self.stats.garbage += 1
-            return None
         return record
 
 
 def text(value: Any, limit: int = 200) -> str | None:
-    """A string field from untrusted JSON, or None; bounded and single-line."""
-    if not isinstance(value, str):
+    """A string field from untrusted JSON, or None: cleaned (no controls, no bidi
+    overrides, one line) and capped."""
+    return clean_text(value, limit)
+
+
+def path_text(value: Any, limit: int = 4096) -> str | None:
+    """A path from untrusted JSON, kept as written (it names files; it is never sent or
+    printed raw): a string of at most ``limit`` characters without NUL, or None."""
+    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
         return None
-    cleaned = " ".join(value.split())
-    return cleaned[:limit] or None
+    return value
+
+
+def identifier(value: Any, limit: int = 128) -> str | None:
+    """An id from untrusted JSON: letters, digits, ``-``, ``_``, ``.``, ``:``, ``$`` only."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        return None
+    return value if _IDENT.fullmatch(value) else None
+
+
+_IDENT = re.compile(r"[A-Za-z0-9_.:$-]+")

@@ -20,21 +20,23 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import psutil
 
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.settings import SourceSettings
 from quintd.sources.files import ReadStats
+from quintd.sources.processes import LiveProcesses, ProcessView
 from quintd.sources.registry import READERS, readers_by_platform
-from quintd.sources.spec import AgentState, ReaderSpec
+from quintd.sources.spec import AgentState, ReaderContext, ReaderSpec
 
 log = logging.getLogger("quintd.sources")
 
-# A process this young whose state directory exists may not have written its state yet.
+# A process this young, of an agent that writes its state as it starts, may not have
+# written it yet.
 PENDING_GRACE_S = 3.0
+
+Found = ConversationFacts | Sequence[ConversationFacts]
 
 
 class SourceManager:
@@ -43,9 +45,13 @@ class SourceManager:
         settings: SourceSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         readers: tuple[ReaderSpec, ...] = READERS,
+        processes: ProcessView | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings or SourceSettings()
-        self._clock = clock
+        self._processes = processes or LiveProcesses()
+        self._context = ReaderContext(clock=clock, processes=self._processes)
+        self._wall = wall
         self._readers = readers_by_platform(readers)
         self._states: dict[tuple[str, Path], AgentState] = {}
         self._roots: dict[tuple[int, int], Path | None] = {}
@@ -54,19 +60,18 @@ class SourceManager:
         self._watched: set[Path] = set()
         self._unwatchable: set[Path] = set()
         self._lock = threading.Lock()
-        self._last: dict[tuple[int, int], ConversationFacts] = {}
+        self._last: dict[tuple[int, int], Found] = {}
+        self._complained: dict[str, str] = {}  # where -> the last error logged there
         self.errors = 0
 
     def reconfigure(self, settings: SourceSettings) -> None:
         self.settings = settings
 
-    def observe(
-        self, processes: list[AgentProcess]
-    ) -> tuple[dict[int, ConversationFacts], set[int]]:
+    def observe(self, processes: list[AgentProcess]) -> tuple[dict[int, Found], set[int]]:
         """Facts for each process whose agent state could be read, and the pids of young
         processes whose state may still appear."""
         self._route_events()
-        facts: dict[int, ConversationFacts] = {}
+        facts: dict[int, Found] = {}
         pending: set[int] = set()
         live = set()
         self._prepare(processes)
@@ -77,9 +82,8 @@ class SourceManager:
             live.add(proc.key)
             try:
                 found, young = self._facts_for(proc, reader)
-            except Exception:  # an agent's garbage must never stop the daemon
-                self.errors += 1
-                log.exception("reading %s state for pid %d failed", proc.platform, proc.pid)
+            except Exception as exc:  # an agent's garbage must never stop the daemon
+                self._error(f"reading {proc.platform} state for pid {proc.pid}", exc)
                 # Keep what was known: a reading error is not the end of a conversation.
                 found, young = self._last.get(proc.key), False
             if found is not None:
@@ -105,29 +109,40 @@ class SourceManager:
                 if root is not None:
                     self._state(proc.platform, reader, root)
                     groups.setdefault((proc.platform, root), []).append(proc)
-            except Exception:
-                self.errors += 1
-                log.exception("finding %s state for pid %d failed", proc.platform, proc.pid)
+            except Exception as exc:
+                self._error(f"finding {proc.platform} state for pid {proc.pid}", exc)
         for key, members in groups.items():
             try:
-                self._states[key].prepare(members)
-            except Exception:
-                self.errors += 1
-                log.exception("reading %s state under %s failed", *key)
+                state = self._states[key]
+                if not self.settings.watch or any(
+                    d in self._unwatchable for d in state.watch_dirs()
+                ):
+                    state.poll()  # no change events from there: look at its files again
+                state.prepare(members)
+            except Exception as exc:
+                self._error(f"reading {key[0]} state under {key[1]}", exc)
 
-    def _facts_for(
-        self, proc: AgentProcess, reader: ReaderSpec
-    ) -> tuple[ConversationFacts | None, bool]:
-        """The process's conversation, and whether it is young enough to wait for one."""
+    def _error(self, where: str, exc: Exception) -> None:
+        """Counted every time; logged (with its traceback) once per place and error, so
+        that a file that breaks a reader cannot flood the log every pass."""
+        self.errors += 1
+        what = f"{type(exc).__name__}: {exc}"[:500]
+        if self._complained.get(where) == what:
+            return
+        if len(self._complained) > 1000:
+            self._complained.clear()
+        self._complained[where] = what
+        log.warning("%s failed (counted, logged once): %s", where, what, exc_info=exc)
+
+    def _facts_for(self, proc: AgentProcess, reader: ReaderSpec) -> tuple[Found | None, bool]:
+        """The process's conversations, and whether it is young enough to wait for one."""
+        young = reader.writes_at_start and self._wall() - proc.start_time < PENDING_GRACE_S
         root = self._root(proc, reader)
         if root is None:
-            return None, False
+            return None, young
         state = self._state(proc.platform, reader, root)
-        if any(d in self._unwatchable for d in state.watch_dirs()):
-            state.poll()  # no events from there: look at the known files again
-        found = state.facts(proc)
-        young = time.time() - proc.start_time < PENDING_GRACE_S
-        return found, found is None and young and state.has_registry_dir()
+        found = state.facts(proc) or None
+        return found, found is None and young
 
     def stats(self) -> dict[str, int]:
         totals = ReadStats()
@@ -156,13 +171,13 @@ class SourceManager:
 
     def _root(self, proc: AgentProcess, reader: ReaderSpec) -> Path | None:
         if proc.key not in self._roots:
-            self._roots[proc.key] = find_state_dir(proc, reader)
+            self._roots[proc.key] = find_state_dir(proc, reader, self._processes)
         return self._roots[proc.key]
 
     def _state(self, platform: str, reader: ReaderSpec, root: Path) -> AgentState:
         state = self._states.get((platform, root))
         if state is None:
-            state = self._states[(platform, root)] = reader.factory(root, self._clock)
+            state = self._states[(platform, root)] = reader.factory(root, self._context)
         if self.settings.watch:
             self._ensure_watched(state)
         return state
@@ -230,18 +245,16 @@ class SourceManager:
                     state.changed(path)
 
 
-def find_state_dir(proc: AgentProcess, reader: ReaderSpec) -> Path | None:
+def find_state_dir(
+    proc: AgentProcess, reader: ReaderSpec, processes: ProcessView | None = None
+) -> Path | None:
     """The agent's state directory: from its environment, else its owner's home; only
-    if owned by the process's user or root."""
-    try:
-        process = psutil.Process(proc.pid)
-        uid = process.uids().real
-    except (psutil.Error, OSError):
+    if it is a real directory owned by the process's user."""
+    processes = processes or LiveProcesses()
+    uid = processes.uid(proc.pid)
+    if uid is None:
         return None
-    try:
-        env = process.environ()
-    except (psutil.Error, OSError):
-        env = {}
+    env = processes.environ(proc.pid) or {}
     root: Path | None = None
     if reader.env_dir and env.get(reader.env_dir):
         root = Path(env[reader.env_dir])

@@ -3,13 +3,14 @@ spec value each reader module exports for the registry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.files import ReadStats
+from quintd.sources.processes import LiveProcesses, ProcessView
 
 
 class AgentState(Protocol):
@@ -29,15 +30,25 @@ class AgentState(Protocol):
 
     def prepare(self, processes: list[AgentProcess]) -> None: ...
 
-    def facts(self, proc: AgentProcess) -> ConversationFacts | None: ...
+    def facts(
+        self, proc: AgentProcess
+    ) -> ConversationFacts | Sequence[ConversationFacts] | None: ...
 
     def has_registry_dir(self) -> bool: ...
 
     def poll(self) -> None: ...
 
 
-# (state directory, monotonic clock) -> the reader of that directory
-StateFactory = Callable[[Path, Callable[[], float]], AgentState]
+@dataclass(frozen=True)
+class ReaderContext:
+    """What a reader is given besides its directory."""
+
+    clock: Callable[[], float]  # monotonic seconds: when a file grew
+    processes: ProcessView = field(default_factory=LiveProcesses)
+
+
+# (state directory, context) -> the reader of that directory
+StateFactory = Callable[[Path, ReaderContext], AgentState]
 
 
 @dataclass(frozen=True)
@@ -49,3 +60,7 @@ class ReaderSpec:
     env_dir: str | None  # an environment variable naming the state directory
     home_dir: str  # else this directory in the home directory
     factory: StateFactory
+    # The agent writes its state as it starts (a registry, a session file): a young
+    # process gets no session until that state names its conversation (or the grace
+    # period ends), so its first event already carries it.
+    writes_at_start: bool = False
