@@ -152,6 +152,9 @@ def test_fake_claude_code_story_exact_sequence(short_tmp: Path, agents: Agents, 
     assert len(events) == 9 and server.violations == []
     ids = {r.event["session_id"] for r in events}
     assert len(ids) == 3
+    # Every session's first event carries the signing identity (it waited for it).
+    firsts = {r.event["session_id"]: r.event for r in reversed(events)}
+    assert all(e.get("signing_id", "").startswith("sha256:") for e in firsts.values())
 
 
 def test_restart_with_sigkill_between_transitions(short_tmp: Path, agents: Agents, daemons) -> None:
