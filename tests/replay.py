@@ -25,6 +25,8 @@ from quintd.scanner import KnownProcess, fold_trees
 from quintd.settings import SourceSettings
 from quintd.sources.manager import SourceManager
 from quintd.sources.processes import TcpSocket
+from quintd.sources.registry import READERS
+from quintd.sources.spec import ReaderSpec
 from quintd.store import Store
 from quintd.tracker import SessionTracker
 
@@ -184,9 +186,16 @@ class Replay:
     tracker decides goes through a real store (SQLite in the home's parent), so that
     :meth:`restart` is a daemon restart: everything rebuilt from the database."""
 
-    def __init__(self, home: Path, start: float, idle_after: float = 3600.0) -> None:
+    def __init__(
+        self,
+        home: Path,
+        start: float,
+        idle_after: float = 3600.0,
+        readers: tuple[ReaderSpec, ...] | None = None,
+    ) -> None:
         self.home = home
         self.idle_after = idle_after
+        self.readers = readers if readers is not None else READERS
         self.clock = Clock(start)
         self.view = RecordedProcesses(home)
         self.db = home.parent / "replay.db"
@@ -199,6 +208,7 @@ class Replay:
         sources = SourceManager(
             SourceSettings(watch=False),
             clock=self.clock.monotonic,
+            readers=self.readers,
             processes=self.view,
             wall=lambda: self.clock.t,
         )
