@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from quintd import __version__
-from quintd.errors import EXIT_OK, NotRunningError, QuintdError
+from quintd.errors import EXIT_FAILURE, EXIT_OK, NotRunningError, QuintdError
 
 if TYPE_CHECKING:
     from quintd.config import LoadedConfig
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every dead letter")
     which.add_argument("seqs", nargs="*", type=int, default=[], metavar="SEQ")
+    requeue.add_argument(
+        "--force",
+        action="store_true",
+        help="requeue even events whose session's `ended` was delivered already",
+    )
     queue.add_argument("--config", metavar="PATH", help=argparse.SUPPRESS)
     queue.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     service = commands.add_parser("service", help="install or remove the system service")
@@ -133,6 +139,8 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.command == "service":
         return _service(args)
     if args.config_command == "check":
+        for warning in loaded.warnings:
+            print(f"quintd: warning: {warning}", file=sys.stderr)
         print(f"{loaded.source or 'built-in defaults'}: ok")
         return EXIT_OK
     from quintd.config import render_config
@@ -147,11 +155,42 @@ def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
     from quintd.status_text import render_status
 
     result = request(loaded.socket_path, Command.STATUS)
+    _check_identity(loaded, result)
     if as_json:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     print(render_status(from_json(StatusReport, result, "status")))
     return EXIT_OK
+
+
+def _same_path(a: object, b: object) -> bool:
+    return (
+        isinstance(a, str)
+        and isinstance(b, str | Path)
+        and (os.path.realpath(a) == os.path.realpath(b))
+    )
+
+
+def _check_identity(loaded: LoadedConfig, result: Any) -> None:
+    """The daemon answering on the socket must be this configuration's: the same state
+    dir, or the same config file (whose state dir changed, pending a restart). Another
+    daemon that took the socket path is never reported as this one."""
+    if not isinstance(result, dict):
+        raise QuintdError("quintd answered with something that is not a status report")
+    if _same_path(result.get("state_dir"), loaded.state_dir):
+        return
+    if loaded.source is not None and _same_path(result.get("config_file"), loaded.source):
+        print(
+            f"quintd: note: the configuration names state dir {loaded.state_dir}; the daemon "
+            f"runs with {result.get('state_dir')} until it is restarted",
+            file=sys.stderr,
+        )
+        return
+    raise QuintdError(
+        f"the daemon answering on {loaded.socket_path} runs with state dir "
+        f"{result.get('state_dir')}, not {loaded.state_dir}: it is another quintd (two "
+        f"daemons share paths.runtime_dir?)"
+    )
 
 
 def _service(args: argparse.Namespace) -> int:
@@ -182,6 +221,7 @@ def _queue(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     from quintd.protocol import (
         Command,
         DeadLetterRow,
+        RequeueRefusal,
         RequeueReply,
         RequeueRequest,
         from_json,
@@ -189,16 +229,19 @@ def _queue(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     )
 
     if args.queue_command == "requeue":
-        ask = RequeueRequest(seqs=None if args.all else list(args.seqs))
+        ask = RequeueRequest(seqs=None if args.all else list(args.seqs), force=args.force)
         try:
             reply = from_json(
                 RequeueReply, request(loaded.socket_path, Command.REQUEUE, **to_json(ask))
             )
         except NotRunningError:
             with _offline_store(loaded) as store:
-                reply = RequeueReply(requeued=store.requeue(ask.seqs))
+                moved, refused = store.requeue(ask.seqs, force=ask.force)
+            reply = RequeueReply(moved, [RequeueRefusal(seq, why) for seq, why in refused])
         print(f"requeued {reply.requeued} dead letter(s)")
-        return EXIT_OK
+        for refusal in reply.refused:
+            print(f"not requeued: {refusal.seq}: {refusal.reason}", file=sys.stderr)
+        return EXIT_OK if not reply.refused else EXIT_FAILURE
     try:
         letters = from_json(
             list[DeadLetterRow], request(loaded.socket_path, Command.DEAD_LETTERS), "dead letters"

@@ -12,6 +12,7 @@ and exit 78.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -47,7 +48,8 @@ _MAX_TOKEN_FILE_BYTES = 64 * 1024
 
 class _Section(BaseModel):
     # strict: TOML is already typed, so "1" for a number is a mistake worth reporting.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan: `idle_after = inf` or `nan` is a mistake, never a setting.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class CloudConfig(_Section):
@@ -179,6 +181,8 @@ class LoadedConfig:
     token: str | None  # resolved from env, file or token_file; never log it
     state_dir: Path
     runtime_dir: Path
+    # Not errors, but worth saying (logged at start and reload, printed by `config check`).
+    warnings: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -258,7 +262,27 @@ def load_config(
     token = _resolve_token(config, env, source)
     state_dir, runtime_dir = _resolve_dirs(config, env, root, source)
     _check_dirs(state_dir, runtime_dir, source)
-    return LoadedConfig(config, source, token, state_dir, runtime_dir)
+    warnings = _inline_token_warning(config, source, text)
+    return LoadedConfig(config, source, token, state_dir, runtime_dir, warnings)
+
+
+def _inline_token_warning(config: Config, source: Path | None, text: str) -> tuple[str, ...]:
+    """A token written in a config file that group or others can read is readable by them."""
+    if source is None or config.cloud.token is None or sys.platform == "win32":
+        return ()
+    try:
+        mode = stat.S_IMODE(source.stat().st_mode)
+    except OSError:
+        return ()
+    if not mode & 0o044:
+        return ()
+    line = find_key_line(text, ["cloud", "token"])
+    at = f", line {line}" if line else ""
+    return (
+        f"{source}{at}: cloud.token: the file is readable by group or others "
+        f"(mode {mode:04o}), and so is the token; run: chmod 600 {source} "
+        f"(or move the token to cloud.token_file)",
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -391,6 +415,12 @@ def read_token_file(path: Path, where: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise ConfigError(
+                f"{prefix}: is a symbolic link; quintd reads a token only from the file "
+                f"itself (a link could make the root daemon read, and send, any file): "
+                f"set token_file to {os.path.realpath(path)} or copy the token there"
+            ) from None
         raise ConfigError(f"{prefix}: cannot open: {exc.strerror}") from None
     try:
         info = os.fstat(fd)

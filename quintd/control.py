@@ -31,15 +31,25 @@ Handler = Callable[[Mapping[str, Any]], Any]
 
 
 class ControlServer:
+    """The daemon's end of the socket. The path is watched (:meth:`check`, each pass): a
+    socket deleted (``rm``) or replaced by a dead one is bound again, so ``status`` keeps
+    finding the daemon and no second daemon can take the path over unnoticed."""
+
     def __init__(self, settings: ControlSettings, handlers: Mapping[str, Handler]) -> None:
         self.settings = settings
         self.path = settings.socket_path
         self._handlers = {str(name): handler for name, handler in handlers.items()}
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._thread: threading.Thread | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of our socket
+        self._foreign_logged = False
+        self.rebinds = 0
 
     def start(self) -> None:
         _remove_stale_socket(self.path)
+        self._bind()
+
+    def _bind(self) -> None:
         handlers = self._handlers
 
         class _RequestHandler(socketserver.StreamRequestHandler):
@@ -56,9 +66,10 @@ class ControlServer:
             server = socketserver.ThreadingUnixStreamServer(str(self.path), _RequestHandler)
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        info = os.lstat(self.path)
+        self._identity = (info.st_dev, info.st_ino)
         server.daemon_threads = True
-        self._server = server
+        old, self._server = self._server, server
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -66,6 +77,47 @@ class ControlServer:
             daemon=True,
         )
         self._thread.start()
+        if old is not None:  # a socket deleted under us: stop serving the orphaned one
+            threading.Thread(target=_close, args=(old,), daemon=True).start()
+
+    def check(self) -> None:
+        """Is our socket still at its path? Bind it again if it was deleted, or replaced
+        by a socket nobody answers on; say so once if another process answers there."""
+        if self._server is None:
+            return
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            log.warning("control socket %s was deleted: binding it again", self.path)
+            self._rebind()
+            return
+        except OSError:
+            return
+        if (info.st_dev, info.st_ino) == self._identity:
+            return
+        if stat.S_ISSOCK(info.st_mode) and _answers(self.path):
+            if not self._foreign_logged:
+                self._foreign_logged = True
+                log.error(
+                    "control socket %s was replaced by another process that answers on it; "
+                    "`quintd status` will not reach this daemon",
+                    self.path,
+                )
+            return
+        log.warning("control socket %s was replaced: binding it again", self.path)
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(info.st_mode):
+                self.path.unlink()
+        self._rebind()
+
+    def _rebind(self) -> None:
+        try:
+            self._bind()
+        except OSError as exc:
+            log.error("cannot bind the control socket %s again: %s", self.path, exc)
+            return
+        self.rebinds += 1
+        self._foreign_logged = False
 
     def reconfigure(self, settings: ControlSettings) -> None:
         """The socket's path needs a restart (``paths.runtime_dir``): it stays."""
@@ -77,8 +129,27 @@ class ControlServer:
         self._server.shutdown()
         self._server.server_close()
         self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            info = os.lstat(self.path)
+            if (info.st_dev, info.st_ino) == self._identity:  # only our own socket
+                os.unlink(self.path)
+
+
+def _close(server: socketserver.ThreadingUnixStreamServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _dispatch(handlers: Mapping[str, Handler], line: bytes) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,17 +27,19 @@ from typing import Any
 from quintd import __version__
 from quintd.config import LoadedConfig, running_as_root
 from quintd.control import ControlServer
-from quintd.errors import AlreadyRunningError, ConfigError, QuintdError
+from quintd.errors import AlreadyRunningError, QuintdError
 from quintd.identity import machine_id
 from quintd.logs import apply_log_settings, fields, register_secret
 from quintd.model import Session, format_timestamp
 from quintd.notify import Notifier
+from quintd.private_files import ensure_private_dir, open_private_file
 from quintd.protocol import (
     AgentStateReport,
     Command,
     DeadLetterRow,
     DeliveryReport,
     QueueReport,
+    RequeueRefusal,
     RequeueReply,
     RequeueRequest,
     ScanReport,
@@ -52,9 +55,13 @@ from quintd.shipper import Shipper
 from quintd.signing import SigningResolver
 from quintd.sources.manager import SourceManager
 from quintd.store import DeadLetter, Store
-from quintd.tracker import SessionTracker
+from quintd.tracker import Changes, SessionTracker
 
 log = logging.getLogger("quintd.daemon")
+
+# Events held in memory while the state filesystem is full, before intermediate flips are
+# shed (each session's first event and its `ended` are always kept).
+MAX_EVENTS_IN_MEMORY = 100_000
 
 
 class StateLock:
@@ -65,7 +72,7 @@ class StateLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -87,13 +94,6 @@ class StateLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = path.stat()
-    if info.st_uid == os.geteuid() and info.st_mode & 0o077:
-        os.chmod(path, 0o700)
 
 
 class Daemon:
@@ -129,6 +129,11 @@ class Daemon:
         self._next_watchdog = 0.0
         self._loop_errors = 0
         self._last_loop_error: str | None = None
+        self._last_logged_error: str | None = None
+        # Change sets that could not be stored (a full disk), oldest first.
+        self._backlog: list[Changes] = []
+        self._refused_in_memory: dict[str, int] = {}  # shed from the backlog, by state
+        self._next_full_log = 0.0
         # What status shows: replaced whole after each pass (the tracker never changes a
         # session in place), so the control thread never sees a pass half done.
         self._session_view: list[Session] = []
@@ -145,10 +150,7 @@ class Daemon:
         os.umask(0o077)
         paths = self.settings.paths
         for key, path in (("state_dir", paths.state_dir), ("runtime_dir", paths.runtime_dir)):
-            try:
-                ensure_private_dir(path)
-            except OSError as exc:
-                raise ConfigError(f"paths.{key}: cannot use {path}: {exc.strerror}") from None
+            ensure_private_dir(path, key)
         self._lock.acquire()
         try:
             self._install_signal_handlers()
@@ -170,6 +172,8 @@ class Daemon:
                     sessions=len(self._session_view),
                 ),
             )
+            for warning in self.loaded.warnings:
+                log.warning("%s", warning)
             # Ready: the first scan is done, the queue and the socket are up.
             self._notifier.ready(f"tracking {len(self._session_view)} session(s)")
             self._main_loop()
@@ -256,6 +260,8 @@ class Daemon:
             # No burst after a stall; the interval may have changed on reload.
             next_tick = max(next_tick + self.settings.loop.scan_interval, now)
             self._tick()
+            if self._control is not None:
+                self._control.check()  # deleted or replaced: bound again
             if now >= next_touch:
                 next_touch = now + self.settings.loop.touch_interval
                 self._touch()
@@ -281,6 +287,8 @@ class Daemon:
             loaded, state_dir=self.loaded.state_dir, runtime_dir=self.loaded.runtime_dir
         )
         self._apply_settings(new)
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
         self._reloads += 1
         self._last_reload_error = None
         log.info("configuration reloaded", extra=fields(config=loaded.source or "<defaults>"))
@@ -293,37 +301,110 @@ class Daemon:
             processes = self._scanner.scan()
             facts, pending = self._sources.observe(processes)
             changes = self._tracker.plan(processes, facts, pending)
-            pids = {s.session_id: s.pid for s in [*self._session_view, *changes.upserts]}
-            stored = self._store.apply(changes.events, changes.upserts, changes.removals)
-            # Only now that it is on disk: a failed write leaves the tracker as it was, and
-            # the next pass finds the same transitions again.
-            self._tracker.commit(changes)
-            self._session_view = self._tracker.sessions
-            if stored:
-                for event in changes.events:
-                    log.info(
-                        "session %s",
-                        event.kind,
-                        extra=fields(
-                            session_id=event.session_id,
-                            state=event.state,
-                            platform=event.platform,
-                            pid=pids.get(event.session_id),
-                        ),
-                    )
-                if self._shipper is not None:
-                    self._shipper.wake()
         except Exception as exc:
-            self._loop_errors += 1
-            self._last_loop_error = f"{format_timestamp(datetime.now(UTC))} {exc}"
-            log.exception("scan pass failed; will retry")
+            self._pass_failed(exc)
+            return
+        if self._backlog:
+            self._store_backlog()
+        stored = 0
+        try:
+            if self._backlog:
+                raise _StillFull("earlier transitions wait to be stored first")
+            stored = self._store.apply(changes.events, changes.upserts, changes.removals)
+        except Exception as exc:
+            if not _disk_full(exc):
+                # Nothing committed: the tracker stays as it was, and the next pass finds
+                # the same transitions again.
+                self._pass_failed(exc)
+                return
+            # No room on the state filesystem: a state, not a crash loop. The tracker
+            # moves on (its sessions stay in memory, so an `ended` is still produced) and
+            # the change set waits in memory, in order, until there is room.
+            self._hold_in_memory(changes, exc)
+        self._tracker.commit(changes)
+        self._session_view = self._tracker.sessions
+        if stored:
+            self._log_events(changes)
+            if self._shipper is not None:
+                self._shipper.wake()
+
+    def _log_events(self, changes: Changes) -> None:
+        for event in changes.events:
+            log.info(
+                "session %s",
+                event.kind,
+                extra=fields(
+                    session_id=event.session_id,
+                    state=event.state,
+                    platform=event.platform,
+                    pid=changes.pids.get(event.session_id),
+                ),
+            )
+
+    def _hold_in_memory(self, changes: Changes, exc: Exception) -> None:
+        self._backlog.append(changes)
+        waiting = sum(len(c.events) for c in self._backlog)
+        if waiting > MAX_EVENTS_IN_MEMORY:
+            self._shed_backlog()
+        now = time.monotonic()
+        if now >= self._next_full_log:
+            self._next_full_log = now + 60.0
+            log.error(
+                "state filesystem full (%s): %d event(s) wait in memory; they are stored "
+                "when there is room again on %s",
+                exc,
+                sum(len(c.events) for c in self._backlog),
+                self.settings.paths.state_dir,
+            )
+
+    def _shed_backlog(self) -> None:
+        """Too much waiting in memory: drop the intermediate idle/active flips (every event
+        carries the whole state, so only flips are lost); a session's first event and its
+        `ended` always stay. Counted as refused, by state."""
+        for changes in self._backlog:
+            kept = []
+            for event in changes.events:
+                if event.kind in ("start", "end"):
+                    kept.append(event)
+                else:
+                    self._refused_in_memory[event.state] = (
+                        self._refused_in_memory.get(event.state, 0) + 1
+                    )
+            changes.events[:] = kept
+
+    def _store_backlog(self) -> None:
+        """Room again? Store what waited, oldest first."""
+        assert self._store is not None
+        while self._backlog:
+            changes = self._backlog[0]
+            try:
+                self._store.apply(changes.events, changes.upserts, changes.removals)
+            except Exception as exc:
+                if not _disk_full(exc):
+                    self._pass_failed(exc)
+                return
+            self._backlog.pop(0)
+            self._log_events(changes)
+        log.warning("room on the state filesystem again: the waiting events are stored")
+        if self._shipper is not None:
+            self._shipper.wake()
+
+    def _pass_failed(self, exc: Exception) -> None:
+        """Counted every time; logged with its traceback once per distinct error."""
+        self._loop_errors += 1
+        what = f"{type(exc).__name__}: {exc}"
+        self._last_loop_error = f"{format_timestamp(datetime.now(UTC))} {what}"
+        if what != self._last_logged_error:
+            self._last_logged_error = what
+            log.exception("scan pass failed; will retry (the same error is not logged again)")
 
     def _touch(self) -> None:
         assert self._tracker is not None and self._store is not None
         try:
             self._store.touch_sessions(self._tracker.sessions)
-        except Exception:
-            log.exception("could not record last-seen times")
+        except Exception as exc:
+            if not _disk_full(exc):
+                self._pass_failed(exc)
 
     def _shutdown(self) -> None:
         if self._control is not None:
@@ -352,10 +433,12 @@ class Daemon:
         ask = from_json(
             RequeueRequest, {k: v for k, v in request.items() if k != "command"}, "request"
         )
-        moved = self._store.requeue(ask.seqs)
-        log.info("requeued %d dead letter(s)", moved)
+        moved, refused = self._store.requeue(ask.seqs, force=ask.force)
+        log.info("requeued %d dead letter(s), refused %d", moved, len(refused))
         self._shipper.wake()
-        reply: dict[str, Any] = to_json(RequeueReply(requeued=moved))
+        reply: dict[str, Any] = to_json(
+            RequeueReply(requeued=moved, refused=[RequeueRefusal(s, r) for s, r in refused])
+        )
         return reply
 
     # -- status ---------------------------------------------------------------------------
@@ -369,6 +452,13 @@ class Daemon:
         assert self._shipper is not None and self._scanner is not None
         assert self._sources is not None
         stats = self._store.stats()
+        waiting: dict[str, int] = {}
+        for changes in list(self._backlog):  # a copy: the main loop changes it
+            for event in list(changes.events):
+                waiting[event.state] = waiting.get(event.state, 0) + 1
+        refused_by_state = dict(stats.refused_by_state)
+        for state, count in list(self._refused_in_memory.items()):
+            refused_by_state[state] = refused_by_state.get(state, 0) + count
         delivery = self._shipper.status()
         oldest_age = None
         if stats.oldest_enqueued_at is not None:
@@ -409,9 +499,13 @@ class Daemon:
                 dead_letters=stats.dead_letters,
                 produced=stats.produced,
                 coalesced=stats.coalesced,
-                refused=stats.refused,
+                refused=stats.refused + sum(self._refused_in_memory.values()),
                 lost_databases=stats.lost_databases,
                 last_loss=stats.last_loss,
+                refused_by_state=refused_by_state,
+                disk_full=bool(waiting) or bool(self._backlog),
+                waiting_in_memory=sum(waiting.values()),
+                waiting_by_state=waiting,
             ),
             delivery=DeliveryReport(
                 waiting_for_token=delivery.waiting_for_token,
@@ -423,7 +517,9 @@ class Daemon:
                 next_attempt_at=delivery.next_attempt_at,
                 alive=delivery.alive,
             ),
-            agent_state=AgentStateReport(**self._sources.stats()),
+            agent_state=AgentStateReport(
+                **self._sources.stats(), refused_claims=self._tracker.foreign_claims
+            ),
             scan=ScanReport(
                 passes=self._scanner.stats.passes,
                 last_duration_ms=round(self._scanner.stats.last_duration_s * 1000, 3),
@@ -448,6 +544,20 @@ class Daemon:
                 log_format=self._log_format or self.settings.log.format,
             ),
         )
+
+
+class _StillFull(sqlite3.OperationalError):
+    """Earlier change sets still wait in memory: later ones wait behind them (order)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"database or disk is full ({reason})")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL, or ENOSPC / EDQUOT from the filesystem."""
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def dead_letter_row(d: DeadLetter) -> DeadLetterRow:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -27,8 +28,21 @@ def _component(name: str) -> str:
     return name.removeprefix("quintd.") if name.startswith("quintd.") else name
 
 
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def log_safe(text: str) -> str:
+    """Control characters (ESC, BEL, NUL ...), bidi overrides and stray surrogates shown as
+    escapes: a file name or title from an agent cannot clear a terminal, forge a log line or
+    reorder what an operator reads. Newlines inside a message are escaped too."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _text_value(value: Any) -> str:
-    text = str(value)
+    text = log_safe(str(value))
     if text == "" or any(c.isspace() or c in '"=' for c in text):
         return json.dumps(text, ensure_ascii=False)
     return text
@@ -36,7 +50,7 @@ def _text_value(value: Any) -> str:
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{record.levelname} {_component(record.name)}: {record.getMessage()}"
+        line = f"{record.levelname} {_component(record.name)}: {log_safe(record.getMessage())}"
         extra: dict[str, Any] = getattr(record, "fields", {}) or {}
         if extra:
             line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in extra.items())
@@ -53,10 +67,10 @@ class JsonFormatter(logging.Formatter):
             .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "component": _component(record.name),
-            "msg": record.getMessage(),
+            "msg": log_safe(record.getMessage()),
         }
         for key, value in (getattr(record, "fields", {}) or {}).items():
-            data.setdefault(key, value)
+            data.setdefault(key, log_safe(value) if isinstance(value, str) else value)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False, default=str)

@@ -150,7 +150,7 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     ),
     Platform(
         id="kiro",
-        names=("kiro-cli", "Kiro", "kiro"),
+        names=("kiro-cli", "kiro-cli-chat", "Kiro", "kiro"),
         path_fragments=("/Kiro.app/Contents/",),
         signing=_sign("94KV3E626L", "dev.kiro.desktop"),
     ),
@@ -174,6 +174,8 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         id="crush",
         names=("crush",),
         script_fragments=("/@charmland/crush/",),
+        # `crush server` (client/server mode) runs detached and outlives its clients.
+        helper_args=("server",),
     ),
     Platform(
         id="continue",
@@ -184,6 +186,8 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         id="cline",
         names=("cline",),
         script_fragments=("/node_modules/cline/",),
+        # Cline 3's hub daemon runs sessions for every CLI and outlives them.
+        helper_args=("--cline-hub-daemon",),
     ),
 )
 

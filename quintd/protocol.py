@@ -52,9 +52,12 @@ class QueueReport:
     refused: int
     lost_databases: int
     last_loss: str | None
-    # Events that could not be stored at all (disk full): by state.
+    # Transitions never queued (at the bound, or shed from memory while the disk was full),
+    # by the state they carried.
     refused_by_state: dict[str, int] = dataclasses.field(default_factory=dict)
-    disk_full: bool = False
+    disk_full: bool = False  # the state filesystem is full: events wait in memory
+    waiting_in_memory: int = 0  # events not stored yet (a full disk)
+    waiting_by_state: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class AgentStateReport:
     garbage_lines: int
     files_refused: int
     errors: int
+    # Conversations a process named that belong to another user's files, or that another
+    # process runs already: ignored.
+    refused_claims: int = 0
 
 
 @dataclass(frozen=True)

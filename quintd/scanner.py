@@ -104,7 +104,12 @@ class Scanner:
             elif known.settle_until > now:
                 self._recheck_young(pid, known, now)
         if new_agents and self._resolver is not None:
-            self._wait_for_signing(new_agents, started + self.settings.signing_budget)
+            # The first pass (at start-up, before READY) may wait as long as a new session
+            # may be held for its identity: the agents already running are announced at
+            # once, complete.
+            first = self.stats.passes == 0
+            budget = self.settings.signing_wait if first else self.settings.signing_budget
+            self._wait_for_signing(new_agents, started + budget)
         self._add_descendant_cpu()
         agents = self._fold_trees()
         self.stats.passes += 1

@@ -105,6 +105,9 @@ class Shipper(threading.Thread):
         self._paused: str | None = None
         self._pending: DeliverySettings | None = None
         self._client = _client(settings)
+        # Delivered (a 2xx came) but not yet deleted from the queue: never sent again,
+        # whatever happens to the database meanwhile (a full disk, a lock).
+        self._unacked: set[int] = set()
 
     @staticmethod
     def _new_pool(settings: DeliverySettings) -> ThreadPoolExecutor:
@@ -209,16 +212,38 @@ class Shipper(threading.Thread):
         if self._client is None:
             return
         while not self._stopping_now(deadline):
+            if not self._record_deliveries():
+                return
             if self.settings.batch_body:
                 key, batch = self._store.claim_batch(
                     min(self.settings.batch_size, MAX_BATCH_EVENTS), MAX_BATCH_BYTES
                 )
+                batch = [e for e in batch if e.seq not in self._unacked]
                 go_on = bool(batch) and self._send_batches([(batch, key)], deadline)
             else:
-                events = self._store.peek(self.settings.batch_size)
+                events = [
+                    e
+                    for e in self._store.peek(self.settings.batch_size)
+                    if e.seq not in self._unacked
+                ]
                 go_on = bool(events) and self._send_each(events, deadline)
             if not go_on:
                 return
+
+    def _record_deliveries(self) -> bool:
+        """Delete what the server took from the queue, in one commit. If that fails (a
+        full disk, a locked database), the events stay remembered as delivered, nothing is
+        sent again, and the pipeline backs off as after a remote failure. True if the
+        queue is up to date."""
+        if not self._unacked:
+            return True
+        try:
+            self._store.ack(sorted(self._unacked))
+        except Exception as exc:
+            self._halt(Outcome(Action.BACKOFF, f"recording deliveries failed: {exc}"))
+            return False
+        self._unacked.clear()
+        return True
 
     def _stopping_now(self, deadline: float | None) -> bool:
         if deadline is None:
@@ -261,7 +286,7 @@ class Shipper(threading.Thread):
         self._settle(results)
         if errors:
             raise errors[0]
-        return not halt.is_set() and not self._stopping_now(deadline)
+        return not halt.is_set() and not self._unacked and not self._stopping_now(deadline)
 
     def _send_batches(
         self, batches: list[tuple[list[QueuedEvent], str]], deadline: float | None
@@ -275,7 +300,7 @@ class Shipper(threading.Thread):
             body = batch_body([e.body for e in events])
             sent = _Sent(events, key, self._post(body, key, len(events), deadline))
             batches = self._settle([sent]) + batches
-            if sent.outcome.halts:
+            if sent.outcome.halts or self._unacked:
                 return False
         return True
 
@@ -309,10 +334,11 @@ class Shipper(threading.Thread):
         halted it. Returns the halves still to send."""
         delivered = [e for s in sent if s.outcome.action is Action.DELIVERED for e in s.events]
         if delivered:
-            self._store.ack(e.seq for e in delivered)
+            self._unacked.update(e.seq for e in delivered)
             with self._lock:
                 self._delivered += len(delivered)
                 self._last_success = format_timestamp(datetime.now(UTC))
+        recorded = self._record_deliveries()
         halves: list[tuple[list[QueuedEvent], str]] = []
         for s in sent:
             if s.outcome.action is Action.DEAD_LETTER:
@@ -328,7 +354,9 @@ class Shipper(threading.Thread):
                 for part in (s.events[:half], s.events[half:]):
                     halves.append((part, self._store.rekey(e.seq for e in part)))
         halting = pipeline_outcome(s.outcome for s in sent)
-        if halting is not None:
+        if not recorded:
+            pass  # the pipeline waits already (a local failure, as a remote one would)
+        elif halting is not None:
             self._halt(halting)
         elif delivered:
             with self._lock:

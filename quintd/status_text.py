@@ -49,10 +49,17 @@ def render_status(s: StatusReport) -> str:
         f"delivered:   {delivery.delivered}; last success: {cell(delivery.last_success)}",
         f"last error:  {cell(delivery.last_error, 500)}",
     ]
-    if queue.coalesced or queue.refused:
+    if queue.disk_full:
         lines.append(
-            f"at bound:    {queue.coalesced} coalesced, {queue.refused} refused "
-            f"(max_bytes {queue.max_bytes})"
+            "disk full:   the state filesystem is full; transitions wait in memory and are "
+            "stored when there is room"
+        )
+    if queue.coalesced or queue.refused:
+        by_state = ", ".join(f"{n} {state}" for state, n in sorted(queue.refused_by_state.items()))
+        lines.append(
+            f"at bound:    {queue.coalesced} coalesced, {queue.refused} refused"
+            + (f" ({by_state})" if by_state else "")
+            + f" (max_bytes {queue.max_bytes})"
         )
     if queue.lost_databases:
         lines.append(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quintd.model import LifecycleEvent, Session, State, format_timestamp, parse_timestamp
+from quintd.private_files import open_private_file
 from quintd.schema import migrate, refuse_newer
 from quintd.settings import StoreSettings
 from quintd.signing.info import SigningInfo
@@ -68,12 +69,21 @@ class QueueStats:
     produced: int  # events ever enqueued in this database
     coalesced: int  # intermediate idle/active events dropped at the bound
     refused: int  # transitions not queued at the bound
+    refused_by_state: dict[str, int]  # the same, by the state they carried
     lost_databases: int  # corrupt databases moved aside
     last_loss: str | None  # what the last move-aside said
 
 
 _EVENT_COLUMNS = "seq, event_id, session_id, state, body, enqueued_at, attempts"
-_COUNTERS = ("produced", "coalesced", "refused", "lost_databases")
+_COUNTERS = (
+    "produced",
+    "coalesced",
+    "refused",
+    "refused:active",
+    "refused:idle",
+    "refused:ended",
+    "lost_databases",
+)
 # Above this many queued bytes a drain to zero gives the space back to the filesystem.
 _RECLAIM_AFTER_BYTES = 4 * 1024 * 1024
 _CORRUPT = ("malformed", "not a database", "corrupt", "encrypted")
@@ -132,9 +142,9 @@ class Store:
         return self.settings.min_free_disk
 
     def _connect(self) -> sqlite3.Connection:
-        # Owner-only from the first byte: create the file before SQLite does.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        # Owner-only from the first byte: create the file before SQLite does; never open
+        # it through a link or take over someone else's file.
+        os.close(open_private_file(self.path))
         conn = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -187,9 +197,17 @@ class Store:
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # SQLite rolls back on its own after some errors (SQLITE_FULL): a second
+                # rollback would raise and hide the error that matters.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     # -- sessions + events, together ----------------------------------------------
 
@@ -222,6 +240,9 @@ class Store:
                 if self._over_bound(incoming):
                     kept = [(e, b) for e, b in pending if e.kind in ("start", "end")]
                     refused = len(pending) - len(kept)
+                    for event, _ in pending:
+                        if event.kind not in ("start", "end"):
+                            _bump(conn, f"refused:{event.state}", 1)
                     pending = kept
             rows = [
                 (str(uuid.uuid4()), e.session_id, e.state, body, enqueued_at) for e, body in pending
@@ -279,6 +300,7 @@ class Store:
         cutoff = time.time() - max_age_s
         with self._transaction() as conn:
             conn.execute("DELETE FROM ended_sessions WHERE ended_at < ?", (cutoff,))
+            conn.execute("DELETE FROM delivered_ends WHERE delivered_at < ?", (cutoff,))
             rows = conn.execute("SELECT session_id FROM ended_sessions ORDER BY ended_at")
             return [str(r[0]) for r in rows.fetchall()]
 
@@ -378,6 +400,12 @@ class Store:
             freed = 0
             for chunk in _chunks(wanted):
                 marks = ",".join("?" * len(chunk))
+                # Remembered so that a requeue never sends anything after a delivered end.
+                conn.execute(
+                    "INSERT OR REPLACE INTO delivered_ends(session_id, delivered_at) "
+                    f"SELECT session_id, ? FROM events WHERE state = 'ended' AND seq IN ({marks})",
+                    (time.time(), *chunk),
+                )
                 (size,) = conn.execute(
                     f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE seq IN ({marks})",
                     chunk,
@@ -434,9 +462,15 @@ class Store:
             ).fetchall()
         return [DeadLetter(*row) for row in rows]
 
-    def requeue(self, seqs: Iterable[int] | None = None) -> int:
-        """Put dead letters back at the end of the queue (all of them when ``seqs`` is
-        None), with their original Idempotency-Keys. Returns how many moved."""
+    def requeue(
+        self, seqs: Iterable[int] | None = None, force: bool = False
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Put dead letters back in the queue (all of them when ``seqs`` is None), each at
+        its original place in the queue's order and with its original Idempotency-Key, so
+        that its session's later events still follow it. An event whose session's `ended`
+        has already been delivered is refused (it would arrive after the end) unless
+        ``force``. Returns how many moved, and (seq, reason) for those refused."""
+        refused: list[tuple[int, str]] = []
         with self._transaction() as conn:
             if seqs is None:
                 chosen = [r[0] for r in conn.execute("SELECT seq FROM dead_letters ORDER BY seq")]
@@ -445,20 +479,34 @@ class Store:
             moved = 0
             for seq in chosen:
                 row = conn.execute(
-                    "SELECT event_id, session_id, state, body FROM dead_letters WHERE seq = ?",
+                    "SELECT seq, event_id, session_id, state, body, enqueued_at "
+                    "FROM dead_letters WHERE seq = ?",
                     (seq,),
                 ).fetchone()
                 if row is None:
+                    refused.append((seq, "no such dead letter"))
+                    continue
+                ended = conn.execute(
+                    "SELECT 1 FROM delivered_ends WHERE session_id = ?", (row[2],)
+                ).fetchone()
+                if ended is not None and not force:
+                    refused.append(
+                        (
+                            seq,
+                            "its session's `ended` was delivered already: it would arrive "
+                            "after the end (use --force to send it anyway)",
+                        )
+                    )
                     continue
                 conn.execute(
-                    "INSERT INTO events(event_id, session_id, state, body, enqueued_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (*row, time.time()),
+                    "INSERT INTO events(seq, event_id, session_id, state, body, enqueued_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
                 )
                 conn.execute("DELETE FROM dead_letters WHERE seq = ?", (seq,))
-                self._bytes += len(row[3])
+                self._bytes += len(row[4])
                 moved += 1
-        return moved
+        return moved, refused
 
     def stats(self) -> QueueStats:
         with self._lock:
@@ -476,6 +524,11 @@ class Store:
             produced=int(meta.get("produced", 0)),
             coalesced=int(meta.get("coalesced", 0)),
             refused=int(meta.get("refused", 0)),
+            refused_by_state={
+                state: int(meta.get(f"refused:{state}", 0))
+                for state in ("active", "idle", "ended")
+                if int(meta.get(f"refused:{state}", 0))
+            },
             lost_databases=int(meta.get("lost_databases", 0)),
             last_loss=meta.get("last_loss"),
         )

@@ -61,6 +61,7 @@ class Changes:
     removals: list[str] = field(default_factory=list)
     # Conversations ignored because another user owns the file that names them.
     foreign_claims: int = 0
+    pids: dict[str, int] = field(default_factory=dict)  # the process of each event's session
     # The tracker's state after this observation (installed by commit).
     next_sessions: dict[str, Session] = field(default_factory=dict, repr=False)
     next_by_process: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
@@ -226,9 +227,19 @@ class SessionTracker:
         present: set[str] = set()
         by_pid: dict[int, str] = {}
         held: set[int] = set()  # new agents whose first event waits (for its identity)
+        claimed: dict[NativeKey, int] = {}  # conversation -> the process running it
         for proc in sorted(processes, key=lambda p: (p.start_time, p.pid)):
             parent = by_pid.get(proc.parent_pid) if proc.parent_pid is not None else None
             convs = self._owned(work, proc, _conversations(facts.get(proc.pid)))
+            # One conversation, one process: a second process naming the same conversation
+            # (the oldest keeps it) would make its name and state flip every pass.
+            unique = tuple(
+                c
+                for c in convs
+                if claimed.setdefault((proc.platform, proc.uid, c.native_id), proc.pid) == proc.pid
+            )
+            work.changes.foreign_claims += len(convs) - len(unique)
+            convs = unique
             if (not proc.signing_settled or proc.parent_pid in held) and not self._known(
                 proc, convs
             ):
@@ -281,6 +292,10 @@ class SessionTracker:
         }
         changes.newly_ended = list(work.ended)
         changes.base_generation = self._generation
+        for event in changes.events:
+            session = work.sessions.get(event.session_id) or self._restored.get(event.session_id)
+            if session is not None:
+                changes.pids[event.session_id] = session.pid
         return changes
 
     # -- finding and starting sessions ------------------------------------------------

@@ -50,6 +50,9 @@ class QueueModel(RuleBasedStateMachine):
         self.model: list[tuple[str, str]] = []  # (event_id, session) in queue order
         self.dead: list[tuple[int, str, str]] = []  # (seq, event_id, session), seq order
         self.bodies: dict[str, bytes] = {}
+        self.seqs: dict[str, int] = {}
+        self.states: dict[str, str] = {}
+        self.ended_delivered: set[str] = set()  # sessions whose `ended` was acked
         self.claimed: list[tuple[str, str]] = []
 
     def teardown(self) -> None:
@@ -68,6 +71,8 @@ class QueueModel(RuleBasedStateMachine):
         assert [q.session_id for q in new] == sessions  # appended, in order
         self.model.extend((q.event_id, q.session_id) for q in new)
         self.bodies.update({q.event_id: q.body for q in new})
+        self.seqs.update({q.event_id: q.seq for q in new})
+        self.states.update({q.event_id: q.state for q in new})
 
     @rule(limit=st.integers(1, 8))
     def claim(self, limit: int) -> None:
@@ -83,6 +88,7 @@ class QueueModel(RuleBasedStateMachine):
         chosen = data.draw(st.lists(st.sampled_from(self.claimed), unique=True))
         seqs = {q.event_id: q.seq for q in self.store.peek(10_000)}
         self.store.ack(seqs[e] for e, _ in chosen if e in seqs)
+        self.ended_delivered.update(s for e, s in chosen if e in seqs and self.states[e] == "ended")
         self.model = [m for m in self.model if m not in chosen]
         self.claimed = [c for c in self.claimed if c not in chosen]
 
@@ -99,11 +105,18 @@ class QueueModel(RuleBasedStateMachine):
         self.claimed.remove(victim)
 
     @precondition(lambda self: bool(self.dead))
-    @rule()
-    def requeue_all(self) -> None:
-        assert self.store.requeue() == len(self.dead)
-        self.model.extend((e, s) for _, e, s in self.dead)  # back at the end, same keys
-        self.dead = []
+    @rule(force=st.booleans())
+    def requeue_all(self, force: bool) -> None:
+        """Back in their original places (so a session's later events still follow), with
+        the same keys; refused where the session's end was delivered, unless forced."""
+        back = [d for d in self.dead if force or d[2] not in self.ended_delivered]
+        kept = [d for d in self.dead if d not in back]
+        moved, refused = self.store.requeue(force=force)
+        assert (moved, [seq for seq, _ in refused]) == (len(back), [d[0] for d in kept])
+        self.model = sorted(
+            [*self.model, *((e, s) for _, e, s in back)], key=lambda m: self.seqs[m[0]]
+        )
+        self.dead = kept
 
     @rule()
     def crash_and_reopen(self) -> None:

@@ -164,7 +164,7 @@ def test_idle_after_reload_applies_to_live_sessions(short_tmp: Path, agents: Age
     daemon = DaemonProcess(write(short_tmp)).start()
     try:
         daemon.wait_ready()
-        agent = agents.binary("goose")
+        agent = agents.binary("amp")
         wait_until(
             lambda: any(s["pid"] == agent.pid for s in (daemon.status() or {}).get("sessions", [])),
             what="the agent's session",
@@ -190,7 +190,7 @@ def test_a_new_token_is_used_at_once_and_never_logged(short_tmp: Path, agents: A
         daemon = DaemonProcess(config).start()
         try:
             daemon.wait_ready()
-            agent = agents.binary("goose")
+            agent = agents.binary("amp")
             wait_until(
                 lambda: (s := daemon.status()) and s["delivery"]["paused"],
                 what="401 on the old token",
@@ -202,7 +202,7 @@ def test_a_new_token_is_used_at_once_and_never_logged(short_tmp: Path, agents: A
             assert daemon.proc is not None
             daemon.proc.send_signal(signal.SIGHUP)
             server.wait_for(
-                lambda evs: any(r.event["platform"] == "goose" for r in evs),
+                lambda evs: any(r.event["platform"] == "amp" for r in evs),
                 what="delivery with the new token",
             )
             assert agent.poll() is None

@@ -61,7 +61,7 @@ class NotifySocket:
 def test_notify_ready_watchdog_stopping(short_tmp: Path, agents: Agents, daemons) -> None:
     # Running before the daemon: READY means it is known. (A process-only agent: a young
     # Claude Code would rightly wait a few seconds for its registry.)
-    early = agents.binary("goose")
+    early = agents.binary("amp")
     notify = NotifySocket(short_tmp / "notify")
     env = clean_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000")
     config = write_config(short_tmp, endpoint="http://127.0.0.1:9", token=None, interval=1.0)

@@ -193,7 +193,10 @@ class SourceManager:
                 self._unwatchable.add(directory)
                 log.warning("not watching %s: it is a symbolic link", directory)
                 continue
-            target, recursive = directory, True
+            # A reader may ask for a directory without its subdirectories (opencode's data
+            # dir holds a git object store of hundreds of directories: inotify watches).
+            flat: Callable[[], set[Path]] | None = getattr(state, "flat_dirs", None)
+            target, recursive = directory, not (flat is not None and directory in flat())
             if not directory.is_dir():
                 # Watch the parent until the directory exists; then watch it.
                 target, recursive = state.root, False
@@ -218,6 +221,8 @@ class SourceManager:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return  # a read (quintd's own, too) changes nothing
                 for path in (event.src_path, getattr(event, "dest_path", "")):
                     if path:
                         events.append(os.fsdecode(path))

@@ -3,13 +3,33 @@ module under ``quintd/sources/`` exporting ``SPEC``, listed here, plus its fixtu
 
 from __future__ import annotations
 
-from quintd.sources import claude_code, codex, gemini_cli
+from quintd.sources import (
+    claude_code,
+    cline,
+    codex,
+    copilot_cli,
+    crush,
+    cursor_agent,
+    gemini_cli,
+    goose,
+    kiro,
+    opencode,
+    qwen_code,
+)
 from quintd.sources.spec import ReaderSpec
 
 READERS: tuple[ReaderSpec, ...] = (
     claude_code.SPEC,
     codex.SPEC,
     gemini_cli.SPEC,
+    copilot_cli.SPEC,
+    opencode.SPEC,
+    qwen_code.SPEC,
+    cline.SPEC,
+    crush.SPEC,
+    goose.SPEC,
+    kiro.SPEC,
+    cursor_agent.SPEC,
 )
 
 

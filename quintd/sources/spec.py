@@ -24,7 +24,10 @@ class AgentState(Protocol):
     root: Path
     stats: ReadStats
 
-    def watch_dirs(self) -> list[Path]: ...
+    def watch_dirs(self) -> list[Path]:
+        """Directories to watch, with their subdirectories (a reader may also define
+        ``flat_dirs() -> set[Path]``: those of them to watch without subdirectories)."""
+        ...
 
     def changed(self, path: Path) -> None: ...
 

@@ -6,11 +6,12 @@ holds a lock or a read transaction longer than one short query, and never follow
 
 - the file is first reached by walking directory descriptors (:func:`open_under`), which
   also gives its owner;
-- a database in WAL mode whose ``-shm`` exists (the agent has it open) is opened in place,
-  read-only (``mode=ro``), with a short busy timeout;
-- a database with a ``-wal`` but no ``-shm`` (nobody has it open: SQLite would have to
-  create the ``-shm``) is copied, with its ``-wal``, into a private directory, and the copy
-  is read;
+- a database in WAL mode that a running process has open (its ``-shm`` is locked, as
+  ``/proc/locks`` shows) is opened in place, read-only (``mode=ro``), with a short busy
+  timeout: a reader's marks in the shared index are what every SQLite reader writes;
+- a database with a ``-wal`` that nobody has open is copied, with its ``-wal``, into a
+  private directory, and the copy is read: opened in place, SQLite would create or rewrite
+  the ``-shm`` beside it;
 - a database with neither is read as immutable (no locks, no side files).
 
 After reading, the file is looked up again: if it was replaced meanwhile (a link or another
@@ -73,7 +74,7 @@ def read_database(
     wal = Path(str(path) + "-wal")
     shm = Path(str(path) + "-shm")
     try:
-        if _regular(shm) and _regular(wal):
+        if _regular(shm) and _regular(wal) and _in_use(shm):
             result = _query(f"file:{quote(str(path))}?mode=ro", query)
         elif _regular(wal) and os.lstat(wal).st_size > 0:
             result = _query_copy(root, path, wal, query)
@@ -95,9 +96,7 @@ def _query(uri: str, query: Callable[[sqlite3.Connection], T]) -> T:
         conn.close()
 
 
-def _query_copy(
-    root: Path, path: Path, wal: Path, query: Callable[[sqlite3.Connection], T]
-) -> T:
+def _query_copy(root: Path, path: Path, wal: Path, query: Callable[[sqlite3.Connection], T]) -> T:
     """Read a copy: nobody has the database open, and reading it in place would make
     SQLite create a ``-shm`` beside it."""
     with tempfile.TemporaryDirectory(prefix="quintd-db-") as private:
@@ -115,6 +114,22 @@ def _query_copy(
             finally:
                 os.close(fd)
         return _query(f"file:{quote(str(target))}?mode=ro", query)
+
+
+def _in_use(shm: Path) -> bool:
+    """Whether a process holds a lock on the ``-shm`` (SQLite keeps one while the database
+    is open). Linux: from /proc/locks; elsewhere, never assumed (the copy is read)."""
+    try:
+        info = os.lstat(shm)
+        with open("/proc/locks", "rb") as fh:
+            table = fh.read()
+    except OSError:
+        return False
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}".encode()
+    return any(
+        len(fields) > 5 and fields[5] == wanted
+        for fields in (line.split() for line in table.splitlines())
+    )
 
 
 def _regular(path: Path) -> bool:

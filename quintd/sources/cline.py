@@ -1,0 +1,581 @@
+"""Cline CLI 3.x, as 3.0.65 (``@cline/core`` 0.0.86) really behaves: verified against the
+files and process trees the real CLI left (``tests/fixtures/cline``; its README tells the
+run). ``$CLINE_DIR`` (else ``~/.cline``) is the directory, as ``@cline/shared``'s
+storage paths have it (``CLINE_DATA_DIR`` / ``CLINE_DB_DATA_DIR`` overrides are not
+followed).
+
+Processes. ``node .../bin/cline`` (npm) is a wrapper that runs the Bun binary ``bin/.cline``
+(without the postinstall link, ``@cline/cli-<os>-<arch>/.../cline``) as its child and
+exits with it; the wrapper is the agent process the scanner reports. A ``cline`` that
+finds no live hub starts a **hub daemon**, ``.cline --cline-hub-daemon --cwd <dir> ...``
+(its own session, outliving every CLI), which is never a session; its conversations go to
+the CLIs they serve. Which process a conversation belongs to:
+
+- local mode (no live hub when the CLI started): the CLI's own Bun child runs it, and
+  ``sessions.pid`` is that child's pid (a direct child of the wrapper, not a hub), or the
+  CLI's own pid. The row must have changed since that CLI started (a row a dead process
+  left, whose pid was reused, is not its). Such a CLI holds ``sessions.db`` open.
+- hub mode (a hub was running): the hub runs it, ``sessions.pid`` is the hub's pid, and
+  the CLI (it has only ``cline.log`` open) is named nowhere on disk. The row goes to a CLI
+  in its directory (``cwd``/``workspace_root``) started before the conversation was
+  created (the id's millisecond prefix: in hub mode ~1 s after the CLI started, whenever
+  the first prompt comes) that is not in local mode: of several, the latest one started at
+  most 10 s before that has no conversation yet; else the only one; else the only one
+  whose conversation has ended (``/clear``); else none (counted in ``ambiguous``). The
+  row's pid must be a live hub (``--cline-hub-daemon`` in its argv); when the hub's
+  discovery record ``data/locks/hub/production.json`` (``pid``, ``startedAt``) names that
+  pid, the conversation must be younger than that hub (a row left by a dead hub whose pid
+  was reused is not bound). The hub's events database links sessions to client ids, but
+  no client id to a pid (``hub.client.registered`` carries none): it is not read.
+- Only ``source = 'cli'`` rows are bound (the hub also runs desktop, IDE and scheduled
+  sessions). A row older than every running CLI is bound only when it is back at work
+  (``cline --id`` resumes it: placed by its ``updated_at``).
+
+``data/db/sessions.db``: SQLite in WAL mode, never checkpointed while Cline runs (the rows
+live in the ``-wal``); read only through ``read_database``, re-read when a file event (or,
+unwatched, a stat of the database and its ``-wal``) says it changed, from the last
+``updated_at`` read (ISO ms text); rows last changed before the oldest running CLI
+started are not read. Table ``sessions``:
+
+- ``session_id``: ``<ms epoch>_<5 random>``; a sub-agent ``<root>__<agentId>``, a teammate
+  task ``<root>__teamtask__<agent>__<nanoid>`` (``is_subagent = 1``,
+  ``parent_session_id`` = the root, the same ``pid``): child sessions of the root's
+  session (agent id: the part after ``<root>__``), done when terminal.
+- ``status``: ``running`` (busy), ``pending`` (waiting for a tool approval), ``idle``
+  (also after Esc); terminal ``completed`` (``/clear``, ``/quit``, one-shot done, hub
+  stopped), ``cancelled`` (``/quit`` after Esc), ``failed`` (Cline's stale-session
+  reconciler: the pid had died). Terminal rows are reported idle while still current.
+- ``status_lock`` counts status writes (seen: +1 to ``running`` or for a rename or
+  ``/clear``, +2 to ``idle``, +2 or +3 from ``idle`` to ``pending``): grown by three or
+  more since the last read while the row is not ``running`` now, a turn began between
+  two passes, unseen: that is work (``last_write``).
+- ``json(metadata_json).title``: the first prompt, verbatim, until ``cline history
+  update --title`` renames it. Only a renamed title is a name: prompt text never leaves
+  the machine (the title is compared with the row's ``prompt`` inside SQLite; neither is
+  kept). ``model``: the model.
+
+Conversations. A row is inserted at the conversation's first prompt (its id from the
+CLI's start), so a CLI is its process's session until then, and its first conversation
+takes that session over. ``/clear`` marks the old row ``completed``; the next prompt
+inserts the new one, and the old conversation ends then. A CLI's conversation is the row
+bound to it last. Rows of crashed CLIs stay ``running``/``idle`` (their pid dead, or the
+live hub's): they bind to nothing new, and the CLI's exit ends its session. Bad rows
+(ids, statuses) are counted in ``stats.garbage``, as is a table without ``session_id``,
+``pid`` or ``status`` (then nothing is known: the CLI is its process's session).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts, format_timestamp
+from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch
+from quintd.sources.files import (
+    MAX_JSON_FILE_BYTES,
+    ReadStats,
+    identifier,
+    parse_object,
+    path_text,
+    read_json_file,
+    stat_under,
+    text,
+)
+from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.sqlite_files import (
+    UnreadableDatabase,
+    columns,
+    quote_name,
+    read_database,
+)
+
+HUB_ARG = "--cline-hub-daemon"
+DB = Path("data") / "db" / "sessions.db"
+HUB_RECORD = Path("data") / "locks" / "hub" / "production.json"
+FIRST_CONVERSATION_S = 10.0  # a TUI's first conversation id is made this soon after start
+START_SLACK_S = 2.0  # process start times (from ticks) against the agent's own clock
+MAX_ROWS = 10_000  # rows read per query (the newest)
+MAX_UNPLACED = 1_000
+TURN_WRITES = 3  # status_lock grew this much: a turn happened (seen: 2 for running -> idle)
+_STATUSES: dict[str, Status] = {"running": "busy", "pending": "waiting", "idle": "idle"}
+_TERMINAL = frozenset({"completed", "cancelled", "failed"})
+_ID_TIME = re.compile(r"^(\d{13})_")
+_REQUIRED = ("session_id", "pid", "status")
+_OPTIONAL = (
+    "started_at",
+    "updated_at",
+    "cwd",
+    "workspace_root",
+    "source",
+    "model",
+    "parent_session_id",
+    "is_subagent",
+    "agent_id",
+    "status_lock",
+)
+
+
+# (device, inode, size, mtime) of the database; (inode, size, mtime) of its -wal
+Signature = tuple[tuple[int, int, int, int] | None, tuple[int, int, int] | None]
+
+
+class SchemaChanged(Exception):
+    """The sessions table lacks a column the reader cannot do without."""
+
+
+@dataclass
+class Row:
+    sid: str
+    pid: int | None
+    status: str
+    created: float | None  # epoch seconds: the id's time, else started_at
+    updated: float | None
+    cwd: str | None
+    workspace: str | None
+    source: str | None
+    model: str | None
+    title: str | None
+    parent: str | None  # the root conversation, for a sub-agent or teammate
+    agent_id: str | None
+    lock: int | None
+    last_write: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in _TERMINAL
+
+    @property
+    def last_seen(self) -> float:
+        return max(self.created or 0.0, self.updated or 0.0)
+
+
+class ClineState:
+    """One ``~/.cline`` directory."""
+
+    platform = "cline"
+
+    def __init__(self, root: Path, context: ReaderContext) -> None:
+        self.root = root
+        self._db = root / DB
+        self._clock = context.clock
+        self._processes = context.processes
+        self.stats = ReadStats()
+        self.unreadable = 0  # reads that failed (locked, torn): retried next pass
+        self.ambiguous = 0  # hub conversations no rule could give to one CLI
+        self.truncated = 0  # queries that hit MAX_ROWS
+        self._dirty = True
+        self._check = False  # poll: compare the files' identities
+        self._signature: Signature | None = None
+        self._cursor: str | None = None  # the last updated_at read
+        self._read_from: float | None = None  # the horizon of the first read
+        self._read_once = False
+        self._owner: int | None = None
+        self._rows: dict[str, Row] = {}
+        self._children: dict[str, set[str]] = {}  # root -> sub-agent rows
+        self._bound: dict[str, tuple[int, int]] = {}  # root row -> its process's key
+        self._order: dict[str, int] = {}  # root row -> when it was bound (sequence)
+        self._sequence = 0
+        self._unplaced: dict[str, float] = {}  # root rows to bind -> their event time
+        self._dirty_binding = False
+        self._procs: dict[tuple[int, int], AgentProcess] = {}
+        self._runners: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._local: set[tuple[int, int]] = set()  # CLIs seen running their own sessions
+        self._hubs: set[tuple[int, int]] = set()  # agent processes that are hub daemons
+        self._horizon = 0.0
+        self._facts: dict[tuple[int, int], ConversationFacts | None] = {}
+
+    # -- the AgentState protocol ----------------------------------------------------------
+
+    def watch_dirs(self) -> list[Path]:
+        return [self._db.parent]
+
+    def has_registry_dir(self) -> bool:
+        return self._db.parent.is_dir()
+
+    def changed(self, path: Path) -> None:
+        if path.parent == self._db.parent and path.name.startswith(DB.name):
+            self._dirty = True
+
+    def poll(self) -> None:
+        self._check = True
+
+    def prepare(self, processes: list[AgentProcess]) -> None:
+        live = {p.key: p for p in processes}
+        new_procs = live.keys() - self._procs.keys()
+        if live.keys() != self._procs.keys():
+            self._processes_changed(live, new_procs)
+        if self._check:
+            self._check = False
+            if self._stat() != self._signature:
+                self._dirty = True
+        if self._dirty:
+            self._read()
+        if self._unplaced and (self._dirty_binding or new_procs):
+            self._place()
+        self._dirty_binding = False
+
+    def _processes_changed(
+        self, live: dict[tuple[int, int], AgentProcess], new: set[tuple[int, int]]
+    ) -> None:
+        self._procs = live
+        for key in new:
+            if HUB_ARG in self._processes.argv(live[key].pid):
+                self._hubs.add(key)
+        for cache in (self._runners, self._facts):
+            for key in [k for k in cache if k not in live]:
+                del cache[key]
+        self._local &= live.keys()
+        self._hubs &= live.keys()
+        for sid in [sid for sid, key in self._bound.items() if key not in live]:
+            del self._bound[sid]
+            self._order.pop(sid, None)
+        self._facts.clear()
+        horizon = min((p.start_time for p in live.values()), default=0.0) - CLOCK_SLACK_S
+        if self._read_from is not None and horizon < self._read_from:
+            self._cursor = None  # an older CLI appeared: read its rows too
+            self._dirty = True
+        moved_on = horizon > self._horizon
+        self._horizon = horizon
+        if moved_on:
+            self._forget()
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+        if proc.key in self._facts:
+            return self._facts[proc.key]
+        found = None if proc.key in self._hubs else self._conversation(proc)
+        self._facts[proc.key] = found
+        return found
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _stat(self) -> Signature:
+        main = stat_under(self.root, self._db)
+        wal = stat_under(self.root, Path(str(self._db) + "-wal"))
+        return (
+            (main.st_dev, main.st_ino, main.st_size, main.st_mtime_ns) if main else None,
+            (wal.st_ino, wal.st_size, wal.st_mtime_ns) if wal else None,
+        )
+
+    def _read(self) -> None:
+        signature = self._stat()
+        main = signature[0]
+        if main is None:
+            self._dirty = False
+            self._signature = signature
+            return
+        before = self._signature[0] if self._signature is not None else None
+        if before is not None and (before[:2] != main[:2] or main[2] < before[2]):
+            self._cursor = None  # replaced or shrunk: read it whole again
+        since = self._cursor or _iso(self._horizon)
+        if self._cursor is None:
+            self._read_from = self._horizon
+        try:
+            rows, owner = read_database(
+                self.root, self._db, lambda conn: _query(conn, since), self.stats
+            )
+        except UnreadableDatabase:
+            self.unreadable += 1
+            return  # still dirty: next pass
+        except SchemaChanged:
+            self.stats.garbage += 1
+            self._dirty = False
+            self._signature = signature
+            return
+        self._dirty = False
+        self._signature = signature
+        self._owner = owner
+        if len(rows) >= MAX_ROWS:
+            self.truncated += 1
+        for raw in rows:
+            stamp = raw.get("updated_at")
+            if (
+                isinstance(stamp, str)
+                and len(stamp) < 64
+                and (self._cursor is None or stamp > self._cursor)
+            ):
+                self._cursor = stamp
+            self._take(raw)
+        self._read_once = True
+        self._facts.clear()
+
+    def _take(self, raw: dict[str, Any]) -> None:
+        row = _row(raw)
+        if row is None:
+            self.stats.garbage += 1
+            return
+        self.stats.lines += 1
+        before = self._rows.get(row.sid)
+        if before is not None:
+            row.last_write = before.last_write
+            if (
+                self._read_once
+                and row.lock is not None
+                and before.lock is not None
+                and row.lock - before.lock >= TURN_WRITES
+                and row.status != "running"
+                and not row.terminal
+            ):
+                row.last_write = self._clock()  # a turn began (and ended) between two reads
+        self._rows[row.sid] = row
+        if row.parent is not None:
+            self._children.setdefault(row.parent, set()).add(row.sid)
+            return
+        if row.source not in (None, "cli"):
+            return  # a desktop, IDE or scheduled session: no CLI runs it
+        # A row older than every CLI is placed only if it is back at work (resumed:
+        # ``cline --id``), by when it changed; a finished one (reconciled) is history.
+        old = (row.created or 0.0) < self._horizon
+        reopened = before is not None and before.terminal and not row.terminal
+        moved = before is not None and before.pid != row.pid
+        if (before is None and not (old and row.terminal)) or reopened or moved:
+            if moved or reopened:
+                self._bound.pop(row.sid, None)
+            when = row.created if before is None and not old else row.updated
+            if when is not None and len(self._unplaced) < MAX_UNPLACED:
+                self._unplaced[row.sid] = when
+                self._dirty_binding = True
+
+    def _forget(self) -> None:
+        """Rows that cannot belong to a running CLI: last changed before the oldest one
+        started, and not bound."""
+        old = [
+            sid
+            for sid, row in self._rows.items()
+            if row.last_seen < self._horizon and sid not in self._bound
+        ]
+        for sid in old:
+            row = self._rows.pop(sid)
+            self._unplaced.pop(sid, None)
+            if row.parent is not None:
+                siblings = self._children.get(row.parent)
+                if siblings is not None:
+                    siblings.discard(sid)
+                    if not siblings:
+                        del self._children[row.parent]
+        for sid in [s for s, when in self._unplaced.items() if when < self._horizon]:
+            del self._unplaced[sid]
+
+    # -- binding rows to processes ----------------------------------------------------------
+
+    def _place(self) -> None:
+        for sid, when in sorted(self._unplaced.items(), key=lambda item: item[1]):
+            row = self._rows.get(sid)
+            if row is None:
+                del self._unplaced[sid]
+                continue
+            key = self._owner_of(row, when)
+            if key is None:
+                continue  # its process may not be seen yet: tried again with new ones
+            del self._unplaced[sid]
+            self._sequence += 1
+            self._bound[sid] = key
+            self._order[sid] = self._sequence
+        self._facts.clear()
+
+    def _owner_of(self, row: Row, when: float) -> tuple[int, int] | None:
+        if row.pid is None or row.pid <= 0:
+            return None
+        clis = [p for p in self._procs.values() if p.key not in self._hubs]
+        for proc in clis:
+            if row.pid in self._runner_pids(proc):
+                if row.last_seen >= proc.start_time - START_SLACK_S:
+                    self._local.add(proc.key)
+                    return proc.key
+                return None  # a row of an earlier process with this pid
+        return self._hub_owner(row, row.pid, when, clis)
+
+    def _hub_owner(
+        self, row: Row, pid: int, when: float, clis: list[AgentProcess]
+    ) -> tuple[int, int] | None:
+        if HUB_ARG not in self._processes.argv(pid):
+            return None  # a dead pid (a crashed CLI), or reused by something else
+        hub_started = self._hub_started(pid)
+        if hub_started is not None and when < hub_started - START_SLACK_S:
+            return None  # older than the hub that has this pid now
+        candidates = [
+            p for p in clis if p.start_time - START_SLACK_S <= when and not self._runs_locally(p)
+        ]
+        places = {row.cwd, row.workspace} - {None}
+        here = [p for p in candidates if p.cwd in places]
+        taken = set(self._bound.values())
+        fresh = [
+            p
+            for p in (here or candidates)
+            if p.key not in taken and when - p.start_time <= FIRST_CONVERSATION_S
+        ]
+        if fresh:
+            return max(fresh, key=lambda p: p.start_time).key
+        if len(here) == 1:
+            return here[0].key
+        done = [p for p in here if self._current_ended(p)]
+        if len(done) == 1:
+            return done[0].key
+        if here:
+            self.ambiguous += 1
+        return None
+
+    def _runner_pids(self, proc: AgentProcess) -> tuple[int, ...]:
+        """The process and its Bun child (the npm wrapper's): who runs a local session."""
+        known = self._runners.get(proc.key)
+        if known is not None:
+            return known
+        kids = tuple(
+            c for c in self._processes.children(proc.pid) if HUB_ARG not in self._processes.argv(c)
+        )
+        found = (proc.pid, *kids)
+        if kids:
+            self._runners[proc.key] = found  # the child stays for the wrapper's life
+        return found
+
+    def _runs_locally(self, proc: AgentProcess) -> bool:
+        if proc.key in self._local:
+            return True
+        db = str(self._db)
+        for pid in self._runner_pids(proc):
+            if db in self._processes.open_files(pid):
+                self._local.add(proc.key)
+                return True
+        return False
+
+    def _hub_started(self, pid: int) -> float | None:
+        record = read_json_file(self.root / HUB_RECORD, self.root, self.stats)
+        if record is None or record.data.get("pid") != pid:
+            return None
+        return epoch(record.data.get("startedAt"))
+
+    def _current_ended(self, proc: AgentProcess) -> bool:
+        current = self._current(proc)
+        return current is not None and current.terminal
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def _current(self, proc: AgentProcess) -> Row | None:
+        mine = [sid for sid, key in self._bound.items() if key == proc.key]
+        if not mine:
+            return None
+        return self._rows.get(max(mine, key=lambda sid: self._order.get(sid, 0)))
+
+    def _conversation(self, proc: AgentProcess) -> ConversationFacts | None:
+        row = self._current(proc)
+        if row is None:
+            return None
+        subs = sorted(
+            (self._rows[s] for s in self._children.get(row.sid, ()) if s in self._rows),
+            key=lambda r: (r.created or 0.0, r.sid),
+        )
+        return ConversationFacts(
+            native_id=row.sid,
+            status=_STATUSES.get(row.status, "idle" if row.terminal else None),
+            name=row.title,
+            model=row.model,
+            last_write=row.last_write,
+            subagents=tuple(
+                SubagentFacts(
+                    agent_id=sub.agent_id or sub.sid,
+                    name=sub.title,
+                    done=sub.terminal,
+                    last_write=sub.last_write,
+                    status=_STATUSES.get(sub.status),
+                    model=sub.model,
+                )
+                for sub in subs
+            ),
+            owner_uid=self._owner,
+        )
+
+
+def _iso(seconds: float) -> str:
+    """Epoch seconds as Cline writes its timestamps (ISO, ms, ``Z``): they compare as text."""
+    try:
+        return format_timestamp(datetime.fromtimestamp(max(seconds, 0.0), UTC))
+    except (OverflowError, OSError, ValueError):
+        return ""
+
+
+def _query(conn: sqlite3.Connection, since: str) -> list[dict[str, Any]]:
+    have = columns(conn, "sessions")
+    if not set(_REQUIRED) <= have:
+        raise SchemaChanged(f"sessions lacks {sorted(set(_REQUIRED) - have)}")
+    names = [*_REQUIRED, *_OPTIONAL]
+    select = [quote_name(n) if n in have else "NULL" for n in names]
+    names.append("metadata")
+    select.append(
+        f"CASE WHEN length(metadata_json) <= {MAX_JSON_FILE_BYTES} THEN metadata_json END"
+        if "metadata_json" in have
+        else "NULL"
+    )
+    # A title found in the first prompt (which Cline wraps in <user_input ...>) is the
+    # prompt: it never leaves the machine; a title the user gave with `cline history
+    # update --title` does.
+    names.append("title_is_prompt")
+    select.append(
+        "CASE WHEN json_valid(metadata_json) AND prompt IS NOT NULL THEN "
+        "instr(prompt, json_extract(metadata_json, '$.title')) > 0 END"
+        if {"metadata_json", "prompt"} <= have
+        else "NULL"
+    )
+    sql = f"SELECT {', '.join(select)} FROM sessions"
+    args: tuple[str, ...] = ()
+    if "updated_at" in have:
+        sql += " WHERE updated_at >= ? ORDER BY updated_at DESC"
+        args = (since,)
+    else:
+        sql += " ORDER BY rowid DESC"  # no cursor: the newest rows, every time
+    sql += f" LIMIT {MAX_ROWS}"
+    found = [dict(zip(names, values, strict=True)) for values in conn.execute(sql, args)]
+    found.reverse()  # oldest first
+    return found
+
+
+def _row(raw: dict[str, Any]) -> Row | None:
+    sid = identifier(raw.get("session_id"))
+    status = raw.get("status")
+    if sid is None or not isinstance(status, str) or len(status) > 32:
+        return None
+    pid = raw.get("pid")
+    parent = identifier(raw.get("parent_session_id"))
+    if parent is None and raw.get("is_subagent") == 1 and "__" in sid:
+        parent = sid.split("__", 1)[0]
+    if parent == sid:
+        parent = None
+    agent_id = identifier(raw.get("agent_id"))
+    if parent is not None and sid.startswith(parent + "__"):
+        agent_id = sid[len(parent) + 2 :]
+    meta = raw.get("metadata")
+    data = parse_object(meta.encode("utf-8", "replace")) if isinstance(meta, str) else None
+    match = _ID_TIME.match(sid)
+    lock = raw.get("status_lock")
+    return Row(
+        sid=sid,
+        pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+        status=status.lower(),
+        created=int(match.group(1)) / 1000 if match else epoch(raw.get("started_at")),
+        updated=epoch(raw.get("updated_at")),
+        cwd=path_text(raw.get("cwd")),
+        workspace=path_text(raw.get("workspace_root")),
+        source=text(raw.get("source"), 64),
+        model=text(raw.get("model")),
+        title=(
+            text(data.get("title"))
+            if data is not None and raw.get("title_is_prompt") != 1
+            else None
+        ),
+        parent=parent,
+        agent_id=agent_id,
+        lock=lock if isinstance(lock, int) and not isinstance(lock, bool) else None,
+    )
+
+
+SPEC = ReaderSpec(
+    platform="cline",
+    env_dir="CLINE_DIR",
+    home_dir=".cline",
+    factory=ClineState,
+    # The row appears at the first prompt, not at start: a young CLI is its process's
+    # session until then, and its first conversation takes that session over.
+    writes_at_start=False,
+)

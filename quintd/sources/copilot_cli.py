@@ -1,0 +1,871 @@
+"""GitHub Copilot CLI, as 1.0.102 really behaves (``../shared/fixtures/copilot-cli``: one TUI;
+two prompts, a tool awaiting approval then running, a sub-agent, ``/rename``, ``/new``, a
+prompt, ``/exit`` twice; its README tells the run).
+
+Processes. ``node .../bin/copilot`` (npm) runs the native binary
+``.../@github/copilot-<os>-<arch>/copilot`` (comm ``MainThread``), which the scanner folds into
+it; a standalone install runs the native binary alone. The native process holds the
+conversations: its pid is in their lock files, sub-agents run inside it, tool processes are its
+children (with ``COPILOT_AGENT_SESSION_ID``).
+
+Files under ``${COPILOT_HOME:-~/.copilot}`` (``--config-dir`` on the command line is not
+followed):
+- ``session-state/<session id>/``: one directory per conversation, made when the
+  conversation opens (at start-up, and at ``/new``), named by its id (a UUID: the native id).
+  - ``inuse.<pid>.lock`` (the pid as text) and ``inuse.<pid>.hold`` (empty, held open by the
+    process): the process that has the conversation open. Written when it opens it, deleted
+    when it closes it (``/exit``); a crash leaves them behind.
+  - ``workspace.yaml``: flat YAML (``id``, ``cwd``, ``branch``, ``name``, ``user_named``,
+    ``created_at``, ...), written at once and rewritten. ``name`` is the title: the first
+    prompt, then the ``/rename`` (no event is written for a rename). Read with a small strict
+    parser of flat ``key: scalar`` lines (plain, quoted, block scalars), no YAML library.
+  - ``events.jsonl``, from the first prompt: ``{type, data, id, timestamp, parentId}`` per
+    line, and ``agentId`` on a sub-agent's own events. ``session.start`` (``selectedModel``),
+    ``session.model_change`` (``newModel``), ``user.message``, ``assistant.turn_start`` /
+    ``assistant.turn_end``, ``assistant.message`` (``model``), ``tool.execution_start`` /
+    ``tool.execution_complete`` (``toolCallId``), ``permission.requested`` /
+    ``permission.completed`` (``requestId``), ``subagent.started`` (``agentDescription``,
+    ``model``) / ``subagent.completed``, ``session.shutdown`` (the conversation closed;
+    ``session.resume`` reopens it).
+- ``open-sessions-state.json``: ``{<session id>: {openedAt, refreshedAt, working}}`` for the
+  conversations open in running CLIs; ``working`` is true while a turn runs or waits for
+  approval. Checked by a stat each pass while a conversation is open, read when it changed.
+- Not read: ``session-store.db`` (the same titles), ``sidebar-sessions-state/``, ``logs/``.
+
+Reading. ``session-state`` is watched; a lock event lists its directory again (names and
+``lstat`` only: a lock is never opened), a ``workspace.yaml`` or ``events.jsonl`` event reads
+that file if its inode, size or time changed (watchdog also reports opens and closes, our own
+reads' among them: those cost a stat, never a read). Directories are looked for once (and
+when polling), among those changed since the oldest running process started.
+
+Which process runs a conversation: the pid its lock names, when that pid is the agent process
+or one of its descendants (the native binary under the npm loader); the lock must be younger
+than the process (an older one, left by a dead process whose pid came back, is stale); and
+where the pid's open files can be read and it holds ``inuse.*.hold`` files, it must hold this
+conversation's (a new lock is looked at again for a few seconds: its hold may come just
+after it). Done when locks, hold files or processes change, not every pass. A conversation
+opened by two live processes goes to the later lock. A process runs several conversations at
+once: ``/new`` keeps the old one open beside the new one. Each ends when its lock goes or its
+``session.shutdown`` is written (``/exit``), all of them when the process exits. They are given
+oldest first (by lock time): the last is the current one.
+
+Status: ``idle`` when ``working`` is false; ``waiting`` while a ``permission.requested`` has no
+``permission.completed``; else ``busy`` when ``working`` is true; where the conversation has no
+entry there, from the events: busy from a prompt until its turn ends with no tool or sub-agent
+running. A sub-agent is busy until it is done (waiting while its own request is).
+
+Sub-agents (``task`` tool) live in the same ``events.jsonl``: a ``subagent.started`` with an
+``agentId`` (else the ``toolCallId``) is a child session named by its ``agentDescription``; done
+at ``subagent.completed`` / ``subagent.failed``, at the task's ``tool.execution_complete``, or
+at ``session.shutdown``. Events carrying its ``agentId`` are its work.
+
+Known limits: a live process that keeps a lock on a conversation it does not run (reported for
+1.0.40 after "Go back" from the "session in use" warning) is taken at its word, unless it
+holds other conversations' hold files but not that one's. Seen with one TUI (BYOK, no GitHub
+login: no generated titles); sub-agents failing, ``session.resume`` and several CLIs at once
+are inferred from the event names, not seen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch
+from quintd.sources.files import (
+    COMPLAINTS,
+    MAX_JSON_FILE_BYTES,
+    JsonlTail,
+    ReadStats,
+    Refused,
+    identifier,
+    open_under,
+    read_json_file,
+    stat_under,
+    text,
+)
+from quintd.sources.processes import ProcessView
+from quintd.sources.spec import ReaderContext, ReaderSpec
+
+STATE = "session-state"
+OPEN_STATE = "open-sessions-state.json"
+WORKSPACE = "workspace.yaml"
+EVENTS = "events.jsonl"
+_SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_LOCK = re.compile(r"^inuse\.([0-9]{1,10})\.lock$")
+_HOLD = re.compile(r"^inuse\.[0-9]{1,10}\.hold$")
+MAX_LOCKS = 64  # per conversation directory
+MAX_DESCENT = 3  # the native binary under the npm loader (under a shell wrapper)
+MAX_FAMILY = 256  # processes looked at below one agent process
+MAX_SUBAGENTS = 256  # per conversation
+MAX_OPEN = 1024  # pending tools or permission requests per conversation
+MAX_OPEN_SESSIONS = 4096  # entries read from open-sessions-state.json
+MAX_WORKSPACE_BYTES = MAX_JSON_FILE_BYTES
+HOLD_GRACE_S = 5.0  # a new lock's hold file may be opened just after it is written
+_WORKSPACE_KEYS = frozenset({"id", "name", "user_named", "created_at"})
+
+ProcessKey = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _Lock:
+    mtime: float
+    owner: int  # the uid owning the lock file
+
+
+@dataclass
+class _Subagent:
+    agent_id: str
+    tool_call_id: str | None = None
+    name: str | None = None
+    model: str | None = None
+    done: bool = False
+    last_write: float | None = None
+
+
+@dataclass
+class _Conversation:
+    session_id: str
+    tail: JsonlTail
+    workspace: tuple[int, int, int] | None = None  # (inode, size, mtime) last parsed
+    events_seen: tuple[int, int, int] | None = None  # (inode, size, mtime) read to its end
+    name: str | None = None
+    created: float | None = None
+    model: str | None = None
+    prompt_open: bool = False
+    turn_open: bool = False
+    tools: set[str] = field(default_factory=set)
+    permissions: dict[str, str | None] = field(default_factory=dict)  # request -> agent id
+    subagents: dict[str, _Subagent] = field(default_factory=dict)
+    closed: bool = False
+    last_write: float | None = None
+    read_once: bool = False  # the first read reached the end: later records are new work
+    events_dirty: bool = True
+    workspace_dirty: bool = True
+
+    def running(self) -> list[_Subagent]:
+        return [s for s in self.subagents.values() if not s.done]
+
+
+class CopilotState:
+    """One Copilot CLI state directory (``~/.copilot`` or ``$COPILOT_HOME``)."""
+
+    platform = "copilot-cli"
+
+    def __init__(self, root: Path, context: ReaderContext) -> None:
+        self.root = root
+        self._clock = context.clock
+        self._wall = time.time  # lock files carry wall-clock times
+        self._processes: ProcessView = context.processes
+        self.stats = ReadStats()
+        self._locks: dict[str, dict[int, _Lock]] = {}  # conversation -> lock pid -> lock
+        self._relist: set[str] = set()  # conversation directories to list again
+        self._scanned = False
+        self._keys: frozenset[ProcessKey] = frozenset()
+        self._rebind = True
+        self._bound: dict[ProcessKey, list[tuple[str, int]]] = {}  # -> (conversation, lock pid)
+        self._conversations: dict[str, _Conversation] = {}
+        self._working: dict[str, bool] = {}
+        self._open_identity: tuple[int, int, int] | None = None
+        self._horizon = 0.0
+
+    # -- the AgentState protocol ----------------------------------------------------------
+
+    def watch_dirs(self) -> list[Path]:
+        return [self.root / STATE]
+
+    def has_registry_dir(self) -> bool:
+        return (self.root / STATE).is_dir()
+
+    def changed(self, path: Path) -> None:
+        try:
+            parts = path.relative_to(self.root / STATE).parts
+        except ValueError:
+            return
+        if not parts or not _SESSION.match(parts[0]):
+            return
+        session = parts[0]
+        if len(parts) == 1 or (len(parts) == 2 and _LOCK.match(parts[1])):
+            self._relist.add(session)  # the directory, or a lock, came or went
+            return
+        if len(parts) == 2 and _HOLD.match(parts[1]):
+            self._rebind = True  # a hold file made, opened or removed: who holds what
+            return
+        conversation = self._conversations.get(session)
+        if conversation is None or len(parts) != 2:
+            return
+        if parts[1] == WORKSPACE:
+            conversation.workspace_dirty = True
+        elif parts[1] == EVENTS:
+            conversation.events_dirty = True
+
+    def poll(self) -> None:
+        """No change events: look for conversation directories again, re-list the known
+        ones, and look at every file read so far."""
+        self._scanned = False
+        self._relist.update(self._locks)
+        for conversation in self._conversations.values():
+            conversation.events_dirty = conversation.workspace_dirty = True
+
+    def prepare(self, processes: list[AgentProcess]) -> None:
+        self._horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
+        if not self._scanned:
+            self._scan()
+        if self._relist:
+            self._list_locks()
+        keys = frozenset(p.key for p in processes)
+        if self._rebind or keys != self._keys:
+            self._keys, self._rebind = keys, False
+            self._bind(processes)
+        if not self._bound:
+            return  # nothing open: not even a stat
+        self._read_open_state()
+        for conversation in self._conversations.values():
+            if conversation.workspace_dirty:
+                conversation.workspace_dirty = False
+                self._read_workspace(conversation)
+            if conversation.events_dirty:
+                conversation.events_dirty = False
+                self._read_events(conversation)
+
+    def facts(self, proc: AgentProcess) -> tuple[ConversationFacts, ...] | None:
+        found = []
+        for session, pid in self._bound.get(proc.key, ()):
+            conversation = self._conversations.get(session)
+            lock = self._locks.get(session, {}).get(pid)
+            if conversation is None or lock is None or conversation.closed:
+                continue
+            order = (lock.mtime, conversation.created or 0.0, session)
+            found.append((order, self._facts(conversation, lock.owner)))
+        found.sort(key=lambda item: item[0])
+        return tuple(facts for _order, facts in found) or None
+
+    # -- which conversations are open, and where -------------------------------------------
+
+    def _scan(self) -> None:
+        """Conversation directories changed since the oldest running process started (a
+        lock made since then changed its directory): the only ones that can be open."""
+        self._scanned = True
+        directory = self.root / STATE
+        try:
+            if not _real_dir(directory):
+                return
+            names = os.listdir(directory)
+        except OSError:
+            return
+        for name in names:
+            if not _SESSION.match(name):
+                continue
+            try:
+                info = os.lstat(directory / name)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and info.st_mtime >= self._horizon:
+                self._relist.add(name)
+
+    def _list_locks(self) -> None:
+        dirty, self._relist = self._relist, set()
+        for session in dirty:
+            locks = self._locks_of(session)
+            if locks != self._locks.get(session, {}):
+                self._rebind = True
+            if locks:
+                self._locks[session] = locks
+            else:
+                self._locks.pop(session, None)
+
+    def _locks_of(self, session: str) -> dict[int, _Lock]:
+        """The lock files of a conversation directory that a running process may have
+        written (none older than the oldest of them)."""
+        directory = self.root / STATE / session
+        try:
+            if not all(_real_dir(d) for d in (self.root / STATE, directory)):
+                return {}
+            names = os.listdir(directory)
+        except OSError:
+            return {}
+        found: dict[int, _Lock] = {}
+        for name in sorted(names):
+            match = _LOCK.match(name)
+            if match is None:
+                continue
+            # Its metadata only (lstat: a link is no lock), never opened: opening it would
+            # be a change event of its own, and the next pass would look again.
+            info = _regular(directory / name)
+            if info is None or info.st_mtime < self._horizon:
+                continue
+            found[int(match.group(1))] = _Lock(info.st_mtime, info.st_uid)
+            if len(found) >= MAX_LOCKS:
+                break
+        return found
+
+    def _bind(self, processes: list[AgentProcess]) -> None:
+        """Each lock to the running process it belongs to, if any (see the module
+        docstring); only when locks or processes changed."""
+        self._locks = {  # none older than every running process: their writers are gone
+            session: locks
+            for session, locks in self._locks.items()
+            if any(lock.mtime >= self._horizon for lock in locks.values())
+        }
+        by_pid = {p.pid: p for p in processes}
+        families: dict[ProcessKey, set[int]] = {}
+        holds: dict[int, list[str]] = {}
+        claims: dict[str, tuple[float, ProcessKey, int]] = {}
+        now = self._wall()
+        for session, locks in self._locks.items():
+            for pid, lock in locks.items():
+                proc = by_pid.get(pid) or self._ancestor(pid, processes, families)
+                if proc is None or lock.mtime < proc.start_time - CLOCK_SLACK_S:
+                    continue  # a dead process's lock, or one older than this process
+                if pid not in holds:
+                    holds[pid] = [
+                        f for f in self._processes.open_files(pid) if _HOLD.match(_base(f))
+                    ]
+                if holds[pid] and not any(_holds(f, session, pid) for f in holds[pid]):
+                    # The process holds other conversations' files, not this one's: a lock
+                    # it left behind, or one it has just made (look again while it is new).
+                    self._rebind = self._rebind or 0 <= now - lock.mtime < HOLD_GRACE_S
+                    continue
+                if session not in claims or claims[session][0] < lock.mtime:
+                    claims[session] = (lock.mtime, proc.key, pid)
+        bound: dict[ProcessKey, list[tuple[str, int]]] = {}
+        for session, (_mtime, key, pid) in sorted(claims.items()):
+            bound.setdefault(key, []).append((session, pid))
+        self._bound = bound
+        for session in [s for s in self._conversations if s not in claims]:
+            del self._conversations[session]  # closed: forget it
+        for session in claims:
+            if session not in self._conversations:
+                path = self.root / STATE / session / EVENTS
+                self._conversations[session] = _Conversation(
+                    session, JsonlTail(path, self.root, stats=self.stats)
+                )
+
+    def _ancestor(
+        self, pid: int, processes: list[AgentProcess], families: dict[ProcessKey, set[int]]
+    ) -> AgentProcess | None:
+        """The agent process ``pid`` runs under (the native binary under its loader)."""
+        for proc in processes:
+            if proc.key not in families:
+                families[proc.key] = self._descendants(proc.pid)
+            if pid in families[proc.key]:
+                return proc
+        return None
+
+    def _descendants(self, pid: int) -> set[int]:
+        found: set[int] = set()
+        level = [pid]
+        for _ in range(MAX_DESCENT):
+            following = []
+            for parent in level:
+                for child in self._processes.children(parent):
+                    if child not in found and child != pid and len(found) < MAX_FAMILY:
+                        found.add(child)
+                        following.append(child)
+            level = following
+        return found
+
+    def _read_open_state(self) -> None:
+        """``open-sessions-state.json``: a stat each pass, read when it changed."""
+        path = self.root / OPEN_STATE
+        info = stat_under(self.root, path)
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns) if info is not None else None
+        if identity == self._open_identity:
+            return
+        if info is None:
+            self._open_identity, self._working = None, {}
+            return
+        self._open_identity = identity  # read once per version of the file
+        found = read_json_file(path, self.root, self.stats)
+        if found is None:
+            return  # caught half written, or garbage (counted): the last good one holds
+        working: dict[str, bool] = {}
+        for key, value in list(found.data.items())[:MAX_OPEN_SESSIONS]:
+            session = identifier(key)
+            if session is not None and isinstance(value, dict):
+                flag = value.get("working")
+                if isinstance(flag, bool):
+                    working[session] = flag
+        self._working = working
+
+    # -- one conversation's files -----------------------------------------------------------
+
+    def _read_workspace(self, conversation: _Conversation) -> None:
+        path = self.root / STATE / conversation.session_id / WORKSPACE
+        if conversation.workspace is not None and _identity(path) == conversation.workspace:
+            return  # unchanged (the event was our own read): not opened again
+        try:
+            fd, info = open_under(self.root, path)
+        except Refused:
+            self.stats.refused += 1
+            return
+        except OSError:
+            return
+        try:
+            identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+            if identity == conversation.workspace:
+                return
+            if info.st_size > MAX_WORKSPACE_BYTES:
+                conversation.workspace = identity
+                self.stats.refused += 1
+                COMPLAINTS.warn(path, info, "a file too large to be what it should")
+                return
+            raw = _read_all(fd, MAX_WORKSPACE_BYTES)
+        finally:
+            os.close(fd)
+        if not raw.endswith(b"\n"):
+            return  # empty, or caught half written: the next change brings the rest
+        conversation.workspace = identity  # parsed once per version of the file
+        values = parse_flat_yaml(raw, _WORKSPACE_KEYS)
+        if values is None or values.get("id") not in (None, conversation.session_id):
+            self.stats.garbage += 1
+            COMPLAINTS.warn(path, info, "a workspace.yaml that is not what it should be")
+            return
+        # Copilot names a conversation after its first prompt until the user renames it
+        # (`user_named: true`): only a name the user gave leaves the machine.
+        named = str(values.get("user_named", "")).strip().lower() == "true"
+        conversation.name = text(values.get("name")) if named else None
+        conversation.created = epoch(values.get("created_at")) or conversation.created
+
+    def _read_events(self, conversation: _Conversation) -> None:
+        seen = _identity(conversation.tail.path)
+        if seen is not None and seen == conversation.events_seen:
+            return  # read to its end as it is now (the event was our own read)
+        records, more = conversation.tail.read_new()
+        if more:
+            conversation.events_dirty = True  # the rest next pass
+        else:
+            conversation.events_seen = seen
+        now = self._clock() if conversation.read_once and records else None
+        if now is not None:
+            conversation.last_write = now
+        conversation.read_once = conversation.read_once or not more
+        for record in records:
+            try:
+                _event(conversation, record, now)
+            except (ValueError, TypeError, KeyError, OverflowError):
+                self.stats.garbage += 1
+
+    def _facts(self, conversation: _Conversation, owner: int) -> ConversationFacts:
+        waiting_for = set(conversation.permissions.values())
+        subagents = tuple(
+            SubagentFacts(
+                agent_id=sub.agent_id,
+                name=sub.name,
+                done=False,
+                last_write=sub.last_write,
+                status="waiting" if sub.agent_id in waiting_for else "busy",
+                model=sub.model or conversation.model,
+            )
+            for sub in conversation.running()
+        )
+        return ConversationFacts(
+            native_id=conversation.session_id,
+            status=self._status(conversation),
+            name=conversation.name,
+            model=conversation.model,
+            last_write=conversation.last_write,
+            subagents=subagents,
+            owner_uid=owner,
+        )
+
+    def _status(self, conversation: _Conversation) -> Status:
+        working = self._working.get(conversation.session_id)
+        if working is False:
+            return "idle"  # its turn is over: a request left without an answer is stale
+        if conversation.permissions:
+            return "waiting"
+        if working:
+            return "busy"
+        busy = (
+            conversation.prompt_open
+            or conversation.turn_open
+            or bool(conversation.tools)
+            or bool(conversation.running())
+        )
+        return "busy" if busy else "idle"
+
+
+def _event(conversation: _Conversation, record: dict[str, Any], now: float | None) -> None:
+    """One line of ``events.jsonl``. ``now``: the clock when the line is new work, None while
+    reading history."""
+    kind = record.get("type")
+    data = record.get("data")
+    if not isinstance(kind, str) or not isinstance(data, dict):
+        return
+    agent = identifier(record.get("agentId"))
+    if kind.startswith("subagent."):
+        _subagent_event(conversation, kind, data, agent, now)
+    elif agent is not None:  # a sub-agent's own work
+        sub = conversation.subagents.get(agent)
+        if sub is not None:
+            if now is not None:
+                sub.last_write = now
+            if kind in ("assistant.message", "session.model_change"):
+                sub.model = text(data.get("model")) or text(data.get("newModel")) or sub.model
+        _permission(conversation, kind, data, agent)
+    elif kind in ("session.start", "session.resume"):
+        conversation.closed = False
+        conversation.model = text(data.get("selectedModel")) or conversation.model
+    elif kind == "session.model_change":
+        conversation.model = text(data.get("newModel")) or conversation.model
+    elif kind == "user.message":
+        conversation.prompt_open = True
+        conversation.closed = False
+    elif kind == "assistant.turn_start":
+        conversation.turn_open, conversation.prompt_open = True, False
+    elif kind == "assistant.turn_end":
+        conversation.turn_open = False
+    elif kind == "assistant.message":
+        conversation.model = text(data.get("model")) or conversation.model
+    elif kind == "tool.execution_start":
+        call = identifier(data.get("toolCallId"))
+        if call is not None:
+            _bounded_add(conversation.tools, call)
+    elif kind == "tool.execution_complete":
+        call = identifier(data.get("toolCallId"))
+        conversation.tools.discard(call or "")
+        for sub in conversation.subagents.values():
+            if call is not None and sub.tool_call_id == call:
+                sub.done = True  # the task tool returned: its sub-agent is over
+    elif kind == "session.shutdown":
+        conversation.closed = True
+        conversation.prompt_open = conversation.turn_open = False
+        conversation.tools.clear()
+        conversation.permissions.clear()
+        for sub in conversation.subagents.values():
+            sub.done = True
+    else:
+        _permission(conversation, kind, data, None)
+
+
+def _subagent_event(
+    conversation: _Conversation,
+    kind: str,
+    data: dict[str, Any],
+    agent: str | None,
+    now: float | None,
+) -> None:
+    call = identifier(data.get("toolCallId"))
+    key = agent or call
+    if key is None:
+        return
+    if kind == "subagent.started":
+        started = conversation.subagents.get(key) or _Subagent(key)
+        started.tool_call_id = call or started.tool_call_id
+        started.name = (
+            text(data.get("agentDescription"))
+            or text(data.get("agentDisplayName"))
+            or text(data.get("agentName"))
+            or started.name
+        )
+        started.model = text(data.get("model")) or started.model
+        started.done = False
+        conversation.subagents[key] = started
+        _prune(conversation.subagents)
+        return
+    sub = conversation.subagents.get(key)
+    if sub is None:
+        return
+    if kind in ("subagent.completed", "subagent.failed"):
+        sub.done = True
+    elif kind == "subagent.configured":
+        sub.model = text(data.get("model")) or sub.model
+    if now is not None:
+        sub.last_write = now
+
+
+def _permission(
+    conversation: _Conversation, kind: str, data: dict[str, Any], agent: str | None
+) -> None:
+    request = identifier(data.get("requestId"))
+    if request is None:
+        return
+    if kind == "permission.requested":
+        if len(conversation.permissions) >= MAX_OPEN:
+            conversation.permissions.clear()  # garbage: never a growing table
+        conversation.permissions[request] = agent
+    elif kind == "permission.completed":
+        conversation.permissions.pop(request, None)
+
+
+def _bounded_add(values: set[str], value: str) -> None:
+    if len(values) >= MAX_OPEN:
+        values.clear()
+    values.add(value)
+
+
+def _prune(subagents: dict[str, _Subagent]) -> None:
+    """At most MAX_SUBAGENTS: the finished ones go first, then the oldest."""
+    if len(subagents) <= MAX_SUBAGENTS:
+        return
+    for key in [k for k, s in subagents.items() if s.done]:
+        if len(subagents) <= MAX_SUBAGENTS:
+            return
+        del subagents[key]
+    while len(subagents) > MAX_SUBAGENTS:
+        del subagents[next(iter(subagents))]
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _regular(path: Path) -> os.stat_result | None:
+    """The path's own metadata, if it is a regular file (not a link)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    info = _regular(path)
+    return (info.st_ino, info.st_size, info.st_mtime_ns) if info is not None else None
+
+
+def _base(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _holds(path: str, session: str, pid: int) -> bool:
+    """Whether an open file is this conversation's hold file. By its last three components:
+    the process may see its home through another path (a symlinked /home)."""
+    return path.replace("\\", "/").endswith(f"/{STATE}/{session}/inuse.{pid}.hold")
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    chunks = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, limit + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+# -- workspace.yaml: flat YAML, read strictly ---------------------------------------------
+
+MAX_YAML_LINES = 4096
+_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,63}):(?:[ \t]+(.*))?$")
+_BLOCK_HEADER = re.compile(r"[|>](?:[1-9][+-]?|[+-][1-9]?)?(?:[ \t]+#.*)?$")
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_ESCAPES = {
+    "0": "\0",
+    "a": "\a",
+    "b": "\b",
+    "t": "\t",
+    "\t": "\t",
+    "n": "\n",
+    "v": "\v",
+    "f": "\f",
+    "r": "\r",
+    "e": "\x1b",
+    " ": " ",
+    '"': '"',
+    "/": "/",
+    "\\": "\\",
+    "N": "\x85",
+    "_": "\xa0",
+    "L": "\u2028",
+    "P": "\u2029",
+}
+_HEX_WIDTH = {"x": 2, "u": 4, "U": 8}
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class _Malformed(Exception):
+    """Not the flat mapping workspace.yaml is."""
+
+
+def parse_flat_yaml(raw: bytes, wanted: Iterable[str]) -> dict[str, str | None] | None:
+    """The top-level ``key: scalar`` pairs of a flat YAML mapping whose keys are in
+    ``wanted``: plain, single-quoted, double-quoted (escapes decoded) and block scalars
+    (``|``, ``>``), on one line or several. A key whose value is anything else (a nested
+    mapping or list, an anchor, an alias, a tag, a flow collection) or null is None. The
+    first occurrence of a key wins. None for the whole file when it is not such a mapping,
+    or was caught half written (it does not end with a newline). Never evaluates anything,
+    never raises on any input; bounded by the input's size."""
+    keep = frozenset(wanted)
+    source = raw.decode("utf-8", "replace").removeprefix("\ufeff")
+    if not source.endswith("\n"):
+        return None
+    lines = [line.removesuffix("\r") for line in source.split("\n")[:-1]]
+    if len(lines) > MAX_YAML_LINES:
+        return None
+    found: dict[str, str | None] = {}
+    index = 0
+    started = False
+    try:
+        while index < len(lines):
+            line = lines[index]
+            if not line.strip() or line.lstrip().startswith("#"):
+                index += 1
+                continue
+            if line.rstrip() == "---":
+                if started:
+                    break  # a second document: not ours to read
+                started = True
+                index += 1
+                continue
+            if line.rstrip() == "...":
+                break
+            match = _KEY_LINE.match(line)
+            if match is None:
+                return None  # a line at the top that is no key: not a flat mapping
+            started = True
+            key, rest = match.group(1), (match.group(2) or "")
+            value, index = _scalar(lines, index, rest.rstrip(" \t"))
+            if key in keep and key not in found:
+                found[key] = value
+    except _Malformed:
+        return None
+    return found
+
+
+def _scalar(lines: list[str], index: int, rest: str) -> tuple[str | None, int]:
+    """The value starting on line ``index`` after its key, and the next line to read."""
+    if not rest or rest.startswith("#"):
+        return None, _indented_end(lines, index + 1)  # null, or a nested block: skipped
+    first = rest[0]
+    if first in ("'", '"'):
+        return _quoted(lines, index, rest)
+    if first in "|>":
+        if not _BLOCK_HEADER.match(rest):
+            raise _Malformed
+        end = _indented_end(lines, index + 1)
+        body = [line.strip() for line in lines[index + 1 : end]]
+        joined = ("\n" if first == "|" else " ").join(body).strip()
+        return joined or None, end
+    if first in "&*!%@`[{":
+        return None, _indented_end(lines, index + 1)  # anchors, aliases, tags, flows
+    end = _indented_end(lines, index + 1)
+    value = _strip_comment(rest)
+    parts = [value, *(line.strip() for line in lines[index + 1 : end] if line.strip())]
+    joined = " ".join(parts).strip()
+    return (None if joined in _NULLS else joined), end
+
+
+def _indented_end(lines: list[str], index: int) -> int:
+    """The first line from ``index`` that starts at the left margin (blank lines do not
+    count): a value's continuation lines are indented."""
+    end = index
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
+        end += 1
+    while end > index and not lines[end - 1].strip():
+        end -= 1  # trailing blank lines belong to nothing
+    return end
+
+
+def _strip_comment(value: str) -> str:
+    for marker in (" #", "\t#"):
+        cut = value.find(marker)
+        if cut >= 0:
+            value = value[:cut]
+    return value.rstrip()
+
+
+def _quoted(lines: list[str], index: int, rest: str) -> tuple[str | None, int]:
+    quote = rest[0]
+    chunks: list[str] = []
+    current = rest[1:]
+    row = index
+    while True:
+        end = _closing(current, quote)
+        if end >= 0:
+            chunks.append(current[:end])
+            after = current[end + 1 :].strip()
+            if after and not after.startswith("#"):
+                raise _Malformed
+            break
+        chunks.append(current)
+        row += 1
+        if row >= len(lines):
+            raise _Malformed  # never closed
+        current = lines[row]
+    folded = _fold(chunks, double=quote == '"')
+    value = folded.replace("''", "'") if quote == "'" else _unescape(folded)
+    return value, row + 1
+
+
+def _closing(line: str, quote: str) -> int:
+    """Where the closing quote is on this line, or -1."""
+    position = 0
+    while position < len(line):
+        ch = line[position]
+        if quote == '"' and ch == "\\":
+            position += 2
+            continue
+        if ch == quote:
+            if quote == "'" and line[position + 1 : position + 2] == "'":
+                position += 2  # '' is a quote inside single quotes
+                continue
+            return position
+        position += 1
+    return -1
+
+
+def _fold(chunks: list[str], double: bool) -> str:
+    """The lines of a quoted scalar as one: a line break is a space (or nothing after an
+    escaping backslash in double quotes)."""
+    out = chunks[0]
+    for chunk in chunks[1:]:
+        trailing = len(out) - len(out.rstrip("\\"))
+        if double and trailing % 2 == 1:
+            out = out[:-1] + chunk.lstrip(" \t")
+        else:
+            out = out.rstrip(" \t") + " " + chunk.lstrip(" \t")
+    return out
+
+
+def _unescape(value: str) -> str | None:
+    """YAML's double-quoted escapes decoded, or None for an escape YAML does not have."""
+    out: list[str] = []
+    position = 0
+    while position < len(value):
+        ch = value[position]
+        if ch != "\\":
+            out.append(ch)
+            position += 1
+            continue
+        code = value[position + 1 : position + 2]
+        if code in _ESCAPES:
+            out.append(_ESCAPES[code])
+            position += 2
+            continue
+        width = _HEX_WIDTH.get(code)
+        digits = value[position + 2 : position + 2 + width] if width else ""
+        if width is None or len(digits) != width or not set(digits) <= _HEX:
+            return None
+        number = int(digits, 16)
+        if number > 0x10FFFF:
+            return None
+        out.append(chr(number))
+        position += 2 + width
+    joined = "".join(out)
+    try:  # a pair of \u escapes naming the halves of one character
+        return joined.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeError:
+        return joined  # a lone half stays; clean_text drops it
+
+
+SPEC = ReaderSpec(
+    platform="copilot-cli",
+    env_dir="COPILOT_HOME",
+    home_dir=".copilot",
+    factory=CopilotState,
+    writes_at_start=True,  # the conversation's directory and lock, as it starts
+)

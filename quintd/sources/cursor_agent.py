@@ -1,0 +1,455 @@
+"""Cursor's CLI agent (``cursor-agent`` / ``agent``; closed source): one directory per chat,
+``~/.cursor/chats/<md5 of the cwd>/<chat id>/``. Built from third-party readers and writers
+tested against real cursor-agent builds, as no Cursor source is public:
+``inference-sh/agentprotocol`` ``transcript/sqlite/cursor.go`` and
+``transcript/cursor/cursor.go`` at ``33ea7b316c5a1119f9aca414b48c4852bf33e2ce`` with their
+cursor-written test files (``testdata/cursor/.cursor/chats/e87a7c25.../meta.json`` and
+``agent-transcripts/287974f9-....jsonl`` at ``2cc7eef26588429ce1195fcce49e515750909e2e``),
+``skillsynchq/txcript`` ``docs/formats/cursor.md`` at
+``6ce1fab0e7df8cd580229c80bdcb694d43a2edf3`` (cursor-agent 2026.06.26), and
+``kenn-io/agentsview`` ``internal/parser/cursor_provider.go`` at
+``538600744d1b87614d3746d36a0966c1f2ac1cad``. **Unverified against a real run** (the CLI is
+installed from cursor.com, unreachable here).
+
+Files under ``~/.cursor`` (no environment override is known):
+- ``chats/<md5(cwd)>/<id>/store.db``: SQLite, ``meta(key, value)`` and ``blobs(id, data)``.
+  The ``meta`` row ``"0"`` is JSON (hex-encoded, or plain in some versions): ``agentId``,
+  ``name`` (the title), ``createdAt`` (ms), ``lastUsedModel``, ``workspacePath``, ...
+  ``store.db-wal`` exists while the CLI has it open.
+- ``chats/<md5(cwd)>/<id>/meta.json``: ``{schemaVersion, createdAtMs, updatedAtMs,
+  hasConversation, cwd, title?}`` (older versions have none).
+- ``acp-sessions/<id>/store.db`` (+ ``meta.json``): the same, for ``cursor-agent acp``.
+- ``projects/<cwd, runs of non-alphanumerics as '-'>/agent-transcripts/<id>/<id>.jsonl``
+  (or ``agent-transcripts/<id>.jsonl``): ``{"role": "user"|"assistant", "message": ...}``
+  rows and ``{"type": "turn_ended", "status": ...}`` at the end of each turn (TUI and
+  ``agent -p`` only).
+
+- Owning process: the cursor-agent process (or one of its descendants) that holds the
+  chat's ``store.db`` open ("Cursor holds the session's store.db open while it serves the
+  session", agentprotocol); else the process whose cwd hashes to the chat's directory and
+  that ran when the chat was last written (the last started before it began), or that
+  names it in ``--resume``. A process's conversation is the chat it holds (of several, the
+  one written last): a new chat (a new ``<id>`` directory) ends the previous one.
+- id: the chat directory's name (= ``agentId``); name: ``meta["0"].name`` (not the
+  placeholder "New Agent"), else ``meta.json`` ``title``; model: ``lastUsedModel``.
+- busy: the transcript's last row is a prompt or an answer with no ``turn_ended`` after
+  it; idle: ``turn_ended``. No transcript (ACP, older versions): unknown, the CPU decides.
+- sub-agents: not stored locally in any source read; none.
+- exit: not recorded; the process's exit ends its conversation.
+
+Reading: directories are listed (only the md5 directories of running processes' cwds) at
+start and when watchdog reports a change; ``store.db`` is read (read-only, its ``meta``
+row only) when it or ``meta.json`` changed, at most every few seconds while it streams;
+open files are asked of a process only when a chat appeared or none is bound yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quintd.model import AgentProcess, ConversationFacts, Status
+from quintd.sources.conversation_files import epoch, lmtime
+from quintd.sources.crush import RETRY_S, SLACK_S, flag_value, owner_of
+from quintd.sources.files import (
+    JsonlTail,
+    ReadStats,
+    depth_ok,
+    identifier,
+    parse_object,
+    path_text,
+    read_json_file,
+    text,
+)
+from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.sqlite_files import UnreadableDatabase, columns, read_database
+
+CLOCK_SLACK_S = 10.0
+MAX_META_CHARS = 512 * 1024
+MAX_DESCENDANTS = 64
+MAX_CHATS_PER_DIR = 512
+# The name a chat has until one is generated (agentprotocol writes it for an untitled one).
+PLACEHOLDER_NAMES = frozenset({"New Agent"})
+_CHAT_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$")
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def cwd_hash(cwd: str) -> str:
+    """The name of a project's directory under ``chats``: the lower-hex MD5 of the cwd."""
+    return hashlib.md5(cwd.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
+
+
+def project_slug(cwd: str) -> str:
+    """The name of a project's directory under ``projects``."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", cwd).strip("-")
+
+
+@dataclass
+class _Chat:
+    native_id: str
+    directory: Path
+    cwd: str | None = None
+    name: str | None = None
+    model: str | None = None
+    created: float | None = None
+    written: float = 0.0  # wall time its files were last modified
+    owner: int | None = None
+    signature: tuple[float, ...] = ()
+    store_read_at: float = -1e18  # monotonic
+    store_pending: bool = False  # changed since the last read, read when due
+    transcript: JsonlTail | None = None
+    transcript_at: float = 0.0
+    status: Status | None = None
+    last_write: float | None = None
+    read_once: bool = False
+
+
+class CursorAgentState:
+    platform = "cursor-agent"
+
+    def __init__(self, root: Path, context: ReaderContext) -> None:
+        self.root = root
+        self._clock = context.clock
+        self._processes = context.processes
+        self.stats = ReadStats()
+        self._chats: dict[str, _Chat] = {}
+        self._dirty: set[str] = set()  # chats whose files changed
+        self._dirty_transcripts: set[str] = set()
+        self._listed: set[Path] = set()  # md5 directories listed (again when changed)
+        self._appeared = False  # a chat directory appeared: open files are asked again
+        self._unheld_written = False
+        self._held: dict[tuple[int, int], set[str]] = {}
+        self._asked: dict[tuple[int, int], float] = {}
+        self._argv: dict[tuple[int, int], list[str]] = {}
+        self._bucket: dict[tuple[int, int], Path | None] = {}  # chats/<md5 of its cwd>
+        self._current: dict[tuple[int, int], tuple[str, float]] = {}
+
+    # -- the AgentState protocol ----------------------------------------------------------
+
+    def watch_dirs(self) -> list[Path]:
+        return [self.root / "chats", self.root / "acp-sessions", self.root / "projects"]
+
+    def changed(self, path: Path) -> None:
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return
+        if len(parts) >= 2 and parts[0] == "chats" and _MD5.match(parts[1]):
+            self._listed.discard(self.root / "chats" / parts[1])
+            if len(parts) >= 3 and parts[2] in self._chats:
+                self._dirty.add(parts[2])
+        elif len(parts) >= 2 and parts[0] == "acp-sessions":
+            if parts[1] in self._chats:
+                self._dirty.add(parts[1])
+            else:
+                self._appeared = True
+        elif len(parts) >= 4 and parts[0] == "projects" and parts[2] == "agent-transcripts":
+            name = parts[-1]
+            if name.endswith(".jsonl") and name[: -len(".jsonl")] in self._chats:
+                self._dirty_transcripts.add(name[: -len(".jsonl")])
+
+    def poll(self) -> None:
+        self._listed.clear()
+        self._dirty.update(self._chats)
+        self._dirty_transcripts.update(self._chats)
+
+    def has_registry_dir(self) -> bool:
+        return (self.root / "chats").is_dir()
+
+    def prepare(self, processes: list[AgentProcess]) -> None:
+        horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
+        live = {p.key for p in processes}
+        for table in (self._held, self._asked, self._argv, self._bucket):
+            for key in [k for k in table if k not in live]:
+                del table[key]
+        for proc in processes:
+            if proc.key not in self._argv:
+                self._argv[proc.key] = self._processes.argv(proc.pid)
+                cwd = proc.cwd
+                self._bucket[proc.key] = self.root / "chats" / cwd_hash(cwd) if cwd else None
+        self._listed &= set(self._bucket.values())  # forget directories nobody runs in
+        for bucket in set(self._bucket.values()):
+            if bucket is not None:
+                self._list(bucket, horizon)
+        self._ask_open_files(processes)
+        self._read_changes(horizon)
+        self._bind(processes)
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+        found = self._current.get(proc.key)
+        chat = self._chats.get(found[0]) if found is not None else None
+        if found is None or chat is None:
+            return None
+        status = chat.status
+        if status == "busy" and chat.transcript_at < found[1] - SLACK_S:
+            status = "idle"  # a turn left open by an earlier process
+        return ConversationFacts(
+            native_id=chat.native_id,
+            status=status,
+            name=chat.name,
+            model=chat.model,
+            last_write=chat.last_write,
+            owner_uid=chat.owner,
+        )
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _list(self, directory: Path, horizon: float) -> None:
+        """The chats of one project directory that can belong to a running process."""
+        if directory in self._listed:
+            return
+        self._listed.add(directory)
+        try:
+            names = os.listdir(directory) if not directory.is_symlink() else []
+        except OSError:
+            return
+        for name in names[:MAX_CHATS_PER_DIR]:
+            if name in self._chats or not _CHAT_ID.match(name):
+                continue
+            chat = _Chat(name, directory / name)
+            if max(_times(chat)) < horizon:
+                continue  # history
+            self._chats[name] = chat
+            self._dirty.add(name)
+            self._dirty_transcripts.add(name)
+            self._appeared = True
+
+    def _held_chat(self, path: str) -> str | None:
+        """The chat whose ``store.db`` an open file is, adding ACP sessions as found."""
+        candidate = Path(path)
+        if candidate.name not in ("store.db", "store.db-wal"):
+            return None
+        directory = candidate.parent
+        chats, acp = self.root / "chats", self.root / "acp-sessions"
+        if directory.parent.parent == chats and _MD5.match(directory.parent.name):
+            pass
+        elif directory.parent != acp:
+            return None
+        native_id = directory.name
+        if not _CHAT_ID.match(native_id):
+            return None
+        if native_id not in self._chats:
+            self._chats[native_id] = _Chat(native_id, directory)
+            self._dirty.add(native_id)
+            self._dirty_transcripts.add(native_id)
+        return native_id
+
+    def _read_changes(self, horizon: float) -> None:
+        now = self._clock()
+        held = set().union(*self._held.values()) if self._held else set()
+        for native_id, chat in list(self._chats.items()):
+            if chat.written < horizon and native_id not in held and native_id not in self._dirty:
+                del self._chats[native_id]
+        dirty, self._dirty = self._dirty, set()
+        for native_id in dirty:
+            changed = self._chats.get(native_id)
+            if changed is None:
+                continue
+            chat = changed
+            signature = _times(chat)
+            chat.written = max(signature)
+            if signature != chat.signature:
+                if chat.signature and native_id not in held:
+                    self._unheld_written = True  # a chat nobody holds was written: a resume?
+                chat.signature = signature
+                chat.store_pending = True
+                self._read_meta_json(chat)
+        for pending in self._chats.values():
+            # While a chat streams, its store is read at most every few seconds.
+            if pending.store_pending and now - pending.store_read_at >= RETRY_S:
+                pending.store_pending, pending.store_read_at = False, now
+                self._read_store(pending)
+        dirty_transcripts, self._dirty_transcripts = self._dirty_transcripts, set()
+        for native_id in dirty_transcripts:
+            grown = self._chats.get(native_id)
+            if grown is not None:
+                self._read_transcript(grown)
+
+    def _read_meta_json(self, chat: _Chat) -> None:
+        found = read_json_file(chat.directory / "meta.json", self.root, self.stats)
+        if found is None:
+            return
+        data = found.data
+        chat.owner = found.owner
+        chat.cwd = path_text(data.get("cwd")) or chat.cwd
+        chat.created = epoch(data.get("createdAtMs")) or chat.created
+        title = text(data.get("title"))
+        chat.name = chat.name or (None if title in PLACEHOLDER_NAMES else title)
+
+    def _read_store(self, chat: _Chat) -> None:
+        try:
+            value, owner = read_database(
+                self.root, chat.directory / "store.db", _meta_row, self.stats
+            )
+        except UnreadableDatabase:
+            return
+        chat.owner = owner
+        meta = _decode_meta(value)
+        if meta is None:
+            if value is not None:
+                self.stats.garbage += 1
+            return
+        agent = identifier(meta.get("agentId"))
+        if agent is not None and agent != chat.native_id:
+            self.stats.garbage += 1
+            return
+        name = text(meta.get("name"))
+        chat.name = (None if name in PLACEHOLDER_NAMES else name) or chat.name
+        chat.model = _model(meta.get("lastUsedModel")) or chat.model
+        chat.created = chat.created or epoch(meta.get("createdAt"))
+        chat.cwd = chat.cwd or path_text(meta.get("workspacePath"))
+
+    def _read_transcript(self, chat: _Chat) -> None:
+        if chat.transcript is None:
+            if chat.cwd is None:
+                self._dirty_transcripts.add(chat.native_id)  # once the cwd is known
+                return
+            base = self.root / "projects" / project_slug(chat.cwd) / "agent-transcripts"
+            path = base / chat.native_id / f"{chat.native_id}.jsonl"
+            if lmtime(path) == 0.0 and lmtime(base / f"{chat.native_id}.jsonl") > 0.0:
+                path = base / f"{chat.native_id}.jsonl"
+            if lmtime(path) == 0.0:
+                return  # none (yet): the next change event under projects brings it
+            chat.transcript = JsonlTail(path, self.root, stats=self.stats)
+        records, more = chat.transcript.read_new()
+        if more:
+            self._dirty_transcripts.add(chat.native_id)
+        if records and chat.read_once:
+            chat.last_write = self._clock()
+        chat.read_once = chat.read_once or not more
+        chat.transcript_at = lmtime(chat.transcript.path)
+        chat.written = max(chat.written, chat.transcript_at)
+        for record in records:
+            if record.get("type") == "turn_ended":
+                chat.status = "idle"
+            elif record.get("role") in ("user", "assistant"):
+                chat.status = "busy"
+
+    # -- which process runs which chat ----------------------------------------------------
+
+    def _ask_open_files(self, processes: list[AgentProcess]) -> None:
+        """Which chats each process holds: asked of a new process and when a chat
+        appeared; when a chat nobody holds was written (a resume), at most every few
+        seconds. Never for an idle agent."""
+        now = self._clock()
+        for proc in processes:
+            asked = self._asked.get(proc.key)
+            if asked is None or self._appeared or (self._unheld_written and now - asked >= RETRY_S):
+                self._asked[proc.key] = now
+                self._held[proc.key] = self._holding(proc)
+        self._appeared = self._unheld_written = False
+
+    def _bind(self, processes: list[AgentProcess]) -> None:
+        self._current = {}
+        claimed: set[str] = set()
+        for proc in processes:
+            mine = [self._chats[c] for c in self._held.get(proc.key, ()) if c in self._chats]
+            if mine:
+                current = max(mine, key=lambda c: (c.written, c.created or 0.0, c.native_id))
+                self._current[proc.key] = (current.native_id, proc.start_time)
+            claimed.update(c.native_id for c in mine)
+        self._fallback([p for p in processes if p.key not in self._current], claimed)
+
+    def _holding(self, proc: AgentProcess) -> set[str]:
+        """The chats whose store.db the process, or one of its descendants, holds open."""
+        held: set[str] = set()
+        pids, seen = [proc.pid], {proc.pid}
+        while pids and len(seen) <= MAX_DESCENDANTS:
+            pid = pids.pop()
+            for path in self._processes.open_files(pid):
+                native_id = self._held_chat(path)
+                if native_id is not None:
+                    held.add(native_id)
+            for child in self._processes.children(pid):
+                if child not in seen:
+                    seen.add(child)
+                    pids.append(child)
+        return held
+
+    def _fallback(self, processes: list[AgentProcess], claimed: set[str]) -> None:
+        """Processes holding no chat: ``--resume <id>``, else the chats of their cwd's
+        directory begun or written while they ran."""
+        claims: dict[tuple[int, int], list[_Chat]] = {}
+        for proc in processes:
+            resumed = flag_value(self._argv.get(proc.key, []), ("--resume",))
+            if resumed in self._chats and resumed not in claimed:
+                chat = self._chats[resumed]
+                if chat.written >= proc.start_time - SLACK_S:
+                    claims.setdefault(proc.key, []).append(chat)
+                    claimed.add(resumed)
+        for chat in self._chats.values():
+            if chat.native_id in claimed or chat.directory.parent.name == "acp-sessions":
+                continue
+            here = [p for p in processes if self._bucket.get(p.key) == chat.directory.parent]
+            created = chat.created or chat.written
+            owner = owner_of(created, chat.written, here)
+            if owner is not None:
+                claims.setdefault(owner.key, []).append(chat)
+        for proc in processes:
+            mine = claims.get(proc.key)
+            if mine:
+                current = max(mine, key=lambda c: (c.written, c.created or 0.0, c.native_id))
+                self._current[proc.key] = (current.native_id, proc.start_time)
+
+
+def _times(chat: _Chat) -> tuple[float, ...]:
+    d = chat.directory
+    return (
+        lmtime(d / "store.db"),
+        lmtime(d / "store.db-wal"),
+        lmtime(d / "meta.json"),
+        lmtime(d),
+    )
+
+
+def _meta_row(conn: sqlite3.Connection) -> object:
+    if not {"key", "value"} <= columns(conn, "meta"):
+        return None
+    row = conn.execute(
+        f"SELECT CASE WHEN length(value) <= {MAX_META_CHARS} THEN value END "
+        "FROM meta WHERE key = '0'"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _decode_meta(value: object) -> dict[str, Any] | None:
+    """meta "0": hex-encoded UTF-8 JSON, or plain JSON (text or bytes)."""
+    if isinstance(value, str):
+        value = value.strip().encode("utf-8", "replace")
+    if not isinstance(value, bytes) or not value:
+        return None
+    if not value.startswith(b"{"):
+        try:
+            value = bytes.fromhex(value.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return parse_object(value)
+
+
+def _model(value: object) -> str | None:
+    if isinstance(value, dict):
+        for key in ("modelId", "model", "name", "id"):
+            found = _model(value.get(key))
+            if found:
+                return found
+        return None
+    if isinstance(value, str) and value.startswith("{") and depth_ok(value.encode()):
+        try:
+            return _model(json.loads(value))
+        except (ValueError, RecursionError):
+            return None
+    return text(value)
+
+
+SPEC = ReaderSpec(
+    platform="cursor-agent",
+    env_dir=None,
+    home_dir=".cursor",
+    factory=CursorAgentState,
+)

@@ -1,0 +1,424 @@
+"""Kiro CLI (``kiro-cli``, the successor of Amazon Q Developer CLI; closed source):
+``~/.kiro/sessions/cli/<uuid>.json`` / ``.jsonl`` / ``.lock`` (the "v2" engine that runs the
+TUI and ``kiro-cli acp``). Built from third-party readers and writers tested against real
+kiro-cli 2.21-2.28 builds, as no Kiro source is public: ``inference-sh/agentprotocol``
+``transcript/kiro/kiro.go`` and its kiro-written test files (``testdata/home/.kiro/sessions/
+cli/e53ccf60-....json``/``.jsonl`` at ``16279d6e5fd3eec16fda44f360466a2e547d1edd``, kiro-cli-chat
+2.24.0), ``BjoernSchotte/agentglass`` ``src/harness/kiro.ts`` at
+``22359053907a08cd1ad0ecad7cfec23f63d01406``, ``ksrikanthcnc/nagents``
+``sources/kiro-cli-v2/scan.py``. **Unverified against a real run** (kiro-cli is downloaded
+from AWS, unreachable here). The v1 engine's SQLite store
+(``~/.local/share/kiro-cli/data.sqlite3``) is not read.
+
+Files (``<id>`` = a uuid, the conversation id):
+- ``<id>.json``: the sidecar, ``{session_id, cwd, created_at, updated_at (RFC 3339, ns),
+  title, parent_session_id (sub-agents), session_created_reason, session_state:
+  {conversation_metadata: {user_turn_metadatas: [{model, end_timestamp, ...}]},
+  rts_model_state: {model_info: {model_id, model_name}}, ...}}``. It grows with every turn;
+  past 256 KiB only its top-level fields before ``session_state`` (head) and the last
+  ``model_id`` (tail) are read.
+- ``<id>.jsonl``: ``{"version": "v1", "kind": K, "data": {...}}`` per line; K is
+  ``Prompt``, ``AssistantMessage`` (content items ``text``, ``toolUse``, ``thinking``),
+  ``ToolResults``, ``Compaction``, ``Clear`` (``/clear``: same id), ``CancelledPrompt``;
+  other kinds are ignored.
+- ``<id>.lock``: ``{"pid": N}`` while a kiro process has the session open; deleted on a
+  clean exit, left behind by a killed one.
+
+- Owning process: the lock's pid, if it is the kiro process or one of its descendants
+  (``kiro-cli`` runs ``kiro-cli-chat`` and a bun TUI) and the lock is not older than that
+  process (a pid reused after a crash); a session with no lock: the kiro process in its
+  ``cwd`` running when it was last written (the last started before it began). A process's
+  conversation is its top-level session written last; a rewind forks a new session (new
+  id), which ends the old one; ``/clear`` keeps the id.
+- name: ``title`` (kiro sets it to the first prompt; internal sessions' prompts such as
+  ``[AGENT SYSTEM PROMPT]`` are not names); model: ``rts_model_state.model_info.model_id``,
+  else the last turn's ``model``.
+- busy: the last transcript record is a prompt, tool results, or an answer with a tool
+  call; idle: an answer with text only, a cancelled prompt, ``Clear``, ``Compaction``. A
+  transcript not written since the process started says nothing: idle.
+- sub-agents: sessions with ``parent_session_id`` (not ``session_created_reason``, which
+  top-level ACP sessions carry too); done when their last record is an answer, or their
+  lock went away.
+- exit: the process's exit ends its conversations.
+
+Files are found by one listing at start (only those written since the oldest running kiro
+started) and then read as watchdog reports changes; transcripts are read incrementally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.sources.conversation_files import epoch, lmtime
+from quintd.sources.crush import SLACK_S, owner_of
+from quintd.sources.files import (
+    MAX_JSON_FILE_BYTES,
+    JsonlTail,
+    ReadStats,
+    open_under,
+    path_text,
+    read_json_file,
+    text,
+)
+from quintd.sources.spec import ReaderContext, ReaderSpec
+
+CLOCK_SLACK_S = 10.0  # files older than the oldest process by more than this are history
+_ID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")
+_SUFFIXES = (".jsonl", ".json", ".lock")
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # larger sidecars are refused
+PART_BYTES = 64 * 1024  # head and tail read of a sidecar past 256 KiB
+MAX_DESCENDANTS = 256
+INTERNAL_TITLES = (
+    "[AGENT SYSTEM PROMPT]",
+    "You are a memory consolidation agent",
+    "First, decide: is the following text",
+    "[SESSION CONTEXT",
+)
+_TOP_FIELD = re.compile(
+    rb'"(session_id|cwd|created_at|updated_at|title|parent_session_id)"\s*:\s*'
+    rb'("(?:[^"\\]|\\.){0,8192}"|null)'
+)
+_MODEL_ID = re.compile(rb'"model_id"\s*:\s*("(?:[^"\\]|\\.){1,400}")')
+
+
+@dataclass
+class _Kiro:
+    native_id: str
+    tail: JsonlTail
+    title: str | None = None
+    cwd: str | None = None
+    created: float | None = None
+    updated: float | None = None
+    parent: str | None = None
+    model: str | None = None
+    owner: int | None = None  # the uid owning the sidecar (or the transcript)
+    status: Status | None = None
+    answered: bool = False  # the last record is an answer with text only
+    written: float = 0.0  # wall time one of its files was last modified
+    transcript_at: float = 0.0  # wall time the transcript was last modified
+    last_write: float | None = None
+    read_once: bool = False
+    lock_pid: int | None = None
+    lock_time: float = 0.0
+    had_lock: bool = False
+
+
+class KiroState:
+    platform = "kiro"
+
+    def __init__(self, root: Path, context: ReaderContext) -> None:
+        self.root = root
+        self._dir = root / "sessions" / "cli"
+        self._clock = context.clock
+        self._processes = context.processes
+        self.stats = ReadStats()
+        self._sessions: dict[str, _Kiro] = {}
+        self._dirty: dict[str, set[str]] = {}  # id -> suffixes changed
+        self._scanned = False
+        self._tree: dict[tuple[int, int], set[int]] = {}  # agent -> its descendants' pids
+        self._current: dict[tuple[int, int], tuple[str, float]] = {}
+
+    # -- the AgentState protocol ----------------------------------------------------------
+
+    def watch_dirs(self) -> list[Path]:
+        return [self._dir]
+
+    def changed(self, path: Path) -> None:
+        if path.parent != self._dir:
+            return
+        for suffix in _SUFFIXES:
+            if path.name.endswith(suffix):
+                match = _ID.match(path.name[: -len(suffix)])
+                if match:
+                    self._dirty.setdefault(match.group(1), set()).add(suffix)
+                return
+
+    def poll(self) -> None:
+        self._scanned = False
+        for native_id in self._sessions:
+            self._dirty.setdefault(native_id, set()).update(_SUFFIXES)
+
+    def has_registry_dir(self) -> bool:
+        return self._dir.is_dir()
+
+    def prepare(self, processes: list[AgentProcess]) -> None:
+        horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
+        if not self._scanned:
+            self._scanned = True
+            self._scan(horizon)
+        relock = self._read_changes(horizon)
+        live = {p.key for p in processes}
+        self._tree = {k: v for k, v in self._tree.items() if k in live}
+        self._assign(processes, relock)
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+        found = self._current.get(proc.key)
+        if found is None:
+            return None
+        native_id, since = found
+        session = self._sessions.get(native_id)
+        if session is None:
+            return None
+        subagents = tuple(
+            SubagentFacts(
+                agent_id=child.native_id,
+                name=child.title,
+                done=child.answered or (child.had_lock and child.lock_pid is None),
+                last_write=child.last_write,
+                status=self._status(child, since),
+                model=child.model,
+            )
+            for child in self._sessions.values()
+            if child.parent == native_id
+        )
+        return ConversationFacts(
+            native_id=native_id,
+            status=self._status(session, since),
+            name=session.title,
+            model=session.model,
+            last_write=session.last_write,
+            subagents=subagents,
+            owner_uid=session.owner,
+        )
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _scan(self, horizon: float) -> None:
+        try:
+            names = os.listdir(self._dir) if not self._dir.is_symlink() else []
+        except OSError:
+            return
+        for name in names:
+            path = self._dir / name
+            if lmtime(path) >= horizon:
+                self.changed(path)
+
+    def _read_changes(self, horizon: float) -> bool:
+        """Read what changed; whether a lock changed (ownership to be looked at again)."""
+        relock = False
+        for native_id in [i for i, s in self._sessions.items() if s.written < horizon]:
+            if native_id not in self._dirty:
+                del self._sessions[native_id]  # finished before any running kiro started
+        dirty, self._dirty = self._dirty, {}
+        for native_id, suffixes in dirty.items():
+            session = self._sessions.get(native_id)
+            base = self._dir / native_id
+            if session is None:
+                if max(lmtime(Path(str(base) + s)) for s in _SUFFIXES) < horizon:
+                    continue
+                tail = JsonlTail(Path(str(base) + ".jsonl"), self.root, stats=self.stats)
+                session = self._sessions[native_id] = _Kiro(native_id, tail)
+                suffixes = set(_SUFFIXES)
+            if ".json" in suffixes:
+                self._read_sidecar(session)
+            if ".jsonl" in suffixes:
+                self._read_transcript(session)
+            if ".lock" in suffixes:
+                self._read_lock(session)
+                relock = True
+        return relock
+
+    def _read_sidecar(self, session: _Kiro) -> None:
+        path = self._dir / f"{session.native_id}.json"
+        try:
+            fd, info = open_under(self.root, path)
+        except OSError:
+            return
+        os.close(fd)
+        session.written = max(session.written, info.st_mtime)
+        if info.st_size <= MAX_JSON_FILE_BYTES:
+            found = read_json_file(path, self.root, self.stats)
+            if found is None:
+                return
+            data, session.owner = found.data, found.owner
+            model = _model(data.get("session_state"))
+        elif info.st_size <= MAX_SIDECAR_BYTES:
+            data, model = self._large_sidecar(path, info.st_size)
+            session.owner = info.st_uid
+        else:
+            self.stats.refused += 1
+            return
+        if data.get("session_id") not in (None, session.native_id):
+            self.stats.garbage += 1
+            return
+        # Kiro's title is the first prompt, verbatim: prompt text never leaves the machine,
+        # so it is no name (the project directory names the session instead).
+        session.title = None
+        session.cwd = path_text(data.get("cwd")) or session.cwd
+        session.created = epoch(data.get("created_at")) or session.created
+        session.updated = epoch(data.get("updated_at")) or session.updated
+        parent = data.get("parent_session_id")
+        if isinstance(parent, str) and _ID.match(parent):
+            session.parent = parent
+        session.model = model or session.model
+
+    def _large_sidecar(self, path: Path, size: int) -> tuple[dict[str, Any], str | None]:
+        """A sidecar too large to parse whole: its top-level fields (written before
+        ``session_state``) from the head, the last ``model_id`` from the tail."""
+        try:
+            fd, _ = open_under(self.root, path)
+        except OSError:
+            return {}, None
+        try:
+            head = os.pread(fd, PART_BYTES, 0)
+            tail = os.pread(fd, PART_BYTES, max(size - PART_BYTES, 0))
+        finally:
+            os.close(fd)
+        head = head.split(b'"session_state"', 1)[0]
+        data: dict[str, Any] = {}
+        for match in _TOP_FIELD.finditer(head):
+            key = match.group(1).decode()
+            if key not in data:
+                data[key] = _json_string(match.group(2))
+        models = _MODEL_ID.findall(tail)
+        return data, text(_json_string(models[-1])) if models else None
+
+    def _read_transcript(self, session: _Kiro) -> None:
+        records, more = session.tail.read_new()
+        if more:
+            self._dirty.setdefault(session.native_id, set()).add(".jsonl")
+        if records and session.read_once:
+            session.last_write = self._clock()
+        session.read_once = session.read_once or not more
+        session.transcript_at = lmtime(session.tail.path)
+        session.written = max(session.written, session.transcript_at)
+        if session.owner is None:
+            session.owner = session.tail.owner
+        for record in records:
+            kind = record.get("kind")
+            if not isinstance(kind, str):
+                self.stats.garbage += 1
+                continue
+            status, answered = _record_status(kind, record.get("data"))
+            if status is not None:
+                session.status, session.answered = status, answered
+
+    def _read_lock(self, session: _Kiro) -> None:
+        path = self._dir / f"{session.native_id}.lock"
+        session.lock_pid = None
+        when = lmtime(path)
+        if when == 0.0:
+            return  # none, or removed: a clean exit (or the session was closed)
+        found = read_json_file(path, self.root, self.stats)
+        if found is None:
+            return  # refused, or garbage (counted), or caught half written
+        pid = found.data.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            self.stats.garbage += 1
+            return
+        session.lock_pid, session.lock_time, session.had_lock = pid, when, True
+        session.written = max(session.written, when)
+        if session.owner is None:
+            session.owner = found.owner
+
+    # -- which process runs which session -------------------------------------------------
+
+    def _assign(self, processes: list[AgentProcess], relock: bool) -> None:
+        self._current = {}
+        claims: dict[tuple[int, int], list[_Kiro]] = {}
+        by_pid = {p.pid: p for p in processes}
+        for session in self._sessions.values():
+            if session.parent is not None:
+                continue
+            owner: AgentProcess | None = None
+            if session.lock_pid is not None:
+                owner = self._lock_owner(session, processes, by_pid, relock)
+            elif session.cwd is not None and not session.had_lock:
+                here = [p for p in processes if p.cwd == session.cwd]
+                created = session.created or session.written
+                owner = owner_of(created, max(session.written, session.updated or 0.0), here)
+            if owner is not None:
+                claims.setdefault(owner.key, []).append(session)
+        for proc in processes:
+            mine = claims.get(proc.key)
+            if mine:
+                current = max(mine, key=lambda s: (s.written, s.created or 0.0, s.native_id))
+                self._current[proc.key] = (current.native_id, proc.start_time)
+
+    def _lock_owner(
+        self,
+        session: _Kiro,
+        processes: list[AgentProcess],
+        by_pid: dict[int, AgentProcess],
+        relock: bool,
+    ) -> AgentProcess | None:
+        pid = session.lock_pid
+        assert pid is not None
+        owner = by_pid.get(pid)
+        if owner is None:
+            for proc in processes:
+                if proc.key not in self._tree or relock:
+                    self._tree[proc.key] = self._descendants(proc.pid)
+                if pid in self._tree[proc.key]:
+                    owner = proc
+                    break
+        if owner is None or session.lock_time < owner.start_time - SLACK_S:
+            return None  # a lock left by a dead process (its pid gone, or reused since)
+        return owner
+
+    def _descendants(self, pid: int) -> set[int]:
+        found: set[int] = set()
+        todo = [pid]
+        while todo and len(found) < MAX_DESCENDANTS:
+            for child in self._processes.children(todo.pop()):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
+
+    def _status(self, session: _Kiro, since: float) -> Status | None:
+        if session.status == "busy" and session.transcript_at < since - SLACK_S:
+            return "idle"  # a turn a killed kiro left open: not this process's work
+        return session.status
+
+
+def _record_status(kind: str, data: object) -> tuple[Status | None, bool]:
+    """(status, answered) after one transcript record; None for records that tell nothing."""
+    if kind in ("Prompt", "ToolResults"):
+        return "busy", False
+    if kind == "AssistantMessage":
+        content = data.get("content") if isinstance(data, dict) else None
+        items = content if isinstance(content, list) else []
+        tool = any(isinstance(i, dict) and i.get("kind") == "toolUse" for i in items)
+        return ("busy", False) if tool else ("idle", True)
+    if kind in ("CancelledPrompt", "Clear", "Compaction"):
+        return "idle", False
+    return None, False
+
+
+def _model(state: object) -> str | None:
+    if not isinstance(state, dict):
+        return None
+    rts = state.get("rts_model_state")
+    info = rts.get("model_info") if isinstance(rts, dict) else None
+    if isinstance(info, dict):
+        model = text(info.get("model_id")) or text(info.get("model_name"))
+        if model:
+            return model
+    meta = state.get("conversation_metadata")
+    turns = meta.get("user_turn_metadatas") if isinstance(meta, dict) else None
+    if isinstance(turns, list) and turns and isinstance(turns[-1], dict):
+        return text(turns[-1].get("model"))
+    return None
+
+
+def _json_string(raw: bytes) -> str | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+SPEC = ReaderSpec(
+    platform="kiro",
+    env_dir=None,  # KIRO_HOME is reported by one third party only: not trusted yet
+    home_dir=".kiro",
+    factory=KiroState,
+)

@@ -1,0 +1,331 @@
+"""cursor-agent: no CLI can run here and no fixture exists, so ``~/.cursor`` is built in the
+shape cursor-agent writes as recorded by third-party readers and writers
+(inference-sh/agentprotocol ``transcript/sqlite/cursor.go`` at
+33ea7b316c5a1119f9aca414b48c4852bf33e2ce, and the cursor-written testdata it reads), step by
+step, and replayed with hand-made process records (tests/replay.py). Unverified against a
+real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
+
+from quintd.identity import native_session_id
+from quintd.model import ConversationFacts
+from quintd.sources import cursor_agent
+from quintd.sources.cursor_agent import cwd_hash, project_slug
+from quintd.sources.spec import ReaderContext
+
+# inference-sh/agentprotocol transcript/sqlite/cursor.go (Write) at
+# 33ea7b316c5a1119f9aca414b48c4852bf33e2ce.
+DDL = (
+    "CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, data BLOB);"
+    " CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
+)
+T0 = 1_790_000_000.0
+MODEL = "gpt-5"
+X = "287974f9-0000-4000-8000-000000000001"
+Y = "287974f9-0000-4000-8000-000000000002"
+VERSIONS = "/home/dev/.local/share/cursor-agent/versions/2026.07.16-899851b"
+
+
+class Cursor:
+    """``~/.cursor`` as cursor-agent writes it."""
+
+    def __init__(self, home: Path, cwd: Path) -> None:
+        self.home = home
+        self.cwd = cwd
+        self.root = home / ".cursor"
+
+    def chat_dir(self, chat: str) -> Path:
+        return self.root / "chats" / cwd_hash(str(self.cwd)) / chat
+
+    def chat(self, chat: str, at: float, name: str = "New Agent", hex_meta: bool = True) -> Path:
+        directory = self.chat_dir(chat)
+        directory.mkdir(parents=True)
+        conn = sqlite3.connect(directory / "store.db")
+        conn.executescript(DDL)
+        conn.close()
+        self.meta(chat, name, at, hex_meta)
+        meta = {
+            "schemaVersion": 1,
+            "createdAtMs": int(at * 1000),
+            "hasConversation": False,
+            "updatedAtMs": int(at * 1000),
+            "cwd": str(self.cwd),
+        }
+        (directory / "meta.json").write_text(json.dumps(meta))
+        self.stamp(chat, at)
+        return directory / "store.db"
+
+    def stamp(self, chat: str, at: float) -> None:
+        """File times on this test's clock."""
+        directory = self.chat_dir(chat)
+        for path in (directory / "store.db", directory / "meta.json", directory):
+            if path.exists():
+                os.utime(path, (at, at))
+
+    def meta(self, chat: str, name: str, at: float, hex_meta: bool = True) -> None:
+        value = json.dumps(
+            {
+                "agentId": chat,
+                "latestRootBlobId": "0" * 64,
+                "name": name,
+                "mode": "default",
+                "createdAt": int(at * 1000),
+                "blobEncryptionKey": "ab" * 32,
+                "lastUsedModel": MODEL,
+            }
+        )
+        conn = sqlite3.connect(self.chat_dir(chat) / "store.db")
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('0', ?)",
+            (value.encode().hex() if hex_meta else value,),
+        )
+        conn.commit()
+        conn.close()
+        self.stamp(chat, at)
+
+    def transcript(self, chat: str, *rows: dict) -> None:
+        base = self.root / "projects" / project_slug(str(self.cwd)) / "agent-transcripts"
+        path = base / chat / f"{chat}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+USER = {"role": "user", "message": {"content": [{"type": "text", "text": "<user_query>…"}]}}
+ANSWER = {"role": "assistant", "message": {"content": [{"type": "text", "text": "done"}]}}
+ENDED = {"type": "turn_ended", "status": "success"}
+
+
+def _agent(pid: int, cwd: Path, *open_files: Path, start: float = T0, args: tuple = ()) -> Rec:
+    """The bundled node, run by the ``cursor-agent`` wrapper with ``exec -a``."""
+    return Rec(
+        pid,
+        1,
+        "node",
+        f"{VERSIONS}/node",
+        ["cursor-agent", f"{VERSIONS}/index.js", *args],
+        str(cwd),
+        start,
+        open_files=[str(f) for f in open_files],
+    )
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path, Cursor]:
+    home = tmp_path / "home"
+    project = home / "src" / "shop"
+    project.mkdir(parents=True)
+    return home, project, Cursor(home, project)
+
+
+def _id(native: str) -> str:
+    return native_session_id(MACHINE, "cursor-agent", native, uid=os.getuid())
+
+
+def test_cursor_start_prompt_name_idle_new_chat_and_exit(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    replay = Replay(home, T0, idle_after=30, readers=(cursor_agent.SPEC,))
+
+    replay.step([_agent(800, project)], T0 + 1)
+    first = cursor.chat(X, T0 + 1.5)
+    procs = [_agent(800, project, first)]  # it holds its chat's store.db open
+    replay.step(procs, T0 + 2)
+    cursor.transcript(X, USER)
+    cursor.meta(X, "Add retries to the client", T0 + 10)
+    replay.step(procs, T0 + 10)
+    cursor.transcript(X, ANSWER, ENDED)
+    replay.step(procs, T0 + 16)
+    replay.restart()
+    replay.step(procs, T0 + 17)
+    replay.step(procs, T0 + 50)  # quiet: idle
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[800], ConversationFacts)
+    assert facts[800].subagents == ()  # cursor-agent stores none locally
+    second = cursor.chat(Y, T0 + 60)  # /new: a new chat directory
+    procs = [_agent(800, project, second)]
+    replay.step(procs, T0 + 61)
+    replay.step([], T0 + 70)
+
+    name = "Add retries to the client"
+    assert story(replay.events) == [
+        ("s1", "active", "shop", None, None),
+        ("s1", "active", "shop", MODEL, None),  # the chat took the process's session over
+        ("s1", "active", name, MODEL, None),
+        ("s1", "idle", name, MODEL, None),
+        ("s2", "active", "shop", MODEL, None),
+        ("s1", "ended", name, MODEL, None),
+        ("s2", "ended", "shop", MODEL, None),
+    ]
+    ids = list(dict.fromkeys(e.session_id for e in replay.events))
+    assert ids[1:] == [_id(Y)]
+
+
+def test_cursor_busy_and_idle_from_the_transcript(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    store = cursor.chat(X, T0 + 1)
+    replay = Replay(home, T0, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(800, project, store)], T0 + 2)
+
+    def status() -> str | None:
+        facts, _ = replay.sources.observe(replay.agents)
+        found = facts[800]
+        assert isinstance(found, ConversationFacts)
+        return found.status
+
+    seen = [status()]  # no transcript: unknown, the CPU decides
+    cursor.transcript(X, USER)
+    seen.append(status())
+    cursor.transcript(X, ANSWER)
+    seen.append(status())
+    cursor.transcript(X, ENDED)
+    seen.append(status())
+    assert seen == [None, "busy", "busy", "idle"]
+
+
+def _old_chat(cursor: Cursor) -> None:
+    cursor.chat(X, T0 - 100, "Old chat", hex_meta=False)  # plain JSON meta: accepted too
+
+
+def test_cursor_without_open_files_md5_of_the_cwd_and_time(tmp_path: Path) -> None:
+    """Where open files cannot be read: the chat of the process's cwd's directory begun
+    after it started, never an older one."""
+    home, project, cursor = _setup(tmp_path)
+    _old_chat(cursor)
+    replay = Replay(home, T0, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(800, project)], T0 + 1)
+    cursor.chat(Y, T0 + 2, "Fresh chat")
+    replay.step([_agent(800, project)], T0 + 3)
+    assert story(replay.events) == [
+        ("s1", "active", "shop", None, None),
+        ("s1", "active", "Fresh chat", MODEL, None),
+    ]
+
+
+def test_cursor_resume_names_an_older_chat(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    _old_chat(cursor)
+    replay = Replay(home, T0, readers=(cursor_agent.SPEC,))
+    resumed = [_agent(900, project, start=T0 + 20, args=("--resume", X))]
+    replay.step(resumed, T0 + 21)
+    assert story(replay.events) == [("s1", "active", "shop", None, None)]  # not written yet
+    cursor.meta(X, "Old chat", T0 + 22, hex_meta=False)  # the resumed chat is written
+    replay.step(resumed, T0 + 23)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[900], ConversationFacts)
+    assert (facts[900].native_id, facts[900].name) == (X, "Old chat")
+
+
+def test_cursor_acp_session_held_open(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    directory = cursor.root / "acp-sessions" / X
+    directory.mkdir(parents=True)
+    conn = sqlite3.connect(directory / "store.db")
+    conn.executescript(DDL)
+    meta = {"agentId": X, "name": "ACP work", "lastUsedModel": {"modelId": "claude-4"}}
+    conn.execute("INSERT INTO meta VALUES ('0', ?)", (json.dumps(meta).encode().hex(),))
+    conn.commit()
+    conn.close()
+    (directory / "meta.json").write_text(json.dumps({"schemaVersion": 1, "cwd": str(project)}))
+    replay = Replay(home, T0, readers=(cursor_agent.SPEC,))
+    rec = _agent(800, project, directory / "store.db", args=("acp",))
+    replay.step([rec], T0 + 1)
+    assert story(replay.events) == [("s1", "active", "ACP work", "claude-4", None)]
+
+
+def test_cursor_garbage_never_breaks_the_reader(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    bad_db = cursor.chat_dir(X)
+    bad_db.mkdir(parents=True)
+    (bad_db / "store.db").write_bytes(b"not a database" * 50)
+    (bad_db / "meta.json").write_text("[broken")
+    odd = cursor.chat(Y, T0 + 1)
+    conn = sqlite3.connect(odd)
+    conn.execute("UPDATE meta SET value = 'zz-not-hex' WHERE key = '0'")
+    conn.commit()
+    conn.close()
+    other = cursor.chat_dir("other-chat")
+    other.mkdir()
+    conn = sqlite3.connect(other / "store.db")
+    conn.execute("CREATE TABLE meta (k TEXT, v TEXT)")  # renamed columns
+    conn.close()
+    cursor.transcript(Y, {"role": 5}, USER)
+    with open(
+        cursor.root
+        / "projects"
+        / project_slug(str(project))
+        / "agent-transcripts"
+        / Y
+        / f"{Y}.jsonl",
+        "a",
+    ) as fh:
+        fh.write("not json\n")
+    replay = Replay(home, T0, readers=(cursor_agent.SPEC,))
+    rec = _agent(800, project, bad_db / "store.db", odd, other / "store.db", Path("/etc/passwd"))
+    replay.step([rec], T0 + 2)
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[800]
+    assert isinstance(found, ConversationFacts)
+    assert found.native_id in (X, Y, "other-chat")
+    assert replay.sources.errors == 0
+    state = replay.sources._states[next(iter(replay.sources._states))]
+    assert state.stats.garbage >= 3
+
+
+def test_cursor_meta_decoding() -> None:
+    plain = {"agentId": X, "name": "n"}
+    assert cursor_agent._decode_meta(json.dumps(plain)) == plain
+    assert cursor_agent._decode_meta(json.dumps(plain).encode().hex()) == plain
+    assert cursor_agent._decode_meta(b"\x00\x01") is None
+    assert cursor_agent._decode_meta("abc") is None  # odd-length hex
+    assert cursor_agent._model({"modelId": "m1"}) == "m1"
+    assert cursor_agent._model('{"name": "m2"}') == "m2"
+    assert cursor_agent._model(7) is None
+    # The real pair in agentprotocol's cursor-written testdata: chats/<this>/ and the
+    # transcript's projects/<slug>/ of one run.
+    assert cwd_hash("/tmp/harness-test-cursor-956164664/test-repo") == (
+        "e87a7c25c9572737645a90bfc8b2ecfd"
+    )
+    assert project_slug("/tmp/harness-test-cursor-956164664/test-repo") == (
+        "tmp-harness-test-cursor-956164664-test-repo"
+    )
+
+
+def test_cursor_reads_on_change_events_and_asks_open_files_rarely(tmp_path: Path) -> None:
+    """Watched: the chat directory is listed once, files are read on events, and open
+    files are asked of a process only when it is new or a chat appeared."""
+    home, project, cursor = _setup(tmp_path)
+    store = cursor.chat(X, T0 + 1)
+    view = RecordedProcesses(home)
+    view.show([_agent(800, project, store)])
+    asked = []
+    real = view.open_files
+    view.open_files = lambda pid: asked.append(pid) or real(pid)  # type: ignore[method-assign]
+    clock = [T0]
+    state = cursor_agent.CursorAgentState(cursor.root, ReaderContext(lambda: clock[0], view))
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+    assert asked == [800]
+    for _ in range(3):
+        clock[0] += 10
+        state.prepare([proc])
+    assert asked == [800]  # idle: nothing asked, nothing read
+    cursor.transcript(X, USER)
+    state.prepare([proc])
+    assert state.facts(proc).status is None  # type: ignore[union-attr]  # no event yet
+    path = cursor.root / "projects" / project_slug(str(project)) / "agent-transcripts" / X
+    state.changed(path / f"{X}.jsonl")
+    state.prepare([proc])
+    assert state.facts(proc).status == "busy"  # type: ignore[union-attr]
+    second = cursor.chat(Y, T0 + 40)
+    view.show([_agent(800, project, second)])
+    state.changed(second)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
+    assert asked == [800, 800]

@@ -1,0 +1,350 @@
+"""Kiro CLI: no CLI can run here and no fixture exists, so ``~/.kiro/sessions/cli`` is
+built in the shape kiro-cli writes as recorded by third-party readers (the sidecar below
+follows inference-sh/agentprotocol's kiro-written testdata
+``transcript/kiro/testdata/home/.kiro/sessions/cli/e53ccf60-....json`` at
+16279d6e5fd3eec16fda44f360466a2e547d1edd, kiro-cli-chat 2.24.0), step by step, and replayed
+with hand-made process records (tests/replay.py). Unverified against a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
+
+from quintd.identity import native_session_id
+from quintd.model import ConversationFacts
+from quintd.sources import kiro
+from quintd.sources.spec import ReaderContext
+
+T0 = 1_790_000_000.0
+MODEL = "claude-sonnet-4.5"
+A = "e53ccf60-1111-4a2b-9c3d-000000000001"
+B = "b0b0b0b0-2222-4a2b-9c3d-000000000002"
+C = "c0c0c0c0-3333-4a2b-9c3d-000000000003"
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+
+
+class KiroDir:
+    """``~/.kiro/sessions/cli`` written as kiro-cli writes it, with this test's clock for
+    file times."""
+
+    def __init__(self, home: Path) -> None:
+        self.dir = home / ".kiro" / "sessions" / "cli"
+        self.dir.mkdir(parents=True)
+        self.turns: dict[str, list[dict]] = {}
+
+    def _write(self, name: str, body: str, at: float, append: bool = False) -> None:
+        path = self.dir / name
+        with open(path, "a" if append else "w") as fh:
+            fh.write(body)
+        os.utime(path, (at, at))
+
+    def sidecar(
+        self, sid: str, cwd: Path, at: float, title: str = "", parent: str | None = None
+    ) -> None:
+        data: dict = {
+            "session_id": sid,
+            "cwd": str(cwd),
+            "created_at": _iso(at),
+            "updated_at": _iso(at),
+            "title": title,
+            "session_created_reason": "subagent",
+        }
+        if parent:
+            data["parent_session_id"] = parent
+        data["session_state"] = {
+            "version": "v1",
+            "conversation_metadata": {
+                "user_turn_metadatas": self.turns.setdefault(sid, []),
+                "last_context_usage": None,
+                "user_turn_start_request": None,
+                "last_request": None,
+            },
+            "rts_model_state": {
+                "conversation_id": sid,
+                "model_info": {
+                    "model_name": MODEL,
+                    "model_id": MODEL,
+                    "context_window_tokens": 200000,
+                },
+                "context_usage_percentage": None,
+            },
+            "permissions": {"filesystem": {"allowed_read_paths": [str(cwd)]}},
+            "agent_name": "kiro_default",
+            "goal": None,
+        }
+        self._write(f"{sid}.json", json.dumps(data, indent=2), at)
+
+    def turn_ended(self, sid: str, cwd: Path, at: float, title: str) -> None:
+        self.turns.setdefault(sid, []).append(
+            {"end_reason": "UserTurnEnd", "end_timestamp": _iso(at), "model": MODEL}
+        )
+        self.sidecar(sid, cwd, at, title)
+
+    def record(self, sid: str, kind: str, at: float, **data: object) -> None:
+        line = json.dumps({"version": "v1", "kind": kind, "data": data}) + "\n"
+        self._write(f"{sid}.jsonl", line, at, append=True)
+
+    def prompt(self, sid: str, at: float) -> None:
+        self.record(
+            sid,
+            "Prompt",
+            at,
+            message_id="p1",
+            content=[{"kind": "text", "data": "fix it"}],
+            meta={"timestamp": int(at)},
+        )
+
+    def answer(self, sid: str, at: float, tool: bool = False) -> None:
+        content: list[dict] = [{"kind": "text", "data": "ok"}]
+        if tool:
+            content.append({"kind": "toolUse", "data": {"toolUseId": "t1", "name": "fs_read"}})
+        self.record(sid, "AssistantMessage", at, message_id="a1", content=content)
+
+    def lock(self, sid: str, pid: int, at: float) -> None:
+        self._write(f"{sid}.lock", json.dumps({"pid": pid}), at)
+
+    def unlock(self, sid: str) -> None:
+        (self.dir / f"{sid}.lock").unlink()
+
+
+def _tree(project: Path, start: float = T0, pid: int = 700) -> list[Rec]:
+    """kiro-cli, the kiro-cli-chat it runs (which holds the lock) and its bun TUI."""
+    bin_dir = "/home/dev/.local/bin"
+    return [
+        Rec(pid, 1, "kiro-cli", f"{bin_dir}/kiro-cli", ["kiro-cli"], str(project), start),
+        Rec(
+            pid + 1,
+            pid,
+            "kiro-cli-chat",
+            f"{bin_dir}/kiro-cli-chat",
+            ["kiro-cli-chat", "chat"],
+            str(project),
+            start + 0.2,
+        ),
+        Rec(
+            pid + 2,
+            pid,
+            "bun",
+            "/home/dev/.local/share/kiro-cli/bun",
+            ["bun", "/home/dev/.local/share/kiro-cli/tui/tui.js"],
+            str(project),
+            start + 0.3,
+        ),
+    ]
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path, KiroDir]:
+    home = tmp_path / "home"
+    project = home / "src" / "shop"
+    project.mkdir(parents=True)
+    return home, project, KiroDir(home)
+
+
+def _id(native: str, agent: str | None = None) -> str:
+    return native_session_id(MACHINE, "kiro", native, agent, uid=os.getuid())
+
+
+def test_kiro_start_prompt_idle_subagent_clear_rewind_and_exit(tmp_path: Path) -> None:
+    home, project, files = _setup(tmp_path)
+    replay = Replay(home, T0, idle_after=30, readers=(kiro.SPEC,))
+    procs = _tree(project)
+
+    replay.step(procs, T0 + 0.4)  # nothing on disk yet: the process's own session
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 701, T0 + 1)  # kiro-cli-chat's pid
+    replay.step(procs, T0 + 2)
+    files.prompt(A, T0 + 5)
+    files.sidecar(A, project, T0 + 5, "Fix the flaky test")
+    replay.step(procs, T0 + 6)
+    files.answer(A, T0 + 7, tool=True)
+    files.record(A, "ToolResults", T0 + 8, message_id="r1", content=[])
+    replay.step(procs, T0 + 9)
+    files.answer(A, T0 + 10)
+    files.turn_ended(A, project, T0 + 10, "Fix the flaky test")
+    replay.step(procs, T0 + 11)
+    replay.restart()
+    replay.step(procs, T0 + 12)
+    replay.step(procs, T0 + 45)  # quiet: idle
+    # A sub-agent: a session of its own with parent_session_id.
+    files.prompt(A, T0 + 50)
+    files.answer(A, T0 + 51, tool=True)
+    files.sidecar(B, project, T0 + 51, "[AGENT SYSTEM PROMPT] review", parent=A)
+    files.lock(B, 701, T0 + 51)
+    files.prompt(B, T0 + 51)
+    replay.step(procs, T0 + 52)
+    replay.restart()
+    replay.step(procs, T0 + 53)
+    files.answer(B, T0 + 60)
+    files.unlock(B)
+    files.record(A, "ToolResults", T0 + 60, message_id="r2", content=[])
+    files.answer(A, T0 + 61)
+    replay.step(procs, T0 + 62)
+    files.record(A, "Clear", T0 + 70)  # /clear: same id
+    replay.step(procs, T0 + 71)
+    # A rewind forks a new session.
+    files.sidecar(C, project, T0 + 80, "Fix the flaky test")
+    files.lock(C, 701, T0 + 80)
+    files.prompt(C, T0 + 80)
+    replay.step(procs, T0 + 81)
+    files.unlock(A)
+    files.unlock(C)
+    replay.step([], T0 + 90)
+
+    # Kiro's title is the first prompt: never a name (prompt text stays on the machine).
+    name = "shop"
+    assert story(replay.events) == [
+        ("s1", "active", "shop", None, None),
+        ("s1", "active", "shop", MODEL, None),  # the sidecar named the conversation
+        ("s1", "idle", name, MODEL, None),
+        ("s1", "active", name, MODEL, None),
+        ("s2", "active", None, MODEL, "s1"),  # an internal prompt is not a name
+        ("s2", "ended", None, MODEL, "s1"),
+        ("s3", "active", name, MODEL, None),
+        ("s1", "ended", name, MODEL, None),
+        ("s3", "ended", name, MODEL, None),
+    ]
+    ids = list(dict.fromkeys(e.session_id for e in replay.events))
+    assert ids[1:] == [_id(A, B), _id(C)]
+
+
+def test_kiro_busy_and_idle_from_the_last_record(tmp_path: Path) -> None:
+    home, project, files = _setup(tmp_path)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 700, T0 + 1)  # the launcher itself may hold it
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 2)
+
+    def status() -> str | None:
+        facts, _ = replay.sources.observe(replay.agents)
+        found = facts[700]
+        assert isinstance(found, ConversationFacts)
+        return found.status
+
+    seen = [status()]
+    for kind, at in (
+        ("Prompt", 3),
+        ("AssistantMessage+tool", 4),
+        ("ToolResults", 5),
+        ("AssistantMessage", 6),
+        ("Prompt", 7),
+        ("CancelledPrompt", 8),
+        ("SomethingNew", 9),
+        ("Compaction", 10),
+    ):
+        if kind == "AssistantMessage+tool":
+            files.answer(A, T0 + at, tool=True)
+        elif kind == "AssistantMessage":
+            files.answer(A, T0 + at)
+        else:
+            files.record(A, kind, T0 + at)
+        replay.sources._states[next(iter(replay.sources._states))].changed(files.dir / f"{A}.jsonl")
+        seen.append(status())
+    assert seen == [None, "busy", "busy", "busy", "idle", "busy", "idle", "idle", "idle"]
+
+
+def test_kiro_stale_locks_are_ignored(tmp_path: Path) -> None:
+    """A lock left by a killed kiro (its pid gone, or reused by a later process) names
+    nobody; a busy transcript it left is not this process's work."""
+    home, project, files = _setup(tmp_path)
+    files.sidecar(A, project, T0 - 100, "Killed mid-turn")
+    files.prompt(A, T0 - 100)
+    files.lock(A, 9999, T0 - 100)  # that pid is gone
+    files.sidecar(B, project, T0 - 50, "Pid reused")
+    files.lock(B, 700, T0 - 50)  # the new kiro got the same pid, later
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 4)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert facts == {}
+    assert story(replay.events) == [("s1", "active", "shop", None, None)]
+
+
+def test_kiro_without_a_lock_cwd_and_time(tmp_path: Path) -> None:
+    """No lock (as written by some builds before the first prompt, or never): the kiro in
+    the session's cwd running when it was written; a session older than the process is
+    not its; an old busy transcript touched again only by its sidecar says idle."""
+    home, project, files = _setup(tmp_path)
+    files.sidecar(A, project, T0 - 500, "Yesterday")
+    files.prompt(A, T0 - 500)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 1)
+    files.sidecar(C, project, T0 + 2, "Today")
+    files.prompt(C, T0 + 2)
+    replay.step(_tree(project), T0 + 3)
+    assert story(replay.events) == [
+        ("s1", "active", "shop", None, None),
+        ("s1", "active", "shop", MODEL, None),  # its title (a prompt) is no name
+    ]
+    files.sidecar(A, project, T0 + 5, "Yesterday")  # resumed: the sidecar rewritten
+    replay.sources._states[next(iter(replay.sources._states))].changed(files.dir / f"{A}.json")
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[700]
+    assert isinstance(found, ConversationFacts)
+    assert (found.native_id, found.status) == (A, "idle")
+
+
+def test_kiro_a_large_sidecar_is_read_in_part(tmp_path: Path) -> None:
+    home, project, files = _setup(tmp_path)
+    files.turns[A] = [
+        {"end_reason": "UserTurnEnd", "model": "old-model", "result": {"Ok": "x" * 4000}}
+        for _ in range(100)
+    ]
+    files.sidecar(A, project, T0 + 1, 'A "quoted" title')
+    files.lock(A, 701, T0 + 1)
+    assert (files.dir / f"{A}.json").stat().st_size > 256 * 1024
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 2)
+    assert story(replay.events) == [("s1", "active", "shop", MODEL, None)]
+
+
+def test_kiro_garbage_never_breaks_the_reader(tmp_path: Path) -> None:
+    home, project, files = _setup(tmp_path)
+    (files.dir / f"{A}.json").write_text("{not json")
+    (files.dir / f"{A}.lock").write_text("[1, 2]")
+    (files.dir / f"{A}.jsonl").write_text('not json\n{"kind": 7}\n[]\n')
+    files.sidecar(B, project, T0 + 1, "Someone else's id")
+    data = json.loads((files.dir / f"{B}.json").read_text())
+    data["session_id"] = C
+    (files.dir / f"{B}.json").write_text(json.dumps(data))
+    files.lock(B, 701, T0 + 1)
+    (files.dir / "not-a-uuid.json").write_text("{}")
+    (files.dir / f"{C}.lock").write_text(json.dumps({"pid": "701"}))
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 2)
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[700]
+    assert isinstance(found, ConversationFacts)
+    assert (found.native_id, found.name) == (B, None)  # the wrong id is not believed
+    assert replay.sources.errors == 0
+    state = replay.sources._states[next(iter(replay.sources._states))]
+    assert state.stats.garbage >= 5
+
+
+def test_kiro_reads_on_change_events_only(tmp_path: Path) -> None:
+    """Watched: a file is read when watchdog reports it, and nothing is read otherwise."""
+    home, project, files = _setup(tmp_path)
+    view = RecordedProcesses(home)
+    view.show(_tree(project))
+    state = kiro.KiroState(home / ".kiro", ReaderContext(lambda: T0, view))
+    [proc] = agents(view.recs.values(), home)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 701, T0 + 1)
+    state.prepare([proc])  # the first listing
+    found = state.facts(proc)
+    assert found is not None and found.status is None
+    files.prompt(A, T0 + 2)
+    state.prepare([proc])
+    assert state.facts(proc).status is None  # type: ignore[union-attr]  # no event yet
+    state.changed(files.dir / f"{A}.jsonl")
+    state.prepare([proc])
+    assert state.facts(proc).status == "busy"  # type: ignore[union-attr]
+    files.unlock(A)
+    state.changed(files.dir / f"{A}.lock")
+    state.prepare([proc])
+    assert state.facts(proc) is None  # a closed session is not claimed by cwd again

@@ -1,0 +1,669 @@
+"""Qwen Code, as the real CLI behaved (``../shared/fixtures/qwen-code``, Qwen Code 0.24.4):
+every recorded step replayed in order with its process tree (tests/replay.py), the exact
+events asserted; then the reader alone against the same files, changed the ways a real
+machine changes them (stale registries, two agents in one project, garbage, links), and a
+real wrapper -> child process pair watched through watchdog.
+
+The story: start (the registry names the conversation at once), a prompt, a tool running, a
+background sub-agent, ``/rename``, ``/clear`` (a new conversation in the same process), a
+prompt, ``/quit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Agents, needs_fixtures, wait_until
+from replay import MACHINE, Rec, Replay, at_size, files_txt, load_processes, story
+
+from quintd.identity import native_session_id
+from quintd.model import AgentProcess, ConversationFacts
+from quintd.procfs import start_ticks
+from quintd.scanner import Scanner
+from quintd.sources import qwen_code
+from quintd.sources.conversation_files import epoch
+from quintd.sources.manager import SourceManager
+from quintd.sources.processes import LiveProcesses, TcpSocket
+from quintd.sources.qwen_code import SPEC, QwenCodeState, project_dir_name
+from quintd.sources.spec import ReaderContext
+
+FIXTURES = needs_fixtures("qwen-code")
+PROJECT = "/home/dev2/src/shop-api"
+PROJECT_DIR = "-home-dev2-src-shop-api"
+CHATS = f".qwen/projects/{PROJECT_DIR}/chats"
+FIRST = "aebdaf8d-8bce-4c41-99b2-61d18803bd0a"
+SECOND = "31ebda36-01d0-4275-a161-3e455f1e07a8"
+SUBAGENT = "general-purpose-call_1795923167839084151"
+SUBAGENTS = f".qwen/projects/{PROJECT_DIR}/subagents/{FIRST}"
+WRAPPER, CHILD = 17870, 17885  # node .../bin/qwen, and the node child it re-spawned
+CHILD_TICKS = "276284"  # the child's start in clock ticks: the registry's procStart
+# Not in the recording: the README's "started 03:32:31"; the child's first conversation
+# began at 03:32:31.58 (its runtime.json), so it was running by then.
+WRAPPER_START = 1795923151.0
+CHILD_START = 1795923151.3
+
+# step, recorded process tree (the snapshots without one ran the same three processes)
+PLAN = [
+    ("00-started", "00-started-idle"),
+    ("01-first-prompt-busy", "01-first-prompt-busy"),
+    ("02-first-prompt-idle", "01-first-prompt-busy"),
+    ("03-tool-running", "03-tool-running"),
+    ("04-subagent-running", "04-subagent-running"),
+    ("05-subagent-done", "01-first-prompt-busy"),
+    ("06-renamed", "01-first-prompt-busy"),
+    ("07-after-clear", "01-first-prompt-busy"),
+    ("08-second-conversation-idle", "08-second-conversation-idle"),
+    ("09-after-quit", "09-after-quit"),
+]
+READ = (".qwen/sessions/", ".qwen/projects/")  # what the reader looks at
+
+
+def lay_out(step: str, home: Path) -> None:
+    """~/.qwen as it stood at a step: the snapshot's files over the previous step's; where
+    the snapshot lists every file (files.txt), the others removed and the missing ones cut
+    from the final files (they only grew)."""
+    snapshot = FIXTURES / "snapshots" / step
+    if (snapshot / "home").is_dir():
+        shutil.copytree(snapshot / "home", home, dirs_exist_ok=True)
+    listing = snapshot / "files.txt"
+    if not listing.exists():
+        return
+    listed = {rel: size for rel, (size, _mod) in files_txt(listing).items()}
+    for path in list(home.rglob("*")):
+        rel = str(path.relative_to(home))
+        if path.is_file() and rel.startswith(READ) and rel not in listed:
+            path.unlink()
+    for rel, size in listed.items():
+        final = FIXTURES / "home" / rel
+        target = home / rel
+        taken = (snapshot / "home" / rel).exists()
+        if rel.startswith(READ) and final.exists() and not taken and _size(target) != size:
+            at_size(final, target, size)
+
+
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.exists() else None
+
+
+def latest_time(home: Path) -> float:
+    """The newest moment the files carry: when that step was taken."""
+    latest = 0.0
+    for path in (home / ".qwen").rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            moment = epoch(json.loads(line).get("timestamp"))
+            latest = max(latest, moment or 0.0)
+    for path in (home / ".qwen" / "sessions").glob("*.json"):
+        latest = max(latest, json.loads(path.read_text())["startedAt"] / 1000)
+    return latest
+
+
+def recorded(tree: str) -> list[Rec]:
+    recs = load_processes(
+        FIXTURES / "processes" / f"{tree}.json", {WRAPPER: WRAPPER_START, CHILD: CHILD_START}
+    )
+    for rec in recs:
+        if rec.pid == CHILD:
+            rec.start_ticks = CHILD_TICKS  # what /proc/<pid>/stat said (as procStart)
+    return recs
+
+
+def replay_story(
+    home: Path, restart_after: str | None = None, idle_after: float = 3600.0
+) -> tuple[Replay, dict[str, Any]]:
+    replay = Replay(home, WRAPPER_START, idle_after=idle_after, readers=(SPEC,))
+    seen: dict[str, Any] = {}
+    at = WRAPPER_START
+    for step, tree in PLAN:
+        lay_out(step, home)
+        at = max(at + 1.0, latest_time(home) + 0.5)
+        replay.step(recorded(tree), at)
+        facts, _ = replay.sources.observe(replay.agents)
+        seen[step] = facts.get(WRAPPER)
+        if step == restart_after:
+            replay.restart()
+    return replay, seen
+
+
+@pytest.mark.parametrize(
+    "restart_after", [None, "02-first-prompt-idle", "04-subagent-running", "07-after-clear"]
+)
+def test_qwen_start_prompt_tool_subagent_rename_clear_quit(
+    tmp_path: Path, restart_after: str | None
+) -> None:
+    """With a restart of quintd in the middle, nothing changes: same ids, same events."""
+    replay, _ = replay_story(tmp_path / "home", restart_after)
+    assert story(replay.events) == [
+        ("s1", "active", "shop-api", None, None),  # at start-up: the registry names it
+        ("s1", "active", "shop-api", "qwen3-coder-plus", None),  # the model answered
+        ("s2", "active", "Survey the project", "qwen3-coder-plus", "s1"),  # the sub-agent
+        ("s2", "ended", "Survey the project", "qwen3-coder-plus", "s1"),  # it completed
+        ("s1", "active", "Token expiry fix", "qwen3-coder-plus", None),  # /rename
+        ("s3", "active", "shop-api", None, None),  # /clear: a new conversation
+        ("s1", "ended", "Token expiry fix", "qwen3-coder-plus", None),
+        ("s3", "active", "shop-api", "qwen3-coder-plus", None),  # its first answer
+        ("s3", "ended", "shop-api", "qwen3-coder-plus", None),  # /quit
+    ]
+    uid = os.getuid()
+    ids = [
+        native_session_id(MACHINE, "qwen-code", FIRST, uid=uid),
+        native_session_id(MACHINE, "qwen-code", FIRST, SUBAGENT, uid=uid),
+        native_session_id(MACHINE, "qwen-code", SECOND, uid=uid),
+    ]
+    assert list(dict.fromkeys(e.session_id for e in replay.events)) == ids
+    assert {a.pid for a in replay.agents} == set()  # all gone after /quit
+    assert replay.sources.stats()["garbage_lines"] == 0
+    assert replay.sources.stats()["errors"] == 0
+
+
+def test_qwen_busy_and_idle_from_the_last_records(tmp_path: Path) -> None:
+    _, seen = replay_story(tmp_path / "home")
+    statuses = {step: getattr(found, "status", None) for step, found in seen.items()}
+    assert statuses == {
+        "00-started": "idle",  # waiting for the first prompt
+        "01-first-prompt-busy": "busy",  # a prompt, no answer yet
+        "02-first-prompt-idle": "idle",  # an answer with text
+        "03-tool-running": "busy",  # an answer calling a tool, no result yet
+        "04-subagent-running": "busy",  # the prompt that delegates, no answer yet
+        "05-subagent-done": "idle",  # the answer to the sub-agent's notification
+        "06-renamed": "idle",  # /rename is no turn
+        "07-after-clear": "idle",  # the new conversation waits for its first prompt
+        "08-second-conversation-idle": "idle",
+        "09-after-quit": None,  # no process
+    }
+    running = seen["04-subagent-running"]
+    assert isinstance(running, ConversationFacts)
+    [sub] = running.subagents
+    assert (sub.agent_id, sub.name, sub.done, sub.status, sub.model) == (
+        SUBAGENT,
+        "Survey the project",
+        False,
+        "busy",
+        "qwen3-coder-plus",
+    )
+    done = seen["05-subagent-done"]
+    assert isinstance(done, ConversationFacts) and done.subagents[0].done
+
+
+def test_qwen_goes_idle_when_quiet_and_active_when_its_transcript_grows(tmp_path: Path) -> None:
+    """With a short idle_after, the quiet between steps shows: a busy status or a growing
+    transcript is work; an idle status and no growth is quiet."""
+    home = tmp_path / "home"
+    replay = Replay(home, WRAPPER_START, idle_after=5.0, readers=(SPEC,))
+    lay_out("00-started", home)
+    start = latest_time(home) + 0.5
+    replay.step(recorded("00-started-idle"), start)
+    assert [e.state for e in replay.advance(10.0)] == ["idle"]  # no prompt yet
+    lay_out("01-first-prompt-busy", home)
+    assert [e.state for e in replay.advance(1.0)] == ["active"]  # the transcript came
+    assert replay.advance(10.0) == []  # busy: the model owes an answer
+    lay_out("02-first-prompt-idle", home)
+    assert [(e.state, e.model) for e in replay.advance(1.0)] == [("active", "qwen3-coder-plus")]
+    assert [e.state for e in replay.advance(10.0)] == ["idle"]
+
+
+# -- the reader alone ---------------------------------------------------------------------
+
+
+class View:
+    """A ProcessView of made-up processes: children and start ticks."""
+
+    def __init__(self) -> None:
+        self.kids: dict[int, list[int]] = {}
+        self.ticks: dict[int, str] = {}
+        self.calls: list[str] = []
+
+    def uid(self, pid: int) -> int | None:
+        return os.getuid()
+
+    def environ(self, pid: int) -> dict[str, str] | None:
+        return {}
+
+    def start_ticks(self, pid: int) -> str | None:
+        self.calls.append(f"start_ticks {pid}")
+        return self.ticks.get(pid)
+
+    def exe(self, pid: int) -> str | None:
+        return None
+
+    def argv(self, pid: int) -> list[str]:
+        return []
+
+    def children(self, pid: int) -> list[int]:
+        self.calls.append(f"children {pid}")
+        return list(self.kids.get(pid, []))
+
+    def open_files(self, pid: int) -> set[str]:
+        return set()
+
+    def tcp(self, pid: int) -> list[TcpSocket]:
+        return []
+
+
+def agent(pid: int, start: float = WRAPPER_START) -> AgentProcess:
+    return AgentProcess(
+        platform="qwen-code",
+        pid=pid,
+        ppid=1,
+        start_time=start,
+        user="dev",
+        exe="/usr/bin/node",
+        cwd=PROJECT,
+        name="node",
+        matched_by="script",
+        uid=os.getuid(),
+    )
+
+
+class Reader:
+    """A QwenCodeState over a temporary ~/.qwen, with a settable clock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.now = 100.0
+        self.view = View()
+        self.state = QwenCodeState(root, ReaderContext(lambda: self.now, self.view))
+        (root / "sessions").mkdir(parents=True, exist_ok=True)
+        self.chats = root / "projects" / PROJECT_DIR / "chats"
+        self.chats.mkdir(parents=True, exist_ok=True)
+
+    def registry(self, file_pid: int, session_id: object = FIRST, **changes: object) -> Path:
+        """sessions/<pid>.json: the fixture's registry, with changes (``pid=`` too)."""
+        source = FIXTURES / "snapshots" / "00-started" / "home" / ".qwen" / "sessions"
+        data = json.loads((source / f"{CHILD}.json").read_text())
+        data.update({"pid": file_pid, "sessionId": session_id})
+        data.update(changes)
+        path = self.root / "sessions" / f"{file_pid}.json"
+        path.write_text(json.dumps(data))
+        self.state.changed(path)
+        return path
+
+    def lines(self, session_id: str, start: int, stop: int | None = None) -> Path:
+        """Append lines [start:stop] of the final transcript to its copy."""
+        source = FIXTURES / "home" / CHATS / f"{session_id}.jsonl"
+        target = self.chats / f"{session_id}.jsonl"
+        with open(target, "a") as fh:
+            fh.writelines(source.read_text().splitlines(keepends=True)[start:stop])
+        self.state.changed(target)
+        return target
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+        self.state.prepare([proc])
+        return self.state.facts(proc)
+
+
+def _records(session_id: str) -> list[dict[str, Any]]:
+    path = FIXTURES / "home" / CHATS / f"{session_id}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _index(session_id: str, kind: str, subtype: str | None = None) -> int:
+    return next(
+        i
+        for i, r in enumerate(_records(session_id))
+        if r["type"] == kind and r.get("subtype") == subtype
+    )
+
+
+def test_the_registry_of_the_re_spawned_child_names_the_wrappers_conversation(
+    tmp_path: Path,
+) -> None:
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    assert reader.facts(wrapper) is None  # no registry yet
+    reader.registry(CHILD)
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert (facts.native_id, facts.status, facts.name, facts.model) == (FIRST, "idle", None, None)
+    assert facts.owner_uid == os.getuid()
+    # The registry's own name ("shop-api-57") is derived from the directory: never a title.
+    reader.lines(FIRST, 0, _index(FIRST, "assistant") + 1)
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert (facts.status, facts.model, facts.name) == ("idle", "qwen3-coder-plus", None)
+    assert facts.last_write == reader.now  # the transcript appeared after the first look
+
+
+def test_no_relaunch_the_registry_is_the_process_own(tmp_path: Path) -> None:
+    """With QWEN_CODE_NO_RELAUNCH set by the user there is one process: it is the agent."""
+    reader = Reader(tmp_path / ".qwen")
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD)
+    facts = reader.facts(agent(CHILD))
+    assert facts is not None and facts.native_id == FIRST
+
+
+def test_stale_and_foreign_registries_are_ignored(tmp_path: Path) -> None:
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = "999999"  # the pid was reused: another process's start
+    reader.registry(CHILD)  # left by a crash of the first one
+    assert reader.facts(wrapper) is None
+    # Another qwen's registry, for a pid that is not this wrapper's child.
+    reader.view.ticks[4242] = CHILD_TICKS
+    reader.registry(4242, SECOND, procStart=f"boot:{CHILD_TICKS}")
+    assert reader.facts(wrapper) is None
+    # A registry whose pid field names another process: garbage.
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD, pid=1)
+    assert reader.facts(wrapper) is None
+    assert reader.state.stats.garbage == 1
+    # A later format of the record: skipped (not garbage), as the protocol asks.
+    reader.registry(CHILD, schemaVersion=2)
+    assert reader.facts(wrapper) is None
+    assert reader.state.stats.garbage == 1
+    # The real one at last.
+    reader.registry(CHILD, procStart=f"eae19e95-ad47-4f05-81c5-e1570a918339:{CHILD_TICKS}")
+    facts = reader.facts(wrapper)
+    assert facts is not None and facts.native_id == FIRST
+
+
+def test_two_agents_in_one_project_each_run_their_own(tmp_path: Path) -> None:
+    reader = Reader(tmp_path / ".qwen")
+    first, second = agent(WRAPPER), agent(20000, WRAPPER_START + 30)
+    reader.view.kids = {WRAPPER: [CHILD], 20000: [20001]}
+    reader.view.ticks = {CHILD: CHILD_TICKS, 20001: "280000"}
+    reader.registry(CHILD)
+    reader.registry(20001, SECOND, procStart="eae19e95:280000")
+    reader.lines(FIRST, 0)
+    reader.lines(SECOND, 0)
+    reader.state.prepare([first, second])
+    one, two = reader.state.facts(first), reader.state.facts(second)
+    assert one is not None and two is not None
+    assert (one.native_id, one.name) == (FIRST, "Token expiry fix")
+    assert (two.native_id, two.name) == (SECOND, None)
+
+
+def test_clear_names_the_new_conversation_and_the_old_one_is_forgotten(tmp_path: Path) -> None:
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD)
+    reader.lines(FIRST, 0)
+    assert reader.facts(wrapper).name == "Token expiry fix"  # type: ignore[union-attr]
+    reader.registry(CHILD, SECOND)  # /clear rewrites it
+    facts = reader.facts(wrapper)
+    assert facts is not None and (facts.native_id, facts.name) == (SECOND, None)
+    reader.state.prepare([wrapper])
+    assert set(reader.state._transcripts) == {SECOND}
+    # A rewrite caught half way (or the deletion at exit) keeps the last good registry.
+    (reader.root / "sessions" / f"{CHILD}.json").write_text("")
+    reader.state.changed(reader.root / "sessions" / f"{CHILD}.json")
+    assert reader.facts(wrapper).native_id == SECOND  # type: ignore[union-attr]
+    reader.state.prepare([])  # the process is gone: nothing is kept
+    assert not reader.state._transcripts and not reader.state._registries
+
+
+def test_an_interrupted_turn_is_not_busy_forever(tmp_path: Path) -> None:
+    """The last record is a prompt: busy, while the transcript grows; after
+    BUSY_QUIET_S of silence nothing says so any more (the CPU decides)."""
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD)
+    reader.lines(FIRST, 0, 1)
+    assert reader.facts(wrapper).status == "busy"  # type: ignore[union-attr]
+    reader.now += qwen_code.BUSY_QUIET_S - 1
+    assert reader.facts(wrapper).status == "busy"  # type: ignore[union-attr]
+    reader.now += 2
+    assert reader.facts(wrapper).status is None  # type: ignore[union-attr]
+    reader.lines(FIRST, 1, _index(FIRST, "assistant") + 1)
+    assert reader.facts(wrapper).status == "idle"  # type: ignore[union-attr]
+
+
+def _subagent_setup(reader: Reader, meta: dict[str, Any]) -> Path:
+    directory = reader.root / "projects" / PROJECT_DIR / "subagents" / FIRST
+    directory.mkdir(parents=True)
+    source = FIXTURES / "home" / SUBAGENTS / f"agent-{SUBAGENT}"
+    shutil.copy(source.with_suffix(".jsonl"), directory / f"agent-{SUBAGENT}.jsonl")
+    data = json.loads(source.with_suffix(".meta.json").read_text())
+    data.update(meta)
+    (directory / f"agent-{SUBAGENT}.meta.json").write_text(json.dumps(data))
+    reader.state.changed(directory)
+    return directory
+
+
+@pytest.mark.parametrize("how", ["notification", "foreground result"])
+def test_a_subagent_is_done_when_the_transcript_says_so(tmp_path: Path, how: str) -> None:
+    """Where the meta still says "running" (or has no final status), the completion
+    notification, or for a foreground sub-agent the tool's result, ends it."""
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD)
+    delegate = next(
+        i
+        for i, r in enumerate(_records(FIRST))
+        if r["type"] == "assistant"
+        and "functionCall" in json.dumps(r)
+        and '"agent"' in json.dumps(r)
+    )
+    reader.lines(FIRST, 0, delegate + 1)
+    foreground = how == "foreground result"
+    _subagent_setup(reader, {"status": "running", "isBackgrounded": not foreground})
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    [sub] = facts.subagents
+    assert (sub.agent_id, sub.done, sub.status) == (SUBAGENT, False, "busy")
+    result = next(
+        i for i, r in enumerate(_records(FIRST)) if i > delegate and r["type"] == "tool_result"
+    )
+    reader.lines(FIRST, delegate + 1, result + 1)
+    assert reader.facts(wrapper).subagents[0].done is foreground  # type: ignore[union-attr]
+    reader.lines(FIRST, result + 1, _index(FIRST, "user", "notification") + 1)
+    assert reader.facts(wrapper).subagents[0].done is True  # type: ignore[union-attr]
+
+
+def test_subagent_growth_is_work_and_its_stream_file_is_ignored(tmp_path: Path) -> None:
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD)
+    reader.lines(FIRST, 0, 16)
+    directory = reader.root / "projects" / PROJECT_DIR / "subagents" / FIRST
+    directory.mkdir(parents=True)
+    source = FIXTURES / "home" / SUBAGENTS / f"agent-{SUBAGENT}.jsonl"
+    lines = source.read_text().splitlines(keepends=True)
+    (directory / f"agent-{SUBAGENT}.jsonl").write_text(lines[0])
+    (directory / f"agent-{SUBAGENT}.jsonl.stream").write_text('{"v":1}\n')
+    reader.state.changed(directory)
+    [sub] = reader.facts(wrapper).subagents  # type: ignore[union-attr]
+    assert (sub.agent_id, sub.last_write, sub.done, sub.name) == (SUBAGENT, None, False, None)
+    reader.now += 1
+    with open(directory / f"agent-{SUBAGENT}.jsonl", "a") as fh:
+        fh.writelines(lines[1:])
+    reader.state.changed(directory / f"agent-{SUBAGENT}.jsonl")
+    [sub] = reader.facts(wrapper).subagents  # type: ignore[union-attr]
+    assert (sub.last_write, sub.model) == (reader.now, None)  # the model is in the meta only
+
+
+def test_garbage_links_and_odd_files_never_break_the_reader(tmp_path: Path) -> None:
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    # A registry that is a link out of the state directory: refused.
+    outside = tmp_path / "secret.json"
+    outside.write_text(json.dumps({"pid": CHILD, "sessionId": FIRST, "cwd": PROJECT}))
+    (reader.root / "sessions" / f"{CHILD}.json").symlink_to(outside)
+    reader.state.changed(reader.root / "sessions" / f"{CHILD}.json")
+    assert reader.facts(wrapper) is None
+    assert reader.state.stats.refused == 1
+    (reader.root / "sessions" / f"{CHILD}.json").unlink()
+    # Session ids that would be paths, and registries that are not objects.
+    for bad in ("../../etc/passwd", "a/b", "", 7):
+        reader.registry(CHILD, bad)
+        assert reader.facts(wrapper) is None
+    (reader.root / "sessions" / f"{CHILD}.json").write_text("[1, 2]")
+    reader.state.changed(reader.root / "sessions" / f"{CHILD}.json")
+    assert reader.facts(wrapper) is None
+    assert reader.state.stats.garbage == 5
+    # A transcript with garbage lines and odd shapes among the real records.
+    reader.registry(CHILD)
+    target = reader.chats / f"{FIRST}.jsonl"
+    real = (FIXTURES / "home" / CHATS / f"{FIRST}.jsonl").read_text().splitlines(keepends=True)
+    odd = [
+        "not json\n",
+        "[1]\n",
+        json.dumps({"type": "assistant", "model": {"x": 1}, "message": {"parts": "no"}}) + "\n",
+        json.dumps({"type": "user", "subtype": "notification", "message": []}) + "\n",
+        json.dumps({"type": "system", "subtype": "custom_title", "systemPayload": []}) + "\n",
+        json.dumps({"type": "tool_result", "message": {"parts": [{"functionResponse": 3}]}}) + "\n",
+        json.dumps(
+            {
+                "type": "system",
+                "subtype": "custom_title",
+                "systemPayload": {
+                    "customTitle": "\u202eevil\x1b[31m  title\n",
+                    "titleSource": "manual",
+                },
+            }
+        )
+        + "\n",
+    ]
+    target.write_text("".join(odd + real[:6]))
+    reader.state.changed(target)
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert (facts.name, facts.model, facts.status) == ("evil[31m title", "qwen3-coder-plus", "idle")
+    assert reader.state.stats.garbage == 5 + 2
+    # A subagents entry that is a directory, or a link, where a file should be.
+    directory = reader.root / "projects" / PROJECT_DIR / "subagents" / FIRST
+    (directory / "agent-x.jsonl").mkdir(parents=True)
+    (directory / "agent-y.meta.json").symlink_to(outside)
+    reader.state.poll()
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert {s.agent_id for s in facts.subagents} == {"x", "y"}
+    assert not any(s.name for s in facts.subagents)
+
+
+def test_an_idle_agent_costs_no_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once bound, a pass with nothing changed reads no file and asks /proc nothing."""
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD)
+    reader.lines(FIRST, 0)
+    assert reader.facts(wrapper) is not None
+    opened: list[Path] = []
+    real_open = qwen_code.read_json_file
+
+    def counting(path: Path, root: Path, stats: Any) -> Any:
+        opened.append(path)
+        return real_open(path, root, stats)
+
+    monkeypatch.setattr(qwen_code, "read_json_file", counting)
+    reader.view.calls.clear()
+    monkeypatch.setattr(os, "open", _refuse)
+    for _ in range(5):
+        assert reader.facts(wrapper) is not None
+    assert opened == [] and reader.view.calls == []
+    # A process with no registry asks again only after a registry changed.
+    monkeypatch.undo()
+    lone = agent(30000)
+    reader.state.prepare([wrapper, lone])
+    assert reader.state.facts(lone) is None
+    reader.view.calls.clear()
+    for _ in range(3):
+        reader.state.prepare([wrapper, lone])
+        assert reader.state.facts(lone) is None
+    assert reader.view.calls == []
+
+
+def _refuse(*args: object, **kwargs: object) -> int:
+    raise AssertionError(f"opened {args[0]!r} in an idle pass")
+
+
+def test_project_dir_name() -> None:
+    assert project_dir_name(PROJECT) == PROJECT_DIR
+    assert project_dir_name("/a b/c.d_e") == "-a-b-c-d-e"
+    assert project_dir_name("/tmp/é/😀") == "-tmp---" + "--"  # UTF-16 units, as in node
+
+
+def test_procstart_forms() -> None:
+    assert qwen_code._ticks("eae19e95-ad47-4f05-81c5-e1570a918339:276284") == "276284"
+    assert qwen_code._ticks("276284") == "276284"
+    assert qwen_code._ticks(276284) == "276284"
+    for bad in ("x:y", ":", "1:2:3", True, -1, None, "a" * 100 + ":1"):
+        assert qwen_code._ticks(bad) is None
+
+
+# -- real processes, watched ------------------------------------------------------------
+
+
+@pytest.fixture
+def wrapper_and_child(tmp_path: Path, agents: Agents) -> Iterator[tuple[int, Path]]:
+    """A ``qwen`` script (its process is named after it) that starts a ``qwen`` binary as
+    its child and waits, the way the node wrapper re-spawns the real CLI."""
+    home = tmp_path / "home"
+    (home / ".qwen").mkdir(parents=True)
+    bindir, child_dir = tmp_path / "bin", tmp_path / "lib"
+    bindir.mkdir()
+    child_dir.mkdir()
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", child_dir / "qwen")
+    script = bindir / "qwen"
+    script.write_text(f"#!/bin/sh\n{child_dir / 'qwen'} 600 &\nwait\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    proc = agents.spawn([str(script)], cwd=tmp_path, env=dict(os.environ, HOME=str(home)))
+    yield proc.pid, home
+
+
+def test_real_wrapper_and_child_through_watchdog(
+    tmp_path: Path, wrapper_and_child: tuple[int, Path]
+) -> None:
+    """The real path: the wrapper is the agent (its child folded into it), HOME from its
+    environment, the child's registry found among its children, checked against the
+    child's start in /proc, and changes seen by watchdog."""
+    pid, home = wrapper_and_child
+    scanner = Scanner()
+
+    def found() -> AgentProcess | None:
+        return next((a for a in scanner.scan() if a.pid == pid), None)
+
+    wrapper = wait_until(found, what="the qwen wrapper")
+    assert wrapper.platform == "qwen-code"
+    child = wait_until(lambda: next(iter(LiveProcesses().children(pid)), None), what="the child")
+    manager = SourceManager(readers=(SPEC,))
+    try:
+        facts, _ = manager.observe([wrapper])
+        assert facts == {}
+        root = home / ".qwen"
+        (root / "sessions").mkdir()
+        data = {
+            "pid": child,
+            "procStart": f"boot:{start_ticks(child)}",
+            "sessionId": FIRST,
+            "cwd": str(tmp_path),
+            "startedAt": int(wrapper.start_time * 1000),
+        }
+        (root / "sessions" / f"{child}.json").write_text(json.dumps(data))
+        facts = wait_until(lambda: manager.observe([wrapper])[0], what="registry via watchdog")
+        assert facts[pid].native_id == FIRST  # type: ignore[union-attr]
+        chats = root / "projects" / project_dir_name(str(tmp_path)) / "chats"
+        chats.mkdir(parents=True)
+        (chats / f"{FIRST}.jsonl").write_text(
+            (FIXTURES / "home" / CHATS / f"{FIRST}.jsonl").read_text()
+        )
+        wait_until(
+            lambda: (
+                getattr(manager.observe([wrapper])[0].get(pid), "name", None) == "Token expiry fix"
+            ),
+            what="the transcript via watchdog",
+        )
+    finally:
+        manager.close()
