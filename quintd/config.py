@@ -1,4 +1,5 @@
-"""Typed configuration: TOML file + environment overrides, validated by pydantic.
+"""Typed configuration: TOML file + environment overrides, checked strictly
+(quintd/validation.py).
 
 Lookup order for the file: ``--config PATH``, else ``$QUINTD_CONFIG``, else
 ``/etc/quintd/config.toml`` when running as root, else the platformdirs user
@@ -17,137 +18,109 @@ import os
 import stat
 import sys
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-import platformdirs
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from typing import Any, Literal, cast
 
 from quintd.endpoint import validate_endpoint
 from quintd.errors import ConfigError
 from quintd.platforms import BUILTIN_PLATFORMS, Platform, SigningRule
+from quintd.validation import MISSING, Invalid, Problem, Rule, Secret, Table, check_table
 
 APP_NAME = "quintd"
 SYSTEM_CONFIG_PATH = Path("/etc/quintd/config.toml")
 DEFAULT_ENDPOINT = "https://api.quintai.dev"
 TOKEN_PLACEHOLDER = "<redacted>"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # A token travels in an HTTP header: refuse anything that could break out of it.
 _TOKEN_FORBIDDEN = set("\r\n\t \x00")
 _MAX_TOKEN_FILE_BYTES = 64 * 1024
 
 
-class _Section(BaseModel):
-    # strict: TOML is already typed, so "1" for a number is a mistake worth reporting.
-    # allow_inf_nan: `idle_after = inf` or `nan` is a mistake, never a setting.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+# -- the file's tables: one frozen dataclass each, defaults here -------------------------
 
 
-class CloudConfig(_Section):
+@dataclass(frozen=True)
+class CloudConfig:
     endpoint: str = DEFAULT_ENDPOINT
-    token: SecretStr | None = None
-    token_file: Annotated[Path, Field(strict=False)] | None = None
-    timeout: float = Field(default=10.0, gt=0, le=300)
+    token: Secret | None = None
+    token_file: Path | None = None
+    timeout: float = 10.0
     batch_body: bool = False
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return validate_endpoint(value)
 
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            check_token_text(value.get_secret_value())
-        return value
+@dataclass(frozen=True)
+class ScanConfig:
+    interval: float = 1.0
 
 
-class ScanConfig(_Section):
-    interval: float = Field(default=1.0, gt=0, le=3600)
+@dataclass(frozen=True)
+class SessionsConfig:
+    idle_after: float = 120.0
 
 
-class SessionsConfig(_Section):
-    idle_after: float = Field(default=120.0, gt=0)
+@dataclass(frozen=True)
+class QueueConfig:
+    batch_size: int = 100
+    flush_interval: float = 1.0
+    max_bytes: int = 256 * 1024 * 1024
+    min_free_disk: int = 64 * 1024 * 1024
+    drain_timeout: float = 5.0
+    in_flight: int = 4
+    start_jitter: float = 0.0
 
 
-class QueueConfig(_Section):
-    batch_size: int = Field(default=100, ge=1, le=500)
-    flush_interval: float = Field(default=1.0, gt=0, le=3600)
-    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
-    min_free_disk: int = Field(default=64 * 1024 * 1024, ge=0)
-    drain_timeout: float = Field(default=5.0, ge=0, le=300)
-    in_flight: int = Field(default=4, ge=1, le=32)
-    start_jitter: float = Field(default=0.0, ge=0, le=3600)
+@dataclass(frozen=True)
+class PathsConfig:
+    state_dir: Path | None = None
+    runtime_dir: Path | None = None
 
 
-class PathsConfig(_Section):
-    state_dir: Annotated[Path, Field(strict=False)] | None = None
-    runtime_dir: Annotated[Path, Field(strict=False)] | None = None
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 
-class LogConfig(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
+@dataclass(frozen=True)
+class LogConfig:
+    level: LogLevel = "info"
+    format: LogFormat = "text"
 
 
-class SigningConfig(_Section):
-    identifier: str = Field(min_length=1)
-    team_id: str = Field(min_length=1)
+@dataclass(frozen=True)
+class SigningConfig:
+    identifier: str
+    team_id: str
 
 
-class PlatformConfig(_Section):
+@dataclass(frozen=True)
+class PlatformConfig:
     """A signature table entry; the same fields as the built-in ones (quintd/platforms.py)."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    names: list[str] = []
-    path_fragments: list[str] = []
-    script_fragments: list[str] = []
-    signing: list[SigningConfig] = []
-    helper_args: list[str] = []
-    helper_paths: list[str] = []
-
-    @model_validator(mode="after")
-    def _useful(self) -> PlatformConfig:
-        rules = (self.names, self.path_fragments, self.script_fragments, self.signing)
-        if not any(rules):
-            raise ValueError(
-                "needs at least one of names, path_fragments, script_fragments, signing"
-            )
-        for values in (
-            self.names,
-            self.path_fragments,
-            self.script_fragments,
-            self.helper_args,
-            self.helper_paths,
-        ):
-            if any(not value for value in values):
-                raise ValueError("empty strings match everything; remove them")
-        return self
+    id: str
+    names: tuple[str, ...] = ()
+    path_fragments: tuple[str, ...] = ()
+    script_fragments: tuple[str, ...] = ()
+    signing: tuple[SigningConfig, ...] = ()
+    helper_args: tuple[str, ...] = ()
+    helper_paths: tuple[str, ...] = ()
 
     def to_platform(self) -> Platform:
         return Platform(
             id=self.id,
-            names=tuple(self.names),
-            path_fragments=tuple(self.path_fragments),
-            script_fragments=tuple(self.script_fragments),
+            names=self.names,
+            path_fragments=self.path_fragments,
+            script_fragments=self.script_fragments,
             signing=tuple(SigningRule(s.identifier, s.team_id) for s in self.signing),
-            helper_args=tuple(self.helper_args),
-            helper_paths=tuple(self.helper_paths),
+            helper_args=self.helper_args,
+            helper_paths=self.helper_paths,
         )
 
 
-class Config(_Section):
-    platforms: list[PlatformConfig] = []
+@dataclass(frozen=True)
+class Config:
+    platforms: tuple[PlatformConfig, ...] = ()
     cloud: CloudConfig = CloudConfig()
     scan: ScanConfig = ScanConfig()
     sessions: SessionsConfig = SessionsConfig()
@@ -155,17 +128,139 @@ class Config(_Section):
     paths: PathsConfig = PathsConfig()
     log: LogConfig = LogConfig()
 
-    @field_validator("platforms")
-    @classmethod
-    def _unique_ids(cls, value: list[PlatformConfig]) -> list[PlatformConfig]:
-        ids = [p.id for p in value]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"platform ids must be unique (repeated: {', '.join(duplicates)})")
-        return value
+
+# -- the rules each key is checked by --------------------------------------------------
 
 
-def merge_platforms(custom: list[PlatformConfig]) -> tuple[Platform, ...]:
+def _token_rule(value: Secret) -> Secret:
+    check_token_text(value.get_secret_value())
+    return value
+
+
+def _useful_platform(platform: PlatformConfig) -> None:
+    rules = (platform.names, platform.path_fragments, platform.script_fragments, platform.signing)
+    if not any(rules):
+        raise ValueError("needs at least one of names, path_fragments, script_fragments, signing")
+    for values in (
+        platform.names,
+        platform.path_fragments,
+        platform.script_fragments,
+        platform.helper_args,
+        platform.helper_paths,
+    ):
+        if any(not value for value in values):
+            raise ValueError("empty strings match everything; remove them")
+
+
+def _unique_platforms(platforms: tuple[PlatformConfig, ...]) -> tuple[PlatformConfig, ...]:
+    ids = [p.id for p in platforms]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"platform ids must be unique (repeated: {', '.join(duplicates)})")
+    return platforms
+
+
+_SIGNING = Table(
+    {
+        "identifier": Rule("str", min_length=1, required=True),
+        "team_id": Rule("str", min_length=1, required=True),
+    },
+    SigningConfig,
+)
+_PLATFORM = Table(
+    {
+        "id": Rule("str", pattern=r"[a-z0-9][a-z0-9._-]{0,63}", required=True),
+        "names": Rule("strings"),
+        "path_fragments": Rule("strings"),
+        "script_fragments": Rule("strings"),
+        "signing": Rule("tables", table=_SIGNING),
+        "helper_args": Rule("strings"),
+        "helper_paths": Rule("strings"),
+    },
+    PlatformConfig,
+    after=_useful_platform,
+)
+SCHEMA = Table(
+    {
+        "platforms": Rule("tables", table=_PLATFORM, check=_unique_platforms),
+        "cloud": Rule(
+            "table",
+            table=Table(
+                {
+                    "endpoint": Rule("str", check=validate_endpoint),
+                    "token": Rule("secret", check=_token_rule),
+                    "token_file": Rule("path"),
+                    "timeout": Rule("float", gt=0, le=300),
+                    "batch_body": Rule("bool"),
+                },
+                CloudConfig,
+            ),
+        ),
+        "scan": Rule("table", table=Table({"interval": Rule("float", gt=0, le=3600)}, ScanConfig)),
+        "sessions": Rule("table", table=Table({"idle_after": Rule("float", gt=0)}, SessionsConfig)),
+        "queue": Rule(
+            "table",
+            table=Table(
+                {
+                    "batch_size": Rule("int", ge=1, le=500),
+                    "flush_interval": Rule("float", gt=0, le=3600),
+                    "max_bytes": Rule("int", ge=1024 * 1024),
+                    "min_free_disk": Rule("int", ge=0),
+                    "drain_timeout": Rule("float", ge=0, le=300),
+                    "in_flight": Rule("int", ge=1, le=32),
+                    "start_jitter": Rule("float", ge=0, le=3600),
+                },
+                QueueConfig,
+            ),
+        ),
+        "paths": Rule(
+            "table",
+            table=Table(
+                {
+                    "state_dir": Rule("path"),
+                    "runtime_dir": Rule("path"),
+                },
+                PathsConfig,
+            ),
+        ),
+        "log": Rule(
+            "table",
+            table=Table(
+                {
+                    "level": Rule("choice", choices=LOG_LEVELS),
+                    "format": Rule("choice", choices=("text", "json")),
+                },
+                LogConfig,
+            ),
+        ),
+    },
+    Config,
+)
+
+
+def config_keys() -> dict[str, tuple[str, ...]]:
+    """Every key of the file, by table (``[[platforms]]`` aside)."""
+    return {
+        name: tuple(rule.table.rules)
+        for name, rule in SCHEMA.rules.items()
+        if rule.kind == "table" and rule.table is not None
+    }
+
+
+def as_dict(value: Any) -> Any:
+    """A configuration value as plain data (for `config show` and tests)."""
+    if isinstance(value, Secret):
+        return TOKEN_PLACEHOLDER
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: as_dict(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [as_dict(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def merge_platforms(custom: Sequence[PlatformConfig]) -> tuple[Platform, ...]:
     """Config entries first (they win a tie), replacing built-ins with the same id."""
     own = tuple(p.to_platform() for p in custom)
     replaced = {p.id for p in own}
@@ -232,6 +327,8 @@ def find_config_file(
         return path
     if as_root:
         return system_path if system_path.is_file() else None
+    import platformdirs
+
     user_path = (user_dir or Path(platformdirs.user_config_dir(APP_NAME))) / "config.toml"
     return user_path if user_path.is_file() else None
 
@@ -294,31 +391,37 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
 
 
+def validate(data: Any) -> Config:
+    """The configuration a parsed TOML document describes; raises :class:`Invalid` with
+    every problem."""
+    config, problems = check_table(data, SCHEMA)
+    if problems:
+        raise Invalid(problems)
+    assert isinstance(config, Config)
+    return config
+
+
 def _validate(data: dict[str, Any], text: str, source: Path | None) -> Config:
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc, text, source)) from None
+        return validate(data)
+    except Invalid as exc:
+        raise ConfigError(_describe_problems(exc.problems, text, source)) from None
 
 
-def _describe_validation_error(exc: ValidationError, text: str, source: Path | None) -> str:
+def _describe_problems(problems: list[Problem], text: str, source: Path | None) -> str:
     where = str(source) if source else "<defaults>"
     lines = []
-    for err in exc.errors():
-        loc = [str(part) for part in err["loc"]]
-        key = ".".join(loc)
+    for problem in problems:
+        loc = [str(part) for part in problem.loc]
+        key = ".".join(loc) or "(the file)"
         line = find_key_line(text, loc)
         at = f", line {line}" if line else ""
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        else:
-            message = str(err["msg"])
-            if message.startswith("Value error, "):
-                message = message[len("Value error, ") :]
-            # Never echo a token back, even a malformed one.
-            secret = any("token" in part for part in loc)
-            if err["type"] != "missing" and "input" in err and not secret:
-                message += f" (got {_short_repr(err['input'])})"
+        message = problem.message
+        # Never echo a token back, even a malformed one.
+        secret = any("token" in part for part in loc)
+        shown = problem.got is not MISSING and not isinstance(problem.got, dict | list)
+        if problem.kind not in ("missing", "unknown") and not secret and shown:
+            message += f" (got {_short_repr(problem.got)})"
         lines.append(f"{where}{at}: {key}: {message}")
     return "\n".join(lines)
 
@@ -363,17 +466,17 @@ def _apply_env_overrides(config: Config, env: dict[str, str] | os._Environ[str])
             validate_endpoint(endpoint)
         except ValueError as exc:
             raise ConfigError(f"QUINTD_ENDPOINT (environment): cloud.endpoint: {exc}") from None
-        cloud = config.cloud.model_copy(update={"endpoint": endpoint.rstrip("/")})
-        config = config.model_copy(update={"cloud": cloud})
+        cloud = replace(config.cloud, endpoint=endpoint.rstrip("/"))
+        config = replace(config, cloud=cloud)
     level = env.get("QUINTD_LOG_LEVEL")
     if level:
-        if level not in ("debug", "info", "warning", "error"):
+        if level.strip().lower() not in LOG_LEVELS:  # DEBUG as well as debug
             raise ConfigError(
                 f"QUINTD_LOG_LEVEL (environment): log.level: must be one of "
                 f"debug, info, warning, error (got {level!r})"
             )
-        log_config = config.log.model_copy(update={"level": level})
-        config = config.model_copy(update={"log": log_config})
+        chosen = cast(LogLevel, level.strip().lower())
+        config = replace(config, log=replace(config.log, level=chosen))
     return config
 
 
@@ -460,6 +563,8 @@ def _resolve_dirs(
         elif as_root and sys.platform != "win32":
             state = Path("/var/lib/quintd")
         else:
+            import platformdirs
+
             state = Path(platformdirs.user_state_dir(APP_NAME))
     runtime = config.paths.runtime_dir
     if runtime is not None:
@@ -496,15 +601,30 @@ def _check_dirs(state_dir: Path, runtime_dir: Path, source: Path | None) -> None
 
 
 def render_config(loaded: LoadedConfig) -> str:
-    """The effective configuration as TOML, with the token redacted."""
-    data = loaded.config.model_dump(mode="python")
+    """The effective configuration as a TOML file that `config check` accepts, the token
+    only as a comment (it is never printed)."""
+    data = as_dict(loaded.config)
     data["paths"]["state_dir"] = str(loaded.state_dir)
     data["paths"]["runtime_dir"] = str(loaded.runtime_dir)
-    data["cloud"]["token"] = TOKEN_PLACEHOLDER if loaded.token else None
+    token_from = None
+    if loaded.token:
+        if os.environ.get("QUINTD_TOKEN"):
+            token_from = "$QUINTD_TOKEN"
+        elif loaded.config.cloud.token_file is not None:
+            token_from = "token_file"
+        else:
+            token_from = "this key, in the file"
+    data["cloud"].pop("token")
     out = [f"# effective configuration; source: {loaded.source or 'built-in defaults'}"]
     custom = data.pop("platforms")
     for section, values in data.items():
         out.append(f"\n[{section}]")
+        if section == "cloud":
+            out.append(
+                f'# token = "{TOKEN_PLACEHOLDER}"  (set, from {token_from}; never printed)'
+                if token_from
+                else "# token is not set"
+            )
         for key, value in values.items():
             if value is None:
                 out.append(f"# {key} is not set")

@@ -106,8 +106,8 @@ def setup_logging(level: str, log_format: LogFormat = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     apply_log_settings(level, log_format)
-    # httpx logs every request at INFO; keep the journal to what matters.
-    for noisy in ("httpx", "httpcore", "watchdog"):
+    # watchdog logs every event at debug; keep the journal to what matters.
+    for noisy in ("watchdog",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Literal
 from quintd.model import INGEST_PATH
 from quintd.platforms import BUILTIN_PLATFORMS, Platform
 
-if TYPE_CHECKING:  # the config module pulls in pydantic: only the daemon needs it
+if TYPE_CHECKING:  # settings are built from a loaded config; no need to import it here
     from quintd.config import LoadedConfig
 
 LogLevel = Literal["debug", "info", "warning", "error"]
-LogFormat = Literal["text", "json"]
+LogFormat = Literal["text", "json"]  # as in config.py (the file's types)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
-
-import httpx
 
 from quintd import __version__
 from quintd.delivery_policy import (
@@ -35,8 +32,8 @@ from quintd.delivery_policy import (
     parse_retry_after,
     pipeline_outcome,
 )
-from quintd.endpoint import is_loopback_host
-from quintd.model import batch_body, format_timestamp
+from quintd.http_client import IngestClient, TransportError
+from quintd.model import INGEST_PATH, batch_body, format_timestamp
 from quintd.settings import DeliverySettings
 from quintd.store import QueuedEvent, Store
 
@@ -310,18 +307,13 @@ class Shipper(threading.Thread):
         if deadline is not None:
             timeout = min(timeout, max(deadline - time.monotonic(), 0.1))
         try:
-            response = self._client.post(
-                self.settings.url,
-                content=body,
-                headers={"Idempotency-Key": key},
-                timeout=timeout,
-            )
-        except httpx.HTTPError as exc:
-            return classify(Failure(f"{type(exc).__name__}: {exc}"), events=events, now=time.time())
+            reply = self._client.post(INGEST_PATH, body, {"Idempotency-Key": key}, timeout=timeout)
+        except TransportError as exc:
+            return classify(Failure(str(exc)), events=events, now=time.time())
         answer = Answer(
-            status=response.status_code,
-            reason=_reason(response),
-            retry_after=response.headers.get("Retry-After"),
+            status=reply.status,
+            reason=" ".join(reply.reason.split())[:500],
+            retry_after=reply.retry_after,
         )
         return classify(answer, events=events, now=time.time())
 
@@ -383,25 +375,15 @@ class Shipper(threading.Thread):
         log.warning("delivery: %s", error)
 
 
-def _client(settings: DeliverySettings) -> httpx.Client | None:
-    """One keep-alive client for the endpoint; None without a token."""
+def _client(settings: DeliverySettings) -> IngestClient | None:
+    """Keep-alive connections to the endpoint; None without a token."""
     if not settings.token:
         return None
-    host = urlsplit(settings.endpoint).hostname or ""
-    return httpx.Client(
-        timeout=settings.timeout,
-        headers={
+    return IngestClient(
+        settings.endpoint,
+        {
             "Authorization": f"Bearer {settings.token}",
             "Content-Type": "application/json",
             "User-Agent": f"quintd/{__version__}",
         },
-        follow_redirects=False,
-        # A corporate proxy from the environment applies to the cloud, never to a local
-        # relay or test server.
-        trust_env=not is_loopback_host(host),
     )
-
-
-def _reason(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
-    return text[:500] if text else response.reason_phrase

@@ -9,7 +9,13 @@ system, this process and its reaped children) of:
   (what the vendor's daemon does every 5 s);
 - one psutil.process_iter pass with names and start times, for reference.
 
-Run: python3 tests/bench/scan.py [--procs 1000] [--runs 50]
+Then, with the same processes and a few agents running, the footprint of the whole daemon
+side by side with the vendor's method, in one run: `quintd run` at its default settings
+(against a loopback server) and a process that spawns
+`ps -axo pid,ppid,pcpu,rss,lstart,comm,args` every 5 s and parses it, both measured over
+the same window: CPU seconds (user + system, with reaped children) and quintd's RSS.
+
+Run: python3 tests/bench/scan.py [--procs 1000] [--runs 50] [--window 60] [--skip-scan]
 """
 
 from __future__ import annotations
@@ -90,10 +96,89 @@ def fmt(samples: list[float]) -> tuple[str, str, str]:
     return f"{statistics.median(ms):.3f}", f"{p90:.3f}", f"{ms[0]:.3f}"
 
 
+PS_LOOP = """
+import subprocess, sys, time
+args = sys.argv[1:]
+while True:
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    rows = [line.split(None, 9) for line in out.splitlines()[1:]]
+    time.sleep(5)
+"""
+AGENTS = ("claude", "codex", "gemini", "goose", "amp", "aider")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of a process and the children it has reaped (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def footprint(workdir: Path, window: float) -> None:
+    """quintd (defaults) and ps-every-5-s, side by side over one window."""
+    here = Path(__file__).resolve().parent
+    server = subprocess.Popen(
+        [sys.executable, str(here / "bench_server.py")], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    port = int(server.stdout.readline())
+    home = workdir / "home"
+    home.mkdir()
+    agents = []
+    for name in AGENTS:  # a few agents of several kinds, idle
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", workdir / name)
+        agents.append(
+            subprocess.Popen([str(workdir / name), "3600"], env={"HOME": str(home)}, cwd=home)
+        )
+    config = workdir / "config.toml"
+    config.write_text(
+        f'[cloud]\nendpoint = "http://127.0.0.1:{port}"\ntoken = "qt_deploy_bench"\n'
+        f'[paths]\nstate_dir = "{workdir / "state"}"\nruntime_dir = "{workdir / "run"}"\n'
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "quintd", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=here.parents[1],
+    )
+    ps_loop = subprocess.Popen([sys.executable, "-c", PS_LOOP, *PS_ARGS])
+    try:
+        time.sleep(10)  # both settled: quintd's start-up and first scans are done
+        start = {p.pid: proc_cpu(p.pid) for p in (daemon, ps_loop)}
+        time.sleep(window)
+        used = {p.pid: proc_cpu(p.pid) - start[p.pid] for p in (daemon, ps_loop)}
+        rss = rss_mib(daemon.pid)
+    finally:
+        for proc in (daemon, ps_loop, server, *agents):
+            proc.terminate()
+        for proc in (daemon, ps_loop, server, *agents):
+            proc.wait()
+    q, p = used[daemon.pid], used[ps_loop.pid]
+    print()
+    print(
+        f"footprint over {window:.0f} s, side by side ({len(AGENTS)} agents, default settings):"
+    )
+    print(f"{'what':40}{'CPU s':>8}{'% of a core':>13}{'RSS MiB':>9}")
+    print(f"{'quintd run (scan every 1 s)':40}{q:>8.2f}{100 * q / window:>13.2f}{rss:>9.1f}")
+    print(f"{'ps -axo ... every 5 s, parsed':40}{p:>8.2f}{100 * p / window:>13.2f}{'':>9}")
+    print(f"quintd / ps: {q / p:.2f}x (target <= 0.25x); RSS target <= 40 MiB")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--window", type=float, default=60.0, help="footprint seconds")
+    parser.add_argument("--skip-scan", action="store_true", help="only the footprint")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="quintd-bench-"))
@@ -102,6 +187,9 @@ def main() -> int:
         # Let the sleepers settle: a process younger than 5 s is still re-checked.
         time.sleep(6)
         total = len(psutil.pids())
+        if args.skip_scan:
+            footprint(workdir, args.window)
+            return 0
 
         resolver = SigningResolver()
         scanner = Scanner(resolver=resolver)
@@ -138,6 +226,7 @@ def main() -> int:
             f"ps spawn / quintd steady-state scan: {ps_median / steady_median:.1f}x "
             f"(target: >= 20x, steady scan < 3 ms)"
         )
+        footprint(workdir, args.window)
     finally:
         for proc in procs:
             proc.kill()
