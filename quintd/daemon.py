@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -33,6 +32,7 @@ from quintd.logs import apply_log_settings, fields, register_secret
 from quintd.model import Session, format_timestamp
 from quintd.notify import Notifier
 from quintd.private_files import ensure_private_dir, open_private_file
+from quintd.procfs import start_ticks
 from quintd.protocol import (
     AgentStateReport,
     Command,
@@ -53,15 +53,20 @@ from quintd.scanner import Scanner
 from quintd.settings import LogFormat, Settings, build_settings, restart_only_changes
 from quintd.shipper import Shipper
 from quintd.signing import SigningResolver
+from quintd.sources.homes import candidate_homes
 from quintd.sources.manager import SourceManager
 from quintd.store import DeadLetter, Store
 from quintd.tracker import Changes, SessionTracker
+from quintd.waiter import Waiter
 
 log = logging.getLogger("quintd.daemon")
 
 # Events held in memory while the state filesystem is full, before intermediate flips are
 # shed (each session's first event and its `ended` are always kept).
 MAX_EVENTS_IN_MEMORY = 100_000
+# The shortest gap between two passes brought forward by events (exits, new files): a
+# burst of events costs one pass, not one each.
+EVENT_PASS_GAP_S = 0.05
 
 
 class StateLock:
@@ -114,7 +119,9 @@ class Daemon:
         self._reload_requested = False
         self._reloads = 0
         self._last_reload_error: str | None = None
-        self._wake = threading.Event()
+        self._waiter: Waiter | None = None
+        self._pass_soon = False  # a file appeared, or an agent exited: pass early
+        self._event_passes = 0
         self._stop_signal: int | None = None
         self._started_mono = time.monotonic()
         self._started_wall = datetime.now(UTC)
@@ -153,12 +160,14 @@ class Daemon:
             ensure_private_dir(path, key)
         self._lock.acquire()
         try:
+            self._waiter = Waiter(identity=start_ticks)
             self._install_signal_handlers()
             self._build_parts(self.settings)
             assert self._control is not None and self._shipper is not None
             # The socket first: it refuses to start if another daemon answers there.
             self._control.start()
             self._shipper.start()
+            self._prospect()
             self._tick()
             log.info(
                 "started",
@@ -195,6 +204,7 @@ class Daemon:
         self._tracker.restore(self._store.load_sessions(), self._store.load_ended())
         self._scanner = Scanner(settings.scanner, self._resolver)
         self._sources = SourceManager(settings.sources)
+        self._sources.on_new_file = self._on_new_file
         self._shipper = Shipper(self._store, settings.delivery)
         self._control = ControlServer(
             settings.control,
@@ -222,6 +232,17 @@ class Daemon:
         self._control.reconfigure(settings.control)
         self.settings = settings
 
+    def _prospect(self) -> None:
+        """Watch the agents' state directories in the homes of the users watched, so that
+        an agent's first write wakes the loop (at start and on reload: new users)."""
+        assert self._sources is not None
+        if not self.settings.sources.watch:
+            return
+        try:
+            self._sources.prospect(candidate_homes(self.settings.scanner.only_uid))
+        except Exception as exc:  # e.g. a broken directory service: starts come by scan
+            log.warning("cannot list the users' homes to watch: %s", exc)
+
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
@@ -229,17 +250,32 @@ class Daemon:
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stop_signal = signum
-        self._wake.set()
+        self._wake()
 
     def _on_hangup(self, _signum: int, _frame: FrameType | None) -> None:
         self._reload_requested = True
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.wake()
+
+    def _on_new_file(self) -> None:
+        """From the watcher's thread: an agent may have started; pass soon."""
+        self._pass_soon = True
+        self._wake()
 
     def _main_loop(self) -> None:
-        next_touch = time.monotonic() + self.settings.loop.touch_interval
-        next_tick = time.monotonic() + self.settings.loop.scan_interval
+        """Sleep until the next pass is due: every ``scan.interval``, and early (at most
+        every EVENT_PASS_GAP_S) when the kernel reports an agent's exit or a file appears
+        under a watched state directory. Nothing else wakes the daemon."""
+        assert self._waiter is not None
+        now = time.monotonic()
+        next_touch = now + self.settings.loop.touch_interval
+        next_tick = now + self.settings.loop.scan_interval
+        last_pass = now
         watchdog = self._notifier.watchdog_interval
-        self._next_watchdog = time.monotonic()
+        self._next_watchdog = now
         while self._stop_signal is None:
             now = time.monotonic()
             if watchdog is not None and now >= self._next_watchdog:
@@ -247,18 +283,27 @@ class Daemon:
                 self._notifier.watchdog()
                 self._next_watchdog = now + watchdog
             wake_at = min(next_tick, self._next_watchdog) if watchdog else next_tick
-            self._wake.wait(max(wake_at - time.monotonic(), 0.0))
-            self._wake.clear()
+            if self._pass_soon:
+                wake_at = min(wake_at, last_pass + EVENT_PASS_GAP_S)
+            woke = self._waiter.wait(max(wake_at - time.monotonic(), 0.0))
             if self._stop_signal is not None:
                 break
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
+            if woke.exited:
+                self._pass_soon = True
             now = time.monotonic()
-            if now < next_tick:
+            early = self._pass_soon and now >= last_pass + EVENT_PASS_GAP_S
+            if now < next_tick and not early:
                 continue
-            # No burst after a stall; the interval may have changed on reload.
-            next_tick = max(next_tick + self.settings.loop.scan_interval, now)
+            if now >= next_tick:
+                # No burst after a stall; the interval may have changed on reload.
+                next_tick = max(next_tick + self.settings.loop.scan_interval, now)
+            else:
+                self._event_passes += 1
+            self._pass_soon = False
+            last_pass = now
             self._tick()
             if self._control is not None:
                 self._control.check()  # deleted or replaced: bound again
@@ -287,6 +332,7 @@ class Daemon:
             loaded, state_dir=self.loaded.state_dir, runtime_dir=self.loaded.runtime_dir
         )
         self._apply_settings(new)
+        self._prospect()
         for warning in loaded.warnings:
             log.warning("%s", warning)
         self._reloads += 1
@@ -323,6 +369,10 @@ class Daemon:
             self._hold_in_memory(changes, exc)
         self._tracker.commit(changes)
         self._session_view = self._tracker.sessions
+        # Exits of the agents seen now come from the kernel; one gone already (or its pid
+        # reused) before it was watched: pass again at once.
+        if self._waiter is not None and self._waiter.watch(self._scanner.exit_watch()):
+            self._pass_soon = True
         if stored:
             self._log_events(changes)
             if self._shipper is not None:
@@ -420,6 +470,9 @@ class Daemon:
         self._notifier.close()
         if self._sources is not None:
             self._sources.close()
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
         self._lock.release()
 
     # -- control commands -----------------------------------------------------------------
@@ -448,6 +501,7 @@ class Daemon:
         return report
 
     def status_report(self) -> StatusReport:
+        waiter = self._waiter
         assert self._tracker is not None and self._store is not None
         assert self._shipper is not None and self._scanner is not None
         assert self._sources is not None
@@ -525,6 +579,8 @@ class Daemon:
                 last_duration_ms=round(self._scanner.stats.last_duration_s * 1000, 3),
                 errors=self._loop_errors,
                 last_error=self._last_loop_error,
+                early_passes=self._event_passes,
+                exits_from=waiter.method if waiter is not None else "scan",
             ),
             settings=SettingsReport(
                 scan_interval=self.settings.loop.scan_interval,

@@ -92,6 +92,8 @@ class ScanReport:
     last_duration_ms: float
     errors: int
     last_error: str | None
+    early_passes: int = 0  # brought forward by an exit or a new file
+    exits_from: str = "scan"  # "pidfd" (Linux), "kqueue" (macOS) or "scan"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ started under a different agent is its own agent with ``parent_pid`` set.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -74,6 +75,11 @@ class Scanner:
         self.settings = settings or ScannerSettings()
         self._resolver = resolver
         self._known: dict[int, KnownProcess] = {}
+        # Indexes kept with _known, so that a pass costs what changed, not what exists:
+        self._children: dict[int, set[int]] = {}  # ppid -> pids
+        self._agents: set[int] = set()  # pids that are agents (or their helpers)
+        self._watch: set[int] = set()  # pids looked at again: young, or awaiting a signature
+        self._listing: frozenset[str] = frozenset()  # the last /proc listing (Linux)
         self.stats = ScanStats()
 
     def reconfigure(self, settings: ScannerSettings) -> None:
@@ -81,28 +87,82 @@ class Scanner:
         if settings.platforms != self.settings.platforms or settings.only_uid != (
             self.settings.only_uid
         ):
-            self._known.clear()
+            self._forget_all()
         self.settings = settings
+
+    # -- the process table and its indexes ------------------------------------------------
+
+    def _forget_all(self) -> None:
+        self._known.clear()
+        self._children.clear()
+        self._agents.clear()
+        self._watch.clear()
+        self._listing = frozenset()
+
+    def _add(self, pid: int, known: KnownProcess) -> None:
+        self._known[pid] = known
+        self._children.setdefault(known.ppid, set()).add(pid)
+        if known.agent is not None:
+            self._agents.add(pid)
+        if known.awaiting_signing is not None or known.settle_until:
+            self._watch.add(pid)
+
+    def _remove(self, pid: int) -> None:
+        known = self._known.pop(pid, None)
+        if known is None:
+            return
+        siblings = self._children.get(known.ppid)
+        if siblings is not None:
+            siblings.discard(pid)
+            if not siblings:
+                del self._children[known.ppid]
+        self._agents.discard(pid)
+        self._watch.discard(pid)
+
+    def _pids(self) -> tuple[set[int], set[int]]:
+        """The pids that appeared and those that went since the last pass. On Linux from
+        one listing of /proc compared as text with the last (no number parsed for a pid
+        seen before); elsewhere from psutil."""
+        try:
+            # Every entry, unfiltered: the set difference runs in C, and only the few
+            # names that changed are looked at in Python.
+            listing = frozenset(os.listdir("/proc"))
+        except OSError:
+            pids = set(psutil.pids())
+            return pids - self._known.keys(), self._known.keys() - pids
+        new = {int(n) for n in listing - self._listing if n.isdigit()}
+        gone = {int(n) for n in self._listing - listing if n.isdigit()}
+        self._listing = listing
+        return new, gone
 
     def scan(self) -> list[AgentProcess]:
         """One pass: every agent process running now, already folded into trees."""
         started = time.perf_counter()
         now = time.time()
-        pids = set(psutil.pids())
-        for pid in self._known.keys() - pids:
-            del self._known[pid]
+        new, gone = self._pids()
+        for pid in gone:
+            self._remove(pid)
         new_agents = []
-        for pid in pids - self._known.keys():
+        for pid in new:
+            if pid in self._known:
+                self._remove(pid)  # a stale entry of a reused pid
             known = self._inspect(pid, now)
             if known is not None and known.agent is not None:
                 new_agents.append(pid)
-        for pid, known in list(self._known.items()):
-            if known.agent is not None:
+        for pid in list(self._agents):
+            known = self._known.get(pid)
+            if known is not None and known.agent is not None:
                 self._refresh_agent(pid, known, now)
-            elif known.awaiting_signing is not None:
+        for pid in list(self._watch):
+            known = self._known.get(pid)
+            if known is None:
+                continue
+            if known.awaiting_signing is not None:
                 self._recheck_signing(pid, known, now)
             elif known.settle_until > now:
                 self._recheck_young(pid, known, now)
+            else:
+                self._watch.discard(pid)  # settled
         if new_agents and self._resolver is not None:
             # The first pass (at start-up, before READY) may wait as long as a new session
             # may be held for its identity: the agents already running are announced at
@@ -164,7 +224,7 @@ class Scanner:
         ):
             # Only a signature could still say what this bundle is: ask in the background.
             known.awaiting_signing = exe
-        self._known[pid] = known
+        self._add(pid, known)
         return known
 
     def _watched_user(self, proc: psutil.Process) -> bool:
@@ -184,8 +244,10 @@ class Scanner:
         if info is None:
             return
         known.awaiting_signing = None
+        if not known.settle_until:
+            self._watch.discard(pid)
         if info.verified_identity is not None:
-            del self._known[pid]
+            self._remove(pid)
             self._inspect(pid, now)
 
     def _wait_for_signing(self, pids: list[int], deadline: float) -> None:
@@ -241,12 +303,18 @@ class Scanner:
             proc = psutil.Process(pid)
             with proc.oneshot():
                 if self._reused(pid, proc, known):
-                    del self._known[pid]
+                    self._remove(pid)
                     self._inspect(pid, now)
+                    return
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    # Exited, not yet reaped by its parent: the session is over. Its
+                    # /proc entry stays until then, unchanged, so it is not looked at
+                    # again.
+                    self._remove(pid)
                     return
                 cpu = _cpu_seconds(proc)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            del self._known[pid]
+            self._remove(pid)
             return
         except (psutil.AccessDenied, OSError):
             return
@@ -277,19 +345,14 @@ class Scanner:
         except (psutil.Error, OSError):
             return
         if argv_key != known.argv_key:  # it exec'd (perhaps node into node): look again
-            del self._known[pid]
+            self._remove(pid)
             self._inspect(pid, now)
 
     def _add_descendant_cpu(self) -> None:
         """An agent waiting on its tools is working: count the CPU of its live
         descendants (finished ones are already in its own children_* times)."""
-        roots = [pid for pid, k in self._known.items() if k.agent is not None]
-        if not roots:
-            return
-        children: dict[int, list[int]] = {}
-        for pid, known in self._known.items():
-            children.setdefault(known.ppid, []).append(pid)
-        for root in roots:
+        children = self._children
+        for root in self._agents:
             extra = 0.0
             stack = list(children.get(root, ()))
             seen = {root}
@@ -303,20 +366,30 @@ class Scanner:
                 except (psutil.Error, OSError):
                     continue
                 stack.extend(children.get(pid, ()))
-            if extra:
-                known = self._known[root]
-                assert known.agent is not None
+            known = self._known[root]
+            if extra and known.agent is not None:
                 known.agent = replace(known.agent, cpu_time=known.agent.cpu_time + extra)
 
+    def exit_watch(self) -> dict[int, str | None]:
+        """The agent processes whose exit the kernel may report (pid -> start time in
+        clock ticks where known, to tell a reused pid)."""
+        return {pid: self._known[pid].start_ticks for pid in self._agents if pid in self._known}
+
     def _fold_trees(self) -> list[AgentProcess]:
-        return fold_trees(self._known)
+        return fold_trees(self._known, self._agents)
 
 
-def fold_trees(known: dict[int, KnownProcess]) -> list[AgentProcess]:
+def fold_trees(
+    known: dict[int, KnownProcess], agents: set[int] | None = None
+) -> list[AgentProcess]:
     """The agents of a process table: drop agents that run under an agent of the same
-    platform, and helpers; link the rest to the agent they run under."""
+    platform, and helpers; link the rest to the agent they run under. ``agents``: the
+    pids that are agents, when known (else every entry is looked at)."""
     result: list[AgentProcess] = []
-    for pid, node in known.items():
+    for pid in agents if agents is not None else list(known):
+        node = known.get(pid)
+        if node is None:
+            continue
         agent = node.agent
         if agent is None or node.helper:
             continue

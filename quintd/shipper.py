@@ -105,6 +105,7 @@ class Shipper(threading.Thread):
         # Delivered (a 2xx came) but not yet deleted from the queue: never sent again,
         # whatever happens to the database meanwhile (a full disk, a lock).
         self._unacked: set[int] = set()
+        self._drained = False  # the last look found the queue empty
 
     @staticmethod
     def _new_pool(settings: DeliverySettings) -> ThreadPoolExecutor:
@@ -185,7 +186,12 @@ class Shipper(threading.Thread):
                 "or QUINTD_TOKEN; events stay queued"
             )
         while not self._stopping.is_set():
-            wait = max(self._next_attempt - time.monotonic(), 0.0) or self.settings.flush_interval
+            wait: float | None = self._next_attempt - time.monotonic()
+            if wait is not None and wait <= 0:
+                # Nothing queued (or nothing to send it with): sleep until the main loop
+                # stores an event, a reload or a requeue; no timer wakes an idle daemon.
+                idle = self._drained or self._client is None
+                wait = None if idle else self.settings.flush_interval
             self._wake.wait(wait)
             self._wake.clear()
             if self._stopping.is_set():
@@ -206,6 +212,7 @@ class Shipper(threading.Thread):
             self._halt(Outcome(Action.BACKOFF, f"{type(exc).__name__}: {exc}"))
 
     def _flush(self, deadline: float | None) -> None:
+        self._drained = False
         if self._client is None:
             return
         while not self._stopping_now(deadline):
@@ -218,13 +225,15 @@ class Shipper(threading.Thread):
                 batch = [e for e in batch if e.seq not in self._unacked]
                 go_on = bool(batch) and self._send_batches([(batch, key)], deadline)
             else:
-                events = [
+                batch = [
                     e
                     for e in self._store.peek(self.settings.batch_size)
                     if e.seq not in self._unacked
                 ]
-                go_on = bool(events) and self._send_each(events, deadline)
+                go_on = bool(batch) and self._send_each(batch, deadline)
             if not go_on:
+                # Nothing was there to send (not a stop after a failure): wait for news.
+                self._drained = not batch and not self._unacked
                 return
 
     def _record_deliveries(self) -> bool:

@@ -71,6 +71,12 @@ def render_status(s: StatusReport) -> str:
         lines.append(f"paused:      {cell(delivery.paused, 500)}")
     if delivery.next_attempt_at:
         lines.append(f"next try:    {cell(delivery.next_attempt_at)}")
+    scan = s.scan
+    lines.append(
+        f"scan:        {scan.passes} pass(es), {scan.early_passes} early; last "
+        f"{scan.last_duration_ms:.1f} ms; exits from {cell(scan.exits_from)}"
+        + (f"; {scan.errors} failed, last: {cell(scan.last_error, 500)}" if scan.errors else "")
+    )
     if s.last_reload_error:
         lines.append(f"reload:      rejected: {cell(s.last_reload_error, 1000)}")
     sessions = s.sessions

@@ -319,3 +319,40 @@ def test_token_is_scrubbed_from_tracebacks_too(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert "boom" in err and "<redacted>" in err
     assert secret not in err and json.dumps(secret)[1:-1] not in err
+
+
+def _syscalls(group: str, seen: set[str] | None = None) -> set[str]:
+    """The system calls of a systemd syscall group, its nested groups expanded."""
+    seen = seen if seen is not None else set()
+    if group in seen:
+        return set()
+    seen.add(group)
+    out = subprocess.run(
+        ["systemd-analyze", "syscall-filter", group], capture_output=True, text=True, check=True
+    ).stdout
+    calls: set[str] = set()
+    for line in out.splitlines()[1:]:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        calls |= _syscalls(item, seen) if item.startswith("@") else {item}
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_syscall_filter_allows_exit_notification_and_file_watching() -> None:
+    """The system unit's SystemCallFilter= must not refuse what the main loop waits with
+    (a refusal would not break quintd, but exits would come late, from the scan)."""
+    allowed: set[str] = set()
+    denied: set[str] = set()
+    for line in render_systemd(["/usr/bin/quintd"], "system").splitlines():
+        if not line.startswith("SystemCallFilter="):
+            continue
+        value = line.split("=", 1)[1]
+        deny = value.startswith("~")
+        for item in value.lstrip("~").split():
+            calls = _syscalls(item) if item.startswith("@") else {item}
+            (denied if deny else allowed).update(calls)
+    assert allowed, "no SystemCallFilter= in the unit"
+    needed = {"pidfd_open", "ppoll", "poll", "pipe2", "inotify_init1", "inotify_add_watch"}
+    assert needed <= allowed - denied, needed - (allowed - denied)

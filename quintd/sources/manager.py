@@ -20,7 +20,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts
@@ -35,6 +35,9 @@ log = logging.getLogger("quintd.sources")
 # A process this young, of an agent that writes its state as it starts, may not have
 # written it yet.
 PENDING_GRACE_S = 3.0
+
+# How often directories that did not exist yet are looked for without an event.
+WATCH_RECHECK_S = 10.0
 
 Found = ConversationFacts | Sequence[ConversationFacts]
 
@@ -58,19 +61,32 @@ class SourceManager:
         self._events: deque[str] = deque()
         self._observer: object | None = None
         self._watched: set[Path] = set()
+        # Roots whose watches are not all in place (a directory not created yet).
+        self._unsettled: set[Path] = set()
+        self._next_watch_check = 0.0
         self._unwatchable: set[Path] = set()
         self._lock = threading.Lock()
         self._last: dict[tuple[int, int], Found] = {}
         self._complained: dict[str, str] = {}  # where -> the last error logged there
         self.errors = 0
+        # Called (from the watcher's thread) when a file or directory appears under a
+        # watched state directory: an agent starting writes its state, and the main loop
+        # passes at once instead of at the next interval.
+        self.on_new_file: Callable[[], None] | None = None
 
     def reconfigure(self, settings: SourceSettings) -> None:
+        if settings.watch and not self.settings.watch:
+            self._unsettled.update(root for _, root in self._states)
         self.settings = settings
 
     def observe(self, processes: list[AgentProcess]) -> tuple[dict[int, Found], set[int]]:
         """Facts for each process whose agent state could be read, and the pids of young
         processes whose state may still appear."""
         self._route_events()
+        now = self._context.clock()
+        if now >= self._next_watch_check:
+            self._next_watch_check = now + WATCH_RECHECK_S
+            self._unsettled.update(root for _, root in self._states)
         facts: dict[int, Found] = {}
         pending: set[int] = set()
         live = set()
@@ -178,13 +194,43 @@ class SourceManager:
         state = self._states.get((platform, root))
         if state is None:
             state = self._states[(platform, root)] = reader.factory(root, self._context)
-        if self.settings.watch:
-            self._ensure_watched(state)
+            self._unsettled.add(root)
+        watch = self.settings.watch and root in self._unsettled
+        if watch and self._ensure_watched(state):
+            self._unsettled.discard(root)
         return state
+
+    def prospect(self, homes: Iterable[tuple[int, Path]]) -> int:
+        """Watch the state directories that already exist in these homes (uid, home), before
+        any agent runs there: the first write of an agent starting wakes the main loop.
+        Returns how many were found."""
+        found = 0
+        for uid, home in homes:
+            for platform, reader in self._readers.items():
+                root = home / reader.home_dir
+                if (platform, root) in self._states:
+                    found += 1
+                    continue
+                try:
+                    info = root.lstat()
+                except OSError:
+                    continue
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+                    continue
+                try:
+                    self._state(platform, reader, root)
+                    found += 1
+                except Exception as exc:
+                    self._error(f"watching {platform} state under {root}", exc)
+        return found
 
     # -- watching -----------------------------------------------------------------------
 
-    def _ensure_watched(self, state: AgentState) -> None:
+    def _ensure_watched(self, state: AgentState) -> bool:
+        """Watch the state's directories; False while one of them does not exist yet (its
+        parent is watched meanwhile, and an event there or the periodic recheck looks
+        again: not every pass)."""
+        settled = True
         for directory in state.watch_dirs():
             if directory in self._watched or directory in self._unwatchable:
                 continue
@@ -199,6 +245,7 @@ class SourceManager:
             target, recursive = directory, not (flat is not None and directory in flat())
             if not directory.is_dir():
                 # Watch the parent until the directory exists; then watch it.
+                settled = False
                 target, recursive = state.root, False
                 if not target.is_dir() or target in self._watched:
                     continue
@@ -212,12 +259,14 @@ class SourceManager:
                 continue
             self._watched.add(target)
             state.poll()  # files written before the watch existed
+        return settled
 
     def _schedule(self, directory: Path, recursive: bool) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
         events = self._events
+        manager = self
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
@@ -226,6 +275,10 @@ class SourceManager:
                 for path in (event.src_path, getattr(event, "dest_path", "")):
                     if path:
                         events.append(os.fsdecode(path))
+                if event.event_type in ("created", "moved"):
+                    notify = manager.on_new_file
+                    if notify is not None:
+                        notify()
 
         with self._lock:
             if self._observer is None:
@@ -244,10 +297,15 @@ class SourceManager:
         for path in paths:
             if path in self._watched and not path.is_dir():
                 self._watched.discard(path)  # replaced or removed: watch it again when back
+                self._unsettled.update(r for _, r in self._states)
         for state in self._states.values():
+            touched = False
             for path in paths:
                 if path.is_relative_to(state.root):
                     state.changed(path)
+                    touched = True
+            if touched:
+                self._unsettled.add(state.root)  # a directory it waits for may be there now
 
 
 def find_state_dir(

@@ -1,0 +1,187 @@
+"""The main loop's wait: exits from the kernel (pidfd here), wakes from threads and
+signals, pid reuse, and the fallback when the kernel refuses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import SLEEP
+
+from quintd.procfs import start_ticks
+from quintd.waiter import Waiter
+
+linux_only = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
+
+
+@pytest.fixture
+def waiter() -> Iterator[Waiter]:
+    w = Waiter(identity=start_ticks)
+    yield w
+    w.close()
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([SLEEP, "60"])
+
+
+@linux_only
+def test_an_exit_ends_the_wait_at_once(waiter: Waiter) -> None:
+    assert waiter.method == "pidfd"
+    procs = [sleeper(), sleeper()]
+    try:
+        gone = waiter.watch({p.pid: start_ticks(p.pid) for p in procs})
+        assert gone == set() and waiter.watched == {p.pid for p in procs}
+        assert waiter.wait(0.05).exited == set()  # nothing happened: the timeout
+        procs[1].kill()  # not reaped: a zombie has exited too
+        started = time.monotonic()
+        woke = waiter.wait(30)
+        assert woke.exited == {procs[1].pid} and not woke.woken
+        assert time.monotonic() - started < 5
+        # Reported once: the exited pid is no longer watched.
+        assert waiter.watched == {procs[0].pid}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@linux_only
+def test_watch_follows_the_set_it_is_given(waiter: Waiter) -> None:
+    procs = [sleeper() for _ in range(3)]
+    try:
+        waiter.watch({p.pid: None for p in procs})
+        waiter.watch({procs[0].pid: None})
+        assert waiter.watched == {procs[0].pid}
+        procs[1].kill()  # no longer watched: its exit does not wake
+        assert waiter.wait(0.2).exited == set()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@linux_only
+def test_a_process_gone_before_the_watch_is_reported(waiter: Waiter) -> None:
+    proc = sleeper()
+    proc.kill()
+    proc.wait()  # reaped: the pid names nothing
+    assert waiter.watch({proc.pid: "123"}) == {proc.pid}
+    assert waiter.watched == set()
+
+
+@linux_only
+def test_a_reused_pid_is_not_watched_in_the_old_process_name(waiter: Waiter) -> None:
+    proc = sleeper()
+    try:
+        # The scanner saw another process under this pid (other start ticks).
+        assert waiter.watch({proc.pid: "1"}) == {proc.pid}
+        assert waiter.watched == set()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_wake_from_another_thread_ends_the_wait(waiter: Waiter) -> None:
+    timer = threading.Timer(0.05, waiter.wake)
+    timer.start()
+    started = time.monotonic()
+    woke = waiter.wait(30)
+    timer.join()
+    assert woke.woken and time.monotonic() - started < 5
+    # The pipe was drained: the next wait is a plain timeout again.
+    assert not waiter.wait(0.01).woken
+
+
+def test_many_wakes_never_block_and_count_as_one(waiter: Waiter) -> None:
+    for _ in range(100_000):  # more than a pipe holds: a full pipe is already a wake
+        waiter.wake()
+    assert waiter.wait(1).woken
+    assert not waiter.wait(0).woken
+
+
+def test_a_signal_handler_can_wake_the_wait(waiter: Waiter) -> None:
+    old = signal.signal(signal.SIGUSR1, lambda *_: waiter.wake())
+    try:
+        killer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+        killer.start()
+        woke = waiter.wait(30)
+        killer.join()
+        assert woke.woken
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def test_without_kernel_exits_the_scan_watches() -> None:
+    w = Waiter(kernel_exits=False)
+    proc = sleeper()
+    try:
+        assert w.method == "scan"
+        assert w.watch({proc.pid: None}) == set() and w.watched == set()
+        proc.kill()
+        assert w.wait(0.1).exited == set()  # the scan will notice
+        w.wake()
+        assert w.wait(5).woken
+    finally:
+        proc.kill()
+        proc.wait()
+        w.close()
+
+
+@linux_only
+def test_a_refused_pidfd_open_falls_back_to_the_scan(
+    waiter: Waiter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a seccomp filter without pidfd_open (or a kernel before 5.3) answers; this
+    # machine's kernel allows it, so the refusal is simulated.
+    procs = [sleeper(), sleeper()]
+    try:
+        waiter.watch({procs[0].pid: None})
+
+        def refused(_pid: int) -> int:
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "pidfd_open", refused)
+        assert waiter.watch({p.pid: None for p in procs}) == set()
+        assert waiter.method == "scan" and waiter.watched == set()
+        assert "exits are found by the scan" in caplog.text
+        waiter.wake()
+        assert waiter.wait(5).woken  # still a working wait
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@linux_only
+def test_pidfds_are_not_inherited_by_children(waiter: Waiter) -> None:
+    proc = sleeper()
+    script = (
+        "import os\n"
+        "for fd in os.listdir('/proc/self/fd'):\n"
+        "    try: print(os.readlink('/proc/self/fd/' + fd))\n"
+        "    except OSError: pass\n"
+    )
+    try:
+        waiter.watch({proc.pid: None})
+        ours = subprocess.run(  # our own descriptors, listed from outside
+            ["ls", "-l", f"/proc/{os.getpid()}/fd"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "anon_inode:[pidfd]" in ours
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            close_fds=False,
+        )
+        assert "pidfd" not in out.stdout
+    finally:
+        proc.kill()
+        proc.wait()
