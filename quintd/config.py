@@ -54,6 +54,7 @@ class CloudConfig:
 @dataclass(frozen=True)
 class ScanConfig:
     interval: float = 1.0
+    kernel_exits: bool = True
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,13 @@ SCHEMA = Table(
                 CloudConfig,
             ),
         ),
-        "scan": Rule("table", table=Table({"interval": Rule("float", gt=0, le=3600)}, ScanConfig)),
+        "scan": Rule(
+            "table",
+            table=Table(
+                {"interval": Rule("float", gt=0, le=3600), "kernel_exits": Rule("bool")},
+                ScanConfig,
+            ),
+        ),
         "sessions": Rule("table", table=Table({"idle_after": Rule("float", gt=0)}, SessionsConfig)),
         "queue": Rule(
             "table",

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import selectors
 import socket
 import socketserver
 import stat
@@ -39,8 +40,7 @@ class ControlServer:
         self.settings = settings
         self.path = settings.socket_path
         self._handlers = {str(name): handler for name, handler in handlers.items()}
-        self._server: socketserver.ThreadingUnixStreamServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: _Serving | None = None
         self._identity: tuple[int, int] | None = None  # (device, inode) of our socket
         self._foreign_logged = False
         self.rebinds = 0
@@ -69,16 +69,9 @@ class ControlServer:
         info = os.lstat(self.path)
         self._identity = (info.st_dev, info.st_ino)
         server.daemon_threads = True
-        old, self._server = self._server, server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="quintd-control",
-            daemon=True,
-        )
-        self._thread.start()
+        old, self._server = self._server, _Serving(server)
         if old is not None:  # a socket deleted under us: stop serving the orphaned one
-            threading.Thread(target=_close, args=(old,), daemon=True).start()
+            old.close()
 
     def check(self) -> None:
         """Is our socket still at its path? Bind it again if it was deleted, or replaced
@@ -126,8 +119,7 @@ class ControlServer:
     def stop(self) -> None:
         if self._server is None:
             return  # never bound: the socket there (if any) is someone else's
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
         self._server = None
         with contextlib.suppress(OSError):
             info = os.lstat(self.path)
@@ -135,9 +127,45 @@ class ControlServer:
                 os.unlink(self.path)
 
 
-def _close(server: socketserver.ThreadingUnixStreamServer) -> None:
-    server.shutdown()
-    server.server_close()
+class _Serving:
+    """A socket server on its own thread that sleeps until a client connects: no polling
+    timer (socketserver's ``serve_forever`` wakes every poll interval to look for a
+    shutdown request); a pipe ends the wait instead."""
+
+    def __init__(self, server: socketserver.ThreadingUnixStreamServer) -> None:
+        self.server = server
+        self._stop_r, self._stop_w = os.pipe()
+        self.thread = threading.Thread(target=self._serve, name="quintd-control", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        server = self.server
+        with selectors.DefaultSelector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()
+                if any(key.fileobj == self._stop_r for key, _ in ready):
+                    return
+                try:
+                    request, address = server.get_request()
+                except OSError:
+                    continue  # the client went away before we accepted
+                try:
+                    server.process_request(request, address)  # a thread per connection
+                except Exception:
+                    server.handle_error(request, address)
+                    server.shutdown_request(request)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"\0")
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
+        self.server.server_close()
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _answers(path: Path) -> bool:

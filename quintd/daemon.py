@@ -160,7 +160,7 @@ class Daemon:
             ensure_private_dir(path, key)
         self._lock.acquire()
         try:
-            self._waiter = Waiter(identity=start_ticks)
+            self._waiter = Waiter(start_ticks, self.settings.loop.kernel_exits)
             self._install_signal_handlers()
             self._build_parts(self.settings)
             assert self._control is not None and self._shipper is not None
@@ -230,6 +230,12 @@ class Daemon:
         # the network); a refused token is retried with the new one at once.
         self._shipper.reconfigure(settings.delivery)
         self._control.reconfigure(settings.control)
+        if self._waiter is not None and settings.loop.kernel_exits != (
+            self.settings.loop.kernel_exits
+        ):
+            # A new wait (on this thread: a wake lost meanwhile is this reload's pass).
+            old, self._waiter = self._waiter, Waiter(start_ticks, settings.loop.kernel_exits)
+            old.close()
         self.settings = settings
 
     def _prospect(self) -> None:
@@ -584,6 +590,7 @@ class Daemon:
             ),
             settings=SettingsReport(
                 scan_interval=self.settings.loop.scan_interval,
+                kernel_exits=self.settings.loop.kernel_exits,
                 platforms=len(self._scanner.settings.platforms),
                 idle_after=self._tracker.settings.idle_after,
                 max_bytes=self._store.settings.max_bytes,

@@ -115,6 +115,7 @@ class SettingsReport:
     start_jitter: float
     log_level: str
     log_format: str
+    kernel_exits: bool = True
 
 
 @dataclass(frozen=True)

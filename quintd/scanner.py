@@ -28,7 +28,7 @@ from quintd.platforms import (
     is_interpreter,
     match_process,
 )
-from quintd.procfs import start_ticks
+from quintd.procfs import read_stat, start_ticks
 from quintd.settings import ScannerSettings
 from quintd.signing import SigningResolver
 
@@ -299,6 +299,19 @@ class Scanner:
 
     def _refresh_agent(self, pid: int, known: KnownProcess, now: float) -> None:
         assert known.agent is not None
+        if known.start_ticks is not None:  # Linux: one read instead of psutil's three
+            current = read_stat(pid)
+            if current is None or current.state == "Z":
+                # Gone, or exited and not yet reaped by its parent: the session is over.
+                # A zombie's /proc entry stays, unchanged, so it is not looked at again.
+                self._remove(pid)
+                return
+            if current.start_ticks != known.start_ticks:  # the pid was reused
+                self._remove(pid)
+                self._inspect(pid, now)
+                return
+            self._refreshed(known, current.cpu_seconds)
+            return
         try:
             proc = psutil.Process(pid)
             with proc.oneshot():
@@ -307,10 +320,7 @@ class Scanner:
                     self._inspect(pid, now)
                     return
                 if proc.status() == psutil.STATUS_ZOMBIE:
-                    # Exited, not yet reaped by its parent: the session is over. Its
-                    # /proc entry stays until then, unchanged, so it is not looked at
-                    # again.
-                    self._remove(pid)
+                    self._remove(pid)  # exited, not reaped yet: over
                     return
                 cpu = _cpu_seconds(proc)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -318,6 +328,10 @@ class Scanner:
             return
         except (psutil.AccessDenied, OSError):
             return
+        self._refreshed(known, cpu)
+
+    def _refreshed(self, known: KnownProcess, cpu: float) -> None:
+        assert known.agent is not None
         agent = _with_cpu(known.agent, cpu)
         if agent.signing_id is None and agent.identity_path and self._resolver is not None:
             info = self._resolver.cached(agent.identity_path)  # finished in the background
@@ -361,10 +375,14 @@ class Scanner:
                 if pid in seen:
                     continue
                 seen.add(pid)
-                try:
-                    extra += _cpu_seconds(psutil.Process(pid))
-                except (psutil.Error, OSError):
-                    continue
+                current = read_stat(pid) if self._known[root].start_ticks is not None else None
+                if current is not None:
+                    extra += current.cpu_seconds
+                else:
+                    try:
+                        extra += _cpu_seconds(psutil.Process(pid))
+                    except (psutil.Error, OSError):
+                        continue
                 stack.extend(children.get(pid, ()))
             known = self._known[root]
             if extra and known.agent is not None:

@@ -91,6 +91,8 @@ class ControlSettings:
 @dataclass(frozen=True)
 class LoopSettings:
     scan_interval: float = 1.0
+    # Exits from the kernel (pidfd, kqueue) rather than found by the next scan.
+    kernel_exits: bool = True
     # How often live sessions' last-seen time is written down (it stamps the `ended`
     # event of a session whose process dies while quintd is down).
     touch_interval: float = 30.0
@@ -155,7 +157,7 @@ def build_settings(loaded: LoadedConfig, *, only_uid: int | None = None) -> Sett
             start_jitter=cfg.queue.start_jitter,
         ),
         control=ControlSettings(socket_path=paths.socket_path, state_dir=paths.state_dir),
-        loop=LoopSettings(scan_interval=cfg.scan.interval),
+        loop=LoopSettings(scan_interval=cfg.scan.interval, kernel_exits=cfg.scan.kernel_exits),
         log=LogSettings(level=cfg.log.level, format=cfg.log.format),
     )
 

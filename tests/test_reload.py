@@ -83,6 +83,7 @@ def running() -> Iterator[Running]:
 # (changed key, TOML change, status settings field, value it must then have)
 RELOADABLE = [
     ("scan.interval", {"scan": {"interval": "0.7"}}, "scan_interval", 0.7),
+    ("scan.kernel_exits", {"scan": {"kernel_exits": "false"}}, "kernel_exits", False),
     ("sessions.idle_after", {"sessions": {"idle_after": "42.5"}}, "idle_after", 42.5),
     ("queue.max_bytes", {"queue": {"max_bytes": "2097152"}}, "max_bytes", 2097152),
     ("queue.min_free_disk", {"queue": {"min_free_disk": "12345"}}, "min_free_disk", 12345),
@@ -119,6 +120,13 @@ def test_a_reloadable_key_takes_effect(
         k: v for k, v in running.base.items() if k != field
     }
     assert status["last_reload_error"] is None
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
+def test_kernel_exits_can_be_turned_off_and_on_again(running: Running) -> None:
+    assert running.status()["scan"]["exits_from"] == "pidfd"
+    assert running.reload({"scan": {"kernel_exits": "false"}})["scan"]["exits_from"] == "scan"
+    assert running.reload()["scan"]["exits_from"] == "pidfd"
 
 
 def test_platforms_reload_takes_effect(running: Running) -> None:

@@ -323,6 +323,9 @@ class CrushState:
         signature = (lstat_signature(path), lstat_signature(Path(str(path) + "-wal")))
         if signature == db.signature:
             return
+        if signature[0] is None:  # no database (yet): nothing to read until it appears
+            db.signature, db.sessions = signature, {}
+            return
         try:
             rows, owner = read_database(
                 db.data_dir, path, lambda conn: _query(conn, horizon, db.sessions), self.stats

@@ -268,6 +268,9 @@ class GooseState:
         signature = (lstat_signature(db.path), lstat_signature(Path(str(db.path) + "-wal")))
         if signature == db.signature:
             return
+        if signature[0] is None:  # no database (yet): nothing to read until it appears
+            db.signature, db.sessions = signature, {}
+            return
         try:
             (rows, parents), owner = read_database(
                 db.root, db.path, lambda conn: _query(conn, horizon), self.stats

@@ -130,8 +130,8 @@ class SourceManager:
         for key, members in groups.items():
             try:
                 state = self._states[key]
-                if not self.settings.watch or any(
-                    d in self._unwatchable for d in state.watch_dirs()
+                if not self.settings.watch or (
+                    self._unwatchable and any(d in self._unwatchable for d in state.watch_dirs())
                 ):
                     state.poll()  # no change events from there: look at its files again
                 state.prepare(members)
@@ -195,9 +195,11 @@ class SourceManager:
         if state is None:
             state = self._states[(platform, root)] = reader.factory(root, self._context)
             self._unsettled.add(root)
-        watch = self.settings.watch and root in self._unsettled
-        if watch and self._ensure_watched(state):
+        if self.settings.watch and root in self._unsettled:
+            # Looked at once; again after an event under the root or a while (a directory
+            # that does not exist yet), never every pass.
             self._unsettled.discard(root)
+            self._ensure_watched(state)
         return state
 
     def prospect(self, homes: Iterable[tuple[int, Path]]) -> int:
@@ -226,11 +228,9 @@ class SourceManager:
 
     # -- watching -----------------------------------------------------------------------
 
-    def _ensure_watched(self, state: AgentState) -> bool:
-        """Watch the state's directories; False while one of them does not exist yet (its
-        parent is watched meanwhile, and an event there or the periodic recheck looks
-        again: not every pass)."""
-        settled = True
+    def _ensure_watched(self, state: AgentState) -> None:
+        """Watch the state's directories; one that does not exist yet has its parent
+        watched meanwhile."""
         for directory in state.watch_dirs():
             if directory in self._watched or directory in self._unwatchable:
                 continue
@@ -245,7 +245,6 @@ class SourceManager:
             target, recursive = directory, not (flat is not None and directory in flat())
             if not directory.is_dir():
                 # Watch the parent until the directory exists; then watch it.
-                settled = False
                 target, recursive = state.root, False
                 if not target.is_dir() or target in self._watched:
                     continue
@@ -259,7 +258,6 @@ class SourceManager:
                 continue
             self._watched.add(target)
             state.poll()  # files written before the watch existed
-        return settled
 
     def _schedule(self, directory: Path, recursive: bool) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler

@@ -16,6 +16,7 @@ side by side with the vendor's method, in one run: `quintd run` at its default s
 the same window: CPU seconds (user + system, with reaped children) and quintd's RSS.
 
 Run: python3 tests/bench/scan.py [--procs 1000] [--runs 50] [--window 60] [--skip-scan]
+     [--skip-footprint]
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def spawn_idle(count: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
         )
     return procs
@@ -127,7 +129,10 @@ def footprint(workdir: Path, window: float) -> None:
     """quintd (defaults) and ps-every-5-s, side by side over one window."""
     here = Path(__file__).resolve().parent
     server = subprocess.Popen(
-        [sys.executable, str(here / "bench_server.py")], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(here / "bench_server.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent,
     )
     assert server.stdout is not None
     port = int(server.stdout.readline())
@@ -137,7 +142,12 @@ def footprint(workdir: Path, window: float) -> None:
     for name in AGENTS:  # a few agents of several kinds, idle
         shutil.copy(shutil.which("sleep") or "/bin/sleep", workdir / name)
         agents.append(
-            subprocess.Popen([str(workdir / name), "3600"], env={"HOME": str(home)}, cwd=home)
+            subprocess.Popen(
+                [str(workdir / name), "3600"],
+                env={"HOME": str(home)},
+                cwd=home,
+                preexec_fn=die_with_parent,
+            )
         )
     config = workdir / "config.toml"
     config.write_text(
@@ -149,8 +159,11 @@ def footprint(workdir: Path, window: float) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=here.parents[1],
+        preexec_fn=die_with_parent,
     )
-    ps_loop = subprocess.Popen([sys.executable, "-c", PS_LOOP, *PS_ARGS])
+    ps_loop = subprocess.Popen(
+        [sys.executable, "-c", PS_LOOP, *PS_ARGS], preexec_fn=die_with_parent
+    )
     try:
         time.sleep(10)  # both settled: quintd's start-up and first scans are done
         start = {p.pid: proc_cpu(p.pid) for p in (daemon, ps_loop)}
@@ -164,13 +177,90 @@ def footprint(workdir: Path, window: float) -> None:
             proc.wait()
     q, p = used[daemon.pid], used[ps_loop.pid]
     print()
-    print(
-        f"footprint over {window:.0f} s, side by side ({len(AGENTS)} agents, default settings):"
-    )
+    print(f"footprint over {window:.0f} s, side by side ({len(AGENTS)} agents, default settings):")
     print(f"{'what':40}{'CPU s':>8}{'% of a core':>13}{'RSS MiB':>9}")
     print(f"{'quintd run (scan every 1 s)':40}{q:>8.2f}{100 * q / window:>13.2f}{rss:>9.1f}")
     print(f"{'ps -axo ... every 5 s, parsed':40}{p:>8.2f}{100 * p / window:>13.2f}{'':>9}")
     print(f"quintd / ps: {q / p:.2f}x (target <= 0.25x); RSS target <= 40 MiB")
+
+
+# Eight kinds of agents with native readers, idle, each with its real state (the fixtures
+# written by the real CLIs where there are some): what one pass costs with them.
+READER_AGENTS = ("claude", "codex", "gemini", "copilot", "opencode", "qwen", "cline", "goose")
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+
+
+def pass_cost(workdir: Path, runs: int) -> None:
+    """One whole pass (scan + reading the agents' state) with 8 idle agents of 8 kinds
+    against the same pass with none (issue 11: at most 2x)."""
+    from quintd.sources.manager import SourceManager
+
+    home = workdir / "reader-home"
+    home.mkdir()
+    for fixture in sorted(FIXTURES.glob("*/home")):
+        shutil.copytree(fixture, home, dirs_exist_ok=True, symlinks=True)
+    bindir = workdir / "reader-bin"
+    bindir.mkdir()
+
+    def one_pass(scanner: Scanner, sources: SourceManager) -> None:
+        sources.observe(scanner.scan())
+
+    def measure_passes() -> list[float]:
+        scanner, sources = Scanner(), SourceManager()
+        try:
+            for _ in range(10):  # past the first looks and the young-process rechecks
+                one_pass(scanner, sources)
+            return measure(lambda: one_pass(scanner, sources), runs)
+        finally:
+            sources.close()
+
+    none = measure_passes()
+    agents = []
+    for name in READER_AGENTS:
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", bindir / name)
+        agents.append(
+            subprocess.Popen(
+                [str(bindir / name), "3600"],
+                env={"HOME": str(home)},
+                cwd=home,
+                preexec_fn=die_with_parent,
+            )
+        )
+    try:
+        time.sleep(6)  # older than the re-check window of young processes
+        eight = measure_passes()
+    finally:
+        for proc in agents:
+            proc.kill()
+            proc.wait()
+    print()
+    print(f"one pass (scan + agent state), CPU ms over {runs} passes:")
+    rows = [
+        ("no agents", *fmt(none)),
+        (f"{len(READER_AGENTS)} idle agents of {len(READER_AGENTS)} kinds", *fmt(eight)),
+    ]
+    print_table(("what", "median", "p90", "min"), rows)
+    ratio = statistics.median(eight) / statistics.median(none)
+    print(f"8 agents / none: {ratio:.2f}x (target <= 2x)")
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+
+
+def die_with_parent() -> None:
+    """In a child before exec: killed with the benchmark, whatever ends it."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 def main() -> int:
@@ -179,6 +269,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--window", type=float, default=60.0, help="footprint seconds")
     parser.add_argument("--skip-scan", action="store_true", help="only the footprint")
+    parser.add_argument("--skip-footprint", action="store_true", help="only the passes")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="quintd-bench-"))
@@ -212,21 +303,15 @@ def main() -> int:
             ("ps spawn + parse", *fmt(ps)),
             ("psutil.process_iter pass", *fmt(piter)),
         ]
-        header = ("what", "median", "p90", "min")
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
-        for row in [header, *rows]:
-            print(
-                "  ".join(
-                    str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
-                )
-            )
+        print_table(("what", "median", "p90", "min"), rows)
         print()
         print(
             f"ps spawn / quintd steady-state scan: {ps_median / steady_median:.1f}x "
             f"(target: >= 20x, steady scan < 3 ms)"
         )
-        footprint(workdir, args.window)
+        pass_cost(workdir, args.runs)
+        if not args.skip_footprint:
+            footprint(workdir, args.window)
     finally:
         for proc in procs:
             proc.kill()
