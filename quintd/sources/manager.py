@@ -63,6 +63,7 @@ class SourceManager:
         self._watched: set[Path] = set()
         # Roots whose watches are not all in place (a directory not created yet).
         self._unsettled: set[Path] = set()
+        self._absent: set[Path] = set()  # roots that do not exist yet
         self._next_watch_check = 0.0
         self._unwatchable: set[Path] = set()
         self._lock = threading.Lock()
@@ -195,6 +196,9 @@ class SourceManager:
         if state is None:
             state = self._states[(platform, root)] = reader.factory(root, self._context)
             self._unsettled.add(root)
+        if root in self._absent and os.path.isdir(root):  # one stat: created since
+            self._absent.discard(root)
+            self._unsettled.add(root)
         if self.settings.watch and root in self._unsettled:
             # Looked at once; again after an event under the root or a while (a directory
             # that does not exist yet), never every pass.
@@ -246,7 +250,12 @@ class SourceManager:
             if not directory.is_dir():
                 # Watch the parent until the directory exists; then watch it.
                 target, recursive = state.root, False
-                if not target.is_dir() or target in self._watched:
+                if not target.is_dir():
+                    # Nothing to watch yet (an agent's first run creates it all): looked
+                    # for again each pass, by one stat.
+                    self._absent.add(target)
+                    continue
+                if target in self._watched:
                     continue
             try:
                 self._schedule(target, recursive)
