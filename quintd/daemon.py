@@ -67,6 +67,9 @@ MAX_EVENTS_IN_MEMORY = 100_000
 # The shortest gap between two passes brought forward by events (exits, new files): a
 # burst of events costs one pass, not one each.
 EVENT_PASS_GAP_S = 0.05
+# While something is held back (a young agent's state, a signing identity), the longest
+# wait for the next pass, whatever scan.interval says.
+FOLLOW_UP_S = 0.5
 
 
 class StateLock:
@@ -121,6 +124,8 @@ class Daemon:
         self._last_reload_error: str | None = None
         self._waiter: Waiter | None = None
         self._pass_soon = False  # a file appeared, or an agent exited: pass early
+        self._awaiting_state = False  # young agents whose state has not appeared yet
+        self._follow_up = False  # something held back: pass within FOLLOW_UP_S
         self._event_passes = 0
         self._stop_signal: int | None = None
         self._started_mono = time.monotonic()
@@ -198,13 +203,14 @@ class Daemon:
         self._store = Store(settings.paths.database_path, settings.store)
         # Identities examined before a restart are not examined again.
         self._resolver = SigningResolver(persist=self._store)
+        self._resolver.on_resolved = self._on_identity
         self._tracker = SessionTracker(
             machine_id(settings.paths.state_dir), settings=settings.tracker
         )
         self._tracker.restore(self._store.load_sessions(), self._store.load_ended())
         self._scanner = Scanner(settings.scanner, self._resolver)
         self._sources = SourceManager(settings.sources)
-        self._sources.on_new_file = self._on_new_file
+        self._sources.on_change = self._on_file_change
         self._shipper = Shipper(self._store, settings.delivery)
         self._control = ControlServer(
             settings.control,
@@ -266,10 +272,18 @@ class Daemon:
         if self._waiter is not None:
             self._waiter.wake()
 
-    def _on_new_file(self) -> None:
-        """From the watcher's thread: an agent may have started; pass soon."""
+    def _on_identity(self) -> None:
+        """From the signing thread: a held announcement may go now."""
         self._pass_soon = True
         self._wake()
+
+    def _on_file_change(self, appeared: bool) -> None:
+        """From the watcher's thread. A file that appears may be an agent's first write;
+        while a young agent's state is awaited, any change may be it. Other changes (an
+        agent at work appending to its transcript) wait for the next pass."""
+        if appeared or self._awaiting_state:
+            self._pass_soon = True
+            self._wake()
 
     def _main_loop(self) -> None:
         """Sleep until the next pass is due: every ``scan.interval``, and early (at most
@@ -291,6 +305,8 @@ class Daemon:
             wake_at = min(next_tick, self._next_watchdog) if watchdog else next_tick
             if self._pass_soon:
                 wake_at = min(wake_at, last_pass + EVENT_PASS_GAP_S)
+            elif self._follow_up:
+                wake_at = min(wake_at, last_pass + FOLLOW_UP_S)
             woke = self._waiter.wait(max(wake_at - time.monotonic(), 0.0))
             if self._stop_signal is not None:
                 break
@@ -300,7 +316,9 @@ class Daemon:
             if woke.exited:
                 self._pass_soon = True
             now = time.monotonic()
-            early = self._pass_soon and now >= last_pass + EVENT_PASS_GAP_S
+            early = (self._pass_soon and now >= last_pass + EVENT_PASS_GAP_S) or (
+                self._follow_up and now >= last_pass + FOLLOW_UP_S
+            )
             if now < next_tick and not early:
                 continue
             if now >= next_tick:
@@ -352,6 +370,10 @@ class Daemon:
         try:
             processes = self._scanner.scan()
             facts, pending = self._sources.observe(processes)
+            # Held back (a young agent's state, a signing identity): look again soon,
+            # whatever the interval.
+            self._awaiting_state = bool(pending)
+            self._follow_up = self._awaiting_state or self._scanner.settling()
             changes = self._tracker.plan(processes, facts, pending)
         except Exception as exc:
             self._pass_failed(exc)

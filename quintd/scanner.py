@@ -388,6 +388,16 @@ class Scanner:
             if extra and known.agent is not None:
                 known.agent = replace(known.agent, cpu_time=known.agent.cpu_time + extra)
 
+    def settling(self) -> bool:
+        """Whether an agent still waits for its signing identity (its announcement is
+        held; the next pass may release it)."""
+        return any(
+            (k := self._known.get(pid)) is not None
+            and k.agent is not None
+            and not k.agent.signing_settled
+            for pid in self._agents
+        )
+
     def exit_watch(self) -> dict[int, str | None]:
         """The agent processes whose exit the kernel may report (pid -> start time in
         clock ticks where known, to tell a reused pid)."""

@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from quintd.signing.backends import Backend, default_backend
@@ -54,6 +55,9 @@ class SigningResolver:
         self._work: queue.Queue[tuple[str, FileKey] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.examined = 0  # files the backend looked at (cache misses)
+        # Called (from the worker's thread) when an identity is known: a session held
+        # for it may be announced now.
+        self.on_resolved: Callable[[], None] | None = None
 
     def cached(self, path: str) -> SigningInfo | None:
         key = file_key(path)
@@ -117,6 +121,9 @@ class SigningResolver:
                 done = self._pending.pop(key, None)
             if done is not None:
                 done.set()
+            notify = self.on_resolved
+            if notify is not None:
+                notify()
             if self._persist is not None and info.source != "error":
                 try:
                     self._persist.save_signing(key, info)

@@ -17,7 +17,7 @@ _LOGIN_DEFS = Path("/etc/login.defs")
 
 def candidate_homes(only_uid: int | None) -> list[tuple[int, Path]]:
     """(uid, home) of the users whose agents this daemon watches: its own user for a
-    per-user daemon (``only_uid``), else root and every login account."""
+    per-user daemon (``only_uid``), else its own HOME, root and every login account."""
     if only_uid is not None:
         home = os.environ.get("HOME", "")
         if home and os.path.isabs(home):
@@ -28,6 +28,9 @@ def candidate_homes(only_uid: int | None) -> list[tuple[int, Path]]:
             return []
     low, high = _uid_range()
     homes = []
+    own = os.environ.get("HOME", "")
+    if own and os.path.isabs(own) and own != "/" and os.path.isdir(own):
+        homes.append((os.geteuid(), Path(own)))  # the daemon's own (root's, as run)
     for entry in pwd.getpwall():
         if entry.pw_uid != 0 and not low <= entry.pw_uid <= high:
             continue  # system accounts

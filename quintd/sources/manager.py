@@ -70,10 +70,10 @@ class SourceManager:
         self._last: dict[tuple[int, int], Found] = {}
         self._complained: dict[str, str] = {}  # where -> the last error logged there
         self.errors = 0
-        # Called (from the watcher's thread) when a file or directory appears under a
-        # watched state directory: an agent starting writes its state, and the main loop
-        # passes at once instead of at the next interval.
-        self.on_new_file: Callable[[], None] | None = None
+        # Called (from the watcher's thread) on each change under a watched state
+        # directory, with whether a file or directory appeared: an agent starting writes
+        # its state, and the main loop may pass at once instead of at the next interval.
+        self.on_change: Callable[[bool], None] | None = None
 
     def reconfigure(self, settings: SourceSettings) -> None:
         if settings.watch and not self.settings.watch:
@@ -282,10 +282,9 @@ class SourceManager:
                 for path in (event.src_path, getattr(event, "dest_path", "")):
                     if path:
                         events.append(os.fsdecode(path))
-                if event.event_type in ("created", "moved"):
-                    notify = manager.on_new_file
-                    if notify is not None:
-                        notify()
+                notify = manager.on_change
+                if notify is not None:
+                    notify(event.event_type in ("created", "moved"))
 
         with self._lock:
             if self._observer is None:

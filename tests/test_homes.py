@@ -1,0 +1,82 @@
+"""Which homes the daemon watches before any agent runs there, and that an existing
+state directory in one of them is watched (and one owned by someone else is not)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quintd.sources.homes import candidate_homes
+from quintd.sources.manager import SourceManager
+
+LOGIN_USER = "quintd-home-test"
+
+
+@pytest.fixture(scope="module")
+def login_user() -> Iterator[pwd.struct_passwd]:
+    """A login account with a home of its own (created when the tests run as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to create a login account")
+    base = Path(tempfile.mkdtemp(prefix="qd-homes-"))
+    os.chmod(base, 0o755)
+    home = base / LOGIN_USER
+    subprocess.run(["userdel", LOGIN_USER], capture_output=True, check=False)
+    subprocess.run(
+        ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh", LOGIN_USER],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield pwd.getpwnam(LOGIN_USER)
+    finally:
+        subprocess.run(["userdel", LOGIN_USER], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_per_user_daemon_watches_its_own_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/some/home")
+    assert candidate_homes(only_uid=4321) == [(4321, Path("/some/home"))]
+    monkeypatch.setenv("HOME", "relative/home")  # not a path to trust: from the account
+    assert candidate_homes(only_uid=os.geteuid()) == [
+        (os.geteuid(), Path(pwd.getpwuid(os.geteuid()).pw_dir))
+    ]
+
+
+def test_the_root_daemon_watches_login_accounts_not_system_ones(
+    login_user: pwd.struct_passwd,
+) -> None:
+    homes = candidate_homes(only_uid=None)
+    assert (login_user.pw_uid, Path(login_user.pw_dir)) in homes
+    assert (0, Path(pwd.getpwuid(0).pw_dir)) in homes
+    uids = {uid for uid, _ in homes}
+    # daemon, bin, nobody...: system accounts run no agents.
+    for entry in pwd.getpwall():
+        if 0 < entry.pw_uid < 1000 or entry.pw_uid >= 65534:
+            assert entry.pw_uid not in uids, entry.pw_name
+
+
+def test_a_state_dir_in_a_login_home_is_watched_before_an_agent_runs(
+    login_user: pwd.struct_passwd,
+) -> None:
+    home = Path(login_user.pw_dir)
+    own = home / ".claude"
+    own.mkdir()
+    os.chown(own, login_user.pw_uid, login_user.pw_gid)
+    foreign = home / ".gemini"  # root's, in the user's home: not the user's state
+    foreign.mkdir()
+    manager = SourceManager()
+    try:
+        assert manager.prospect([(login_user.pw_uid, home)]) == 1
+        assert own in manager._watched or own / "sessions" in manager._watched
+        assert not any(p.is_relative_to(foreign) for p in manager._watched)
+    finally:
+        manager.close()
+        shutil.rmtree(own)
+        shutil.rmtree(foreign)

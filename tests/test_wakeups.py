@@ -1,0 +1,99 @@
+"""What wakes the daemon between scans: an agent's exit (from the kernel) and an agent's
+first write (from the file watcher). The scan interval here is 300 s, so an event that
+arrives within the test's deadline can only have come from one of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Agents, DaemonProcess, clean_env, write_config
+from ingest_server import IngestServer
+
+from quintd.procfs import read_stat, start_ticks
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
+
+NEVER = 300.0  # the scan interval: no pass comes from it during a test
+
+
+def start(short_tmp: Path, server: IngestServer, agents: Agents) -> DaemonProcess:
+    config = write_config(short_tmp, endpoint=server.url, interval=NEVER)
+    # A per-user daemon watches its user's home: the agents' home here.
+    daemon = DaemonProcess(config, clean_env(HOME=str(agents.home))).start()
+    daemon.wait_ready()
+    return daemon
+
+
+def states(server: IngestServer, session_id: str) -> list[str]:
+    return [r.event["state"] for r in server.events if r.event["session_id"] == session_id]
+
+
+def test_an_exit_is_sent_at_once_even_before_the_parent_reaps_it(
+    short_tmp: Path, agents: Agents
+) -> None:
+    with IngestServer() as server:
+        amp = agents.binary("amp")  # there at the daemon's first pass
+        daemon = start(short_tmp, server, agents)
+        try:
+            [active] = server.wait_for(lambda evs: evs, what="active")
+            sid = active.event["session_id"]
+            os.kill(amp.pid, signal.SIGKILL)  # not reaped: a zombie, still in /proc
+            server.wait_for(
+                lambda evs: any(
+                    r.event["session_id"] == sid and r.event["state"] == "ended" for r in evs
+                ),
+                what="ended",
+            )
+            stat = read_stat(amp.pid)
+            assert stat is not None and stat.state == "Z"  # it was still a zombie
+            status = daemon.status()
+            assert status is not None
+            assert status["scan"]["exits_from"] == "pidfd"
+            assert status["scan"]["early_passes"] >= 1
+            assert status["scan"]["passes"] <= 1 + status["scan"]["early_passes"]
+            assert states(server, sid) == ["active", "ended"]
+        finally:
+            amp.wait()
+            daemon.terminate()
+
+
+def test_an_agent_that_writes_its_state_as_it_starts_is_seen_at_once(
+    short_tmp: Path, agents: Agents
+) -> None:
+    sessions = agents.home / ".claude" / "sessions"
+    sessions.mkdir(parents=True)  # Claude Code has run here before
+    with IngestServer() as server:
+        daemon = start(short_tmp, server, agents)
+        try:
+            claude = agents.binary("claude")
+            conversation = str(uuid.uuid4())
+            record: dict[str, Any] = {
+                "pid": claude.pid,
+                "sessionId": conversation,
+                "cwd": str(agents.home),
+                "startedAt": 1_795_877_218_508,
+                "procStart": start_ticks(claude.pid),
+                "kind": "interactive",
+                "name": "wakeup-test",
+                "status": "busy",
+            }
+            (sessions / f"{claude.pid}.json").write_text(json.dumps(record))
+            [active] = server.wait_for(lambda evs: evs, what="active")
+            assert active.event["state"] == "active"
+            assert active.event["platform"] == "claude-code"
+            assert active.event["session_name"] == "wakeup-test"  # from its registry
+            status = daemon.status()
+            assert status is not None and status["scan"]["early_passes"] >= 1
+            agents.stop(claude)  # and its end, from the kernel
+            server.wait_for(
+                lambda evs: [r.event["state"] for r in evs] == ["active", "ended"],
+                what="ended",
+            )
+        finally:
+            daemon.terminate()
