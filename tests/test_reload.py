@@ -140,11 +140,7 @@ def test_every_config_key_is_reloadable_or_restart_only() -> None:
     from quintd.config import config_keys
     from quintd.settings import RESTART_ONLY
 
-    keys = {
-        f"{section}.{name}"
-        for section, names in config_keys().items()
-        for name in names
-    }
+    keys = {f"{section}.{name}" for section, names in config_keys().items() for name in names}
     covered = (
         {r[0] for r in RELOADABLE}
         | set(RESTART_ONLY)
