@@ -122,9 +122,22 @@ def pipeline_outcome(outcomes: Iterable[Outcome]) -> Outcome | None:
     return max(halting, key=lambda o: (rank[o.action], o.wait or 0.0))
 
 
+# A refused pipeline that got nothing through since (a 429 after a 429): how long it adds
+# to the Retry-After, at random, before trying again; doubling with each refusal, capped.
+# Tuned with tests/bench/fleet.py (10,000 daemons against one organisation's limit).
+REFUSED_SPREAD_S = 32.0
+REFUSED_SPREAD_CAP_S = 120.0
+
+
 class Backoff:
     """How long the pipeline waits after a failed round. It counts rounds, not requests:
-    four requests failing together are one failure, not four."""
+    four requests failing together are one failure, not four.
+
+    A refusal by the organisation's limit (429 with a Retry-After) right after requests
+    went through is waited out exactly: the pipeline had its share of the window, and a
+    daemon alone keeps the whole limit. Refusals with nothing through in between add a
+    random spread over a range that doubles each time (``REFUSED_SPREAD_S``, capped): many
+    daemons refused together come back over minutes, not all at the next window."""
 
     def __init__(
         self,
@@ -141,19 +154,34 @@ class Backoff:
         self.spread = spread
         self._rand = rand
         self.failures = 0
+        self.refusals = 0  # 429s in a row with nothing through in between
+        self._through = False  # requests went through since the last wait
 
     def reset(self) -> None:
         """A round went through: the next failure starts from the bottom again."""
         self.failures = 0
+        self.refusals = 0
+        self._through = True
 
-    def wait_after(self, outcome: Outcome) -> float:
-        """One failed round: the seconds to wait before the next. A Retry-After or an auth
-        pause is taken as given (lengthened by up to ``spread`` of itself); anything else
-        backs off exponentially, capped, with full jitter (applied after the cap)."""
+    def wait_after(self, outcome: Outcome, went_through: int = 0) -> float:
+        """One failed round (``went_through``: its requests that were accepted): the
+        seconds to wait before the next. A Retry-After or an auth pause is taken as given
+        (lengthened by up to ``spread`` of itself, and by the refusal spread above);
+        anything else backs off exponentially, capped, with full jitter (applied after the
+        cap)."""
         self.failures += 1
+        through, self._through = self._through or went_through > 0, False
         if outcome.wait is not None:
             extra = self.spread * self._rand() if self.spread else 0.0
-            return max(outcome.wait * (1.0 + extra), MIN_WAIT_S)
+            wait = max(outcome.wait * (1.0 + extra), MIN_WAIT_S)
+            if outcome.status == 429:
+                if through:
+                    self.refusals = 0
+                else:
+                    ceiling = min(REFUSED_SPREAD_CAP_S, REFUSED_SPREAD_S * 2.0**self.refusals)
+                    self.refusals = min(self.refusals + 1, 30)
+                    wait += ceiling * self._rand()
+            return wait
         return full_jitter_backoff(self.failures, self._rand, self.base, self.cap)
 
 
@@ -167,3 +195,23 @@ def full_jitter_backoff(
     capped, then jittered over the whole range (never below 0.1 s: no hot loop)."""
     ceiling = min(cap, base * 2.0 ** min(failures, 30))
     return max(MIN_WAIT_S, ceiling * float(rand()))
+
+
+class SendWindow:
+    """How many events the next round may carry: after a start or a halt one, doubling
+    with each round that goes through, up to ``limit`` (a slow start). A fleet coming back
+    together (an outage ends, a reboot) first sends one request per daemon, not a burst
+    of ``in_flight`` each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._size = 1
+
+    def size(self) -> int:
+        return self._size
+
+    def went_through(self) -> None:
+        self._size = min(self.limit, self._size * 2)
+
+    def halted(self) -> None:
+        self._size = 1

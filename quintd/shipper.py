@@ -27,6 +27,7 @@ from quintd.delivery_policy import (
     Backoff,
     Failure,
     Outcome,
+    SendWindow,
     classify,
     full_jitter_backoff,
     parse_retry_after,
@@ -92,6 +93,7 @@ class Shipper(threading.Thread):
         self._drain_deadline = 0.0
         self._lock = threading.Lock()
         self._backoff = Backoff(rand=rand)
+        self._window = SendWindow(settings.batch_size)  # events in the next round
         # Monotonic; the first attempt is spread over start_jitter (a fleet restarting
         # together must not arrive in the same second).
         self._next_attempt = time.monotonic() + settings.start_jitter * rand()
@@ -141,6 +143,7 @@ class Shipper(threading.Thread):
         self._client = _client(pending)
         with self._lock:
             self._backoff.reset()
+            self._window = SendWindow(pending.batch_size)
             self._next_attempt = 0.0
             self._paused = None
         if old_client is not None:
@@ -229,7 +232,7 @@ class Shipper(threading.Thread):
                     e
                     for e in self._store.peek(self.settings.batch_size)
                     if e.seq not in self._unacked
-                ]
+                ][: self._window.size()]
                 go_on = bool(batch) and self._send_each(batch, deadline)
             if not go_on:
                 # Nothing was there to send (not a stop after a failure): wait for news.
@@ -358,17 +361,21 @@ class Shipper(threading.Thread):
         if not recorded:
             pass  # the pipeline waits already (a local failure, as a remote one would)
         elif halting is not None:
-            self._halt(halting)
+            through = sum(1 for s in sent if s.outcome.action is Action.DELIVERED)
+            self._halt(halting, through)
         elif delivered:
             with self._lock:
                 self._backoff.reset()
+                self._window.went_through()
                 self._paused = None
         return halves
 
-    def _halt(self, outcome: Outcome) -> None:
-        """The pipeline waits: as long as the outcome says, or a backoff."""
+    def _halt(self, outcome: Outcome, went_through: int = 0) -> None:
+        """The pipeline waits: as long as the outcome says, or a backoff; the next round
+        starts small again (``went_through``: requests of this round accepted)."""
         with self._lock:
-            wait = self._backoff.wait_after(outcome)
+            self._window.halted()
+            wait = self._backoff.wait_after(outcome, went_through)
             self._next_attempt = time.monotonic() + wait
             if outcome.action is Action.AUTH_PAUSE:
                 self._paused = outcome.reason

@@ -110,6 +110,7 @@ def write_config(
         "[queue]",
         "flush_interval = 0.2",
         "drain_timeout = 3.0",
+        "start_jitter = 0.0",  # one daemon, not a fleet: send at once
         "",
         "[paths]",
         f'state_dir = "{directory / "state"}"',

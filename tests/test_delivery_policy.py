@@ -9,11 +9,14 @@ import pytest
 from quintd.delivery_policy import (
     AUTH_PAUSE_S,
     BACKOFF_CAP_S,
+    REFUSED_SPREAD_CAP_S,
+    REFUSED_SPREAD_S,
     Action,
     Answer,
     Backoff,
     Failure,
     Outcome,
+    SendWindow,
     classify,
     pipeline_outcome,
 )
@@ -138,3 +141,43 @@ def test_retry_after_spread_lengthens_only() -> None:
     assert spread.wait_after(Outcome(Action.RETRY_AFTER, "", wait=10.0)) == pytest.approx(12.0)
     none = Backoff(rand=lambda: 0.0, spread=0.2)
     assert none.wait_after(Outcome(Action.RETRY_AFTER, "", wait=10.0)) == 10.0
+
+
+def test_a_429_after_requests_went_through_is_waited_out_exactly() -> None:
+    """A daemon that had its share of the window comes back when the window opens: alone,
+    it keeps the whole limit (the single-machine drain)."""
+    backoff = Backoff(rand=lambda: 1.0)
+    refused = Outcome(Action.RETRY_AFTER, "429", status=429, wait=1.0)
+    assert backoff.wait_after(refused, went_through=3) == 1.0  # in the same round
+    backoff.reset()  # a round went through since
+    assert backoff.wait_after(refused) == 1.0
+    assert backoff.refusals == 0
+
+
+def test_429s_with_nothing_through_spread_over_a_doubling_range() -> None:
+    """Refused again and again: the fleet must not all come back at the next window."""
+    backoff = Backoff(rand=lambda: 1.0)
+    refused = Outcome(Action.RETRY_AFTER, "429", status=429, wait=1.0)
+    waits = [backoff.wait_after(refused) for _ in range(5)]
+    spread = [w - 1.0 for w in waits]
+    assert spread == [min(REFUSED_SPREAD_CAP_S, REFUSED_SPREAD_S * 2**n) for n in range(5)]
+    assert spread[-1] == REFUSED_SPREAD_CAP_S
+    zero = Backoff(rand=lambda: 0.0)
+    assert zero.wait_after(refused) == 1.0  # never shorter than the Retry-After
+    # A 503 with a Retry-After is an outage, not the limit: taken as given.
+    unavailable = Outcome(Action.RETRY_AFTER, "503", status=503, wait=2.0)
+    assert Backoff(rand=lambda: 1.0).wait_after(unavailable) == 2.0
+    backoff.reset()
+    assert backoff.wait_after(refused) == 1.0  # through again: the range starts over
+
+
+def test_send_window_starts_small_and_doubles() -> None:
+    window = SendWindow(100)
+    sizes = []
+    for _ in range(9):
+        sizes.append(window.size())
+        window.went_through()
+    assert sizes == [1, 2, 4, 8, 16, 32, 64, 100, 100]
+    window.halted()
+    assert window.size() == 1
+    assert SendWindow(0).size() == 1

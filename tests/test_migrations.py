@@ -53,7 +53,7 @@ def test_a_v1_queue_is_delivered_once_under_its_keys_with_its_bodies(tmp_path: P
     assert len(sessions) == 2 and all(s.uid is None for s in sessions)
     assert len(store.load_ended()) == 3
     with IngestServer(token=TOKEN) as server:
-        settings = DeliverySettings(endpoint=server.url, token=TOKEN, timeout=5.0)
+        settings = DeliverySettings(endpoint=server.url, token=TOKEN, timeout=5.0, start_jitter=0.0)
         shipper = Shipper(store, settings)
         shipper.start()
         try:

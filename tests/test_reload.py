@@ -19,7 +19,7 @@ BASE: dict[str, dict[str, str]] = {
     "cloud": {"token": f'"{TOKEN}"', "timeout": "5.0", "endpoint": '"http://127.0.0.1:9"'},
     "scan": {"interval": "0.2"},
     "sessions": {"idle_after": "3600.0"},
-    "queue": {"flush_interval": "0.2", "drain_timeout": "3.0"},
+    "queue": {"flush_interval": "0.2", "drain_timeout": "3.0", "start_jitter": "0.0"},
     "log": {"level": '"debug"'},
 }
 

@@ -68,6 +68,7 @@ def start_shipper(
         batch_size=50,
         flush_interval=flush_interval,
         batch_body=batch_body,
+        start_jitter=0.0,
     )
     shipper = Shipper(store, settings)
     shipper.start()

@@ -66,7 +66,7 @@ class Server:
             return [tuple(a) for a in json.load(reply)["arrivals"]]  # type: ignore[misc]
 
     def wait_for(
-        self, match: Callable[[str, str, float], bool], what: str, timeout: float = 30.0
+        self, match: Callable[[str, str, float], bool], what: str, timeout: float = 60.0
     ) -> tuple[str, str, float]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
