@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from quintd import __version__
-from quintd.errors import EXIT_FAILURE, EXIT_OK, NotRunningError, QuintdError
+from quintd.errors import EXIT_FAILURE, EXIT_OK, ConfigError, NotRunningError, QuintdError
 
 if TYPE_CHECKING:
     from quintd.config import LoadedConfig
@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", parents=[common], help="ask the running daemon")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--format",
+        choices=("text", "json", "prometheus"),
+        default="text",
+        help="text (default), json (as --json), or the Prometheus text exposition format",
+    )
+    status.add_argument(
+        "--watch", action="store_true", help="refresh every second until Ctrl-C (text only)"
+    )
     scan = commands.add_parser("scan", parents=[common], help="list agent processes now")
     scan.add_argument("--json", action="store_true", help="machine-readable output")
     queue = commands.add_parser("queue", help="list dead letters, or re-queue them")
@@ -108,16 +117,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         from quintd.config import load_config
         from quintd.logs import register_secret, setup_logging
 
-        loaded = load_config(args.config)
+        try:
+            loaded = load_config(args.config)
+        except ConfigError as exc:
+            if args.command != "status":
+                raise
+            # A broken edit: the daemon still runs with what it loaded before, and its
+            # status (with the reload error) is what is needed now.
+            return _status_despite(exc, args)
         log_format = getattr(args, "log_format", None) or loaded.config.log.format
         setup_logging(loaded.config.log.level, log_format)
         register_secret(loaded.token)
         return _dispatch(args, loaded)
     except QuintdError as exc:
-        print(f"quintd: {exc}", file=sys.stderr)
+        # Every line says who speaks: a message of several problems is several lines.
+        for line in str(exc).splitlines() or [""]:
+            print(f"quintd: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`quintd status | head -1`): what it wanted, it has.
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit does not
+    fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
@@ -131,7 +163,9 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             log_format=getattr(args, "log_format", None),
         ).run()
     if args.command == "status":
-        return _status(loaded, as_json=args.json)
+        if args.watch:
+            return _watch(loaded, args)
+        return _status(loaded, args)
     if args.command == "scan":
         return _scan(loaded, as_json=args.json)
     if args.command == "queue":
@@ -149,17 +183,109 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     return EXIT_OK
 
 
-def _status(loaded: LoadedConfig, *, as_json: bool) -> int:
+def _status(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    from quintd.control import request
+    from quintd.protocol import Command
+
+    try:
+        result = request(loaded.socket_path, Command.STATUS)
+    except NotRunningError as exc:
+        return _not_running(exc, args, loaded.socket_path)
+    _check_identity(loaded, result)
+    return _show_status(result, args)
+
+
+def _status_despite(error: ConfigError, args: argparse.Namespace) -> int:
+    """``status`` with a configuration file that does not load: the daemon started from
+    it (at the paths the file still names, or the defaults) is shown, and the problem
+    said on stderr."""
+    from quintd.config import locate_daemon
+    from quintd.control import request
+    from quintd.protocol import Command
+
+    for line in str(error).splitlines():
+        print(f"quintd: {line}", file=sys.stderr)
+    source, state_dir, runtime_dir = locate_daemon(args.config)
+    socket_path = runtime_dir / "quintd.sock"
+    try:
+        result = request(socket_path, Command.STATUS)
+    except NotRunningError as exc:
+        _not_running(exc, args, socket_path)
+        return error.exit_code
+    ours = isinstance(result, dict) and (
+        _same_path(result.get("state_dir"), state_dir)
+        or (source is not None and _same_path(result.get("config_file"), source))
+    )
+    if not ours:
+        print(f"quintd: the daemon on {socket_path} is not this configuration's", file=sys.stderr)
+        return error.exit_code
+    print(
+        "quintd: the running daemon keeps the configuration it loaded; fix the file "
+        "before reloading (a reload would be rejected)",
+        file=sys.stderr,
+    )
+    return _show_status(result, args)
+
+
+def _watch(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    """The status, redrawn in place every second (like top) until Ctrl-C."""
+    import time
+
     from quintd.control import request
     from quintd.protocol import Command, StatusReport, from_json
     from quintd.status_text import render_status
 
-    result = request(loaded.socket_path, Command.STATUS)
-    _check_identity(loaded, result)
-    if as_json:
-        print(json.dumps(result, indent=2))
+    if args.json or args.format != "text":
+        raise QuintdError("--watch shows the text status; --json and --format are for one shot")
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                result = request(loaded.socket_path, Command.STATUS)
+                _check_identity(loaded, result)
+                frame = render_status(from_json(StatusReport, result, "status"))
+            except QuintdError as exc:  # not running (yet), restarting...: keep looking
+                frame = f"quintd: {exc}"
+            stamp = time.strftime("%H:%M:%S")
+            # Home, the frame, then clear what is left of the last one: no flicker.
+            sys.stdout.write(f"\x1b[H{frame}\n\n{stamp}  (Ctrl-C to quit)\x1b[J")
+            sys.stdout.flush()
+            time.sleep(max(1.0 - (time.monotonic() - started), 0.0))
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
         return EXIT_OK
-    print(render_status(from_json(StatusReport, result, "status")))
+
+
+def _not_running(exc: NotRunningError, args: argparse.Namespace, socket_path: Path) -> int:
+    if args.json or args.format == "json":
+        print(json.dumps({"running": False, "socket": str(socket_path), "error": str(exc)}))
+    elif args.format == "prometheus":
+        # A scrape file that says "down" rather than none (or a stale one).
+        from quintd.metrics import render_down
+
+        sys.stdout.write(render_down())
+        print(f"quintd: {exc}", file=sys.stderr)
+    else:
+        print(f"quintd: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _show_status(result: Any, args: argparse.Namespace) -> int:
+    from quintd.protocol import StatusReport, from_json
+
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
+        print(json.dumps(dict(result, running=True), indent=2))
+        return EXIT_OK
+    report = from_json(StatusReport, result, "status")
+    if fmt == "prometheus":
+        from quintd.metrics import render_prometheus
+
+        sys.stdout.write(render_prometheus(report))
+        return EXIT_OK
+    from quintd.status_text import render_status
+
+    print(render_status(report))
     return EXIT_OK
 
 

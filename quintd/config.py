@@ -321,16 +321,16 @@ def find_config_file(
     user_dir: Path | None = None,
 ) -> Path | None:
     """Return the config file to load, or None for built-in defaults."""
-    if explicit:
-        path = Path(explicit)
+    named = (explicit, "--config") if explicit else (environ.get("QUINTD_CONFIG"), "$QUINTD_CONFIG")
+    if named[0]:
+        path = Path(named[0])
+        if path.is_dir():
+            raise ConfigError(
+                f"{path}: is a directory, not a config file (named by {named[1]}); "
+                f"name the file, e.g. {path / 'config.toml'}"
+            )
         if not path.is_file():
-            raise ConfigError(f"{path}: config file not found (named by --config)")
-        return path
-    from_env = environ.get("QUINTD_CONFIG")
-    if from_env:
-        path = Path(from_env)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found (named by $QUINTD_CONFIG)")
+            raise ConfigError(f"{path}: config file not found (named by {named[1]})")
         return path
     if as_root:
         return system_path if system_path.is_file() else None
@@ -368,6 +368,59 @@ def load_config(
     _check_dirs(state_dir, runtime_dir, source)
     warnings = _inline_token_warning(config, source, text)
     return LoadedConfig(config, source, token, state_dir, runtime_dir, warnings)
+
+
+def locate_daemon(
+    explicit: str | None = None,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    *,
+    as_root: bool | None = None,
+) -> tuple[Path | None, Path, Path]:
+    """(config file, state dir, runtime dir) of a daemon started with this configuration,
+    when the file no longer loads (a broken edit): the paths as far as the file still
+    says them, else the defaults. For ``status``, which must find the daemon exactly then."""
+    env = os.environ if environ is None else environ
+    root = running_as_root() if as_root is None else as_root
+    try:
+        source = find_config_file(explicit, env, as_root=root)
+    except ConfigError:
+        source = None
+    named: dict[str, Path | None] = {"state_dir": None, "runtime_dir": None}
+    if source is not None:
+        try:
+            text = _read_text(source)
+        except ConfigError:
+            text = ""
+        try:
+            paths = tomllib.loads(text).get("paths", {})
+        except tomllib.TOMLDecodeError:
+            paths = _paths_by_lines(text)  # not TOML any more: read what still can be
+        for key in named:
+            value = paths.get(key) if isinstance(paths, dict) else None
+            if isinstance(value, str) and value:
+                named[key] = Path(value)
+    config = Config(paths=PathsConfig(named["state_dir"], named["runtime_dir"]))
+    state_dir, runtime_dir = _resolve_dirs(config, env, root, source)
+    return source, state_dir, runtime_dir
+
+
+def _paths_by_lines(text: str) -> dict[str, str]:
+    """``state_dir = "..."`` and ``runtime_dir = "..."`` of a [paths] table, line by line,
+    from a file that is no longer valid TOML (only plain one-line strings)."""
+    found: dict[str, str] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            section = line.strip("[] \t")
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if section != "paths" or not sep or key not in ("state_dir", "runtime_dir"):
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            found[key] = value[1:-1]
+    return found
 
 
 def _inline_token_warning(config: Config, source: Path | None, text: str) -> tuple[str, ...]:

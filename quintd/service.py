@@ -126,7 +126,9 @@ def install(file: ServiceFile, *, dry_run: bool, act: bool) -> list[str]:
     system). Returns what was (or would be) done, for the user."""
     done = [f"{'would write' if dry_run else 'wrote'} {file.path}"]
     if dry_run:
-        return done + ["then: " + step for step in file.next_steps(True)]
+        # The whole file, between rulers: what would be installed, to read or to diff.
+        shown = [f"--- {file.path} ---", *file.content.rstrip("\n").splitlines(), "---"]
+        return done + shown + ["then: " + step for step in file.next_steps(True)]
     file.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.path.with_suffix(file.path.suffix + ".tmp")
     tmp.write_text(file.content)

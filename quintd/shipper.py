@@ -50,6 +50,9 @@ __all__ = [
 
 log = logging.getLogger("quintd.shipper")
 
+# While there is no token, how often the log says so (the status says so always).
+TOKEN_NAG_INTERVAL_S = 600.0
+
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 10 * 1024 * 1024
 
@@ -183,18 +186,21 @@ class Shipper(threading.Thread):
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> None:
-        if self._client is None:
-            log.warning(
-                "delivery waits for a token: set cloud.token, cloud.token_file "
-                "or QUINTD_TOKEN; events stay queued"
-            )
+        next_nag = 0.0  # when to say again that there is no token
         while not self._stopping.is_set():
-            wait: float | None = self._next_attempt - time.monotonic()
+            now = time.monotonic()
+            if self._client is None and now >= next_nag:
+                self._nag_for_token()
+                next_nag = now + TOKEN_NAG_INTERVAL_S
+            wait: float | None = self._next_attempt - now
             if wait is not None and wait <= 0:
                 # Nothing queued (or nothing to send it with): sleep until the main loop
-                # stores an event, a reload or a requeue; no timer wakes an idle daemon.
-                idle = self._drained or self._client is None
-                wait = None if idle else self.settings.flush_interval
+                # stores an event, a reload or a requeue; no timer wakes an idle daemon
+                # (but the reminder that there is no token).
+                if self._client is None:
+                    wait = max(next_nag - now, 0.0)
+                else:
+                    wait = None if self._drained else self.settings.flush_interval
             self._wake.wait(wait)
             self._wake.clear()
             if self._stopping.is_set():
@@ -204,6 +210,17 @@ class Shipper(threading.Thread):
                 self._guarded_flush(deadline=None)
         if self._next_attempt <= time.monotonic():
             self._guarded_flush(deadline=self._drain_deadline)
+
+    def _nag_for_token(self) -> None:
+        try:
+            queued = f"{self._store.stats().depth} event(s) queued"
+        except Exception:  # the reminder must not fail on a busy database
+            queued = "events stay queued"
+        log.warning(
+            "not sending: no token; set cloud.token_file (or cloud.token, or QUINTD_TOKEN), "
+            "then reload; %s",
+            queued,
+        )
 
     def _guarded_flush(self, deadline: float | None) -> None:
         """Flush; whatever goes wrong here (a locked or full database, a client bug) is

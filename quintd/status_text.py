@@ -38,7 +38,13 @@ def duration(seconds: float) -> str:
 def render_status(s: StatusReport) -> str:
     queue = s.queue
     delivery = s.delivery
-    lines = [
+    lines = []
+    if not s.token_set or delivery.waiting_for_token:
+        lines.append(
+            "NOT SENDING: no token; set cloud.token_file (or cloud.token, or QUINTD_TOKEN "
+            "in the service's environment), then reload; events wait in the queue"
+        )
+    lines += [
         f"quintd {cell(s.version)} running: pid {s.pid}, up {duration(s.uptime_s)}",
         f"config:      {cell(s.config_file or 'built-in defaults', 4096)}",
         f"endpoint:    {cell(s.endpoint, 4096)}",
@@ -82,14 +88,17 @@ def render_status(s: StatusReport) -> str:
     sessions = s.sessions
     lines.append(f"sessions:    {len(sessions)}")
     if sessions:
-        rows = [["SESSION", "PLATFORM", "PID", "STATE", "NAME", "PARENT"]]
-        for sess in sessions:
+        rows = [["SESSION", "PLATFORM", "PID", "STATE", "IN STATE", "NAME", "PARENT"]]
+        # Working first, then waiting; the oldest first within each.
+        order = {"active": 0, "idle": 1}
+        for sess in sorted(sessions, key=lambda x: (order.get(x.state, 2), x.started_at)):
             rows.append(
                 [
                     cell(sess.session_id),
                     cell(sess.platform),
                     str(sess.pid),
                     cell(sess.state),
+                    duration(sess.in_state_s),
                     cell(sess.session_name, 60),
                     cell(sess.parent_id),
                 ]

@@ -28,3 +28,14 @@ def test_mypy_strict() -> None:
 def test_ruff() -> None:
     result = _run("ruff", "check", "quintd", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set up\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0].strip() for b in setup.split("```sh\n")[1:]]
+    assert len(blocks) == 2, "two commands: install and run, test"
+    install, test = blocks
+    assert "quintd run" in install and "pytest" in test
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert ci[-1] == test

@@ -356,3 +356,25 @@ def test_the_syscall_filter_allows_exit_notification_and_file_watching() -> None
     assert allowed, "no SystemCallFilter= in the unit"
     needed = {"pidfd_open", "ppoll", "poll", "pipe2", "inotify_init1", "inotify_add_watch"}
     assert needed <= allowed - denied, needed - (allowed - denied)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_readmes_metrics_timer_passes_systemd_analyze(tmp_path: Path) -> None:
+    """The node_exporter textfile units the README gives, as written there."""
+    text = (ROOT / "README.md").read_text()
+    units = {}
+    for block in text.split("```ini\n")[1:]:
+        body = block.split("```", 1)[0]
+        first = body.splitlines()[0]
+        if first.startswith("# /etc/systemd/system/quintd-metrics."):
+            units[first.rsplit("/", 1)[1]] = body
+    assert set(units) == {"quintd-metrics.service", "quintd-metrics.timer"}
+    for name, body in units.items():
+        (tmp_path / name).write_text(body)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(tmp_path / name) for name in units)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
