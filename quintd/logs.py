@@ -82,11 +82,17 @@ _secrets: list[str] = []
 def scrub(line: str) -> str:
     """Replace every registered secret, also in its JSON-escaped spelling."""
     for secret in _secrets:
-        line = line.replace(secret, REDACTED)
-        escaped = json.dumps(secret)[1:-1]
-        if escaped != secret:
-            line = line.replace(escaped, REDACTED)
+        line = redact(line, secret)
     return line
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret``, also in its JSON-escaped spelling."""
+    if not secret:
+        return text
+    text = text.replace(secret, REDACTED)
+    escaped = json.dumps(secret)[1:-1]
+    return text.replace(escaped, REDACTED) if escaped != secret else text
 
 
 class ScrubbingText(TextFormatter):

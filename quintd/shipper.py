@@ -34,6 +34,7 @@ from quintd.delivery_policy import (
     pipeline_outcome,
 )
 from quintd.http_client import IngestClient, TransportError
+from quintd.logs import redact
 from quintd.model import INGEST_PATH, batch_body, format_timestamp
 from quintd.settings import DeliverySettings
 from quintd.store import QueuedEvent, Store
@@ -193,14 +194,13 @@ class Shipper(threading.Thread):
                 self._nag_for_token()
                 next_nag = now + TOKEN_NAG_INTERVAL_S
             wait: float | None = self._next_attempt - now
-            if wait is not None and wait <= 0:
-                # Nothing queued (or nothing to send it with): sleep until the main loop
-                # stores an event, a reload or a requeue; no timer wakes an idle daemon
-                # (but the reminder that there is no token).
-                if self._client is None:
-                    wait = max(next_nag - now, 0.0)
-                else:
-                    wait = None if self._drained else self.settings.flush_interval
+            if self._client is None:
+                # Nothing to send with: sleep until a reload (or the next reminder).
+                wait = max(next_nag - now, 0.0)
+            elif wait is not None and wait <= 0:
+                # Nothing queued: sleep until the main loop stores an event, a reload or a
+                # requeue; no timer wakes an idle daemon.
+                wait = None if self._drained else self.settings.flush_interval
             self._wake.wait(wait)
             self._wake.clear()
             if self._stopping.is_set():
@@ -341,7 +341,9 @@ class Shipper(threading.Thread):
             return classify(Failure(str(exc)), events=events, now=time.time())
         answer = Answer(
             status=reply.status,
-            reason=" ".join(reply.reason.split())[:500],
+            # A server may echo the request, Authorization included: the reason goes to
+            # the log, the dead-letter table and `queue list`, never the token.
+            reason=redact(" ".join(reply.reason.split()), self.settings.token)[:500],
             retry_after=reply.retry_after,
         )
         return classify(answer, events=events, now=time.time())
@@ -374,6 +376,12 @@ class Shipper(threading.Thread):
                 half = len(s.events) // 2
                 for part in (s.events[:half], s.events[half:]):
                     halves.append((part, self._store.rekey(e.seq for e in part)))
+        failed = [e.seq for s in sent if s.outcome.halts for e in s.events]
+        if failed:
+            try:
+                self._store.record_attempt(failed)  # how often each was tried, kept on disk
+            except Exception as exc:  # a full disk: the count is the least of it
+                log.debug("delivery: attempts not recorded: %s", exc)
         halting = pipeline_outcome(s.outcome for s in sent)
         if not recorded:
             pass  # the pipeline waits already (a local failure, as a remote one would)

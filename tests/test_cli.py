@@ -52,10 +52,11 @@ def test_scan_json_lists_fake_agent(agents: Agents, short_tmp: Path) -> None:
 
 def test_status_without_daemon_exits_3(short_tmp: Path) -> None:
     config = write_config(short_tmp)
-    for args in (["status"], ["status", "--json"]):
-        result = run_cli(*args, "--config", str(config))
-        assert result.returncode == 3
-        assert "not running" in result.stderr
+    result = run_cli("status", "--config", str(config))
+    assert result.returncode == 3
+    assert "not running" in result.stderr
+    as_json = run_cli("status", "--json", "--config", str(config))  # JSON, on stdout
+    assert as_json.returncode == 3 and '"running": false' in as_json.stdout
 
 
 def test_scan_finds_a_platform_added_in_config(agents: Agents, short_tmp: Path) -> None:

@@ -70,7 +70,8 @@ def test_fault(store: Store, case: Case) -> None:
         store.apply([event(1), event(1, "idle"), event(1, "ended")])
         queued = {(q.state): q.event_id for q in store.peek(10)}
         started = time.monotonic()
-        shipper = start_shipper(store, server.url, timeout=1.0)
+        # No jitter: every wait is the least the policy allows (a Retry-After exactly).
+        shipper = start_shipper(store, server.url, timeout=1.0, rand=lambda: 0.0)
         try:
             wait_until(lambda: store.stats().depth == 0, timeout=30, what="queue drained")
         finally:

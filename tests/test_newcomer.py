@@ -72,6 +72,8 @@ def test_the_log_says_again_and_again_that_there_is_no_token(
     store = Store(tmp_path / "q.db")
     shipper = Shipper(store, DeliverySettings(endpoint="http://127.0.0.1:9", token=None))
     caplog.set_level(logging.WARNING, logger="quintd.shipper")
+    # Seen here whatever another test did to the "quintd" logger's propagation.
+    logging.getLogger("quintd.shipper").addHandler(caplog.handler)
     shipper.start()
     try:
         wait_until(
@@ -80,6 +82,7 @@ def test_the_log_says_again_and_again_that_there_is_no_token(
         )
         assert all("0 event(s) queued" in r.message for r in caplog.records)
     finally:
+        logging.getLogger("quintd.shipper").removeHandler(caplog.handler)
         shipper.stop(0.5)
         store.close()
 

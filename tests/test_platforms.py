@@ -87,6 +87,19 @@ def test_every_signature_matches_its_own_names_and_nothing_else_does(platform) -
             BUILTIN_PLATFORMS, name="node", exe="/usr/bin/node", argv=["node", script]
         )
         assert match is not None and match.platform == platform.id
+    # ... and nothing else does: no other signature, alone, claims its names or scripts
+    # (not just one that the table's order happens to put after it).
+    others = [p for p in BUILTIN_PLATFORMS if p.id != platform.id]
+    for other in others:
+        for agent_name in platform.names:
+            stray = match_process(
+                [other], name=agent_name, exe=f"/opt/x/{agent_name}", argv=[agent_name]
+            )
+            assert stray is None, f"{other.id} also claims {agent_name!r}"
+        for fragment in platform.script_fragments:
+            script = f"/usr/lib/node_modules{fragment}dist/main.js"
+            stray = match_process([other], name="node", exe="/usr/bin/node", argv=["node", script])
+            assert stray is None, f"{other.id} also claims {script!r}"
 
 
 @pytest.mark.parametrize(

@@ -213,3 +213,35 @@ def test_a_new_token_is_used_at_once_and_never_logged(short_tmp: Path, agents: A
             daemon.terminate()
         assert new_token not in daemon.log
         assert TOKEN not in daemon.log
+
+
+def test_the_token_is_a_secret_from_start_and_after_a_reload(
+    short_tmp: Path, agents: Agents
+) -> None:
+    """The server echoes the request, Authorization header included, in its error bodies,
+    and the daemon logs error bodies: only the redaction keeps the token out of the log,
+    the one it started with and the one a reload brought."""
+    rotated = "qt_deploy_rotated_" + os.urandom(6).hex()
+    with IngestServer(token=TOKEN) as server:
+        config = write(short_tmp, {"cloud": {"endpoint": f'"{server.url}"'}})
+        daemon = DaemonProcess(config).start()
+        try:
+            daemon.wait_ready()
+            server.fail_next(500)
+            agents.binary("amp")
+            server.wait_for(lambda evs: len(evs) == 1, what="the first session, after a 500")
+            assert f"Bearer {TOKEN}" not in daemon.log
+            assert "Bearer <redacted>" in daemon.log  # the echo was logged, redacted
+            server.token = rotated
+            write(short_tmp, {"cloud": {"endpoint": f'"{server.url}"', "token": f'"{rotated}"'}})
+            before = daemon.log.count("Bearer <redacted>")
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: (s := daemon.status()) and s["reloads"] == 1, what="the reload")
+            server.fail_next(500)
+            agents.binary("amp", "601")
+            server.wait_for(lambda evs: len(evs) == 2, what="the second session, after a 500")
+            assert daemon.log.count("Bearer <redacted>") > before
+        finally:
+            daemon.terminate()
+        assert rotated not in daemon.log and TOKEN not in daemon.log

@@ -10,14 +10,12 @@ import textwrap
 from pathlib import Path
 
 import psutil
-import pytest
-from conftest import SLEEP, Agents, wait_until
+from conftest import SLEEP, Agents, node_binary, wait_until
 
 from quintd.model import AgentProcess
 from quintd.scanner import Scanner
 
-NODE = shutil.which("node")
-needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
+NODE = node_binary()  # required: the system's, or the test extra's
 
 # A fake node package: optionally re-spawns itself (gemini-cli's relaunch) or starts a
 # native child (codex's wrapper), then idles.
@@ -129,7 +127,6 @@ def test_process_that_execs_into_agent_is_found(agents: Agents) -> None:
     assert agent.pid == proc.pid and agent.platform == "claude-code"
 
 
-@needs_node
 def test_node_hosted_claude_code(agents: Agents) -> None:
     script = _package(agents.root, "@anthropic-ai/claude-code/cli.js")
     proc = agents.spawn([str(NODE), str(script)])
@@ -137,7 +134,6 @@ def test_node_hosted_claude_code(agents: Agents) -> None:
     assert (agent.platform, agent.matched_by) == ("claude-code", "script")
 
 
-@needs_node
 def test_gemini_relaunched_child_counts_once(agents: Agents) -> None:
     script = _package(agents.root, "@google/gemini-cli/dist/index.js")
     env = dict(os.environ, FAKE_RELAUNCH="1")
@@ -149,7 +145,6 @@ def test_gemini_relaunched_child_counts_once(agents: Agents) -> None:
     assert [(a.pid, a.platform) for a in found] == [(proc.pid, "gemini-cli")]
 
 
-@needs_node
 def test_codex_wrapper_and_native_child_count_once(agents: Agents) -> None:
     native = agents.root / "node_modules/@openai/codex/vendor/x86_64-unknown-linux-musl/bin/codex"
     native.parent.mkdir(parents=True)
@@ -165,7 +160,6 @@ def test_codex_wrapper_and_native_child_count_once(agents: Agents) -> None:
     assert [(a.pid, a.platform, a.matched_by) for a in found] == [(proc.pid, "codex", "script")]
 
 
-@needs_node
 def test_agent_started_by_another_agent_is_its_own_with_parent(agents: Agents) -> None:
     claude = agents.root / "bin" / "claude"
     claude.parent.mkdir()
@@ -271,7 +265,6 @@ def test_python_hosted_aider(agents: Agents) -> None:
         fh.write("x")
 
 
-@needs_node
 def test_codex_app_server_children_belong_to_codex(agents: Agents) -> None:
     native = agents.root / "node_modules/@openai/codex/vendor/x86_64-unknown-linux-musl/bin/codex"
     native.parent.mkdir(parents=True)

@@ -347,7 +347,12 @@ def test_lifecycle_invariants(steps: list, idle_after: float) -> None:
             assert e.timestamp == T0 + timedelta(seconds=clock.t)
         events += new
         for e in new:
-            quiet_since.setdefault(e.session_id, clock.t)
+            # The last time each session was announced working: it may turn idle only
+            # idle_after seconds of quiet later.
+            if e.state == "active" and e.kind in ("start", "transition"):
+                quiet_since[e.session_id] = clock.t
+            elif e.state == "idle" and e.kind == "transition":
+                assert clock.t - quiet_since[e.session_id] >= idle_after, (e, quiet_since)
     by_session: dict[str, list[LifecycleEvent]] = {}
     for e in events:
         by_session.setdefault(e.session_id, []).append(e)

@@ -10,14 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SLEEP, Agents, wait_until
+from conftest import DEBIAN_LIKE, SLEEP, Agents, required_tool, wait_until
 
 from quintd.scanner import Scanner
 from quintd.settings import ScannerSettings
 from quintd.signing import SigningInfo, SigningResolver
 from quintd.signing.linux import linux_info, package_owner, parse_dpkg_search
-
-HAS_DPKG = shutil.which("dpkg-query") is not None
 
 
 def test_unowned_file_is_identified_by_sha256(tmp_path: Path) -> None:
@@ -28,8 +26,9 @@ def test_unowned_file_is_identified_by_sha256(tmp_path: Path) -> None:
     assert info.signing_id == "sha256:" + hashlib.sha256(exe.read_bytes()).hexdigest()
 
 
-@pytest.mark.skipif(not HAS_DPKG, reason="not a dpkg system")
+@pytest.mark.skipif(not DEBIAN_LIKE, reason="not a Debian-like system (README: Set up)")
 def test_package_owned_binary_reports_its_package() -> None:
+    required_tool("dpkg-query")
     sleep = os.path.realpath(SLEEP)
     info = linux_info(sleep)
     assert info.source == "deb"
