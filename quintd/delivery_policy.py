@@ -158,9 +158,9 @@ class Backoff:
         self._through = False  # requests went through since the last wait
 
     def reset(self) -> None:
-        """A round went through: the next failure starts from the bottom again."""
+        """A round went through: the next failure starts from the bottom again (and the
+        next refusal is one right after requests went through)."""
         self.failures = 0
-        self.refusals = 0
         self._through = True
 
     def wait_after(self, outcome: Outcome, went_through: int = 0) -> float:

@@ -115,6 +115,7 @@ class IngestServer:
         self.events: list[Received] = []
         self.violations: list[str] = []
         self.requests = 0
+        self.request_sizes: list[int] = []  # bytes of each request's body
         self._faults: list[Fault] = []
         self._fault_source: Callable[[], Fault | None] | None = None
         self._lock = threading.Lock()
@@ -217,6 +218,7 @@ class IngestServer:
                     return
                 with server._lock:
                     server.requests += 1
+                    server.request_sizes.append(len(raw))
                     fault = server._faults.pop(0) if server._faults else None
                     if fault is None and server._fault_source is not None:
                         fault = server._fault_source()

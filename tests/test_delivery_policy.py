@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import time
 
 import pytest
 
@@ -18,6 +19,7 @@ from quintd.delivery_policy import (
     Outcome,
     SendWindow,
     classify,
+    parse_retry_after,
     pipeline_outcome,
 )
 
@@ -181,3 +183,55 @@ def test_send_window_starts_small_and_doubles() -> None:
     window.halted()
     assert window.size() == 1
     assert SendWindow(0).size() == 1
+
+
+def test_retry_after_edge_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Far from UTC: a date read as local time instead of UTC would be hours off.
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    now = 1_800_000_000.0
+    assert parse_retry_after(" 5 ", now) == 5.0  # spaces around
+    past = email.utils.formatdate(now - 60, usegmt=True)
+    assert parse_retry_after(past, now) == 0.0  # a date gone by: at once, never negative
+    # "-0000" (a date with no zone information) is read as UTC.
+    naive = email.utils.formatdate(now + 30, usegmt=True).replace("GMT", "-0000")
+    try:
+        assert parse_retry_after(naive, now) == pytest.approx(30.0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_3xx_is_not_a_delivery_and_a_bare_401_says_its_status() -> None:
+    assert classify(Answer(300), events=1, now=0).action is Action.BACKOFF
+    assert classify(Answer(299), events=1, now=0).action is Action.DELIVERED
+    refused = classify(Answer(401, ""), events=1, now=0)
+    assert refused.action is Action.AUTH_PAUSE and refused.reason.endswith("token refused: 401")
+
+
+def test_pipeline_outcome_ranks_by_kind_before_length() -> None:
+    pause = Outcome(Action.AUTH_PAUSE, "401", 401, wait=900.0)
+    long_wait = Outcome(Action.RETRY_AFTER, "429", 429, wait=3600.0)
+    assert pipeline_outcome([long_wait, pause]) is pause  # a refused token over any wait
+    failed = Outcome(Action.BACKOFF, "500", 500)
+    at_once = Outcome(Action.RETRY_AFTER, "429", 429, wait=0.0)
+    assert pipeline_outcome([failed, at_once]) is at_once  # a Retry-After over a failure
+
+
+def test_one_request_through_is_enough_to_wait_out_a_429_exactly() -> None:
+    refused = Outcome(Action.RETRY_AFTER, "429", status=429, wait=1.0)
+    backoff = Backoff(rand=lambda: 1.0)
+    assert backoff.wait_after(refused, went_through=1) == 1.0
+    # Refused twice with nothing through: the spread grew; then a round with requests
+    # through and a refusal: exact; the next refusal without starts the range over.
+    backoff.wait_after(refused)
+    assert backoff.wait_after(refused) == 1.0 + 2 * REFUSED_SPREAD_S
+    assert backoff.wait_after(refused, went_through=2) == 1.0
+    assert backoff.wait_after(refused) == 1.0 + REFUSED_SPREAD_S
+
+
+def test_send_window_of_one_stays_one() -> None:
+    for limit in (0, 1):
+        window = SendWindow(limit)
+        window.went_through()
+        assert window.size() == 1

@@ -31,12 +31,13 @@ def sid(n: int) -> str:
     return SID[:-4] + f"{n:04x}"
 
 
-def event(n: int = 0, state: str = "active") -> LifecycleEvent:
+def event(n: int = 0, state: str = "active", name: str | None = None) -> LifecycleEvent:
     return LifecycleEvent(
         session_id=sid(n),
         state=state,
         timestamp=T0,  # type: ignore[arg-type]
         platform="codex",
+        session_name=name,
     )
 
 

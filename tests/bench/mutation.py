@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Mutation testing of the core modules: does the suite fail when the code is wrong?
+
+For each module, every mutation point of a small set of operators is found in its syntax
+tree; each mutant (one change) is written into a private copy of the checkout, and the
+module's tests run against it. A mutant is killed when the tests fail (or hang past the
+limit), and survives when they pass. Prints the score per module and every survivor, with
+its line, so that each one is either killed by a new test or explained as equivalent.
+
+Operators: comparisons (< <=, > >=, == !=, in / not in, is / is not), and/or, dropping a
+`not`, True/False, a number n -> n+1 (and 0 -> 1), + and -, * and /, a statement
+(assignment, augmented assignment, call, return value) replaced by `pass` / `return None`.
+No dependency: the standard library's ast module does the work.
+
+Run: python3 tests/bench/mutation.py [--modules tracker,delivery_policy,store]
+     [--max 200] [--jobs 2] [--timeout 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+# module -> the tests that guard it (the fast ones: a mutant is judged in seconds)
+TARGETS: dict[str, list[str]] = {
+    "tracker": [
+        "tests/test_sessions.py",
+        "tests/test_codex_replay.py",
+        "tests/test_gemini_replay.py",
+    ],
+    "delivery_policy": ["tests/test_delivery_policy.py"],
+    "store": ["tests/test_store.py", "tests/test_queue.py"],
+    "sources/claude_code": ["tests/test_claude_code.py"],
+    "sources/codex": ["tests/test_codex_replay.py", "tests/test_rollouts.py"],
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str
+    index: int  # the mutation point's number in the module
+    line: int
+    what: str
+
+
+class _Points(ast.NodeTransformer):
+    """Walks a module; with ``target`` None it only counts (and describes) the points,
+    else it applies the target-th mutation."""
+
+    def __init__(self, target: int | None = None) -> None:
+        self.target = target
+        self.count = 0
+        self.found: list[tuple[int, str]] = []
+        self.applied = False
+
+    def _point(self, node: ast.AST, what: str) -> bool:
+        index = self.count
+        self.count += 1
+        self.found.append((getattr(node, "lineno", 0), what))
+        return index == self.target
+
+    # comparisons
+    _SWAP: ClassVar[dict[type[ast.cmpop], type[ast.cmpop]]] = {
+        ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
+        ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
+        ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+    }  # fmt: skip
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        for i, op in enumerate(node.ops):
+            swap = self._SWAP.get(type(op))
+            if swap is not None and self._point(node, f"{type(op).__name__} -> {swap.__name__}"):
+                node.ops[i] = swap()
+                self.applied = True
+        return node
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
+        self.generic_visit(node)
+        other = ast.Or if isinstance(node.op, ast.And) else ast.And
+        if self._point(node, f"{type(node.op).__name__} -> {other.__name__}"):
+            node.op = other()
+            self.applied = True
+        return node
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not) and self._point(node, "drop not"):
+            self.applied = True
+            return node.operand
+        return node
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        value = node.value
+        if isinstance(value, bool):
+            if self._point(node, f"{value} -> {not value}"):
+                self.applied = True
+                return ast.copy_location(ast.Constant(not value), node)
+        elif isinstance(value, int | float) and self._point(node, f"{value!r} -> {value + 1!r}"):
+            self.applied = True
+            return ast.copy_location(ast.Constant(value + 1), node)
+        return node
+
+    _ARITH: ClassVar[dict[type[ast.operator], type[ast.operator]]] = {
+        ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
+    }  # fmt: skip
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        swap = self._ARITH.get(type(node.op))
+        if (
+            swap is not None
+            and not _is_string_op(node)
+            and self._point(node, f"{type(node.op).__name__} -> {swap.__name__}")
+        ):
+            node.op = swap()
+            self.applied = True
+        return node
+
+    def _statement(self, node: ast.stmt, what: str) -> ast.AST:
+        self.generic_visit(node)
+        if self._point(node, what):
+            self.applied = True
+            return ast.copy_location(ast.Pass(), node)
+        return node
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        return self._statement(node, "drop assignment")
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
+        return self._statement(node, "drop augmented assignment")
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST:
+        if isinstance(node.value, ast.Constant):  # a docstring
+            return node
+        return self._statement(node, "drop call")
+
+    def visit_Return(self, node: ast.Return) -> ast.AST:
+        self.generic_visit(node)
+        returns_something = node.value is not None and not (
+            isinstance(node.value, ast.Constant) and node.value.value is None
+        )
+        if returns_something and self._point(node, "return None"):
+            self.applied = True
+            return ast.copy_location(ast.Return(ast.Constant(None)), node)
+        return node
+
+    # Behaviour lives in functions: module and class constants (limits, defaults) are
+    # settings, not logic, and annotations are not run.
+    def visit_Module(self, node: ast.Module) -> ast.AST:
+        node.body = [self.visit(s) if _is_def(s) else s for s in node.body]
+        return node
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+        node.body = [self.visit(s) if _is_def(s) else s for s in node.body]
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        node.body = [self.visit(s) for s in node.body]
+        return node
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        if node.value is not None:
+            node.value = self.visit(node.value)
+        return node
+
+
+def _is_def(node: ast.stmt) -> bool:
+    return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+
+
+def _is_string_op(node: ast.BinOp) -> bool:
+    return any(
+        (isinstance(side, ast.Constant) and isinstance(side.value, str))
+        or isinstance(side, ast.JoinedStr)
+        for side in (node.left, node.right)
+    )
+
+
+def _is_log_call(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Attribute)
+        and isinstance(node.value.func.value, ast.Name)
+        and node.value.func.value.id == "log"
+    )
+
+
+def mutants(module: str) -> tuple[str, list[Mutant]]:
+    path = ROOT / "quintd" / f"{module}.py"
+    source = path.read_text()
+    tree = ast.parse(source)
+    points = _Points()
+    _walk_without_logs(points, tree)
+    found = [Mutant(module, i, line, what) for i, (line, what) in enumerate(points.found)]
+    return source, found
+
+
+def _walk_without_logs(points: _Points, tree: ast.Module) -> ast.Module:
+    """Visit the module, skipping log calls and the TYPE_CHECKING / __all__ blocks."""
+    for node in ast.walk(tree):
+        for field_name, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                setattr(node, field_name, [_Skip(v) if _is_log_call(v) else v for v in value])
+    result = points.visit(tree)
+    for node in ast.walk(result):
+        for field_name, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                setattr(node, field_name, [v.node if isinstance(v, _Skip) else v for v in value])
+    return result
+
+
+class _Skip(ast.stmt):
+    """A statement the walker passes over untouched."""
+
+    _fields = ()
+
+    def __init__(self, node: ast.AST) -> None:
+        super().__init__()
+        self.node = node
+        self.lineno = getattr(node, "lineno", 0)
+
+
+def mutated_source(source: str, index: int) -> str:
+    tree = ast.parse(source)
+    points = _Points(target=index)
+    tree = _walk_without_logs(points, tree)
+    assert points.applied, index
+    ast.fix_missing_locations(tree)
+    return ast.unparse(tree)
+
+
+def run_tests(workdir: Path, tests: list[str], timeout: float) -> str:
+    """'killed', 'survived' or 'timeout' (counted as killed)."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(workdir),
+        QUINTD_FIXTURES=str(FIXTURES),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        result = subprocess.run(
+            cmd, cwd=workdir, env=env, capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return "survived" if result.returncode == 0 else "killed"
+
+
+def checkouts(count: int) -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="quintd-mutation-"))
+    ignore = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*_cache")
+    for i in range(count):
+        shutil.copytree(ROOT, base / f"w{i}", ignore=ignore)
+        yield base / f"w{i}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", default="tracker,delivery_policy,store")
+    parser.add_argument("--max", type=int, default=200, help="mutants per module (sampled)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    workers = list(checkouts(args.jobs))
+    free = list(workers)
+    report: list[tuple[str, int, int, int, list[Mutant]]] = []
+    started = time.monotonic()
+    for module in args.modules.split(","):
+        source, found = mutants(module)
+        chosen = found
+        if len(found) > args.max:
+            chosen = sorted(random.Random(args.seed).sample(found, args.max), key=lambda m: m.index)
+        tests = TARGETS[module]
+        baseline = run_tests(workers[0], tests, args.timeout)
+        if baseline != "survived":
+            print(f"{module}: its tests fail unmutated; fix them first", file=sys.stderr)
+            return 1
+
+        def judge(mutant: Mutant, source: str = source, tests: list[str] = tests) -> str:
+            workdir = free.pop()
+            target = workdir / "quintd" / f"{mutant.module}.py"
+            try:
+                target.write_text(mutated_source(source, mutant.index))
+                return run_tests(workdir, tests, args.timeout)
+            finally:
+                target.write_text(source)
+                free.append(workdir)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            verdicts = list(pool.map(judge, chosen))
+        survivors = [m for m, v in zip(chosen, verdicts, strict=True) if v == "survived"]
+        timeouts = sum(1 for v in verdicts if v == "timeout")
+        report.append((module, len(found), len(chosen), timeouts, survivors))
+        print(f"{module}: {len(chosen) - len(survivors)}/{len(chosen)} killed", flush=True)
+    print()
+    print(f"{'module':24}{'points':>8}{'mutants':>9}{'killed':>8}{'score':>8}{'timeouts':>10}")
+    for module, points, tried, timeouts, survivors in report:
+        killed = tried - len(survivors)
+        score = f"{100 * killed / max(tried, 1):.0f}%"
+        print(f"{module:24}{points:>8}{tried:>9}{killed:>8}{score:>8}{timeouts:>10}")
+    print(f"\n({time.monotonic() - started:.0f} s)")
+    for module, _, _, _, survivors in report:
+        if survivors:
+            print(f"\nsurvivors in quintd/{module}.py:")
+            for m in survivors:
+                print(f"  line {m.line}: {m.what}")
+    shutil.rmtree(workers[0].parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
