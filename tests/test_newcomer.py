@@ -275,11 +275,13 @@ def test_status_watch_redraws_until_ctrl_c(short_tmp: Path, agents: Agents) -> N
 def test_status_in_the_prometheus_text_format(short_tmp: Path, agents: Agents) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    agents.binary("amp")
-    agents.binary("amp")
+    ours = {agents.binary("amp").pid, agents.binary("amp").pid}
     daemon = running(short_tmp, token=None, endpoint="http://127.0.0.1:9")
     try:
-        wait_until(lambda: len((daemon.status() or {}).get("sessions", [])) == 2, what="sessions")
+        wait_until(
+            lambda: ours <= {x["pid"] for x in (daemon.status() or {}).get("sessions", [])},
+            what="our two sessions",
+        )
         result = daemon.cli("status", "--format", "prometheus")
     finally:
         daemon.terminate()
@@ -290,7 +292,8 @@ def test_status_in_the_prometheus_text_format(short_tmp: Path, agents: Agents) -
         for family in families.values()
         for s in family.samples
     }
-    assert samples[("quintd_sessions", (("platform", "amp"), ("state", "active")))] == 2
+    # Ours, and any other Amp running on this machine meanwhile.
+    assert samples[("quintd_sessions", (("platform", "amp"), ("state", "active")))] >= 2
     assert samples[("quintd_up", ())] == 1
     assert samples[("quintd_delivery_waiting_for_token", ())] == 1
     assert samples[("quintd_queue_events", ())] >= 2  # their `active`, waiting for a token
