@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from quintd import delivery_policy
 from quintd.config import QueueConfig
 from quintd.delivery_policy import (
     Action,
@@ -130,7 +131,10 @@ def simulate(
     reboot_backlog: int,
     start_jitter: float,
     in_flight: int,
+    before: bool = False,
 ) -> Result:
+    """``before``: the policy as it was before this benchmark tuned it (no slow start, no
+    spread of repeated refusals, no start-up jitter), for comparison."""
     rng = random.Random(seed)
     service = Service(limit)
     service.down = outage
@@ -173,7 +177,8 @@ def simulate(
             _schedule(heap, d, i, d.next_at)
             continue
         # One RTT of the round: up to one request per session in flight at once.
-        count = min(d.window.size(), SESSIONS, in_flight, queued)
+        window = in_flight if before else d.window.size()
+        count = min(window, SESSIONS, in_flight, queued)
         outcomes: list[Outcome] = []
         for _ in range(count):
             answer = service.answer(t)
@@ -216,12 +221,41 @@ def _schedule(heap: list[tuple[float, int]], d: Daemon, i: int, at: float) -> No
         heapq.heappush(heap, (at, i))
 
 
+def run_scenarios(common: dict[str, float], *, before: bool) -> list[Result]:
+    label = " (before)" if before else ""
+    saved = delivery_policy.REFUSED_SPREAD_S
+    if before:
+        delivery_policy.REFUSED_SPREAD_S = 0.0  # a refusal waited out exactly, always
+    try:
+        return [
+            simulate(
+                "1 h outage, then recovery" + label,
+                outage=(60.0, 3660.0),
+                reboot_backlog=0,
+                before=before,
+                **common,  # type: ignore[arg-type]
+            ),
+            simulate(
+                "fleet-wide reboot, same second" + label,
+                outage=None,
+                reboot_backlog=REBOOT_BACKLOG,
+                before=before,
+                **common,  # type: ignore[arg-type]
+            ),
+        ]
+    finally:
+        delivery_policy.REFUSED_SPREAD_S = saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--daemons", type=int, default=10_000)
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--start-jitter", type=float, default=QueueConfig.start_jitter)
+    parser.add_argument(
+        "--before", action="store_true", help="also the policy before tuning, for comparison"
+    )
     args = parser.parse_args()
     defaults = QueueConfig()
     common = dict(
@@ -231,31 +265,20 @@ def main() -> int:
         start_jitter=args.start_jitter,
         in_flight=defaults.in_flight,
     )
-    results = [
-        simulate(
-            "1 h outage, then recovery",
-            outage=(60.0, 3660.0),
-            reboot_backlog=0,
-            **common,  # type: ignore[arg-type]
-        ),
-        simulate(
-            "fleet-wide reboot, same second",
-            outage=None,
-            reboot_backlog=REBOOT_BACKLOG,
-            **common,  # type: ignore[arg-type]
-        ),
-    ]
+    results = run_scenarios(common, before=False)
+    if args.before:
+        results += run_scenarios(dict(common, start_jitter=0.0), before=True)
     print(
         f"{args.daemons} daemons, limit {args.limit} requests/s for the organisation, "
         f"start_jitter {args.start_jitter:g} s, in_flight {defaults.in_flight}, "
         f"RTT {RTT_S * 1000:.0f} ms, one event per request"
     )
     print()
-    header = f"{'scenario':34}{'drain s':>9}{'accepted/limit':>16}{'429 share':>11}"
+    header = f"{'scenario':43}{'drain s':>9}{'accepted/limit':>16}{'429 share':>11}"
     print(header + f"{'max wave/s':>12}{'requests':>10}")
     for r in results:
         print(
-            f"{r.name:34}{r.drain_s:>9.0f}{r.accepted_share:>15.0%} {r.limited_share:>10.1%}"
+            f"{r.name:43}{r.drain_s:>9.0f}{r.accepted_share:>15.0%} {r.limited_share:>10.1%}"
             f"{r.max_wave:>12}{r.requests:>10}"
         )
     print()
