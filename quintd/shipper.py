@@ -34,7 +34,7 @@ from quintd.delivery_policy import (
     pipeline_outcome,
 )
 from quintd.http_client import IngestClient, TransportError
-from quintd.logs import redact
+from quintd.logs import scrub
 from quintd.model import INGEST_PATH, batch_body, format_timestamp
 from quintd.settings import DeliverySettings
 from quintd.store import QueuedEvent, Store
@@ -342,8 +342,10 @@ class Shipper(threading.Thread):
         answer = Answer(
             status=reply.status,
             # A server may echo the request, Authorization included: the reason goes to
-            # the log, the dead-letter table and `queue list`, never the token.
-            reason=redact(" ".join(reply.reason.split()), self.settings.token)[:500],
+            # the log, the dead-letter table and `queue list`, never a token. Scrubbed of
+            # every registered secret (the one place that knows them: registered when the
+            # config is loaded and on every reload).
+            reason=scrub(" ".join(reply.reason.split()))[:500],
             retry_after=reply.retry_after,
         )
         return classify(answer, events=events, now=time.time())

@@ -13,6 +13,7 @@ import pytest
 from conftest import TOKEN, wait_until
 from ingest_server import IngestServer
 
+from quintd.logs import register_secret
 from quintd.model import LifecycleEvent
 from quintd.shipper import (
     BACKOFF_CAP_S,
@@ -73,6 +74,7 @@ def start_shipper(
         batch_body=batch_body,
         start_jitter=0.0,
     )
+    register_secret(token)  # as `quintd run` does when it loads the config
     shipper = Shipper(store, settings, rand=rand)
     shipper.start()
     return shipper
