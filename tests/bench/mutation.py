@@ -40,6 +40,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 TARGETS: dict[str, list[str]] = {
     "tracker": [
         "tests/test_sessions.py",
+        "tests/test_tracker_rules.py",
         "tests/test_codex_replay.py",
         "tests/test_gemini_replay.py",
     ],
