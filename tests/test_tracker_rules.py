@@ -411,3 +411,38 @@ def test_state_since_moves_with_the_state_only() -> None:
     [update] = t.observe([proc()], {100: conv(name="Named")}).events
     assert update.kind == "update"
     assert t.sessions[0].state_since == 10  # still idle since then
+
+
+def test_each_event_names_its_own_process() -> None:
+    t = tracker(FakeClock())
+    changes = t.observe([proc(pid=7, start=1000.0), proc(pid=8, start=2000.0)])
+    assert sorted(changes.pids.values()) == [7, 8]
+    for event in changes.events:
+        [session] = [s for s in t.sessions if s.session_id == event.session_id]
+        assert changes.pids[event.session_id] == session.pid
+
+
+def test_a_conversation_resumed_in_a_new_process_across_a_restart_does_not_wait() -> None:
+    """Its session is known (by its conversation) even though the process is new: holding
+    it for its signing identity would end the conversation."""
+    clock = FakeClock()
+    first = tracker(clock)
+    first.observe([proc()], {100: conv()})
+    second = tracker(clock)
+    second.restore(first.sessions)
+    clock.advance(1)
+    moved = replace(proc(pid=200, start=1_700_000_100.0), signing_settled=False)
+    assert second.observe([moved], {200: conv()}).events == []
+    assert [(s.session_id, s.pid) for s in second.sessions] == [(native(uid=None), 200)]
+
+
+def test_a_new_conversation_in_a_new_process_waits_although_others_were_restored() -> None:
+    clock = FakeClock()
+    first = tracker(clock)
+    first.observe([proc()], {100: conv("c1")})
+    second = tracker(clock)
+    second.restore(first.sessions)
+    clock.advance(1)
+    new = replace(proc(pid=300, start=1_700_000_300.0), signing_settled=False)
+    events = second.observe([new], {300: conv("c9")}).events
+    assert [(e.session_id, e.state) for e in events] == [(native("c1", None), "ended")]
