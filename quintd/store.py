@@ -543,6 +543,8 @@ def signing_to_json(info: SigningInfo) -> str:
 def signing_from_json(text: str) -> SigningInfo | None:
     try:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            return None
         data["authorities"] = tuple(data.get("authorities") or ())
         return SigningInfo(**data)
     except (ValueError, TypeError):

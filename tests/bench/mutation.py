@@ -45,7 +45,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_gemini_replay.py",
     ],
     "delivery_policy": ["tests/test_delivery_policy.py"],
-    "store": ["tests/test_store.py", "tests/test_queue.py"],
+    "store": ["tests/test_store.py", "tests/test_queue.py", "tests/test_store_rules.py"],
     "sources/claude_code": ["tests/test_claude_code.py"],
     "sources/codex": ["tests/test_codex_replay.py", "tests/test_rollouts.py"],
 }
