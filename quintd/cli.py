@@ -229,6 +229,7 @@ def _status_despite(error: ConfigError, args: argparse.Namespace) -> int:
 
 def _watch(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     """The status, redrawn in place every second (like top) until Ctrl-C."""
+    import signal
     import time
 
     from quintd.control import request
@@ -237,6 +238,11 @@ def _watch(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
     if args.json or args.format != "text":
         raise QuintdError("--watch shows the text status; --json and --format are for one shot")
+    # Ctrl-C is waited for, not raised in the middle of a request or a write: where the
+    # OS can (sigtimedwait), SIGINT stays blocked and the pause between frames waits for it.
+    waits_for_sigint = hasattr(signal, "sigtimedwait")
+    if waits_for_sigint:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         while True:
             started = time.monotonic()
@@ -250,10 +256,18 @@ def _watch(loaded: LoadedConfig, args: argparse.Namespace) -> int:
             # Home, the frame, then clear what is left of the last one: no flicker.
             sys.stdout.write(f"\x1b[H{frame}\n\n{stamp}  (Ctrl-C to quit)\x1b[J")
             sys.stdout.flush()
-            time.sleep(max(1.0 - (time.monotonic() - started), 0.0))
+            pause = max(1.0 - (time.monotonic() - started), 0.0)
+            if not waits_for_sigint:
+                time.sleep(pause)
+            elif signal.sigtimedwait({signal.SIGINT}, pause) is not None:
+                break
     except KeyboardInterrupt:
-        sys.stdout.write("\n")
-        return EXIT_OK
+        pass
+    finally:
+        if waits_for_sigint:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    sys.stdout.write("\n")
+    return EXIT_OK
 
 
 def _not_running(exc: NotRunningError, args: argparse.Namespace, socket_path: Path) -> int:
