@@ -39,3 +39,27 @@ def test_ci_runs_exactly_the_readmes_test_command() -> None:
     assert "quintd run" in install and "pytest" in test
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
     assert ci[-1] == test
+
+
+def test_the_readme_names_every_status_field() -> None:
+    """`status --json`'s shape is defined once (quintd/protocol.py); the README lists it."""
+    import dataclasses
+
+    from quintd import protocol
+
+    readme = (ROOT / "README.md").read_text()
+    parts = [
+        protocol.StatusReport,
+        protocol.QueueReport,
+        protocol.DeliveryReport,
+        protocol.AgentStateReport,
+        protocol.ScanReport,
+        protocol.SettingsReport,
+    ]
+    missing = [
+        f"{part.__name__}.{field.name}"
+        for part in parts
+        for field in dataclasses.fields(part)
+        if f"`{field.name}`" not in readme
+    ]
+    assert missing == []
