@@ -43,6 +43,7 @@ class ControlServer:
         self._server: _Serving | None = None
         self._identity: tuple[int, int] | None = None  # (device, inode) of our socket
         self._foreign_logged = False
+        self._foreign: tuple[int, int] | None = None  # another process's live socket
         self.rebinds = 0
 
     def start(self) -> None:
@@ -86,9 +87,12 @@ class ControlServer:
             return
         except OSError:
             return
-        if (info.st_dev, info.st_ino) == self._identity:
-            return
+        found = (info.st_dev, info.st_ino)
+        if found in (self._identity, self._foreign):
+            return  # ours; or another process's live socket, said already
         if stat.S_ISSOCK(info.st_mode) and _answers(self.path):
+            # Remembered by identity: no probe each pass (a busy one could stall the loop).
+            self._foreign = found
             if not self._foreign_logged:
                 self._foreign_logged = True
                 log.error(
@@ -111,6 +115,7 @@ class ControlServer:
             return
         self.rebinds += 1
         self._foreign_logged = False
+        self._foreign = None
 
     def reconfigure(self, settings: ControlSettings) -> None:
         """The socket's path needs a restart (``paths.runtime_dir``): it stays."""
@@ -174,8 +179,12 @@ def _answers(path: Path) -> bool:
     try:
         probe.connect(str(path))
         return True
+    except ConnectionRefusedError:
+        return False  # nobody listens: a dead socket
     except OSError:
-        return False
+        # Busy (its queue full: a timeout, EAGAIN) or gone meanwhile: someone's live socket
+        # is not ours to take over (a deleted path is seen and bound again next check).
+        return True
     finally:
         probe.close()
 

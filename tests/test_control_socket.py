@@ -87,3 +87,32 @@ def test_a_file_put_in_its_place_is_not_deleted(
         assert any("cannot bind the control socket" in r.message for r in caplog.records)
     finally:
         logging.getLogger("quintd.control").removeHandler(caplog.handler)
+
+
+def test_a_busy_socket_of_another_process_is_not_taken_over(server: ControlServer) -> None:
+    """Its queue full, a connect waits and times out: that is a live socket, not a dead
+    one, and deleting it would cut its owner off."""
+    other = _replace_with_socket(server.path, listening=True)
+    other.listen(0)
+    waiting = []
+    try:
+        while True:  # fill its queue
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            try:
+                client.connect(str(server.path))
+            except BlockingIOError:
+                client.close()
+                break
+            waiting.append(client)
+        server.check()
+        assert server.rebinds == 0
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        with pytest.raises(BlockingIOError):  # still the other's (full) socket
+            probe.connect(str(server.path))
+        probe.close()
+    finally:
+        for client in waiting:
+            client.close()
+        other.close()
