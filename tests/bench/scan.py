@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
@@ -138,17 +138,7 @@ def footprint(workdir: Path, window: float) -> None:
     port = int(server.stdout.readline())
     home = workdir / "home"
     home.mkdir()
-    agents = []
-    for name in AGENTS:  # a few agents of several kinds, idle
-        shutil.copy(shutil.which("sleep") or "/bin/sleep", workdir / name)
-        agents.append(
-            subprocess.Popen(
-                [str(workdir / name), "3600"],
-                env={"HOME": str(home)},
-                cwd=home,
-                preexec_fn=die_with_parent,
-            )
-        )
+    agents = start_idle_agents(AGENTS, workdir, home)  # a few agents of several kinds
     config = workdir / "config.toml"
     config.write_text(
         f'[cloud]\nendpoint = "http://127.0.0.1:{port}"\ntoken = "qt_deploy_bench"\n'
@@ -208,17 +198,7 @@ def pass_cost(workdir: Path, runs: int) -> None:
         shutil.copytree(fixture, home, dirs_exist_ok=True, symlinks=True)
     bindir = workdir / "reader-bin"
     bindir.mkdir()
-    agents = []
-    for name in READER_AGENTS:
-        shutil.copy(shutil.which("sleep") or "/bin/sleep", bindir / name)
-        agents.append(
-            subprocess.Popen(
-                [str(bindir / name), "3600"],
-                env={"HOME": str(home)},
-                cwd=home,
-                preexec_fn=die_with_parent,
-            )
-        )
+    agents = start_idle_agents(READER_AGENTS, bindir, home)
     pairs = {
         "none": (Scanner(ScannerSettings(platforms=())), SourceManager()),
         "eight": (Scanner(), SourceManager()),
@@ -262,6 +242,24 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
+
+
+def start_idle_agents(
+    names: Sequence[str], bindir: Path, home: Path
+) -> list[subprocess.Popen[bytes]]:
+    """Idle processes named as agents (copies of `sleep`), with ``home`` as their HOME."""
+    agents = []
+    for name in names:
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", bindir / name)
+        agents.append(
+            subprocess.Popen(
+                [str(bindir / name), "3600"],
+                env={"HOME": str(home)},
+                cwd=home,
+                preexec_fn=die_with_parent,
+            )
+        )
+    return agents
 
 
 def die_with_parent() -> None:
