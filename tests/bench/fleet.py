@@ -38,8 +38,10 @@ import math
 import random
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -60,6 +62,7 @@ BATCH_SIZE = QueueConfig.batch_size  # events in a round (at most)
 SESSIONS = 3  # distinct sessions in a daemon's queue: requests it may have in flight
 EVENT_EVERY_S = 60.0
 REBOOT_BACKLOG = 3  # the `ended` of the sessions live at shutdown
+SHUTDOWN_BEFORE_S = 5.0  # the reboot's backlog was made this long before the start
 EPOCH = 1_800_000_000.0  # the virtual clock's origin, in epoch seconds (HTTP dates)
 
 
@@ -86,18 +89,58 @@ class Service:
         return Answer(200)
 
 
+class Policy(Protocol):
+    """How one daemon's pipeline paces itself: the shipped policy below, or an alternative
+    (tests/bench/fleet_policies.py)."""
+
+    next_at: float  # no attempt before (a wait the policy set)
+
+    def count(self, t: float, queued: int, oldest: float) -> int:
+        """Requests this round may carry (before the session and in-flight limits);
+        ``oldest``: when the oldest queued event was made."""
+        ...
+
+    def settle(self, t: float, outcomes: list[Outcome], delivered: int) -> None:
+        """A round ended: set ``next_at``."""
+        ...
+
+
+class ShippedPolicy:
+    """quintd's: ``SendWindow`` slow start, ``Backoff`` waits, as the shipper uses them.
+    ``before``: as before this benchmark tuned them (no slow start, every refusal waited
+    out exactly)."""
+
+    def __init__(self, rand: random.Random, *, before: bool = False, in_flight: int = 4):
+        self.backoff = Backoff(rand=rand.random)
+        self.window = SendWindow(BATCH_SIZE)
+        self.before = before
+        self.in_flight = in_flight
+        self.next_at = 0.0
+
+    def count(self, t: float, queued: int, oldest: float) -> int:
+        return self.in_flight if self.before else self.window.size()
+
+    def settle(self, t: float, outcomes: list[Outcome], delivered: int) -> None:
+        halting = pipeline_outcome(outcomes)
+        if halting is not None:
+            self.window.halted()
+            wait = self.backoff.wait_after(halting, went_through=delivered)
+        else:
+            self.window.went_through()
+            self.backoff.reset()
+            wait = 0.0
+        self.next_at = t + RTT_S + wait
+
+
 @dataclass
 class Daemon:
     phase: float
-    backoff: Backoff
-    window: SendWindow
+    policy: Policy
     backlog: int = 0  # events queued before the simulation
     accepted: int = 0
-    next_at: float = 0.0  # no attempt before (a wait the policy set)
     scheduled: bool = False
     target: int = 0  # events to deliver for the recovery to count as done
     done_at: float | None = None
-    wakes: list[float] = field(default_factory=list)
 
     def _made(self, t: float) -> int:
         """Events made by time t (the small term: t may be exactly an event's time, as
@@ -109,6 +152,13 @@ class Daemon:
 
     def next_event_at(self, t: float) -> float:
         return self.phase + self._made(t) * EVENT_EVERY_S
+
+    def oldest_queued(self) -> float:
+        """When the oldest event not yet accepted was made (the reboot's backlog: at the
+        shutdown, just before the simulation starts)."""
+        if self.accepted < self.backlog:
+            return -SHUTDOWN_BEFORE_S
+        return self.phase + (self.accepted - self.backlog) * EVENT_EVERY_S
 
 
 @dataclass
@@ -131,18 +181,18 @@ def simulate(
     reboot_backlog: int,
     start_jitter: float,
     in_flight: int,
-    before: bool = False,
+    policy: Callable[[random.Random], Policy] | None = None,
 ) -> Result:
-    """``before``: the policy as it was before this benchmark tuned it (no slow start, no
-    spread of repeated refusals, no start-up jitter), for comparison."""
+    """``policy``: makes each daemon's policy from its own random source (the shipped one
+    when None)."""
+    make = policy or (lambda rand: ShippedPolicy(rand, in_flight=in_flight))
     rng = random.Random(seed)
     service = Service(limit)
     service.down = outage
     fleet = [
         Daemon(
             phase=rng.uniform(0, EVENT_EVERY_S),
-            backoff=Backoff(rand=random.Random(rng.random()).random),
-            window=SendWindow(BATCH_SIZE),
+            policy=make(random.Random(rng.random())),
             backlog=reboot_backlog,
         )
         for _ in range(daemons)
@@ -153,7 +203,7 @@ def simulate(
         # Every daemon starts in the same second; its first attempt is spread over the
         # start-up jitter, as the shipper does.
         begin = rng.random() + start_jitter * rng.random()
-        d.next_at = begin
+        d.policy.next_at = begin
         d.scheduled = True
         heapq.heappush(heap, (begin, i))
     pending_targets = daemons
@@ -166,19 +216,19 @@ def simulate(
         if t > horizon:
             break
         d = fleet[i]
+        p = d.policy
         d.scheduled = False
         if t >= start and d.target == 0:
             d.target = d.produced(start)
         queued = d.produced(t) - d.accepted
         if queued <= 0:
-            _schedule(heap, d, i, max(d.next_event_at(t), d.next_at))
+            _schedule(heap, d, i, max(d.next_event_at(t), p.next_at))
             continue
-        if t < d.next_at:
-            _schedule(heap, d, i, d.next_at)
+        if t < p.next_at:
+            _schedule(heap, d, i, p.next_at)
             continue
         # One RTT of the round: up to one request per session in flight at once.
-        window = in_flight if before else d.window.size()
-        count = min(window, SESSIONS, in_flight, queued)
+        count = min(p.count(t, queued, d.oldest_queued()), SESSIONS, in_flight, queued)
         outcomes: list[Outcome] = []
         for _ in range(count):
             answer = service.answer(t)
@@ -188,20 +238,12 @@ def simulate(
         if t >= start:
             requests_in_recovery += count
             limited_in_recovery += sum(1 for o in outcomes if o.status == 429)
-        halting = pipeline_outcome(outcomes)
-        if halting is not None:
-            d.window.halted()
-            wait = d.backoff.wait_after(halting, went_through=delivered)
-        else:
-            d.window.went_through()
-            d.backoff.reset()
-            wait = 0.0
-        d.next_at = t + RTT_S + wait
+        p.settle(t, outcomes, delivered)
         if d.done_at is None and t >= start and d.accepted >= d.target:
             d.done_at = t + RTT_S
             pending_targets -= 1
             end = max(end, d.done_at)
-        _schedule(heap, d, i, d.next_at)
+        _schedule(heap, d, i, p.next_at)
     drain = end - start
     seconds = range(int(start), int(end) + 1)
     accepted = sum(service.accepted[s] for s in seconds)
@@ -223,6 +265,10 @@ def _schedule(heap: list[tuple[float, int]], d: Daemon, i: int, at: float) -> No
 
 def run_scenarios(common: dict[str, float], *, before: bool) -> list[Result]:
     label = " (before)" if before else ""
+    in_flight = int(common["in_flight"])
+    policy = (
+        (lambda rand: ShippedPolicy(rand, before=True, in_flight=in_flight)) if before else None
+    )
     saved = delivery_policy.REFUSED_SPREAD_S
     if before:
         delivery_policy.REFUSED_SPREAD_S = 0.0  # a refusal waited out exactly, always
@@ -232,14 +278,14 @@ def run_scenarios(common: dict[str, float], *, before: bool) -> list[Result]:
                 "1 h outage, then recovery" + label,
                 outage=(60.0, 3660.0),
                 reboot_backlog=0,
-                before=before,
+                policy=policy,
                 **common,  # type: ignore[arg-type]
             ),
             simulate(
                 "fleet-wide reboot, same second" + label,
                 outage=None,
                 reboot_backlog=REBOOT_BACKLOG,
-                before=before,
+                policy=policy,
                 **common,  # type: ignore[arg-type]
             ),
         ]
