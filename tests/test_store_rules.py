@@ -62,6 +62,31 @@ def test_the_store_is_shared_by_threads(tmp_path: Path) -> None:
     assert errors == [] and [e.session_id for e in store.peek(10)] == ["from-thread"]
 
 
+def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """A COMMIT can fail and leave the transaction open (a deferred constraint, as here;
+    a busy or full disk at the last write): the store rolls back, so the next write starts
+    its own transaction instead of failing forever with 'within a transaction'."""
+    store = Store(tmp_path / "q.db")
+    conn = store._conn  # the test's own constraint, checked only at COMMIT
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TEMP TABLE owner (id INTEGER PRIMARY KEY)")
+    conn.execute(
+        "CREATE TEMP TABLE claim (owner_id INTEGER REFERENCES owner(id)"
+        " DEFERRABLE INITIALLY DEFERRED)"
+    )
+    conn.execute(
+        "CREATE TEMP TRIGGER break_commit AFTER INSERT ON main.events"
+        " BEGIN INSERT INTO claim VALUES (42); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        store.apply([event("refused-at-commit")])
+    assert not conn.in_transaction
+    conn.execute("DROP TRIGGER break_commit")
+    assert store.apply([event("after")]) == 1
+    assert [e.session_id for e in store.peek(10)] == ["after"]
+    store.close()
+
+
 def test_a_database_from_a_newer_quintd_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     Store(path).close()
