@@ -25,7 +25,14 @@ Retry-After. What differs is where the rate starts and how it moves:
   429; never below 3x the fill rate.
 And the shipped policy with other constants: a longer refusal spread (600 s), and the
 constants that make the reboot alone meet every goal (refusal spread from 2 s, up to
-240 s, start-up jitter 35 s).
+240 s, start-up jitter 35 s). And two that change how the shipped policy sends, not how it
+waits:
+- "staggered": the same pipeline rate, one request at a time every RTT/window instead
+  of a round of up to 3 together, and a refusal right after requests went through keeps
+  the window: a full window refuses one request of a daemon, not its whole round;
+- "staggered, share-paced": as above, and after that refusal the daemon sends evenly at
+  the rate it got accepted in the last second (growing 5% per accepted request), so the
+  window fills at its end, not at its start.
 
 Run: python3 tests/bench/fleet_policies.py [--daemons 1000] [--limit 100] [--seed 1]
 """
@@ -37,6 +44,7 @@ import math
 import random
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,6 +139,47 @@ class Paced:
         self.next_at = t + max(fleet.RTT_S, fleet.RTT_S + at_least, gap)
 
 
+class Staggered:
+    def __init__(self, rand: random.Random, *, share_paced: bool = False) -> None:
+        self.rand = rand
+        self.share_paced = share_paced
+        self.backoff = Backoff(rand=rand.random)
+        self.window = SendWindow(fleet.BATCH_SIZE)
+        self.next_at = 0.0
+        self.pace: float | None = None  # requests/s, after a refusal that followed some
+        self.accepted_at: deque[float] = deque()
+
+    def count(self, t: float, queued: int, oldest: float) -> int:
+        return 1
+
+    def settle(self, t: float, outcomes: list[Outcome], delivered: int) -> None:
+        self.accepted_at.extend([t] * delivered)
+        while self.accepted_at and self.accepted_at[0] < t - 1.0:
+            self.accepted_at.popleft()
+        through = self.backoff._through or delivered > 0
+        halting = pipeline_outcome(outcomes)
+        if halting is not None:
+            refused_after_through = halting.status == 429 and through
+            wait = self.backoff.wait_after(halting, delivered)
+            self.pace = None
+            if refused_after_through and self.share_paced:
+                self.pace = float(len(self.accepted_at)) or None
+            if not refused_after_through:
+                self.window.halted()
+            self.next_at = t + fleet.RTT_S + wait
+            if self.pace:
+                self.next_at += self.rand.random() / self.pace
+            return
+        self.window.went_through()
+        self.backoff.reset()
+        if self.pace:
+            self.pace *= 1.05
+            gap = (0.5 + self.rand.random()) / self.pace
+            self.next_at = t + max(fleet.RTT_S / 3, gap)
+        else:
+            self.next_at = t + fleet.RTT_S / min(self.window.size(), fleet.SESSIONS)
+
+
 @contextmanager
 def refusal_spread(first: float, cap: float) -> Iterator[None]:
     saved = delivery_policy.REFUSED_SPREAD_S, delivery_policy.REFUSED_SPREAD_CAP_S
@@ -153,6 +202,8 @@ CANDIDATES: list[tuple[str, Callable[[random.Random], fleet.Policy] | None, dict
         None,
         {"spread": 2.0, "spread_cap": 240.0, "jitter": 35.0},
     ),
+    ("staggered", lambda rand: Staggered(rand), {}),
+    ("staggered, share-paced", lambda rand: Staggered(rand, share_paced=True), {}),
     ("paced x(1+g)", paced(Pacing(per_second=0.004)), {}),
     ("paced 8x fill", paced(Pacing(fill_multiple=8.0, floor_fill=2.0)), {}),
     (
