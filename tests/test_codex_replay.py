@@ -296,3 +296,68 @@ def test_exec_and_an_editors_app_server_run_the_rollouts_they_hold(
         "Fix auth middleware token expiry",
         "gpt-6.2-sol",
     )
+
+
+def test_a_spawned_sub_agent_is_a_child_of_the_conversation_that_spawned_it(
+    tmp_path: Path,
+) -> None:
+    """A sub-agent's thread names its parent in its ``session_meta`` (``source.subagent.
+    thread_spawn.parent_thread_id``, the shape of Codex's own serde types): it is a child
+    session of that conversation, named by its nickname, with its own model and turns,
+    never a conversation of its own; it ends when the daemon unloads it."""
+    home = tmp_path / "home"
+    codex = home / ".codex"
+    day = codex / "sessions" / "2026" / "11" / "29"
+    day.mkdir(parents=True)
+    (codex / "thread-writer-locks").mkdir()
+    parent = "01a22595-1795-7cf3-8949-85231c666704"
+    child = "01a22595-32c1-7303-832d-d098b1c42134"
+    final = TWO / "home" / ".codex" / "sessions" / "2026" / "11" / "29"
+    parent_rollout = day / f"rollout-2026-11-29T04-34-17-{parent}.jsonl"
+    shutil.copyfile(final / parent_rollout.name, parent_rollout)
+    child_rollout = day / f"rollout-2026-11-29T04-34-24-{child}.jsonl"
+    lines = (final / child_rollout.name).read_text().splitlines()
+    meta = json.loads(lines[0])
+    assert meta["type"] == "session_meta" and meta["payload"]["id"] == child
+    spawn = {"parent_thread_id": parent, "depth": 1, "agent_path": None}
+    spawn |= {"agent_nickname": "Ada", "agent_role": "explorer"}
+    meta["payload"] |= {"source": {"subagent": {"thread_spawn": spawn}}, "agent_nickname": "Ada"}
+    busy = [line for line in lines[1:] if '"task_complete"' not in line]
+    child_rollout.write_text("\n".join([json.dumps(meta), *busy]) + "\n")
+    lock = codex / "thread-writer-locks" / f"{child}.lock"
+    lock.touch()
+    start = uuid7_time(parent) - 1
+    from replay import Rec
+
+    held = [
+        f"/home/dev/.codex/sessions/2026/11/29/{p.name}" for p in (parent_rollout, child_rollout)
+    ]
+    rec = Rec(
+        pid=4242,
+        ppid=1,
+        comm="codex",
+        exe="/usr/local/bin/codex",
+        argv=["codex", "exec", "fix it"],
+        cwd="/home/dev/src/shop-api",
+        start_time=start,
+        open_files=held,
+    )
+    replay = Replay(home, start)
+    replay.step([rec], start + 60)
+    by_native = {s.native_id: s for s in replay.tracker.sessions}
+    top = by_native[parent]
+    sub = by_native[f"{parent}:agent:{child}"]
+    assert set(by_native) == {parent, f"{parent}:agent:{child}"}  # no session of its own
+    assert (top.parent_id, sub.parent_id) == (None, top.session_id)
+    assert (sub.session_name, sub.model, sub.state) == ("Ada", "gpt-6.2-sol", "active")
+    # Its turn completes and the daemon unloads it: the child ends, the parent goes on.
+    with child_rollout.open("a") as out:
+        out.write(next(line for line in lines if '"task_complete"' in line) + "\n")
+    replay.step([rec], start + 70)
+    assert by_native[f"{parent}:agent:{child}"].session_id in {
+        s.session_id for s in replay.tracker.sessions
+    }
+    lock.unlink()
+    ended = replay.step([rec], start + 80)
+    assert [(e.session_id, e.state) for e in ended] == [(sub.session_id, "ended")]
+    assert [s.native_id for s in replay.tracker.sessions] == [parent]

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status
+from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch, find_files, lmtime
 from quintd.sources.files import JsonlTail, ReadStats, identifier, path_text, stat_under, text
 from quintd.sources.spec import ReaderContext, ReaderSpec
@@ -86,6 +86,8 @@ class Rollout:
     seen_turn: bool = False
     last_write: float | None = None
     read_once: bool = False
+    parent: str | None = None  # a sub-agent's: the thread that spawned it
+    agent_name: str | None = None  # a sub-agent's nickname or role
 
     @property
     def status(self) -> Status:
@@ -157,9 +159,11 @@ class CodexState:
 
     def facts(self, proc: AgentProcess) -> ConversationFacts | tuple[ConversationFacts, ...] | None:
         if proc.key in self._hosts:
-            found = [self._conversation(t) for t in self._hosts[proc.key]]
+            found = [self._conversation(t) for t in self._hosts[proc.key] if not self._spawned(t)]
             return tuple(f for f in found if f is not None) or None
-        mine = [t for t, key in self._bound.items() if key == proc.key]
+        # A sub-agent's thread is its parent's child, never the TUI's conversation (even
+        # when the TUI shows it).
+        mine = [t for t, key in self._bound.items() if key == proc.key and not self._spawned(t)]
         if not mine:
             return None
         current = max(mine, key=lambda t: self._attached.get(t, 0.0))
@@ -363,7 +367,31 @@ class CodexState:
             name=self._titles.get(thread),
             model=rollout.model if rollout is not None else None,
             last_write=rollout.last_write if rollout is not None else None,
+            subagents=self._subagents(thread),
             owner_uid=owner,
+        )
+
+    def _spawned(self, thread: str) -> bool:
+        rollout = self._rollouts.get(thread)
+        return rollout is not None and rollout.parent is not None
+
+    def _subagents(self, parent: str) -> tuple[SubagentFacts, ...]:
+        """The threads this one spawned, by their own rollouts. One is done once the
+        daemon no longer has it loaded (its writer lock is gone) and no turn is open."""
+        children = [(t, r) for t, r in self._rollouts.items() if r.parent == parent]
+        if not children:
+            return ()
+        loaded = self._loaded()
+        return tuple(
+            SubagentFacts(
+                agent_id=thread,
+                name=rollout.agent_name,
+                done=thread not in loaded and not rollout.open_turns,
+                last_write=rollout.last_write,
+                status=rollout.status,
+                model=rollout.model,
+            )
+            for thread, rollout in sorted(children, key=lambda c: c[1].started or 0.0)
         )
 
 
@@ -375,6 +403,7 @@ def _rollout_record(rollout: Rollout, record: dict[str, Any]) -> None:
     if kind == "session_meta":
         rollout.cwd = path_text(payload.get("cwd")) or rollout.cwd
         rollout.started = epoch(payload.get("timestamp")) or epoch(record.get("timestamp"))
+        rollout.parent, rollout.agent_name = _spawned_by(payload)
     elif kind == "turn_context":
         rollout.model = text(payload.get("model")) or rollout.model
     elif kind == "event_msg":
@@ -383,6 +412,34 @@ def _rollout_record(rollout: Rollout, record: dict[str, Any]) -> None:
             rollout.open_turns.add(turn)
         elif payload.get("type") in ("task_complete", "turn_aborted"):
             rollout.open_turns.discard(turn)
+
+
+def _spawned_by(meta: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The parent thread and the name of a sub-agent's thread, from its ``session_meta``:
+    ``source: {"subagent": {"thread_spawn": {parent_thread_id, depth, agent_nickname,
+    agent_role, agent_path}}}`` (Codex 0.90 on; the nickname and role also at the top
+    level from 0.105), or a top-level ``parent_thread_id`` with ``thread_source:
+    "subagent"`` (later versions). Other sources (``cli``, ``exec``, a review's
+    ``{"subagent": "review"}``) name no parent: (None, None)."""
+    source = meta.get("source")
+    subagent = source.get("subagent") if isinstance(source, dict) else None
+    spawn = subagent.get("thread_spawn") if isinstance(subagent, dict) else None
+    spawn = spawn if isinstance(spawn, dict) else {}
+    parent = identifier(spawn.get("parent_thread_id"))
+    if parent is None and meta.get("thread_source") == "subagent":
+        parent = identifier(meta.get("parent_thread_id"))
+    if parent is None:
+        return None, None
+    name = next(
+        (
+            text(where.get(key))
+            for key in ("agent_nickname", "agent_role")
+            for where in (meta, spawn)
+            if text(where.get(key))
+        ),
+        None,
+    )
+    return parent, name
 
 
 def _is_codex_binary(exe: str | None) -> bool:
