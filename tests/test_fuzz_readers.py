@@ -41,7 +41,7 @@ from quintd.sources import (
 from quintd.sources.manager import SourceManager
 from quintd.sources.spec import ReaderSpec
 
-EXAMPLES = 150  # per file: 21 files -> 3,150 cases
+EXAMPLES = 150  # per file: 22 files -> 3,300 cases
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -127,7 +127,14 @@ def _gemini(tmp: Path) -> Target:
         "/home/dev/src/shop-api",
         (epoch(started) or T0) - 1,
     )
-    return Target(gemini_cli.SPEC, home, "/home/dev", [proc], [chat])
+    # Gemini CLI before 0.39: the same chat as one JSON document (tests/test_gemini_legacy.py).
+    records = [json.loads(line) for line in chat.read_text().splitlines()]
+    header = {k: records[0][k] for k in ("sessionId", "projectHash", "startTime")}
+    header["sessionId"] = "0dd5e551-0000-4000-8000-000000000001"  # a conversation of its own
+    messages = [r for r in records[1:] if "type" in r]
+    legacy = chat.with_name(chat.name.replace(".jsonl", "-old.json"))
+    legacy.write_text(json.dumps({**header, "messages": messages, "summary": "t"}, indent=2))
+    return Target(gemini_cli.SPEC, home, "/home/dev", [proc], [chat, legacy])
 
 
 def _copilot(tmp: Path) -> Target:
@@ -466,7 +473,7 @@ def _cases() -> list[tuple[str, int]]:
     sizes = {
         "claude-code": 3,
         "codex": 2,
-        "gemini-cli": 1,
+        "gemini-cli": 2,
         "copilot-cli": 3,
         "qwen-code": 2,
         "opencode": 2,

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from quintd.model import AgentProcess, ConversationFacts, Status
 from quintd.sources.files import READ_BUDGET_BYTES, JsonlTail, ReadStats
@@ -27,9 +27,23 @@ PASS_BUDGET_BYTES = 32 * 1024 * 1024  # read per pass over all files; the rest n
 MAX_SCAN_DEPTH = 6  # how deep under a watched directory files are looked for
 
 
+class RecordSource(Protocol):
+    """Where a conversation's records come from: a growing JSONL file (``JsonlTail``), or
+    a subclass's own (a whole JSON document rewritten in place, say)."""
+
+    path: Path
+    offset: int  # bytes read so far (the pass's read budget counts them)
+    owner: int | None  # the uid owning the file, from its last read
+    stats: ReadStats
+
+    def read_new(self, budget: int = READ_BUDGET_BYTES) -> tuple[list[dict[str, Any]], bool]:
+        """Records not seen yet, and whether more is left to read."""
+        ...
+
+
 @dataclass
 class Conversation:
-    tail: JsonlTail
+    tail: RecordSource
     native_id: str | None = None
     cwd: str | None = None
     project_hash: str | None = None
@@ -62,16 +76,18 @@ def lmtime(path: Path) -> float:
         return 0.0
 
 
-def find_files(directory: Path, pattern: str, newer_than: float) -> list[Path]:
-    """Files named like ``pattern`` under ``directory`` (not through links, at most
-    :data:`MAX_SCAN_DEPTH` levels down), modified at or after ``newer_than``."""
+def find_files(directory: Path, pattern: str | tuple[str, ...], newer_than: float) -> list[Path]:
+    """Files named like ``pattern`` (or one of several) under ``directory`` (not through
+    links, at most :data:`MAX_SCAN_DEPTH` levels down), modified at or after
+    ``newer_than``."""
+    patterns = (pattern,) if isinstance(pattern, str) else pattern
     found: list[Path] = []
     base = len(directory.parts)
     for current, dirs, files in os.walk(directory, followlinks=False):
         if len(Path(current).parts) - base >= MAX_SCAN_DEPTH:
             dirs[:] = []
         for name in files:
-            if fnmatch.fnmatchcase(name, pattern):
+            if any(fnmatch.fnmatchcase(name, p) for p in patterns):
                 path = Path(current) / name
                 if lmtime(path) >= newer_than:
                     found.append(path)
@@ -80,7 +96,7 @@ def find_files(directory: Path, pattern: str, newer_than: float) -> list[Path]:
 
 class ConversationFiles:
     platform = ""
-    pattern = ""  # file name pattern, e.g. "session-*.jsonl"
+    pattern: str | tuple[str, ...] = ""  # file name pattern(s), e.g. "session-*.jsonl"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
         self.root = root
@@ -97,7 +113,8 @@ class ConversationFiles:
         raise NotImplementedError
 
     def changed(self, path: Path) -> None:
-        if fnmatch.fnmatchcase(path.name, self.pattern):
+        patterns = (self.pattern,) if isinstance(self.pattern, str) else self.pattern
+        if any(fnmatch.fnmatchcase(path.name, p) for p in patterns):
             self._dirty.add(path)
 
     def poll(self) -> None:
@@ -166,9 +183,7 @@ class ConversationFiles:
             if conv is None:
                 if lmtime(path) < horizon or not path.is_relative_to(self.root):
                     continue
-                conv = self._files[path] = Conversation(
-                    JsonlTail(path, self.root, stats=self.stats)
-                )
+                conv = self._files[path] = Conversation(self._source(path))
             before = conv.tail.offset
             records, more = conv.tail.read_new(min(budget, READ_BUDGET_BYTES))
             budget -= max(conv.tail.offset - before, 0)
@@ -182,6 +197,10 @@ class ConversationFiles:
                     self._record(conv, record)
                 except (ValueError, TypeError, OverflowError, OSError, KeyError):
                     conv.tail.stats.garbage += 1
+
+    def _source(self, path: Path) -> RecordSource:
+        """How a conversation file is read: as growing JSONL, unless a subclass says."""
+        return JsonlTail(path, self.root, stats=self.stats)
 
     def _record(self, conv: Conversation, record: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -15,11 +15,21 @@
   waiting for approval), is busy; a ``gemini`` record with text is idle.
 - ``/clear`` starts a new file at once: the process's conversation is the file it began
   last.
+
+Before 0.39.0 (0.2.0 to 0.38.2, from Gemini CLI's source: ``chatRecordingService.ts``) a
+chat was one JSON document, ``session-<YYYY-MM-DDTHH-MM>-<id8>.json`` in the same
+directory, rewritten in place (``writeFileSync``, no rename) on every message:
+``{sessionId, projectHash, startTime, lastUpdated, messages: [...], summary?, kind?}``,
+each message as above (``content`` a string or a list of parts). No file exists before
+the first message. :class:`LegacyChat` reads the document again whenever it changed and
+hands its header, messages and summary to the same record rules; a rewrite caught half
+way is not JSON and is read again at the next change.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +38,36 @@ from quintd.sources.conversation_files import (
     CLOCK_SLACK_S,
     Conversation,
     ConversationFiles,
+    RecordSource,
     epoch,
 )
-from quintd.sources.files import identifier, text
+from quintd.sources.files import (
+    COMPLAINTS,
+    READ_BUDGET_BYTES,
+    ReadStats,
+    Refused,
+    identifier,
+    open_under,
+    parse_object,
+    text,
+)
 from quintd.sources.spec import ReaderSpec
+
+# A legacy chat is parsed whole at every change: a larger one is skipped (and counted).
+MAX_LEGACY_CHAT_BYTES = 16 * 1024 * 1024
 
 
 class GeminiState(ConversationFiles):
     platform = "gemini-cli"
-    pattern = "session-*.jsonl"
+    pattern = ("session-*.jsonl", "session-*.json")
 
     def watch_dirs(self) -> list[Path]:
         return [self.root / "tmp"]
+
+    def _source(self, path: Path) -> RecordSource:
+        if path.name.endswith(".json"):
+            return LegacyChat(path, self.root, self.stats)
+        return super()._source(path)
 
     def _belongs(self, conv: Conversation, proc: AgentProcess) -> bool:
         if proc.cwd is None or conv.started is None:
@@ -66,13 +94,84 @@ class GeminiState(ConversationFiles):
             conv.status = "busy"  # a prompt, or a tool's result going back to the model
         elif kind == "gemini":
             conv.model = text(record.get("model")) or conv.model
-            content = record.get("content")
-            answered = isinstance(content, str) and bool(content.strip())
+            answered = _has_text(record.get("content"))
             calls = record.get("toolCalls")
             if answered and not (isinstance(calls, list) and _pending(calls)):
                 conv.status = "idle"
             else:
                 conv.status = "busy"  # thinking, a tool running, or awaiting approval
+
+
+def _has_text(content: Any) -> bool:
+    """Whether a message's content says something: a string, or parts with ``text``."""
+    if isinstance(content, str):
+        return bool(content.strip())
+    if isinstance(content, list):
+        return any(
+            isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"].strip()
+            for part in content
+        )
+    return False
+
+
+class LegacyChat:
+    """A chat of Gemini CLI before 0.39: one JSON document rewritten in place. Read whole
+    when its size, modification time or inode changed; yields its header (once), then
+    every message and the summary, which the record rules take as they come (the last
+    word wins)."""
+
+    def __init__(self, path: Path, root: Path, stats: ReadStats) -> None:
+        self.path = path
+        self.root = root
+        self.stats = stats
+        self.offset = 0
+        self.owner: int | None = None
+        self._signature: tuple[int, int, int] | None = None
+        self._header_sent = False
+
+    def read_new(self, budget: int = READ_BUDGET_BYTES) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            fd, info = open_under(self.root, self.path)
+        except Refused:
+            self.stats.refused += 1
+            return [], False
+        except OSError:
+            return [], False
+        try:
+            signature = (info.st_ino, info.st_size, info.st_mtime_ns)
+            if signature == self._signature:
+                return [], False
+            self._signature = signature
+            self.owner = info.st_uid
+            if info.st_size > MAX_LEGACY_CHAT_BYTES:
+                self.stats.refused += 1
+                COMPLAINTS.warn(self.path, info, "a chat too large to read whole")
+                return [], False
+            raw = os.pread(fd, MAX_LEGACY_CHAT_BYTES + 1, 0)
+        finally:
+            os.close(fd)
+        self.offset += len(raw)
+        document = parse_object(raw)
+        if document is None:
+            if raw.strip():  # empty: a rewrite caught half way; the next change is read
+                self.stats.garbage += 1
+                COMPLAINTS.warn(self.path, info, "a chat that is not a JSON object")
+            return [], False
+        self.stats.lines += 1
+        records: list[dict[str, Any]] = []
+        if not self._header_sent:
+            header = {k: document.get(k) for k in ("sessionId", "projectHash", "startTime")}
+            if header["sessionId"] is None:
+                self.stats.garbage += 1
+                return [], False
+            records.append(header)
+            self._header_sent = True
+        messages = document.get("messages")
+        if isinstance(messages, list):
+            records += [m for m in messages if isinstance(m, dict)]
+        if document.get("summary") is not None:
+            records.append({"$set": {"summary": document.get("summary")}})
+        return records, False
 
 
 def _pending(calls: list[Any]) -> bool:
