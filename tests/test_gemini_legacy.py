@@ -1,9 +1,12 @@
 """Gemini CLI before 0.39 (0.2.0 to 0.38.2): a chat is one JSON document rewritten in place
 on every message, ``session-<YYYY-MM-DDTHH-MM>-<id8>.json``, and none exists before the
-first message. The documents here follow Gemini CLI's own types at 0.38.2
-(``chatRecordingService.ts``: ``ConversationRecord``, ``MessageRecord``), with the message
-records of the real 0.61.0 run (``../shared/fixtures/gemini-cli``), and the process tree
-of that run.
+first message.
+
+- the real run: Gemini CLI 0.38.2, captured here (``tests/fixtures/gemini-legacy``, its
+  README tells the run), every step replayed with its process tree;
+- the edges it did not show (a rewrite caught half way, the project dir named by the
+  SHA-256 of the project before 0.29): documents in the same shape, with the process tree
+  of the 0.61.0 run (``../shared/fixtures/gemini-cli``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +83,7 @@ def test_an_old_gemini_chat_is_one_conversation_from_its_first_message(tmp_path:
     replay.step(recs, START + 7)
     [facts] = replay.sources.observe(replay.agents)[0].values()
     assert (facts.native_id, facts.status) == (FIRST, "busy")  # type: ignore[union-attr]
-    # The answer: idle, and the model learned. Rewritten in place, as Gemini does.
+    # The answer: the model learned. Rewritten in place, as Gemini does.
     inode = first.stat().st_ino
     with first.open("r+") as out:
         out.truncate(0)
@@ -87,7 +91,7 @@ def test_an_old_gemini_chat_is_one_conversation_from_its_first_message(tmp_path:
     assert first.stat().st_ino == inode
     replay.step(recs, START + 9)
     [facts] = replay.sources.observe(replay.agents)[0].values()
-    assert facts.status == "idle"  # type: ignore[union-attr]
+    assert facts.status is None  # type: ignore[union-attr]  # a tool may follow: unknown
     # A rewrite caught half way is skipped, counted, and changes nothing.
     whole = first.read_text()
     first.write_text(whole[: len(whole) // 2])
@@ -112,3 +116,78 @@ def test_an_old_gemini_chat_is_one_conversation_from_its_first_message(tmp_path:
     assert replay.events[2].session_id == ids[1]
     assert {s.native_id for s in replay.tracker.sessions} == {SECOND}
     assert ids[0] not in {e.session_id for e in replay.events}  # it kept the process's id
+
+
+REAL = Path(__file__).parent / "fixtures" / "gemini-legacy"
+REAL_CHATS = ".gemini/tmp/shop-api/chats"
+
+
+def _recorded(step: str) -> tuple[float, list[Any]]:
+    from replay import Rec
+
+    from quintd.sources.conversation_files import epoch
+
+    data = json.loads((REAL / "processes" / f"{step}.json").read_text())
+    recs = [
+        Rec(
+            pid=row["pid"],
+            ppid=row["ppid"],
+            comm=row["comm"],
+            exe="",
+            argv=row["argv"],
+            cwd=row["cwd"],
+            start_time=epoch(row["start"]) or 0.0,
+        )
+        for row in data["processes"]
+    ]
+    return epoch(data["time"]) or 0.0, recs
+
+
+def test_gemini_0_38_as_it_really_ran(tmp_path: Path) -> None:
+    """Gemini CLI 0.38.2 (tests/fixtures/gemini-legacy): every step replayed with its
+    process tree. One conversation per chat file: the first prompt's file takes over the
+    process's session; /clear starts the next conversation at its first prompt; the summary
+    a later run writes into an ended chat produces nothing; a run with no prompt is its
+    process alone."""
+    home = tmp_path / "home"
+    steps = sorted(p.stem for p in (REAL / "processes").glob("*.json"))
+    first_at, _ = _recorded(steps[0])
+    replay = Replay(home, first_at - 15)
+    statuses = {}
+    for step in steps:
+        at, recs = _recorded(step)
+        snapshot = REAL / "snapshots" / step / "home" / REAL_CHATS
+        target = home / REAL_CHATS
+        target.mkdir(parents=True, exist_ok=True)
+        for chat in snapshot.glob("*.json"):
+            if not (target / chat.name).exists() or (target / chat.name).read_bytes() != (
+                chat.read_bytes()
+            ):
+                shutil.copyfile(chat, target / chat.name)
+        replay.step(recs, at)
+        facts, _ = replay.sources.observe(replay.agents)
+        statuses[step] = [getattr(f, "status", "-") for f in facts.values()]
+    chats = {p.name.split("-")[-1].removesuffix(".json") for p in (home / REAL_CHATS).iterdir()}
+    assert chats == {"8ed3091b", "6ff8b9f8", "498573c2"}
+    assert story(replay.events) == [
+        ("s1", "active", "shop-api", None, None),  # the process: no file before a prompt
+        ("s1", "active", "shop-api", "gemini-3.1-pro-preview", None),  # the first answer
+        # /clear writes nothing: the next conversation begins at its first prompt (this
+        # step's snapshot has its answer too), and the first one ends then.
+        ("s2", "active", "shop-api", "gemini-3.1-pro-preview", None),
+        ("s1", "ended", "shop-api", "gemini-3.1-pro-preview", None),
+        ("s2", "ended", "shop-api", "gemini-3.1-pro-preview", None),  # /quit
+        # A run with no prompt: its process. It wrote the summary into the ended chat:
+        # nothing comes of that.
+        ("s3", "active", "shop-api", None, None),
+        ("s3", "ended", "shop-api", None, None),
+        ("s4", "active", "shop-api", None, None),  # (the run between was not captured)
+        ("s4", "ended", "shop-api", None, None),
+    ]
+    # Busy while a prompt waits for its answer; after an answer the file cannot tell (a
+    # tool awaiting approval or running is written only once it finished): unknown.
+    assert statuses["01-prompt-busy"] == ["busy"]
+    assert statuses["02-answered-idle"] == [None]
+    assert statuses["04-tool-awaiting-approval"] == [None]
+    assert statuses["09-clear"] == [None]
+    assert statuses["10-new-chat-prompt"] == [None]

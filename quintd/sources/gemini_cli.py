@@ -21,9 +21,13 @@ chat was one JSON document, ``session-<YYYY-MM-DDTHH-MM>-<id8>.json`` in the sam
 directory, rewritten in place (``writeFileSync``, no rename) on every message:
 ``{sessionId, projectHash, startTime, lastUpdated, messages: [...], summary?, kind?}``,
 each message as above (``content`` a string or a list of parts). No file exists before
-the first message. :class:`LegacyChat` reads the document again whenever it changed and
-hands its header, messages and summary to the same record rules; a rewrite caught half
-way is not JSON and is read again at the next change.
+the first message; ``/clear`` starts the next file at the next prompt. A tool call is
+written only once it finished, so an answer is not known to be the end of the turn (a
+tool may be awaiting approval or running): busy while the last message is a prompt, else
+unknown (the process's CPU decides). :class:`LegacyChat` reads the document again
+whenever it changed and hands its header, messages and summary to the same record rules; a
+rewrite caught half way (an empty file, or a mix of two versions) is not JSON and is read
+again at the next change. Seen with 0.38.2: ``tests/fixtures/gemini-legacy``.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class GeminiState(ConversationFiles):
             conv.project_hash = identifier(record.get("projectHash"))
             conv.started = epoch(record.get("startTime"))
             conv.status = "idle"  # waiting for its first prompt
+            conv.extra["legacy"] = record.get("$legacy") is True
             return
         updates = record.get("$set")
         if isinstance(updates, dict):
@@ -96,7 +101,12 @@ class GeminiState(ConversationFiles):
             conv.model = text(record.get("model")) or conv.model
             answered = _has_text(record.get("content"))
             calls = record.get("toolCalls")
-            if answered and not (isinstance(calls, list) and _pending(calls)):
+            if conv.extra.get("legacy"):
+                # Before 0.39 a tool call is written only once it finished: an answer may
+                # be followed by a tool awaiting approval or running, with nothing on disk.
+                # Unknown: the process's CPU decides (tests/fixtures/gemini-legacy).
+                conv.status = None
+            elif answered and not (isinstance(calls, list) and _pending(calls)):
                 conv.status = "idle"
             else:
                 conv.status = "busy"  # thinking, a tool running, or awaiting approval
@@ -161,6 +171,7 @@ class LegacyChat:
         records: list[dict[str, Any]] = []
         if not self._header_sent:
             header = {k: document.get(k) for k in ("sessionId", "projectHash", "startTime")}
+            header["$legacy"] = True
             if header["sessionId"] is None:
                 self.stats.garbage += 1
                 return [], False
