@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import needs_fixtures
@@ -361,3 +362,81 @@ def test_a_spawned_sub_agent_is_a_child_of_the_conversation_that_spawned_it(
     ended = replay.step([rec], start + 80)
     assert [(e.session_id, e.state) for e in ended] == [(sub.session_id, "ended")]
     assert [s.native_id for s in replay.tracker.sessions] == [parent]
+
+
+SUB = Path(__file__).parent / "fixtures" / "codex-subagent"
+
+
+def _replay_sub_agent_run(tmp_path: Path, idle_after: float) -> tuple[Replay, dict[str, Any]]:
+    steps = sorted(p.stem for p in (SUB / "processes").glob("*.json"))
+    assert len(steps) == 12
+    home = tmp_path / "home"
+    (home / ".codex").mkdir(parents=True)
+    first_taken = json.loads((SUB / "processes" / f"{steps[0]}.json").read_text())["taken"]
+    replay = Replay(home, first_taken - 30, idle_after=idle_after)
+    seen: dict[str, Any] = {}
+    for step in steps:
+        taken = json.loads((SUB / "processes" / f"{step}.json").read_text())["taken"]
+        listed = files_txt(SUB / "snapshots" / step / "files.txt")
+        day = day_of(taken)
+        mtimes = {
+            rel.removeprefix(".codex/"): clock_time(day, mod)
+            for rel, (_size, mod) in listed.items()
+            if mod
+        }
+        _lay_out(
+            home / ".codex",
+            listed,
+            SUB / "snapshots" / step / "home" / ".codex",
+            SUB / "home" / ".codex",
+            mtimes,
+        )
+        replay.step(load_processes(SUB / "processes" / f"{step}.json"), taken)
+        facts, _ = replay.sources.observe(replay.agents)
+        seen[step] = list(facts.values())
+        assert {a.pid for a in replay.agents} <= {18114}, step  # the TUI (its npm wrapper)
+    return replay, seen
+
+
+def test_a_real_sub_agent_is_a_child_of_its_parent_conversation(tmp_path: Path) -> None:
+    """Codex 0.171.0 (tests/fixtures/codex-subagent): the parent spawns a sub-agent
+    (``collaboration.spawn_agent``) that the shared daemon runs in a thread of its own;
+    the parent waits for it, follows up, and the user quits. The sub-agent is a child
+    session of the parent conversation (its ``session_meta`` names the parent), named by its
+    nickname, busy while its turns run; it ends with its parent (the daemon keeps it loaded
+    until the parent's thread unloads)."""
+    replay, seen = _replay_sub_agent_run(tmp_path, idle_after=3600.0)
+    parent, child = "01a226da-7ac7-7603-b42b-0c0f8143e8fb", "01a226da-943b-79a3-ba08-0249cb8177ce"
+    assert story(replay.events) == [
+        ("s1", "active", "shop-api", None, None),  # the TUI's thread, before any prompt
+        ("s1", "active", "Audit the billing module", "gpt-6.2-sol", None),  # title, model
+        ("s2", "active", "Epicurus", "gpt-6.2-sol", "s1"),  # spawned: the parent's child
+        ("s2", "ended", "Epicurus", "gpt-6.2-sol", "s1"),  # /quit: with its parent
+        ("s1", "ended", "Audit the billing module", "gpt-6.2-sol", None),
+    ]
+    uid = os.getuid()
+    ids = list(dict.fromkeys(e.session_id for e in replay.events))
+    assert ids[0] == native_session_id(MACHINE, "codex", parent, uid=uid)
+    assert {e.parent_id for e in replay.events if e.session_id == ids[1]} == {ids[0]}
+    assert ids[1] == native_session_id(MACHINE, "codex", parent, child, uid=uid)
+    facts = {step: [f for f in found if f is not None] for step, found in seen.items()}
+    [(sub, sub_step)] = [
+        (f.subagents[0], step) for step, fs in facts.items() for f in fs if f.subagents
+    ][:1]
+    assert (sub.agent_id, sub.name, sub.model, sub_step) == (
+        child,
+        "Epicurus",
+        "gpt-6.2-sol",
+        "01-spawn-requested",
+    )
+
+    def child_status(step: str) -> str | None:
+        [conv] = facts[step]
+        [only] = conv.subagents
+        return only.status
+
+    assert child_status("02-child-busy") == "busy"
+    assert child_status("03-child-finished") == "idle"
+    assert child_status("05-followup-child-busy") == "busy"
+    assert child_status("06-followup-idle") == "idle"
+    assert [f.native_id for f in facts["04-parent-idle"]] == [parent]  # never the TUI's own

@@ -22,6 +22,13 @@ Files under ``${CODEX_HOME:-~/.codex}``:
 - ``session_index.jsonl``: ``{id, thread_name}`` for the generated title and every
   ``/rename``; the last line for an id wins.
 
+Sub-agents (``collaboration.spawn_agent``, ``tests/fixtures/codex-subagent``): the daemon
+runs each in a thread of its own, with a rollout whose ``session_meta`` names the parent
+thread (``source.subagent.thread_spawn.parent_thread_id``, and ``agent_nickname``); no
+capability file, no title line. The daemon keeps it loaded until the parent's thread
+unloads. It is a child session of the parent conversation, never a TUI's conversation, and
+ends with it (or once unloaded with no turn open).
+
 Which TUI a thread belongs to. Nothing on disk names it; what does: each TUI listens on a
 loopback port of its own (its MCP server for task tools), and the daemon keeps two
 connections to that port for each thread it loaded for that TUI. So each attach event (a
