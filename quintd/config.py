@@ -70,7 +70,7 @@ class QueueConfig:
     min_free_disk: int = 64 * 1024 * 1024
     drain_timeout: float = 5.0
     in_flight: int = 4
-    start_jitter: float = 30.0
+    start_jitter: float = 33.0
 
 
 @dataclass(frozen=True)

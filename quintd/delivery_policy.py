@@ -11,13 +11,17 @@ fleet) without a server.
 | 401, 403                                 | pause delivery (the token is refused)         |
 | 429, 503 with a Retry-After              | wait as long as it says                       |
 | any other status, a timeout, a reset ... | back off: exponential, capped, full jitter    |
+
+A 429 is the organisation's limit, shared with every other daemon: :class:`Pace` decides
+how fast the pipeline sends from the 429s it gets (tuned with tests/bench/fleet.py).
 """
 
 from __future__ import annotations
 
 import email.utils
 import random
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from enum import StrEnum
@@ -122,22 +126,10 @@ def pipeline_outcome(outcomes: Iterable[Outcome]) -> Outcome | None:
     return max(halting, key=lambda o: (rank[o.action], o.wait or 0.0))
 
 
-# A refused pipeline that got nothing through since (a 429 after a 429): how long it adds
-# to the Retry-After, at random, before trying again; doubling with each refusal, capped.
-# Tuned with tests/bench/fleet.py (10,000 daemons against one organisation's limit).
-REFUSED_SPREAD_S = 32.0
-REFUSED_SPREAD_CAP_S = 120.0
-
-
 class Backoff:
     """How long the pipeline waits after a failed round. It counts rounds, not requests:
-    four requests failing together are one failure, not four.
-
-    A refusal by the organisation's limit (429 with a Retry-After) right after requests
-    went through is waited out exactly: the pipeline had its share of the window, and a
-    daemon alone keeps the whole limit. Refusals with nothing through in between add a
-    random spread over a range that doubles each time (``REFUSED_SPREAD_S``, capped): many
-    daemons refused together come back over minutes, not all at the next window."""
+    four requests failing together are one failure, not four. (A 429 with a Retry-After
+    is not a failure: :class:`Pace` answers it.)"""
 
     def __init__(
         self,
@@ -154,34 +146,20 @@ class Backoff:
         self.spread = spread
         self._rand = rand
         self.failures = 0
-        self.refusals = 0  # 429s in a row with nothing through in between
-        self._through = False  # requests went through since the last wait
 
     def reset(self) -> None:
-        """A round went through: the next failure starts from the bottom again (and the
-        next refusal is one right after requests went through)."""
+        """A round went through: the next failure starts from the bottom again."""
         self.failures = 0
-        self._through = True
 
-    def wait_after(self, outcome: Outcome, went_through: int = 0) -> float:
-        """One failed round (``went_through``: its requests that were accepted): the
-        seconds to wait before the next. A Retry-After or an auth pause is taken as given
-        (lengthened by up to ``spread`` of itself, and by the refusal spread above);
+    def wait_after(self, outcome: Outcome) -> float:
+        """One failed round: the seconds to wait before the next. A Retry-After (a 503's)
+        or an auth pause is taken as given (lengthened by up to ``spread`` of itself);
         anything else backs off exponentially, capped, with full jitter (applied after the
         cap)."""
         self.failures += 1
-        through, self._through = self._through or went_through > 0, False
         if outcome.wait is not None:
             extra = self.spread * self._rand() if self.spread else 0.0
-            wait = max(outcome.wait * (1.0 + extra), MIN_WAIT_S)
-            if outcome.status == 429:
-                if through:
-                    self.refusals = 0
-                else:
-                    ceiling = min(REFUSED_SPREAD_CAP_S, REFUSED_SPREAD_S * 2.0**self.refusals)
-                    self.refusals = min(self.refusals + 1, 30)
-                    wait += ceiling * self._rand()
-            return wait
+            return max(outcome.wait * (1.0 + extra), MIN_WAIT_S)
         return full_jitter_backoff(self.failures, self._rand, self.base, self.cap)
 
 
@@ -215,3 +193,148 @@ class SendWindow:
 
     def halted(self) -> None:
         self._size = 1
+
+
+# -- the pace: the organisation's limit, shared with every other daemon ---------------------
+# Tuned with tests/bench/fleet.py (10,000 daemons, one limit of 1,000 requests/s, after a
+# 1-hour outage and after a fleet-wide reboot); the comments say what each one does.
+
+MIN_PACE = 1.0  # requests/s: a daemon that would have to send slower waits its turn instead
+PACE_GROWTH = 0.02  # the pace grows by this share with every request accepted,
+PACE_CUT = 0.5  # and is cut by this factor at every 429
+ROUNDS_ABOVE = 50.0  # requests/s: paced this fast, the pipeline sends in rounds again
+BIG_USER = 5  # accepted in the last second: refused now, the window was this daemon's
+TURN_WAIT_PER_EVENT_S = 1.5  # waiting its turn: this long per queued event (at MIN_PACE),
+TURN_WAIT_MIN_S = 2.0  # at least this,
+TURN_WAIT_MAX_S = 120.0  # at most this,
+TURN_WAIT_SPREAD = 0.25  # give or take this share, at random
+START_SPREAD_S = 4.0  # refused before its first success: back after the start-up jitter
+LONG_FAILURE = 3  # failed rounds in a row that make an outage: come back paced
+
+
+class PaceMode(StrEnum):
+    ROUNDS = "rounds"  # as fast as the send window and in_flight allow
+    PACED = "paced"  # one request at a time, at a learned rate
+    WAITING = "waiting"  # its turn to come: one request after a wait
+
+
+class Pace:
+    """How the pipeline sends while the organisation's limit is shared: how many requests
+    the next round may carry, and how long to wait after a round.
+
+    - In rounds (``SendWindow`` slow start, up to ``in_flight`` at once): at start-up, and
+      for a daemon that has the window mostly to itself: refused after ``BIG_USER``
+      requests accepted in the last second, it waits the Retry-After exactly and goes on
+      (a lone daemon keeps its whole limit).
+    - Paced: refused with fewer accepted, it sends one request at a time, at random gaps
+      around 1 / pace; the pace starts at what the last second accepted, grows with every
+      request accepted and is cut at every 429. Spread over the second, a fleet's requests
+      leave the window's end to the refused, instead of filling it at its start.
+    - Waiting its turn: refused with nothing accepted, or paced below ``MIN_PACE``, it
+      waits in proportion to its queue (a daemon with much to send would hold the window
+      long), then sends one request; accepted, it is paced at ``MIN_PACE``. Refused before
+      anything went through since it started (a fleet restarting together), it comes back
+      once the start-up jitter is over, spread over ``START_SPREAD_S``.
+    - After an outage (``LONG_FAILURE`` failed rounds in a row), the first success is paced
+      at ``MIN_PACE``: a fleet comes back as the service recovers, not in rounds.
+
+    Pure: ``now`` (seconds, monotonic) and randomness come in from outside."""
+
+    def __init__(
+        self,
+        window_limit: int,
+        *,
+        now: float,
+        start_jitter: float = 0.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.window = SendWindow(window_limit)
+        self.backoff = Backoff(rand=rand)
+        self.mode = PaceMode.ROUNDS
+        self.rate = 0.0  # requests/s, while paced
+        self._rand = rand
+        self._start_until = now + start_jitter
+        self._accepted: deque[float] = deque()  # when requests were accepted, last second
+        self._failed_rounds = 0
+        self._sent_at = now  # when the current round was (to be) sent
+        self._accepted_since_start = False
+        self._start_refusals = 0
+
+    def size(self) -> int:
+        """Requests the next round may carry."""
+        return self.window.size() if self.mode is PaceMode.ROUNDS else 1
+
+    def after_round(
+        self, now: float, outcomes: Sequence[Outcome], queued: Callable[[], int]
+    ) -> float:
+        """A round's outcomes (its requests, answered at ``now``): the seconds to wait
+        before the next, 0 for at once. ``queued``: how many events wait, asked only when
+        it matters."""
+        accepted = sum(1 for o in outcomes if o.action is Action.DELIVERED)
+        self._accepted_since_start = self._accepted_since_start or accepted > 0
+        self._accepted.extend([now] * accepted)
+        while self._accepted and self._accepted[0] < now - 1.0:
+            self._accepted.popleft()
+        halting = pipeline_outcome(outcomes)
+        if halting is None:
+            wait = self._went_through(accepted)
+            if self.mode is PaceMode.PACED:
+                # The gap runs from the round's start: its round trip is part of it.
+                wait = max(wait - (now - self._sent_at), 0.0)
+        elif halting.status == 429 and halting.wait is not None:
+            wait = self._refused(now, halting.wait, queued)
+        else:
+            self.window.halted()
+            self._failed_rounds += 1
+            wait = self.backoff.wait_after(halting)
+        self._sent_at = now + wait
+        return wait
+
+    def _went_through(self, accepted: int) -> float:
+        self.backoff.reset()
+        back_from_outage = self._failed_rounds >= LONG_FAILURE
+        self._failed_rounds = 0
+        if back_from_outage or self.mode is PaceMode.WAITING:
+            self.mode, self.rate = PaceMode.PACED, MIN_PACE  # its turn came
+        elif self.mode is PaceMode.PACED:
+            self.rate *= (1.0 + PACE_GROWTH) ** accepted
+            if self.rate >= ROUNDS_ABOVE:
+                self.mode = PaceMode.ROUNDS
+                self.window.halted()
+                return 0.0
+        else:
+            self.window.went_through()
+            return 0.0
+        return (0.5 + self._rand()) / self.rate
+
+    def _refused(self, now: float, retry_after: float, queued: Callable[[], int]) -> float:
+        self.window.halted()
+        self.backoff.reset()
+        self._failed_rounds = 0
+        got = len(self._accepted)
+        if got >= BIG_USER:
+            self.mode = PaceMode.ROUNDS  # the window was mostly this daemon's: go on
+            return max(retry_after, MIN_WAIT_S)
+        if self.mode is PaceMode.ROUNDS and got:
+            self.mode, self.rate = PaceMode.PACED, max(MIN_PACE, float(got))
+        elif self.mode is PaceMode.PACED and self.rate * PACE_CUT >= MIN_PACE:
+            self.rate *= PACE_CUT
+        else:
+            self.mode = PaceMode.WAITING
+            return self._turn(now, retry_after, queued())
+        return max(retry_after, MIN_WAIT_S) + self._rand() / self.rate
+
+    def _turn(self, now: float, retry_after: float, queued: int) -> float:
+        """The wait of a daemon waiting its turn."""
+        if not self._accepted_since_start:
+            # Refused before anything went through since the start: a fleet restarting
+            # together. Back once the start-up jitter is over, spread a little; refused
+            # again, spread twice as wide (a fleet larger than its jitter spreads itself).
+            spread = min(START_SPREAD_S * 2.0**self._start_refusals, TURN_WAIT_MAX_S)
+            self._start_refusals = min(self._start_refusals + 1, 30)
+            wait = max(self._start_until - now, 0.0) + spread * self._rand()
+            return max(retry_after, wait, MIN_WAIT_S)
+        turn = TURN_WAIT_PER_EVENT_S * max(queued, 1) / MIN_PACE
+        turn = min(max(turn, TURN_WAIT_MIN_S), TURN_WAIT_MAX_S)
+        turn *= 1.0 + TURN_WAIT_SPREAD * (2.0 * self._rand() - 1.0)
+        return max(retry_after, turn, MIN_WAIT_S)

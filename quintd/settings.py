@@ -71,7 +71,7 @@ class DeliverySettings:
     drain_timeout: float = 5.0  # seconds a shutdown spends on a last flush
     # Seconds over which the first delivery after start-up is spread (a fleet rebooting
     # at once must not hit the endpoint in the same second).
-    start_jitter: float = 30.0
+    start_jitter: float = 33.0
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig) -> DeliverySettings:

@@ -24,10 +24,9 @@ from quintd.delivery_policy import (
     BACKOFF_CAP_S,
     Action,
     Answer,
-    Backoff,
     Failure,
     Outcome,
-    SendWindow,
+    Pace,
     classify,
     full_jitter_backoff,
     parse_retry_after,
@@ -96,11 +95,14 @@ class Shipper(threading.Thread):
         self._stopping = threading.Event()
         self._drain_deadline = 0.0
         self._lock = threading.Lock()
-        self._backoff = Backoff(rand=rand)
-        self._window = SendWindow(settings.batch_size)  # events in the next round
+        started = time.monotonic()
+        # How many requests a round carries and how long to wait after it.
+        self._pace = Pace(
+            settings.batch_size, now=started, start_jitter=settings.start_jitter, rand=rand
+        )
         # Monotonic; the first attempt is spread over start_jitter (a fleet restarting
         # together must not arrive in the same second).
-        self._next_attempt = time.monotonic() + settings.start_jitter * rand()
+        self._next_attempt = started + settings.start_jitter * rand()
         self._delivered = 0
         self._dead_lettered = 0
         self._last_success: str | None = None
@@ -146,8 +148,7 @@ class Shipper(threading.Thread):
         self.settings = pending
         self._client = _client(pending)
         with self._lock:
-            self._backoff.reset()
-            self._window = SendWindow(pending.batch_size)
+            self._pace = Pace(pending.batch_size, now=time.monotonic(), rand=self._rand)
             self._next_attempt = 0.0
             self._paused = None
         if old_client is not None:
@@ -249,7 +250,7 @@ class Shipper(threading.Thread):
                     e
                     for e in self._store.peek(self.settings.batch_size)
                     if e.seq not in self._unacked
-                ][: self._window.size()]
+                ][: self._pace.size()]
                 go_on = bool(batch) and self._send_each(batch, deadline)
             if not go_on:
                 # Nothing was there to send (not a stop after a failure): wait for news.
@@ -312,7 +313,16 @@ class Shipper(threading.Thread):
         self._settle(results)
         if errors:
             raise errors[0]
-        return not halt.is_set() and not self._unacked and not self._stopping_now(deadline)
+        return self._go_on(deadline) and not halt.is_set()
+
+    def _go_on(self, deadline: float | None) -> bool:
+        """Whether the next round may start at once: everything recorded, no wait (a halt,
+        or the pace's gap), no stop."""
+        return (
+            not self._unacked
+            and self._next_attempt <= time.monotonic()
+            and not self._stopping_now(deadline)
+        )
 
     def _send_batches(
         self, batches: list[tuple[list[QueuedEvent], str]], deadline: float | None
@@ -326,7 +336,7 @@ class Shipper(threading.Thread):
             body = batch_body([e.body for e in events])
             sent = _Sent(events, key, self._post(body, key, len(events), deadline))
             batches = self._settle([sent]) + batches
-            if sent.outcome.halts or self._unacked:
+            if sent.outcome.halts or not self._go_on(deadline):
                 return False
         return True
 
@@ -384,32 +394,39 @@ class Shipper(threading.Thread):
                 self._store.record_attempt(failed)  # how often each was tried, kept on disk
             except Exception as exc:  # a full disk: the count is the least of it
                 log.debug("delivery: attempts not recorded: %s", exc)
-        halting = pipeline_outcome(s.outcome for s in sent)
-        if not recorded:
-            pass  # the pipeline waits already (a local failure, as a remote one would)
-        elif halting is not None:
-            through = sum(1 for s in sent if s.outcome.action is Action.DELIVERED)
-            self._halt(halting, through)
-        elif delivered:
-            with self._lock:
-                self._backoff.reset()
-                self._window.went_through()
-                self._paused = None
+        if recorded and sent:  # else the pipeline waits already (a local failure)
+            self._after_round([s.outcome for s in sent])
         return halves
 
-    def _halt(self, outcome: Outcome, went_through: int = 0) -> None:
-        """The pipeline waits: as long as the outcome says, or a backoff; the next round
-        starts small again (``went_through``: requests of this round accepted)."""
+    def _halt(self, outcome: Outcome) -> None:
+        """The pipeline waits after a local failure, as after a remote one."""
+        self._after_round([outcome])
+
+    def _after_round(self, outcomes: list[Outcome]) -> None:
+        """The pace says how long the pipeline waits before the next round: a halt's wait
+        (a Retry-After, a backoff, a paused token), or the gap of a paced pipeline."""
+        now = time.monotonic()
+        halting = pipeline_outcome(outcomes)
         with self._lock:
-            self._window.halted()
-            wait = self._backoff.wait_after(outcome, went_through)
-            self._next_attempt = time.monotonic() + wait
-            if outcome.action is Action.AUTH_PAUSE:
-                self._paused = outcome.reason
-        if outcome.action is Action.AUTH_PAUSE:
-            self._note_error(f"{outcome.reason}; delivery paused for {wait:.0f}s")
+            wait = self._pace.after_round(now, outcomes, self._queued)
+            self._next_attempt = now + wait
+            if halting is None:
+                self._paused = None
+            elif halting.action is Action.AUTH_PAUSE:
+                self._paused = halting.reason
+        if halting is None:
+            return
+        if halting.action is Action.AUTH_PAUSE:
+            self._note_error(f"{halting.reason}; delivery paused for {wait:.0f}s")
         else:
-            self._note_error(f"{outcome.reason}; next attempt in {wait:.1f}s")
+            self._note_error(f"{halting.reason}; next attempt in {wait:.1f}s")
+
+    def _queued(self) -> int:
+        """Events waiting (for how long a refused pipeline waits its turn)."""
+        try:
+            return self._store.stats().depth
+        except Exception:  # a busy or full database: the shortest turn
+            return 1
 
     def _note_error(self, error: str) -> None:
         stamp = format_timestamp(datetime.now(UTC))

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable
 
 import pytest
 
 from quintd.delivery_policy import (
     AUTH_PAUSE_S,
     BACKOFF_CAP_S,
-    REFUSED_SPREAD_CAP_S,
-    REFUSED_SPREAD_S,
+    MIN_PACE,
+    PACE_GROWTH,
+    START_SPREAD_S,
+    TURN_WAIT_MAX_S,
+    TURN_WAIT_MIN_S,
+    TURN_WAIT_PER_EVENT_S,
     Action,
     Answer,
     Backoff,
     Failure,
     Outcome,
+    Pace,
+    PaceMode,
     SendWindow,
     classify,
     parse_retry_after,
@@ -145,34 +152,6 @@ def test_retry_after_spread_lengthens_only() -> None:
     assert none.wait_after(Outcome(Action.RETRY_AFTER, "", wait=10.0)) == 10.0
 
 
-def test_a_429_after_requests_went_through_is_waited_out_exactly() -> None:
-    """A daemon that had its share of the window comes back when the window opens: alone,
-    it keeps the whole limit (the single-machine drain)."""
-    backoff = Backoff(rand=lambda: 1.0)
-    refused = Outcome(Action.RETRY_AFTER, "429", status=429, wait=1.0)
-    assert backoff.wait_after(refused, went_through=3) == 1.0  # in the same round
-    backoff.reset()  # a round went through since
-    assert backoff.wait_after(refused) == 1.0
-    assert backoff.refusals == 0
-
-
-def test_429s_with_nothing_through_spread_over_a_doubling_range() -> None:
-    """Refused again and again: the fleet must not all come back at the next window."""
-    backoff = Backoff(rand=lambda: 1.0)
-    refused = Outcome(Action.RETRY_AFTER, "429", status=429, wait=1.0)
-    waits = [backoff.wait_after(refused) for _ in range(5)]
-    spread = [w - 1.0 for w in waits]
-    assert spread == [min(REFUSED_SPREAD_CAP_S, REFUSED_SPREAD_S * 2**n) for n in range(5)]
-    assert spread[-1] == REFUSED_SPREAD_CAP_S
-    zero = Backoff(rand=lambda: 0.0)
-    assert zero.wait_after(refused) == 1.0  # never shorter than the Retry-After
-    # A 503 with a Retry-After is an outage, not the limit: taken as given.
-    unavailable = Outcome(Action.RETRY_AFTER, "503", status=503, wait=2.0)
-    assert Backoff(rand=lambda: 1.0).wait_after(unavailable) == 2.0
-    backoff.reset()
-    assert backoff.wait_after(refused) == 1.0  # through again: the range starts over
-
-
 def test_send_window_starts_small_and_doubles() -> None:
     window = SendWindow(100)
     sizes = []
@@ -218,20 +197,132 @@ def test_pipeline_outcome_ranks_by_kind_before_length() -> None:
     assert pipeline_outcome([failed, at_once]) is at_once  # a Retry-After over a failure
 
 
-def test_one_request_through_is_enough_to_wait_out_a_429_exactly() -> None:
-    refused = Outcome(Action.RETRY_AFTER, "429", status=429, wait=1.0)
-    backoff = Backoff(rand=lambda: 1.0)
-    assert backoff.wait_after(refused, went_through=1) == 1.0
-    # Refused twice with nothing through: the spread grew; then a round with requests
-    # through and a refusal: exact; the next refusal without starts the range over.
-    backoff.wait_after(refused)
-    assert backoff.wait_after(refused) == 1.0 + 2 * REFUSED_SPREAD_S
-    assert backoff.wait_after(refused, went_through=2) == 1.0
-    assert backoff.wait_after(refused) == 1.0 + REFUSED_SPREAD_S
-
-
 def test_send_window_of_one_stays_one() -> None:
     for limit in (0, 1):
         window = SendWindow(limit)
         window.went_through()
         assert window.size() == 1
+
+
+def test_a_503_retry_after_is_taken_as_given() -> None:
+    """A 503 with a Retry-After is an outage, not the limit: the backoff takes it."""
+    unavailable = Outcome(Action.RETRY_AFTER, "503", status=503, wait=2.0)
+    assert Backoff(rand=lambda: 1.0).wait_after(unavailable) == 2.0
+
+
+# -- the pace --------------------------------------------------------------------------
+
+OK = Outcome(Action.DELIVERED, "HTTP 200", 200)
+REFUSED = Outcome(Action.RETRY_AFTER, "HTTP 429", 429, wait=1.0)
+DOWN = Outcome(Action.BACKOFF, "HTTP 503", 503)
+
+
+def _queued(n: int) -> Callable[[], int]:
+    return lambda: n
+
+
+def test_the_pace_starts_in_rounds_with_a_slow_start() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    sizes = []
+    for t in range(5):
+        sizes.append(pace.size())
+        assert pace.after_round(float(t), [OK] * pace.size(), _queued(500)) == 0.0
+    assert sizes == [1, 2, 4, 8, 16] and pace.mode is PaceMode.ROUNDS
+
+
+def test_a_daemon_with_the_window_to_itself_waits_a_429_out_exactly() -> None:
+    """Five accepted in the last second, then refused: the window was this daemon's. It
+    comes back when the window opens, in rounds again (a lone daemon keeps its limit)."""
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(10.0, [OK] * 5, _queued(500))
+    assert pace.after_round(10.2, [REFUSED], _queued(500)) == 1.0
+    assert pace.mode is PaceMode.ROUNDS and pace.size() == 1  # the slow start again
+
+
+def test_refused_after_a_few_accepted_it_sends_at_what_it_got() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(10.0, [OK, OK], _queued(500))
+    wait = pace.after_round(10.1, [OK, REFUSED], _queued(500))
+    assert (pace.mode, pace.rate) == (PaceMode.PACED, 3.0)  # three in the last second
+    assert wait == pytest.approx(1.0 + 0.5 / 3.0)  # the Retry-After, then a random gap
+    assert pace.size() == 1  # one request at a time
+
+
+def test_a_paced_pipeline_grows_with_each_acceptance_and_keeps_its_gap() -> None:
+    """The gap runs from when the round was sent: its round trip is part of it."""
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    assert pace.after_round(10.0, [OK, REFUSED], _queued(500)) == 1.5  # paced at 1/s
+    assert pace.after_round(20.0, [OK], _queued(500)) == 0.0  # the gap is long past
+    assert pace.rate == pytest.approx(1.0 + PACE_GROWTH)
+    # Sent at once (20.0), answered 50 ms later: the next goes a gap after the send.
+    wait = pace.after_round(20.05, [OK], _queued(500))
+    assert pace.rate == pytest.approx((1.0 + PACE_GROWTH) ** 2)
+    assert wait == pytest.approx(1.0 / pace.rate - 0.05)
+
+
+def test_pace_back_to_rounds_when_fast_enough() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK, REFUSED], _queued(500))
+    t = 1.0
+    while pace.mode is PaceMode.PACED:
+        t += 1.0
+        pace.after_round(t, [OK], _queued(500))
+    assert pace.mode is PaceMode.ROUNDS and pace.size() == 1
+
+
+def test_refused_below_the_minimum_pace_it_waits_its_turn() -> None:
+    """Cut below MIN_PACE, a daemon waits in proportion to its queue (give or take a
+    quarter), then sends one request; accepted, it is paced at MIN_PACE."""
+    for rand, queued, expected in [
+        (0.5, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE),
+        (1.0, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE * 1.25),
+        (0.0, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE * 0.75),
+        (0.5, 1, TURN_WAIT_MIN_S),
+        (0.5, 10_000, TURN_WAIT_MAX_S),
+    ]:
+        pace = Pace(100, now=0.0, rand=lambda r=rand: r)  # type: ignore[misc]
+        pace.after_round(10.0, [OK], _queued(queued))  # started: something went through
+        pace.after_round(11.5, [OK, REFUSED], _queued(queued))  # paced at 1/s
+        assert pace.rate == 1.0
+        wait = pace.after_round(14.0, [REFUSED], _queued(queued))
+        assert pace.mode is PaceMode.WAITING
+        assert wait == pytest.approx(expected)
+        pace.after_round(100.0, [OK], _queued(queued))
+        assert (pace.mode, pace.rate) == (PaceMode.PACED, MIN_PACE)
+
+
+def test_refused_before_any_success_it_comes_back_after_the_start_up_jitter() -> None:
+    """A fleet restarting together: the refused come back once every daemon has had its
+    first try, spread a little; refused again, spread twice as wide."""
+    pace = Pace(100, now=0.0, start_jitter=33.0, rand=lambda: 1.0)
+    assert pace.after_round(10.0, [REFUSED], _queued(3)) == pytest.approx(23.0 + START_SPREAD_S)
+    assert pace.after_round(37.0, [REFUSED], _queued(3)) == pytest.approx(2 * START_SPREAD_S)
+    pace.after_round(45.0, [OK], _queued(3))  # its turn: paced at MIN_PACE
+    # After a success, refused again: the turn is the queue's (3 events, 1.5 s each).
+    wait = pace.after_round(45.5, [REFUSED], _queued(3))
+    assert pace.mode is PaceMode.WAITING
+    assert wait == pytest.approx(3 * TURN_WAIT_PER_EVENT_S / MIN_PACE * 1.25)
+
+
+def test_back_from_an_outage_the_pipeline_starts_paced() -> None:
+    """Three failed rounds in a row make an outage: the first success is paced at
+    MIN_PACE, so a fleet comes back as the service does, not in rounds. A blip (fewer
+    failures) keeps the rounds."""
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    for _ in range(3):
+        pace.after_round(1.0, [DOWN], _queued(60))
+    pace.after_round(2.0, [OK], _queued(60))
+    assert (pace.mode, pace.rate) == (PaceMode.PACED, MIN_PACE)
+    blip = Pace(100, now=0.0, rand=lambda: 0.5)
+    for _ in range(2):
+        blip.after_round(1.0, [DOWN], _queued(60))
+    assert blip.after_round(2.0, [OK], _queued(60)) == 0.0
+    assert blip.mode is PaceMode.ROUNDS
+
+
+def test_a_failure_backs_off_whatever_the_pace() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 1.0)
+    pace.after_round(0.0, [OK, REFUSED], _queued(5))
+    assert pace.mode is PaceMode.PACED
+    assert pace.after_round(1.0, [DOWN], _queued(5)) == 2.0  # the backoff's first step
+    assert pace.mode is PaceMode.PACED  # a blip does not change the pace
