@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -305,5 +306,26 @@ def test_shipper_survives_a_failing_database(tmp_path: Path, server: IngestServe
         # Sent once: the 2xx could not be recorded at first, but the delivery was
         # remembered, and recording it again (after a backoff) was all that happened.
         assert len(server.events) == 1 and server.requests == 1
+    finally:
+        shipper.stop(1.0)
+
+
+def test_refused_before_its_first_delivery_the_shipper_waits_its_turn_then_paces(
+    store: Store, server: IngestServer
+) -> None:
+    """The organisation's limit refuses the very first request: the shipper comes back
+    after the Retry-After, then sends one request at a time, a gap apart (paced at 1/s,
+    the gap half of it with this jitter source), not a round of four at once."""
+    server.fail_next(429, {"Retry-After": "1"})
+    store.apply([event(n) for n in range(4)])  # four sessions: a round could carry four
+    started = time.monotonic()
+    shipper = start_shipper(store, server.url, rand=lambda: 0.0)
+    try:
+        got = server.wait_for(lambda evs: len(evs) == 4, timeout=20, what="four events")
+        times = [e.received_at for e in got]
+        assert times[0] - started >= 0.9  # the Retry-After
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert all(gap >= 0.45 for gap in gaps), gaps  # one at a time, (0.5 + 0.0) / 1.0
+        assert server.requests == 5
     finally:
         shipper.stop(1.0)
