@@ -598,6 +598,8 @@ class Daemon:
                 paused=delivery.paused,
                 next_attempt_at=delivery.next_attempt_at,
                 alive=delivery.alive,
+                pace=delivery.pace,
+                pace_rate=delivery.pace_rate,
             ),
             agent_state=AgentStateReport(
                 **self._sources.stats(), refused_claims=self._tracker.foreign_claims

@@ -70,6 +70,10 @@ class DeliveryReport:
     paused: str | None
     next_attempt_at: str | None
     alive: bool
+    # How it sends while the organisation's limit is shared (delivery_policy.Pace): "rounds",
+    # "paced" (at pace_rate requests/s) or "waiting" (its turn, after a 429).
+    pace: str = "rounds"
+    pace_rate: float = 0.0
 
 
 @dataclass(frozen=True)

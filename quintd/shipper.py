@@ -27,6 +27,7 @@ from quintd.delivery_policy import (
     Failure,
     Outcome,
     Pace,
+    PaceMode,
     classify,
     full_jitter_backoff,
     parse_retry_after,
@@ -67,6 +68,8 @@ class DeliveryStatus:
     paused: str | None  # why delivery is held back, if it is
     next_attempt_at: str | None
     alive: bool  # the delivery thread runs
+    pace: str = "rounds"  # rounds, paced or waiting (delivery_policy.PaceMode)
+    pace_rate: float = 0.0  # requests/s while paced
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,8 @@ class Shipper(threading.Thread):
                 paused=self._paused,
                 next_attempt_at=next_at,
                 alive=self.is_alive(),
+                pace=self._pace.mode.value,
+                pace_rate=round(self._pace.rate, 2) if self._pace.mode is PaceMode.PACED else 0.0,
             )
 
     # -- the loop ---------------------------------------------------------------------

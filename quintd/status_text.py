@@ -77,6 +77,13 @@ def render_status(s: StatusReport) -> str:
         lines.append(f"paused:      {cell(delivery.paused, 500)}")
     if delivery.next_attempt_at:
         lines.append(f"next try:    {cell(delivery.next_attempt_at)}")
+    if delivery.pace == "paced":
+        lines.append(
+            f"pace:        {delivery.pace_rate:g} request(s)/s, one at a time "
+            "(the organisation's limit refused some: it is shared)"
+        )
+    elif delivery.pace == "waiting":
+        lines.append("pace:        waiting its turn (the organisation's limit refused it)")
     scan = s.scan
     lines.append(
         f"scan:        {scan.passes} pass(es), {scan.early_passes} early; last "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from quintd.protocol import (
@@ -155,3 +157,14 @@ def test_status_text_renders_from_the_typed_report_and_prints_nothing_raw() -> N
     row = next(line for line in text.splitlines() if "9b2f3c4e" in line)
     assert "FORGED ROW" in row  # the newline became a space: one row, not two
     assert "up 1m01s" in text.splitlines()[0]
+
+
+def test_status_text_says_how_delivery_paces_itself() -> None:
+    base = report()
+    assert "pace:" not in render_status(base)  # in rounds: nothing to say
+    paced = dataclasses.replace(
+        base, delivery=dataclasses.replace(base.delivery, pace="paced", pace_rate=2.5)
+    )
+    assert "pace:        2.5 request(s)/s, one at a time" in render_status(paced)
+    waiting = dataclasses.replace(base, delivery=dataclasses.replace(base.delivery, pace="waiting"))
+    assert "pace:        waiting its turn" in render_status(waiting)

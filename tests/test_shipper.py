@@ -322,6 +322,12 @@ def test_refused_before_its_first_delivery_the_shipper_waits_its_turn_then_paces
     shipper = start_shipper(store, server.url, rand=lambda: 0.0)
     try:
         got = server.wait_for(lambda evs: len(evs) == 4, timeout=20, what="four events")
+        # Paced at 1/s when its turn came, grown 2% with each of the three accepted after.
+        expected = ("paced", round(1.02**3, 2))
+        wait_until(
+            lambda: (shipper.status().pace, shipper.status().pace_rate) == expected,
+            what=f"status says {expected}",
+        )
         times = [e.received_at for e in got]
         assert times[0] - started >= 0.9  # the Retry-After
         gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
