@@ -299,8 +299,7 @@ class Pace:
         elif self.mode is PaceMode.PACED:
             self.rate *= (1.0 + PACE_GROWTH) ** accepted
             if self.rate >= ROUNDS_ABOVE:
-                self.mode = PaceMode.ROUNDS
-                self.window.halted()
+                self.mode = PaceMode.ROUNDS  # the window restarts small: halted at the 429
                 return 0.0
         else:
             self.window.went_through()

@@ -326,3 +326,80 @@ def test_a_failure_backs_off_whatever_the_pace() -> None:
     assert pace.mode is PaceMode.PACED
     assert pace.after_round(1.0, [DOWN], _queued(5)) == 2.0  # the backoff's first step
     assert pace.mode is PaceMode.PACED  # a blip does not change the pace
+
+
+# The pace's finer rules, one test each (written for the survivors of the mutation run).
+
+
+def test_accepted_exactly_a_second_ago_still_counts() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(10.0, [OK] * 5, _queued(500))
+    assert pace.after_round(11.0, [REFUSED], _queued(500)) == 1.0  # still a big user
+    assert pace.mode is PaceMode.ROUNDS
+
+
+def test_a_503_with_retry_after_is_a_failure_not_the_limit() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK, REFUSED], _queued(5))
+    unavailable = Outcome(Action.RETRY_AFTER, "HTTP 503", 503, wait=2.0)
+    assert pace.after_round(5.0, [unavailable], _queued(5)) == 2.0
+    assert (pace.mode, pace.rate) == (PaceMode.PACED, 1.0)  # not cut: not the limit
+
+
+def test_a_failure_restarts_the_rounds_small() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    for t in range(3):
+        pace.after_round(float(t), [OK], _queued(500))
+    assert pace.size() == 8
+    pace.after_round(5.0, [DOWN], _queued(500))
+    assert pace.size() == 1
+
+
+def test_a_paced_gap_after_a_refusal_counts_from_the_send() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    wait = pace.after_round(10.0, [OK, REFUSED], _queued(500))  # paced at 1/s
+    sent = 10.0 + wait
+    assert pace.after_round(sent + 0.05, [OK], _queued(500)) == pytest.approx(
+        1.0 / pace.rate - 0.05
+    )
+
+
+def test_success_and_refusal_start_the_backoff_over() -> None:
+    for between in ([OK], [OK, REFUSED]):
+        pace = Pace(100, now=0.0, rand=lambda: 1.0)
+        assert [pace.after_round(1.0, [DOWN], _queued(5)) for _ in range(2)] == [2.0, 4.0]
+        pace.after_round(2.0, between, _queued(5))
+        assert pace.after_round(3.0, [DOWN], _queued(5)) == 2.0, between
+
+
+def test_failures_count_as_an_outage_only_in_a_row() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    for t in range(2):
+        pace.after_round(float(t), [DOWN], _queued(5))
+    pace.after_round(5.0, [OK], _queued(5))
+    pace.after_round(6.0, [DOWN], _queued(5))
+    pace.after_round(10.0, [OK], _queued(5))
+    assert pace.mode is PaceMode.ROUNDS  # 2 + 1 failures, a success between
+
+
+def test_a_paced_daemon_that_got_much_through_goes_back_to_rounds() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK, REFUSED], _queued(500))
+    assert pace.mode is PaceMode.PACED
+    for t in (10.0, 10.2, 10.4, 10.6, 10.8):
+        pace.after_round(t, [OK], _queued(500))
+    assert pace.after_round(10.9, [REFUSED], _queued(500)) == 1.0
+    assert pace.mode is PaceMode.ROUNDS
+
+
+def test_a_paced_refusal_halves_the_pace_down_to_the_minimum() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK] * 3, _queued(500))
+    pace.after_round(0.1, [OK, REFUSED], _queued(500))
+    assert (pace.mode, pace.rate) == (PaceMode.PACED, 4.0)
+    assert pace.after_round(10.0, [REFUSED], _queued(500)) == pytest.approx(1.0 + 0.5 / 2.0)
+    assert (pace.mode, pace.rate) == (PaceMode.PACED, 2.0)
+    pace.after_round(20.0, [REFUSED], _queued(500))
+    assert (pace.mode, pace.rate) == (PaceMode.PACED, MIN_PACE)  # exactly the minimum: paced
+    pace.after_round(30.0, [REFUSED], _queued(500))
+    assert pace.mode is PaceMode.WAITING
