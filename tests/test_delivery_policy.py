@@ -263,11 +263,12 @@ def test_a_paced_pipeline_grows_with_each_acceptance_and_keeps_its_gap() -> None
 def test_pace_back_to_rounds_when_fast_enough() -> None:
     pace = Pace(100, now=0.0, rand=lambda: 0.5)
     pace.after_round(0.0, [OK, REFUSED], _queued(500))
-    t = 1.0
+    t, wait = 1.0, 1.0
     while pace.mode is PaceMode.PACED:
         t += 1.0
-        pace.after_round(t, [OK], _queued(500))
+        wait = pace.after_round(t, [OK], _queued(500))
     assert pace.mode is PaceMode.ROUNDS and pace.size() == 1
+    assert wait == 0.0  # the first round goes at once
 
 
 def test_refused_below_the_minimum_pace_it_waits_its_turn() -> None:
@@ -294,6 +295,8 @@ def test_refused_below_the_minimum_pace_it_waits_its_turn() -> None:
 def test_refused_before_any_success_it_comes_back_after_the_start_up_jitter() -> None:
     """A fleet restarting together: the refused come back once every daemon has had its
     first try, spread a little; refused again, spread twice as wide."""
+    half = Pace(100, now=0.0, start_jitter=33.0, rand=lambda: 0.5)
+    assert half.after_round(10.0, [REFUSED], _queued(3)) == pytest.approx(23.0 + START_SPREAD_S / 2)
     pace = Pace(100, now=0.0, start_jitter=33.0, rand=lambda: 1.0)
     assert pace.after_round(10.0, [REFUSED], _queued(3)) == pytest.approx(23.0 + START_SPREAD_S)
     assert pace.after_round(37.0, [REFUSED], _queued(3)) == pytest.approx(2 * START_SPREAD_S)
@@ -377,9 +380,18 @@ def test_failures_count_as_an_outage_only_in_a_row() -> None:
     for t in range(2):
         pace.after_round(float(t), [DOWN], _queued(5))
     pace.after_round(5.0, [OK], _queued(5))
-    pace.after_round(6.0, [DOWN], _queued(5))
+    for t in range(2):
+        pace.after_round(6.0 + t, [DOWN], _queued(5))
     pace.after_round(10.0, [OK], _queued(5))
-    assert pace.mode is PaceMode.ROUNDS  # 2 + 1 failures, a success between
+    assert pace.mode is PaceMode.ROUNDS  # 2 + 2 failures, a success between
+    # A 429 between failures also says the service is up.
+    paced = Pace(100, now=0.0, rand=lambda: 0.5)
+    for t in range(2):
+        paced.after_round(float(t), [DOWN], _queued(5))
+    paced.after_round(5.0, [OK, OK, REFUSED], _queued(5))  # paced at 2/s
+    paced.after_round(8.0, [DOWN], _queued(5))
+    paced.after_round(10.0, [OK], _queued(5))
+    assert paced.rate == pytest.approx(2.0 * (1 + PACE_GROWTH))  # grown, not restarted
 
 
 def test_a_paced_daemon_that_got_much_through_goes_back_to_rounds() -> None:
