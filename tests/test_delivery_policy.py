@@ -389,8 +389,9 @@ def test_failures_count_as_an_outage_only_in_a_row() -> None:
     for t in range(2):
         paced.after_round(float(t), [DOWN], _queued(5))
     paced.after_round(5.0, [OK, OK, REFUSED], _queued(5))  # paced at 2/s
-    paced.after_round(8.0, [DOWN], _queued(5))
-    paced.after_round(10.0, [OK], _queued(5))
+    for t in range(2):
+        paced.after_round(8.0 + t, [DOWN], _queued(5))
+    paced.after_round(12.0, [OK], _queued(5))
     assert paced.rate == pytest.approx(2.0 * (1 + PACE_GROWTH))  # grown, not restarted
 
 
