@@ -88,6 +88,18 @@ def render_prometheus(s: StatusReport) -> str:
         "1 while the server refuses the token.",
         [({}, int(bool(d.paused)))],
     )
+    out.metric(
+        "delivery_pace",
+        "gauge",
+        "How delivery sends while the organisation's limit is shared: 1 for the mode now.",
+        [({"mode": mode}, int(mode == d.pace)) for mode in ("rounds", "paced", "waiting")],
+    )
+    out.metric(
+        "delivery_pace_rate",
+        "gauge",
+        "Requests per second while paced (0 otherwise).",
+        [({}, d.pace_rate)],
+    )
     sc = s.scan
     out.metric(
         "scan_duration_seconds",

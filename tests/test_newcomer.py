@@ -296,6 +296,12 @@ def test_status_in_the_prometheus_text_format(short_tmp: Path, agents: Agents) -
     assert samples[("quintd_sessions", (("platform", "amp"), ("state", "active")))] >= 2
     assert samples[("quintd_up", ())] == 1
     assert samples[("quintd_delivery_waiting_for_token", ())] == 1
+    pace = {
+        mode: samples[("quintd_delivery_pace", (("mode", mode),))]
+        for mode in ("rounds", "paced", "waiting")
+    }
+    assert pace == {"rounds": 1, "paced": 0, "waiting": 0}  # nothing refused it yet
+    assert samples[("quintd_delivery_pace_rate", ())] == 0
     assert samples[("quintd_queue_events", ())] >= 2  # their `active`, waiting for a token
     assert samples[("quintd_scan_duration_seconds", ())] > 0
     assert families["quintd_scan_passes"].type == "counter"
