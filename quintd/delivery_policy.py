@@ -204,12 +204,13 @@ PACE_GROWTH = 0.02  # the pace grows by this share with every request accepted,
 PACE_CUT = 0.5  # and is cut by this factor at every 429
 ROUNDS_ABOVE = 50.0  # requests/s: paced this fast, the pipeline sends in rounds again
 BIG_USER = 5  # accepted in the last second: refused now, the window was this daemon's
-TURN_WAIT_PER_EVENT_S = 1.5  # waiting its turn: this long per queued event (at MIN_PACE),
+TURN_WAIT_PER_EVENT_S = 1.5  # waiting its turn: this long per queued request (at MIN_PACE),
 TURN_WAIT_MIN_S = 2.0  # at least this,
 TURN_WAIT_MAX_S = 120.0  # at most this,
 TURN_WAIT_SPREAD = 0.25  # give or take this share, at random
 START_SPREAD_S = 4.0  # refused before its first success: back after the start-up jitter
-LONG_FAILURE = 3  # failed rounds in a row that make an outage: come back paced
+LONG_FAILURE = 3  # failed rounds in a row, over at least OUTAGE_S, make an outage:
+OUTAGE_S = 30.0  # come back from it paced (a blip of a few seconds is no outage)
 
 
 class PaceMode(StrEnum):
@@ -235,10 +236,15 @@ class Pace:
       long), then sends one request; accepted, it is paced at ``MIN_PACE``. Refused before
       anything went through since it started (a fleet restarting together), it comes back
       once the start-up jitter is over, spread over ``START_SPREAD_S``.
-    - After an outage (``LONG_FAILURE`` failed rounds in a row), the first success is paced
-      at ``MIN_PACE``: a fleet comes back as the service recovers, not in rounds.
+    - After an outage (``LONG_FAILURE`` failed rounds in a row over ``OUTAGE_S``), the first
+      success is paced at ``MIN_PACE``: a fleet comes back as the service recovers, not in
+      rounds.
+    - A paced pipeline that has sent everything (:meth:`drained`) goes back to rounds: the
+      pace is for a backlog, not for the next event an hour later.
 
-    Pure: ``now`` (seconds, monotonic) and randomness come in from outside."""
+    The caller says when each round starts (:meth:`start_round`) and what its answers were
+    (:meth:`after_round`). Pure: ``now`` (seconds, monotonic) and randomness come in from
+    outside."""
 
     def __init__(
         self,
@@ -256,7 +262,8 @@ class Pace:
         self._start_until = now + start_jitter
         self._accepted: deque[float] = deque()  # when requests were accepted, last second
         self._failed_rounds = 0
-        self._sent_at = now  # when the current round was (to be) sent
+        self._failing_since = now
+        self._sent_at = now  # when the current round was sent (or is due)
         self._accepted_since_start = False
         self._start_refusals = 0
 
@@ -264,20 +271,39 @@ class Pace:
         """Requests the next round may carry."""
         return self.window.size() if self.mode is PaceMode.ROUNDS else 1
 
+    def start_round(self, now: float) -> None:
+        """A round is being sent: a paced gap runs from here."""
+        self._sent_at = now
+
+    def drained(self) -> None:
+        """Nothing is left to send: a paced pipeline goes back to rounds (with the window
+        it was halted to when pacing began: a slow start)."""
+        if self.mode is PaceMode.PACED:
+            self.mode = PaceMode.ROUNDS
+
     def after_round(
-        self, now: float, outcomes: Sequence[Outcome], queued: Callable[[], int]
+        self,
+        now: float,
+        outcomes: Sequence[Outcome],
+        queued: Callable[[], int],
+        answered: Sequence[float] | None = None,
     ) -> float:
-        """A round's outcomes (its requests, answered at ``now``): the seconds to wait
-        before the next, 0 for at once. ``queued``: how many events wait, asked only when
-        it matters."""
-        accepted = sum(1 for o in outcomes if o.action is Action.DELIVERED)
+        """A round's outcomes (its requests, the last answered at ``now``; ``answered``:
+        when each was, if known): the seconds to wait before the next, 0 for at once.
+        ``queued``: how many requests' worth of events wait, asked only when it matters."""
+        times = sorted(
+            t
+            for o, t in zip(outcomes, answered or [now] * len(outcomes), strict=False)
+            if o.action is Action.DELIVERED
+        )
+        accepted = len(times)
         self._accepted_since_start = self._accepted_since_start or accepted > 0
-        self._accepted.extend([now] * accepted)
+        self._accepted.extend(times)
         while self._accepted and self._accepted[0] < now - 1.0:
             self._accepted.popleft()
         halting = pipeline_outcome(outcomes)
         if halting is None:
-            wait = self._went_through(accepted)
+            wait = self._went_through(now, accepted)
             if self.mode is PaceMode.PACED:
                 # The gap runs from the round's start: its round trip is part of it.
                 wait = max(wait - (now - self._sent_at), 0.0)
@@ -285,15 +311,21 @@ class Pace:
             wait = self._refused(now, halting.wait, queued)
         else:
             self.window.halted()
+            if not self._failed_rounds:
+                self._failing_since = now
             self._failed_rounds += 1
             wait = self.backoff.wait_after(halting)
-        self._sent_at = now + wait
+        self._sent_at = now + wait  # when the next is due, unless start_round says
         return wait
 
-    def _went_through(self, accepted: int) -> float:
+    def _went_through(self, now: float, accepted: int) -> float:
         self.backoff.reset()
-        back_from_outage = self._failed_rounds >= LONG_FAILURE
+        back_from_outage = (
+            self._failed_rounds >= LONG_FAILURE and now - self._failing_since >= OUTAGE_S
+        )
         self._failed_rounds = 0
+        if not accepted:  # dead letters, a split: the service answers, nothing went through
+            return (0.5 + self._rand()) / self.rate if self.mode is PaceMode.PACED else 0.0
         if back_from_outage or self.mode is PaceMode.WAITING:
             self.mode, self.rate = PaceMode.PACED, MIN_PACE  # its turn came
         elif self.mode is PaceMode.PACED:
@@ -320,10 +352,10 @@ class Pace:
             self.rate *= PACE_CUT
         else:
             self.mode = PaceMode.WAITING
-            return self._turn(now, retry_after, queued())
+            return self._turn(now, retry_after, queued)
         return max(retry_after, MIN_WAIT_S) + self._rand() / self.rate
 
-    def _turn(self, now: float, retry_after: float, queued: int) -> float:
+    def _turn(self, now: float, retry_after: float, queued: Callable[[], int]) -> float:
         """The wait of a daemon waiting its turn."""
         if not self._accepted_since_start:
             # Refused before anything went through since the start: a fleet restarting
@@ -333,7 +365,7 @@ class Pace:
             self._start_refusals = min(self._start_refusals + 1, 30)
             wait = max(self._start_until - now, 0.0) + spread * self._rand()
             return max(retry_after, wait, MIN_WAIT_S)
-        turn = TURN_WAIT_PER_EVENT_S * max(queued, 1) / MIN_PACE
+        turn = TURN_WAIT_PER_EVENT_S * max(queued(), 1) / MIN_PACE
         turn = min(max(turn, TURN_WAIT_MIN_S), TURN_WAIT_MAX_S)
         turn *= 1.0 + TURN_WAIT_SPREAD * (2.0 * self._rand() - 1.0)
         return max(retry_after, turn, MIN_WAIT_S)

@@ -79,6 +79,7 @@ class _Sent:
     events: list[QueuedEvent]
     key: str
     outcome: Outcome
+    answered_at: float = 0.0  # monotonic
 
 
 class Shipper(threading.Thread):
@@ -117,6 +118,8 @@ class Shipper(threading.Thread):
         # whatever happens to the database meanwhile (a full disk, a lock).
         self._unacked: set[int] = set()
         self._drained = False  # the last look found the queue empty
+        self._only_a_gap = False  # the wait now is a paced gap, not a halt
+        self._held_by_limit = False  # the wait now is the organisation's limit's (a 429)
 
     @staticmethod
     def _new_pool(settings: DeliverySettings) -> ThreadPoolExecutor:
@@ -129,7 +132,8 @@ class Shipper(threading.Thread):
 
     def reconfigure(self, settings: DeliverySettings) -> None:
         """New settings (a reload), applied by the delivery thread between requests; a
-        pause or backoff ends, so a refused token is retried with the new one at once."""
+        pause or backoff ends, so a refused token is retried with the new one at once (a
+        wait the rate limit imposed stays, and so does the pace)."""
         with self._lock:
             self._pending = settings
         self._wake.set()
@@ -148,11 +152,16 @@ class Shipper(threading.Thread):
         old_client, old_pool = self._client, None
         if pending.in_flight != self.settings.in_flight:
             old_pool, self._pool = self._pool, self._new_pool(pending)
-        self.settings = pending
         self._client = _client(pending)
+        previous, self.settings = self.settings, pending
         with self._lock:
-            self._pace = Pace(pending.batch_size, now=time.monotonic(), rand=self._rand)
-            self._next_attempt = 0.0
+            # What the pace learned of the organisation's limit stays, and so does a wait
+            # the limit imposed (a fleet reloading together must not burst). Any other
+            # wait ends: a refused token or a failing endpoint is tried again at once.
+            self._pace.window.limit = max(1, pending.batch_size)
+            new_target = (previous.endpoint, previous.token) != (pending.endpoint, pending.token)
+            if new_target or not (self._only_a_gap or self._held_by_limit):
+                self._next_attempt = 0.0
             self._paused = None
         if old_client is not None:
             old_client.close()
@@ -214,7 +223,7 @@ class Shipper(threading.Thread):
             self._apply_pending_settings()
             if time.monotonic() >= self._next_attempt:
                 self._guarded_flush(deadline=None)
-        if self._next_attempt <= time.monotonic():
+        if self._next_attempt <= time.monotonic() or self._only_a_gap:
             self._guarded_flush(deadline=self._drain_deadline)
 
     def _nag_for_token(self) -> None:
@@ -256,10 +265,14 @@ class Shipper(threading.Thread):
                     for e in self._store.peek(self.settings.batch_size)
                     if e.seq not in self._unacked
                 ][: self._pace.size()]
+                if batch:
+                    self._pace.start_round(time.monotonic())
                 go_on = bool(batch) and self._send_each(batch, deadline)
             if not go_on:
                 # Nothing was there to send (not a stop after a failure): wait for news.
                 self._drained = not batch and not self._unacked
+                if self._drained:
+                    self._pace.drained()
                 return
 
     def _record_deliveries(self) -> bool:
@@ -300,7 +313,7 @@ class Shipper(threading.Thread):
                 if halt.is_set() or self._stopping_now(deadline):
                     break
                 outcome = self._post(event.body, event.event_id, 1, deadline)
-                sent.append(_Sent([event], event.event_id, outcome))
+                sent.append(_Sent([event], event.event_id, outcome, time.monotonic()))
                 if outcome.halts:
                     halt.set()
                     break
@@ -322,12 +335,10 @@ class Shipper(threading.Thread):
 
     def _go_on(self, deadline: float | None) -> bool:
         """Whether the next round may start at once: everything recorded, no wait (a halt,
-        or the pace's gap), no stop."""
-        return (
-            not self._unacked
-            and self._next_attempt <= time.monotonic()
-            and not self._stopping_now(deadline)
-        )
+        or the pace's gap: not in the last flush at shutdown), no stop."""
+        waited = self._next_attempt <= time.monotonic()
+        draining = deadline is not None and self._only_a_gap
+        return not self._unacked and (waited or draining) and not self._stopping_now(deadline)
 
     def _send_batches(
         self, batches: list[tuple[list[QueuedEvent], str]], deadline: float | None
@@ -339,7 +350,9 @@ class Shipper(threading.Thread):
                 return False
             events, key = batches.pop(0)
             body = batch_body([e.body for e in events])
-            sent = _Sent(events, key, self._post(body, key, len(events), deadline))
+            self._pace.start_round(time.monotonic())
+            outcome = self._post(body, key, len(events), deadline)
+            sent = _Sent(events, key, outcome, time.monotonic())
             batches = self._settle([sent]) + batches
             if sent.outcome.halts or not self._go_on(deadline):
                 return False
@@ -400,21 +413,24 @@ class Shipper(threading.Thread):
             except Exception as exc:  # a full disk: the count is the least of it
                 log.debug("delivery: attempts not recorded: %s", exc)
         if recorded and sent:  # else the pipeline waits already (a local failure)
-            self._after_round([s.outcome for s in sent])
+            self._after_round([s.outcome for s in sent], [s.answered_at for s in sent])
         return halves
 
     def _halt(self, outcome: Outcome) -> None:
         """The pipeline waits after a local failure, as after a remote one."""
         self._after_round([outcome])
 
-    def _after_round(self, outcomes: list[Outcome]) -> None:
+    def _after_round(self, outcomes: list[Outcome], answered: list[float] | None = None) -> None:
         """The pace says how long the pipeline waits before the next round: a halt's wait
-        (a Retry-After, a backoff, a paused token), or the gap of a paced pipeline."""
+        (a Retry-After, a backoff, a paused token), or the gap of a paced pipeline. (The
+        pace is this thread's alone; the lock guards what status() reads.)"""
         now = time.monotonic()
         halting = pipeline_outcome(outcomes)
+        wait = self._pace.after_round(now, outcomes, self._queued, answered)
         with self._lock:
-            wait = self._pace.after_round(now, outcomes, self._queued)
             self._next_attempt = now + wait
+            self._only_a_gap = halting is None
+            self._held_by_limit = halting is not None and halting.status == 429
             if halting is None:
                 self._paused = None
             elif halting.action is Action.AUTH_PAUSE:
@@ -427,11 +443,16 @@ class Shipper(threading.Thread):
             self._note_error(f"{halting.reason}; next attempt in {wait:.1f}s")
 
     def _queued(self) -> int:
-        """Events waiting (for how long a refused pipeline waits its turn)."""
+        """Requests' worth of events waiting (a refused pipeline waits its turn in
+        proportion): events, or batches of ``batch_size`` with the batch body."""
         try:
-            return self._store.stats().depth
+            depth = self._store.stats().depth
         except Exception:  # a busy or full database: the shortest turn
             return 1
+        per_request = (
+            min(self.settings.batch_size, MAX_BATCH_EVENTS) if self.settings.batch_body else 1
+        )
+        return -(-depth // per_request)
 
     def _note_error(self, error: str) -> None:
         stamp = format_timestamp(datetime.now(UTC))

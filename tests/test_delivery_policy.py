@@ -12,6 +12,7 @@ from quintd.delivery_policy import (
     AUTH_PAUSE_S,
     BACKOFF_CAP_S,
     MIN_PACE,
+    OUTAGE_S,
     PACE_GROWTH,
     START_SPREAD_S,
     TURN_WAIT_MAX_S,
@@ -308,19 +309,66 @@ def test_refused_before_any_success_it_comes_back_after_the_start_up_jitter() ->
 
 
 def test_back_from_an_outage_the_pipeline_starts_paced() -> None:
-    """Three failed rounds in a row make an outage: the first success is paced at
-    MIN_PACE, so a fleet comes back as the service does, not in rounds. A blip (fewer
-    failures) keeps the rounds."""
+    """Three failed rounds in a row, over at least OUTAGE_S, make an outage: the first
+    success is paced at MIN_PACE, so a fleet comes back as the service does, not in
+    rounds. A blip (fewer failures, or a few seconds) keeps the rounds."""
     pace = Pace(100, now=0.0, rand=lambda: 0.5)
-    for _ in range(3):
-        pace.after_round(1.0, [DOWN], _queued(60))
-    pace.after_round(2.0, [OK], _queued(60))
+    for t in (0.0, 10.0, OUTAGE_S):
+        pace.after_round(t, [DOWN], _queued(60))
+    pace.after_round(OUTAGE_S + 1, [OK], _queued(60))
     assert (pace.mode, pace.rate) == (PaceMode.PACED, MIN_PACE)
-    blip = Pace(100, now=0.0, rand=lambda: 0.5)
-    for _ in range(2):
-        blip.after_round(1.0, [DOWN], _queued(60))
-    assert blip.after_round(2.0, [OK], _queued(60)) == 0.0
-    assert blip.mode is PaceMode.ROUNDS
+    for failures, back in (((0.0, 40.0), 50.0), ((0.0, 1.0, 3.0, 7.0), OUTAGE_S - 1)):
+        blip = Pace(100, now=0.0, rand=lambda: 0.5)
+        for t in failures:
+            blip.after_round(t, [DOWN], _queued(60))
+        assert blip.after_round(back, [OK], _queued(60)) == 0.0
+        assert blip.mode is PaceMode.ROUNDS, failures
+
+
+def test_a_paced_pipeline_that_sent_everything_is_back_in_rounds() -> None:
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK, REFUSED], _queued(5))
+    assert pace.mode is PaceMode.PACED
+    pace.drained()
+    assert pace.mode is PaceMode.ROUNDS and pace.size() == 1  # a slow start
+    waiting = Pace(100, now=0.0, rand=lambda: 0.5)
+    waiting.after_round(0.0, [OK], _queued(5))
+    waiting.after_round(5.0, [REFUSED], _queued(5))
+    waiting.drained()
+    assert waiting.mode is PaceMode.WAITING  # it has not had its turn yet
+
+
+def test_a_round_with_nothing_accepted_and_no_halt_changes_no_mode() -> None:
+    """Dead letters or a split: the service answers, but its turn has not come."""
+    rejected = Outcome(Action.DEAD_LETTER, "bad", 400)
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK], _queued(5))
+    pace.after_round(5.0, [REFUSED], _queued(5))
+    assert pace.after_round(20.0, [rejected], _queued(5)) == 0.0
+    assert pace.mode is PaceMode.WAITING
+    paced = Pace(100, now=0.0, rand=lambda: 0.5)
+    paced.after_round(0.0, [OK, REFUSED], _queued(5))
+    assert paced.after_round(20.0, [rejected], _queued(5)) == 0.0  # the gap is long past
+    assert (paced.mode, paced.rate) == (PaceMode.PACED, 1.0)
+
+
+def test_a_gap_counts_from_when_the_round_really_went() -> None:
+    """After an idle spell the next round goes at once, and the one after it a full gap
+    later: the gap counts from the round's start, not from when it was first due."""
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK, REFUSED], _queued(5))  # paced at 1/s, next due at 1.5
+    pace.start_round(600.0)  # an event, ten minutes later
+    wait = pace.after_round(600.05, [OK], _queued(5))
+    assert wait == pytest.approx(1.0 / pace.rate - 0.05)
+
+
+def test_acceptances_count_when_they_were_answered() -> None:
+    """A long round: only what was accepted in the last second counts as the window's."""
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    answered = [1.0, 2.0, 3.0, 4.0, 4.2, 4.5]
+    wait = pace.after_round(4.5, [OK] * 5 + [REFUSED], _queued(500), answered)
+    assert (pace.mode, pace.rate) == (PaceMode.PACED, 2.0)  # two in the last second, not 5
+    assert wait == pytest.approx(1.0 + 0.5 / 2.0)
 
 
 def test_a_failure_backs_off_whatever_the_pace() -> None:
@@ -377,21 +425,21 @@ def test_success_and_refusal_start_the_backoff_over() -> None:
 
 def test_failures_count_as_an_outage_only_in_a_row() -> None:
     pace = Pace(100, now=0.0, rand=lambda: 0.5)
-    for t in range(2):
-        pace.after_round(float(t), [DOWN], _queued(5))
-    pace.after_round(5.0, [OK], _queued(5))
-    for t in range(2):
-        pace.after_round(6.0 + t, [DOWN], _queued(5))
-    pace.after_round(10.0, [OK], _queued(5))
+    for t in (0.0, 40.0):
+        pace.after_round(t, [DOWN], _queued(5))
+    pace.after_round(50.0, [OK], _queued(5))
+    for t in (60.0, 100.0):
+        pace.after_round(t, [DOWN], _queued(5))
+    pace.after_round(110.0, [OK], _queued(5))
     assert pace.mode is PaceMode.ROUNDS  # 2 + 2 failures, a success between
     # A 429 between failures also says the service is up.
     paced = Pace(100, now=0.0, rand=lambda: 0.5)
-    for t in range(2):
-        paced.after_round(float(t), [DOWN], _queued(5))
-    paced.after_round(5.0, [OK, OK, REFUSED], _queued(5))  # paced at 2/s
-    for t in range(2):
-        paced.after_round(8.0 + t, [DOWN], _queued(5))
-    paced.after_round(12.0, [OK], _queued(5))
+    for t in (0.0, 40.0):
+        paced.after_round(t, [DOWN], _queued(5))
+    paced.after_round(50.0, [OK, OK, REFUSED], _queued(5))  # paced at 2/s
+    for t in (60.0, 100.0):
+        paced.after_round(t, [DOWN], _queued(5))
+    paced.after_round(110.0, [OK], _queued(5))
     assert paced.rate == pytest.approx(2.0 * (1 + PACE_GROWTH))  # grown, not restarted
 
 

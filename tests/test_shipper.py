@@ -335,3 +335,33 @@ def test_refused_before_its_first_delivery_the_shipper_waits_its_turn_then_paces
         assert server.requests == 5
     finally:
         shipper.stop(1.0)
+
+
+def test_a_paced_shipper_sends_all_it_can_in_the_last_flush(
+    store: Store, server: IngestServer
+) -> None:
+    """Stopping, the last flush does not wait out the pace's gaps (a halt it would)."""
+    server.fail_next(429, {"Retry-After": "1"})
+    store.apply([event(n) for n in range(6)])
+    shipper = start_shipper(store, server.url, rand=lambda: 0.0)
+    server.wait_for(lambda evs: len(evs) >= 2, timeout=20, what="two events, paced")
+    assert shipper.status().pace == "paced"
+    shipper.stop(5.0)
+    assert len(server.wait_for(lambda evs: len(evs) == 6, timeout=5, what="all six")) == 6
+    assert store.stats().depth == 0
+
+
+def test_a_reload_keeps_the_pace(store: Store, server: IngestServer) -> None:
+    """A fleet reloading together must not burst: the pace stays paced across a reload
+    of the same settings."""
+    server.fail_next(429, {"Retry-After": "1"})
+    store.apply([event(n) for n in range(20)])
+    shipper = start_shipper(store, server.url, rand=lambda: 0.0)
+    try:
+        server.wait_for(lambda evs: len(evs) >= 2, timeout=20, what="two events, paced")
+        shipper.reconfigure(shipper.settings)
+        wait_until(lambda: shipper.effective_settings is shipper.settings, what="reload applied")
+        wait_until(lambda: len(server.events) >= 4, what="two more after the reload")
+        assert shipper.status().pace == "paced"
+    finally:
+        shipper.stop(1.0)

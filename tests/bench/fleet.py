@@ -118,12 +118,16 @@ class ShippedPolicy:
 
     def count(self, t: float, queued: int, oldest: float) -> int:
         self.queued = queued
+        self.pace.start_round(t)
         return self.pace.size()
 
     def settle(self, t: float, outcomes: list[Outcome], delivered: int) -> None:
         answered = t + RTT_S
         queued = self.queued - delivered
         self.next_at = answered + self.pace.after_round(answered, outcomes, lambda: queued)
+
+    def drained(self) -> None:
+        self.pace.drained()
 
 
 class BeforePolicy:
@@ -242,6 +246,9 @@ def simulate(
             d.target = d.produced(start)
         queued = d.produced(t) - d.accepted
         if queued <= 0:
+            drained = getattr(p, "drained", None)  # the shipper tells its pace so
+            if drained is not None:
+                drained()
             _schedule(heap, d, i, max(d.next_event_at(t), p.next_at))
             continue
         if t < p.next_at:
