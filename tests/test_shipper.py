@@ -365,3 +365,15 @@ def test_a_reload_keeps_the_pace(store: Store, server: IngestServer) -> None:
         assert shipper.status().pace == "paced"
     finally:
         shipper.stop(1.0)
+
+
+def test_the_turn_counts_requests_not_events(store: Store) -> None:
+    """A refused pipeline waits its turn in proportion to what it has to send: with the
+    batch body, one request carries a batch."""
+    store.apply([event(n) for n in range(120)])
+    single = DeliverySettings(endpoint="http://127.0.0.1:9", token=TOKEN, batch_size=50)
+    assert Shipper(store, single)._queued() == 120
+    batched = DeliverySettings(
+        endpoint="http://127.0.0.1:9", token=TOKEN, batch_size=50, batch_body=True
+    )
+    assert Shipper(store, batched)._queued() == 3  # 50 + 50 + 20
