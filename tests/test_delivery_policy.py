@@ -464,3 +464,26 @@ def test_a_paced_refusal_halves_the_pace_down_to_the_minimum() -> None:
     assert (pace.mode, pace.rate) == (PaceMode.PACED, MIN_PACE)  # exactly the minimum: paced
     pace.after_round(30.0, [REFUSED], _queued(500))
     assert pace.mode is PaceMode.WAITING
+
+
+def test_an_outage_is_timed_from_its_first_failure() -> None:
+    """Long after the start, a blip of a few seconds is still a blip; 30 s of failing,
+    exactly, is an outage."""
+    late = Pace(100, now=0.0, rand=lambda: 0.5)
+    for t in (1000.0, 1001.0, 1003.0):
+        late.after_round(t, [DOWN], _queued(5))
+    late.after_round(1010.0, [OK], _queued(5))
+    assert late.mode is PaceMode.ROUNDS
+    edge = Pace(100, now=0.0, rand=lambda: 0.5)
+    for t in (100.0, 110.0, 120.0):
+        edge.after_round(t, [DOWN], _queued(5))
+    edge.after_round(100.0 + OUTAGE_S, [OK], _queued(5))
+    assert edge.mode is PaceMode.PACED
+
+
+def test_a_paced_round_of_dead_letters_keeps_its_gap() -> None:
+    rejected = Outcome(Action.DEAD_LETTER, "bad", 400)
+    pace = Pace(100, now=0.0, rand=lambda: 0.5)
+    pace.after_round(0.0, [OK, OK, REFUSED], _queued(5))  # paced at 2/s
+    pace.start_round(20.0)
+    assert pace.after_round(20.05, [rejected], _queued(5)) == pytest.approx(0.5 - 0.05)
