@@ -207,7 +207,7 @@ BIG_USER = 5  # accepted in the last second: refused now, the window was this da
 TURN_WAIT_PER_EVENT_S = 1.5  # waiting its turn: this long per queued request (at MIN_PACE),
 TURN_WAIT_MIN_S = 2.0  # at least this,
 TURN_WAIT_MAX_S = 120.0  # at most this,
-TURN_WAIT_SPREAD = 0.25  # give or take this share, at random
+TURN_WAIT_SPREAD = 0.1  # give or take this share, at random
 START_SPREAD_S = 4.0  # refused before its first success: back after the start-up jitter
 LONG_FAILURE = 3  # failed rounds in a row, over at least OUTAGE_S, make an outage:
 OUTAGE_S = 30.0  # come back from it paced (a blip of a few seconds is no outage)
@@ -360,8 +360,10 @@ class Pace:
         if not self._accepted_since_start:
             # Refused before anything went through since the start: a fleet restarting
             # together. Back once the start-up jitter is over, spread a little; refused
-            # again, spread twice as wide (a fleet larger than its jitter spreads itself).
-            spread = min(START_SPREAD_S * 2.0**self._start_refusals, TURN_WAIT_MAX_S)
+            # again and again, spread twice as wide each time (a fleet larger than its
+            # jitter spreads itself).
+            doublings = max(self._start_refusals - 1, 0)
+            spread = min(START_SPREAD_S * 2.0**doublings, TURN_WAIT_MAX_S)
             self._start_refusals = min(self._start_refusals + 1, 30)
             wait = max(self._start_until - now, 0.0) + spread * self._rand()
             return max(retry_after, wait, MIN_WAIT_S)

@@ -18,6 +18,7 @@ from quintd.delivery_policy import (
     TURN_WAIT_MAX_S,
     TURN_WAIT_MIN_S,
     TURN_WAIT_PER_EVENT_S,
+    TURN_WAIT_SPREAD,
     Action,
     Answer,
     Backoff,
@@ -274,11 +275,11 @@ def test_pace_back_to_rounds_when_fast_enough() -> None:
 
 def test_refused_below_the_minimum_pace_it_waits_its_turn() -> None:
     """Cut below MIN_PACE, a daemon waits in proportion to its queue (give or take a
-    quarter), then sends one request; accepted, it is paced at MIN_PACE."""
+    tenth), then sends one request; accepted, it is paced at MIN_PACE."""
     for rand, queued, expected in [
         (0.5, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE),
-        (1.0, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE * 1.25),
-        (0.0, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE * 0.75),
+        (1.0, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE * (1 + TURN_WAIT_SPREAD)),
+        (0.0, 10, 10 * TURN_WAIT_PER_EVENT_S / MIN_PACE * (1 - TURN_WAIT_SPREAD)),
         (0.5, 1, TURN_WAIT_MIN_S),
         (0.5, 10_000, TURN_WAIT_MAX_S),
     ]:
@@ -295,17 +296,18 @@ def test_refused_below_the_minimum_pace_it_waits_its_turn() -> None:
 
 def test_refused_before_any_success_it_comes_back_after_the_start_up_jitter() -> None:
     """A fleet restarting together: the refused come back once every daemon has had its
-    first try, spread a little; refused again, spread twice as wide."""
+    first try, spread a little; refused again, as much; then twice as wide each time."""
     half = Pace(100, now=0.0, start_jitter=33.0, rand=lambda: 0.5)
     assert half.after_round(10.0, [REFUSED], _queued(3)) == pytest.approx(23.0 + START_SPREAD_S / 2)
     pace = Pace(100, now=0.0, start_jitter=33.0, rand=lambda: 1.0)
     assert pace.after_round(10.0, [REFUSED], _queued(3)) == pytest.approx(23.0 + START_SPREAD_S)
-    assert pace.after_round(37.0, [REFUSED], _queued(3)) == pytest.approx(2 * START_SPREAD_S)
+    assert pace.after_round(37.0, [REFUSED], _queued(3)) == pytest.approx(START_SPREAD_S)
+    assert pace.after_round(41.0, [REFUSED], _queued(3)) == pytest.approx(2 * START_SPREAD_S)
     pace.after_round(45.0, [OK], _queued(3))  # its turn: paced at MIN_PACE
     # After a success, refused again: the turn is the queue's (3 events, 1.5 s each).
     wait = pace.after_round(45.5, [REFUSED], _queued(3))
     assert pace.mode is PaceMode.WAITING
-    assert wait == pytest.approx(3 * TURN_WAIT_PER_EVENT_S / MIN_PACE * 1.25)
+    assert wait == pytest.approx(3 * TURN_WAIT_PER_EVENT_S / MIN_PACE * (1 + TURN_WAIT_SPREAD))
 
 
 def test_back_from_an_outage_the_pipeline_starts_paced() -> None:
