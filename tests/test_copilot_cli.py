@@ -529,12 +529,11 @@ def test_change_events_drive_reading_and_an_idle_pass_costs_one_stat(
     # Nor when the change events are our own reads' (watchdog reports opens and closes).
     counted: list[str] = []
     real_open, real_listdir = files.open_under, os.listdir
-    for module in (files, copilot_cli):
-        monkeypatch.setattr(
-            module,
-            "open_under",
-            lambda root, path: counted.append(path.name) or real_open(root, path),
-        )
+    monkeypatch.setattr(  # every reader's open goes through files.open_under
+        files,
+        "open_under",
+        lambda root, path: counted.append(path.name) or real_open(root, path),
+    )
     monkeypatch.setattr(os, "listdir", lambda *a: counted.append("listdir") or real_listdir(*a))
     view.calls.clear()
     for _ in range(3):

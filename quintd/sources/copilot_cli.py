@@ -84,9 +84,8 @@ from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
     JsonlTail,
     ReadStats,
-    Refused,
     identifier,
-    open_under,
+    open_counted,
     read_json_file,
     stat_under,
     text,
@@ -401,13 +400,10 @@ class CopilotState:
         path = self.root / STATE / conversation.session_id / WORKSPACE
         if conversation.workspace is not None and _identity(path) == conversation.workspace:
             return  # unchanged (the event was our own read): not opened again
-        try:
-            fd, info = open_under(self.root, path)
-        except Refused:
-            self.stats.refused += 1
+        opened = open_counted(self.root, path, self.stats)
+        if opened is None:
             return
-        except OSError:
-            return
+        fd, info = opened
         try:
             identity = (info.st_ino, info.st_size, info.st_mtime_ns)
             if identity == conversation.workspace:

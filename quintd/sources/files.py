@@ -99,6 +99,18 @@ def _refusal(exc: OSError, path: Path) -> OSError:
     return exc
 
 
+def open_counted(root: Path, path: Path, stats: ReadStats) -> tuple[int, os.stat_result] | None:
+    """:func:`open_under`, for a reader: a refused file (a link, another user's, not a
+    regular file) is counted in ``stats``; an absent or unreadable one is None too."""
+    try:
+        return open_under(root, path)
+    except Refused:
+        stats.refused += 1
+    except OSError:
+        pass
+    return None
+
+
 def stat_under(root: Path, path: Path) -> os.stat_result | None:
     """``fstat`` of a regular file reached safely, or None."""
     try:
@@ -167,13 +179,10 @@ class JsonFile:
 
 def read_json_file(path: Path, root: Path, stats: ReadStats) -> JsonFile | None:
     """A small JSON object file, or None (absent, refused, too large or garbage)."""
-    try:
-        fd, info = open_under(root, path)
-    except Refused:
-        stats.refused += 1
+    opened = open_counted(root, path, stats)
+    if opened is None:
         return None
-    except OSError:
-        return None
+    fd, info = opened
     try:
         if info.st_size > MAX_JSON_FILE_BYTES:
             stats.refused += 1
@@ -206,13 +215,10 @@ class JsonlTail:
 
     def read_new(self, budget: int = READ_BUDGET_BYTES) -> tuple[list[dict[str, Any]], bool]:
         """New records since the last call, and whether more is left to read."""
-        try:
-            fd, info = open_under(self.root, self.path)
-        except Refused:
-            self.stats.refused += 1
+        opened = open_counted(self.root, self.path, self.stats)
+        if opened is None:
             return [], False
-        except OSError:
-            return [], False
+        fd, info = opened
         try:
             identity = (info.st_dev, info.st_ino)
             if identity != self.identity or info.st_size < self.offset:

@@ -49,9 +49,8 @@ from quintd.sources.files import (
     COMPLAINTS,
     READ_BUDGET_BYTES,
     ReadStats,
-    Refused,
     identifier,
-    open_under,
+    open_counted,
     parse_object,
     text,
 )
@@ -140,13 +139,10 @@ class LegacyChat:
         self._header_sent = False
 
     def read_new(self, budget: int = READ_BUDGET_BYTES) -> tuple[list[dict[str, Any]], bool]:
-        try:
-            fd, info = open_under(self.root, self.path)
-        except Refused:
-            self.stats.refused += 1
+        opened = open_counted(self.root, self.path, self.stats)
+        if opened is None:
             return [], False
-        except OSError:
-            return [], False
+        fd, info = opened
         try:
             signature = (info.st_ino, info.st_size, info.st_mtime_ns)
             if signature == self._signature:
