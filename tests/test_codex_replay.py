@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from replay import (
 )
 
 from quintd.identity import native_session_id, process_session_id
+from quintd.model import LifecycleEvent
 
 TWO = Path(__file__).parent / "fixtures" / "codex-two-tuis"
 KEEP = (
@@ -71,19 +73,20 @@ def _lay_out(
             set_mtime(target, mtime[rel])
 
 
-@pytest.mark.parametrize("restart_after", [None, "03-a-prompt-idle", "06-a-new", "09-b-quit"])
-def test_two_tuis_in_one_directory(tmp_path: Path, restart_after: str | None) -> None:
-    """With a restart of quintd in the middle, nothing changes: same ids, same events."""
-    steps = sorted(p.stem for p in (TWO / "processes").glob("*.json"))
-    assert len(steps) == 14
+def _captured_run(
+    fixture: Path, tmp_path: Path, idle_after: float = 3600.0
+) -> Iterator[tuple[str, Replay, list[LifecycleEvent]]]:
+    """A captured Codex run replayed step by step: ~/.codex laid out as it stood at each
+    step, then a pass with that step's processes; yields the step, the replay (to restart
+    or look into between steps) and the step's events."""
+    steps = sorted(p.stem for p in (fixture / "processes").glob("*.json"))
     home = tmp_path / "home"
     (home / ".codex").mkdir(parents=True)
-    first_taken = json.loads((TWO / "processes" / f"{steps[0]}.json").read_text())["taken"]
-    replay = Replay(home, first_taken - 30)
-    per_step = {}
+    first_taken = json.loads((fixture / "processes" / f"{steps[0]}.json").read_text())["taken"]
+    replay = Replay(home, first_taken - 30, idle_after=idle_after)
     for step in steps:
-        taken = json.loads((TWO / "processes" / f"{step}.json").read_text())["taken"]
-        listed = files_txt(TWO / "snapshots" / step / "files.txt")
+        taken = json.loads((fixture / "processes" / f"{step}.json").read_text())["taken"]
+        listed = files_txt(fixture / "snapshots" / step / "files.txt")
         day = day_of(taken)
         mtimes = {
             rel.removeprefix(".codex/"): clock_time(day, mod)
@@ -93,16 +96,25 @@ def test_two_tuis_in_one_directory(tmp_path: Path, restart_after: str | None) ->
         _lay_out(
             home / ".codex",
             listed,
-            TWO / "snapshots" / step / "home" / ".codex",
-            TWO / "home" / ".codex",
+            fixture / "snapshots" / step / "home" / ".codex",
+            fixture / "home" / ".codex",
             mtimes,
         )
-        recs = load_processes(TWO / "processes" / f"{step}.json")
-        per_step[step] = replay.step(recs, taken)
+        events = replay.step(load_processes(fixture / "processes" / f"{step}.json"), taken)
+        yield step, replay, events
+
+
+@pytest.mark.parametrize("restart_after", [None, "03-a-prompt-idle", "06-a-new", "09-b-quit"])
+def test_two_tuis_in_one_directory(tmp_path: Path, restart_after: str | None) -> None:
+    """With a restart of quintd in the middle, nothing changes: same ids, same events."""
+    per_step = {}
+    for step, replay, events in _captured_run(TWO, tmp_path):
+        per_step[step] = events
         if step == restart_after:
             replay.restart()
         # The shared daemon, its pid loop and tool processes are never sessions.
         assert {a.pid for a in replay.agents} <= {17550, 17982}, step
+    assert len(per_step) == 14
 
     a1, b1, a2 = (
         "01a22595-1795-7cf3-8949-85231c666704",
@@ -136,29 +148,8 @@ def test_two_tuis_in_one_directory(tmp_path: Path, restart_after: str | None) ->
 
 def test_two_tuis_busy_and_idle_follow_the_turns(tmp_path: Path) -> None:
     """The same run with a short idle_after: busy between task_started and task_complete."""
-    steps = sorted(p.stem for p in (TWO / "processes").glob("*.json"))
-    home = tmp_path / "home"
-    (home / ".codex").mkdir(parents=True)
-    first_taken = json.loads((TWO / "processes" / f"{steps[0]}.json").read_text())["taken"]
-    replay = Replay(home, first_taken - 30, idle_after=5.0)
     facts_seen = {}
-    for step in steps:
-        taken = json.loads((TWO / "processes" / f"{step}.json").read_text())["taken"]
-        listed = files_txt(TWO / "snapshots" / step / "files.txt")
-        day = day_of(taken)
-        mtimes = {
-            rel.removeprefix(".codex/"): clock_time(day, mod)
-            for rel, (_size, mod) in listed.items()
-            if mod
-        }
-        _lay_out(
-            home / ".codex",
-            listed,
-            TWO / "snapshots" / step / "home" / ".codex",
-            TWO / "home" / ".codex",
-            mtimes,
-        )
-        replay.step(load_processes(TWO / "processes" / f"{step}.json"), taken)
+    for step, replay, _events in _captured_run(TWO, tmp_path, idle_after=5.0):
         facts, _ = replay.sources.observe(replay.agents)
         facts_seen[step] = {pid: getattr(f, "status", None) for pid, f in facts.items()}
     assert facts_seen["02-a-prompt-busy"][17550] == "busy"
@@ -368,33 +359,12 @@ SUB = Path(__file__).parent / "fixtures" / "codex-subagent"
 
 
 def _replay_sub_agent_run(tmp_path: Path, idle_after: float) -> tuple[Replay, dict[str, Any]]:
-    steps = sorted(p.stem for p in (SUB / "processes").glob("*.json"))
-    assert len(steps) == 12
-    home = tmp_path / "home"
-    (home / ".codex").mkdir(parents=True)
-    first_taken = json.loads((SUB / "processes" / f"{steps[0]}.json").read_text())["taken"]
-    replay = Replay(home, first_taken - 30, idle_after=idle_after)
     seen: dict[str, Any] = {}
-    for step in steps:
-        taken = json.loads((SUB / "processes" / f"{step}.json").read_text())["taken"]
-        listed = files_txt(SUB / "snapshots" / step / "files.txt")
-        day = day_of(taken)
-        mtimes = {
-            rel.removeprefix(".codex/"): clock_time(day, mod)
-            for rel, (_size, mod) in listed.items()
-            if mod
-        }
-        _lay_out(
-            home / ".codex",
-            listed,
-            SUB / "snapshots" / step / "home" / ".codex",
-            SUB / "home" / ".codex",
-            mtimes,
-        )
-        replay.step(load_processes(SUB / "processes" / f"{step}.json"), taken)
+    for step, replay, _events in _captured_run(SUB, tmp_path, idle_after):
         facts, _ = replay.sources.observe(replay.agents)
         seen[step] = list(facts.values())
         assert {a.pid for a in replay.agents} <= {18114}, step  # the TUI (its npm wrapper)
+    assert len(seen) == 12
     return replay, seen
 
 
