@@ -242,9 +242,9 @@ class Pace:
     - A paced pipeline that has sent everything (:meth:`drained`) goes back to rounds: the
       pace is for a backlog, not for the next event an hour later.
 
-    The caller says when each round starts (:meth:`start_round`) and what its answers were
-    (:meth:`after_round`). Pure: ``now`` (seconds, monotonic) and randomness come in from
-    outside."""
+    The caller says what each round's answers were (:meth:`after_round`) and when nothing
+    is left to send (:meth:`drained`). Pure: ``now`` (seconds, monotonic) and randomness
+    come in from outside."""
 
     def __init__(
         self,
@@ -263,17 +263,13 @@ class Pace:
         self._accepted: deque[float] = deque()  # when requests were accepted, last second
         self._failed_rounds = 0
         self._failing_since = now
-        self._sent_at = now  # when the current round was sent (or is due)
+        self._sent_at = now  # when the current round went
         self._accepted_since_start = False
         self._start_refusals = 0
 
     def size(self) -> int:
         """Requests the next round may carry."""
         return self.window.size() if self.mode is PaceMode.ROUNDS else 1
-
-    def start_round(self, now: float) -> None:
-        """A round is being sent: a paced gap runs from here."""
-        self._sent_at = now
 
     def drained(self) -> None:
         """Nothing is left to send: a paced pipeline goes back to rounds (with the window
@@ -315,7 +311,7 @@ class Pace:
                 self._failing_since = now
             self._failed_rounds += 1
             wait = self.backoff.wait_after(halting)
-        self._sent_at = now + wait  # when the next is due, unless start_round says
+        self._sent_at = now + wait  # when the next round goes
         return wait
 
     def _went_through(self, now: float, accepted: int) -> float:

@@ -265,8 +265,6 @@ class Shipper(threading.Thread):
                     for e in self._store.peek(self.settings.batch_size)
                     if e.seq not in self._unacked
                 ][: self._pace.size()]
-                if batch:
-                    self._pace.start_round(time.monotonic())
                 go_on = bool(batch) and self._send_each(batch, deadline)
             if not go_on:
                 # Nothing was there to send (not a stop after a failure): wait for news.
@@ -350,7 +348,6 @@ class Shipper(threading.Thread):
                 return False
             events, key = batches.pop(0)
             body = batch_body([e.body for e in events])
-            self._pace.start_round(time.monotonic())
             outcome = self._post(body, key, len(events), deadline)
             sent = _Sent(events, key, outcome, time.monotonic())
             batches = self._settle([sent]) + batches

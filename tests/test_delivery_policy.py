@@ -354,16 +354,6 @@ def test_a_round_with_nothing_accepted_and_no_halt_changes_no_mode() -> None:
     assert (paced.mode, paced.rate) == (PaceMode.PACED, 1.0)
 
 
-def test_a_gap_counts_from_when_the_round_really_went() -> None:
-    """After an idle spell the next round goes at once, and the one after it a full gap
-    later: the gap counts from the round's start, not from when it was first due."""
-    pace = Pace(100, now=0.0, rand=lambda: 0.5)
-    pace.after_round(0.0, [OK, REFUSED], _queued(5))  # paced at 1/s, next due at 1.5
-    pace.start_round(600.0)  # an event, ten minutes later
-    wait = pace.after_round(600.05, [OK], _queued(5))
-    assert wait == pytest.approx(1.0 / pace.rate - 0.05)
-
-
 def test_acceptances_count_when_they_were_answered() -> None:
     """A long round: only what was accepted in the last second counts as the window's."""
     pace = Pace(100, now=0.0, rand=lambda: 0.5)
@@ -486,6 +476,6 @@ def test_an_outage_is_timed_from_its_first_failure() -> None:
 def test_a_paced_round_of_dead_letters_keeps_its_gap() -> None:
     rejected = Outcome(Action.DEAD_LETTER, "bad", 400)
     pace = Pace(100, now=0.0, rand=lambda: 0.5)
-    pace.after_round(0.0, [OK, OK, REFUSED], _queued(5))  # paced at 2/s
-    pace.start_round(20.0)
-    assert pace.after_round(20.05, [rejected], _queued(5)) == pytest.approx(0.5 - 0.05)
+    assert pace.after_round(0.0, [OK, OK, REFUSED], _queued(5)) == 1.25  # paced at 2/s
+    # Sent at 1.25, answered 50 ms later: the gap (1.0 / 2) counts from the send.
+    assert pace.after_round(1.30, [rejected], _queued(5)) == pytest.approx(0.5 - 0.05)

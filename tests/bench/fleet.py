@@ -118,7 +118,6 @@ class ShippedPolicy:
 
     def count(self, t: float, queued: int, oldest: float) -> int:
         self.queued = queued
-        self.pace.start_round(t)
         return self.pace.size()
 
     def settle(self, t: float, outcomes: list[Outcome], delivered: int) -> None:
