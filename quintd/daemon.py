@@ -416,6 +416,7 @@ class Daemon:
                     state=event.state,
                     platform=event.platform,
                     pid=changes.pids.get(event.session_id),
+                    uid=changes.uids.get(event.session_id),
                 ),
             )
 

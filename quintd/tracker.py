@@ -62,6 +62,7 @@ class Changes:
     # Conversations ignored because another user owns the file that names them.
     foreign_claims: int = 0
     pids: dict[str, int] = field(default_factory=dict)  # the process of each event's session
+    uids: dict[str, int | None] = field(default_factory=dict)  # and its owner (for the log)
     # The tracker's state after this observation (installed by commit).
     next_sessions: dict[str, Session] = field(default_factory=dict, repr=False)
     next_by_process: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
@@ -296,6 +297,7 @@ class SessionTracker:
             session = work.sessions.get(event.session_id) or self._restored.get(event.session_id)
             if session is not None:
                 changes.pids[event.session_id] = session.pid
+                changes.uids[event.session_id] = session.uid
         return changes
 
     # -- finding and starting sessions ------------------------------------------------

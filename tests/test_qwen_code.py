@@ -15,7 +15,8 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,47 @@ def recorded(tree: str) -> list[Rec]:
     return recs
 
 
+MIDDLE = 17880  # npm's shim layout: the process between the wrapper and the registry's
+
+
+def through_npm_shim(recs: list[Rec]) -> list[Rec]:
+    """The same tree as npm's ``node_modules/.bin/qwen`` runs it (seen here, Qwen Code
+    0.24.4): ``cli-entry.js`` starts ``node --expose-gc cli.js``, which relaunches itself,
+    so the process the registry names is the wrapper's grandchild."""
+    out = []
+    for rec in recs:
+        if rec.pid == WRAPPER:
+            out.append(
+                replace(
+                    rec,
+                    argv=["node", "/home/dev2/src/shop-api/node_modules/.bin/qwen"],
+                )
+            )
+            out.append(
+                replace(
+                    rec,
+                    pid=MIDDLE,
+                    ppid=WRAPPER,
+                    argv=[
+                        "/home/dev2/.nvm/versions/node/v22.23.5/bin/node",
+                        "--expose-gc",
+                        "/home/dev2/src/shop-api/node_modules/@qwen-code/qwen-code/cli.js",
+                    ],
+                    start_time=rec.start_time + 0.1,
+                )
+            )
+        elif rec.ppid == WRAPPER:
+            out.append(replace(rec, ppid=MIDDLE))
+        else:
+            out.append(rec)
+    return out
+
+
 def replay_story(
-    home: Path, restart_after: str | None = None, idle_after: float = 3600.0
+    home: Path,
+    restart_after: str | None = None,
+    idle_after: float = 3600.0,
+    layout: Callable[[list[Rec]], list[Rec]] = lambda recs: recs,
 ) -> tuple[Replay, dict[str, Any]]:
     replay = Replay(home, WRAPPER_START, idle_after=idle_after, readers=(SPEC,))
     seen: dict[str, Any] = {}
@@ -123,7 +163,7 @@ def replay_story(
     for step, tree in PLAN:
         lay_out(step, home)
         at = max(at + 1.0, latest_time(home) + 0.5)
-        replay.step(recorded(tree), at)
+        replay.step(layout(recorded(tree)), at)
         facts, _ = replay.sources.observe(replay.agents)
         seen[step] = facts.get(WRAPPER)
         if step == restart_after:
@@ -132,13 +172,27 @@ def replay_story(
 
 
 @pytest.mark.parametrize(
-    "restart_after", [None, "02-first-prompt-idle", "04-subagent-running", "07-after-clear"]
+    ("restart_after", "layout"),
+    [
+        (None, "bin/qwen is cli.js"),
+        ("02-first-prompt-idle", "bin/qwen is cli.js"),
+        ("04-subagent-running", "bin/qwen is cli.js"),
+        ("07-after-clear", "bin/qwen is cli.js"),
+        (None, "npm's .bin/qwen is cli-entry.js"),
+        ("04-subagent-running", "npm's .bin/qwen is cli-entry.js"),
+    ],
 )
 def test_qwen_start_prompt_tool_subagent_rename_clear_quit(
-    tmp_path: Path, restart_after: str | None
+    tmp_path: Path, restart_after: str | None, layout: str
 ) -> None:
-    """With a restart of quintd in the middle, nothing changes: same ids, same events."""
-    replay, _ = replay_story(tmp_path / "home", restart_after)
+    """With a restart of quintd in the middle, nothing changes: same ids, same events. In
+    either install layout: the registry's process is the wrapper's child, or (npm's shim)
+    its grandchild."""
+    replay, _ = replay_story(
+        tmp_path / "home",
+        restart_after,
+        layout=through_npm_shim if layout.startswith("npm") else lambda recs: recs,
+    )
     assert story(replay.events) == [
         ("s1", "active", "shop-api", None, None),  # at start-up: the registry names it
         ("s1", "active", "shop-api", "qwen3-coder-plus", None),  # the model answered

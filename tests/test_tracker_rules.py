@@ -154,6 +154,14 @@ def test_every_event_names_its_process() -> None:
     t = tracker(FakeClock())
     changes = t.observe([proc(pid=7)], {7: conv()})
     assert changes.pids == {native(uid=None): 7}
+    assert changes.uids == {native(uid=None): None}
+
+
+def test_every_event_names_its_processs_owner() -> None:
+    t = tracker(FakeClock())
+    changes = t.observe([replace(proc(pid=7), uid=1234)])
+    [sid] = changes.pids
+    assert changes.uids == {sid: 1234}  # the log line says whose agent it is
 
 
 # -- what waits for a signing identity -------------------------------------------------------

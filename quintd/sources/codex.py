@@ -52,6 +52,7 @@ from typing import Any
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch, find_files, lmtime
 from quintd.sources.files import JsonlTail, ReadStats, identifier, path_text, stat_under, text
+from quintd.sources.processes import descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -200,7 +201,7 @@ class CodexState:
         argv = self._processes.argv(proc.pid)
         if _is_codex_binary(proc.exe):
             return proc.pid, argv
-        for child in self._processes.children(proc.pid):
+        for child in descendants(self._processes, proc.pid, depth=1):
             if _is_codex_binary(self._processes.exe(child)):
                 return child, self._processes.argv(child)
         return proc.pid, argv

@@ -90,7 +90,7 @@ from quintd.sources.files import (
     stat_under,
     text,
 )
-from quintd.sources.processes import ProcessView
+from quintd.sources.processes import ProcessView, descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
 
 STATE = "session-state"
@@ -101,8 +101,6 @@ _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _LOCK = re.compile(r"^inuse\.([0-9]{1,10})\.lock$")
 _HOLD = re.compile(r"^inuse\.[0-9]{1,10}\.hold$")
 MAX_LOCKS = 64  # per conversation directory
-MAX_DESCENT = 3  # the native binary under the npm loader (under a shell wrapper)
-MAX_FAMILY = 256  # processes looked at below one agent process
 MAX_SUBAGENTS = 256  # per conversation
 MAX_OPEN = 1024  # pending tools or permission requests per conversation
 MAX_OPEN_SESSIONS = 4096  # entries read from open-sessions-state.json
@@ -353,23 +351,10 @@ class CopilotState:
         """The agent process ``pid`` runs under (the native binary under its loader)."""
         for proc in processes:
             if proc.key not in families:
-                families[proc.key] = self._descendants(proc.pid)
+                families[proc.key] = set(descendants(self._processes, proc.pid))
             if pid in families[proc.key]:
                 return proc
         return None
-
-    def _descendants(self, pid: int) -> set[int]:
-        found: set[int] = set()
-        level = [pid]
-        for _ in range(MAX_DESCENT):
-            following = []
-            for parent in level:
-                for child in self._processes.children(parent):
-                    if child not in found and child != pid and len(found) < MAX_FAMILY:
-                        found.add(child)
-                        following.append(child)
-            level = following
-        return found
 
     def _read_open_state(self) -> None:
         """``open-sessions-state.json``: a stat each pass, read when it changed."""

@@ -67,12 +67,12 @@ from quintd.sources.files import (
     read_json_file,
     text,
 )
+from quintd.sources.processes import descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import UnreadableDatabase, columns, read_database
 
 CLOCK_SLACK_S = 10.0
 MAX_META_CHARS = 512 * 1024
-MAX_DESCENDANTS = 64
 MAX_CHATS_PER_DIR = 512
 # The name a chat has until one is generated (agentprotocol writes it for an untitled one).
 PLACEHOLDER_NAMES = frozenset({"New Agent"})
@@ -359,17 +359,11 @@ class CursorAgentState:
     def _holding(self, proc: AgentProcess) -> set[str]:
         """The chats whose store.db the process, or one of its descendants, holds open."""
         held: set[str] = set()
-        pids, seen = [proc.pid], {proc.pid}
-        while pids and len(seen) <= MAX_DESCENDANTS:
-            pid = pids.pop()
+        for pid in (proc.pid, *descendants(self._processes, proc.pid)):
             for path in self._processes.open_files(pid):
                 native_id = self._held_chat(path)
                 if native_id is not None:
                     held.add(native_id)
-            for child in self._processes.children(pid):
-                if child not in seen:
-                    seen.add(child)
-                    pids.append(child)
         return held
 
     def _fallback(self, processes: list[AgentProcess], claimed: set[str]) -> None:

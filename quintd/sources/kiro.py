@@ -66,6 +66,7 @@ from quintd.sources.files import (
     read_json_file,
     text,
 )
+from quintd.sources.processes import descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
 
 CLOCK_SLACK_S = 10.0  # files older than the oldest process by more than this are history
@@ -73,7 +74,6 @@ _ID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _SUFFIXES = (".jsonl", ".json", ".lock")
 MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # larger sidecars are refused
 PART_BYTES = 64 * 1024  # head and tail read of a sidecar past 256 KiB
-MAX_DESCENDANTS = 256
 INTERNAL_TITLES = (
     "[AGENT SYSTEM PROMPT]",
     "You are a memory consolidation agent",
@@ -354,23 +354,13 @@ class KiroState:
         if owner is None:
             for proc in processes:
                 if proc.key not in self._tree or relock:
-                    self._tree[proc.key] = self._descendants(proc.pid)
+                    self._tree[proc.key] = set(descendants(self._processes, proc.pid))
                 if pid in self._tree[proc.key]:
                     owner = proc
                     break
         if owner is None or session.lock_time < owner.start_time - SLACK_S:
             return None  # a lock left by a dead process (its pid gone, or reused since)
         return owner
-
-    def _descendants(self, pid: int) -> set[int]:
-        found: set[int] = set()
-        todo = [pid]
-        while todo and len(found) < MAX_DESCENDANTS:
-            for child in self._processes.children(todo.pop()):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-        return found
 
     def _status(self, session: _Kiro, since: float) -> Status | None:
         if session.status == "busy" and session.transcript_at < since - SLACK_S:

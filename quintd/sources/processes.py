@@ -15,6 +15,13 @@ from quintd.procfs import start_ticks
 
 TCP_STATES = {"01": "ESTAB", "0A": "LISTEN"}
 
+# How far below an agent process a reader looks for the processes that do its work: npm's
+# shims and loaders add levels (Qwen Code from `node_modules/.bin/qwen`: cli-entry.js ->
+# `node --expose-gc cli.js` -> its relaunched self, which writes the registry), and a user's
+# process tree is theirs to shape, so the walk is bounded in depth and in size.
+MAX_TREE_DEPTH = 6
+MAX_TREE_SIZE = 256
+
 
 @dataclass(frozen=True)
 class TcpSocket:
@@ -39,6 +46,32 @@ class ProcessView(Protocol):
     def open_files(self, pid: int) -> set[str]: ...
 
     def tcp(self, pid: int) -> list[TcpSocket]: ...
+
+
+def descendants(
+    view: ProcessView, pid: int, *, depth: int = MAX_TREE_DEPTH, limit: int = MAX_TREE_SIZE
+) -> list[int]:
+    """The descendants of ``pid``, nearest first (its children, then theirs ...), at most
+    ``depth`` levels down and ``limit`` processes: the one walk of a process tree that every
+    reader uses."""
+    found: list[int] = []
+    seen = {pid}
+    level = [pid]
+    for _ in range(depth):
+        following = []
+        for parent in level:
+            for child in view.children(parent):
+                if child in seen:
+                    continue
+                if len(found) >= limit:
+                    return found
+                seen.add(child)
+                found.append(child)
+                following.append(child)
+        if not following:
+            break
+        level = following
+    return found
 
 
 class LiveProcesses:

@@ -8,9 +8,13 @@ with Qwen Code 0.24.4 on Linux; ``../shared/fixtures/qwen-code``; the registry's
   (the directory's name, ``-``, two hex digits of the SHA-256 of the first sessionId:
   ``shop-api-57``, kept across ``/clear``), not a title: it is not used.
 - The process: ``qwen`` is a node wrapper that re-spawns itself (the child has
-  ``QWEN_CODE_NO_RELAUNCH=true``). The registry names the **child**; the scanner folds the
-  child into the wrapper, so the agent process is the wrapper. Its registry is the one of the
-  process itself (no relaunch) or of one of its children, taken only when it is fresh: the
+  ``QWEN_CODE_NO_RELAUNCH=true``). The registry names the process that does the work; the
+  scanner folds it into the wrapper, so the agent process is the wrapper. That is the child
+  where ``bin/qwen`` is ``cli.js`` (the fixture), and the grandchild where npm's shim runs
+  ``cli-entry.js`` first (``npm install @qwen-code/qwen-code``, seen here: ``cli-entry.js``
+  -> ``node --expose-gc cli.js`` -> its relaunched self). Its registry is the one of the
+  process itself (no relaunch) or of one of its descendants (nearest first, a bounded walk),
+  taken only when it is fresh: the
   file's pid is that process, and its start time in clock ticks (``/proc/<pid>/stat``) is the
   one ``procStart`` records (elsewhere than Linux: ``startedAt`` within a minute of the
   agent's start). A registry left by a dead process, or by an earlier process with the same
@@ -66,6 +70,7 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.files import JsonlTail, ReadStats, identifier, path_text, read_json_file, text
+from quintd.sources.processes import descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
 
 # An inferred "busy" (the last record asks for an answer) holds this long after the
@@ -241,7 +246,9 @@ class QwenCodeState:
     # -- the registry -------------------------------------------------------------------
 
     def _registry_of(self, proc: AgentProcess) -> Registry | None:
-        """The registry of the process (or of the child it re-spawned itself as)."""
+        """The registry of the process, or of the process it re-spawned itself as: its
+        child (``bin/qwen`` -> ``cli.js``), or its grandchild (npm's ``.bin/qwen`` is
+        ``cli-entry.js``, which starts ``node --expose-gc cli.js``, which relaunches itself)."""
         pid = self._bindings.get(proc.key)
         if pid is not None:
             if pid in self._reload:
@@ -256,7 +263,7 @@ class QwenCodeState:
         if self._searched.get(proc.key) == self._generation:
             return None  # no registry has changed since the last look
         self._searched[proc.key] = self._generation
-        for candidate in (proc.pid, *self._processes.children(proc.pid)):
+        for candidate in (proc.pid, *descendants(self._processes, proc.pid)):
             registry = self._load_registry(candidate)
             if registry is not None and self._fresh(registry, proc):
                 del self._searched[proc.key]
