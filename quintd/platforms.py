@@ -4,6 +4,12 @@ A process matches a platform by, in order: the realpath of its executable, the
 basename of argv[0], its process name, or (for interpreters such as node, bun,
 deno, python and sh) the script the interpreter runs. First match wins, in table
 order, rule by rule.
+
+Never an agent, whatever its names say: a package manager at work (``npm install
+@github/copilot`` sets its process title to that line, whose last word is an agent's
+name; ``npx``, pnpm, yarn, bun's installer, pip, pipx, uv, brew), an install step's
+lifecycle script (``npm_lifecycle_event`` in its environment: the scanner checks it), and
+an agent asked only for its version or its help.
 """
 
 from __future__ import annotations
@@ -59,7 +65,13 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
             "/.local/share/claude/versions/",
             "/resources/native-binary/claude",
         ),
-        script_fragments=("/@anthropic-ai/claude-code/",),
+        # The entry points, not the whole package: its install script (install.cjs, run
+        # with its cwd in the package) is no agent.
+        script_fragments=(
+            "/@anthropic-ai/claude-code/cli.js",
+            "/@anthropic-ai/claude-code/cli-wrapper.cjs",
+            "/@anthropic-ai/claude-code/bin/",
+        ),
         signing=_sign(ANTHROPIC, "com.anthropic.claude-code"),
         helper_args=("--bg-*",),
     ),
@@ -75,7 +87,7 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         id="codex",
         names=("codex",),
         path_fragments=("/@openai/codex/", "/Codex.app/Contents/MacOS/"),
-        script_fragments=("/@openai/codex/",),
+        script_fragments=("/@openai/codex/bin/",),
         signing=_sign(OPENAI, "com.openai.codex"),
         # The TUI's shared app-server daemon and its pid loop outlive the TUI (orphaned
         # under pid 1): they run turns for TUIs, they are not sessions themselves. Codex
@@ -92,12 +104,12 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     Platform(
         id="gemini-cli",
         names=("gemini",),
-        script_fragments=("/@google/gemini-cli/",),
+        script_fragments=("/@google/gemini-cli/bundle/", "/@google/gemini-cli/dist/"),
     ),
     Platform(
         id="copilot-cli",
         names=("copilot", "github-copilot", "ghcs"),
-        script_fragments=("/@github/copilot/",),
+        script_fragments=("/@github/copilot/npm-loader.js", "/@github/copilot/index.js"),
     ),
     Platform(
         id="cursor-agent",
@@ -140,8 +152,9 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     Platform(
         id="opencode",
         names=("opencode",),
-        path_fragments=("/.opencode/bin/opencode", "/opencode-ai/"),
-        script_fragments=("/opencode-ai/",),
+        path_fragments=("/.opencode/bin/opencode", "/opencode-ai/bin/"),
+        # npm's package runs its binary through bin/; its postinstall.mjs is no agent.
+        script_fragments=("/opencode-ai/bin/",),
     ),
     Platform(
         id="goose",
@@ -168,7 +181,11 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     Platform(
         id="qwen-code",
         names=("qwen",),
-        script_fragments=("/@qwen-code/qwen-code/",),
+        script_fragments=(
+            "/@qwen-code/qwen-code/cli.js",
+            "/@qwen-code/qwen-code/cli-entry.js",
+            "/@qwen-code/qwen-code/dist/",
+        ),
     ),
     Platform(
         id="crush",
@@ -185,7 +202,7 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     Platform(
         id="cline",
         names=("cline",),
-        script_fragments=("/node_modules/cline/",),
+        script_fragments=("/node_modules/cline/bin/",),
         # Cline 3's hub daemon runs sessions for every CLI and outlives them.
         helper_args=("--cline-hub-daemon",),
     ),
@@ -216,6 +233,108 @@ _OPTIONS_WITH_VALUE = frozenset(
 )
 # Options after which there is no script file (inline code).
 _INLINE_CODE = frozenset({"-c", "-e", "--eval", "-p", "--print"})
+
+
+# Programs that install, update or fetch packages: never an agent, even when their command
+# line names one (`npm install @github/copilot`, `npx -y opencode-ai`, `uvx aider`). What
+# they start (the agent's own process, under `npm exec`) is looked at on its own.
+PACKAGE_MANAGERS = frozenset(
+    {
+        "npm",
+        "npx",
+        "pnpm",
+        "pnpx",
+        "yarn",
+        "yarnpkg",
+        "bunx",
+        "corepack",
+        "pip",
+        "pip3",
+        "pipx",
+        "uv",
+        "uvx",
+        "brew",
+    }
+)
+# bun is also an interpreter: only these subcommands are its package manager.
+_BUN_PACKAGE_COMMANDS = frozenset(
+    {"install", "i", "add", "a", "remove", "rm", "update", "upgrade", "link", "pm", "x", "create"}
+)
+# npm's lifecycle events of an install, update or removal (pnpm, yarn and bun set the same
+# variable): a script run for one of them is part of the install, never an agent. A
+# user's own `npm run <script>` that starts an agent has another event name.
+INSTALL_LIFECYCLE_EVENTS = frozenset(
+    {
+        "preinstall",
+        "install",
+        "postinstall",
+        "prepare",
+        "preprepare",
+        "postprepare",
+        "preuninstall",
+        "uninstall",
+        "postuninstall",
+        "prepack",
+        "postpack",
+        "prepublish",
+        "prepublishOnly",
+        "dependencies",
+    }
+)
+# An agent asked only for these is no session: it prints and exits.
+_INFORMATIONAL = frozenset({"--version", "-v", "-V", "version", "--help", "-h", "help"})
+
+
+def process_argv(argv: Sequence[str], exe: str = "") -> list[str]:
+    """The command line as the matcher reads it. A program that set its process title
+    (npm does: ``npm install opencode-ai @github/copilot``) leaves one string in
+    ``/proc/<pid>/cmdline``, padded with NULs: it is split into words, so that its last
+    word is not taken for the program's name."""
+    words = list(argv)
+    while len(words) > 1 and words[-1] == "":
+        words.pop()
+    if len(words) == 1 and " " in words[0] and words[0] != exe:
+        return words[0].split()
+    return words
+
+
+def package_manager(argv: Sequence[str]) -> bool:
+    """Whether the command line is a package manager's (by its program, or the script an
+    interpreter runs)."""
+    if not argv:
+        return False
+    program = basename(argv[0])
+    if program in PACKAGE_MANAGERS:
+        return True
+    if program == "bun" and len(argv) > 1 and argv[1] in _BUN_PACKAGE_COMMANDS:
+        return True
+    if _INTERPRETER.match(program):
+        script = interpreter_script(argv)
+        if script is not None:
+            name = basename(script)
+            stem = name.split(".", 1)[0]
+            if name in PACKAGE_MANAGERS or stem in ("npm-cli", "npx-cli", "pnpm", "yarn"):
+                return True
+    return False
+
+
+def lifecycle_script(environ: dict[str, str] | None) -> bool:
+    """Whether a process runs as an install's lifecycle script (from its environment)."""
+    if not environ:
+        return False
+    return environ.get("npm_lifecycle_event", "") in INSTALL_LIFECYCLE_EVENTS
+
+
+def informational(argv: Sequence[str], script: str | None) -> bool:
+    """Whether the agent is asked only for its version or help (``claude --version``)."""
+    args = list(argv[1:])
+    if script is not None:
+        # An interpreter's own options come before the script: look after it.
+        for i, arg in enumerate(args):
+            if arg == script or basename(arg) == basename(script):
+                args = args[i + 1 :]
+                break
+    return bool(args) and all(arg in _INFORMATIONAL for arg in args)
 
 
 @dataclass(frozen=True)
@@ -268,9 +387,14 @@ def match_process(
     signing: tuple[str, str] | None = None,
 ) -> Match | None:
     """Apply the cascade to one process; exe should already be a realpath. ``signing`` is
-    a verified (identifier, team id) pair, when one is known."""
+    a verified (identifier, team id) pair, when one is known. ``argv`` as
+    :func:`process_argv` gives it."""
+    if package_manager(argv):
+        return None
     match = _match(platforms, name, exe, argv, cwd, signing)
     if match is None:
+        return None
+    if informational(argv, interpreter_script(argv) if is_interpreter(exe, argv) else None):
         return None
     if match.script is None and _INTERPRETER.match(basename(exe)):
         # Matched by name (Linux names a shebang script's process after the script): the

@@ -26,7 +26,9 @@ from quintd.platforms import (
     Match,
     interpreter_script,
     is_interpreter,
+    lifecycle_script,
     match_process,
+    process_argv,
 )
 from quintd.procfs import read_stat, start_ticks
 from quintd.settings import ScannerSettings
@@ -184,8 +186,8 @@ class Scanner:
                 name = proc.name()
                 start_time = proc.create_time()
                 ppid = proc.ppid()
-                argv: list[str] = _safe(proc.cmdline, [])
                 exe = _safe(proc.exe, "")
+                argv = process_argv(_safe(proc.cmdline, []), exe)
                 argv_key = hash(tuple(argv))
                 signing = self._verified_identity(exe)
                 # The cwd is read only when needed (most processes are not agents): for an
@@ -196,6 +198,8 @@ class Scanner:
                 )
                 if match is not None and not self._watched_user(proc):
                     match = None
+                if match is not None and lifecycle_script(_safe(proc.environ, None)):
+                    match = None  # an install's script (opencode-ai's postinstall.mjs)
                 agent = None
                 if match is not None:
                     cwd = cwd if cwd is not None else _safe(proc.cwd, None)

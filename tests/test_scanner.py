@@ -295,3 +295,30 @@ def test_codex_app_server_children_belong_to_codex(agents: Agents) -> None:
     assert [(a.pid, a.platform) for a in found] == [(proc.pid, "codex")]
     with open(fifo, "w") as fh:
         fh.write("x\nx\n")
+
+
+def test_npm_with_its_process_title_set_is_no_agent(agents: Agents) -> None:
+    """npm sets its process title: /proc/<pid>/cmdline becomes one NUL-padded string whose
+    last word was taken for the program (a copilot-cli session, seen with a real npm)."""
+    title = "npm install opencode-ai @github/copilot"
+    code = f"process.title = {title!r}; setInterval(() => {{}}, 1 << 30); // " + "x" * 64
+    proc = agents.spawn([str(NODE), "-e", code])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    wait_until(
+        lambda: cmdline.read_bytes().startswith(title.encode() + b"\0"), what="the process title"
+    )
+    assert psutil.Process(proc.pid).cmdline()[0] == title  # as psutil reads it
+    assert _mine(Scanner().scan(), proc) == []
+
+
+def test_an_installs_lifecycle_script_is_no_agent_but_an_agent_npx_started_is(
+    agents: Agents,
+) -> None:
+    agents.prepare("claude")
+    claude = [str(agents.root / "bin" / "claude"), "600"]
+    installing = agents.spawn(claude, env={**os.environ, "npm_lifecycle_event": "postinstall"})
+    via_npx = agents.spawn(claude, env={**os.environ, "npm_lifecycle_event": "npx"})
+    found = _wait_scan(
+        Scanner(), lambda f: len(f) >= 1, "the agent npx started", installing, via_npx
+    )
+    assert [a.pid for a in found] == [via_npx.pid]
