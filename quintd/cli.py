@@ -21,6 +21,7 @@ from quintd.errors import EXIT_FAILURE, EXIT_OK, ConfigError, NotRunningError, Q
 if TYPE_CHECKING:
     from quintd.config import LoadedConfig
     from quintd.model import AgentProcess
+    from quintd.signing import SigningInfo
     from quintd.store import Store
 
 
@@ -424,17 +425,21 @@ def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
 
     resolver = SigningResolver()
     # One-shot: wait for every signing identity (hashing a large binary takes a moment).
-    settings = ScannerSettings(platforms=loaded.platforms, signing_budget=120.0)
-    agents = Scanner(settings, resolver).scan()
+    settings = ScannerSettings(platforms=loaded.platforms, signing_budget=120.0, signing_wait=120.0)
+    scanner = Scanner(settings, resolver)
+    agents = scanner.scan()
+    identities = {a.pid: scanner.identity(a.pid) for a in agents}
     resolver.close()
     if as_json:
-        print(json.dumps([agent_json(a) for a in agents], indent=2))
+        print(json.dumps([agent_json(a, identities[a.pid]) for a in agents], indent=2))
         return EXIT_OK
     if not agents:
         print("no agent processes found")
         return EXIT_OK
-    rows = [["PLATFORM", "PID", "PPID", "STARTED", "USER", "MATCHED", "SIGNING", "PARENT", "CWD"]]
+    header = ["PLATFORM", "PID", "PPID", "STARTED", "USER", "MATCHED", "IDENTITY", "VERSION"]
+    rows = [[*header, "VERIFIED", "PARENT", "CWD"]]
     for a in agents:
+        info = identities[a.pid]
         rows.append(
             [
                 cell(a.platform),
@@ -444,6 +449,8 @@ def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
                 cell(a.user or "?"),
                 cell(a.matched_by),
                 cell(a.signing_id),
+                cell(info.version if info is not None else None),
+                cell(info.detail if info is not None else None),
                 str(a.parent_pid) if a.parent_pid else "-",
                 cell(a.cwd or "?", 200),
             ]
@@ -452,11 +459,21 @@ def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def agent_json(a: AgentProcess) -> dict[str, Any]:
+def agent_json(a: AgentProcess, info: SigningInfo | None = None) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from quintd.model import clean_text, format_timestamp
 
+    identity = None
+    if info is not None:
+        identity = {
+            "signing_id": clean_text(info.signing_id),
+            "source": info.source,
+            "package": clean_text(info.identifier),
+            "version": clean_text(info.version),
+            "verified": info.valid,  # true, false, or null where nothing could be checked
+            "detail": clean_text(info.detail, 500),
+        }
     return {
         "platform": a.platform,
         "pid": a.pid,
@@ -469,4 +486,5 @@ def agent_json(a: AgentProcess) -> dict[str, Any]:
         "matched_by": a.matched_by,
         "name": clean_text(a.name),
         "parent_pid": a.parent_pid,
+        "identity": identity,
     }

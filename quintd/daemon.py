@@ -612,6 +612,7 @@ class Daemon:
                 last_error=self._last_loop_error,
                 early_passes=self._event_passes,
                 exits_from=waiter.method if waiter is not None else "scan",
+                identity_refused=dict(self._resolver.refused) if self._resolver else {},
             ),
             settings=SettingsReport(
                 scan_interval=self.settings.loop.scan_interval,

@@ -98,6 +98,8 @@ class ScanReport:
     last_error: str | None
     early_passes: int = 0  # brought forward by an exit or a new file
     exits_from: str = "scan"  # "pidfd" (Linux), "kqueue" (macOS) or "scan"
+    # Files an identity was not taken from, by reason ("not a regular file", "a link"...).
+    identity_refused: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from quintd.platforms import (
 )
 from quintd.procfs import read_stat, start_ticks
 from quintd.settings import ScannerSettings
-from quintd.signing import SigningResolver
+from quintd.signing import SigningInfo, SigningResolver, Target
+from quintd.signing.examine import binary
 
 # A process first seen younger than this may still exec into something else.
 _SETTLE_SECONDS = 5.0
@@ -82,6 +83,7 @@ class Scanner:
         self._agents: set[int] = set()  # pids that are agents (or their helpers)
         self._watch: set[int] = set()  # pids looked at again: young, or awaiting a signature
         self._listing: frozenset[str] = frozenset()  # the last /proc listing (Linux)
+        self._targets: dict[int, Target] = {}  # agent pid -> the file its identity is from
         self.stats = ScanStats()
 
     def reconfigure(self, settings: ScannerSettings) -> None:
@@ -99,6 +101,7 @@ class Scanner:
         self._children.clear()
         self._agents.clear()
         self._watch.clear()
+        self._targets.clear()
         self._listing = frozenset()
 
     def _add(self, pid: int, known: KnownProcess) -> None:
@@ -120,6 +123,7 @@ class Scanner:
                 del self._children[known.ppid]
         self._agents.discard(pid)
         self._watch.discard(pid)
+        self._targets.pop(pid, None)
 
     def _pids(self) -> tuple[set[int], set[int]]:
         """The pids that appeared and those that went since the last pass. On Linux from
@@ -187,8 +191,9 @@ class Scanner:
                 start_time = proc.create_time()
                 ppid = proc.ppid()
                 exe = _safe(proc.exe, "")
-                argv = process_argv(_safe(proc.cmdline, []), exe)
-                argv_key = hash(tuple(argv))
+                cmdline: list[str] = _safe(proc.cmdline, [])
+                argv = process_argv(cmdline, exe)
+                argv_key = hash(tuple(cmdline))
                 signing = self._verified_identity(exe)
                 # The cwd is read only when needed (most processes are not agents): for an
                 # interpreter's relative script, and for the agent record.
@@ -198,11 +203,15 @@ class Scanner:
                 )
                 if match is not None and not self._watched_user(proc):
                     match = None
-                if match is not None and lifecycle_script(_safe(proc.environ, None)):
+                environ = _safe(proc.environ, None) if match is not None else None
+                if match is not None and lifecycle_script(environ):
                     match = None  # an install's script (opencode-ai's postinstall.mjs)
                 agent = None
                 if match is not None:
                     cwd = cwd if cwd is not None else _safe(proc.cwd, None)
+                    target = _identity_target(proc, match, exe, environ)
+                    if target is not None:
+                        self._targets[pid] = target
                     agent = self._agent(proc, match, name, start_time, ppid, exe, cwd)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             self.stats.vanished += 1
@@ -259,10 +268,11 @@ class Scanner:
         assert self._resolver is not None
         for pid in pids:
             known = self._known.get(pid)
-            if known is None or known.agent is None or not known.agent.identity_path:
+            target = self._targets.get(pid)
+            if known is None or known.agent is None or target is None:
                 continue
             remaining = deadline - time.perf_counter()
-            info = self._resolver.resolve(known.agent.identity_path, timeout=max(remaining, 0))
+            info = self._resolver.resolve(target, timeout=max(remaining, 0))
             if info is not None:
                 known.agent = replace(known.agent, signing_id=info.signing_id, signing_settled=True)
 
@@ -277,11 +287,12 @@ class Scanner:
         cwd: str | None,
     ) -> AgentProcess:
         user = _safe(proc.username, None)
-        identity_path = match.script or exe or None
+        target = self._targets.get(proc.pid)
+        identity_path = target.path if target is not None else None
         signing_id = None
         settled = True  # nothing to wait for: no resolver, or no file to examine
-        if identity_path and self._resolver is not None:
-            cached = self._resolver.cached(identity_path)
+        if target is not None and self._resolver is not None:
+            cached = self._resolver.cached(target)
             signing_id = cached.signing_id if cached is not None else None
             settled = cached is not None
         return AgentProcess(
@@ -337,8 +348,9 @@ class Scanner:
     def _refreshed(self, known: KnownProcess, cpu: float) -> None:
         assert known.agent is not None
         agent = _with_cpu(known.agent, cpu)
-        if agent.signing_id is None and agent.identity_path and self._resolver is not None:
-            info = self._resolver.cached(agent.identity_path)  # finished in the background
+        target = self._targets.get(agent.pid)
+        if agent.signing_id is None and target is not None and self._resolver is not None:
+            info = self._resolver.cached(target)  # finished in the background
             if info is not None:
                 agent = replace(agent, signing_id=info.signing_id, signing_settled=True)
         if not agent.signing_settled and (
@@ -391,6 +403,13 @@ class Scanner:
             known = self._known[root]
             if extra and known.agent is not None:
                 known.agent = replace(known.agent, cpu_time=known.agent.cpu_time + extra)
+
+    def identity(self, pid: int) -> SigningInfo | None:
+        """What is known of the identity of an agent process (``quintd scan`` shows it)."""
+        target = self._targets.get(pid)
+        if target is None or self._resolver is None:
+            return None
+        return self._resolver.cached(target)
 
     def settling(self) -> bool:
         """Whether an agent still waits for its signing identity (its announcement is
@@ -475,6 +494,52 @@ def _relative_script(exe: str, argv: list[str]) -> bool:
         return False
     script = interpreter_script(argv)
     return script is not None and not script.startswith("/")
+
+
+def _identity_target(
+    proc: psutil.Process, match: Match, exe: str, environ: dict[str, str] | None
+) -> Target | None:
+    """The file an agent's identity is taken from: the script an interpreter runs (opened
+    safely, only if the process's user could read it), else the executable the kernel ran
+    (``/proc/<pid>/exe`` on Linux, never a path from argv)."""
+    caches = _npm_caches(environ)
+    uid = _uid(proc)
+    if match.script:
+        return Target(path=match.script, uid=uid, gids=_groups(proc), npm_caches=caches)
+    if not exe:
+        return None
+    if os.path.exists(f"/proc/{proc.pid}/exe"):
+        return binary(proc.pid, exe, uid, caches)
+    return Target(path=exe, uid=uid)
+
+
+def _npm_caches(environ: dict[str, str] | None) -> tuple[str, ...]:
+    if not environ:
+        return ()
+    found = [environ.get("npm_config_cache") or environ.get("NPM_CONFIG_CACHE") or ""]
+    home = environ.get("HOME")
+    if home and home.startswith("/"):
+        found.append(os.path.join(home, ".npm"))
+    return tuple(c for c in found if c.startswith("/"))
+
+
+def _groups(proc: psutil.Process) -> frozenset[int]:
+    """The process's groups: its real and effective gid, and its supplementary groups."""
+    found: set[int] = set()
+    try:
+        gids = proc.gids()
+        found.update((gids.real, gids.effective))
+    except (psutil.Error, OSError):
+        pass
+    try:
+        with open(f"/proc/{proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Groups:"):
+                    found.update(int(g) for g in line.split()[1:])
+                    break
+    except (OSError, ValueError):
+        pass
+    return frozenset(found)
 
 
 def _in_app_bundle(exe: str) -> bool:

@@ -90,6 +90,9 @@ def render_status(s: StatusReport) -> str:
         f"{scan.last_duration_ms:.1f} ms; exits from {cell(scan.exits_from)}"
         + (f"; {scan.errors} failed, last: {cell(scan.last_error, 500)}" if scan.errors else "")
     )
+    if scan.identity_refused:
+        refused = ", ".join(f"{n} {cell(r)}" for r, n in sorted(scan.identity_refused.items()))
+        lines.append(f"identities:  files refused: {refused}")
     if s.last_reload_error:
         lines.append(f"reload:      rejected: {cell(s.last_reload_error, 1000)}")
     sessions = s.sessions

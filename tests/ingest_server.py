@@ -112,6 +112,7 @@ class IngestServer:
         # Events of agents that are not this test run's are set aside (own_agents.py).
         self.own_only = own_only
         self.foreign = 0
+        self.foreign_keys: set[str | None] = set()  # their Idempotency-Keys (retries once)
         self.events: list[Received] = []
         self.violations: list[str] = []
         self.requests = 0
@@ -214,6 +215,7 @@ class IngestServer:
                     # accepted, set aside, and never given a test's fault.
                     with server._cond:
                         server.foreign += 1
+                        server.foreign_keys.add(self.headers.get("Idempotency-Key"))
                     self._reply(200, b'{"ok":true}')
                     return
                 with server._lock:

@@ -42,6 +42,12 @@ def test_scan_json_lists_fake_agent(agents: Agents, short_tmp: Path) -> None:
     assert agent["matched_by"] == "exe"
     assert agent["cwd"] == str(short_tmp)
     assert agent["started_at"].endswith("Z")
+    # The identity, where it came from and what was checked: a copy of sleep owned by
+    # no package is its own SHA-256, nothing to verify.
+    identity = agent["identity"]
+    assert identity["signing_id"] == agent["signing_id"]
+    assert identity["signing_id"].startswith("sha256:") and identity["source"] == "sha256"
+    assert (identity["package"], identity["version"], identity["verified"]) == (None, None, None)
 
     table = run_cli("scan", "--config", str(config))
     assert table.returncode == 0

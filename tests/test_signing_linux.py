@@ -14,8 +14,13 @@ from conftest import DEBIAN_LIKE, SLEEP, Agents, required_tool, wait_until
 
 from quintd.scanner import Scanner
 from quintd.settings import ScannerSettings
-from quintd.signing import SigningInfo, SigningResolver
-from quintd.signing.linux import linux_info, package_owner, parse_dpkg_search
+from quintd.signing import SigningInfo, SigningResolver, Target
+from quintd.signing.linux import LinuxIdentity
+from quintd.signing.system_packages import package_owner, parse_dpkg_search
+
+
+def linux_info(path: str) -> SigningInfo:
+    return LinuxIdentity()(Target(path))
 
 
 def test_unowned_file_is_identified_by_sha256(tmp_path: Path) -> None:
@@ -32,7 +37,8 @@ def test_package_owned_binary_reports_its_package() -> None:
     sleep = os.path.realpath(SLEEP)
     info = linux_info(sleep)
     assert info.source == "deb"
-    assert info.signing_id == "deb:coreutils"
+    assert info.signing_id == "deb:coreutils"  # and its MD5 is the one dpkg recorded
+    assert info.valid is True
     # With merged /usr, both spellings of the path resolve to the package.
     assert package_owner("/usr/bin/sleep") == package_owner("/bin/sleep") == "deb:coreutils"
 
@@ -52,23 +58,23 @@ class CountingBackend:
         self.calls: list[str] = []
         self.gate = gate
 
-    def __call__(self, path: str) -> SigningInfo:
+    def __call__(self, target: Target) -> SigningInfo:
         if self.gate is not None:
             self.gate.wait(30)
-        self.calls.append(path)
-        return SigningInfo(signing_id=f"id:{Path(path).name}", source="test")
+        self.calls.append(target.path)
+        return SigningInfo(signing_id=f"id:{Path(target.path).name}", source="test")
 
 
 def test_cache_by_file_identity(tmp_path: Path) -> None:
     exe = tmp_path / "agent"
     exe.write_bytes(b"v1")
+    link = tmp_path / "link"
+    os.link(exe, link)  # same file, other name (a link changes the ctime: made first)
     backend = CountingBackend()
     resolver = SigningResolver(backend)
     assert resolver.resolve(str(exe)) == SigningInfo("id:agent", "test")
     assert resolver.resolve(str(exe)) is not None
-    link = tmp_path / "link"
-    link.symlink_to(exe)  # same file, other name: still one examination
-    assert resolver.resolve(str(link)) is not None
+    assert resolver.resolve(str(link)) is not None  # still one examination
     assert len(backend.calls) == 1
     exe.write_bytes(b"version two")  # new size and mtime: examined again
     resolver.resolve(str(exe))
@@ -101,8 +107,10 @@ def test_scan_reports_real_sha256_of_agent_binary(agents: Agents) -> None:
     resolver = SigningResolver()
     scanner = Scanner(ScannerSettings(signing_budget=30), resolver)
     proc = agents.binary("codex")
+    # Other agents on the machine may be examined first: wait for this one's identity.
     agent = wait_until(
-        lambda: next((a for a in scanner.scan() if a.pid == proc.pid), None), what="codex found"
+        lambda: next((a for a in scanner.scan() if a.pid == proc.pid and a.signing_id), None),
+        what="codex found, with its identity",
     )
     expected = hashlib.sha256((agents.root / "bin" / "codex").read_bytes()).hexdigest()
     assert agent.signing_id == f"sha256:{expected}"
@@ -118,8 +126,8 @@ def test_signature_identifies_an_app_bundle_no_name_rule_knows(agents: Agents) -
     exe.parent.mkdir(parents=True)
     shutil.copy(SLEEP, exe)
 
-    def codesign_stand_in(path: str) -> SigningInfo:
-        if path.endswith("/Renamed"):
+    def codesign_stand_in(target: Target) -> SigningInfo:
+        if target.path.endswith("/Renamed"):
             return SigningInfo(
                 "com.openai.codex",
                 "codesign",
@@ -150,7 +158,7 @@ def test_same_identifier_from_another_team_does_not_match(agents: Agents) -> Non
     shutil.copy(SLEEP, exe)
     examined = threading.Event()
 
-    def codesign_stand_in(path: str) -> SigningInfo:
+    def codesign_stand_in(target: Target) -> SigningInfo:
         examined.set()
         return SigningInfo(
             "com.openai.codex",

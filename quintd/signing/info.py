@@ -10,12 +10,15 @@ class SigningInfo:
     """What is known about one file's origin. ``signing_id`` is what gets reported."""
 
     signing_id: str | None
-    source: str  # "codesign", "authenticode", "deb", "rpm", "sha256" or "error"
+    # "codesign", "authenticode", "deb", "rpm", "npm", "pypi", "brew", "snap",
+    # "claude-code-installer", "sha256", "refused" (detail: why) or "error"
+    source: str
     identifier: str | None = None
     team_id: str | None = None
     authorities: tuple[str, ...] = ()
     valid: bool | None = None
     detail: str | None = None
+    version: str | None = None  # the package's version: shown locally, never sent
 
     @property
     def verified_identity(self) -> tuple[str, str] | None:

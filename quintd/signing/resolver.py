@@ -1,4 +1,11 @@
-"""The cache and the background worker in front of the per-OS backends."""
+"""The cache and the small pool of workers in front of the per-OS backends.
+
+One file is examined once per identity (device, inode, size, mtime, ctime), in the
+background, by one of a few workers: a file that takes long (a 245 MB binary, a tarball to
+check it against) or one that never answers delays no other file's identity. A file that
+is refused (not a regular file, not readable by its user, a link, too large, sparse, past
+its deadline) is counted by reason and never examined again while it is the same file.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,12 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
 from quintd.signing.backends import Backend, default_backend
+from quintd.signing.examine import Target, readable_by
 from quintd.signing.info import SigningInfo
 
 log = logging.getLogger("quintd.signing")
@@ -18,6 +27,7 @@ log = logging.getLogger("quintd.signing")
 # (device, inode, size, mtime ns, ctime ns): a file changed in any way, even by someone
 # who set its mtime back, is examined again.
 FileKey = tuple[int, int, int, int, int]
+WORKERS = 3
 
 
 class PersistentCache(Protocol):
@@ -28,17 +38,35 @@ class PersistentCache(Protocol):
     def save_signing(self, key: FileKey, info: SigningInfo) -> None: ...
 
 
-def file_key(path: str) -> FileKey | None:
+def as_target(target: Target | str) -> Target:
+    return target if isinstance(target, Target) else Target(path=target)
+
+
+def _stat(target: Target) -> os.stat_result | None:
     try:
-        st = os.stat(path)
+        # /proc/<pid>/exe is followed (to the file the kernel ran); a script's own path is
+        # not (a link is refused when it is opened).
+        return os.stat(target.open_path, follow_symlinks=target.through_kernel)
     except (OSError, ValueError):
+        return None
+
+
+def file_key(path: str | Target) -> FileKey | None:
+    st = _stat(as_target(path))
+    if st is None:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+UNREADABLE = SigningInfo(signing_id=None, source="refused", detail="not readable by its user")
+
+
 class SigningResolver:
     def __init__(
-        self, backend: Backend | None = None, persist: PersistentCache | None = None
+        self,
+        backend: Backend | None = None,
+        persist: PersistentCache | None = None,
+        workers: int = WORKERS,
     ) -> None:
         """``persist``: a cache kept across restarts; a restart examines nothing it
         already knows."""
@@ -52,26 +80,36 @@ class SigningResolver:
                 log.warning("signing: cached identities not loaded: %s", exc)
         self._pending: dict[FileKey, threading.Event] = {}
         self._lock = threading.Lock()
-        self._work: queue.Queue[tuple[str, FileKey] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._work: queue.Queue[tuple[Target, FileKey] | None] = queue.Queue()
+        self._workers: list[threading.Thread] = []
+        self._size = max(1, workers)
         self.examined = 0  # files the backend looked at (cache misses)
-        # Called (from the worker's thread) when an identity is known: a session held
-        # for it may be announced now.
+        self.refused: Counter[str] = Counter()  # files not examined, by reason
+        # Called (from a worker's thread) when an identity is known: a session held for
+        # it may be announced now.
         self.on_resolved: Callable[[], None] | None = None
 
-    def cached(self, path: str) -> SigningInfo | None:
-        key = file_key(path)
-        if key is None:
-            return None
+    def _lookup(self, target: Target) -> tuple[FileKey | None, SigningInfo | None]:
+        st = _stat(target)
+        if st is None:
+            return None, None
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if not target.through_kernel and not readable_by(st, target.uid, target.gids):
+            # Whatever was learnt of this file for another user is not this user's to send.
+            return key, UNREADABLE
         with self._lock:
-            return self._cache.get(key)
+            return key, self._cache.get(key)
 
-    def resolve(self, path: str, timeout: float | None = None) -> SigningInfo | None:
+    def cached(self, target: Target | str) -> SigningInfo | None:
+        return self._lookup(as_target(target))[1]
+
+    def resolve(self, target: Target | str, timeout: float | None = None) -> SigningInfo | None:
         """The file's identity, waiting up to ``timeout`` seconds (None: as long as it
         takes). On timeout the work goes on in the background; ask again later."""
-        key = file_key(path)
-        if key is None:
-            return None
+        wanted = as_target(target)
+        key, hit = self._lookup(wanted)
+        if key is None or hit is not None:
+            return hit
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -79,8 +117,8 @@ class SigningResolver:
             done = self._pending.get(key)
             if done is None:
                 done = self._pending[key] = threading.Event()
-                self._ensure_worker()
-                self._work.put((path, key))
+                self._ensure_workers()
+                self._work.put((wanted, key))
         if timeout is not None and timeout <= 0:
             return None
         done.wait(timeout)
@@ -88,43 +126,49 @@ class SigningResolver:
             return self._cache.get(key)
 
     def close(self) -> None:
-        if self._thread is not None:
+        for _ in self._workers:
             self._work.put(None)
-            self._thread.join(timeout=5)
+        for thread in self._workers:
+            thread.join(timeout=5)
 
-    def _ensure_worker(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="quintd-signing", daemon=True)
-            self._thread.start()
+    def _ensure_workers(self) -> None:
+        self._workers = [t for t in self._workers if t.is_alive()]
+        while len(self._workers) < self._size:
+            thread = threading.Thread(target=self._run, name="quintd-signing", daemon=True)
+            thread.start()
+            self._workers.append(thread)
 
     def _run(self) -> None:
         while True:
             item = self._work.get()
             if item is None:
                 return
-            path, key = item
+            target, key = item
             started = time.monotonic()
             try:
-                info = self._backend(path)
+                info = self._backend(target)
             except Exception as exc:  # a strange file must not kill the worker
-                log.warning("signing: cannot examine %s: %s", path, exc)
+                log.warning("signing: cannot examine %s: %s", target.path, exc)
                 info = SigningInfo(signing_id=None, source="error", detail=str(exc))
             log.debug(
-                "signing: %s -> %s (%.0f ms)",
-                path,
+                "signing: %s -> %s (%.0f ms)%s",
+                target.path,
                 info.signing_id,
                 (time.monotonic() - started) * 1000,
+                f" refused: {info.detail}" if info.source == "refused" else "",
             )
             with self._lock:
                 self._cache[key] = info
                 self.examined += 1
+                if info.source == "refused":
+                    self.refused[info.detail or "refused"] += 1
                 done = self._pending.pop(key, None)
             if done is not None:
                 done.set()
             notify = self.on_resolved
             if notify is not None:
                 notify()
-            if self._persist is not None and info.source != "error":
+            if self._persist is not None and info.source not in ("error", "refused"):
                 try:
                     self._persist.save_signing(key, info)
                 except Exception as exc:  # a full disk: the next start examines it again

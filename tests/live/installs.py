@@ -2,9 +2,11 @@
 
 Pinned versions (``PINNED``), or with ``QUINTD_LIVE_LATEST=1`` the newest on the registry
 (the drift run, README: Tests). Installed as the live user, as a developer installs them,
-once per version set: the trees are kept under ``$QUINTD_LIVE_DIR`` (default
-``/var/tmp/quintd-live``) with npm's download cache, so a later run on the same machine
-installs nothing; a tree is used only once its install finished (a marker file).
+with npm's cache where npm keeps it (the user's ``~/.npm``: quintd checks the agents'
+files against the tarballs there), once per version set: the trees are kept under
+``$QUINTD_LIVE_DIR`` (default ``/var/tmp/quintd-live``) beside the user's home, so a later
+run on the same machine installs nothing; a tree is used only once its install finished
+(a marker file).
 
 Layouts (``Install.layout``):
 
@@ -30,9 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from live_user import LiveUser
+from live_user import ROOT, LiveUser
 
-ROOT = Path(os.environ.get("QUINTD_LIVE_DIR") or "/var/tmp/quintd-live")
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 PASSED_ON = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "https_proxy")
 
@@ -110,16 +111,15 @@ class Install:
         return self.modules / self.packages[platform_id].name
 
 
-def npm_env(user: LiveUser, home: Path, path: str = SYSTEM_PATH) -> dict[str, str]:
-    """npm as the live user runs it: its own home, the shared download cache, no update
+def npm_env(user: LiveUser, path: str = SYSTEM_PATH) -> dict[str, str]:
+    """npm as the live user runs it: its own home (and so its cache, ~/.npm), no update
     notice, no funding or audit chatter."""
     return {
-        "HOME": str(home),
+        "HOME": str(user.account_home),
         "USER": user.name,
         "LOGNAME": user.name,
         "PATH": path,
         "LANG": "C.UTF-8",
-        "npm_config_cache": str(cache_dir(user)),
         "npm_config_update_notifier": "false",
         "npm_config_fund": "false",
         "npm_config_audit": "false",
@@ -127,14 +127,6 @@ def npm_env(user: LiveUser, home: Path, path: str = SYSTEM_PATH) -> dict[str, st
         # The machine's certificate authorities (a registry reached through a proxy).
         **{k: os.environ[k] for k in PASSED_ON if k in os.environ},
     }
-
-
-def cache_dir(user: LiveUser) -> Path:
-    path = ROOT / "npm-cache"
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        user.own(path)
-    return path
 
 
 def specs(packages: dict[str, Package]) -> list[str]:
@@ -163,16 +155,13 @@ def install(user: LiveUser, layout: str, packages: dict[str, Package]) -> Instal
             shutil.rmtree(root)  # an install that did not finish
         root.mkdir(parents=True)
         user.own(root)
-        home = root / ".home"
-        home.mkdir()
-        user.own(home)
         if layout == "prefix":
             argv = ["npm", "install", "--global", "--prefix", str(root), *specs(packages)]
         else:
             (root / "package.json").write_text('{"name": "live-project", "private": true}\n')
             user.own(root / "package.json")
             argv = ["npm", "install", *specs(packages)]
-        done_run = user.run(argv, npm_env(user, home), cwd=root, timeout=1200)
+        done_run = user.run(argv, npm_env(user), cwd=root, timeout=1200)
         if done_run.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(argv)} failed ({done_run.returncode}):\n{done_run.stderr[-4000:]}"

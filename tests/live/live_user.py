@@ -16,7 +16,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-NAME = "quintd-live"
+# One user per run of the tier (another name for a second run beside it on one machine).
+NAME = os.environ.get("QUINTD_LIVE_USER") or "quintd-live"
+# Where the live user installs the agents and keeps npm's cache (its passwd home), kept
+# across runs: later runs install nothing.
+ROOT = Path(os.environ.get("QUINTD_LIVE_DIR") or "/var/tmp/quintd-live")
 
 
 @dataclass(frozen=True)
@@ -33,16 +37,39 @@ class LiveUser:
         if os.geteuid() != 0:
             entry = pwd.getpwuid(os.geteuid())
             return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+        home = ROOT / "home" / NAME
         try:
             entry = pwd.getpwnam(NAME)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/bin/bash", NAME],
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/bin/bash",
+                    "--home-dir",
+                    str(home),
+                    NAME,
+                ],
                 check=True,
                 capture_output=True,
             )
             entry = pwd.getpwnam(NAME)
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+        if entry.pw_dir != str(home):
+            subprocess.run(["usermod", "--home", str(home), NAME], check=True, capture_output=True)
+        user = cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+        if not home.is_dir():
+            ROOT.mkdir(parents=True, exist_ok=True)
+            os.chmod(ROOT, 0o755)
+            home.mkdir(parents=True, mode=0o755)
+            user.own(home)
+        return user
+
+    @property
+    def account_home(self) -> Path:
+        """The user's home in the password database: npm's cache (~/.npm) is there."""
+        return Path(pwd.getpwnam(self.name).pw_dir)
 
     def as_user(self) -> list[str]:
         """The prefix that runs a command as this user."""

@@ -4,7 +4,9 @@ The real CLIs talk to it exactly as they would to their vendor's API: OpenAI Cha
 Completions (Qwen Code, Copilot CLI, OpenCode, Cline, Crush), OpenAI Responses (Codex),
 Anthropic Messages (Claude Code) and the Gemini API (Gemini CLI). Each API's request is
 read into one :class:`Request`; a :class:`Brain` (one per agent, in its test module)
-decides the :class:`Reply`; the API's own encoder streams it back.
+decides the :class:`Reply`; the API's own encoder streams it back. Chat Completions is
+here; each other API is a module of its own (``api_<name>.py``) that adds its routes to
+:data:`ENDPOINTS` when imported (``register``).
 
 A turn is made to wait for the test, not for a clock: a prompt containing ``HOLD-<tag>``
 is answered only after ``standin.release("<tag>")``, and ``standin.holding("<tag>")``
@@ -202,6 +204,10 @@ class ModelStandIn:
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0].rstrip("/")
+                for suffix, api in GET_ENDPOINTS:
+                    if path.endswith(suffix):
+                        api(standin, self)
+                        return
                 if path.endswith("/models"):
                     self.json(200, {"object": "list", "data": [_model_entry()]})
                 else:
@@ -353,6 +359,25 @@ def _chat_call(call_id: str, call: tuple[str, dict[str, Any]]) -> dict[str, Any]
     }
 
 
-ENDPOINTS: list[tuple[str, Callable[[ModelStandIn, Any, dict[str, Any]], None]]] = [
+# (path suffix, or ":method" contained in the path) -> the API's handler
+Handler = Callable[[ModelStandIn, Any, dict[str, Any]], None]
+ENDPOINTS: list[tuple[str, Handler]] = [
     ("/chat/completions", _chat),
 ]
+
+
+# GET routes (a WebSocket upgrade, say): handler(standin, the request's handler)
+GetHandler = Callable[[ModelStandIn, Any], None]
+GET_ENDPOINTS: list[tuple[str, GetHandler]] = []
+
+
+def register(suffix: str, handler: Handler) -> None:
+    """Adds an API's POST route (an ``api_<name>.py`` module calls it when imported)."""
+    if all(existing != suffix for existing, _ in ENDPOINTS):
+        ENDPOINTS.append((suffix, handler))
+
+
+def register_get(suffix: str, handler: GetHandler) -> None:
+    """Adds an API's GET route."""
+    if all(existing != suffix for existing, _ in GET_ENDPOINTS):
+        GET_ENDPOINTS.append((suffix, handler))
