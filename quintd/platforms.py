@@ -92,7 +92,8 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         # The TUI's shared app-server daemon and its pid loop outlive the TUI (orphaned
         # under pid 1): they run turns for TUIs, they are not sessions themselves. Codex
         # runs them from its own copy under ~/.codex/packages/app-server-daemon/.
-        helper_args=("--managed-daemon", "pid-update-loop"),
+        # `codex app-server daemon start|stop`, `codex login`: commands, not sessions.
+        helper_args=("--managed-daemon", "pid-update-loop", "daemon", "login", "logout"),
         helper_paths=("/app-server-daemon/",),
     ),
     Platform(
@@ -201,10 +202,12 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     ),
     Platform(
         id="cline",
-        names=("cline",),
+        # .cline: the Bun binary the npm package's postinstall links into its bin/.
+        names=("cline", ".cline"),
         script_fragments=("/node_modules/cline/bin/",),
-        # Cline 3's hub daemon runs sessions for every CLI and outlives them.
-        helper_args=("--cline-hub-daemon",),
+        # Cline 3's hub daemon runs sessions for every CLI and outlives them; its
+        # subcommands (`cline history update`, `cline hub stop`, `cline auth`) are commands.
+        helper_args=("--cline-hub-daemon", "history", "hub", "auth", "config", "mcp"),
     ),
 )
 
@@ -281,8 +284,9 @@ INSTALL_LIFECYCLE_EVENTS = frozenset(
         "dependencies",
     }
 )
-# An agent asked only for these is no session: it prints and exits.
-_INFORMATIONAL = frozenset({"--version", "-v", "-V", "version", "--help", "-h", "help"})
+# An agent asked only for these is no session: it prints and exits. Not "-v": Cline's
+# `cline -v` is its verbose TUI. `--binary-version`: Copilot CLI's first run, unpacking.
+_INFORMATIONAL = frozenset({"--version", "--help", "-h", "--binary-version"})
 
 
 def process_argv(argv: Sequence[str], exe: str = "") -> list[str]:

@@ -186,7 +186,7 @@ def _titled(title: str) -> list[str]:
         # an agent asked only for its version or its help
         ("claude", "/p/@anthropic-ai/claude-code/bin/claude.exe", ["claude", "--version"], None),
         ("codex", "/usr/local/bin/codex", ["codex", "--help"], None),
-        ("qwen", "/usr/local/bin/qwen", ["qwen", "-v"], None),
+        ("copilot", "/p/@github/copilot-linux-x64/copilot", ["copilot", "--binary-version"], None),
         (
             "node",
             "/usr/bin/node",
@@ -247,3 +247,28 @@ def test_install_lifecycle_scripts_are_recognised_by_their_event() -> None:
     assert not lifecycle_script({"npm_lifecycle_event": "agent"})  # a user's `npm run agent`
     assert not lifecycle_script({})
     assert not lifecycle_script(None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["codex", "app-server", "daemon", "start"], "codex's daemon started by hand"),
+        (["codex", "app-server", "daemon", "stop"], "and stopped"),
+        (["codex", "login", "--with-api-key"], "codex's login"),
+        (["cline", "history", "update", "--title", "x"], "a cline subcommand"),
+        (["cline", "hub", "stop"], "another"),
+    ],
+)
+def test_an_agents_own_commands_are_helpers_never_sessions(argv: list[str], what: str) -> None:
+    match = match_process(BUILTIN_PLATFORMS, name=argv[0], exe=f"/opt/x/{argv[0]}", argv=argv)
+    assert match is not None and match.helper, what
+
+
+def test_verbose_is_no_version_query() -> None:
+    """`cline -v` is Cline's verbose TUI: an agent, not a version query."""
+    match = match_process(BUILTIN_PLATFORMS, name="cline", exe="/opt/x/cline", argv=["cline", "-v"])
+    assert match is not None and not match.helper and match.platform == "cline"
+    dotted = match_process(
+        BUILTIN_PLATFORMS, name=".cline", exe="/p/node_modules/cline/bin/.cline", argv=[".cline"]
+    )
+    assert dotted is not None and dotted.platform == "cline"

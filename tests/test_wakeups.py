@@ -97,3 +97,61 @@ def test_an_agent_that_writes_its_state_as_it_starts_is_seen_at_once(
             )
         finally:
             daemon.terminate()
+
+
+def _registry(sessions: Path, pid: int, name: str, session_id: str | None = None) -> None:
+    record: dict[str, Any] = {
+        "pid": pid,
+        "sessionId": session_id or str(uuid.uuid5(uuid.NAMESPACE_OID, str(pid))),
+        "cwd": str(sessions.parent.parent),
+        "startedAt": 1_795_877_218_508,
+        "procStart": start_ticks(pid),
+        "kind": "interactive",
+        "name": name,
+        "status": "idle",
+    }
+    (sessions / f"{pid}.json").write_text(json.dumps(record))
+
+
+def test_a_state_dir_deleted_and_created_again_is_watched_again(
+    short_tmp: Path, agents: Agents
+) -> None:
+    """`rm -rf ~/.claude` while the daemon runs (seen with Claude Code, Codex, Copilot CLI
+    and OpenCode: quintd read each new file once, when it first needed it, and never saw a
+    change again in that home until it restarted: no title, no model, no busy/idle)."""
+    import shutil
+
+    root = agents.home / ".claude"
+    sessions = root / "sessions"
+    sessions.mkdir(parents=True)
+    with IngestServer() as server:
+        config = write_config(short_tmp, endpoint=server.url, interval=0.5)
+        daemon = DaemonProcess(config, clean_env(HOME=str(agents.home))).start()
+        daemon.wait_ready()
+        try:
+            first = agents.binary("claude")
+            _registry(sessions, first.pid, "before")
+            server.wait_for(
+                lambda evs: any(r.event.get("session_name") == "before" for r in evs),
+                what="the first agent's session",
+            )
+            agents.stop(first)
+            server.wait_for(
+                lambda evs: any(r.event["state"] == "ended" for r in evs), what="its end"
+            )
+            shutil.rmtree(root)
+            sessions.mkdir(parents=True)  # perhaps under the same inode number
+            second = agents.binary("claude")
+            _registry(sessions, second.pid, "after")  # read once, when the agent is found
+            server.wait_for(
+                lambda evs: any(r.event.get("session_name") == "after" for r in evs),
+                what="the agent in the re-created directory",
+            )
+            _registry(sessions, second.pid, "renamed")  # a change: only a watch sees it
+            server.wait_for(
+                lambda evs: any(r.event.get("session_name") == "renamed" for r in evs),
+                timeout=20,
+                what="a change in the re-created directory",
+            )
+        finally:
+            daemon.terminate()

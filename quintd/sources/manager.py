@@ -13,6 +13,7 @@ instead, and status says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
@@ -61,6 +62,7 @@ class SourceManager:
         self._events: deque[str] = deque()
         self._observer: object | None = None
         self._watched: set[Path] = set()
+        self._handles: dict[Path, object] = {}  # watchdog's handle of each watch
         # Roots whose watches are not all in place (a directory not created yet).
         self._unsettled: set[Path] = set()
         self._absent: set[Path] = set()  # roots that do not exist yet
@@ -292,7 +294,31 @@ class SourceManager:
                 observer.daemon = True
                 observer.start()
                 self._observer = observer
-            self._observer.schedule(Handler(), str(directory), recursive=recursive)  # type: ignore[attr-defined]
+            # A directory deleted and created again: its old watch is dead, and watchdog
+            # would hand the same dead watch back for the same path. Drop it first.
+            self._unschedule(directory)
+            handle = self._observer.schedule(Handler(), str(directory), recursive=recursive)  # type: ignore[attr-defined]
+            self._handles[directory] = handle
+
+    def _dead_watches(self) -> list[Path]:
+        """Watched directories whose watch ended (watchdog stops a directory's emitter when
+        the directory itself is deleted)."""
+        with self._lock:
+            observer = self._observer
+            if observer is None:
+                return []
+            live = {
+                Path(e.watch.path)
+                for e in observer.emitters  # type: ignore[attr-defined]
+                if e.is_alive()
+            }
+        return [w for w in self._watched if w in self._handles and w not in live]
+
+    def _unschedule(self, directory: Path) -> None:
+        handle = self._handles.pop(directory, None)
+        if handle is not None and self._observer is not None:
+            with contextlib.suppress(KeyError, OSError):
+                self._observer.unschedule(handle)  # type: ignore[attr-defined]
 
     def _route_events(self) -> None:
         paths = set()
@@ -300,10 +326,14 @@ class SourceManager:
             paths.add(Path(self._events.popleft()))
         if not paths:
             return
-        for path in paths:
-            if path in self._watched and not path.is_dir():
-                self._watched.discard(path)  # replaced or removed: watch it again when back
-                self._unsettled.update(r for _, r in self._states)
+        for watched in self._dead_watches():
+            # Its directory was removed (`rm -rf ~/.claude`; made again by the agent's next
+            # start, perhaps under the same inode number): the kernel ended the watch. Watch
+            # it again when it is there.
+            self._watched.discard(watched)
+            with self._lock:
+                self._unschedule(watched)
+            self._unsettled.update(r for _, r in self._states)
         for state in self._states.values():
             touched = False
             for path in paths:
