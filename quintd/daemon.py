@@ -374,7 +374,7 @@ class Daemon:
             # whatever the interval.
             self._awaiting_state = bool(pending)
             self._follow_up = self._awaiting_state or self._scanner.settling()
-            changes = self._tracker.plan(processes, facts, pending)
+            changes = self._tracker.plan(processes, facts, pending, self._sources.waiting)
         except Exception as exc:
             self._pass_failed(exc)
             return

@@ -202,8 +202,10 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
     ),
     Platform(
         id="cline",
-        # .cline: the Bun binary the npm package's postinstall links into its bin/.
-        names=("cline", ".cline"),
+        # Not ".cline", the Bun binary the npm package's postinstall links into its bin/:
+        # the wrapper runs it as a child, and an orphan of a wrapper killed lingers a few
+        # seconds after it (Cline 3.0.65): it would be a phantom session.
+        names=("cline",),
         script_fragments=("/node_modules/cline/bin/",),
         # Cline 3's hub daemon runs sessions for every CLI and outlives them; its
         # subcommands (`cline history update`, `cline hub stop`, `cline auth`) are commands.

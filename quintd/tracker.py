@@ -185,9 +185,10 @@ class SessionTracker:
         processes: Sequence[AgentProcess],
         facts: Mapping[int, ConversationFacts | Sequence[ConversationFacts]] | None = None,
         pending: Set[int] = frozenset(),
+        waiting: Set[int] = frozenset(),
     ) -> Changes:
         """:meth:`plan` and :meth:`commit` at once (nothing to store in between)."""
-        changes = self.plan(processes, facts, pending)
+        changes = self.plan(processes, facts, pending, waiting)
         self.commit(changes)
         return changes
 
@@ -215,11 +216,14 @@ class SessionTracker:
         processes: Sequence[AgentProcess],
         facts: Mapping[int, ConversationFacts | Sequence[ConversationFacts]] | None = None,
         pending: Set[int] = frozenset(),
+        waiting: Set[int] = frozenset(),
     ) -> Changes:
         """The change set of one observation, without changing the tracker. ``facts``:
         the conversations each process runs (oldest first; the last is its current one),
         by pid, for agents whose state could be read. ``pending``: pids whose agent state
-        may still appear (a young process): no session is started for them yet."""
+        may still appear (a young process): no session is started for them yet.
+        ``waiting``: pids whose agent's state names no conversation of them: they wait
+        (their CPU is no sign of work)."""
         facts = facts or {}
         now = self._clock.wall()
         mono = self._clock.monotonic()
@@ -256,6 +260,8 @@ class SessionTracker:
                     for sub in conv.subagents:
                         if not sub.done:
                             present.add(self._subagent(work, proc, conv, sid, sub, now, mono))
+                        else:
+                            self._last_word(work, proc, conv, sub)
             else:
                 found = self._find_process_session(work, proc, mono)
                 if found is None and proc.pid in pending:
@@ -264,7 +270,10 @@ class SessionTracker:
                 if found is not None:
                     session = work.session(sid)
                     assert session is not None
-                    self._observe_activity(work, session, proc, None, now, mono)
+                    # Its agent's state names no conversation of it (yet, or any more): it
+                    # waits. Where there is no state to read, the CPU is all there is.
+                    signals = _WAITING if proc.pid in waiting else None
+                    self._observe_activity(work, session, proc, signals, now, mono)
                 present.add(sid)
             work.by_process[proc.key] = sid
             by_pid[proc.pid] = sid
@@ -567,6 +576,24 @@ class SessionTracker:
         self._observe_activity(work, session, proc, signals, now, mono)
         return session.session_id
 
+    def _last_word(
+        self,
+        work: _Pass,
+        proc: AgentProcess,
+        conv: ConversationFacts,
+        sub: SubagentFacts,
+    ) -> None:
+        """A sub-agent that finished: its `ended` carries what it said last (its model is
+        often first known from the answer that finished it)."""
+        key = (proc.platform, proc.uid, f"{conv.native_id}:agent:{sub.agent_id}")
+        session = work.session(work.by_native.get(key) or self._by_native.get(key))
+        if session is None:
+            return  # never announced (or from before a restart): nothing to end here
+        if sub.model:
+            session.model = sub.model
+        if sub.name:
+            session.session_name = sub.name
+
     # -- activity -----------------------------------------------------------------------
 
     def _observe_activity(
@@ -630,6 +657,9 @@ class _Signals:
     use_cpu: bool  # no status recorded: CPU time counts too
     name: str | None
     model: str | None
+
+
+_WAITING = _Signals(work=False, use_cpu=False, name=None, model=None)
 
 
 def _newer(value: float | None, than: float | None) -> bool:

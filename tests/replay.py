@@ -227,7 +227,7 @@ class Replay:
         self.view.show(recs)
         self.agents = agents(recs, self.home)
         facts, pending = self.sources.observe(self.agents)
-        changes = self.tracker.plan(self.agents, facts, pending)
+        changes = self.tracker.plan(self.agents, facts, pending, self.sources.waiting)
         self.store.apply(changes.events, changes.upserts, changes.removals)
         self.tracker.commit(changes)
         self.events += changes.events

@@ -105,7 +105,7 @@ def test_fixture_story_replayed(tmp_path: Path, claude: AgentProcess) -> None:
     replay.registry("session-renamed.json")
     facts = replay.facts(claude)
     assert facts is not None and facts.name == "Token expiry fix"  # custom over ai-title
-    assert facts.last_write == 2.0
+    assert facts.last_write == 1.0  # a turn's end and a rename are no work (no `active`)
 
     # Delegation: the Agent tool_use, then the sub-agent's files, then its result.
     tool_use = next(

@@ -8,13 +8,16 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Agents, wait_until
 
+from quintd.scanner import Scanner
 from quintd.sources.homes import candidate_homes
-from quintd.sources.manager import SourceManager
+from quintd.sources.manager import PENDING_GRACE_S, SourceManager
 
 LOGIN_USER = "quintd-home-test"
 
@@ -80,3 +83,36 @@ def test_a_state_dir_in_a_login_home_is_watched_before_an_agent_runs(
         manager.close()
         shutil.rmtree(own)
         shutil.rmtree(foreign)
+
+
+def test_an_agent_whose_state_names_nothing_of_it_is_waiting_not_unknown(
+    tmp_path: Path, agents: Agents
+) -> None:
+    """The manager tells the two apart: an agent whose state directory exists and names
+    no conversation of it (an empty list: it waits), and one whose state there is none of
+    (absent: the CPU is all there is)."""
+    with_state = tmp_path / "with"
+    (with_state / ".claude").mkdir(parents=True)
+    without = tmp_path / "without"
+    without.mkdir()
+    agents.prepare("claude")
+    claude = [str(agents.root / "bin" / "claude"), "600"]
+    waiting = agents.spawn(claude, env={**os.environ, "HOME": str(with_state)})
+    unknown = agents.spawn(claude, env={**os.environ, "HOME": str(without)})
+    scanner = Scanner()
+    # Past the grace an agent that writes its state as it starts is given (3 s).
+    mine = wait_until(
+        lambda: (
+            len(found := [a for a in scanner.scan() if a.pid in (waiting.pid, unknown.pid)]) == 2
+            and all(time.time() - a.start_time > PENDING_GRACE_S + 0.5 for a in found)
+            and found
+        ),
+        what="both agents, past their grace",
+    )
+    manager = SourceManager()
+    try:
+        facts, pending = manager.observe(mine)
+    finally:
+        manager.close()
+    assert waiting.pid not in facts and manager.waiting == {waiting.pid}
+    assert unknown.pid not in facts and unknown.pid not in pending

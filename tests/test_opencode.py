@@ -154,7 +154,7 @@ def test_busy_and_idle_follow_the_messages_and_tools(tmp_path: Path) -> None:
             seen[step] = found
     child_done = [(CHILD, "idle", True)]
     assert seen == {
-        "00-started": None,  # no conversation yet: the process session, CPU decides
+        "00-started": None,  # no conversation yet: it waits for its first prompt
         "01-first-prompt-busy": (FIRST, "busy", []),  # an answer not finished
         "02-first-prompt-idle": (FIRST, "idle", []),
         "03-tool-running": (FIRST, "busy", []),  # the bash tool running

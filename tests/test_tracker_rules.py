@@ -454,3 +454,48 @@ def test_a_new_conversation_in_a_new_process_waits_although_others_were_restored
     new = replace(proc(pid=300, start=1_700_000_300.0), signing_settled=False)
     events = second.observe([new], {300: conv("c9")}).events
     assert [(e.session_id, e.state) for e in events] == [(native("c1", None), "ended")]
+
+
+# -- an agent whose state names no conversation of it: waiting, whatever its CPU ---------
+
+
+def test_an_agent_waiting_for_its_first_prompt_is_idle_whatever_its_cpu() -> None:
+    """Its state directory is there and names no conversation of it (OpenCode, Crush and
+    Cline write nothing before the first prompt): it waits. An idle TUI redraws (2-4 % of a
+    CPU, seen with OpenCode), which once flipped it active/idle every few seconds."""
+    clock = FakeClock()
+    t = tracker(clock, idle_after=2.0)
+    cpu = 0.0
+    seen = [e.state for e in t.observe([proc(cpu=cpu)], waiting={100}).events]
+    for _ in range(20):
+        clock.advance(1.0)
+        cpu += 0.04  # 4 % of a CPU
+        seen += [e.state for e in t.observe([proc(cpu=cpu)], waiting={100}).events]
+    assert seen == ["active", "idle"]
+
+
+def test_an_agent_with_no_state_to_read_is_judged_by_its_cpu() -> None:
+    clock = FakeClock()
+    t = tracker(clock, idle_after=2.0)
+    t.observe([proc(cpu=0.0)])
+    clock.advance(3.0)
+    assert [e.state for e in t.observe([proc(cpu=0.0)]).events] == ["idle"]
+    clock.advance(1.0)
+    assert [e.state for e in t.observe([proc(cpu=0.5)]).events] == ["active"]
+
+
+def test_quitting_after_closing_its_conversation_is_no_work() -> None:
+    """Claude Code deletes its registry, Copilot CLI writes session.shutdown, a moment
+    before the process exits; the exit's own CPU was sent as an `active` just before the
+    `ended`."""
+    clock = FakeClock()
+    t = tracker(clock, idle_after=2.0)
+    t.observe([proc(cpu=0.0)], {100: conv(status="idle")})
+    clock.advance(3.0)
+    assert [e.state for e in t.observe([proc(cpu=0.0)], {100: conv(status="idle")}).events] == [
+        "idle"
+    ]
+    clock.advance(0.5)
+    assert t.observe([proc(cpu=0.4)], waiting={100}).events == []  # closed, quitting: busy CPU
+    clock.advance(0.2)
+    assert [e.state for e in t.observe([]).events] == ["ended"]

@@ -84,17 +84,20 @@ def test_an_agent_that_writes_its_state_as_it_starts_is_seen_at_once(
                 "status": "busy",
             }
             (sessions / f"{claude.pid}.json").write_text(json.dumps(record))
-            [active] = server.wait_for(lambda evs: evs, what="active")
+            # (Other users' agents may be reported too, before their identity is known:
+            # this agent's session is the one its registry names.)
+            server.wait_for(
+                lambda evs: any(r.event.get("session_name") == "wakeup-test" for r in evs),
+                what="active",
+            )
+            active = next(r for r in server.events if r.event.get("session_name") == "wakeup-test")
             assert active.event["state"] == "active"
             assert active.event["platform"] == "claude-code"
-            assert active.event["session_name"] == "wakeup-test"  # from its registry
+            sid = active.event["session_id"]
             status = daemon.status()
             assert status is not None and status["scan"]["early_passes"] >= 1
             agents.stop(claude)  # and its end, from the kernel
-            server.wait_for(
-                lambda evs: [r.event["state"] for r in evs] == ["active", "ended"],
-                what="ended",
-            )
+            server.wait_for(lambda evs: states(server, sid) == ["active", "ended"], what="ended")
         finally:
             daemon.terminate()
 

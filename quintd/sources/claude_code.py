@@ -24,12 +24,38 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.files import JsonlTail, ReadStats, path_text, read_json_file, text
-from quintd.sources.processes import LiveProcesses
+from quintd.sources.processes import LiveProcesses, descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
 
 _STATUSES: dict[str, Status] = {"busy": "busy", "idle": "idle", "waiting": "waiting"}
 _AGENT_FILE = re.compile(r"^agent-([A-Za-z0-9_-]{1,128})\.(jsonl|meta\.json)$")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _is_work(record: dict[str, Any]) -> bool:
+    """A record of a turn: a prompt, an answer, a tool's result. Not a title, a rename, a
+    slash command or what ``/exit`` writes (they sent an `active` that no work was)."""
+    kind = record.get("type")
+    if kind == "assistant":
+        return True
+    if kind != "user" or record.get("isMeta"):
+        return False
+    message = record.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return not (isinstance(content, str) and content.lstrip().startswith(("<command-", "<local-")))
+
+
+def _subagent_facts(sub: Subagent, transcript: Transcript, registry: Registry) -> SubagentFacts:
+    done = sub.tool_use_id is not None and sub.tool_use_id in transcript.finished_tools
+    return SubagentFacts(
+        agent_id=sub.agent_id,
+        name=sub.name,
+        done=done,
+        last_write=sub.last_write,
+        # Running while its parent's turn waits for it: a sub-agent waiting for the model
+        # writes nothing, and is still at work (it flipped idle/active while it ran).
+        status="busy" if not done and registry.status == "busy" else None,
+    )
 
 
 def project_dir_name(cwd: str) -> str:
@@ -111,8 +137,8 @@ class ClaudeCodeState:
 
     def facts(self, proc: AgentProcess) -> ConversationFacts | None:
         self._apply_changes()
-        registry = self._registry(proc.pid)
-        if registry is None or not self._fresh(registry, proc):
+        registry = self._registry_of(proc)
+        if registry is None:
             return None
         transcript = self._transcript(registry)
         subagents: tuple[SubagentFacts, ...] = ()
@@ -127,13 +153,7 @@ class ClaudeCodeState:
                 ()
                 if not transcript.caught_up
                 else tuple(
-                    SubagentFacts(
-                        agent_id=sub.agent_id,
-                        name=sub.name,
-                        done=sub.tool_use_id is not None
-                        and sub.tool_use_id in transcript.finished_tools,
-                        last_write=sub.last_write,
-                    )
+                    _subagent_facts(sub, transcript, registry)
                     for sub in transcript.subagents.values()
                 )
             )
@@ -161,6 +181,18 @@ class ClaudeCodeState:
         return (self.root / "sessions").is_dir()
 
     # -- the registry -------------------------------------------------------------------
+
+    def _registry_of(self, proc: AgentProcess) -> Registry | None:
+        """The process's registry, or its native child's: npm's ``cli-wrapper.cjs`` runs
+        the native binary as a child, and the registry names that child."""
+        registry = self._registry(proc.pid)
+        if registry is not None and self._fresh(registry, proc.pid, proc.start_time_ms):
+            return registry
+        for child in descendants(self._processes, proc.pid, depth=1):
+            registry = self._registry(child)
+            if registry is not None and self._fresh(registry, child, None):
+                return registry
+        return None
 
     def _registry(self, pid: int) -> Registry | None:
         if pid not in self._registries or pid in self._reload:
@@ -201,14 +233,14 @@ class ClaudeCodeState:
             owner=found.owner,
         )
 
-    def _fresh(self, registry: Registry, proc: AgentProcess) -> bool:
+    def _fresh(self, registry: Registry, pid: int, start_time_ms: int | None) -> bool:
         """A registry written by this very process, not a leftover of a dead one whose
         pid was reused."""
         if registry.proc_start is not None and sys.platform.startswith("linux"):
-            return self._processes.start_ticks(proc.pid) == registry.proc_start
-        if registry.started_at_ms is not None:
-            return abs(registry.started_at_ms - proc.start_time_ms) < 60_000
-        return True
+            return self._processes.start_ticks(pid) == registry.proc_start
+        if registry.started_at_ms is not None and start_time_ms is not None:
+            return abs(registry.started_at_ms - start_time_ms) < 60_000
+        return start_time_ms is not None
 
     # -- transcripts ----------------------------------------------------------------------
 
@@ -234,7 +266,7 @@ class ClaudeCodeState:
         records, more = transcript.tail.read_new()
         if more:
             self._dirty.add(transcript.tail.path)  # the rest next pass
-        if records and transcript.caught_up:
+        if transcript.caught_up and any(_is_work(r) for r in records):
             transcript.last_write = self._clock()
         if not more:
             transcript.caught_up = True

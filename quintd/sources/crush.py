@@ -120,6 +120,14 @@ class _Session:
     result_seen: bool = False  # a sub-agent whose tool result is in its parent
     last_write: float | None = None
 
+    def messages(self) -> tuple[object, ...]:
+        last, asst = self.last, self.assistant
+        return (
+            last.rowid if last else None,
+            last.updated if last else None,
+            asst.finished if asst else None,
+        )
+
     def signature(self) -> tuple[object, ...]:
         last, asst = self.last, self.assistant
         return (
@@ -344,7 +352,7 @@ class CrushState:
             if old is not None:
                 session.last_write = old.last_write
                 session.result_seen = session.result_seen or old.result_seen
-                if old.signature() != session.signature():
+                if old.signature() != session.signature() and not _renamed_only(old, session):
                     session.last_write = self._clock()
             elif db.read_once:
                 session.last_write = self._clock()  # new since the first read: work
@@ -522,6 +530,11 @@ def _newest(
         reason=_finish_reason(parts),
         finish_known='"finished_at"' in select,
     )
+
+
+def _renamed_only(old: _Session, new: _Session) -> bool:
+    """A rename (the title changed, and its trigger bumped ``updated_at``) is no work."""
+    return old.title != new.title and old.messages() == new.messages()
 
 
 def _result_seen(conn: sqlite3.Connection, mcols: set[str], child: _Session) -> bool:

@@ -12,9 +12,19 @@
   again with the same id when it changes (the last one wins).
 - Busy is not recorded; it is read from the last message: a ``user`` record with no answer
   yet, or a ``gemini`` record with neither text nor tool calls (a tool pending, or
-  waiting for approval), is busy; a ``gemini`` record with text is idle.
+  waiting for approval), is busy; a ``gemini`` record with text is idle, unless a tool
+  runs: an answer with text *and* a tool call is written as text alone until the tool
+  finished (seen with 0.61.0, ``tests/fixtures/gemini-cli-subagent``), so a tool process
+  under the CLI (not its relaunched self) makes it busy. Waiting for the user to approve
+  the call is waiting: idle.
 - ``/clear`` starts a new file at once: the process's conversation is the file it began
   last.
+- A sub-agent (``invoke_agent``, e.g. ``codebase_investigator``; seen with 0.61.0) writes
+  ``chats/<parent sessionId>/<its sessionId>.jsonl``: a header with ``kind: "subagent"``,
+  then the same records; it is done when its result is set (``{"$set": {"summary": <the
+  result>}}``: not a title). It is a child session of its parent's conversation, busy
+  until done; the parent is busy while it runs (the parent's ``invoke_agent`` call is
+  written only once it returned, after an answer that looks final).
 
 Before 0.39.0 (0.2.0 to 0.38.2, from Gemini CLI's source: ``chatRecordingService.ts``) a
 chat was one JSON document, ``session-<YYYY-MM-DDTHH-MM>-<id8>.json`` in the same
@@ -34,10 +44,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from quintd.model import AgentProcess
+from quintd.model import AgentProcess, ConversationFacts, SubagentFacts
 from quintd.sources.conversation_files import (
     CLOCK_SLACK_S,
     Conversation,
@@ -54,15 +66,20 @@ from quintd.sources.files import (
     parse_object,
     text,
 )
+from quintd.sources.processes import descendants
 from quintd.sources.spec import ReaderSpec
 
+_UUID = "????????-????-????-????-????????????"
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 # A legacy chat is parsed whole at every change: a larger one is skipped (and counted).
 MAX_LEGACY_CHAT_BYTES = 16 * 1024 * 1024
 
 
 class GeminiState(ConversationFiles):
     platform = "gemini-cli"
-    pattern = ("session-*.jsonl", "session-*.json")
+    pattern = ("session-*.jsonl", "session-*.json", f"{_UUID}.jsonl")
 
     def watch_dirs(self) -> list[Path]:
         return [self.root / "tmp"]
@@ -72,9 +89,43 @@ class GeminiState(ConversationFiles):
             return LegacyChat(path, self.root, self.stats)
         return super()._source(path)
 
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+        found = super().facts(proc)
+        if found is None:
+            return None
+        if found.status == "idle" and self._tool_running(proc.pid):
+            found = replace(found, status="busy")
+        subs = [
+            c
+            for c in self._files.values()
+            if c.extra.get("parent") == found.native_id and c.native_id is not None
+        ]
+        if not subs:
+            return found
+        subagents = tuple(
+            SubagentFacts(
+                agent_id=str(c.native_id),
+                done=bool(c.extra.get("done")),
+                last_write=c.last_write,
+                status=None if c.extra.get("done") else "busy",
+                model=c.model,
+            )
+            for c in subs
+        )
+        running = any(not sub.done for sub in subagents)
+        return replace(found, subagents=subagents, status="busy" if running else found.status)
+
+    def _tool_running(self, pid: int) -> bool:
+        """Whether a process other than the CLI itself runs under it (a shell tool)."""
+        for child in descendants(self._processes, pid, depth=4, limit=32):
+            argv = self._processes.argv(child)
+            if argv and not any("gemini" in arg for arg in argv[:4]):
+                return True
+        return False
+
     def _belongs(self, conv: Conversation, proc: AgentProcess) -> bool:
-        if proc.cwd is None or conv.started is None:
-            return False
+        if proc.cwd is None or conv.started is None or "parent" in conv.extra:
+            return False  # a sub-agent's file belongs to its parent conversation
         digest = hashlib.sha256(proc.cwd.encode("utf-8", "surrogateescape")).hexdigest()
         same_project = conv.project_hash == digest or conv.tail.path.parent.parent.name == digest
         return same_project and conv.started >= proc.start_time - CLOCK_SLACK_S
@@ -88,10 +139,18 @@ class GeminiState(ConversationFiles):
             conv.started = epoch(record.get("startTime"))
             conv.status = "idle"  # waiting for its first prompt
             conv.extra["legacy"] = record.get("$legacy") is True
+            if record.get("kind") == "subagent":
+                parent = conv.tail.path.parent.name
+                if _UUID_RE.match(parent):
+                    conv.extra["parent"] = parent
             return
         updates = record.get("$set")
         if isinstance(updates, dict):
-            conv.title = text(updates.get("summary")) or conv.title
+            if "parent" in conv.extra:
+                if updates.get("summary") is not None:
+                    conv.extra["done"] = True  # its result: not a title
+            else:
+                conv.title = text(updates.get("summary")) or conv.title
             return
         kind = record.get("type")
         if kind == "user":

@@ -72,6 +72,7 @@ class SourceManager:
         self._last: dict[tuple[int, int], Found] = {}
         self._complained: dict[str, str] = {}  # where -> the last error logged there
         self.errors = 0
+        self.waiting: set[int] = set()  # the last observation's waiting pids (observe)
         # Called (from the watcher's thread) on each change under a watched state
         # directory, with whether a file or directory appeared: an agent starting writes
         # its state, and the main loop may pass at once instead of at the next interval.
@@ -84,7 +85,11 @@ class SourceManager:
 
     def observe(self, processes: list[AgentProcess]) -> tuple[dict[int, Found], set[int]]:
         """Facts for each process whose agent state could be read, and the pids of young
-        processes whose state may still appear."""
+        processes whose state may still appear. The pids of processes whose agent's state
+        directory is there and names no conversation of them (a TUI waiting for its first
+        prompt, or one that closed its conversation as it quits) are left in
+        :attr:`waiting`: they wait, and their CPU says nothing (an idle TUI redraws, and
+        quitting takes work)."""
         self._route_events()
         now = self._context.clock()
         if now >= self._next_watch_check:
@@ -92,6 +97,8 @@ class SourceManager:
             self._unsettled.update(root for _, root in self._states)
         facts: dict[int, Found] = {}
         pending: set[int] = set()
+        waiting: set[int] = set()
+        self.waiting = waiting
         live = set()
         self._prepare(processes)
         for proc in processes:
@@ -110,6 +117,8 @@ class SourceManager:
                 self._last[proc.key] = found
             elif young:
                 pending.add(proc.pid)
+            elif self._has_state(proc, reader):
+                waiting.add(proc.pid)
         for key in self._roots.keys() - live:
             del self._roots[key]
         for key in self._last.keys() - live:
@@ -152,6 +161,12 @@ class SourceManager:
             self._complained.clear()
         self._complained[where] = what
         log.warning("%s failed (counted, logged once): %s", where, what, exc_info=exc)
+
+    def _has_state(self, proc: AgentProcess, reader: ReaderSpec) -> bool:
+        """Whether the agent's state directory exists (the agent has run there): what it
+        does not name, it has not started."""
+        root = self._roots.get(proc.key)
+        return root is not None and root.is_dir()
 
     def _facts_for(self, proc: AgentProcess, reader: ReaderSpec) -> tuple[Found | None, bool]:
         """The process's conversations, and whether it is young enough to wait for one."""

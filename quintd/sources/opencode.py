@@ -297,8 +297,8 @@ class _Database:
                 continue
             if first:
                 row.last_write = None  # what was there before quintd looked: history
-            elif batch.full and old is not None and _same(old, row):
-                row.last_write = old.last_write
+            elif old is not None and not _worked(old, row):
+                row.last_write = old.last_write  # unchanged, or only renamed
             else:
                 row.last_write = now  # it changed after the first read: work
             if old is not None and not row.running:
@@ -338,15 +338,17 @@ class _Database:
         self.version += 1
 
 
-def _same(old: _Session, new: _Session) -> bool:
-    return (old.updated, old.prompted, old.running, old.tasks, old.title, old.model) == (
-        new.updated,
+def _worked(old: _Session, new: _Session) -> bool:
+    """Whether the session changed by working: a prompt, a turn, a task. A rename changes
+    the title and bumps ``time_updated``, and is no work (it sent an `active` once)."""
+    if (old.prompted, old.running, old.tasks, old.model) != (
         new.prompted,
         new.running,
         new.tasks,
-        new.title,
         new.model,
-    )
+    ):
+        return True
+    return old.updated != new.updated and old.title == new.title
 
 
 # -- the queries (run inside read_database's short read-only connection) ----------------------

@@ -76,7 +76,7 @@ def pass_cost_with_history(passes: int = 300, history: int = 100_000) -> None:
         ) -> None:
             processes = scanner.scan()
             facts, pending = sources.observe(processes)
-            changes = tracker.plan(processes, facts, pending)
+            changes = tracker.plan(processes, facts, pending, sources.waiting)
             store.apply(changes.events, changes.upserts, changes.removals)
             tracker.commit(changes)
 

@@ -1,0 +1,123 @@
+"""Gemini CLI 0.61.0 as the live tier captured it (``tests/fixtures/gemini-cli-subagent``):
+a prompt, a tool call answered with text first (the tool call is written only once it
+finished), a sub-agent (``invoke_agent``: a file of its own under its parent's id),
+``/clear``, a prompt, ``/quit``; each step replayed with its recorded process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from replay import MACHINE, Rec, Replay, parse_started, story
+
+from quintd.identity import native_session_id
+from quintd.model import ConversationFacts
+from quintd.sources.gemini_cli import SPEC
+
+HERE = Path(__file__).parent / "fixtures" / "gemini-cli-subagent"
+PROJECT = "/home/livegemini/src/shop-api"
+CHATS = ".gemini/tmp/shop-api/chats"
+FIRST = "1af3f1ae-c90c-4589-b5b1-9620bcfcce34"
+SUB = "5bc02e60-730b-4f65-8f97-99b873addd63"
+WRAPPER = 5339
+
+# snapshot -> the timeline's step taken then (timeline.jsonl)
+PLAN = [
+    ("01-started-idle", "session-file"),
+    ("02-p1-busy", "p1-held-at-stand-in"),
+    ("03-p1-idle", "p1-answered"),
+    ("04-awaiting-approval", "approval-dialog"),
+    ("05-tool-running", "approved"),
+    ("06-subagent-busy", "sub-held-at-stand-in"),
+    ("07-subagent-done", "delegate-answered"),
+    ("08-after-clear", "clear-new-file"),
+    ("09-second-session-idle", "p3-answered"),
+    ("10-after-quit", "processes-gone"),
+]
+
+
+def timeline() -> dict[str, float]:
+    lines = (HERE / "timeline.jsonl").read_text().splitlines()
+    return {row["step"]: row["t"] for row in map(json.loads, lines)}
+
+
+def processes(step: str) -> list[Rec]:
+    """The live user's processes at a step, from its ``ps --forest`` (the agent's tree)."""
+    recs = []
+    for line in (HERE / "snapshots" / step / "ps.txt").read_text().splitlines()[1:]:
+        fields = line.split()
+        if "\\_ " not in line or len(fields) < 12:
+            continue  # the tmux server: not under the agent
+        args = line.rsplit("\\_ ", 1)[1].split()
+        program = args[0]
+        recs.append(
+            Rec(
+                pid=int(fields[0]),
+                ppid=int(fields[1]),
+                comm=os.path.basename(program)[:15],
+                exe="/usr/bin/node" if program.endswith("node") else f"/usr/bin/{program}",
+                argv=args,
+                cwd=PROJECT,
+                start_time=parse_started(_iso(fields[6:11])),
+            )
+        )
+    return recs
+
+
+def _iso(lstart: list[str]) -> str:
+    """``Mon Dec 7 16:55:04 2026`` -> ISO 8601 (the machine ran in UTC)."""
+    from datetime import datetime
+
+    return datetime.strptime(" ".join(lstart), "%a %b %d %H:%M:%S %Y").isoformat() + "+00:00"
+
+
+def lay_out(step: str, home: Path) -> None:
+    chats = home / CHATS
+    if chats.exists():
+        shutil.rmtree(chats)
+    shutil.copytree(HERE / "snapshots" / step / "chats", chats)
+
+
+def test_a_sub_agent_a_tool_call_and_a_clear_as_the_real_cli_wrote_them(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    times = timeline()
+    replay = Replay(home, times["session-file"] - 1.0, readers=(SPEC,))
+    statuses = {}
+    subagents = {}
+    for step, moment in PLAN:
+        lay_out(step, home)
+        replay.step(processes(step), times[moment] + 0.2)
+        facts, _ = replay.sources.observe(replay.agents)
+        found = facts.get(WRAPPER)
+        statuses[step] = found.status if isinstance(found, ConversationFacts) else None
+        if isinstance(found, ConversationFacts):
+            subagents[step] = [(s.agent_id, s.done) for s in found.subagents]
+    assert story(replay.events) == [
+        ("s1", "active", "shop-api", None, None),  # at start-up: the file names it
+        ("s1", "active", "shop-api", "gemini-3.8-flash", None),  # the model answered
+        ("s2", "active", None, "gemini-3.8-flash", "s1"),  # the sub-agent (parent's model)
+        ("s2", "ended", None, "gemini-3-flash-preview", "s1"),  # done: its own model
+        ("s3", "active", "shop-api", None, None),  # /clear: a new file at once
+        ("s1", "ended", "shop-api", "gemini-3.8-flash", None),
+        ("s3", "active", "shop-api", "gemini-3.8-flash", None),
+        ("s3", "ended", "shop-api", "gemini-3.8-flash", None),  # /quit
+    ]
+    uid = os.getuid()
+    ids = list(dict.fromkeys(e.session_id for e in replay.events))
+    assert ids[1] == native_session_id(MACHINE, "gemini-cli", FIRST, SUB, uid=uid)
+    assert statuses == {
+        "01-started-idle": "idle",
+        "02-p1-busy": "busy",  # a prompt, no answer yet
+        "03-p1-idle": "idle",
+        "04-awaiting-approval": "idle",  # text written, the call not: waiting for the user
+        "05-tool-running": "busy",  # text written, the call not: but its shell runs
+        "06-subagent-busy": "busy",  # text written, the call not: but its sub-agent runs
+        "07-subagent-done": "idle",
+        "08-after-clear": "idle",
+        "09-second-session-idle": "idle",
+        "10-after-quit": None,
+    }
+    assert subagents["06-subagent-busy"] == [(SUB, False)]
+    assert subagents["07-subagent-done"] == [(SUB, True)]
