@@ -38,6 +38,7 @@ from quintd.signing.examine import binary
 # A process first seen younger than this may still exec into something else.
 _SETTLE_SECONDS = 5.0
 _MAX_ANCESTRY_DEPTH = 64
+FIRST_PASS_SIGNING_S = 2.0  # the start-up pass's wait for identities (before READY)
 
 T = TypeVar("T")
 
@@ -170,11 +171,13 @@ class Scanner:
             else:
                 self._watch.discard(pid)  # settled
         if new_agents and self._resolver is not None:
-            # The first pass (at start-up, before READY) may wait as long as a new session
-            # may be held for its identity: the agents already running are announced at
-            # once, complete.
+            # The first pass (at start-up, before READY) waits a little longer: the agents
+            # already running are announced at once, complete, if their identities are
+            # quick (READY is not held for a slow one: its session is held, by the
+            # later passes, up to signing_wait).
             first = self.stats.passes == 0
-            budget = self.settings.signing_wait if first else self.settings.signing_budget
+            wait = min(self.settings.signing_wait, FIRST_PASS_SIGNING_S)
+            budget = wait if first else self.settings.signing_budget
             self._wait_for_signing(new_agents, started + budget)
         self._add_descendant_cpu()
         agents = self._fold_trees()

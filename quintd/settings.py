@@ -34,8 +34,10 @@ class ScannerSettings:
     signing_budget: float = 0.25
     # How long a new agent's session may be held back for its signing identity, so that
     # its first event carries it; after that it is announced without, and the identity
-    # follows as an update.
-    signing_wait: float = 2.0
+    # follows as an update. A script's identity takes milliseconds; a 300 MB binary checked
+    # against its package's tarball takes 2-4 s the first time on a 2-core machine (once
+    # per version: identities are kept), the live tier's Codex, Claude Code and OpenCode.
+    signing_wait: float = 10.0
     # A per-user daemon watches only its own user's processes (None: every user's).
     only_uid: int | None = None
 

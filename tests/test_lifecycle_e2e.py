@@ -111,11 +111,12 @@ def test_fake_claude_code_story_exact_sequence(short_tmp: Path, agents: Agents, 
         upto(3, "idle after idle_after of quiet")
         claude.transcript(f"{FIRST}.jsonl", {"custom-title"})
         claude.registry("session-renamed.json")
-        upto(4, "active with the new name (the transcript grew)")
+        upto(4, "an update with the new name (a rename is no work: still idle)")
         claude.meta()
         claude.transcript(f"{FIRST}/subagents/agent-{SUBAGENT}.jsonl", None, 0, 1)
         upto(5, "the sub-agent")
         claude.transcript(f"{FIRST}/subagents/agent-{SUBAGENT}.jsonl", None, 1)
+        upto(6, "the parent active: its sub-agent works")
         tool_result = next(
             i
             for i, line in enumerate(
@@ -124,32 +125,33 @@ def test_fake_claude_code_story_exact_sequence(short_tmp: Path, agents: Agents, 
             if "tool_result" in line
         )
         claude.transcript(f"{FIRST}.jsonl", {"user"}, tool_result, tool_result + 1)
-        upto(6, "the sub-agent ended by its result")
+        upto(7, "the sub-agent ended by its result")
         claude.registry("session-after-clear.json")  # /clear
-        upto(8, "old conversation ended, new one active")
+        upto(9, "old conversation ended, new one active")
         agents.stop(claude.proc)
-        events = upto(9, "ended at exit")
+        events = upto(10, "ended at exit")
         assert daemon.terminate() == 0
 
     name, model = "Fix auth middleware token expiry", "claude-opus-4-8"
     got = story(events)
-    assert got[:6] == [
+    assert got[:7] == [
         ("s1", "active", "shop-api", None, None),
         ("s1", "active", name, model, None),
         ("s1", "idle", name, model, None),
-        ("s1", "active", "Token expiry fix", model, None),
+        ("s1", "idle", "Token expiry fix", model, None),  # a rename is no work
         ("s2", "active", "sub task", model, "s1"),
+        ("s1", "active", "Token expiry fix", model, None),  # its sub-agent works
         ("s2", "ended", "sub task", model, "s1"),
     ]
     # /clear: the old conversation ends, the new one starts (order across sessions is free).
-    assert sorted(got[6:8]) == sorted(
+    assert sorted(got[7:9]) == sorted(
         [
             ("s1", "ended", "Token expiry fix", model, None),
             ("s3", "active", "Token expiry fix", None, None),  # registry name, not derived
         ]
     )
-    assert got[8] == ("s3", "ended", "Token expiry fix", None, None)
-    assert len(events) == 9 and server.violations == []
+    assert got[9] == ("s3", "ended", "Token expiry fix", None, None)
+    assert len(events) == 10 and server.violations == []
     ids = {r.event["session_id"] for r in events}
     assert len(ids) == 3
     # Every session's first event carries the signing identity (it waited for it).

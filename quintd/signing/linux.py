@@ -52,9 +52,9 @@ CLAUDE_VERSIONS = os.sep + os.path.join(".local", "share", "claude", "versions")
 class Examined:
     path: str  # the file's path, as found (for the package walk)
     sha256: str
-    md5: str
     size: int
     owner: int  # the file's owner (whose npm cache recorded it)
+    target: Target  # how it was opened (to read it again for dpkg's MD5)
 
 
 class LinuxIdentity:
@@ -76,10 +76,9 @@ class LinuxIdentity:
     def _examine(self, target: Target, deadline: Deadline) -> Examined:
         fd, info = open_target(target)
         try:
-            sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+            sha = hashlib.sha256()
             for chunk in chunks(fd, deadline):
                 sha.update(chunk)
-                md5.update(chunk)
         except OSError as exc:
             raise Refused("cannot be read", str(exc)) from exc
         finally:
@@ -88,7 +87,7 @@ class LinuxIdentity:
         if target.through_kernel:
             with contextlib.suppress(OSError):
                 path = os.readlink(target.open_path).removesuffix(" (deleted)")
-        return Examined(path, sha.hexdigest(), md5.hexdigest(), info.st_size, info.st_uid)
+        return Examined(path, sha.hexdigest(), info.st_size, info.st_uid, target)
 
     def _identify(self, file: Examined, target: Target, deadline: Deadline) -> SigningInfo:
         system = self._system_package(file)
@@ -125,7 +124,7 @@ class LinuxIdentity:
         kind, _, name = owner.partition(":")
         if kind == "deb":
             recorded = dpkg_md5(name, real, self.root)
-            verified = None if recorded is None else recorded == file.md5
+            verified = None if recorded is None else recorded == _md5(file.target)
             return _package("deb", name, None, verified, "dpkg's md5sums")
         return _package("rpm", name, None, rpm_verify(real), "rpm -V")
 
@@ -141,6 +140,20 @@ class LinuxIdentity:
             if verdict.verified is not None:
                 break
         return _package("npm", owner.name, owner.version, verdict.verified, verdict.detail)
+
+
+def _md5(target: Target) -> str:
+    """The file's MD5 (dpkg records MD5s; only system files are checked with it)."""
+    fd, _ = open_target(target)
+    try:
+        md5 = hashlib.md5(usedforsecurity=False)
+        for chunk in chunks(fd, Deadline()):
+            md5.update(chunk)
+        return md5.hexdigest()
+    except OSError as exc:
+        raise Refused("cannot be read", str(exc)) from exc
+    finally:
+        os.close(fd)
 
 
 def _package(

@@ -47,9 +47,17 @@ DEFAULT_REGISTRY = "https://registry.npmjs.org/"
 @dataclass(frozen=True)
 class NpmPackage:
     directory: str  # the package's directory
-    name: str
+    name: str  # as its package.json says (an alias's directory is named otherwise)
     version: str | None
     optional: tuple[str, ...] = ()  # its optionalDependencies' names
+
+    @property
+    def installed_as(self) -> str:
+        """The name npm installed it under: its directory's (``@openai/codex-linux-x64``
+        for an alias of ``@openai/codex@0.171.0-linux-x64``)."""
+        base = os.path.basename(self.directory)
+        scope = os.path.basename(os.path.dirname(self.directory))
+        return f"{scope}/{base}" if scope.startswith("@") else base
 
     @property
     def modules(self) -> str:
@@ -119,18 +127,13 @@ def find_package(path: str) -> NpmPackage | None:
             return None
         if _in_node_modules(directory):
             found = package_at(directory)
-            if found is not None and _name_fits(found, directory):
+            if found is not None:
                 return found
         parent = os.path.dirname(directory)
         if parent == directory:
             return None
         directory = parent
     return None
-
-
-def _name_fits(package: NpmPackage, directory: str) -> bool:
-    """A package sits at ``node_modules/<its name>`` (npm installs it there)."""
-    return directory.endswith(os.sep + package.name.replace("/", os.sep))
 
 
 def installed_by(package: NpmPackage) -> NpmPackage:
@@ -140,7 +143,7 @@ def installed_by(package: NpmPackage) -> NpmPackage:
     owner_dir = os.path.dirname(package.modules)
     if _in_node_modules(owner_dir):
         owner = package_at(owner_dir)
-        if owner is not None and package.name in owner.optional:
+        if owner is not None and package.installed_as in owner.optional:
             return owner
     # Hoisted: node_modules/<owner> beside node_modules/<package>
     lock = _lockfile(package.modules)
@@ -149,7 +152,7 @@ def installed_by(package: NpmPackage) -> NpmPackage:
             if not isinstance(entry, dict) or "node_modules/" not in key:
                 continue
             optional = entry.get("optionalDependencies")
-            if isinstance(optional, dict) and package.name in optional:
+            if isinstance(optional, dict) and package.installed_as in optional:
                 owner_dir = os.path.join(os.path.dirname(package.modules), key)
                 if os.path.dirname(_modules_of(owner_dir)) == os.path.dirname(package.modules):
                     owner = package_at(owner_dir)

@@ -1,10 +1,13 @@
 """The cache and the small pool of workers in front of the per-OS backends.
 
 One file is examined once per identity (device, inode, size, mtime, ctime), in the
-background, by one of a few workers: a file that takes long (a 245 MB binary, a tarball to
-check it against) or one that never answers delays no other file's identity. A file that
-is refused (not a regular file, not readable by its user, a link, too large, sparse, past
-its deadline) is counted by reason and never examined again while it is the same file.
+background, by one of a few workers, smaller files first: a file that takes long (a 245 MB
+binary, a tarball to check it against) or one that never answers delays no other file's
+identity, and an agent's script (kilobytes) never waits behind another's binary. A file
+that is refused (not a regular file, not readable by its user, a link, too large, sparse)
+is counted by reason and never examined again while it is the same file; one that could
+not be finished (past its deadline on a loaded machine, or its process gone before it was
+opened) is tried again later.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ log = logging.getLogger("quintd.signing")
 # who set its mtime back, is examined again.
 FileKey = tuple[int, int, int, int, int]
 WORKERS = 3
+# Not the file's fault: tried again (a deadline passed on a busy machine: after a while).
+RETRY_LATER = {"deadline passed": 60.0, "cannot be opened": 1.0, "cannot be read": 1.0}
 
 
 class PersistentCache(Protocol):
@@ -79,8 +84,13 @@ class SigningResolver:
             except Exception as exc:  # an unreadable cache only costs a re-examination
                 log.warning("signing: cached identities not loaded: %s", exc)
         self._pending: dict[FileKey, threading.Event] = {}
+        self._retry_at: dict[FileKey, float] = {}  # transient failures: not before then
         self._lock = threading.Lock()
-        self._work: queue.Queue[tuple[Target, FileKey] | None] = queue.Queue()
+        # (file size, order, job): the smallest first; None (a stop) sorts before all.
+        self._work: queue.PriorityQueue[tuple[int, int, tuple[Target, FileKey] | None]] = (
+            queue.PriorityQueue()
+        )
+        self._order = 0
         self._workers: list[threading.Thread] = []
         self._size = max(1, workers)
         self.examined = 0  # files the backend looked at (cache misses)
@@ -114,11 +124,14 @@ class SigningResolver:
             hit = self._cache.get(key)
             if hit is not None:
                 return hit
+            if self._retry_at.get(key, 0.0) > time.monotonic():
+                return None  # it failed a moment ago; not yet again
             done = self._pending.get(key)
             if done is None:
                 done = self._pending[key] = threading.Event()
                 self._ensure_workers()
-                self._work.put((wanted, key))
+                self._order += 1
+                self._work.put((key[2], self._order, (wanted, key)))
         if timeout is not None and timeout <= 0:
             return None
         done.wait(timeout)
@@ -127,7 +140,7 @@ class SigningResolver:
 
     def close(self) -> None:
         for _ in self._workers:
-            self._work.put(None)
+            self._work.put((-1, 0, None))
         for thread in self._workers:
             thread.join(timeout=5)
 
@@ -140,7 +153,7 @@ class SigningResolver:
 
     def _run(self) -> None:
         while True:
-            item = self._work.get()
+            _, _, item = self._work.get()
             if item is None:
                 return
             target, key = item
@@ -157,8 +170,12 @@ class SigningResolver:
                 (time.monotonic() - started) * 1000,
                 f" refused: {info.detail}" if info.source == "refused" else "",
             )
+            retry = RETRY_LATER.get(info.detail or "") if info.source == "refused" else None
             with self._lock:
-                self._cache[key] = info
+                if retry is None:
+                    self._cache[key] = info
+                else:
+                    self._retry_at[key] = time.monotonic() + retry
                 self.examined += 1
                 if info.source == "refused":
                     self.refused[info.detail or "refused"] += 1
