@@ -106,6 +106,19 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         id="gemini-cli",
         names=("gemini",),
         script_fragments=("/@google/gemini-cli/bundle/", "/@google/gemini-cli/dist/"),
+        # Its commands that print and exit (0.61.0's --help): not sessions.
+        helper_args=(
+            "--list-sessions",
+            "--delete-session",
+            "--list-extensions",
+            "mcp",
+            "extensions",
+            "extension",
+            "skills",
+            "skill",
+            "hooks",
+            "hook",
+        ),
     ),
     Platform(
         id="copilot-cli",

@@ -234,8 +234,8 @@ def test_crush_start_prompt_title_idle_subagent_new_session_and_exit(tmp_path: P
         ("s1", "active", "Fix the login bug", MODEL, None),
         ("s1", "idle", "Fix the login bug", MODEL, None),
         ("s1", "active", "Fix the login bug", MODEL, None),
-        ("s2", "active", "New Agent Session", MODEL, "s1"),
-        ("s2", "ended", "New Agent Session", MODEL, "s1"),  # its result is in the parent
+        ("s2", "active", None, MODEL, "s1"),  # "New Agent Session": a placeholder
+        ("s2", "ended", None, MODEL, "s1"),  # its result is in the parent
         ("s3", "active", "shop", MODEL, None),  # a new session
         ("s1", "ended", "Fix the login bug", MODEL, None),
         ("s3", "ended", "shop", MODEL, None),  # exit

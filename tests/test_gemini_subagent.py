@@ -14,6 +14,7 @@ from replay import MACHINE, Rec, Replay, parse_started, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
+from quintd.sources.conversation_files import epoch
 from quintd.sources.gemini_cli import SPEC
 
 HERE = Path(__file__).parent / "fixtures" / "gemini-cli-subagent"
@@ -121,3 +122,36 @@ def test_a_sub_agent_a_tool_call_and_a_clear_as_the_real_cli_wrote_them(tmp_path
     }
     assert subagents["06-subagent-busy"] == [(SUB, False)]
     assert subagents["07-subagent-done"] == [(SUB, True)]
+
+
+def test_a_gemini_started_right_after_a_quit_does_not_take_the_ended_conversation(
+    tmp_path: Path,
+) -> None:
+    """A new process in the same project within the clock slack of the last conversation's
+    start once claimed it (`gemini --list-sessions`, 0.4 s after a quit: the ended
+    session's name and model came back under it)."""
+    home = tmp_path / "home"
+    times = timeline()
+    replay = Replay(home, times["session-file"] - 1.0, readers=(SPEC,))
+    for step, moment in PLAN[-3:]:  # /clear, a prompt, /quit
+        lay_out(step, home)
+        replay.step(processes(step), times[moment] + 0.2)
+    ended = {e.session_id for e in replay.events if e.state == "ended"}
+    quit_at = times["processes-gone"] + 0.4
+    last = next((home / CHATS).glob("session-*-3085e9dd.jsonl"))
+    began = epoch(json.loads(last.read_text().splitlines()[0])["startTime"])
+    assert began is not None
+    newcomer = Rec(
+        pid=31337,
+        ppid=1,
+        comm="node",
+        exe="/usr/bin/node",
+        argv=["node", "/home/livegemini/.npm-global/bin/gemini"],
+        cwd=PROJECT,
+        # As if it had started within the clock slack of that conversation's start (a
+        # conversation quit 9 s after it began, in the run that showed it).
+        start_time=began + 5.0,
+    )
+    events = replay.step([newcomer], quit_at + 5.0)  # past the start-up grace: a session
+    assert [(e.state, e.model) for e in events] == [("active", None)]
+    assert not ({e.session_id for e in events} & ended)

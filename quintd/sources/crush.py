@@ -88,7 +88,8 @@ RETRY_S = 5.0  # a process whose data directory is not found yet is looked at ag
 MAX_SESSIONS = 256  # sessions read per database per pass (the newest)
 MAX_PARTS_CHARS = 256 * 1024  # a message's parts longer than this are not parsed
 MAX_WALK = 32  # directories walked up looking for .crush
-PLACEHOLDER_TITLES = frozenset({"New Session", "Untitled Session"})
+# "New Agent Session": a sub-agent's until its own title arrives (seen with v0.90.0).
+PLACEHOLDER_TITLES = frozenset({"New Session", "Untitled Session", "New Agent Session"})
 BUSY_REASONS = frozenset({"tool_use"})
 _FLAGS_WITH_VALUE = frozenset({"-c", "--cwd", "-D", "--data-dir", "-s", "--session", "--host"})
 

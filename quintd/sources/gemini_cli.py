@@ -89,6 +89,25 @@ class GeminiState(ConversationFiles):
             return LegacyChat(path, self.root, self.stats)
         return super()._source(path)
 
+    def prepare(self, processes: list[AgentProcess]) -> None:
+        """As the base, and: a conversation whose process has gone is over. A process that
+        starts soon after (within the clock slack) must not take it over (seen: `gemini
+        --list-sessions` run 0.4 s after a conversation ended claimed it), unless the
+        conversation is written again (a resume)."""
+        previous, live = dict(self._owner), {p.pid for p in processes}
+        super().prepare(processes)
+        now = self._clock()
+        for path, pid in previous.items():
+            conv = self._files.get(path)
+            if conv is not None and pid not in live and "over_at" not in conv.extra:
+                conv.extra["over_at"] = now
+                self._owner.pop(path, None)
+        for path in list(self._owner):
+            conv = self._files[path]
+            over = conv.extra.get("over_at")
+            if over is not None and (conv.last_write is None or conv.last_write <= over):
+                del self._owner[path]  # over, and not written since: nobody's
+
     def facts(self, proc: AgentProcess) -> ConversationFacts | None:
         found = super().facts(proc)
         if found is None:

@@ -75,6 +75,7 @@ def env(day: Day, path: str) -> dict[str, str]:
 READY = r"Type your message"
 
 
+@pytest.mark.timeout(600)
 def test_qwen_code_day_nvm_prefix(live_user: LiveUser) -> None:
     """Start, a held turn, /rename, a sub-agent, /clear, a second conversation, /quit."""
     install = installed("prefix")
@@ -141,6 +142,7 @@ def test_qwen_code_day_nvm_prefix(live_user: LiveUser) -> None:
         assert set(day.sessions()) == {s1, sub["session_id"], s2}, "no other session"
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("layout", ["project"])
 def test_qwen_code_other_layouts(live_user: LiveUser, layout: str) -> None:
     """npm's own shim (the three-process tree): the model and /clear are seen."""
