@@ -161,6 +161,9 @@ class ConversationFacts:
     # The uid of the user who owns the file naming this conversation: a conversation id
     # counts only for that user's processes (another user cannot claim it).
     owner_uid: int | None = None
+    # The agent closed it while the process goes on (Cline's /clear marks its row
+    # completed; its next conversation is written only at the next prompt): it ends now.
+    over: bool = False
 
 
 # -- sessions and their events ----------------------------------------------------------

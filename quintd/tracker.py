@@ -244,7 +244,8 @@ class SessionTracker:
                 if claimed.setdefault((proc.platform, proc.uid, c.native_id), proc.pid) == proc.pid
             )
             work.changes.foreign_claims += len(convs) - len(unique)
-            convs = unique
+            closed = {c.native_id for c in unique if c.over}
+            convs = tuple(c for c in unique if not c.over)
             if (not proc.signing_settled or proc.parent_pid in held) and not self._known(
                 proc, convs
             ):
@@ -264,6 +265,11 @@ class SessionTracker:
                             self._last_word(work, proc, conv, sub)
             else:
                 found = self._find_process_session(work, proc, mono)
+                running = work.session(found) if found is not None else None
+                if running is not None and running.native_id in closed:
+                    # Its conversation was closed (it ends): the process goes on, a session
+                    # of its own until its next conversation takes it over.
+                    found = None
                 if found is None and proc.pid in pending:
                     continue  # its own state should name it soon
                 sid = found or self._start_process_session(work, proc, parent, now, mono)
@@ -272,7 +278,7 @@ class SessionTracker:
                     assert session is not None
                     # Its agent's state names no conversation of it (yet, or any more): it
                     # waits. Where there is no state to read, the CPU is all there is.
-                    signals = _WAITING if proc.pid in waiting else None
+                    signals = _WAITING if proc.pid in waiting or closed else None
                     self._observe_activity(work, session, proc, signals, now, mono)
                 present.add(sid)
             work.by_process[proc.key] = sid

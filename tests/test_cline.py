@@ -380,6 +380,8 @@ def _insert(db: Path, sid: str, pid: int, status: str, **extra: object) -> None:
         "hook_path": "",
         "updated_at": _iso(created + 1),
         "metadata_json": json.dumps({"title": f"title of {sid}"}),
+        # Its first prompt: the title is not in it (a title the user gave: a name).
+        "prompt": '<user_input mode="act">fix the login bug</user_input>',
         **extra,
     }
     with sqlite3.connect(db) as conn:
@@ -586,3 +588,74 @@ def test_the_live_wal_database_is_read_in_place_without_side_files(tmp_path: Pat
         assert sorted(p.name for p in db.parent.iterdir()) == listed
     finally:
         writer.close()
+
+
+def test_a_fork_or_a_row_without_a_prompt_never_sends_its_title(tmp_path: Path) -> None:
+    """`/fork` makes a row with no prompt of its own and the title "<first prompt> (fork)"
+    (seen with Cline 3.0.65): that title is prompt text, and was sent as the name."""
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    original = f"{int((T0 + 1) * 1000)}_orig1"
+    prompt = "Secret customer list for ACME"
+    _insert(
+        db,
+        original,
+        11,
+        "completed",
+        prompt=f'<user_input mode="act">{prompt}</user_input>',
+        metadata_json=json.dumps({"title": prompt}),
+    )
+    fork = f"{int((T0 + 2) * 1000)}_fork1"
+    _insert(
+        db,
+        fork,
+        11,
+        "idle",
+        prompt=None,
+        metadata_json=json.dumps(
+            {"title": f"{prompt} (fork)", "fork": {"forkedFromSessionId": original}}
+        ),
+    )
+    reader.poll()
+    reader.prepare([tui])
+    found = reader.facts(tui)
+    assert isinstance(found, ConversationFacts) and found.native_id == fork
+    assert found.name is None
+    # A row with no prompt and nothing to compare its title with: withheld too.
+    _insert(db, fork, 11, "idle", prompt=None, metadata_json=json.dumps({"title": "x y"}))
+    reader.poll()
+    reader.prepare([tui])
+    found = reader.facts(tui)
+    assert isinstance(found, ConversationFacts) and found.name is None
+
+
+def test_a_conversation_cleared_while_its_cli_runs_is_over_after_a_moment(tmp_path: Path) -> None:
+    """/clear marks the current row completed; the next row comes with the next prompt.
+    Closed for a while with its CLI alive, it is over (its session ends); /quit's, a moment
+    before the exit, is not (no phantom session for the last instant of the process)."""
+    view = View()
+    root = tmp_path / ".cline"
+    (root / "data" / "db").mkdir(parents=True)
+    db = root / "data" / "db" / "sessions.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA)
+    conn.close()
+    now = [100.0]
+    reader = cline.ClineState(root, ReaderContext(clock=lambda: now[0], processes=view))
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    sid = f"{int((T0 + 1) * 1000)}_first"
+    _insert(db, sid, 11, "idle")
+    reader.poll()
+    reader.prepare([tui])
+    assert getattr(reader.facts(tui), "over", None) is False
+    _insert(db, sid, 11, "completed", updated_at=_iso(T0 + 5))  # /clear
+    reader.poll()
+    reader.prepare([tui])
+    assert getattr(reader.facts(tui), "over", None) is False  # a moment: perhaps /quit
+    now[0] += cline.CLOSE_GRACE_S
+    reader.prepare([tui])
+    found = reader.facts(tui)
+    assert isinstance(found, ConversationFacts) and found.native_id == sid and found.over

@@ -499,3 +499,29 @@ def test_quitting_after_closing_its_conversation_is_no_work() -> None:
     assert t.observe([proc(cpu=0.4)], waiting={100}).events == []  # closed, quitting: busy CPU
     clock.advance(0.2)
     assert [e.state for e in t.observe([]).events] == ["ended"]
+
+
+def test_a_conversation_the_agent_closed_ends_and_the_next_one_takes_the_process_over() -> None:
+    """Cline's /clear marks its row completed at once and writes the next conversation only
+    at the next prompt: the closed one ends then (not at the next prompt), and the process
+    goes on as a session of its own, which its next conversation takes over."""
+    clock = FakeClock()
+    t = tracker(clock, idle_after=2.0)
+    [first] = t.observe([proc()], {100: conv("c1", status="idle")}).events
+    clock.advance(1.0)
+    closed = replace(conv("c1", status="idle"), over=True)
+    events = t.observe([proc(cpu=5.0)], {100: closed}).events
+    assert [(e.session_id == first.session_id, e.state) for e in events] == [
+        (False, "active"),  # the process, waiting for its next conversation
+        (True, "ended"),  # the closed conversation, at once
+    ]
+    waiting = events[0].session_id
+    clock.advance(3.0)
+    assert [e.state for e in t.observe([proc(cpu=9.0)], {100: closed}).events] == ["idle"]
+    clock.advance(1.0)
+    events = t.observe([proc(cpu=9.0)], {100: conv("c2", status="busy", name="Next")}).events
+    assert [(e.session_id, e.state, e.session_name) for e in events] == [
+        (waiting, "active", "Next")  # the next conversation took the process's session
+    ]
+    clock.advance(1.0)
+    assert [(e.session_id, e.state) for e in t.observe([]).events] == [(waiting, "ended")]

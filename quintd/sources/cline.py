@@ -45,6 +45,9 @@ started are not read. Table ``sessions``:
   (also after Esc); terminal ``completed`` (``/clear``, ``/quit``, one-shot done, hub
   stopped), ``cancelled`` (``/quit`` after Esc), ``failed`` (Cline's stale-session
   reconciler: the pid had died). Terminal rows are reported idle while still current.
+- The title of a row with no prompt of its own (a ``/fork``: "<first prompt> (fork)") is
+  compared with the prompt of the row it was forked from; with no prompt to compare, it is
+  withheld.
 - ``status_lock`` counts status writes (seen: +1 to ``running`` or for a rename or
   ``/clear``, +2 to ``idle``, +2 or +3 from ``idle`` to ``pending``): grown by three or
   more since the last read while the row is not ``running`` now, a turn began between
@@ -56,8 +59,10 @@ started are not read. Table ``sessions``:
 
 Conversations. A row is inserted at the conversation's first prompt (its id from the
 CLI's start), so a CLI is its process's session until then, and its first conversation
-takes that session over. ``/clear`` marks the old row ``completed``; the next prompt
-inserts the new one, and the old conversation ends then. A CLI's conversation is the row
+takes that session over. ``/clear`` marks the old row ``completed`` and the next prompt
+inserts the new one: a current row closed for ``CLOSE_GRACE_S`` while its CLI runs is over
+(its session ends; the CLI is a session of its own again, which its next conversation takes
+over). Not at once: ``/quit`` marks it completed a moment before the process exits. A CLI's conversation is the row
 bound to it last. Rows of crashed CLIs stay ``running``/``idle`` (their pid dead, or the
 live hub's): they bind to nothing new, and the CLI's exit ends its session. Bad rows
 (ids, statuses) are counted in ``stats.garbage``, as is a table without ``session_id``,
@@ -103,6 +108,7 @@ MAX_UNPLACED = 1_000
 TURN_WRITES = 3  # status_lock grew this much: a turn happened (seen: 2 for running -> idle)
 _STATUSES: dict[str, Status] = {"running": "busy", "pending": "waiting", "idle": "idle"}
 _TERMINAL = frozenset({"completed", "cancelled", "failed"})
+CLOSE_GRACE_S = 3.0  # a current row closed this long while its CLI runs: /clear, not /quit
 _ID_TIME = re.compile(r"^(\d{13})_")
 _REQUIRED = ("session_id", "pid", "status")
 _OPTIONAL = (
@@ -173,6 +179,8 @@ class ClineState:
         self._cursor: str | None = None  # the last updated_at read
         self._read_from: float | None = None  # the horizon of the first read
         self._read_once = False
+        self._closed_at: dict[str, float] = {}  # a current row: when it was first seen closed
+        self._closing: set[str] = set()  # closed, not yet over
         self._owner: int | None = None
         self._rows: dict[str, Row] = {}
         self._children: dict[str, set[str]] = {}  # root -> sub-agent rows
@@ -217,6 +225,11 @@ class ClineState:
         if self._unplaced and (self._dirty_binding or new_procs):
             self._place()
         self._dirty_binding = False
+        if self._closing:
+            # A closed conversation becomes over with time alone: look again (the facts
+            # of this pass add it back while it is still closing).
+            self._closing = set()
+            self._facts.clear()
 
     def _processes_changed(
         self, live: dict[tuple[int, int], AgentProcess], new: set[tuple[int, int]]
@@ -463,6 +476,20 @@ class ClineState:
         row = self._current(proc)
         if row is None:
             return None
+        over = False
+        for sid in [s for s in self._closed_at if s not in self._rows]:
+            del self._closed_at[sid]
+            self._closing.discard(sid)
+        if row.terminal:
+            # /clear marks the row completed, and the next conversation is written only at
+            # the next prompt: closed for a while with its process alive, it is over. Not
+            # at once: /quit marks it completed a moment before the process exits.
+            since = self._closed_at.setdefault(row.sid, self._clock())
+            over = self._clock() - since >= CLOSE_GRACE_S
+            if over:
+                self._closing.discard(row.sid)
+            else:
+                self._closing.add(row.sid)
         subs = sorted(
             (self._rows[s] for s in self._children.get(row.sid, ()) if s in self._rows),
             key=lambda r: (r.created or 0.0, r.sid),
@@ -473,6 +500,7 @@ class ClineState:
             name=row.title,
             model=row.model,
             last_write=row.last_write,
+            over=over,
             subagents=tuple(
                 SubagentFacts(
                     agent_id=sub.agent_id or sub.sid,
@@ -511,10 +539,15 @@ def _query(conn: sqlite3.Connection, since: str) -> list[dict[str, Any]]:
     # A title found in the first prompt (which Cline wraps in <user_input ...>) is the
     # prompt: it never leaves the machine; a title the user gave with `cline history
     # update --title` does.
+    # A fork (`/fork`) has no prompt of its own and the title "<title> (fork)": it is
+    # compared with the prompt of the conversation it was forked from. Where no prompt is
+    # known, the title is taken for one: withheld.
     names.append("title_is_prompt")
     select.append(
-        "CASE WHEN json_valid(metadata_json) AND prompt IS NOT NULL THEN "
-        "instr(prompt, json_extract(metadata_json, '$.title')) > 0 END"
+        "CASE WHEN json_valid(metadata_json) THEN coalesce(instr(coalesce(prompt, "
+        "(SELECT f.prompt FROM sessions f WHERE f.session_id = "
+        "json_extract(sessions.metadata_json, '$.fork.forkedFromSessionId'))), "
+        "replace(json_extract(metadata_json, '$.title'), ' (fork)', '')) > 0, 1) END"
         if {"metadata_json", "prompt"} <= have
         else "NULL"
     )

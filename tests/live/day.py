@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -328,12 +329,19 @@ def live_day(platform: str, user: LiveUser, brain: Brain) -> Iterator[Day]:
     On failure, the screen, the events and quintd's log are printed."""
     top = Path(tempfile.mkdtemp(prefix="qd-day-", dir="/tmp"))
     day = Day(platform, user, top, brain)
+    passed = False
     with day.model, day.ingest:
         try:
             day.daemon.start()
             yield day
+            passed = True
         except BaseException:
             print(day.report())
             raise
         finally:
             day.close()
+            if passed or os.environ.get("CI"):
+                # An agent's home holds what it unpacked (Codex copies 400 MB into each):
+                # kept only where a developer may look at a failure.
+                shutil.rmtree(day.home.parent, ignore_errors=True)
+                shutil.rmtree(top, ignore_errors=True)
