@@ -314,3 +314,16 @@ def daemons() -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for daemon in started:
         daemon.kill()
+
+
+# The live tier (tests/live) runs the real agents: its first test also installs them (npm
+# downloads ~750 MB on a fresh machine), and a day of a slow agent on a loaded 2-core
+# machine takes minutes. Each live test has this long; a hung one still ends.
+LIVE_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    live = Path(__file__).parent / "live"
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(live):
+            item.add_marker(pytest.mark.timeout(LIVE_TIMEOUT_S), append=False)
