@@ -57,17 +57,17 @@ started are not read. Table ``sessions``:
   the machine (the title is compared with the row's ``prompt`` inside SQLite; neither is
   kept). ``model``: the model.
 
-Conversations. A row is inserted at the conversation's first prompt (its id from the
-CLI's start), so a CLI is its process's session until then, and its first conversation
-takes that session over. ``/clear`` marks the old row ``completed`` and the next prompt
-inserts the new one: a current row closed for ``CLOSE_GRACE_S`` while its CLI runs is over
-(its session ends; the CLI is a session of its own again, which its next conversation takes
-over). Not at once: ``/quit`` marks it completed a moment before the process exits. A
-CLI's conversation is the row bound to it last. Rows of crashed CLIs stay ``running``/``idle`` (their pid dead, or the
-live hub's): they bind to nothing new, and the CLI's exit ends its session. Bad rows
-(ids, statuses) are counted in ``stats.garbage``, as is a table without ``session_id``,
-``pid`` or ``status`` (then nothing is known: the CLI is its process's session).
-"""
+Conversations. A row is inserted at the conversation's first prompt (its id from the CLI's
+start), so a CLI is its process's session until then, and its first conversation takes that
+session over. ``/clear`` marks the old row ``completed`` and the next prompt inserts the
+new one: a current row closed for ``CLOSE_GRACE_S`` while its CLI runs is over (its session
+ends; the CLI is a session of its own again, which its next conversation takes over). Not
+at once: ``/quit`` marks it completed a moment before the process exits. A CLI's
+conversation is the row bound to it last. Rows of crashed CLIs stay ``running``/``idle``
+(their pid dead, or the live hub's): they bind to nothing new, and the CLI's exit ends its
+session. Bad rows (ids, statuses) are counted in ``stats.garbage``, as is a table without
+``session_id``, ``pid`` or ``status`` (then nothing is known: the CLI is its process's
+session). """
 
 from __future__ import annotations
 
