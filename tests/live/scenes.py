@@ -50,9 +50,20 @@ def status_session(day: Day, session_id: str) -> dict[str, Any] | None:
     return next((s for s in report.get("sessions", []) if s["session_id"] == session_id), None)
 
 
+# How soon after the model is asked quintd must show the session busy: the prompt's write
+# wakes it (a session waiting for its first prompt is idle until then).
+NOTICE_S = 5.0
+
+
 def assert_stays_busy(day: Day, session_id: str) -> None:
-    """While the model holds its answer, the session is ``active`` for longer than
-    ``idle_after`` (status says how long it has been in its state)."""
+    """While the model holds its answer, the session turns ``active`` within
+    :data:`NOTICE_S` and stays so for longer than ``idle_after`` (status says how long it
+    has been in its state)."""
+    wait_until(
+        lambda: (status_session(day, session_id) or {}).get("state") == "active",
+        NOTICE_S,
+        "the session to be busy once the model is asked",
+    )
 
     def probe() -> dict[str, Any] | None:
         found = status_session(day, session_id)
