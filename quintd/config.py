@@ -55,11 +55,13 @@ class CloudConfig:
 class ScanConfig:
     interval: float = 1.0
     kernel_exits: bool = True
+    watches_per_user: int = 1000
 
 
 @dataclass(frozen=True)
 class SessionsConfig:
     idle_after: float = 120.0
+    new_per_user_per_minute: int = 60
 
 
 @dataclass(frozen=True)
@@ -200,11 +202,24 @@ SCHEMA = Table(
         "scan": Rule(
             "table",
             table=Table(
-                {"interval": Rule("float", gt=0, le=3600), "kernel_exits": Rule("bool")},
+                {
+                    "interval": Rule("float", gt=0, le=3600),
+                    "kernel_exits": Rule("bool"),
+                    "watches_per_user": Rule("int", ge=0, le=1_000_000),
+                },
                 ScanConfig,
             ),
         ),
-        "sessions": Rule("table", table=Table({"idle_after": Rule("float", gt=0)}, SessionsConfig)),
+        "sessions": Rule(
+            "table",
+            table=Table(
+                {
+                    "idle_after": Rule("float", gt=0),
+                    "new_per_user_per_minute": Rule("int", ge=1, le=100_000),
+                },
+                SessionsConfig,
+            ),
+        ),
         "queue": Rule(
             "table",
             table=Table(

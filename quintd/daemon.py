@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from quintd import __version__
+from quintd.budgets import TokenBucket
 from quintd.config import LoadedConfig, running_as_root
 from quintd.control import ControlServer
 from quintd.errors import AlreadyRunningError, QuintdError
@@ -67,6 +68,9 @@ MAX_EVENTS_IN_MEMORY = 100_000
 # The shortest gap between two passes brought forward by events (exits, new files): a
 # burst of events costs one pass, not one each.
 EVENT_PASS_GAP_S = 0.05
+# Passes brought forward by file events: this many a second, after a burst of so many.
+WAKEUPS_PER_S = 2.0
+WAKEUP_BURST = 5
 # While something is held back (a young agent's state, a signing identity), the longest
 # wait for the next pass, whatever scan.interval says.
 FOLLOW_UP_S = 0.5
@@ -124,6 +128,9 @@ class Daemon:
         self._last_reload_error: str | None = None
         self._waiter: Waiter | None = None
         self._pass_soon = False  # a file appeared, or an agent exited: pass early
+        self._file_pass_soon = False  # a file event asked for an early pass (rate-limited)
+        self._deferred_logged: dict[int | None, float] = {}  # uid -> next log allowed
+        self._wakeups = TokenBucket(WAKEUPS_PER_S, WAKEUP_BURST)
         self._awaiting_state = False  # young agents whose state has not appeared yet
         self._follow_up = False  # something held back: pass within FOLLOW_UP_S
         self._event_passes = 0
@@ -262,6 +269,8 @@ class Daemon:
 
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stop_signal = signum
+        if self._sources is not None:
+            self._sources.interrupt()
         self._wake()
 
     def _on_hangup(self, _signum: int, _frame: FrameType | None) -> None:
@@ -280,9 +289,11 @@ class Daemon:
     def _on_file_change(self, appeared: bool) -> None:
         """From the watcher's thread. A file that appears may be an agent's first write;
         while a young agent's state is awaited, any change may be it. Other changes (an
-        agent at work appending to its transcript) wait for the next pass."""
-        if appeared or self._awaiting_state:
-            self._pass_soon = True
+        agent at work appending to its transcript) wait for the next pass. Passes brought
+        forward this way are rate-limited (:data:`WAKEUPS`): a user creating and deleting
+        files in a watched directory once made 21 whole passes a second."""
+        if (appeared or self._awaiting_state) and not self._file_pass_soon:
+            self._file_pass_soon = True
             self._wake()
 
     def _main_loop(self) -> None:
@@ -303,6 +314,11 @@ class Daemon:
                 self._notifier.watchdog()
                 self._next_watchdog = now + watchdog
             wake_at = min(next_tick, self._next_watchdog) if watchdog else next_tick
+            if self._file_pass_soon and self._wakeups.ready(now):
+                self._file_pass_soon = False
+                self._pass_soon = True
+            elif self._file_pass_soon:
+                wake_at = min(wake_at, self._wakeups.next_token(now))
             if self._pass_soon:
                 wake_at = min(wake_at, last_pass + EVENT_PASS_GAP_S)
             elif self._follow_up:
@@ -401,10 +417,28 @@ class Daemon:
         # reused) before it was watched: pass again at once.
         if self._waiter is not None and self._waiter.watch(self._scanner.exit_watch()):
             self._pass_soon = True
+        if self._tracker.deferred:
+            self._log_deferred()
         if stored:
             self._log_events(changes)
             if self._shipper is not None:
                 self._shipper.wake()
+
+    def _log_deferred(self) -> None:
+        """Once a minute per user: its new sessions wait (its announcement budget)."""
+        assert self._tracker is not None
+        now = time.monotonic()
+        for uid, count in self._tracker.deferred.items():
+            if now < self._deferred_logged.get(uid, 0.0):
+                continue
+            self._deferred_logged[uid] = now + 60.0
+            log.warning(
+                "user %s's agents announced %d new sessions in the last minute "
+                "(sessions.new_per_user_per_minute): %d more wait their turn",
+                uid,
+                self.settings.tracker.new_per_user_per_minute,
+                count,
+            )
 
     def _log_events(self, changes: Changes) -> None:
         for event in changes.events:
@@ -603,7 +637,11 @@ class Daemon:
                 pace_rate=delivery.pace_rate,
             ),
             agent_state=AgentStateReport(
-                **self._sources.stats(), refused_claims=self._tracker.foreign_claims
+                **{
+                    **self._sources.stats(),
+                    **self._sources.budgets(),
+                    "refused_claims": self._tracker.foreign_claims,
+                }
             ),
             scan=ScanReport(
                 passes=self._scanner.stats.passes,
@@ -613,12 +651,18 @@ class Daemon:
                 early_passes=self._event_passes,
                 exits_from=waiter.method if waiter is not None else "scan",
                 identity_refused=dict(self._resolver.refused) if self._resolver else {},
+                deferred_sessions=sum(self._tracker.deferred.values()),
+                waiting_turn=self._tracker.queued,
+                waiting_unremembered=self._tracker.overflow,
+                passes_put_off=self._wakeups.refused,
             ),
             settings=SettingsReport(
                 scan_interval=self.settings.loop.scan_interval,
                 kernel_exits=self.settings.loop.kernel_exits,
                 platforms=len(self._scanner.settings.platforms),
                 idle_after=self._tracker.settings.idle_after,
+                new_per_user_per_minute=self._tracker.settings.new_per_user_per_minute,
+                watches_per_user=self._sources.settings.watches_per_user,
                 max_bytes=self._store.settings.max_bytes,
                 min_free_disk=self._store.settings.min_free_disk,
                 endpoint=delivery_settings.endpoint,

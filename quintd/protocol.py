@@ -88,6 +88,13 @@ class AgentStateReport:
     # Conversations a process named that belong to another user's files, or that another
     # process runs already: ignored.
     refused_claims: int = 0
+    # What users' files may cost the daemon (README: Threat model, budgets):
+    watches: int = 0  # inotify watches held for agents' directories
+    watches_refused: int = 0  # directories polled instead: their user's budget was spent
+    databases_set_aside: dict[str, int] = dataclasses.field(default_factory=dict)  # by why
+    copied_bytes: int = 0  # agents' databases copied (nobody had them open)
+    copies_refused: dict[str, int] = dataclasses.field(default_factory=dict)  # by why
+    passes_over_read_budget: int = 0  # passes whose reads were cut at the pass's budget
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,14 @@ class ScanReport:
     exits_from: str = "scan"  # "pidfd" (Linux), "kqueue" (macOS) or "scan"
     # Files an identity was not taken from, by reason ("not a regular file", "a link"...).
     identity_refused: dict[str, int] = dataclasses.field(default_factory=dict)
+    # New sessions held back now: their user announced its budget's worth this minute.
+    deferred_sessions: int = 0
+    # Agents waiting their turn, running or ended before it (announced when it comes), and
+    # those the full queue could not remember (if they end first, nothing tells of them).
+    waiting_turn: int = 0
+    waiting_unremembered: int = 0
+    # Passes that file events would have brought forward, put off (one user's churn).
+    passes_put_off: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,8 @@ class SettingsReport:
     log_level: str
     log_format: str
     kernel_exits: bool = True
+    watches_per_user: int = 1000
+    new_per_user_per_minute: int = 60
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,18 @@ class ScannerSettings:
 @dataclass(frozen=True)
 class SourceSettings:
     watch: bool = True  # watch state directories for changes (else poll known files)
+    # inotify watches one user's state directories may hold (root's limit is shared by
+    # every root service); beyond it their files are polled. 0: none.
+    watches_per_user: int = 1000
 
 
 @dataclass(frozen=True)
 class TrackerSettings:
     idle_after: float = 120.0
     busy_cpu_ratio: float = 0.01  # CPU time over wall time that counts as work
+    # New sessions one user's agents may announce in a minute; beyond it they wait
+    # (held, counted, logged once), announced as the minute allows.
+    new_per_user_per_minute: int = 60
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,11 @@ def build_settings(loaded: LoadedConfig, *, only_uid: int | None = None) -> Sett
     return Settings(
         paths=paths,
         scanner=ScannerSettings(platforms=loaded.platforms, only_uid=only_uid),
-        sources=SourceSettings(),
-        tracker=TrackerSettings(idle_after=cfg.sessions.idle_after),
+        sources=SourceSettings(watches_per_user=cfg.scan.watches_per_user),
+        tracker=TrackerSettings(
+            idle_after=cfg.sessions.idle_after,
+            new_per_user_per_minute=cfg.sessions.new_per_user_per_minute,
+        ),
         store=StoreSettings(max_bytes=cfg.queue.max_bytes, min_free_disk=cfg.queue.min_free_disk),
         delivery=DeliverySettings(
             endpoint=cfg.cloud.endpoint,

@@ -23,9 +23,10 @@ time: no event) and ends the others, stamped with the last time quintd saw them 
 
 from __future__ import annotations
 
+import collections
 import copy
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import PurePath
 
@@ -49,6 +50,23 @@ from quintd.settings import TrackerSettings
 _START_TOLERANCE_MS = 2000
 _MIN_BUSY_CPU_S = 0.01
 MAX_ENDED_IDS = 100_000
+ANNOUNCE_WINDOW_S = 60.0  # the per-user budget of new sessions counts over this window
+# Agents waiting their turn (their user's budget spent), over every user, remembered so
+# that one that ends before its turn is still announced. Beyond this many, one waiting is
+# not remembered (``Changes.overflow``): if it ends before its turn, nothing tells of it.
+MAX_QUEUED = 10_000
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An agent process held back by its user's announcement budget: when it was first
+    and last seen, and whether it has ended (then it is announced, started and ended with
+    those times, when its turn comes)."""
+
+    proc: AgentProcess
+    first_seen: datetime
+    last_seen: datetime
+    gone: bool = False
 
 
 @dataclass
@@ -61,12 +79,19 @@ class Changes:
     removals: list[str] = field(default_factory=list)
     # Conversations ignored because another user owns the file that names them.
     foreign_claims: int = 0
+    # New sessions this pass, by owner, for the announcement budget (monotonic times).
+    announced: list[tuple[int | None, float]] = field(default_factory=list)
+    # Sessions held back this pass because their user's announcement budget was spent.
+    deferred: dict[int | None, int] = field(default_factory=dict)
+    # Agents held back this pass that the queue had no room to remember (see MAX_QUEUED).
+    overflow: int = 0
     pids: dict[str, int] = field(default_factory=dict)  # the process of each event's session
     uids: dict[str, int | None] = field(default_factory=dict)  # and its owner (for the log)
     # The tracker's state after this observation (installed by commit).
     next_sessions: dict[str, Session] = field(default_factory=dict, repr=False)
     next_by_process: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
     newly_ended: list[str] = field(default_factory=list, repr=False)
+    next_queue: dict[tuple[int, int], Queued] = field(default_factory=dict, repr=False)
     base_generation: int = field(default=-1, repr=False)
 
 
@@ -91,6 +116,8 @@ class _Pass:
         self.by_native: dict[NativeKey, str] = {}  # conversations started or adopted
         self.adopted: set[str] = set()  # restored sessions taken over
         self.ended: dict[str, None] = {}  # ids ended by this pass
+        self.announced: dict[int | None, int] = {}  # new sessions this pass, by owner
+        self.deferred: dict[tuple[int, int], AgentProcess] = {}  # held back this pass
         self.changes = Changes()
 
     def session(self, sid: str | None) -> Session | None:
@@ -152,6 +179,12 @@ class SessionTracker:
         self._by_process: dict[tuple[int, int], str] = {}  # a process's current session
         self._by_native: dict[NativeKey, str] = {}  # live conversations and sub-agents
         self._restored: dict[str, Session] = {}
+        # Announcements of the last minute, by owner (monotonic times): the per-user budget.
+        self._announced: dict[int | None, collections.deque[float]] = {}
+        self.deferred: dict[int | None, int] = {}  # the last pass's held-back sessions
+        # Agents waiting their turn, in the order they came (see Queued).
+        self._queue: dict[tuple[int, int], Queued] = {}
+        self.overflow = 0  # the last pass's agents waiting unremembered (queue full)
         # Ids that have ended (and so may never be used again), oldest first.
         self._ended: dict[str, None] = {}
         self._generation = 0  # bumped by every commit: a stale plan cannot be committed
@@ -209,7 +242,17 @@ class SessionTracker:
         while len(self._ended) > MAX_ENDED_IDS:
             del self._ended[next(iter(self._ended))]
         self.foreign_claims += changes.foreign_claims
+        for uid, moment in changes.announced:
+            self._announced.setdefault(uid, collections.deque()).append(moment)
+        self.deferred = changes.deferred
+        self._queue = changes.next_queue
+        self.overflow = changes.overflow
         self._generation += 1
+
+    @property
+    def queued(self) -> int:
+        """Agents waiting their turn (running, or ended before it came)."""
+        return len(self._queue)
 
     def plan(
         self,
@@ -233,6 +276,17 @@ class SessionTracker:
         by_pid: dict[int, str] = {}
         held: set[int] = set()  # new agents whose first event waits (for its identity)
         claimed: dict[NativeKey, int] = {}  # conversation -> the process running it
+        alive = {p.key for p in processes}
+        # First the agents that ended waiting their turn (they came first): each is
+        # announced, started and ended, as its user's budget allows.
+        next_queue: dict[tuple[int, int], Queued] = {}
+        for key, queued in self._queue.items():
+            if key in alive and not queued.gone:
+                continue  # still running: the pass below decides
+            if self._may_announce(work, queued.proc.uid, mono):
+                self._announce_ended(work, queued, mono)
+            else:
+                next_queue[key] = replace(queued, gone=True)
         for proc in sorted(processes, key=lambda p: (p.start_time, p.pid)):
             parent = by_pid.get(proc.parent_pid) if proc.parent_pid is not None else None
             convs = self._owned(work, proc, _conversations(facts.get(proc.pid)))
@@ -246,23 +300,42 @@ class SessionTracker:
             work.changes.foreign_claims += len(convs) - len(unique)
             closed = {c.native_id for c in unique if c.over}
             convs = tuple(c for c in unique if not c.over)
-            if (not proc.signing_settled or proc.parent_pid in held) and not self._known(
-                proc, convs
-            ):
+            known = self._known(proc, convs)
+            if (not proc.signing_settled or proc.parent_pid in held) and not known:
                 # A new session's first event carries its signing identity: wait for it
                 # (the scanner gives up after a while); a child waits for its parent.
                 held.add(proc.pid)
                 continue
+            if not known and not self._may_announce(work, proc.uid, mono):
+                held.add(proc.pid)  # its user's budget is spent: it waits its turn
+                work.deferred[proc.key] = proc
+                continue
             if convs:
+                taken: str | None = None
                 for index, conv in enumerate(convs):
                     current = index == len(convs) - 1
-                    sid = self._conversation(work, proc, conv, parent, now, mono, current)
+                    found_sid = self._conversation(work, proc, conv, parent, now, mono, current)
+                    if found_sid is None:
+                        continue  # its user's budget is spent: it waits its turn
+                    sid = taken = found_sid
                     present.add(sid)
                     for sub in conv.subagents:
                         if not sub.done:
-                            present.add(self._subagent(work, proc, conv, sid, sub, now, mono))
+                            sub_sid = self._subagent(work, proc, conv, sid, sub, now, mono)
+                            if sub_sid is not None:
+                                present.add(sub_sid)
                         else:
                             self._last_word(work, proc, conv, sub)
+                if taken is None:
+                    # Every conversation of it waits its turn: the session it had goes on
+                    # meanwhile, or, if it had none, it waits as a whole.
+                    before = self._find_process_session(work, proc, mono)
+                    if before is None:
+                        held.add(proc.pid)
+                        work.deferred[proc.key] = proc
+                        continue
+                    sid = before
+                    present.add(sid)
             else:
                 found = self._find_process_session(work, proc, mono)
                 running = work.session(found) if found is not None else None
@@ -287,7 +360,18 @@ class SessionTracker:
             changes.events.append(session.event("ended", session.last_seen, "end"))
             changes.removals.append(session.session_id)
             work.ended[session.session_id] = None
+        for key, proc in work.deferred.items():
+            waited = self._queue.get(key)
+            if waited is not None:
+                next_queue[key] = replace(waited, proc=proc, last_seen=now)
+            elif len(next_queue) < MAX_QUEUED:
+                next_queue[key] = Queued(proc, now, now)
+            else:
+                changes.overflow += 1
+        changes.next_queue = next_queue
         for sid in sorted((self._sessions.keys() | work.sessions.keys()) - present):
+            if sid in work.ended:
+                continue  # announced and ended already (an agent that ended waiting)
             session = work.session(sid)
             if session is None:
                 continue
@@ -410,6 +494,9 @@ class SessionTracker:
         model: str | None = None,
         native_id: str | None = None,
     ) -> Session:
+        queued = self._queue.get(proc.key)
+        if queued is not None:
+            now = queued.first_seen  # it waited its turn: its session began when first seen
         session = Session(
             session_id=sid,
             platform=proc.platform,
@@ -432,9 +519,36 @@ class SessionTracker:
         work.sessions[sid] = session
         if native_id is not None:
             work.by_native[(proc.platform, proc.uid, native_id)] = sid
+        work.announced[proc.uid] = work.announced.get(proc.uid, 0) + 1
+        work.changes.announced.append((proc.uid, mono))
         work.changes.events.append(session.event("active", now, "start"))
         work.changes.upserts.append(session)
         return session
+
+    def _announce_ended(self, work: _Pass, queued: Queued, mono: float) -> None:
+        """An agent that ended waiting its turn: its session, started when it was first
+        seen and ended when it was last seen, announced now."""
+        proc = queued.proc
+        sid = self._process_id(work, proc)
+        session = self._new_session(
+            work, sid, proc, None, queued.first_seen, mono, name=project_name(proc.cwd)
+        )
+        work.changes.events.append(session.event("ended", queued.last_seen, "end"))
+        work.changes.removals.append(sid)
+        work.ended[sid] = None
+
+    def _may_announce(self, work: _Pass, uid: int | None, mono: float) -> bool:
+        """Whether the user may announce one more new session now (its budget of the last
+        minute); if not, the refusal is counted for this pass."""
+        recent = self._announced.get(uid)
+        if recent is not None:
+            while recent and mono - recent[0] >= ANNOUNCE_WINDOW_S:
+                recent.popleft()  # (a pure prune: the same whatever the plan decides)
+        used = (len(recent) if recent else 0) + work.announced.get(uid, 0)
+        if used < self.settings.new_per_user_per_minute:
+            return True
+        work.changes.deferred[uid] = work.changes.deferred.get(uid, 0) + 1
+        return False
 
     def _start_process_session(
         self,
@@ -444,17 +558,21 @@ class SessionTracker:
         now: datetime,
         mono: float,
     ) -> str:
+        sid = self._process_id(work, proc)
+        self._new_session(work, sid, proc, parent_id, now, mono, name=project_name(proc.cwd))
+        work.by_process[proc.key] = sid
+        return sid
+
+    def _process_id(self, work: _Pass, proc: AgentProcess) -> str:
+        """The id for a new session of the process itself: the next unused one."""
         resumed = 0
         while True:
             sid = process_session_id(
                 self._machine_id, proc.platform, proc.pid, proc.start_time_ms, resumed
             )
             if not work.is_ended(sid) and work.session(sid) is None:
-                break
+                return sid
             resumed += 1
-        self._new_session(work, sid, proc, parent_id, now, mono, name=project_name(proc.cwd))
-        work.by_process[proc.key] = sid
-        return sid
 
     def _live_id(
         self,
@@ -484,12 +602,14 @@ class SessionTracker:
         now: datetime,
         mono: float,
         current: bool = True,
-    ) -> str:
+    ) -> str | None:
         key = (proc.platform, proc.uid, conv.native_id)
         session = self._native_session(work, key, proc, mono) or self._take_over(
             work, proc, conv, key, mono
         )
         if session is None:
+            if not self._may_announce(work, proc.uid, mono):
+                return None
             sid = self._live_id(work, proc.platform, conv.native_id, uid=proc.uid)
             session = self._new_session(
                 work,
@@ -558,10 +678,12 @@ class SessionTracker:
         sub: SubagentFacts,
         now: datetime,
         mono: float,
-    ) -> str:
+    ) -> str | None:
         native = f"{conv.native_id}:agent:{sub.agent_id}"
         session = self._native_session(work, (proc.platform, proc.uid, native), proc, mono)
         if session is None:
+            if not self._may_announce(work, proc.uid, mono):
+                return None
             sid = self._live_id(work, proc.platform, conv.native_id, sub.agent_id, proc.uid)
             session = self._new_session(
                 work,

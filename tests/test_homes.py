@@ -3,6 +3,7 @@ state directory in one of them is watched (and one owned by someone else is not)
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -116,3 +117,49 @@ def test_an_agent_whose_state_names_nothing_of_it_is_waiting_not_unknown(
         manager.close()
     assert waiting.pid not in facts and manager.waiting == {waiting.pid}
     assert unknown.pid not in facts and unknown.pid not in pending
+
+
+def test_a_state_dir_made_after_the_agent_started_is_trusted_only_if_its_users(
+    tmp_path: Path, agents: Agents
+) -> None:
+    """An agent starts before its state directory exists; someone else then makes the
+    directory (with a registry naming the agent). Trusted for the agent's user while it
+    was missing, the directory is checked again once it is there, and not read: it is not
+    the agent's user's. (The decision was cached for the process's life.)"""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to make a directory owned by another user")
+    from quintd.procfs import start_ticks
+
+    home = tmp_path / "home"
+    home.mkdir()
+    agents.prepare("claude")
+    proc = agents.spawn(
+        [str(agents.root / "bin" / "claude"), "600"], env={**os.environ, "HOME": str(home)}
+    )
+    scanner = Scanner()
+    mine = wait_until(lambda: [a for a in scanner.scan() if a.pid == proc.pid], what="the agent")
+    manager = SourceManager()
+    try:
+        facts, _ = manager.observe(mine)
+        assert proc.pid not in facts  # nothing there yet
+        state = home / ".claude"
+        (state / "sessions").mkdir(parents=True)
+        registry = state / "sessions" / f"{proc.pid}.json"
+        registry.write_text(
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "sessionId": "00000000-0000-4000-8000-00000000000a",
+                    "cwd": "/",
+                    "procStart": start_ticks(proc.pid),
+                    "status": "busy",
+                }
+            )
+        )
+        for path in (state, state / "sessions", registry):
+            os.chown(path, 65534, 65534)  # nobody's, not the agent's user's (root)
+        facts, _ = manager.observe(mine)
+        assert proc.pid not in facts
+        assert proc.pid not in manager.waiting
+    finally:
+        manager.close()

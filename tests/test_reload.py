@@ -85,6 +85,13 @@ RELOADABLE = [
     ("scan.interval", {"scan": {"interval": "0.7"}}, "scan_interval", 0.7),
     ("scan.kernel_exits", {"scan": {"kernel_exits": "false"}}, "kernel_exits", False),
     ("sessions.idle_after", {"sessions": {"idle_after": "42.5"}}, "idle_after", 42.5),
+    (
+        "sessions.new_per_user_per_minute",
+        {"sessions": {"new_per_user_per_minute": "7"}},
+        "new_per_user_per_minute",
+        7,
+    ),
+    ("scan.watches_per_user", {"scan": {"watches_per_user": "50"}}, "watches_per_user", 50),
     ("queue.max_bytes", {"queue": {"max_bytes": "2097152"}}, "max_bytes", 2097152),
     ("queue.min_free_disk", {"queue": {"min_free_disk": "12345"}}, "min_free_disk", 12345),
     ("queue.batch_size", {"queue": {"batch_size": "33"}}, "batch_size", 33),

@@ -525,3 +525,69 @@ def test_a_conversation_the_agent_closed_ends_and_the_next_one_takes_the_process
     ]
     clock.advance(1.0)
     assert [(e.session_id, e.state) for e in t.observe([]).events] == [(waiting, "ended")]
+
+
+def test_one_users_new_sessions_wait_beyond_its_budget_and_none_is_lost() -> None:
+    """300 copies of `sleep` named like agents once gave 302 sessions at once; the
+    organisation's limit is shared by the fleet. Beyond a user's budget a new session
+    waits (held, counted), and is announced as the minute allows; another user's agent is
+    announced at once."""
+    clock = FakeClock()
+    t = SessionTracker(MACHINE, clock=clock, settings=TrackerSettings(new_per_user_per_minute=5))
+    flood = [replace(proc(pid=1000 + i, start=1_700_000_000.0 + i), uid=1001) for i in range(8)]
+    first = t.observe(flood).events
+    assert len(first) == 5 and t.deferred == {1001: 3}
+    clock.advance(1.0)
+    other = replace(proc(pid=50, start=1_700_000_100.0), uid=1002)
+    events = t.observe([*flood, other]).events
+    assert [e.session_id for e in events] == [
+        process_session_id(MACHINE, "claude-code", 50, 1_700_000_100_000)
+    ]
+    assert t.deferred == {1001: 3}
+    clock.advance(60.0)  # the window moved on: the three are announced now
+    later = t.observe([*flood, other]).events
+    assert len(later) == 3 and all(e.state == "active" for e in later)
+    assert t.deferred == {}
+
+
+def test_an_agent_that_ends_waiting_its_turn_is_still_announced_with_its_times() -> None:
+    """A user floods the budget, then runs a real agent that ends before its turn: it is
+    not lost (hiding an agent behind a flood would otherwise work). Its session is
+    announced when the budget allows, started when first seen and ended when last seen;
+    one still running when its turn comes starts when first seen too."""
+    clock = FakeClock()
+    t = SessionTracker(MACHINE, clock=clock, settings=TrackerSettings(new_per_user_per_minute=2))
+    flood = [replace(proc(pid=2000 + i, start=1_700_000_000.0 + i), uid=1001) for i in range(2)]
+    real = replace(proc(pid=3000, start=1_700_000_010.0), uid=1001)
+    later = replace(proc(pid=3001, start=1_700_000_011.0), uid=1001)
+    assert len(t.observe([*flood, real, later]).events) == 2
+    first_seen = clock.wall()
+    assert t.queued == 2
+    clock.advance(5.0)
+    t.observe([*flood, real, later])
+    last_seen = clock.wall()
+    clock.advance(5.0)
+    assert t.observe([*flood, later]).events == []  # the real one ended, before its turn
+    assert t.queued == 2
+    clock.advance(60.0)
+    events = t.observe([*flood, later]).events
+    ended_first = process_session_id(MACHINE, "claude-code", 3000, 1_700_000_010_000)
+    waited = process_session_id(MACHINE, "claude-code", 3001, 1_700_000_011_000)
+    assert [(e.session_id, e.state, e.timestamp) for e in events] == [
+        (ended_first, "active", first_seen),
+        (ended_first, "ended", last_seen),
+        (waited, "active", first_seen),
+    ]
+    assert t.queued == 0 and t.overflow == 0
+    clock.advance(1.0)
+    assert t.observe([*flood, later]).events == []  # announced once
+
+
+def test_the_queue_of_waiting_agents_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracker_module, "MAX_QUEUED", 3)
+    t = SessionTracker(
+        MACHINE, clock=FakeClock(), settings=TrackerSettings(new_per_user_per_minute=1)
+    )
+    flood = [replace(proc(pid=4000 + i, start=1_700_000_000.0 + i), uid=1001) for i in range(6)]
+    assert len(t.observe(flood).events) == 1
+    assert t.queued == 3 and t.overflow == 2 and t.deferred == {1001: 5}

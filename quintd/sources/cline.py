@@ -67,7 +67,7 @@ conversation is the row bound to it last. Rows of crashed CLIs stay ``running``/
 (their pid dead, or the live hub's): they bind to nothing new, and the CLI's exit ends its
 session. Bad rows (ids, statuses) are counted in ``stats.garbage``, as is a table without
 ``session_id``, ``pid`` or ``status`` (then nothing is known: the CLI is its process's
-session). """
+session)."""
 
 from __future__ import annotations
 

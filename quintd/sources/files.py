@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import stat
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,71 @@ log = logging.getLogger("quintd.sources")
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line is skipped, not buffered
 READ_BUDGET_BYTES = 8 * 1024 * 1024  # per file per pass; the rest next pass
+# Read per pass over every reader and file (:data:`PASS_BUDGET`): twenty users' 4 GiB
+# transcripts cannot make one pass read 160 MB.
+PASS_BUDGET_BYTES = 32 * 1024 * 1024
+
+
+class PassBudget:
+    """The bytes all readers may still read in this pass (the manager refills it at each
+    pass; a reader used alone finds it refilled after a second)."""
+
+    def __init__(self, size: int = PASS_BUDGET_BYTES) -> None:
+        self.size = size
+        self.left = size
+        self.refilled = time.monotonic()
+        self.exhausted = 0  # passes that ran out (the rest waited for the next)
+
+    def refill(self) -> None:
+        if self.left <= 0:
+            self.exhausted += 1
+        self.left = self.size
+        self.refilled = time.monotonic()
+
+    def take(self, wanted: int) -> int:
+        if time.monotonic() - self.refilled > 1.0:
+            self.refill()
+        granted = max(0, min(wanted, self.left))
+        self.left -= granted
+        return granted
+
+
+PASS_BUDGET = PassBudget()
+
+
+SPARSE_MIN_BYTES = 16 * 1024 * 1024
+_MAX_EXTENTS = 256
+
+
+def sparse(fd: int, info: os.stat_result) -> bool:
+    """Mostly holes: a large file whose holes (``SEEK_HOLE``) make up half its size or
+    more, or that is cut into more than :data:`_MAX_EXTENTS` pieces (written by truncate
+    or seeks, never by an agent appending lines). Holes, not allocated blocks: a file on a
+    compressing filesystem (ZFS, btrfs) takes less disk than its size and is no less a
+    transcript. A filesystem that cannot tell holes reports none."""
+    if info.st_size <= SPARSE_MIN_BYTES or not hasattr(os, "SEEK_HOLE"):
+        return False
+    holes = offset = 0
+    try:
+        for _ in range(_MAX_EXTENTS):
+            hole = os.lseek(fd, offset, os.SEEK_HOLE)
+            if hole >= info.st_size:
+                return holes * 2 >= info.st_size
+            try:
+                data = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError as exc:  # ENXIO: holes to the end
+                if exc.errno != errno.ENXIO:
+                    raise
+                data = info.st_size
+            holes += data - hole
+            if holes * 2 >= info.st_size:
+                return True
+            offset = data
+    except OSError:
+        return False  # cannot tell: the read budget bounds what it costs
+    return True
+
+
 MAX_JSON_FILE_BYTES = 256 * 1024  # whole-file JSON (registries, metas)
 MAX_JSON_DEPTH = 64
 
@@ -225,13 +291,23 @@ class JsonlTail:
                 # Replaced or truncated: start over.
                 self.identity, self.offset, self.partial, self.skipping = identity, 0, b"", False
             self.owner = info.st_uid
-            want = min(budget, info.st_size - self.offset)
+            if self.offset < info.st_size and sparse(fd, info):
+                # Garbage, not a transcript: skipped to its end once, counted.
+                self.offset, self.partial, self.skipping = info.st_size, b"", True
+                self.stats.garbage += 1
+                COMPLAINTS.warn(self.path, info, "a sparse file (mostly holes)")
+                return [], False
+            want = PASS_BUDGET.take(min(budget, info.st_size - self.offset))
             data = os.pread(fd, want, self.offset) if want > 0 else b""
         finally:
             os.close(fd)
         self.offset += len(data)
         bad_before = self.stats.garbage
         records = self._split(data)
+        if self.skipping and not self.partial and b"\n" not in data:
+            # Inside a line past the cap: the rest written so far is skipped at once,
+            # not read 8 MiB a pass (a 4 GiB line without a newline).
+            self.offset = max(self.offset, info.st_size)
         if self.stats.garbage > bad_before:
             COMPLAINTS.warn(self.path, info, f"{self.stats.garbage - bad_before} bad line(s)")
         return records, self.offset < info.st_size

@@ -23,13 +23,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.settings import SourceSettings
-from quintd.sources.files import ReadStats
+from quintd.sources.files import PASS_BUDGET, ReadStats
 from quintd.sources.processes import LiveProcesses, ProcessView
 from quintd.sources.registry import READERS, readers_by_platform
 from quintd.sources.spec import AgentState, ReaderContext, ReaderSpec
+from quintd.sources.sqlite_files import COPIES, SET_ASIDE, STOPPING
 
 log = logging.getLogger("quintd.sources")
 
@@ -39,6 +41,10 @@ PENDING_GRACE_S = 3.0
 
 # How often directories that did not exist yet are looked for without an event.
 WATCH_RECHECK_S = 10.0
+# Events a second from one watch beyond which it is too noisy to be an agent at work (a
+# turn writes a few records a second): unwatched and polled for NOISY_BACKOFF_S.
+NOISY_EVENTS_PER_S = 200
+NOISY_BACKOFF_S = 60
 
 Found = ConversationFacts | Sequence[ConversationFacts]
 
@@ -63,6 +69,12 @@ class SourceManager:
         self._observer: object | None = None
         self._watched: set[Path] = set()
         self._handles: dict[Path, object] = {}  # watchdog's handle of each watch
+        # Each watch's owner and cost in inotify watches (a recursive one: its directories)
+        self._watch_costs: dict[Path, tuple[int, int, bool]] = {}
+        self.watches_refused: dict[int, int] = {}  # by user: directories polled instead
+        self._noisy: deque[Path] = deque()  # directories whose events came too fast
+        self._quiet_until: dict[Path, float] = {}  # unwatched until then (too noisy)
+        self.watches_noisy = 0  # directories unwatched for a while for their noise
         # Roots whose watches are not all in place (a directory not created yet).
         self._unsettled: set[Path] = set()
         self._absent: set[Path] = set()  # roots that do not exist yet
@@ -73,6 +85,7 @@ class SourceManager:
         self._complained: dict[str, str] = {}  # where -> the last error logged there
         self.errors = 0
         self.waiting: set[int] = set()  # the last observation's waiting pids (observe)
+        STOPPING.clear()  # a daemon before this one in the same process stopped
         # Called (from the watcher's thread) on each change under a watched state
         # directory, with whether a file or directory appeared: an agent starting writes
         # its state, and the main loop may pass at once instead of at the next interval.
@@ -90,11 +103,13 @@ class SourceManager:
         prompt, or one that closed its conversation as it quits) are left in
         :attr:`waiting`: they wait, and their CPU says nothing (an idle TUI redraws, and
         quitting takes work)."""
+        PASS_BUDGET.refill()  # what every reader may read in this pass, together
         self._route_events()
         now = self._context.clock()
         if now >= self._next_watch_check:
             self._next_watch_check = now + WATCH_RECHECK_S
             self._unsettled.update(root for _, root in self._states)
+            self._recount_watches()
         facts: dict[int, Found] = {}
         pending: set[int] = set()
         waiting: set[int] = set()
@@ -194,6 +209,22 @@ class SourceManager:
             "errors": self.errors,
         }
 
+    def budgets(self) -> dict[str, Any]:
+        """What users' files cost the daemon, against their budgets (status)."""
+        return {
+            "watches": sum(cost for _, cost, _ in self._watch_costs.values()),
+            "watches_refused": sum(self.watches_refused.values()),
+            "databases_set_aside": SET_ASIDE.reasons(),
+            "copied_bytes": COPIES.bytes_copied,
+            "copies_refused": dict(COPIES.refused),
+            "passes_over_read_budget": PASS_BUDGET.exhausted,
+        }
+
+    def interrupt(self) -> None:
+        """The daemon stops (from a signal handler): a database query under way ends at
+        its next step, whatever its budget left (SIGTERM is honoured within seconds)."""
+        STOPPING.set()
+
     def close(self) -> None:
         observer = self._observer
         if observer is not None:
@@ -205,7 +236,12 @@ class SourceManager:
 
     def _root(self, proc: AgentProcess, reader: ReaderSpec) -> Path | None:
         if proc.key not in self._roots:
-            self._roots[proc.key] = find_state_dir(proc, reader, self._processes)
+            root = find_state_dir(proc, reader, self._processes)
+            if root is not None and not root.is_dir():
+                # Not there yet: trusted for now (the agent makes it as its user), checked
+                # again once it is (it might be made by someone else: never read then).
+                return root
+            self._roots[proc.key] = root
         return self._roots[proc.key]
 
     def _state(self, platform: str, reader: ReaderSpec, root: Path) -> AgentState:
@@ -274,6 +310,22 @@ class SourceManager:
                     continue
                 if target in self._watched:
                     continue
+            uid = _owner(state.root)
+            cost = _watch_cost(target, recursive, self._watch_room(uid) + 1)
+            if cost > self._watch_room(uid):
+                # One user's directories would take more of root's inotify watches (shared
+                # by every root service) than a user may: poll them instead, counted.
+                self._unwatchable.add(directory)
+                self.watches_refused[uid] = self.watches_refused.get(uid, 0) + 1
+                log.warning(
+                    "not watching %s: user %s's directories would need %d+ inotify watches "
+                    "(scan.watches_per_user: %d); its files are polled",
+                    directory,
+                    uid,
+                    cost,
+                    self.settings.watches_per_user,
+                )
+                continue
             try:
                 self._schedule(target, recursive)
             except OSError as exc:  # e.g. the inotify watch limit
@@ -283,25 +335,77 @@ class SourceManager:
                 )
                 continue
             self._watched.add(target)
+            self._watch_costs[target] = (uid, cost, recursive)
             state.poll()  # files written before the watch existed
 
+    def _watch_room(self, uid: int) -> int:
+        used = sum(c for u, c, _ in self._watch_costs.values() if u == uid)
+        return self.settings.watches_per_user - used
+
+    def _recount_watches(self) -> None:
+        """A recursively watched tree grows (each new directory is one more watch): a user
+        over the budget has its largest tree unwatched, and polled."""
+        for target, (uid, _, recursive) in list(self._watch_costs.items()):
+            if recursive and target in self._watched:
+                limit = self.settings.watches_per_user + 1
+                self._watch_costs[target] = (uid, _watch_cost(target, True, limit), True)
+        for uid in {u for u, _, _ in self._watch_costs.values()}:
+            while self._watch_room(uid) < 0:
+                mine = [(c, t) for t, (u, c, r) in self._watch_costs.items() if u == uid and r]
+                if not mine:
+                    break
+                _, target = max(mine)
+                del self._watch_costs[target]
+                self._watched.discard(target)
+                self._unwatchable.add(target)
+                self.watches_refused[uid] = self.watches_refused.get(uid, 0) + 1
+                with self._lock:
+                    self._unschedule(target)
+                log.warning(
+                    "not watching %s any more: user %s's directories need more inotify "
+                    "watches than scan.watches_per_user allows; its files are polled",
+                    target,
+                    uid,
+                )
+
     def _schedule(self, directory: Path, recursive: bool) -> None:
+        from watchdog import events as kinds
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
         events = self._events
         manager = self
+        rate = [0.0, 0]  # this second's start, and its events
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
-                    return  # a read (quintd's own, too) changes nothing
+                now = time.monotonic()
+                if now - rate[0] >= 1.0:
+                    rate[0], rate[1] = now, 0
+                rate[1] += 1
+                if rate[1] == NOISY_EVENTS_PER_S:
+                    manager._noisy.append(directory)  # the main loop unwatches it
+                if rate[1] >= NOISY_EVENTS_PER_S:
+                    return
                 for path in (event.src_path, getattr(event, "dest_path", "")):
                     if path:
                         events.append(os.fsdecode(path))
                 notify = manager.on_change
                 if notify is not None:
                     notify(event.event_type in ("created", "moved"))
+
+        # What changes a file (not opening or reading it: quintd's own reads too); the
+        # kernel is asked for nothing else.
+        changes = [
+            kinds.FileCreatedEvent,
+            kinds.FileDeletedEvent,
+            kinds.FileModifiedEvent,
+            kinds.FileMovedEvent,
+            kinds.DirCreatedEvent,
+            kinds.DirDeletedEvent,
+            kinds.DirModifiedEvent,
+            kinds.DirMovedEvent,
+        ]
 
         with self._lock:
             if self._observer is None:
@@ -312,8 +416,39 @@ class SourceManager:
             # A directory deleted and created again: its old watch is dead, and watchdog
             # would hand the same dead watch back for the same path. Drop it first.
             self._unschedule(directory)
-            handle = self._observer.schedule(Handler(), str(directory), recursive=recursive)  # type: ignore[attr-defined]
+            handle = self._observer.schedule(  # type: ignore[attr-defined]
+                Handler(), str(directory), recursive=recursive, event_filter=changes
+            )
             self._handles[directory] = handle
+
+    def _quiet_noisy(self) -> None:
+        """A directory whose events come faster than anyone's agent writes (a user
+        creating and deleting files in a loop once cost the daemon 3 CPU-seconds in 10) is
+        unwatched and polled for a while, counted; it is watched again after that."""
+        now = time.monotonic()
+        while self._noisy:
+            directory = self._noisy.popleft()
+            if directory not in self._watched:
+                continue
+            self._watched.discard(directory)
+            self._watch_costs.pop(directory, None)
+            with self._lock:
+                self._unschedule(directory)
+            self._unwatchable.add(directory)
+            self._quiet_until[directory] = now + NOISY_BACKOFF_S
+            self.watches_noisy += 1
+            log.warning(
+                "not watching %s for %d s: its files change faster than agents write (%d+ "
+                "events a second); they are polled meanwhile",
+                directory,
+                NOISY_BACKOFF_S,
+                NOISY_EVENTS_PER_S,
+            )
+        for directory, until in list(self._quiet_until.items()):
+            if now >= until:
+                del self._quiet_until[directory]
+                self._unwatchable.discard(directory)
+                self._unsettled.update(r for _, r in self._states)
 
     def _dead_watches(self) -> list[Path]:
         """Watched directories whose watch ended (watchdog stops a directory's emitter when
@@ -341,11 +476,13 @@ class SourceManager:
             paths.add(Path(self._events.popleft()))
         if not paths:
             return
+        self._quiet_noisy()
         for watched in self._dead_watches():
             # Its directory was removed (`rm -rf ~/.claude`; made again by the agent's next
             # start, perhaps under the same inode number): the kernel ended the watch. Watch
             # it again when it is there.
             self._watched.discard(watched)
+            self._watch_costs.pop(watched, None)
             with self._lock:
                 self._unschedule(watched)
             self._unsettled.update(r for _, r in self._states)
@@ -357,6 +494,27 @@ class SourceManager:
                     touched = True
             if touched:
                 self._unsettled.add(state.root)  # a directory it waits for may be there now
+
+
+def _owner(path: Path) -> int:
+    try:
+        return path.lstat().st_uid
+    except OSError:
+        return -1
+
+
+def _watch_cost(directory: Path, recursive: bool, limit: int) -> int:
+    """The inotify watches a watch of ``directory`` takes: one, or one per directory of
+    its tree (counted up to ``limit``; links are not followed, as watchdog does not)."""
+    if not recursive:
+        return 1
+    count = 0
+    for _current, dirs, _files in os.walk(directory, followlinks=False):
+        count += 1
+        if count >= limit:
+            dirs[:] = []
+            break
+    return max(count, 1)
 
 
 def find_state_dir(

@@ -1,0 +1,264 @@
+"""The guards on what quintd reads from users' files, one by one (fast): SQL only on plain
+tables and within its budget, copies that stop at their cap and do not repeat, sparse
+files and lines without end skipped once, and one pass's bytes bounded. The same attacks,
+run as a user against the root daemon, are in test_hostile_users.py."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from quintd.sources import sqlite_files
+from quintd.sources.files import (
+    MAX_LINE_BYTES,
+    JsonlTail,
+    PassBudget,
+    ReadStats,
+    open_under,
+    sparse,
+)
+from quintd.sources.sqlite_files import (
+    CopyBudget,
+    Guarded,
+    UnreadableDatabase,
+    copy_capped,
+    read_database,
+)
+
+
+def _db(path: Path, script: str) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript(script)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _all(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+    return list(conn.execute("SELECT * FROM sessions"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_guards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test with its own set-aside list and copy budget (they are process-wide)."""
+    monkeypatch.setattr(sqlite_files, "SET_ASIDE", sqlite_files.SetAside())
+    monkeypatch.setattr(sqlite_files, "COPIES", CopyBudget())
+
+
+# -- SQL --------------------------------------------------------------------------------
+
+
+def test_a_plain_table_is_read(tmp_path: Path) -> None:
+    path = _db(
+        tmp_path / "a.db", "CREATE TABLE sessions(id TEXT); INSERT INTO sessions VALUES ('x');"
+    )
+    rows, owner = read_database(tmp_path, path, _all)
+    assert rows == [("x",)] and owner == os.getuid()
+
+
+def test_a_view_over_an_endless_query_is_stopped_and_set_aside(tmp_path: Path) -> None:
+    path = _db(
+        tmp_path / "a.db",
+        "CREATE VIEW sessions AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1"
+        " FROM r) SELECT n AS id FROM r;",
+    )
+    stats = ReadStats()
+    began = time.monotonic()
+    with pytest.raises(UnreadableDatabase, match="not a plain table"):
+        read_database(tmp_path, path, _all, stats)
+    assert time.monotonic() - began < 1.0  # refused by the authorizer, not run
+    assert stats.garbage == 1
+    with pytest.raises(UnreadableDatabase, match="set aside"):
+        read_database(tmp_path, path, _all, stats)  # not tried again during its back-off
+    assert sqlite_files.SET_ASIDE.reasons() == {"not a plain table": 1}
+
+
+def test_a_trigger_or_virtual_table_is_not_read(tmp_path: Path) -> None:
+    path = _db(
+        tmp_path / "a.db",
+        "CREATE VIRTUAL TABLE sessions USING fts5(id); INSERT INTO sessions VALUES ('x');",
+    )
+    with pytest.raises(UnreadableDatabase, match="not a plain table"):
+        read_database(tmp_path, path, _all)
+
+
+def test_a_query_past_its_budget_of_steps_is_aborted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain table too large to scan in the budget (a self-join: a quadratic query on a
+    user's rows). The budget is lowered so that the test is fast; the mechanism is the
+    same progress handler."""
+    monkeypatch.setattr(sqlite_files, "QUERY_STEPS", 200_000)
+    path = _db(
+        tmp_path / "a.db",
+        "CREATE TABLE sessions(id INT);"
+        " WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r LIMIT 5000)"
+        " INSERT INTO sessions SELECT n FROM r;",
+    )
+    with pytest.raises(UnreadableDatabase, match="budget of steps"):
+        read_database(
+            tmp_path, path, lambda c: list(c.execute("SELECT count(*) FROM sessions a, sessions b"))
+        )
+
+
+def test_a_value_over_the_cap_is_refused_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_files, "MAX_VALUE_BYTES", 1024 * 1024)
+    path = _db(tmp_path / "a.db", "CREATE TABLE sessions(id TEXT);")
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO sessions VALUES (?)", ("x" * (2 * 1024 * 1024),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(UnreadableDatabase, match="too big"):
+        read_database(tmp_path, path, _all)
+
+
+def test_a_stopping_daemon_aborts_the_query_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_files, "QUERY_STEPS", 10**12)
+    monkeypatch.setattr(sqlite_files, "QUERY_DEADLINE_S", 60.0)
+    path = _db(
+        tmp_path / "a.db",
+        "CREATE TABLE sessions(id INT);"
+        " WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r LIMIT 20000)"
+        " INSERT INTO sessions SELECT n FROM r;",
+    )
+    stop = threading.Timer(0.3, sqlite_files.STOPPING.set)
+    stop.start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(UnreadableDatabase, match="the daemon stops"):
+            read_database(
+                tmp_path,
+                path,
+                lambda c: list(c.execute("SELECT count(*) FROM sessions a, sessions b")),
+            )
+    finally:
+        stop.cancel()
+        sqlite_files.STOPPING.clear()
+    assert time.monotonic() - began < 5.0
+
+
+def test_a_link_swapped_in_after_the_check_reaches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database is opened through the descriptor checked (/proc/self/fd/N), never by
+    its path again: a link swapped in between the check and SQLite's open (the attacker's
+    timing, made exact here by swapping just before the query runs) is not what is read,
+    and what was read is dropped (the file was replaced)."""
+    path = _db(
+        tmp_path / "a.db", "CREATE TABLE sessions(id TEXT); INSERT INTO sessions VALUES ('x');"
+    )
+    _db(
+        tmp_path / "secret.db",
+        "CREATE TABLE sessions(id TEXT); INSERT INTO sessions VALUES ('secret');",
+    )
+    real_query = sqlite_files._query
+
+    def swap_then_query(uri, query):  # type: ignore[no-untyped-def]
+        path.rename(tmp_path / "moved.db")
+        path.symlink_to(tmp_path / "secret.db")
+        return real_query(uri, query)
+
+    monkeypatch.setattr(sqlite_files, "_query", swap_then_query)
+    seen: list[tuple[object, ...]] = []
+
+    def query(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+        seen.extend(_all(conn))
+        return seen
+
+    with pytest.raises(UnreadableDatabase, match="replaced"):
+        read_database(tmp_path, path, query)
+    assert seen == [("x",)]
+
+
+# -- copies -------------------------------------------------------------------------------
+
+
+def test_a_copy_stops_at_its_cap_whatever_the_size_checked(tmp_path: Path) -> None:
+    """The race of the review: the size is checked, then the file grows (sparsely); the
+    copy counts what it reads and stops at the cap."""
+    grown = tmp_path / "grown.db"
+    with open(grown, "wb") as fh:
+        fh.truncate(8 * 1024 * 1024)
+    fd, _ = open_under(tmp_path, grown)
+    dest = tmp_path / "copy.db"
+    try:
+        with pytest.raises(Guarded, match="grew"):
+            copy_capped(fd, dest, 3 * 1024 * 1024)
+    finally:
+        os.close(fd)
+    assert dest.stat().st_size <= 3 * 1024 * 1024
+
+
+def test_an_unchanged_database_is_copied_once_and_a_users_copies_are_budgeted() -> None:
+    budget = CopyBudget()
+    budget.admit((1, 2, 3), uid=1000)
+    with pytest.raises(sqlite3.OperationalError, match="unchanged"):
+        budget.admit((1, 2, 3), uid=1000)
+    budget.spent(1000, sqlite_files.COPY_BUDGET_BYTES)
+    with pytest.raises(sqlite3.OperationalError, match="budget"):
+        budget.admit((1, 2, 4), uid=1000)  # changed, but the user's minute is spent
+    budget.admit((5, 6, 7), uid=1001)  # another user's are not
+    assert budget.refused == {
+        "unchanged since its last copy": 1,
+        "the user's copy budget is spent": 1,
+    }
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def test_a_sparse_file_is_garbage_a_dense_one_is_not(tmp_path: Path) -> None:
+    holes = tmp_path / "holes.jsonl"
+    with open(holes, "wb") as fh:
+        fh.truncate(64 * 1024 * 1024)
+        fh.write(b'{"type": "user"}\n')
+    dense = tmp_path / "dense.jsonl"
+    with open(dense, "wb") as fh:
+        line = b'{"type": "user"}' + b" " * 1000 + b"\n"
+        fh.write(line * (17 * 1024))
+    for path, expected in ((holes, True), (dense, False)):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert sparse(fd, os.fstat(fd)) is expected, path
+        finally:
+            os.close(fd)
+    stats = ReadStats()
+    tail = JsonlTail(holes, tmp_path, stats=stats)
+    assert tail.read_new() == ([], False)
+    assert stats.garbage == 1
+    assert tail.read_new() == ([], False)  # skipped once: not read again
+    assert stats.garbage == 1
+
+
+def test_a_line_without_end_is_skipped_to_the_end_once(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"x" * (MAX_LINE_BYTES + 10))
+    stats = ReadStats()
+    tail = JsonlTail(path, tmp_path, stats=stats)
+    reads = 0
+    more = True
+    while more and reads < 10:
+        _, more = tail.read_new()
+        reads += 1
+    assert reads <= 2 and tail.offset == path.stat().st_size
+    with open(path, "ab") as fh:
+        fh.write(b'xx\n{"type": "user"}\n')
+    records, _ = tail.read_new()
+    assert records == [{"type": "user"}]  # the rest of the long line skipped, then read on
+    assert stats.garbage == 1
+
+
+def test_one_pass_reads_at_most_its_budget_over_every_file() -> None:
+    budget = PassBudget(size=10)
+    assert [budget.take(4), budget.take(4), budget.take(4), budget.take(4)] == [4, 4, 2, 0]
+    budget.refill()
+    assert budget.exhausted == 1 and budget.take(4) == 4
