@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from live_user import LiveUser
@@ -85,6 +85,29 @@ class Terminal:
                         raise
         if enter:
             self._tmux("send-keys", "Enter")
+
+    def submit(self, text: str, taken: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Types ``text`` and Enter, and waits until ``taken()`` (the model was asked). A
+        TUI re-drawing its prompt (just after /new) can drop the Enter and leave the text
+        in its input: while the screen still shows it there, Enter is pressed again."""
+        self.type(text)
+        deadline = time.monotonic() + timeout
+        retry_at = time.monotonic() + 5.0
+        while not taken():
+            now = time.monotonic()
+            if now > deadline:
+                raise AssertionError(
+                    f"{text!r} was never taken in {timeout:.0f} s; the screen shows:\n"
+                    + self.screen()
+                )
+            if now > retry_at:
+                retry_at = now + 5.0
+                lines = [line for line in self.screen().splitlines() if line.strip()]
+                if any(
+                    text[-16:] in line and not line.lstrip().startswith("●") for line in lines[-6:]
+                ):
+                    self._tmux("send-keys", "Enter")
+            time.sleep(0.1)  # polling interval of a deadline wait
 
     def keys(self, *keys: str) -> None:
         """tmux key names: ``C-c``, ``Escape``, ``Enter``, ``Down`` ..."""

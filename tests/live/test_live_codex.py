@@ -214,8 +214,9 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
         day.notes.append(f"start -> the footer (daemon up): {time.monotonic() - started:.1f} s")
 
         # A turn the model holds: busy past idle_after; the model; the generated title.
-        day.terminal.type("Fix auth middleware token expiry HOLD-a")
-        day.wait(lambda _: day.model.holding("a"), "the model to be asked", 60)
+        day.terminal.submit(
+            "Fix auth middleware token expiry HOLD-a", lambda: day.model.holding("a")
+        )
         assert_stays_busy(day, s1)
         day.model.release("a")
         assert day.wait_session(lambda e: is_model(e, s1), "the model")["state"] == "active"
@@ -242,8 +243,9 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
         day.notes.append(f"codex --version: {runs} runs in 2.5 s")
 
         # A tool, run by the daemon (its process is no session of its own).
-        day.terminal.type("Run the checks HOLD-t BASH:echo checks-ok")
-        day.wait(lambda _: day.model.holding("t"), "the tool turn", 60)
+        day.terminal.submit(
+            "Run the checks HOLD-t BASH:echo checks-ok", lambda: day.model.holding("t")
+        )
         wait_state(day, s1, "active")
         day.model.release("t")
         day.wait(
@@ -291,8 +293,7 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
             "the new conversation",
         )["session_id"]
 
-        day.terminal.type("Add rate limiting HOLD-b")
-        day.wait(lambda _: day.model.holding("b"), "the second turn", 60)
+        day.terminal.submit("Add rate limiting HOLD-b", lambda: day.model.holding("b"))
         day.model.release("b")
         day.wait_session(lambda e: is_model(e, s2), "the second model")
 

@@ -86,8 +86,9 @@ def test_qwen_code_day_nvm_prefix(live_user: LiveUser) -> None:
         s1 = first["session_id"]
         day.terminal.wait_for(READY, 120)
 
-        day.terminal.type("Fix auth middleware token expiry HOLD-a")
-        day.wait(lambda _: day.model.holding("a"), "the model to be asked", 60)
+        day.terminal.submit(
+            "Fix auth middleware token expiry HOLD-a", lambda: day.model.holding("a")
+        )
         assert_stays_busy(day, s1)
         day.model.release("a")
         answered = day.wait_session(
@@ -130,8 +131,7 @@ def test_qwen_code_day_nvm_prefix(live_user: LiveUser) -> None:
             "the new conversation",
         )["session_id"]
 
-        day.terminal.type("Add rate limiting HOLD-b")
-        day.wait(lambda _: day.model.holding("b"), "the second turn", 60)
+        day.terminal.submit("Add rate limiting HOLD-b", lambda: day.model.holding("b"))
         day.model.release("b")
         day.wait_session(
             lambda e: e["session_id"] == s2 and e.get("model") == MODEL, "the second model"
