@@ -1,22 +1,26 @@
-"""The HTTP client of delivery: POST with keep-alive, from the standard library.
+"""The HTTP client of delivery, on httpx: POST a JSON body to the ingest endpoint.
 
-quintd needs one thing of HTTP: POST a small JSON body to one endpoint and read the
-status, a few headers and a short reason. The standard library does that in a few lines;
-httpx cost the daemon about 15 MiB of memory (it imports click, pygments and more), most
-of its memory target. Certificates are verified against the system's store (or
-``SSL_CERT_FILE``); a proxy from the environment (``HTTPS_PROXY``, ``NO_PROXY``) is used
-for the cloud, never for a loopback endpoint; redirects are not followed.
+One :class:`httpx.Client` per endpoint and token: keep-alive connections, at most as many
+as requests may be in flight (``queue.in_flight``); certificates verified against the
+system's store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured, as OpenSSL does); no
+redirects followed (a 3xx is an answer, not a hop a token may follow); the environment's
+proxy (``HTTPS_PROXY``, ``NO_PROXY``) for the cloud, never for a loopback endpoint. The
+environment is read here once (``trust_env`` off), so nothing else in it (a ``.netrc``)
+changes what is sent.
+
+What delivery sees is the same seam as before: a :class:`Reply` (status, a short reason,
+``Retry-After``) or a :class:`TransportError` named like the failure (``ConnectError``,
+``ReadTimeout``, ``TLSError``...): ``delivery_policy`` stays pure.
 """
 
 from __future__ import annotations
 
-import http.client
-import socket
 import ssl
-import threading
 import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
 
 from quintd.endpoint import is_loopback_host
 
@@ -31,88 +35,59 @@ class Reply:
 
 
 class TransportError(Exception):
-    """No answer: named like the failure (ConnectError, ReadTimeout, ...)."""
+    """No answer: named like the failure (ConnectError, ReadTimeout, TLSError...)."""
 
 
 class IngestClient:
-    """Connections to one endpoint, kept alive and reused; safe for several threads (each
-    request takes an idle connection or opens one)."""
+    """Connections to one endpoint, kept alive and reused; safe for several threads (at
+    most ``connections`` requests at once; more wait for a free connection)."""
 
-    def __init__(self, endpoint: str, headers: dict[str, str]) -> None:
+    def __init__(self, endpoint: str, headers: dict[str, str], connections: int = 4) -> None:
         parts = urlsplit(endpoint)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
-        self._base = parts.path.rstrip("/")
-        self._headers = headers
-        self._context = ssl.create_default_context() if self._https else None
-        self._proxy = None if is_loopback_host(self._host) else _proxy_for(endpoint)
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self.proxy = None if is_loopback_host(parts.hostname or "") else proxy_for(endpoint)
+        self._base = endpoint.rstrip("/")
+        self._client = httpx.Client(
+            headers=headers,
+            verify=ssl.create_default_context() if parts.scheme == "https" else False,
+            proxy=self.proxy,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(
+                max_connections=connections, max_keepalive_connections=connections
+            ),
+        )
 
     def post(self, path: str, body: bytes, headers: dict[str, str], timeout: float) -> Reply:
-        conn = self._take(timeout)
         try:
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-            conn.request("POST", self._base + path, body=body, headers={**self._headers, **headers})
-            response = conn.getresponse()
-            data = response.read(MAX_REASON_BYTES + 1)
-            if len(data) > MAX_REASON_BYTES:
-                response.close()
-                conn.close()
-            else:
-                response.read()  # drain: the connection can be reused
-            reply = Reply(
-                status=response.status,
-                reason=data[:MAX_REASON_BYTES].decode("utf-8", "replace").strip()
-                or response.reason,
-                retry_after=response.getheader("Retry-After"),
-            )
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            with self._client.stream(
+                "POST",
+                self._base + path,
+                content=body,
+                headers=headers,
+                # The pool wait too: a request waiting for a connection is one in flight.
+                timeout=httpx.Timeout(timeout),
+            ) as response:
+                data = b""
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_REASON_BYTES:
+                        break  # a huge answer: its start is the reason; the rest is not read
+                reason = data[:MAX_REASON_BYTES].decode("utf-8", "replace").strip()
+                return Reply(
+                    status=response.status_code,
+                    reason=reason or response.reason_phrase,
+                    retry_after=response.headers.get("Retry-After"),
+                )
+        except httpx.HTTPError as exc:
             raise TransportError(f"{_name(exc)}: {exc}") from None
-        if response.will_close:
-            conn.close()
-        else:
-            self._give_back(conn)
-        return reply
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    def _take(self, timeout: float) -> http.client.HTTPConnection:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        if self._proxy is not None:
-            proxy_host, proxy_port = self._proxy
-            conn: http.client.HTTPConnection = (
-                http.client.HTTPSConnection(
-                    proxy_host, proxy_port, timeout=timeout, context=self._context
-                )
-                if self._https
-                else http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout)
-            )
-            conn.set_tunnel(self._host, self._port)
-            return conn
-        if self._https:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._context
-            )
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            self._idle.append(conn)
+        self._client.close()
 
 
-def _proxy_for(endpoint: str) -> tuple[str, int] | None:
-    """The environment's proxy for the endpoint (``HTTPS_PROXY``, ``NO_PROXY``)."""
+def proxy_for(endpoint: str) -> str | None:
+    """The environment's proxy for the endpoint (``HTTPS_PROXY``; ``NO_PROXY`` honoured),
+    as a URL."""
     parts = urlsplit(endpoint)
     if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
@@ -122,17 +97,15 @@ def _proxy_for(endpoint: str) -> tuple[str, int] | None:
     where = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     if not where.hostname:
         return None
-    return where.hostname, where.port or 8080
+    return f"{where.scheme}://{where.hostname}:{where.port or 8080}"
 
 
 def _name(exc: BaseException) -> str:
-    """The failure in the words operators know (httpx's): connect, read, TLS, protocol."""
-    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
-        return "ConnectError"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "ReadTimeout"
-    if isinstance(exc, ssl.SSLError):
-        return "TLSError"
-    if isinstance(exc, ConnectionError | http.client.RemoteDisconnected):
-        return "RemoteProtocolError"
+    """The failure as httpx names it, but a certificate or handshake refused is a
+    ``TLSError`` (httpx reports it as a ConnectError)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return "TLSError"
+        cause = cause.__cause__ or cause.__context__
     return type(exc).__name__

@@ -469,4 +469,5 @@ def _client(settings: DeliverySettings) -> IngestClient | None:
             "Content-Type": "application/json",
             "User-Agent": f"quintd/{__version__}",
         },
+        connections=settings.in_flight,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Agents, run_cli, wait_until, write_config
@@ -25,6 +27,20 @@ SCAN_FIELDS = {
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"quintd {__version__}"
+
+
+def test_version_imports_neither_httpx_nor_pydantic() -> None:
+    """A command line that only answers its version starts fast: the delivery and
+    configuration libraries are imported by the commands that use them."""
+    code = (
+        "import sys\n"
+        "from quintd.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'pydantic', 'yaml'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_scan_json_lists_fake_agent(agents: Agents, short_tmp: Path) -> None:

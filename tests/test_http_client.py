@@ -110,8 +110,41 @@ def test_a_proxy_from_the_environment_is_never_used_for_loopback(
     monkeypatch.setenv("https_proxy", "http://proxy.invalid:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    assert IngestClient("https://127.0.0.1:1", {})._proxy is None
-    assert IngestClient("https://api.quintai.dev", {})._proxy == ("proxy.invalid", 3128)
+    assert IngestClient("https://127.0.0.1:1", {}).proxy is None
+    assert IngestClient("https://api.quintai.dev", {}).proxy == "http://proxy.invalid:3128"
     monkeypatch.setenv("NO_PROXY", "quintai.dev")
-    assert IngestClient("https://api.quintai.dev", {})._proxy is None
+    assert IngestClient("https://api.quintai.dev", {}).proxy is None
     assert os.environ["HTTPS_PROXY"]
+
+
+class _Redirecting(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    followed: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/moved":
+            _Redirecting.followed.append(self.path)
+        self.send_response(307 if self.path == "/moved" else 200)
+        self.send_header("Location", "/elsewhere")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_redirect_is_an_answer_never_followed_with_the_token() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = IngestClient(
+            f"http://127.0.0.1:{server.server_address[1]}", {"Authorization": "Bearer x"}
+        )
+        reply = client.post("/moved", b"{}", {}, timeout=5)
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reply.status == 307
+    assert _Redirecting.followed == []
