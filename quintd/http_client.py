@@ -52,9 +52,7 @@ class IngestClient:
             proxy=self.proxy,
             follow_redirects=False,
             trust_env=False,
-            limits=httpx.Limits(
-                max_connections=connections, max_keepalive_connections=connections
-            ),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
 
     def post(self, path: str, body: bytes, headers: dict[str, str], timeout: float) -> Reply:
