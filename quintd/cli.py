@@ -109,12 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser(
         "show", parents=[common], help="print the effective config, token redacted"
     )
+    config_commands.add_parser(
+        "schema", help="print a JSON Schema of config.toml (for editors that check TOML)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "config" and args.config_command == "schema":
+            from quintd.config import json_schema  # needs no configuration, not even a valid one
+
+            print(json.dumps(json_schema(), indent=2))
+            return EXIT_OK
         from quintd.config import load_config
         from quintd.logs import register_secret, setup_logging
 
@@ -418,8 +426,7 @@ def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
     from datetime import UTC, datetime
 
     from quintd.model import format_timestamp
-    from quintd.scanner import Scanner
-    from quintd.settings import ScannerSettings
+    from quintd.scanner import Scanner, ScannerSettings
     from quintd.signing import SigningResolver
     from quintd.status_text import cell, table
 

@@ -17,18 +17,24 @@ import socketserver
 import stat
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from quintd.errors import AlreadyRunningError, NotRunningError, QuintdError
-from quintd.settings import ControlSettings
+from quintd.part_settings import PartSettings, setting
 
 log = logging.getLogger("quintd.control")
 
 MAX_REQUEST_BYTES = 64 * 1024
 
 Handler = Callable[[Mapping[str, Any]], Any]
+
+
+class ControlSettings(PartSettings):
+    socket_path: Path = setting(..., doc="The control socket (in the runtime directory).")
+    state_dir: Path = setting(
+        ..., doc="The daemon answering on the socket must be this state directory's."
+    )
 
 
 class ControlServer:
@@ -119,7 +125,7 @@ class ControlServer:
 
     def reconfigure(self, settings: ControlSettings) -> None:
         """The socket's path needs a restart (``paths.runtime_dir``): it stays."""
-        self.settings = replace(settings, socket_path=self.path)
+        self.settings = settings.model_copy(update={"socket_path": self.path})
 
     def stop(self) -> None:
         if self._server is None:

@@ -29,7 +29,7 @@ from quintd.config import LoadedConfig, running_as_root
 from quintd.control import ControlServer
 from quintd.errors import AlreadyRunningError, QuintdError
 from quintd.identity import machine_id
-from quintd.logs import apply_log_settings, fields, register_secret
+from quintd.logs import LogFormat, apply_log_settings, fields, register_secret
 from quintd.model import Session, format_timestamp
 from quintd.notify import Notifier
 from quintd.private_files import ensure_private_dir, open_private_file
@@ -51,7 +51,7 @@ from quintd.protocol import (
     to_json,
 )
 from quintd.scanner import Scanner
-from quintd.settings import LogFormat, Settings, build_settings, restart_only_changes
+from quintd.settings import Settings, build_settings, restart_only_changes
 from quintd.shipper import Shipper
 from quintd.signing import SigningResolver
 from quintd.sources.homes import candidate_homes
@@ -367,7 +367,9 @@ class Daemon:
         for key in restart_only_changes(self.settings, new):
             log.warning("%s changed: it waits for a restart to take effect", key)
         # What needs a restart stays as it runs.
-        new = replace(new, paths=self.settings.paths, control=self.settings.control)
+        new = new.model_copy(
+            update={"paths": self.settings.paths, "control": self.settings.control}
+        )
         self.loaded = replace(
             loaded, state_dir=self.loaded.state_dir, runtime_dir=self.loaded.runtime_dir
         )

@@ -15,8 +15,28 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from quintd.part_settings import PartSettings, setting
+
+LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 REDACTED = "<redacted>"
+
+
+class LogSettings(PartSettings):
+    level: LogLevel = setting(
+        "info",
+        file="log.level",
+        env="QUINTD_LOG_LEVEL",
+        doc="`debug`, `info`, `warning` or `error`.",
+    )
+    format: LogFormat = setting(
+        "text",
+        file="log.format",
+        doc="`text`: `LEVEL component: message key=value ...`, one line per event of note "
+        "(journald and launchd add the time). `json`: one object per line with `ts`, "
+        "`level`, `component`, `msg` and the fields, for collectors. `quintd run "
+        "--log-format` overrides it.",
+    )
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class AgentStateReport:
     # What users' files may cost the daemon (README: Threat model, budgets):
     watches: int = 0  # inotify watches held for agents' directories
     watches_refused: int = 0  # directories polled instead: their user's budget was spent
+    watches_noisy: int = 0  # directories polled for a minute: their events came too fast
     databases_set_aside: dict[str, int] = dataclasses.field(default_factory=dict)  # by why
     copied_bytes: int = 0  # agents' databases copied (nobody had them open)
     copies_refused: dict[str, int] = dataclasses.field(default_factory=dict)  # by why

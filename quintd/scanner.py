@@ -22,8 +22,11 @@ from typing import TypeVar
 import psutil
 
 from quintd.model import AgentProcess, process_text
+from quintd.part_settings import PartSettings, setting
 from quintd.platforms import (
+    BUILTIN_PLATFORMS,
     Match,
+    Platform,
     interpreter_script,
     is_interpreter,
     lifecycle_script,
@@ -31,7 +34,6 @@ from quintd.platforms import (
     process_argv,
 )
 from quintd.procfs import read_stat, start_ticks
-from quintd.settings import ScannerSettings
 from quintd.signing import SigningInfo, SigningResolver, Target
 from quintd.signing.examine import binary
 
@@ -55,6 +57,29 @@ class KnownProcess:
     helper: bool = False  # a helper process of an agent: part of it, never its own
     awaiting_signing: str | None = None  # exe whose signature may still make it an agent
     inspected_at: float = 0.0  # monotonic: when it was found to be an agent
+
+
+class ScannerSettings(PartSettings):
+    # The signature table: `[[platforms]]` of the configuration first, then the built-in
+    # ones (the configuration merges them).
+    platforms: tuple[Platform, ...] = setting(
+        BUILTIN_PLATFORMS, doc="The agent signatures, configured ones first."
+    )
+    signing_budget: float = setting(
+        0.25, gt=0, doc="Seconds one pass waits for new agents' signing identities."
+    )
+    # A script's identity takes milliseconds; a 300 MB binary checked against its package's
+    # tarball takes 2-4 s the first time on a 2-core machine (once per version: identities
+    # are kept), the live tier's Codex, Claude Code and OpenCode.
+    signing_wait: float = setting(
+        10.0,
+        gt=0,
+        doc="Seconds a new agent's first event may wait for its signing identity (after "
+        "that it is announced without, and the identity follows as an update).",
+    )
+    only_uid: int | None = setting(
+        None, doc="A per-user daemon watches only its own user's processes (None: every user's)."
+    )
 
 
 @dataclass

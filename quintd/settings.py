@@ -1,121 +1,61 @@
-"""Every component's settings, built from the configuration in one function.
+"""The daemon's settings: each part's own model (declared beside the part, see
+:mod:`quintd.part_settings`), gathered into one frozen :class:`Settings`.
 
 Start-up and SIGHUP reload take the same path: :func:`build_settings` turns a loaded
-configuration into one frozen :class:`Settings`; the daemon builds its parts from it at
-start, and on reload hands each part its new piece through ``reconfigure``. A key is
-reloadable unless it is listed in :data:`RESTART_ONLY`; a reload that changes one of those
-logs that it waits for a restart.
-
-To add a configuration key: add it to ``config.py`` (the file format), put it in the
-settings of the component that uses it here, and read it there.
+configuration into one :class:`Settings`; the daemon builds its parts from it at start, and
+on reload hands each part its new piece through ``reconfigure``. Which keys wait for a
+restart is what their declarations say (``reload=False``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
-from quintd.model import INGEST_PATH
-from quintd.platforms import BUILTIN_PLATFORMS, Platform
+from quintd.control import ControlSettings
+from quintd.logs import LogSettings
+from quintd.part_settings import PartSettings, declared, file_keys, setting
+from quintd.scanner import ScannerSettings
+from quintd.shipper import DeliverySettings
+from quintd.sources.manager import SourceSettings
+from quintd.store import StoreSettings
+from quintd.tracker import TrackerSettings
 
 if TYPE_CHECKING:  # settings are built from a loaded config; no need to import it here
     from quintd.config import LoadedConfig
 
-LogLevel = Literal["debug", "info", "warning", "error"]
-LogFormat = Literal["text", "json"]  # as in config.py (the file's types)
+
+class LoopSettings(PartSettings):
+    """The main loop's: how often it scans, and whether the kernel tells of exits."""
+
+    scan_interval: float = setting(
+        1.0, file="scan.interval", gt=0, le=3600, doc="Seconds between process-table scans."
+    )
+    kernel_exits: bool = setting(
+        True,
+        file="scan.kernel_exits",
+        doc="Learn of an agent's exit from the kernel at once (a pidfd on Linux 5.3+, kqueue "
+        "on macOS) instead of at the next scan. Where the kernel refuses, quintd falls back "
+        "to the scan by itself and `status` says so; `false` only to rule it out.",
+    )
+    touch_interval: float = setting(
+        30.0,
+        gt=0,
+        doc="How often live sessions' last-seen time is written down (it stamps the `ended` "
+        "event of a session whose process dies while quintd is down).",
+    )
 
 
-@dataclass(frozen=True)
-class ScannerSettings:
-    platforms: tuple[Platform, ...] = BUILTIN_PLATFORMS
-    # Seconds one pass waits for new agents' signing identities; the rest arrives later.
-    signing_budget: float = 0.25
-    # How long a new agent's session may be held back for its signing identity, so that
-    # its first event carries it; after that it is announced without, and the identity
-    # follows as an update. A script's identity takes milliseconds; a 300 MB binary checked
-    # against its package's tarball takes 2-4 s the first time on a 2-core machine (once
-    # per version: identities are kept), the live tier's Codex, Claude Code and OpenCode.
-    signing_wait: float = 10.0
-    # A per-user daemon watches only its own user's processes (None: every user's).
-    only_uid: int | None = None
+class PathSettings(PartSettings):
+    """Where the daemon keeps its state and its socket (resolved: see
+    :mod:`quintd.config.locate` for the keys and their defaults)."""
 
-
-@dataclass(frozen=True)
-class SourceSettings:
-    watch: bool = True  # watch state directories for changes (else poll known files)
-    # inotify watches one user's state directories may hold (root's limit is shared by
-    # every root service); beyond it their files are polled. 0: none.
-    watches_per_user: int = 1000
-
-
-@dataclass(frozen=True)
-class TrackerSettings:
-    idle_after: float = 120.0
-    busy_cpu_ratio: float = 0.01  # CPU time over wall time that counts as work
-    # New sessions one user's agents may announce in a minute; beyond it they wait
-    # (held, counted, logged once), announced as the minute allows.
-    new_per_user_per_minute: int = 60
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    max_bytes: int = 256 * 1024 * 1024
-    min_free_disk: int = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class DeliverySettings:
-    """Where and how to deliver."""
-
-    endpoint: str
-    token: str | None = field(repr=False)  # a secret: never in a repr, a log or status
-    timeout: float = 10.0
-    batch_size: int = 100
-    flush_interval: float = 1.0
-    batch_body: bool = False
-    in_flight: int = 4
-    drain_timeout: float = 5.0  # seconds a shutdown spends on a last flush
-    # Seconds over which the first delivery after start-up is spread (a fleet rebooting
-    # at once must not hit the endpoint in the same second).
-    start_jitter: float = 33.0
-
-    @classmethod
-    def from_config(cls, loaded: LoadedConfig) -> DeliverySettings:
-        return build_settings(loaded).delivery
-
-    @property
-    def url(self) -> str:
-        return self.endpoint + INGEST_PATH
-
-
-@dataclass(frozen=True)
-class ControlSettings:
-    socket_path: Path
-    state_dir: Path  # the daemon answering on the socket must be this state dir's
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    scan_interval: float = 1.0
-    # Exits from the kernel (pidfd, kqueue) rather than found by the next scan.
-    kernel_exits: bool = True
-    # How often live sessions' last-seen time is written down (it stamps the `ended`
-    # event of a session whose process dies while quintd is down).
-    touch_interval: float = 30.0
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    level: LogLevel = "info"
-    format: LogFormat = "text"
-
-
-@dataclass(frozen=True)
-class PathSettings:
-    state_dir: Path
-    runtime_dir: Path
+    state_dir: Path = setting(
+        ..., file=None, key="paths.state_dir", reload=False, doc="Database, lock, machine id."
+    )
+    runtime_dir: Path = setting(
+        ..., file=None, key="paths.runtime_dir", reload=False, doc="Control socket."
+    )
 
     @property
     def database_path(self) -> Path:
@@ -130,8 +70,7 @@ class PathSettings:
         return self.runtime_dir / "quintd.sock"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(PartSettings):
     paths: PathSettings
     scanner: ScannerSettings
     sources: SourceSettings
@@ -143,43 +82,49 @@ class Settings:
     log: LogSettings
 
 
+# The parts whose settings hold configuration keys (the file's schema is made of them).
+PARTS: tuple[type[PartSettings], ...] = (
+    DeliverySettings,
+    LoopSettings,
+    SourceSettings,
+    TrackerSettings,
+    StoreSettings,
+    LogSettings,
+)
+
+
 def build_settings(loaded: LoadedConfig, *, only_uid: int | None = None) -> Settings:
-    """The one place a configuration becomes settings, at start and on reload."""
-    cfg = loaded.config
+    """The one place a configuration becomes settings, at start and on reload: each
+    part's keys are taken from the file's tables by their declarations."""
+
+    def part(model: type[PartSettings], **derived: Any) -> Any:
+        values = {key.field: loaded.value(key.table, key.name) for key in file_keys([model])}
+        return model(**values, **derived)
+
     paths = PathSettings(state_dir=loaded.state_dir, runtime_dir=loaded.runtime_dir)
     return Settings(
         paths=paths,
-        scanner=ScannerSettings(platforms=loaded.platforms, only_uid=only_uid),
-        sources=SourceSettings(watches_per_user=cfg.scan.watches_per_user),
-        tracker=TrackerSettings(
-            idle_after=cfg.sessions.idle_after,
-            new_per_user_per_minute=cfg.sessions.new_per_user_per_minute,
-        ),
-        store=StoreSettings(max_bytes=cfg.queue.max_bytes, min_free_disk=cfg.queue.min_free_disk),
-        delivery=DeliverySettings(
-            endpoint=cfg.cloud.endpoint,
-            token=loaded.token,
-            timeout=cfg.cloud.timeout,
-            batch_size=cfg.queue.batch_size,
-            flush_interval=cfg.queue.flush_interval,
-            batch_body=cfg.cloud.batch_body,
-            in_flight=cfg.queue.in_flight,
-            drain_timeout=cfg.queue.drain_timeout,
-            start_jitter=cfg.queue.start_jitter,
-        ),
+        scanner=part(ScannerSettings, platforms=loaded.platforms, only_uid=only_uid),
+        sources=part(SourceSettings),
+        tracker=part(TrackerSettings),
+        store=part(StoreSettings),
+        delivery=part(DeliverySettings, token=loaded.token),
         control=ControlSettings(socket_path=paths.socket_path, state_dir=paths.state_dir),
-        loop=LoopSettings(scan_interval=cfg.scan.interval, kernel_exits=cfg.scan.kernel_exits),
-        log=LogSettings(level=cfg.log.level, format=cfg.log.format),
+        loop=part(LoopSettings),
+        log=part(LogSettings),
     )
 
 
-# Keys a running daemon cannot change: the files and the socket it holds open.
-RESTART_ONLY: dict[str, Callable[[Settings], object]] = {
-    "paths.state_dir": lambda s: s.paths.state_dir,
-    "paths.runtime_dir": lambda s: s.paths.runtime_dir,
-}
-
-
 def restart_only_changes(old: Settings, new: Settings) -> list[str]:
-    """The restart-only keys whose value differs between two settings."""
-    return [key for key, get in RESTART_ONLY.items() if get(old) != get(new)]
+    """The settings a running daemon cannot change (declared ``reload=False``: the files
+    and the socket it holds open) whose value differs between two settings, named by
+    their configuration key."""
+    changed = []
+    for name in Settings.model_fields:
+        before, after = getattr(old, name), getattr(new, name)
+        for field, info in type(before).model_fields.items():
+            if declared(info).get("reload", True):
+                continue
+            if getattr(before, field) != getattr(after, field):
+                changed.append(str(declared(info).get("key") or f"{name}.{field}"))
+    return changed

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, Field
 
 from quintd import __version__
 from quintd.delivery_policy import (
@@ -33,10 +36,10 @@ from quintd.delivery_policy import (
     parse_retry_after,
     pipeline_outcome,
 )
-from quintd.http_client import IngestClient, TransportError
+from quintd.endpoint import validate_endpoint
 from quintd.logs import scrub
 from quintd.model import INGEST_PATH, batch_body, format_timestamp
-from quintd.settings import DeliverySettings
+from quintd.part_settings import PartSettings, setting
 from quintd.store import QueuedEvent, Store
 
 __all__ = [
@@ -80,6 +83,82 @@ class _Sent:
     key: str
     outcome: Outcome
     answered_at: float = 0.0  # monotonic
+
+
+if TYPE_CHECKING:  # imported when a client is made: `quintd status` does not need httpx
+    from quintd.http_client import IngestClient
+
+DEFAULT_ENDPOINT = "https://api.quintai.dev"
+
+
+class DeliverySettings(PartSettings):
+    """Where and how to deliver."""
+
+    endpoint: Annotated[str, AfterValidator(validate_endpoint)] = setting(
+        DEFAULT_ENDPOINT,
+        file="cloud.endpoint",
+        env="QUINTD_ENDPOINT",
+        doc="Base URL; events go to `{endpoint}/v1/sessions/ingest`. HTTPS only, except plain "
+        "HTTP to a loopback address (127.0.0.0/8, ::1, localhost). ASCII only (international "
+        "domains as `xn--`). No credentials, query or fragment.",
+    )
+    # A secret: never in a repr, a dump, a log or status. Resolved by the configuration
+    # (cloud.token, cloud.token_file, $QUINTD_TOKEN).
+    token: str | None = Field(None, repr=False, exclude=True)
+    timeout: float = setting(
+        10.0, file="cloud.timeout", gt=0, le=300, doc="Seconds per HTTP request (0 < t <= 300)."
+    )
+    batch_body: bool = setting(
+        False,
+        file="cloud.batch_body",
+        doc="`false`: one event per request, the documented contract. `true`: "
+        '`{"events": [...]}`, at most 500 events and 10 MB per request.',
+    )
+    batch_size: int = setting(
+        100,
+        file="queue.batch_size",
+        ge=1,
+        le=500,
+        doc="Most events read from the queue per flush (1 to 500).",
+    )
+    flush_interval: float = setting(
+        1.0,
+        file="queue.flush_interval",
+        gt=0,
+        le=3600,
+        doc="Seconds between delivery attempts when nothing new arrives. New events are sent "
+        "as soon as they are committed.",
+    )
+    in_flight: int = setting(
+        4,
+        file="queue.in_flight",
+        ge=1,
+        le=32,
+        doc="Requests in flight at once with the one-event body (1 to 32); never two of one "
+        "session.",
+    )
+    drain_timeout: float = setting(
+        5.0,
+        file="queue.drain_timeout",
+        ge=0,
+        le=300,
+        doc="Seconds that shutdown spends on a last flush before exiting.",
+    )
+    start_jitter: float = setting(
+        33.0,
+        file="queue.start_jitter",
+        ge=0,
+        le=3600,
+        doc="Seconds over which the first delivery after start-up is spread at random (0 to "
+        "3600), so that a fleet started at once (a reboot, a fleet-wide upgrade) does not "
+        "reach the endpoint in the same second; a daemon refused before its first delivery "
+        "comes back once this is over. Events found meanwhile wait on disk; their timestamps "
+        "are when they happened. `0` for a single machine that should send at once.",
+    )
+
+    @property
+    def url(self) -> str:
+        return self.endpoint + INGEST_PATH
 
 
 class Shipper(threading.Thread):
@@ -356,6 +435,8 @@ class Shipper(threading.Thread):
         return True
 
     def _post(self, body: bytes, key: str, events: int, deadline: float | None) -> Outcome:
+        from quintd.http_client import TransportError  # imported with the client
+
         assert self._client is not None
         timeout = self.settings.timeout
         if deadline is not None:
@@ -462,6 +543,8 @@ def _client(settings: DeliverySettings) -> IngestClient | None:
     """Keep-alive connections to the endpoint; None without a token."""
     if not settings.token:
         return None
+    from quintd.http_client import IngestClient
+
     return IngestClient(
         settings.endpoint,
         {

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quintd.model import LifecycleEvent, Session, State, format_timestamp, parse_timestamp
+from quintd.part_settings import PartSettings, setting
 from quintd.private_files import open_private_file
 from quintd.schema import migrate, refuse_newer
-from quintd.settings import StoreSettings
 from quintd.signing.info import SigningInfo
 from quintd.signing.resolver import FileKey
 
@@ -93,6 +93,22 @@ log = logging.getLogger("quintd.store")
 
 def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+class StoreSettings(PartSettings):
+    max_bytes: int = setting(
+        256 * 1024 * 1024,
+        file="queue.max_bytes",
+        ge=1024 * 1024,
+        doc='Bound on the queued event bodies (at least 1 MiB). See "At the bound".',
+    )
+    min_free_disk: int = setting(
+        64 * 1024 * 1024,
+        file="queue.min_free_disk",
+        ge=0,
+        doc="Free bytes to leave on the state dir's filesystem; below it the same bound "
+        "policy applies.",
+    )
 
 
 class Store:

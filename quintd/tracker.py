@@ -43,7 +43,7 @@ from quintd.model import (
     SystemClock,
     clean_text,
 )
-from quintd.settings import TrackerSettings
+from quintd.part_settings import PartSettings, setting
 
 # Start times read twice can differ by a clock tick, and by more when the wall clock
 # was stepped between two reads of the boot time: adopt within this tolerance.
@@ -67,6 +67,29 @@ class Queued:
     first_seen: datetime
     last_seen: datetime
     gone: bool = False
+
+
+class TrackerSettings(PartSettings):
+    idle_after: float = setting(
+        120.0,
+        file="sessions.idle_after",
+        gt=0,
+        doc="Seconds without a sign of work before a session turns `idle`.",
+    )
+    busy_cpu_ratio: float = setting(
+        0.01, gt=0, doc="CPU time over wall time that counts as work (where no status is recorded)."
+    )
+    new_per_user_per_minute: int = setting(
+        60,
+        file="sessions.new_per_user_per_minute",
+        ge=1,
+        le=100_000,
+        doc="New sessions one user's agents may announce in a minute (1 to 100000). Beyond it "
+        "a new session waits its turn, held and counted (`scan.deferred_sessions`), logged "
+        "once a minute per user, and is announced as the minute allows, stamped with the time "
+        "it was first seen; one that ends while waiting is still announced, started and ended "
+        "(see the threat model).",
+    )
 
 
 @dataclass

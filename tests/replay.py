@@ -22,8 +22,7 @@ from typing import Any
 from quintd.model import AgentProcess, LifecycleEvent
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import KnownProcess, fold_trees
-from quintd.settings import SourceSettings
-from quintd.sources.manager import SourceManager
+from quintd.sources.manager import SourceManager, SourceSettings
 from quintd.sources.processes import TcpSocket
 from quintd.sources.registry import READERS
 from quintd.sources.spec import ReaderSpec

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from quintd.control import ControlServer, request
-from quintd.settings import ControlSettings
+from quintd.control import ControlServer, ControlSettings, request
 
 
 @pytest.fixture

@@ -23,12 +23,11 @@ from test_shipper import event
 from quintd.config import load_config
 from quintd.daemon import Daemon
 from quintd.model import AgentProcess, ConversationFacts
-from quintd.settings import DeliverySettings, StoreSettings
-from quintd.shipper import MAX_BATCH_BYTES, Shipper
+from quintd.shipper import MAX_BATCH_BYTES, DeliverySettings, Shipper
 from quintd.sources.files import ReadStats
 from quintd.sources.manager import SourceManager
 from quintd.sources.spec import ReaderContext, ReaderSpec
-from quintd.store import Store
+from quintd.store import Store, StoreSettings
 
 
 class FailingOnce(Store):

@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from replay import Rec, RecordedProcesses, agents
 
 from quintd.model import ConversationFacts, clean_text
-from quintd.settings import SourceSettings
 from quintd.sources import (
     claude_code,
     cline,
@@ -38,7 +37,7 @@ from quintd.sources import (
     opencode,
     qwen_code,
 )
-from quintd.sources.manager import SourceManager
+from quintd.sources.manager import SourceManager, SourceSettings
 from quintd.sources.spec import ReaderSpec
 
 EXAMPLES = 150  # per file: 22 files -> 3,300 cases

@@ -24,8 +24,7 @@ import pytest
 from conftest import DEBIAN_LIKE, Agents, required_tool, wait_until
 from test_security import other_user as other_user_fixture
 
-from quintd.scanner import Scanner
-from quintd.settings import ScannerSettings
+from quintd.scanner import Scanner, ScannerSettings
 from quintd.signing import SigningResolver, Target
 from quintd.signing.examine import binary
 from quintd.signing.linux import LinuxIdentity

@@ -14,8 +14,7 @@ from ingest_server import IngestServer
 
 from quintd.errors import QuintdError
 from quintd.schema import SCHEMA_VERSION, SchemaTooNewError
-from quintd.settings import DeliverySettings
-from quintd.shipper import Shipper
+from quintd.shipper import DeliverySettings, Shipper
 from quintd.store import Store
 
 V1 = Path(__file__).parent / "fixtures" / "store-v1" / "quintd-0.1.0.db"

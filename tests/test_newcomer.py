@@ -28,8 +28,7 @@ from conftest import (
 from ingest_server import IngestServer
 
 from quintd import shipper as shipper_module
-from quintd.settings import DeliverySettings
-from quintd.shipper import Shipper
+from quintd.shipper import DeliverySettings, Shipper
 from quintd.store import Store
 
 

@@ -28,7 +28,7 @@ import pytest
 from conftest import DEBIAN_LIKE, required_tool
 
 from quintd import __version__
-from quintd.config import Config, as_dict, config_keys, validate
+from quintd.config import as_dict, config_keys, file_model, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGING = ROOT / "packaging"
@@ -509,7 +509,7 @@ def documented(text: str) -> tuple[dict[str, dict[str, Any]], str]:
 
 def test_default_config_documents_every_key_with_its_default() -> None:
     tables, platforms = documented((PACKAGING / "config.toml").read_text())
-    defaults = as_dict(Config())
+    defaults = as_dict(file_model()())
     defaults["cloud"]["token"] = None  # unset by default
     sections = set(config_keys())
     assert set(tables) == sections

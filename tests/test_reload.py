@@ -145,12 +145,14 @@ def test_platforms_reload_takes_effect(running: Running) -> None:
 def test_every_config_key_is_reloadable_or_restart_only() -> None:
     """A new key must be added to the reload test above, or to the restart-only list."""
     from quintd.config import config_keys
-    from quintd.settings import RESTART_ONLY
+    from quintd.config.schema import all_file_keys
 
     keys = {f"{section}.{name}" for section, names in config_keys().items() for name in names}
+    restart_only = {key.path for key in all_file_keys() if not key.reload}
+    assert restart_only == {"paths.state_dir", "paths.runtime_dir"}
     covered = (
         {r[0] for r in RELOADABLE}
-        | set(RESTART_ONLY)
+        | restart_only
         | {
             "cloud.token",  # test_a_new_token_is_used_at_once
             "cloud.token_file",  # the same path as the token

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import DEBIAN_LIKE, SLEEP, Agents, required_tool, wait_until
 
-from quintd.scanner import Scanner
-from quintd.settings import ScannerSettings
+from quintd.scanner import Scanner, ScannerSettings
 from quintd.signing import SigningInfo, SigningResolver, Target
 from quintd.signing.linux import LinuxIdentity
 from quintd.signing.system_packages import package_owner, parse_dpkg_search

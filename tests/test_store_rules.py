@@ -16,9 +16,8 @@ import pytest
 from test_store import event, session
 
 from quintd.schema import SchemaTooNewError
-from quintd.settings import StoreSettings
 from quintd.signing.info import SigningInfo
-from quintd.store import Store, _is_corrupt, signing_from_json
+from quintd.store import Store, StoreSettings, _is_corrupt, signing_from_json
 
 DAY = 86400.0
 
@@ -125,7 +124,8 @@ def test_sessions_round_trip_with_their_empty_fields(tmp_path: Path) -> None:
 
 def test_the_byte_bound_is_reached_only_when_passed(tmp_path: Path) -> None:
     exact = len(event("a").body()) + len(event("a", "idle").body())
-    store = Store(tmp_path / "q.db", StoreSettings(max_bytes=exact, min_free_disk=0))
+    bound = StoreSettings.model_construct(max_bytes=exact, min_free_disk=0)  # under 1 MiB
+    store = Store(tmp_path / "q.db", bound)
     store.apply([event("a")])
     assert store.apply([event("a", "idle")]) == 1  # exactly at the bound: still queued
     assert store.apply([event("a", "active")]) == 0  # past it: refused
@@ -135,7 +135,7 @@ def test_the_byte_bound_is_reached_only_when_passed(tmp_path: Path) -> None:
 def test_the_bound_follows_a_reload(tmp_path: Path) -> None:
     store = Store(tmp_path / "q.db", StoreSettings(min_free_disk=0))
     store.apply([event("a")])
-    store.reconfigure(StoreSettings(max_bytes=1, min_free_disk=0))
+    store.reconfigure(StoreSettings.model_construct(max_bytes=1, min_free_disk=0))
     assert store.apply([event("a", "idle"), event("a", "active")]) == 0
     stats = store.stats()
     assert (stats.refused, stats.refused_by_state) == (2, {"idle": 1, "active": 1})
@@ -168,7 +168,7 @@ def test_the_byte_count_stays_true(tmp_path: Path) -> None:
     store = Store(tmp_path / "q.db", StoreSettings(min_free_disk=0))
     store.apply([event("a"), event("b")])
     assert store._bytes == body_size(store)
-    store.reconfigure(StoreSettings(max_bytes=1, min_free_disk=0))
+    store.reconfigure(StoreSettings.model_construct(max_bytes=1, min_free_disk=0))
     store.apply([event("c")])  # over the bound, nothing to coalesce: refused
     assert store._bytes == body_size(store)
     store.reconfigure(StoreSettings(min_free_disk=0))

@@ -15,8 +15,7 @@ from test_sessions import MACHINE, FakeClock, conv, proc, tracker
 from quintd import tracker as tracker_module
 from quintd.identity import native_session_id, process_session_id
 from quintd.model import SubagentFacts
-from quintd.settings import TrackerSettings
-from quintd.tracker import SessionTracker
+from quintd.tracker import SessionTracker, TrackerSettings
 
 START_MS = 1_700_000_000_000  # proc()'s default start time, in ms
 DEV, OTHER = 1000, 1001

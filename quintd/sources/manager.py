@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts
-from quintd.settings import SourceSettings
+from quintd.part_settings import PartSettings, setting
 from quintd.sources.files import PASS_BUDGET, ReadStats
 from quintd.sources.processes import LiveProcesses, ProcessView
 from quintd.sources.registry import READERS, readers_by_platform
@@ -47,6 +47,21 @@ NOISY_EVENTS_PER_S = 200
 NOISY_BACKOFF_S = 60
 
 Found = ConversationFacts | Sequence[ConversationFacts]
+
+
+class SourceSettings(PartSettings):
+    watch: bool = setting(
+        True, doc="Watch state directories for changes (else poll the files known)."
+    )
+    watches_per_user: int = setting(
+        1000,
+        file="scan.watches_per_user",
+        ge=0,
+        le=1_000_000,
+        doc="inotify watches one user's agent directories may hold (0 to 1000000): root's "
+        "limit is shared by every root service. Beyond it that user's directories are "
+        "polled, counted in `agent_state.watches_refused`.",
+    )
 
 
 class SourceManager:
@@ -214,6 +229,7 @@ class SourceManager:
         return {
             "watches": sum(cost for _, cost, _ in self._watch_costs.values()),
             "watches_refused": sum(self.watches_refused.values()),
+            "watches_noisy": self.watches_noisy,
             "databases_set_aside": SET_ASIDE.reasons(),
             "copied_bytes": COPIES.bytes_copied,
             "copies_refused": dict(COPIES.refused),

@@ -47,7 +47,6 @@ from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from quintd.config import QueueConfig
 from quintd.delivery_policy import (
     Action,
     Answer,
@@ -57,9 +56,10 @@ from quintd.delivery_policy import (
     full_jitter_backoff,
     pipeline_outcome,
 )
+from quintd.shipper import DeliverySettings
 
 RTT_S = 0.05
-BATCH_SIZE = QueueConfig.batch_size  # events in a round (at most)
+BATCH_SIZE = DeliverySettings().batch_size  # events in a round (at most)
 SESSIONS = 3  # distinct sessions in a daemon's queue: requests it may have in flight
 EVENT_EVERY_S = 60.0
 REBOOT_BACKLOG = 3  # the `ended` of the sessions live at shutdown
@@ -316,12 +316,12 @@ def main() -> int:
     parser.add_argument("--daemons", type=int, default=10_000)
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--start-jitter", type=float, default=QueueConfig.start_jitter)
+    parser.add_argument("--start-jitter", type=float, default=DeliverySettings().start_jitter)
     parser.add_argument(
         "--before", action="store_true", help="also the policy before tuning, for comparison"
     )
     args = parser.parse_args()
-    defaults = QueueConfig()
+    defaults = DeliverySettings()
     common = dict(
         daemons=args.daemons,
         limit=args.limit,

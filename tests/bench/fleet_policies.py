@@ -53,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import fleet
 
-from quintd.config import QueueConfig
 from quintd.delivery_policy import (
     Backoff,
     Outcome,
@@ -61,6 +60,7 @@ from quintd.delivery_policy import (
     full_jitter_backoff,
     pipeline_outcome,
 )
+from quintd.shipper import DeliverySettings
 
 UNPACED_ABOVE = 50.0  # requests/s: a rate this high sends as the shipper does again
 
@@ -216,7 +216,7 @@ def paced(pacing: Pacing) -> Callable[[random.Random], fleet.Policy]:
 
 Maker = Callable[[random.Random], fleet.Policy] | None
 CANDIDATES: list[tuple[str, Maker, float]] = [  # name, policy, start-up jitter
-    ("shipped", None, QueueConfig.start_jitter),
+    ("shipped", None, DeliverySettings().start_jitter),
     ("0.2", lambda rand: Previous(rand), 30.0),
     ("0.2, refusal spread up to 600 s", lambda rand: Previous(rand, spread_cap=600.0), 30.0),
     (
@@ -263,7 +263,7 @@ def main() -> int:
             limit=args.limit,
             seed=args.seed,
             start_jitter=jitter,
-            in_flight=QueueConfig.in_flight,
+            in_flight=DeliverySettings().in_flight,
             policy=policy,
         )
         for scenario, outage, backlog in (

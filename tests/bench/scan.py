@@ -189,7 +189,7 @@ def pass_cost(workdir: Path, runs: int) -> None:
     Measured in turns because this machine's speed drifts between runs; the calling
     thread's CPU only: a pass runs in it, while the background threads (the file watcher,
     the signing resolver) are measured by the footprint row."""
-    from quintd.settings import ScannerSettings
+    from quintd.scanner import ScannerSettings
     from quintd.sources.manager import SourceManager
 
     home = workdir / "reader-home"
