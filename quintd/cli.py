@@ -1,4 +1,4 @@
-"""The ``quintd`` command line: run | status | scan | queue | service | config.
+"""The ``quintd`` command line: run | status | reload | scan | queue | service | config.
 
 Each subcommand imports what it uses when it runs, so that ``quintd --version`` and
 ``quintd status`` do not pay for the daemon's libraries.
@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,6 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument(
         "--watch", action="store_true", help="refresh every second until Ctrl-C (text only)"
+    )
+    reload = commands.add_parser(
+        "reload",
+        parents=[common],
+        help="make the running daemon reload its configuration, and wait for its answer",
+    )
+    reload.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="signal only if the daemon on the control socket is this process (systemd's $MAINPID)",
+    )
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the daemon to report the reload (default: 30)",
     )
     scan = commands.add_parser("scan", parents=[common], help="list agent processes now")
     scan.add_argument("--json", action="store_true", help="machine-readable output")
@@ -129,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             loaded = load_config(args.config)
         except ConfigError as exc:
+            if args.command == "reload":
+                # The daemon is the judge of its file (its environment may differ): it is
+                # asked all the same, and says why it refuses.
+                return _reload_despite(exc, args)
             if args.command != "status":
                 raise
             # A broken edit: the daemon still runs with what it loaded before, and its
@@ -175,6 +197,8 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         if args.watch:
             return _watch(loaded, args)
         return _status(loaded, args)
+    if args.command == "reload":
+        return _reload(loaded.socket_path, loaded.state_dir, loaded.source, args)
     if args.command == "scan":
         return _scan(loaded, as_json=args.json)
     if args.command == "queue":
@@ -234,6 +258,110 @@ def _status_despite(error: ConfigError, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return _show_status(result, args)
+
+
+def _reload_despite(error: ConfigError, args: argparse.Namespace) -> int:
+    """``reload`` with a configuration file that does not load here: the daemon started
+    from it is found as ``status`` finds it, and asked to reload all the same."""
+    from quintd.config import locate_daemon
+
+    for line in str(error).splitlines():
+        print(f"quintd: {line}", file=sys.stderr)
+    source, state_dir, runtime_dir = locate_daemon(args.config)
+    return _reload(runtime_dir / "quintd.sock", state_dir, source, args)
+
+
+def _reload(
+    socket_path: Path, state_dir: Path, source: Path | None, args: argparse.Namespace
+) -> int:
+    """SIGHUP to the daemon that answers on the control socket (this configuration's,
+    and with ``--pid`` that very process), then wait until it says how the reload went:
+    0 reloaded, 78 the new configuration was rejected (the daemon runs on with the old),
+    1 no answer in time or another daemon, 3 none running."""
+    import time
+
+    from quintd.control import request
+    from quintd.errors import EXIT_CONFIG
+    from quintd.protocol import Command
+
+    def ask() -> dict[str, Any]:
+        result = request(socket_path, Command.STATUS)
+        ours = isinstance(result, dict) and (
+            _same_path(result.get("state_dir"), state_dir)
+            or (source is not None and _same_path(result.get("config_file"), source))
+        )
+        if not ours or not isinstance(result.get("pid"), int):
+            raise QuintdError(
+                f"the daemon answering on {socket_path} is not this configuration's "
+                f"(state dir {state_dir}); nothing was signalled"
+            )
+        return dict(result)
+
+    try:
+        before = ask()
+    except NotRunningError as exc:
+        print(f"quintd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    pid: int = before["pid"]
+    if args.pid is not None and args.pid != pid:
+        raise QuintdError(
+            f"the daemon on {socket_path} is pid {pid}, not {args.pid}; nothing was signalled"
+        )
+    _send_sighup(pid, lambda: ask()["pid"] == pid)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            now = ask()
+        except NotRunningError as exc:
+            raise QuintdError(f"pid {pid} went away while reloading ({exc})") from None
+        if now["pid"] != pid:
+            raise QuintdError(f"pid {pid} was replaced by pid {now['pid']} while reloading")
+        if now.get("reloads", 0) != before.get("reloads", 0):
+            print(f"quintd: pid {pid} reloaded {now.get('config_file') or 'built-in defaults'}")
+            return EXIT_OK
+        error = now.get("last_reload_error")
+        if error and error != before.get("last_reload_error"):
+            print(
+                f"quintd: pid {pid} rejected the configuration and runs on with the one it had:",
+                file=sys.stderr,
+            )
+            for line in str(error).splitlines():
+                print(f"quintd: {line}", file=sys.stderr)
+            return EXIT_CONFIG
+        if time.monotonic() >= deadline:
+            raise QuintdError(
+                f"sent SIGHUP to pid {pid}, but it did not report a reload within "
+                f"{args.timeout:g}s (quintd status shows what it does)"
+            )
+        time.sleep(0.05)  # the polling interval of a wait with a deadline
+
+
+def _send_sighup(pid: int, still_ours: Callable[[], bool]) -> None:
+    """SIGHUP through a pidfd where there are pidfds: the process is pinned first, then
+    checked to be the daemon still, so a pid reused meanwhile is never signalled."""
+    import signal
+
+    pidfd = -1
+    if hasattr(os, "pidfd_open"):
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(pid)
+    try:
+        if pidfd >= 0 and not still_ours():
+            raise QuintdError(f"pid {pid} is no longer the daemon; nothing was signalled")
+        try:
+            if pidfd >= 0:
+                signal.pidfd_send_signal(pidfd, signal.SIGHUP)
+            else:
+                os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            raise QuintdError(f"pid {pid} exited before the reload") from None
+        except PermissionError:
+            raise QuintdError(
+                f"not allowed to signal pid {pid}: run as the daemon's user (or root)"
+            ) from None
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 def _watch(loaded: LoadedConfig, args: argparse.Namespace) -> int:

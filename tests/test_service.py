@@ -222,7 +222,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path, scope: str) -> None:
         "WatchdogSec=",
         "Restart=on-failure",
         "RestartPreventExitStatus=78",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=" + exe + " reload --pid $MAINPID",
         "StateDirectory=quintd",
         "RuntimeDirectory=quintd",
     ):
