@@ -265,14 +265,16 @@ def _reload_despite(error: ConfigError, args: argparse.Namespace) -> int:
     from it is found as ``status`` finds it, and asked to reload all the same."""
     from quintd.config import locate_daemon
 
-    for line in str(error).splitlines():
-        print(f"quintd: {line}", file=sys.stderr)
     source, state_dir, runtime_dir = locate_daemon(args.config)
-    return _reload(runtime_dir / "quintd.sock", state_dir, source, args)
+    return _reload(runtime_dir / "quintd.sock", state_dir, source, args, error)
 
 
 def _reload(
-    socket_path: Path, state_dir: Path, source: Path | None, args: argparse.Namespace
+    socket_path: Path,
+    state_dir: Path,
+    source: Path | None,
+    args: argparse.Namespace,
+    local_error: ConfigError | None = None,
 ) -> int:
     """SIGHUP to the daemon that answers on the control socket (this configuration's,
     and with ``--pid`` that very process), then wait until it says how the reload went:
@@ -299,7 +301,12 @@ def _reload(
 
     try:
         before = ask()
-    except NotRunningError as exc:
+    except QuintdError as exc:
+        # No daemon to judge the file: what is wrong with it, as read here, is news too.
+        for line in str(local_error or "").splitlines():
+            print(f"quintd: {line}", file=sys.stderr)
+        if not isinstance(exc, NotRunningError):
+            raise
         print(f"quintd: {exc}", file=sys.stderr)
         return exc.exit_code
     pid: int = before["pid"]

@@ -65,3 +65,8 @@ def test_reload_without_a_daemon_exits_3(short_tmp: Path) -> None:
     result = daemon.cli("reload")
     assert result.returncode == 3
     assert "not running" in result.stderr
+    # A broken file, and nobody to judge it: both are said.
+    config.write_text(config.read_text().replace("interval = 0.2", 'interval = "fast"'))
+    result = daemon.cli("reload")
+    assert result.returncode == 3
+    assert "scan.interval" in result.stderr and "not running" in result.stderr
