@@ -9,7 +9,7 @@ errors (``quintd/config/``), ``config show`` and ``config schema``, the daemon's
 tables of keys (``python -m quintd.config --write``, checked by a test).
 
 To add a configuration key: add a field to the part's settings model with
-:func:`setting` (``file="table.key"``), use it in the part, test it, and run the
+:func:`setting` (``file="table.key"``), use it in the part, test it, and run
 ``python -m quintd.config --write`` to refresh the README.
 """
 
