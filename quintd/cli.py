@@ -531,7 +531,7 @@ def _queue(loaded: LoadedConfig, args: argparse.Namespace) -> int:
             list[DeadLetterRow], request(loaded.socket_path, Command.DEAD_LETTERS), "dead letters"
         )
     except NotRunningError:
-        from quintd.daemon import dead_letter_row
+        from quintd.status_report import dead_letter_row
 
         with _offline_store(loaded) as store:
             letters = [dead_letter_row(d) for d in store.dead_letters()]

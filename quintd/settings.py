@@ -9,6 +9,7 @@ restart is what their declarations say (``reload=False``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from quintd.tracker import TrackerSettings
 
 if TYPE_CHECKING:  # settings are built from a loaded config; no need to import it here
     from quintd.config import LoadedConfig
+
+log = logging.getLogger("quintd.daemon")
 
 
 class LoopSettings(PartSettings):
@@ -128,3 +131,11 @@ def restart_only_changes(old: Settings, new: Settings) -> list[str]:
             if getattr(before, field) != getattr(after, field):
                 changed.append(str(declared(info).get("key") or f"{name}.{field}"))
     return changed
+
+
+def settings_for_reload(running: Settings, new: Settings) -> Settings:
+    """What a reload applies: the new settings, except what needs a restart (the files
+    and the socket held open), which stays as it runs; each such change is logged."""
+    for key in restart_only_changes(running, new):
+        log.warning("%s changed: it waits for a restart to take effect", key)
+    return new.model_copy(update={"paths": running.paths, "control": running.control})

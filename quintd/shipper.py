@@ -40,13 +40,13 @@ from quintd.endpoint import validate_endpoint
 from quintd.logs import scrub
 from quintd.model import INGEST_PATH, batch_body, format_timestamp
 from quintd.part_settings import PartSettings, setting
+from quintd.protocol import DeliveryReport
 from quintd.store import QueuedEvent, Store
 
 __all__ = [
     "AUTH_PAUSE_S",
     "BACKOFF_CAP_S",
     "DeliverySettings",
-    "DeliveryStatus",
     "Shipper",
     "full_jitter_backoff",
     "parse_retry_after",
@@ -59,20 +59,6 @@ TOKEN_NAG_INTERVAL_S = 600.0
 
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class DeliveryStatus:
-    waiting_for_token: bool
-    delivered: int
-    dead_lettered: int
-    last_success: str | None
-    last_error: str | None
-    paused: str | None  # why delivery is held back, if it is
-    next_attempt_at: str | None
-    alive: bool  # the delivery thread runs
-    pace: str = "rounds"  # rounds, paced or waiting (delivery_policy.PaceMode)
-    pace_rate: float = 0.0  # requests/s while paced
 
 
 @dataclass(frozen=True)
@@ -259,13 +245,14 @@ class Shipper(threading.Thread):
             if self._client is not None:
                 self._client.close()
 
-    def status(self) -> DeliveryStatus:
+    def report(self) -> DeliveryReport:
+        """Delivery as status shows it."""
         with self._lock:
             next_at = None
             wait = self._next_attempt - time.monotonic()
             if wait > 0:
                 next_at = format_timestamp(datetime.fromtimestamp(time.time() + wait, UTC))
-            return DeliveryStatus(
+            return DeliveryReport(
                 waiting_for_token=self._client is None,
                 delivered=self._delivered,
                 dead_lettered=self._dead_lettered,

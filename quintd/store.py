@@ -12,8 +12,6 @@ control thread take turns, which keeps SQLite to a single writer.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -31,8 +29,6 @@ from quintd.model import LifecycleEvent, Session, State, format_timestamp, parse
 from quintd.part_settings import PartSettings, setting
 from quintd.private_files import open_private_file
 from quintd.schema import migrate, refuse_newer
-from quintd.signing.info import SigningInfo
-from quintd.signing.resolver import FileKey
 
 
 @dataclass(frozen=True)
@@ -136,7 +132,7 @@ class Store:
             loss = self._move_aside(str(exc))
             self._conn = self._connect()
         if loss is not None:
-            with self._transaction() as conn:
+            with self.transaction() as conn:
                 _bump(conn, "lost_databases", 1)
                 conn.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_loss', ?)", (loss,)
@@ -207,7 +203,9 @@ class Store:
             self._conn.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the database's one connection (the store's parts and
+        the signing cache share it, and its lock)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -248,7 +246,7 @@ class Store:
         removal_rows = [(sid,) for sid in removals]
         if not pending and not upsert_rows and not removal_rows:
             return 0
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             incoming = sum(len(body) for _, body in pending)
             refused = 0
             if pending and self._over_bound(incoming):
@@ -314,7 +312,7 @@ class Store:
         forgotten: a conversation resumed after that long is far past any server's
         memory of it)."""
         cutoff = time.time() - max_age_s
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.execute("DELETE FROM ended_sessions WHERE ended_at < ?", (cutoff,))
             conn.execute("DELETE FROM delivered_ends WHERE delivered_at < ?", (cutoff,))
             rows = conn.execute("SELECT session_id FROM ended_sessions ORDER BY ended_at")
@@ -326,32 +324,8 @@ class Store:
         rows = [(format_timestamp(s.last_seen), s.session_id) for s in sessions]
         if not rows:
             return
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.executemany("UPDATE sessions SET last_seen = ? WHERE session_id = ?", rows)
-
-    # -- signing identities, kept across restarts ------------------------------------------
-
-    def load_signing(self, max_age_s: float = 90 * 86400) -> dict[FileKey, SigningInfo]:
-        """Identities examined before, by file identity; older ones are forgotten."""
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM signing_cache WHERE seen_at < ?", (time.time() - max_age_s,))
-            rows = conn.execute(
-                "SELECT dev, ino, size, mtime_ns, ctime_ns, info FROM signing_cache"
-            ).fetchall()
-        found: dict[FileKey, SigningInfo] = {}
-        for dev, ino, size, mtime, ctime, info in rows:
-            parsed = signing_from_json(str(info))
-            if parsed is not None:
-                found[(int(dev), int(ino), int(size), int(mtime), int(ctime))] = parsed
-        return found
-
-    def save_signing(self, key: FileKey, info: SigningInfo) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO signing_cache(dev, ino, size, mtime_ns, ctime_ns, info, "
-                "seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, signing_to_json(info), time.time()),
-            )
 
     # -- the queue ------------------------------------------------------------------
 
@@ -367,7 +341,7 @@ class Store:
         """The next batch for a batch body, with its Idempotency-Key. A batch claimed
         before (and not yet delivered) comes back whole, under the same key, so a retry
         never re-sends stored events under a new key."""
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             # Through the partial index: claimed rows are few, unclaimed ones many.
             row = conn.execute(
                 "SELECT batch_key FROM events INDEXED BY events_claimed "
@@ -401,7 +375,7 @@ class Store:
         """Give claimed events a batch of their own (a split batch's half), with a new
         key kept on disk so that its retries use it too."""
         key = str(uuid.uuid4())
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.executemany(
                 "UPDATE events SET batch_key = ? WHERE seq = ?", [(key, seq) for seq in seqs]
             )
@@ -412,7 +386,7 @@ class Store:
         wanted = list(seqs)
         if not wanted:
             return
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             freed = 0
             for chunk in _chunks(wanted):
                 marks = ",".join("?" * len(chunk))
@@ -442,14 +416,14 @@ class Store:
             self._peak_bytes = max(self._bytes, 0)
 
     def record_attempt(self, seqs: Iterable[int]) -> None:
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.executemany(
                 "UPDATE events SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs]
             )
 
     def dead_letter(self, event: QueuedEvent, status: int | None, reason: str) -> None:
         """Move an event the server will never accept out of the queue, with the reason."""
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             deleted = conn.execute("DELETE FROM events WHERE seq = ?", (event.seq,)).rowcount
             if not deleted:
                 return  # gone already (coalesced meanwhile)
@@ -487,7 +461,7 @@ class Store:
         has already been delivered is refused (it would arrive after the end) unless
         ``force``. Returns how many moved, and (seq, reason) for those refused."""
         refused: list[tuple[int, str]] = []
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             if seqs is None:
                 chosen = [r[0] for r in conn.execute("SELECT seq FROM dead_letters ORDER BY seq")]
             else:
@@ -548,23 +522,6 @@ class Store:
             lost_databases=int(meta.get("lost_databases", 0)),
             last_loss=meta.get("last_loss"),
         )
-
-
-def signing_to_json(info: SigningInfo) -> str:
-    data = dataclasses.asdict(info)
-    data["authorities"] = list(info.authorities)
-    return json.dumps(data)
-
-
-def signing_from_json(text: str) -> SigningInfo | None:
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            return None
-        data["authorities"] = tuple(data.get("authorities") or ())
-        return SigningInfo(**data)
-    except (ValueError, TypeError):
-        return None
 
 
 def _coalesce(conn: sqlite3.Connection) -> int:

@@ -87,7 +87,7 @@ def test_fault(store: Store, case: Case) -> None:
             second = next(r for r in server.events if r.event["state"] == "active")
             assert second.received_at - started >= case.min_wait
         if not case.dead:
-            assert shipper.status().last_error is not None
+            assert shipper.report().last_error is not None
         assert server.violations == []
 
 

@@ -47,17 +47,15 @@ def daemon(short_tmp: Path) -> Iterator[Daemon]:
     """A daemon built in this process (not run): each pass is called by the test."""
     loaded = load_config(str(write_config(short_tmp, endpoint="http://127.0.0.1:9")))
     built = Daemon(loaded)
-    built._build_parts(built.settings)
-    assert built._store is not None
+    parts = built.build_parts(built.settings)
     store = FailingOnce(built.settings.paths.database_path, built.settings.store)
-    built._store.close()
-    built._store = store
+    parts.store.close()
+    parts.store = parts.writer.store = store
     try:
         yield built
     finally:
-        assert built._sources is not None and built._resolver is not None
-        built._sources.close()
-        built._resolver.close()
+        parts.sources.close()
+        parts.resolver.close()
         store.close()
 
 
@@ -70,24 +68,26 @@ def test_a_pass_whose_store_fails_is_found_again_by_the_next(
 ) -> None:
     """Nothing of a failed pass is committed, in the store or in the tracker: the next
     pass finds the same transition and stores it (else the session would never start)."""
-    store = daemon._store
+    assert daemon.parts is not None
+    store = daemon.parts.store
     assert isinstance(store, FailingOnce)
-    daemon._tick()  # the machine as it was
+    daemon.tick()  # the machine as it was
     before = queued_states(store)
     amp = agents.binary("amp")
     wait_until(lambda: any(p.pid == amp.pid for p in _agents(daemon)), what="amp seen")
     store.fail = True
-    daemon._tick()
+    daemon.tick()
     assert queued_states(store) == before
-    assert daemon._loop_errors == 1 and "database is locked" in (daemon._last_loop_error or "")
-    daemon._tick()
+    errors = daemon.pass_errors
+    assert errors.count == 1 and "database is locked" in (errors.last or "")
+    daemon.tick()
     assert queued_states(store) == [*before, "active"]
-    assert [s.pid for s in daemon._session_view if s.pid == amp.pid] == [amp.pid]
+    assert [s.pid for s in daemon.session_view if s.pid == amp.pid] == [amp.pid]
 
 
 def _agents(daemon: Daemon) -> list[AgentProcess]:
-    assert daemon._scanner is not None
-    return daemon._scanner.scan()
+    assert daemon.parts is not None
+    return daemon.parts.scanner.scan()
 
 
 # -- a reader that fails -----------------------------------------------------------------
@@ -274,7 +274,7 @@ def test_an_unexpected_error_in_delivery_backs_off_and_delivers(tmp_path: Path) 
         shipper.start()
         try:
             server.wait_for(lambda evs: len(evs) == 1, what="delivered after the error")
-            status = shipper.status()
+            status = shipper.report()
             assert status.alive and "RuntimeError: unexpected" in (status.last_error or "")
         finally:
             shipper.stop(1.0)
@@ -284,12 +284,12 @@ def test_an_unexpected_error_in_delivery_backs_off_and_delivers(tmp_path: Path) 
 def test_a_pass_in_which_nothing_changed_writes_nothing(daemon: Daemon, agents: Agents) -> None:
     """The steady state costs no disk: a pass that finds nothing new commits nothing
     (SQLite's own count of changed rows stays where it was)."""
-    store = daemon._store
-    assert store is not None
+    assert daemon.parts is not None
+    store = daemon.parts.store
     agents.binary("amp")
-    wait_until(lambda: daemon._tick() is None and daemon._session_view, what="a session")
-    daemon._tick()  # anything left to settle (an identity found in the background)
+    wait_until(lambda: daemon.tick() is None and daemon.session_view, what="a session")
+    daemon.tick()  # anything left to settle (an identity found in the background)
     before = store._conn.total_changes
     for _ in range(5):
-        daemon._tick()
+        daemon.tick()
     assert store._conn.total_changes == before

@@ -378,11 +378,10 @@ def test_a_full_disk_is_a_state_nothing_is_lost_and_it_recovers(
     loaded = load_config(str(config), clean_env())
     daemon = Daemon(loaded)
     daemon.settings.paths.state_dir.mkdir(mode=0o700)
-    daemon._build_parts(daemon.settings)
-    store, tracker = daemon._store, daemon._tracker
-    assert store is not None and tracker is not None
+    parts = daemon.build_parts(daemon.settings)
+    store, tracker = parts.store, parts.tracker
     try:
-        daemon._tick()
+        daemon.tick()
         _fill(store)  # full from now on
         procs = [agents.binary("amp") for _ in range(12)]
         mine = {p.pid for p in procs}
@@ -390,7 +389,7 @@ def test_a_full_disk_is_a_state_nothing_is_lost_and_it_recovers(
         def sessions_of_mine() -> set[str]:
             return {s.session_id for s in tracker.sessions if s.pid in mine}
 
-        wait_until(lambda: (daemon._tick(), len(sessions_of_mine()) == 12)[1], what="12 sessions")
+        wait_until(lambda: (daemon.tick(), len(sessions_of_mine()) == 12)[1], what="12 sessions")
         report = daemon.status_report()
         assert report.queue.disk_full and report.queue.waiting_by_state.get("active", 0) >= 12
         ids = sessions_of_mine()
@@ -399,13 +398,13 @@ def test_a_full_disk_is_a_state_nothing_is_lost_and_it_recovers(
         for proc in dead:  # these die while nothing can be stored
             agents.stop(proc)
         wait_until(
-            lambda: (daemon._tick(), not (dead_ids & {s.session_id for s in tracker.sessions}))[1],
+            lambda: (daemon.tick(), not (dead_ids & {s.session_id for s in tracker.sessions}))[1],
             what="the dead ones ended, in memory",
         )
-        assert daemon._loop_errors == 0  # a state, not a failure
+        assert daemon.pass_errors.count == 0  # a state, not a failure
         assert daemon.status_report().queue.waiting_by_state.get("ended", 0) >= 5
         store._conn.execute("PRAGMA max_page_count = 1073741823")  # room again
-        daemon._tick()
+        daemon.tick()
         assert not daemon.status_report().queue.disk_full
         rows = store._conn.execute("SELECT session_id, state FROM events ORDER BY seq").fetchall()
         stories = {sid: [state for s, state in rows if s == sid] for sid in ids}
@@ -426,23 +425,22 @@ def test_a_full_disk_logs_one_line_a_minute_not_a_traceback_a_pass(
     config = write_config(short_tmp, endpoint="http://127.0.0.1:9", token=None)
     daemon = Daemon(load_config(str(config), clean_env()))
     daemon.settings.paths.state_dir.mkdir(mode=0o700)
-    daemon._build_parts(daemon.settings)
-    assert daemon._store is not None
+    store = daemon.build_parts(daemon.settings).store
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("quintd").addHandler(handler)
     try:
-        daemon._tick()
-        _fill(daemon._store)
+        daemon.tick()
+        _fill(store)
         for _ in range(20):
             agents.binary("amp")
-            daemon._tick()
+            daemon.tick()
         full = [r for r in records if "filesystem full" in r.getMessage()]
         assert len(full) == 1 and not any(r.exc_info for r in records)
     finally:
         logging.getLogger("quintd").removeHandler(handler)
-        daemon._store.close()
+        store.close()
 
 
 # -- 6. the control socket ------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_delivers_in_order_with_idempotency_keys_then_deletes(
         sent = {(r.event["session_id"], r.event["state"]): r.idempotency_key for r in got}
         assert sent == {(q.session_id, q.state): q.event_id for q in queued}
         wait_until(lambda: store.stats().depth == 0, what="queue drained")
-        status = shipper.status()
+        status = shipper.report()
         assert status.delivered == 3 and status.last_success and status.last_error is None
     finally:
         shipper.stop(1.0)
@@ -113,7 +113,7 @@ def test_without_token_nothing_is_sent_and_everything_kept(
     shipper.stop(0.5)
     assert server.requests == 0
     assert store.stats().depth == 1
-    assert shipper.status().waiting_for_token is True
+    assert shipper.report().waiting_for_token is True
 
 
 def test_bad_request_goes_to_dead_letters_and_rest_flows(
@@ -143,8 +143,8 @@ def test_unauthorized_pauses_and_keeps_everything(store: Store, server: IngestSe
     store.apply([event(1), event(2)])
     shipper = start_shipper(store, server.url, token="qt_deploy_revoked")
     try:
-        wait_until(lambda: shipper.status().paused, what="pause on 401")
-        status = shipper.status()
+        wait_until(lambda: shipper.report().paused, what="pause on 401")
+        status = shipper.report()
         assert "401" in (status.paused or "") and status.next_attempt_at
         # Two sessions: both may have been in flight already; nothing after that.
         assert server.requests <= 2
@@ -167,7 +167,7 @@ def test_429_retry_after_is_honoured_and_retry_reuses_the_key(
     # No jitter: the wait is the Retry-After exactly (a backoff would be 0.1 s).
     shipper = start_shipper(store, server.url, rand=lambda: 0.0)
     try:
-        wait_until(lambda: shipper.status().next_attempt_at, what="retry scheduled")
+        wait_until(lambda: shipper.report().next_attempt_at, what="retry scheduled")
         [got] = server.wait_for(lambda evs: len(evs) == 1, timeout=10, what="retried event")
         # HTTP-date has one-second resolution: allow for the truncation.
         assert got.received_at - started >= 1.9
@@ -188,7 +188,7 @@ def test_server_errors_are_retried_with_backoff(store: Store, server: IngestServ
         [got] = server.wait_for(lambda evs: len(evs) == 1, timeout=15, what="event after 500s")
         assert got.idempotency_key == queued.event_id
         assert server.requests == 3
-        assert "HTTP 500" in (shipper.status().last_error or "")
+        assert "HTTP 500" in (shipper.report().last_error or "")
     finally:
         shipper.stop(1.0)
 
@@ -197,8 +197,8 @@ def test_connection_refused_keeps_events(store: Store) -> None:
     store.apply([event(1)])
     shipper = start_shipper(store, "http://127.0.0.1:9")
     try:
-        wait_until(lambda: shipper.status().last_error, what="connect error")
-        assert "ConnectError" in (shipper.status().last_error or "")
+        wait_until(lambda: shipper.report().last_error, what="connect error")
+        assert "ConnectError" in (shipper.report().last_error or "")
         assert store.stats().depth == 1
     finally:
         shipper.stop(0.2)
@@ -272,7 +272,7 @@ def test_batch_retry_reuses_its_key_even_when_new_events_arrive(store: Store) ->
         store.apply([event(1), event(2)])
         shipper = start_shipper(store, server.url, batch_body=True)
         try:
-            wait_until(lambda: shipper.status().next_attempt_at, what="503 seen")
+            wait_until(lambda: shipper.report().next_attempt_at, what="503 seen")
             store.apply([event(3)])  # arrives while the first batch waits for its retry
             got = server.wait_for(lambda evs: len(evs) == 3, timeout=10, what="all three")
             first_key = got[0].idempotency_key
@@ -300,7 +300,7 @@ def test_shipper_survives_a_failing_database(tmp_path: Path, server: IngestServe
     shipper = start_shipper(store, server.url)
     try:
         wait_until(lambda: store.stats().depth == 0, timeout=15, what="delivered after all")
-        status = shipper.status()
+        status = shipper.report()
         assert status.alive
         assert "database is locked" in (status.last_error or "")
         # Sent once: the 2xx could not be recorded at first, but the delivery was
@@ -323,7 +323,7 @@ def test_refused_before_its_first_delivery_the_shipper_waits_its_turn_then_paces
     try:
         got = server.wait_for(lambda evs: len(evs) == 4, timeout=20, what="four events")
         # Everything sent: back in rounds (the pace is for a backlog).
-        wait_until(lambda: shipper.status().pace == "rounds", what="back in rounds")
+        wait_until(lambda: shipper.report().pace == "rounds", what="back in rounds")
         times = [e.received_at for e in got]
         assert times[0] - started >= 0.9  # the Retry-After
         gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
@@ -341,7 +341,7 @@ def test_a_paced_shipper_sends_all_it_can_in_the_last_flush(
     store.apply([event(n) for n in range(6)])
     shipper = start_shipper(store, server.url, rand=lambda: 0.0)
     server.wait_for(lambda evs: len(evs) >= 2, timeout=20, what="two events, paced")
-    assert shipper.status().pace == "paced"
+    assert shipper.report().pace == "paced"
     shipper.stop(5.0)
     assert len(server.wait_for(lambda evs: len(evs) == 6, timeout=5, what="all six")) == 6
     assert store.stats().depth == 0
@@ -356,12 +356,12 @@ def test_a_reload_keeps_the_pace(store: Store, server: IngestServer) -> None:
     try:
         server.wait_for(lambda evs: len(evs) >= 2, timeout=20, what="two events, paced")
         # Paced at 1/s when its turn came, grown 2% with each acceptance since.
-        status = shipper.status()
+        status = shipper.report()
         assert status.pace == "paced" and 1.0 <= status.pace_rate <= 1.02**20
         shipper.reconfigure(shipper.settings)
         wait_until(lambda: shipper.effective_settings is shipper.settings, what="reload applied")
         wait_until(lambda: len(server.events) >= 4, what="two more after the reload")
-        assert shipper.status().pace == "paced"
+        assert shipper.report().pace == "paced"
     finally:
         shipper.stop(1.0)
 

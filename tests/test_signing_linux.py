@@ -179,12 +179,13 @@ def test_same_identifier_from_another_team_does_not_match(agents: Agents) -> Non
 def test_identities_survive_a_restart_in_the_store(tmp_path: Path) -> None:
     """A restart examines nothing it already knows: the cache lives in the database,
     keyed by device, inode, size, mtime and ctime."""
+    from quintd.signing.cache import StoredSigningCache
     from quintd.store import Store
 
     target = tmp_path / "agent"
     shutil.copy(shutil.which("sleep") or "/bin/sleep", target)
     store = Store(tmp_path / "q.db")
-    first = SigningResolver(CountingBackend(), persist=store)
+    first = SigningResolver(CountingBackend(), persist=StoredSigningCache(store.transaction))
     found = first.resolve(str(target), timeout=10)
     first.close()
     assert found is not None and first.examined == 1
@@ -192,7 +193,7 @@ def test_identities_survive_a_restart_in_the_store(tmp_path: Path) -> None:
 
     store = Store(tmp_path / "q.db")  # the daemon starts again
     backend = CountingBackend()
-    second = SigningResolver(backend, persist=store)
+    second = SigningResolver(backend, persist=StoredSigningCache(store.transaction))
     assert second.resolve(str(target), timeout=10) == found
     assert backend.calls == [] and second.examined == 0
     # A file changed in place (same size, mtime set back) has a new ctime: examined again.

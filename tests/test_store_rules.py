@@ -16,8 +16,9 @@ import pytest
 from test_store import event, session
 
 from quintd.schema import SchemaTooNewError
+from quintd.signing.cache import StoredSigningCache, signing_from_json
 from quintd.signing.info import SigningInfo
-from quintd.store import Store, StoreSettings, _is_corrupt, signing_from_json
+from quintd.store import Store, StoreSettings, _is_corrupt
 
 DAY = 86400.0
 
@@ -286,13 +287,14 @@ def test_signing_identities_are_kept_and_forgotten(tmp_path: Path) -> None:
         signing_id="deb:claude-code", source="deb", authorities=("Debian", "dpkg"), valid=True
     )
     key = (1, 2, 3, 4, 5)
-    store.save_signing(key, info)
-    assert Store(tmp_path / "q.db").load_signing() == {key: info}
+    StoredSigningCache(store.transaction).save_signing(key, info)
+    assert StoredSigningCache(Store(tmp_path / "q.db").transaction).load_signing() == {key: info}
     with sqlite3.connect(tmp_path / "q.db") as db:
         garbage = "INSERT INTO signing_cache VALUES (9, 9, 9, 9, 9, 'not json', ?)"
         db.execute(garbage, (time.time(),))
         db.execute("UPDATE signing_cache SET seen_at = ? WHERE dev = 1", (time.time() - 91 * DAY,))
-    assert store.load_signing() == {}  # the old one forgotten, the garbage one skipped
+    # the old one forgotten, the garbage one skipped
+    assert StoredSigningCache(store.transaction).load_signing() == {}
 
 
 def test_signing_json_is_checked() -> None:

@@ -36,7 +36,7 @@ RETRY_LATER = {"deadline passed": 60.0, "cannot be opened": 1.0, "cannot be read
 
 
 class PersistentCache(Protocol):
-    """Where identities outlive the daemon (the store's ``signing_cache`` table)."""
+    """Where identities outlive the daemon (``signing.cache.StoredSigningCache``)."""
 
     def load_signing(self) -> dict[FileKey, SigningInfo]: ...
 

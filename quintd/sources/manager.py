@@ -27,6 +27,7 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.part_settings import PartSettings, setting
+from quintd.protocol import AgentStateReport
 from quintd.sources.files import PASS_BUDGET, ReadStats
 from quintd.sources.processes import LiveProcesses, ProcessView
 from quintd.sources.registry import READERS, readers_by_platform
@@ -235,6 +236,13 @@ class SourceManager:
             "copies_refused": dict(COPIES.refused),
             "passes_over_read_budget": PASS_BUDGET.exhausted,
         }
+
+    def report(self, refused_claims: int) -> AgentStateReport:
+        """The agents' state as status shows it (``refused_claims``: the tracker's count of
+        conversations another user's files named)."""
+        return AgentStateReport(
+            **{**self.stats(), **self.budgets(), "refused_claims": refused_claims}
+        )
 
     def interrupt(self) -> None:
         """The daemon stops (from a signal handler): a database query under way ends at
