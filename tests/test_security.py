@@ -469,12 +469,17 @@ def test_status_never_reports_another_daemon(short_tmp: Path, daemons) -> None:
     b_dir.mkdir()
     a = daemons(write_config(a_dir, endpoint="http://127.0.0.1:9", interval=3600)).start()
     a.wait_ready()
+    assert a.proc is not None
+    # A is held still meanwhile: any pass of its (another agent's exit on the machine)
+    # would bind its socket again before B takes the path.
+    a.proc.send_signal(signal.SIGSTOP)
     (a_dir / "run" / "quintd.sock").unlink()
     b_config = write_config(b_dir, endpoint="http://127.0.0.1:9")
     b_config.write_text(b_config.read_text().replace(str(b_dir / "run"), str(a_dir / "run")))
     b = daemons(b_config).start()
     b.wait_ready()  # B answers on A's path now
     result = a.cli("status")
+    a.proc.send_signal(signal.SIGCONT)
     assert result.returncode == 1
     assert f"runs with state dir {b_dir / 'state'}, not {a_dir / 'state'}" in result.stderr
     assert "sessions:" not in result.stdout
