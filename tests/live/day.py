@@ -28,6 +28,7 @@ from typing import Any
 
 from ingest_server import IngestServer, Received
 from live_user import LiveUser
+from recorder import Recorder, record_dir
 from standin import Brain, ModelStandIn
 from terminal import Terminal
 
@@ -170,8 +171,11 @@ class ExitWatch:
 class Day:
     """Everything a live day needs; built by :func:`live_day`."""
 
-    def __init__(self, platform: str, user: LiveUser, top: Path, brain: Brain) -> None:
+    def __init__(
+        self, platform: str, user: LiveUser, top: Path, brain: Brain, layout: str = "nvm_prefix"
+    ) -> None:
         self.platform = platform
+        self.layout = layout
         self.user = user
         self.top = top
         self.home = user.home()
@@ -186,7 +190,46 @@ class Day:
         sockets.mkdir()
         self.terminal = Terminal(user, user.own(sockets) / "sock")
         self.agent_pid: int | None = None
+        self.command: list[str] | None = None
         self.notes: list[str] = []
+        self.story = ""
+        out = record_dir()
+        # QUINTD_LIVE_RECORD=<dir>: the day is recorded as a replay fixture (recorder.py).
+        self.recorder = Recorder(self, layout, out, IDLE_AFTER) if out is not None else None
+
+    # -- recording (off unless QUINTD_LIVE_RECORD is set) -------------------------------
+
+    @property
+    def recording(self) -> bool:
+        return self.recorder is not None
+
+    def snapshot(self, step: str, what: str) -> None:
+        """A named step of the day, recorded when recording (else nothing at all)."""
+        if self.recorder is not None:
+            self.recorder.snapshot(step, what, self.looked_again)
+
+    def record_layout(self, layout: str, story: str) -> None:
+        """Several layouts in one day: what was recorded so far is one layout's fixture,
+        and a new recording begins."""
+        if self.recorder is None:
+            return
+        if self.recorder.steps:
+            self.recorder.finish(self.command, self.story)
+        self.layout, self.story = layout, story
+        self.recorder.begin(layout)
+
+    def finish_recording(self) -> None:
+        if self.recorder is not None and self.recorder.steps:
+            where = self.recorder.finish(self.command, self.story)
+            self.notes.append(f"recorded: {where}")
+
+    def scan_passes(self) -> int:
+        return int(((self.daemon.status() or {}).get("scan") or {}).get("passes") or 0)
+
+    def looked_again(self) -> None:
+        """Until quintd has made two passes over the processes and files since now."""
+        passes = self.scan_passes()
+        wait_until(lambda: self.scan_passes() >= passes + 2, 30, "quintd to look again")
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -236,6 +279,7 @@ class Day:
     def start(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
         """The agent, in its terminal: the pid of the command started (the agent process
         quintd should report)."""
+        self.command = list(argv)
         self.agent_pid = self.terminal.start(argv, env, cwd or self.project)
         return self.agent_pid
 
@@ -324,16 +368,21 @@ class Day:
 
 
 @contextlib.contextmanager
-def live_day(platform: str, user: LiveUser, brain: Brain) -> Iterator[Day]:
+def live_day(
+    platform: str, user: LiveUser, brain: Brain, layout: str = "nvm_prefix", story: str = ""
+) -> Iterator[Day]:
     """A day: stand-in, ingest server and quintd running; the agent is started by the test.
-    On failure, the screen, the events and quintd's log are printed."""
+    On failure, the screen, the events and quintd's log are printed. ``layout`` and
+    ``story`` name the day's recording (``QUINTD_LIVE_RECORD``)."""
     top = Path(tempfile.mkdtemp(prefix="qd-day-", dir="/tmp"))
-    day = Day(platform, user, top, brain)
+    day = Day(platform, user, top, brain, layout)
+    day.story = story
     passed = False
     with day.model, day.ingest:
         try:
             day.daemon.start()
             yield day
+            day.finish_recording()
             passed = True
         except BaseException:
             print(day.report())

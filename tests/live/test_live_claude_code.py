@@ -104,6 +104,14 @@ def prepare(day: Day) -> None:
     )
 
 
+STORY = """Start; claude --version; a prompt held by the stand-in (busy), answered (idle,
+the model, the agent's own title); /rename; a sub-agent (the Task tool) held, then done;
+/clear (the first conversation ends, a new one starts); a prompt in the new conversation;
+/exit."""
+SHORT_STORY = """Start; a prompt held by the stand-in (busy), answered (idle, the model);
+/exit."""
+
+
 def env(day: Day, path: str) -> dict[str, str]:
     found = day.base_env(path)
     found.update(
@@ -191,7 +199,7 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
     """Start, a held turn titled by the agent, /rename, a sub-agent, /clear, a second
     conversation, /exit; and ``claude --version`` is no session."""
     install = installed("prefix")
-    with live_day(PLATFORM, live_user, ClaudeBrain()) as day:
+    with live_day(PLATFORM, live_user, ClaudeBrain(), "nvm_prefix", STORY) as day:
         faults = Faults(day)
         prepare(day)
         environ = env(day, install.path())
@@ -199,11 +207,13 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
 
         version = live_user.run([*install.command(PLATFORM), "--version"], environ, day.project)
         assert PACKAGE.version in version.stdout, version
+        day.snapshot("01-started", "the TUI at its prompt, no conversation yet")
 
         day.terminal.submit(
             "Fix auth middleware token expiry HOLD-a", lambda: day.model.holding("a")
         )
         assert_stays_busy(day, s1)
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
         day.model.release("a")
         day.wait_session(
             lambda e: e["session_id"] == s1 and e.get("model") == MODEL,
@@ -217,6 +227,7 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
             "the agent's own title",
         )
         wait_state(day, s1, "idle")
+        day.snapshot("03-idle", "the answer written: idle, the model and the title known")
 
         seen = len(day.sessions()[s1])
         day.terminal.type("/rename Token expiry fix")
@@ -227,6 +238,7 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
         with faults.check("/rename is no work"):
             renamed = states_after(day, s1, seen)
             assert set(renamed) == {"idle"}, f"after /rename: {renamed}"
+        day.snapshot("04-renamed", "/rename Token expiry fix")
 
         day.terminal.type("Survey the codebase DELEGATE")
         day.wait(lambda _: day.model.holding("sub"), "the sub-agent's model request", 60)
@@ -240,11 +252,13 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
             assert_stays_busy(day, s1)
         with faults.check("the sub-agent busy while its model works"):
             assert_stays_busy(day, sub_id)
+        day.snapshot("05-subagent-busy", "a sub-agent (the Task tool), its turn held")
         day.model.release("sub")
         day.wait_session(
             lambda e: e["session_id"] == sub_id and e["state"] == "ended", "the sub-agent's end"
         )
         wait_state(day, s1, "idle")
+        day.snapshot("06-subagent-done", "the sub-agent done, its parent idle")
 
         day.terminal.type("/clear")
         day.wait_session(lambda e: e["session_id"] == s1 and e["state"] == "ended", "/clear")
@@ -256,6 +270,7 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
             ),
             "the new conversation",
         )["session_id"]
+        day.snapshot("07-after-clear", "/clear: the first conversation ended, a new one")
 
         day.terminal.submit("Add rate limiting HOLD-b", lambda: day.model.holding("b"))
         day.model.release("b")
@@ -263,6 +278,7 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
             lambda e: e["session_id"] == s2 and e.get("model") == MODEL, "the second model"
         )
         wait_state(day, s2, "idle")
+        day.snapshot("08-second-idle", "a prompt in the new conversation, answered")
         seen = len(day.sessions()[s2])
 
         exited = quit_and_time(day, pid, "/exit")
@@ -270,6 +286,7 @@ def test_claude_code_day_nvm_prefix(live_user: LiveUser) -> None:
         with faults.check("/exit: idle -> ended"):
             assert states_after(day, s2, seen) == ["ended"], states_after(day, s2, seen)
         assert set(day.sessions()) == {s1, sub_id, s2}, "no other session"
+        day.snapshot("09-quit", "/exit: the process exited")
         with faults.check("the first event's identity"):
             identified(day)
         with faults.check("the sub-agent's identity"):
@@ -300,14 +317,25 @@ def test_claude_code_other_layouts(live_user: LiveUser, layout: str) -> None:
     """npm's project shim, the platform package's binary run directly, npx: start ->
     active with its identity, a prompt -> the model, /exit -> ended."""
     argv, path, extra = layout_command(live_user, layout)
-    with live_day(PLATFORM, live_user, ClaudeBrain()) as day:
+    with live_day(PLATFORM, live_user, ClaudeBrain(), layout, SHORT_STORY) as day:
         prepare(day)
         environ = {**env(day, path), **extra}
         pid, s1 = start(day, argv, environ)
-        day.terminal.type("Fix auth middleware token expiry")
+        if day.recording:  # the turn held, so that it is recorded busy
+            day.snapshot("01-started", "the TUI at its prompt, no conversation yet")
+            day.terminal.submit(
+                "Fix auth middleware token expiry HOLD-a", lambda: day.model.holding("a")
+            )
+            wait_state(day, s1, "active")
+            day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
+            day.model.release("a")
+        else:
+            day.terminal.type("Fix auth middleware token expiry")
         day.wait_session(lambda e: e["session_id"] == s1 and e.get("model") == MODEL, "the model")
         wait_state(day, s1, "idle")
+        day.snapshot("03-idle", "the answer written: idle, the model known")
         exited = quit_and_time(day, pid, "/exit")
         assert_ended_on_exit(day, exited, [s1])
         assert set(day.sessions()) == {s1}, "no other session"
+        day.snapshot("04-quit", "/exit: the process exited")
         identified(day)

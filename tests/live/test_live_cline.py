@@ -80,6 +80,15 @@ CLINE_LOG = Path(".cline/data/logs/cline.log")
 SESSIONS = Path(".cline/data/sessions")
 HUB_RECORD = Path(".cline/data/locks/hub/production.json")
 RULE = re.compile(r"^\s*─{20,}\s*$")
+STORY = """Start (local mode: the first cline of a home); a prompt held by the stand-in
+(busy; cline --version beside it), answered (idle, the model); the rename from another
+shell (cline history update); a sub-agent (spawn_agent) held, then done; /clear and a
+prompt held (the first conversation ends, a new one starts), answered; /quit (the hub it
+started runs on); a second TUI served by the hub: a prompt held, answered; /fork (a new
+conversation); Ctrl-C; the hub stopped."""
+SHORT_STORY = """One of two layouts run one after the other in one home (the project's
+cline first, in local mode, starting the hub; then npx's, served by that hub): start; a
+prompt held by the stand-in (busy), answered (idle, the model); quit (/quit, Ctrl-C)."""
 
 
 class ClineBrain(Brain):
@@ -328,12 +337,13 @@ def test_cline_day_nvm_prefix(live_user: LiveUser) -> None:
     a second TUI served by the hub the first one left, /fork, Ctrl-C; the hub stopped."""
     install = installed("prefix")
     later = Later()
-    with live_day(PLATFORM, live_user, ClineBrain()) as day:
+    with live_day(PLATFORM, live_user, ClineBrain(), "nvm_prefix", STORY) as day:
         day.make_project()
         settings(day)
         environment = env(day, install.path())
         pid, s1 = start(day, install.command(PLATFORM), environment, "local", later)
         assert log_lines(day, LOCAL_ROUTE) == 1, "the first cline of a home runs locally"
+        day.snapshot("01-started", "the TUI at its prompt (local mode), no conversation yet")
         prompt(day, "Fix auth middleware token expiry HOLD-a", "a")
 
         # The same user's `cline --version` meanwhile (for longer than two of quintd's
@@ -345,12 +355,14 @@ def test_cline_day_nvm_prefix(live_user: LiveUser) -> None:
             runs += 1
         day.notes.append(f"cline --version: {runs} runs in {time.monotonic() - began:.1f} s")
         assert_stays_busy(day, s1)
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
         day.model.release("a")
         answered = day.wait_session(lambda e: is_model(e, s1), "the model, once it answered")
         assert answered["state"] == "active", answered
         wait_state(day, s1, "idle")
         assert answered.get("session_name") == "shop-api", "the prompt is never a name"
         assert_identified(day, {s1: "local"}, later)
+        day.snapshot("03-idle", "the answer written: idle, the model known")
 
         # The rename, from another shell: `cline history update` (a command, no session).
         (native_id,) = day.wait(lambda _: conversation_ids(day), "the conversation's id")
@@ -368,6 +380,7 @@ def test_cline_day_nvm_prefix(live_user: LiveUser) -> None:
         wait_state(day, s1, "idle")
         with later.check("the rename is no work"):
             assert "active" not in states(day, s1, count), f"states: {states(day, s1, count)}"
+        day.snapshot("04-renamed", "cline history update --title Token expiry fix")
 
         # A sub-agent (spawn_agent): a child session while it works, ended when done.
         day.terminal.type("Survey the codebase DELEGATE")
@@ -380,11 +393,13 @@ def test_cline_day_nvm_prefix(live_user: LiveUser) -> None:
         assert sub["platform"] == PLATFORM, sub
         assert sub.get("signing_id") == IDENTITY, sub
         assert (status_session(day, s1) or {}).get("state") == "active", "the parent works"
+        day.snapshot("05-subagent-busy", "a sub-agent (spawn_agent), its turn held")
         day.model.release("sub")
         day.wait_session(
             lambda e: e["session_id"] == child and e["state"] == "ended", "the sub-agent's end"
         )
         wait_state(day, s1, "idle")
+        day.snapshot("06-subagent-done", "the sub-agent done, its parent idle")
 
         # /clear: Cline marks the conversation completed at once; the next prompt starts
         # the new one.
@@ -401,26 +416,32 @@ def test_cline_day_nvm_prefix(live_user: LiveUser) -> None:
             ),
             "the new conversation",
         )["session_id"]
+        day.snapshot("07-second-busy", "/clear and a prompt, held: the first ended, a new one")
         day.model.release("b")
         second = day.wait_session(lambda e: is_model(e, s2), "the second model")
         assert second.get("signing_id") == IDENTITY, second
         wait_state(day, s2, "idle")
+        day.snapshot("08-second-idle", "the second conversation answered")
 
         exited = quit_and_time(day, pid, "/quit")
         assert_ended_on_exit(day, exited, [s2])
         assert hub_pid(day) is not None, "the first cline left its hub"
+        day.snapshot("09-quit", "/quit: the TUI exited, the hub it started runs on")
 
         # A second TUI: the hub runs its conversation (the row names the hub's pid).
         day.terminal.close()
         pid, s3 = start(day, install.command(PLATFORM), environment, "hub", later)
         assert log_lines(day, HUB_ROUTE) == 1, "the second cline uses the hub"
+        day.snapshot("10-hub-started", "a second TUI, served by the hub")
         prompt(day, "Check the order totals HOLD-c", "c")
         with later.check("hub mode: busy while the model works"):
             assert_stays_busy(day, s3)
+        day.snapshot("11-hub-busy", "a prompt in hub mode, its answer held")
         day.model.release("c")
         day.wait_session(lambda e: is_model(e, s3), "hub mode: the model")
         wait_state(day, s3, "idle")
         assert_identified(day, {s3: "hub"}, later)
+        day.snapshot("12-hub-idle", "answered: idle, the model known")
 
         # /fork: the TUI goes on in a copy of the conversation, which Cline titles
         # "<first prompt> (fork)": prompt text, never a name.
@@ -435,12 +456,15 @@ def test_cline_day_nvm_prefix(live_user: LiveUser) -> None:
         with later.check("/fork: no prompt text as a name"):
             names = {e.get("session_name") for e in day.sessions()[s4]}
             assert names == {"shop-api"}, f"the fork's names: {names}"
+        day.snapshot("13-forked", "/fork: the TUI goes on in a copy of the conversation")
         exited = quit_and_time(day, pid, "keys:C-c")
         assert_ended_on_exit(day, exited, [s3, s4])
+        day.snapshot("14-hub-tui-quit", "Ctrl-C: the second TUI exited")
 
         stop_hub(day)
         quiesced(day)
         assert set(day.sessions()) == {s1, child, s2, s3, s4}, "no other session"
+        day.snapshot("15-hub-stopped", "the hub stopped")
         assert_identified(day, {s2: "after /clear"}, later)
         later.done(day)
 
@@ -488,14 +512,21 @@ def short_day(
     later: Later,
 ) -> str:
     """Start -> active with the identity, a prompt -> the model, quit -> ended."""
+    day.record_layout(what, SHORT_STORY)
     pid, sid = start(day, argv, environment, what, later)
+    day.snapshot("01-started", "the TUI at its prompt, no conversation yet")
     prompt(day, f"Check the {what} layout HOLD-{what}", what, timeout=90)
+    if day.recording:
+        wait_state(day, sid, "active")
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
     day.model.release(what)
     day.wait_session(lambda e: is_model(e, sid), f"{what}: the model")
     wait_state(day, sid, "idle")
     assert_identified(day, {sid: what}, later)
+    day.snapshot("03-idle", "the answer written: idle, the model known")
     exited = quit_and_time(day, pid, quit_keys)
     assert_ended_on_exit(day, exited, [sid])
+    day.snapshot("04-quit", "the TUI exited")
     day.terminal.close()
     return sid
 
@@ -508,7 +539,7 @@ def test_cline_other_layouts(live_user: LiveUser) -> None:
     project = installed("project")
     npx_unpacked()
     later = Later()
-    with live_day(PLATFORM, live_user, ClineBrain()) as day:
+    with live_day(PLATFORM, live_user, ClineBrain(), "project", SHORT_STORY) as day:
         day.make_project()
         settings(day)
         argv, environment = project.command(PLATFORM), env(day, project.path())

@@ -185,13 +185,24 @@ def run_codex(day: Day, install: Install, *args: str) -> None:
     assert done.returncode == 0, f"codex {' '.join(args)}: {done.stdout}{done.stderr}"
 
 
+STORY = """Start; a prompt held by the stand-in (busy), answered (idle, the model, Codex's
+own title); /rename; codex --version (2.5 s of it); a prompt whose held answer calls the
+shell tool (run by Codex's app-server daemon), then done; a sub-agent (spawn_agent) held,
+then done (idle, kept); /new (the conversation and its sub-agent end, a new one starts); a
+prompt in the new conversation; /quit; `codex app-server daemon stop`."""
+SHORT_STORY = """One of several layouts run one after the other in one home (the app-server
+daemon started by the first TUI serves the others; the conversations of the layouts before
+are in the home): start; a prompt held by the stand-in (busy), answered (idle, the model);
+/quit."""
+
+
 @contextlib.contextmanager
-def codex_day(user: LiveUser) -> Iterator[Day]:
+def codex_day(user: LiveUser, layout: str = "nvm_prefix", story: str = "") -> Iterator[Day]:
     """A live day whose home is removed afterwards: it holds ~400 MB (the daemon package
     Codex copies into it)."""
     home: Path | None = None
     try:
-        with live_day(PLATFORM, user, CodexBrain()) as day:
+        with live_day(PLATFORM, user, CodexBrain(), layout, story) as day:
             home = day.home
             yield day
     finally:
@@ -203,7 +214,7 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
     """Start, a held turn, the title and /rename, a tool, a sub-agent, /new, a second
     conversation, /quit; ``--version`` and the daemon are no sessions."""
     install = installed("prefix")
-    with codex_day(live_user) as day:
+    with codex_day(live_user, "nvm_prefix", STORY) as day:
         day.make_project()
         configure(day)
         started = time.monotonic()
@@ -212,12 +223,14 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
         s1 = first["session_id"]
         day.terminal.wait_for(READY, 90)
         day.notes.append(f"start -> the footer (daemon up): {time.monotonic() - started:.1f} s")
+        day.snapshot("01-started", "the TUI at its prompt (its app-server daemon up)")
 
         # A turn the model holds: busy past idle_after; the model; the generated title.
         day.terminal.submit(
             "Fix auth middleware token expiry HOLD-a", lambda: day.model.holding("a")
         )
         assert_stays_busy(day, s1)
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
         day.model.release("a")
         assert day.wait_session(lambda e: is_model(e, s1), "the model")["state"] == "active"
         day.wait_session(
@@ -228,12 +241,14 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
             "Codex's own title",
         )
         wait_state(day, s1, "idle")
+        day.snapshot("03-idle", "the answer written: idle, the model and the title known")
 
         day.terminal.type("/rename Token expiry fix")
         day.wait_session(
             lambda e: e["session_id"] == s1 and e.get("session_name") == "Token expiry fix",
             "the /rename",
         )
+        day.snapshot("04-renamed", "/rename Token expiry fix")
 
         # --version while the TUI runs: long enough that quintd's scans see it.
         deadline, runs = time.monotonic() + 2.5, 0
@@ -247,6 +262,7 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
             "Run the checks HOLD-t BASH:echo checks-ok", lambda: day.model.holding("t")
         )
         wait_state(day, s1, "active")
+        day.snapshot("05-tool-busy", "a prompt whose answer (a shell call) is held")
         day.model.release("t")
         day.wait(
             lambda _: any("checks-ok" in tool_output(r) for r in day.model.requests),
@@ -254,6 +270,7 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
             60,
         )
         wait_state(day, s1, "idle", timeout=60)
+        day.snapshot("06-tool-done", "the tool ran (in the daemon), the turn over: idle")
 
         # A sub-agent: a child session while it works; kept (idle) once done.
         day.terminal.type("Survey the codebase DELEGATE")
@@ -266,6 +283,7 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
         assert sub["platform"] == PLATFORM and sub.get("session_name"), sub  # its nickname
         day.wait(lambda _: day.model.holding("sub"), "the sub-agent's turn", 60)
         assert (status_session(day, s1) or {}).get("state") == "active"
+        day.snapshot("07-subagent-busy", "a sub-agent (spawn_agent), its turn held")
         day.model.release("sub")
         day.wait(
             lambda _: any(answered_call(r) == "wait_agent" for r in day.model.requests),
@@ -274,6 +292,7 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
         )
         wait_state(day, child, "idle", timeout=60)
         wait_state(day, s1, "idle", timeout=60)
+        day.snapshot("08-subagent-done", "the sub-agent done (kept, idle), its parent idle")
 
         # /new: the conversation and its sub-agent end, a new one is the TUI's.
         day.terminal.type("/new")
@@ -292,18 +311,24 @@ def test_codex_day_nvm_prefix(live_user: LiveUser) -> None:
             ),
             "the new conversation",
         )["session_id"]
+        day.snapshot("09-after-new", "/new: the conversation and its sub-agent ended, a new one")
 
         day.terminal.submit("Add rate limiting HOLD-b", lambda: day.model.holding("b"))
         day.model.release("b")
         day.wait_session(lambda e: is_model(e, s2), "the second model")
+        if day.recording:
+            wait_state(day, s2, "idle")
+        day.snapshot("10-second-idle", "a prompt in the new conversation, answered")
 
         exited = quit_and_time(day, pid, "/quit")
         assert_ended_on_exit(day, exited, [s2])
+        day.snapshot("11-quit", "/quit: the TUI exited (its daemon runs on)")
 
         # The daemon outlives the TUI: stopped the way a user stops it.
         run_codex(day, install, "app-server", "daemon", "stop")
         quiesced(day)
         assert set(day.sessions()) == {s1, child, s2}, "no other session"
+        day.snapshot("12-daemon-stopped", "codex app-server daemon stop")
         assert_identified(day, {s1: "conversation", child: "sub-agent", s2: "after /new"})
 
 
@@ -321,15 +346,27 @@ def npx_command(user: LiveUser, install: Install) -> tuple[list[str], dict[str, 
 def short_day(day: Day, argv: list[str], env: dict[str, str], layout: str) -> str:
     """Start -> active (its identity checked at the end), a prompt -> the model, /quit ->
     ended."""
+    day.record_layout(layout, SHORT_STORY)
     known = set(day.sessions())
     pid = day.start(argv, env)
     sid: str = first_event(day, layout, known)["session_id"]
     day.terminal.wait_for(READY, 120)
-    day.terminal.type(f"Check the {layout} layout")
+    if day.recording:  # the turn held, so that it is recorded busy
+        day.snapshot("01-started", "the TUI at its prompt")
+        day.terminal.submit(
+            f"Check the {layout} layout HOLD-{layout}", lambda: day.model.holding(layout)
+        )
+        wait_state(day, sid, "active")
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
+        day.model.release(layout)
+    else:
+        day.terminal.type(f"Check the {layout} layout")
     day.wait_session(lambda e: is_model(e, sid), f"{layout}: the model")
     wait_state(day, sid, "idle")
+    day.snapshot("03-idle", "the answer written: idle, the model known")
     exited = quit_and_time(day, pid, "/quit")
     assert_ended_on_exit(day, exited, [sid])
+    day.snapshot("04-quit", "/quit: the TUI exited")
     day.terminal.close()
     return sid
 

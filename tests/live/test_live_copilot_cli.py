@@ -147,14 +147,22 @@ def assert_no_other_session(day: Day, expected: set[str], after: str) -> None:
     assert not others, f"sessions that are no conversation ({after}): {others}"
 
 
+STORY = """Start; copilot --version; a prompt held by the stand-in (busy), answered (idle,
+the model); a sub-agent (the task tool) held, then done; /rename; /new (both conversations
+open); a prompt in the second, answered; /exit (the second ends, the first is shown
+again); /exit (quits: the first ends)."""
+SHORT_STORY = """Start; a prompt held by the stand-in (busy), answered (idle, the model);
+quit (the project layout: the terminal closed; native: /exit)."""
+
+
 @contextlib.contextmanager
-def copilot_day(live_user: LiveUser) -> Iterator[Day]:
+def copilot_day(live_user: LiveUser, layout: str, story: str) -> Iterator[Day]:
     """A day with the project trusted; a binary unpacked in the day is removed after it
     (235 MB: the day's home is left in /tmp)."""
     unpacked()
     home: Path | None = None
     try:
-        with live_day(PLATFORM, live_user, CopilotBrain()) as day:
+        with live_day(PLATFORM, live_user, CopilotBrain(), layout, story) as day:
             home = day.home
             day.make_project()
             settings(day)
@@ -197,7 +205,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
     """Start, --version, a held turn, a sub-agent, /rename, /new (both open), a turn in the
     second conversation, /exit (the second ends), /exit (quits: the first ends)."""
     install = installed("prefix")
-    with copilot_day(live_user) as day:
+    with copilot_day(live_user, "nvm_prefix", STORY) as day:
         environ = env(day, install.path())
         pid = day.start(install.command(PLATFORM), environ)
         first = first_session(day, PLATFORM, name="shop-api")
@@ -205,11 +213,13 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         s1 = first["session_id"]
         day.terminal.wait_for(READY, 120)
         version(day, install.command(PLATFORM), environ)
+        day.snapshot("01-started", "the TUI at its prompt, no conversation yet")
 
         submit(day, "Fix auth middleware token expiry HOLD-a")
         day.wait(lambda _: day.model.holding("a"), "the model to be asked", 60)
         assert_stays_busy(day, s1)
         assert_no_other_session(day, {s1}, "copilot --version")
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
         day.model.release("a")
         answered = day.wait_session(
             lambda e: e["session_id"] == s1 and e.get("model") == MODEL,
@@ -219,6 +229,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         wait_state(day, s1, "idle")
         # Copilot names it after the prompt: not a name the user gave, it stays home.
         assert {e.get("session_name") for e in day.sessions()[s1]} == {"shop-api"}
+        day.snapshot("03-idle", "the answer written: idle, the model known")
 
         submit(day, "Survey the codebase DELEGATE")
         sub = day.wait_session(
@@ -229,6 +240,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         assert sub["platform"] == PLATFORM
         assert sub.get("session_name") == "Survey the project", sub
         day.wait(lambda _: day.model.holding("sub"), "the sub-agent's own request", 60)
+        day.snapshot("04-subagent-busy", "a sub-agent (the task tool), its turn held")
         day.model.release("sub")
         day.wait_session(
             lambda e: e["session_id"] == sub["session_id"] and e["state"] == "ended",
@@ -237,6 +249,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         )
         day.terminal.wait_for(r"Finished: ", 60)
         wait_state(day, s1, "idle", timeout=60)
+        day.snapshot("05-subagent-done", "the sub-agent done, its parent idle")
 
         submit(day, "/rename Token expiry fix")
         day.terminal.wait_for(r"Session renamed to: Token expiry fix", 30)
@@ -244,6 +257,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
             lambda e: e["session_id"] == s1 and e.get("session_name") == "Token expiry fix",
             "the /rename",
         )
+        day.snapshot("06-renamed", "/rename Token expiry fix")
 
         submit(day, "/new")
         day.terminal.wait_for(r"Started a new session", 30)
@@ -256,6 +270,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
             "the new conversation",
         )["session_id"]
         assert (day.latest(s1) or {}).get("state") != "ended", "/new keeps the first open"
+        day.snapshot("07-after-new", "/new: a second conversation, the first still open")
 
         submit(day, "Add rate limiting HOLD-b")
         day.wait(lambda _: day.model.holding("b"), "the second turn", 60)
@@ -264,6 +279,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
             lambda e: e["session_id"] == s2 and e.get("model") == MODEL, "the second model"
         )
         wait_state(day, s2, "idle")
+        day.snapshot("08-second-idle", "a prompt in the second conversation, answered")
 
         # /exit closes the current conversation (the second); the first is shown again.
         seen_s2 = len(day.sessions()[s2])
@@ -274,6 +290,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         day.terminal.wait_for(r"Survey the codebase DELEGATE", 30)
         assert states_since(day, s2, seen_s2) == ["ended"], "an idle conversation just ends"
         assert (day.latest(s1) or {}).get("state") == "idle", "the first stays open, idle"
+        day.snapshot("09-second-closed", "/exit: the second conversation closed")
 
         # The second /exit quits: the first ends (it closes, the process exits), and only
         # then: its one event since the keystroke is its end.
@@ -283,6 +300,7 @@ def test_copilot_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         assert_ended_on_exit(day, exited, [s1])
         assert states_since(day, s1, seen_s1) == ["ended"], "an idle conversation just ends"
         assert_no_other_session(day, {s1, sub["session_id"], s2}, "the end of the day")
+        day.snapshot("10-quit", "/exit again: the process exited")
 
 
 def _native(package_dir: Path) -> list[str]:
@@ -313,7 +331,7 @@ def test_copilot_cli_other_layouts(live_user: LiveUser, layout: str) -> None:
         assert Path(argv[0]).is_file(), argv
     else:
         argv = install.command(PLATFORM)
-    with copilot_day(live_user) as day:
+    with copilot_day(live_user, layout, SHORT_STORY) as day:
         environ = env(day, install.path())
         pid = day.start(argv, environ)
         first = first_session(day, PLATFORM, name="shop-api")
@@ -324,10 +342,21 @@ def test_copilot_cli_other_layouts(live_user: LiveUser, layout: str) -> None:
             # Its identity known (the first event has it): an unpacking child that lives
             # past the young process's grace would be announced at once.
             version(day, argv, environ, unpack=True)
-        submit(day, "Fix auth middleware token expiry")
+        if day.recording:  # the turn held, so that it is recorded busy
+            day.snapshot("01-started", "the TUI at its prompt, no conversation yet")
+            submit(day, "Fix auth middleware token expiry HOLD-a")
+            day.wait(lambda _: day.model.holding("a"), "the model to be asked", 60)
+            wait_state(day, s1, "active")
+            day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
+            day.model.release("a")
+        else:
+            submit(day, "Fix auth middleware token expiry")
         day.wait_session(lambda e: e["session_id"] == s1 and e.get("model") == MODEL, "the model")
         day.terminal.wait_for(r"Done: Fix auth", 30)
         day.terminal.wait_for(READY, 60)  # the turn is over: /exit is not queued
+        if day.recording:
+            wait_state(day, s1, "idle")
+            day.snapshot("03-idle", "the answer written: idle, the model known")
         if layout == "native":
             exited = quit_and_time(day, pid, "/exit")
         else:
@@ -336,3 +365,4 @@ def test_copilot_cli_other_layouts(live_user: LiveUser, layout: str) -> None:
         # The loader may die before its native binary: the session is still the same one.
         assert {e.get("signing_id") for e in day.sessions()[s1]} == {IDENTITY}
         assert_no_other_session(day, {s1}, "the end of the day")
+        day.snapshot("04-quit", "the processes exited")

@@ -59,6 +59,13 @@ READY = r"Type your message or @path/to/file"
 # (bufferFastReturn: a paste's newlines): the Enter goes this long after the echo.
 ENTER_GAP_S = 0.1
 
+STORY = """gemini --version; start; a prompt held by the stand-in (busy), answered (idle,
+the model); /clear (the first conversation ends, a new one starts); a prompt answered with
+a sub-agent (invoke_agent -> codebase_investigator), held, then done; /quit; gemini
+--list-sessions (the CLI writes the ended conversation's title: no event)."""
+SHORT_STORY = """Start; a prompt held by the stand-in (busy), answered (idle, the model);
+/quit."""
+
 SETTINGS = {
     "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": True}},
     "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
@@ -196,7 +203,7 @@ def test_gemini_cli_day_nvm_prefix(live_user: LiveUser) -> None:
     """--version, start, a held turn, /clear, a sub-agent, /quit, --list-sessions (the
     title)."""
     install = installed("prefix")
-    with live_day(PLATFORM, live_user, GeminiBrain()) as day:
+    with live_day(PLATFORM, live_user, GeminiBrain(), "nvm_prefix", STORY) as day:
         prepare(day)
         version = live_user.run(
             [*install.command(PLATFORM), "--version"], env(day, install.path()), day.project, 120
@@ -206,9 +213,11 @@ def test_gemini_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         assert not day.sessions(), "gemini --version is no session"
 
         pid, s1 = start(day, install.command(PLATFORM), env(day, install.path()))
+        day.snapshot("01-started", "the TUI at its prompt, its conversation's file written")
 
         prompt(day, "Fix auth middleware token expiry HOLD-a", "a")
         assert_stays_busy(day, s1)
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
         day.model.release("a")
         answered = day.wait_session(
             lambda e: e["session_id"] == s1 and e.get("model") == MODEL,
@@ -217,6 +226,7 @@ def test_gemini_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         assert answered["state"] == "active"
         wait_state(day, s1, "idle")
         day.terminal.wait_for(r"Done: Fix auth middleware token expiry")
+        day.snapshot("03-idle", "the answer written: idle, the model known")
 
         enter(day, "/clear")
         day.wait_session(lambda e: e["session_id"] == s1 and e["state"] == "ended", "/clear")
@@ -226,6 +236,7 @@ def test_gemini_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         )["session_id"]
         assert (day.latest(s2) or {}).get("parent_id", "?") is None, "a conversation, no child"
         wait_chat(day, 1, "the new conversation's file")
+        day.snapshot("04-after-clear", "/clear: the first conversation ended, a new one")
 
         # The model answers with text and the call (as models do): the conversation is busy
         # while its sub-agent works, and the sub-agent is a session of its own.
@@ -237,6 +248,7 @@ def test_gemini_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         )
         assert sub["platform"] == PLATFORM
         assert_stays_busy(day, s2)
+        day.snapshot("05-subagent-busy", "a sub-agent (invoke_agent), its turn held")
         day.model.release("sub")
         day.wait_session(
             lambda e: e["session_id"] == sub["session_id"] and e["state"] == "ended",
@@ -246,12 +258,14 @@ def test_gemini_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         wait_state(day, s2, "idle")
         # (a slash command typed while the CLI still answers is refused: "cannot be queued")
         day.terminal.wait_for(r"Finished: ")
+        day.snapshot("06-subagent-done", "the sub-agent done, its parent idle")
 
         before_quit = len(day.sessions()[s2])
         exited = quit_cli(day, pid)
         assert_ended_on_exit(day, exited, [s2])
         last = [e["state"] for e in day.sessions()[s2][before_quit:]]
         assert last == ["ended"], f"quit -> ended, nothing before it: {last}"
+        day.snapshot("07-quit", "/quit: the processes exited")
 
         # The CLI's own title, written into the ended conversation's file.
         counts = {sid: len(events) for sid, events in day.sessions().items()}
@@ -272,6 +286,7 @@ def test_gemini_cli_day_nvm_prefix(live_user: LiveUser) -> None:
         looked_again(day)
         after = {sid: len(day.sessions().get(sid, [])) for sid in counts}
         assert after == counts, "no event after the title: its session has ended"
+        day.snapshot("08-titled", "gemini --list-sessions wrote the ended conversation's title")
         others = {k: v for k, v in day.sessions().items() if k not in (s1, s2, sub["session_id"])}
         assert not others, f"no other session (gemini --version, --list-sessions): {others}"
 
@@ -323,12 +338,24 @@ def command(day: Day, layout: str) -> tuple[list[str], dict[str, str]]:
 def test_gemini_cli_other_layouts(live_user: LiveUser, layout: str) -> None:
     """npm's own shim, npx: start -> active with its identity, a prompt -> the model,
     /quit -> ended."""
-    with live_day(PLATFORM, live_user, GeminiBrain()) as day:
+    with live_day(PLATFORM, live_user, GeminiBrain(), layout, SHORT_STORY) as day:
         prepare(day)
         argv, environment = command(day, layout)
         pid, s1 = start(day, argv, environment)
-        enter(day, f"Check the {layout} layout")
+        if day.recording:  # the turn held, so that it is recorded busy
+            day.snapshot("01-started", "the TUI at its prompt, its conversation's file written")
+            prompt(day, f"Check the {layout} layout HOLD-a", "a")
+            wait_state(day, s1, "active")
+            day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
+            day.model.release("a")
+        else:
+            enter(day, f"Check the {layout} layout")
         day.wait_session(lambda e: e["session_id"] == s1 and e.get("model") == MODEL, "the model")
+        if day.recording:
+            wait_state(day, s1, "idle")
+            day.terminal.wait_for(r"Done: Check the")
+            day.snapshot("03-idle", "the answer written: idle, the model known")
         exited = quit_cli(day, pid)
         assert_ended_on_exit(day, exited, [s1])
         assert set(day.sessions()) == {s1}, "no other session"
+        day.snapshot("04-quit", "/quit: the processes exited")

@@ -134,6 +134,14 @@ def env(day: Day, path: str) -> dict[str, str]:
     return found
 
 
+STORY = """Start; a prompt held by the stand-in (busy; opencode --version beside it),
+answered (idle, the model, OpenCode's own title); a rename (the command palette); a
+sub-agent (the task tool) held, then done; /new and a prompt held (the first conversation
+ends, a new one starts), answered; /exit."""
+SHORT_STORY = """Start; a prompt held by the stand-in (busy), answered (idle, the model);
+/exit."""
+
+
 def command(day: Day, layout: str) -> tuple[list[str], dict[str, str]]:
     """The command and environment a user of ``layout`` starts OpenCode with."""
     if layout == "npx":
@@ -232,10 +240,11 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
     """Start, a held turn and its title, a rename, a sub-agent, ``--version`` beside it,
     /new and a second conversation, /exit."""
     install = installed("prefix")
-    with live_day(PLATFORM, live_user, OpenCodeBrain()) as day:
+    with live_day(PLATFORM, live_user, OpenCodeBrain(), "nvm_prefix", STORY) as day:
         later = Later(day)
         environment = env(day, install.path())
         pid, s1 = start(day, install.command(PLATFORM), environment, later)
+        day.snapshot("01-started", "the TUI at its prompt, no conversation yet")
         first_prompt = "Fix auth middleware token expiry HOLD-a"
         with later.check("the unprompted TUI"):
             assert_unprompted_idle(day, s1, first_prompt)
@@ -258,6 +267,7 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
             text=True,
         )
         assert_stays_busy(day, s1)
+        day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
         day.model.release("a")
         answered = day.wait_session(
             lambda e: (
@@ -271,6 +281,7 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
         wait_state(day, s1, "idle")
         out, _ = version.communicate(timeout=60)
         assert out.strip() == VERSION, out
+        day.snapshot("03-idle", "the answer written: idle, the model and the title known")
 
         # The rename: the command palette (this version has no /rename). A new name is an
         # update, not work.
@@ -289,6 +300,7 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
         with later.check("the rename"):
             states = [e["state"] for e in since(day, s1, before)]
             assert "active" not in states, f"a rename made it active: {states}"
+        day.snapshot("04-renamed", "renamed Token expiry fix (the command palette)")
 
         day.terminal.type("Survey the codebase DELEGATE")
         day.wait(lambda _: day.model.holding("sub"), "the sub-agent's model request", 60)
@@ -300,12 +312,14 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
         assert sub.get("session_name") == "Survey the project (@general subagent)", sub
         assert sub.get("signing_id") == IDENTITY, sub
         assert (day.latest(s1) or {}).get("state") == "active", "the parent works meanwhile"
+        day.snapshot("05-subagent-busy", "a sub-agent (the task tool), its turn held")
         day.model.release("sub")
         day.wait_session(
             lambda e: e["session_id"] == sub["session_id"] and e["state"] == "ended",
             "the sub-agent's end",
         )
         wait_state(day, s1, "idle")
+        day.snapshot("06-subagent-done", "the sub-agent done, its parent idle")
 
         # /new writes nothing until the new conversation's first prompt: then the old one
         # ends and the new one starts.
@@ -321,6 +335,7 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
             ),
             "the new conversation",
         )["session_id"]
+        day.snapshot("07-second-busy", "/new and a prompt, held: the first ended, a new one")
         day.model.release("b")
         second = day.wait_session(
             lambda e: (
@@ -332,10 +347,12 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
         )
         assert second["signing_id"] == IDENTITY, second
         wait_state(day, s2, "idle")
+        day.snapshot("08-second-idle", "the second conversation answered")
 
         exited = quit_and_time(day, pid, "/exit")
         assert_ended_on_exit(day, exited, [s2])
         assert set(day.sessions()) == {s1, sub["session_id"], s2}, "no other session"
+        day.snapshot("09-quit", "/exit: the process exited")
         later.done()
         print("\n".join(day.notes))
 
@@ -345,17 +362,25 @@ def test_opencode_day_nvm_prefix(live_user: LiveUser) -> None:
 def test_opencode_other_layouts(live_user: LiveUser, layout: str) -> None:
     """npm's project shim, the platform package's binary run directly, and npx: start ->
     active with the identity, a prompt -> the model, /exit -> ended."""
-    with live_day(PLATFORM, live_user, OpenCodeBrain()) as day:
+    with live_day(PLATFORM, live_user, OpenCodeBrain(), layout, SHORT_STORY) as day:
         later = Later(day)
         argv, environment = command(day, layout)
         pid, s1 = start(day, argv, environment, later)
+        day.snapshot("01-started", "the TUI at its prompt, no conversation yet")
         prompt(day, "Layout check HOLD-a", "a")
+        if day.recording:
+            wait_state(day, s1, "active")
+            day.snapshot("02-busy", "a prompt, its answer held by the stand-in")
         day.model.release("a")
         day.wait_session(
             lambda e: e["session_id"] == s1 and e.get("model") == MODEL, "the model", 30
         )
+        if day.recording:
+            wait_state(day, s1, "idle")
+            day.snapshot("03-idle", "the answer written: idle, the model known")
         exited = quit_and_time(day, pid, "/exit")
         assert_ended_on_exit(day, exited, [s1])
         assert set(day.sessions()) == {s1}, "no other session"
+        day.snapshot("04-quit", "/exit: the process exited")
         later.done()
         print("\n".join(day.notes))
