@@ -228,6 +228,8 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
 
 # Interpreters whose own name says nothing: the agent is the script they run.
 _INTERPRETER = re.compile(r"^(node|nodejs|bun|deno|python[0-9.]*|pythonw?|sh|bash|dash|zsh)$")
+# The shells among them: run by almost every script and build, seldom an agent's host.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
 # Options of those interpreters that consume the next argument.
 _OPTIONS_WITH_VALUE = frozenset(
     {
@@ -366,6 +368,12 @@ class Match:
 
 def basename(path: str) -> str:
     return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_interpreter_name(name: str) -> bool:
+    """Whether a program of this (base)name is an interpreter whose script says what the
+    process is (node, bun, deno, python, the shells)."""
+    return bool(_INTERPRETER.match(name))
 
 
 def is_interpreter(exe: str, argv: Sequence[str]) -> bool:

@@ -9,6 +9,16 @@ seen before its exec (a shell that becomes `claude` keeps its pid).
 Processes under an agent of the same platform (gemini-cli's relaunched node child,
 codex's native child) are part of that agent, not agents of their own; an agent
 started under a different agent is its own agent with ``parent_pid`` set.
+
+Fed by the kernel's process events (:meth:`Scanner.follow_events`, Linux as root), a pass
+lists /proc only on a schedule (a safety net) or after events were lost. In between,
+:meth:`Scanner.feed` takes each batch of events as it comes: an exec is judged from its
+executable and name (:mod:`quintd.exec_filter`) and, if it may be an agent, looked at at
+once, while it still runs (an agent that lives 50 ms is reported, started then ended);
+shells and the new children of agents are looked at in the next pass if they still run;
+exits forget processes. What a user can make the daemon do this way is bounded: looks at
+once are rate-limited (the rest wait for the next pass), the queue for the next pass is
+bounded (beyond it: counted, and the next pass lists /proc).
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ from typing import TypeVar
 
 import psutil
 
+from quintd.budgets import TokenBucket
+from quintd.exec_filter import ExecFilter, Verdict
 from quintd.model import AgentProcess, process_text
 from quintd.part_settings import PartSettings, setting
 from quintd.platforms import (
@@ -33,6 +45,7 @@ from quintd.platforms import (
     match_process,
     process_argv,
 )
+from quintd.proc_events import EventBatch
 from quintd.procfs import read_stat, start_ticks
 from quintd.signing import SigningInfo, SigningResolver, Target
 from quintd.signing.examine import binary
@@ -41,6 +54,17 @@ from quintd.signing.examine import binary
 _SETTLE_SECONDS = 5.0
 _MAX_ANCESTRY_DEPTH = 64
 FIRST_PASS_SIGNING_S = 2.0  # the start-up pass's wait for identities (before READY)
+
+# Fed by process events:
+FULL_LISTING_S = 30.0  # the default time between two listings of /proc (the safety net)
+RELIST_GAP_S = 1.0  # after lost events, /proc is listed again, at most this often
+# Execs that may be agents, looked at as they come: this many a second, after a burst of
+# so many; beyond that they wait for the next pass (a user exec'ing thousands of programs
+# named like an agent cannot make the daemon do thousands of looks a second).
+LOOKS_PER_S = 200.0
+LOOKS_BURST = 400
+QUEUE_MAX = 8192  # processes waiting for the next pass; beyond it they are left to a listing
+QUEUE_PER_PASS = 256  # of them, looked at in one pass (the rest in the next ones)
 
 T = TypeVar("T")
 
@@ -57,6 +81,8 @@ class KnownProcess:
     helper: bool = False  # a helper process of an agent: part of it, never its own
     awaiting_signing: str | None = None  # exe whose signature may still make it an agent
     inspected_at: float = 0.0  # monotonic: when it was found to be an agent
+    reported: bool = False  # an agent a pass has returned
+    exited: bool = False  # an agent that exited before any pass returned it (events)
 
 
 class ScannerSettings(PartSettings):
@@ -90,6 +116,13 @@ class ScanStats:
     vanished: int = 0
     errors: int = 0
     last_duration_s: float = 0.0
+    listings: int = 0  # passes that listed /proc
+    # Fed by process events:
+    execs_skipped: int = 0  # execs judged not worth a look
+    looked_at_once: int = 0  # execs looked at as they came
+    put_off: int = 0  # execs that waited for the next pass (the looks' rate limit)
+    left_to_listing: int = 0  # processes the queue had no room for
+    lost_events: int = 0  # batches the kernel dropped events from
 
 
 class Scanner:
@@ -108,9 +141,22 @@ class Scanner:
         self._children: dict[int, set[int]] = {}  # ppid -> pids
         self._agents: set[int] = set()  # pids that are agents (or their helpers)
         self._watch: set[int] = set()  # pids looked at again: young, or awaiting a signature
-        self._listing: frozenset[str] = frozenset()  # the last /proc listing (Linux)
+        # The pids of the last /proc listing (Linux), as its names; fed by events, kept
+        # current with the processes looked at since and the exits.
+        self._listing: set[str] = set()
         self._targets: dict[int, Target] = {}  # agent pid -> the file its identity is from
         self.stats = ScanStats()
+        # Fed by process events (follow_events):
+        self._events = False
+        self._listing_every = FULL_LISTING_S
+        self._next_listing = 0.0  # monotonic; 0: at the next pass
+        self._last_listing = float("-inf")
+        self._relist = False  # events were lost: list again (and check what is known)
+        self._filter = ExecFilter(self.settings.platforms)
+        self._looks = TokenBucket(LOOKS_PER_S, LOOKS_BURST)
+        self._queue: dict[int, None] = {}  # pids to look at in the next pass, oldest first
+        self._tree: set[int] = set()  # agents and what runs under them: their forks count
+        self._fresh: list[int] = []  # agents found since the last pass
 
     def reconfigure(self, settings: ScannerSettings) -> None:
         """New settings; with a new signature table, every process is looked at again."""
@@ -118,7 +164,176 @@ class Scanner:
             self.settings.only_uid
         ):
             self._forget_all()
+            self._filter = ExecFilter(settings.platforms)
         self.settings = settings
+
+    # -- fed by process events ------------------------------------------------------------
+
+    def follow_events(self, full_listing_interval: float = FULL_LISTING_S) -> None:
+        """From now on the kernel's process events come through :meth:`feed`: a pass lists
+        /proc only every ``full_listing_interval`` seconds (the next pass does), or after
+        events were lost."""
+        self._events = True
+        self._listing_every = full_listing_interval
+        self._next_listing = 0.0
+
+    def follow_scan(self) -> None:
+        """Back to listing /proc every pass (the events stopped)."""
+        self._events = False
+        self._queue.clear()
+
+    @property
+    def fed_by_events(self) -> bool:
+        return self._events
+
+    def feed(self, batch: EventBatch) -> bool:
+        """Take one batch of process events; look at once at the execs that may be agents.
+        True if a pass should come soon: an agent was found or exited, or events were lost.
+        Ignored unless :meth:`follow_events` was called."""
+        if not self._events:
+            return False
+        soon = False
+        now = time.time()
+        for pid in batch.exits:
+            soon |= self._exited(pid)
+        for child, parent in batch.forks.items():
+            if parent in self._tree:  # what an agent starts counts as its work
+                self._enqueue(child)
+        for pid in batch.execs:
+            soon |= self._exec(pid, now)
+        for pid, name in batch.comms.items():
+            if pid not in batch.execs:
+                soon |= self._renamed(pid, name, now)
+        if batch.lost:
+            self.stats.lost_events += 1
+            self._relist = True
+            soon = True
+        return soon
+
+    def _exited(self, pid: int) -> bool:
+        self._listing.discard(str(pid))
+        self._queue.pop(pid, None)
+        known = self._known.get(pid)
+        if known is None:
+            return False
+        if known.agent is None:
+            self._remove(pid)
+            return False
+        if known.reported:
+            self._remove(pid)
+        else:
+            known.exited = True  # reported once, by the next pass, then forgotten
+        return True
+
+    def _exec(self, pid: int, now: float) -> bool:
+        """A process exec'd: a new program in it (a new process, or a known one)."""
+        verdict = self._filter.examine(pid)
+        known = self._known.get(pid)
+        if known is not None:
+            in_tree = pid in self._tree
+            was_agent = known.agent is not None
+            self._remove(pid)  # what was known of it is of the old program
+            if was_agent:
+                verdict = Verdict.INSPECT  # an agent became something else: look again
+            elif verdict is Verdict.SKIP and in_tree:
+                verdict = Verdict.LATER  # a tool an agent runs: its CPU is the agent's work
+            elif verdict is Verdict.SKIP:
+                self._listing.discard(str(pid))  # the next listing looks at it again
+        if verdict is Verdict.SKIP:
+            self.stats.execs_skipped += 1
+            return False
+        if verdict is Verdict.LATER:
+            self._enqueue(pid)
+            return False
+        return self._look_soon(pid, now)
+
+    def _renamed(self, pid: int, name: str, now: float) -> bool:
+        """A process renamed itself (node's process.title): a look if the new name may be
+        an agent's."""
+        known = self._known.get(pid)
+        if known is not None and known.agent is not None:
+            return False
+        if self._filter.by_name(name) is not Verdict.INSPECT:
+            return False
+        if known is not None:
+            self._remove(pid)
+        return self._look_soon(pid, now)
+
+    def _look_soon(self, pid: int, now: float) -> bool:
+        if not self._looks.ready(time.monotonic()):
+            self.stats.put_off += 1
+            self._enqueue(pid)
+            return True
+        self.stats.looked_at_once += 1
+        return self._look(pid, now)
+
+    def _enqueue(self, pid: int) -> None:
+        if pid in self._queue:
+            return
+        if len(self._queue) >= QUEUE_MAX:
+            self.stats.left_to_listing += 1
+            self._relist = True
+            return
+        self._queue[pid] = None
+
+    def _look(self, pid: int, now: float) -> bool:
+        """Look at one process (not known yet); True if it is an agent. The processes it
+        runs under are looked at too, if not known: which agent it runs under, if any,
+        decides whether it is an agent of its own."""
+        known = self._inspect(pid, now)
+        if known is None or known.agent is None:
+            return False
+        self._fresh.append(pid)
+        ppid = known.ppid
+        for _ in range(_MAX_ANCESTRY_DEPTH):
+            if ppid <= 1 or ppid in self._known:
+                break
+            parent = self._inspect(ppid, now)
+            if parent is None:
+                break
+            if parent.agent is not None:
+                self._fresh.append(ppid)
+            ppid = parent.ppid
+        return True
+
+    def _drain_queue(self, now: float) -> None:
+        """Look at the processes waiting for this pass that still run (oldest first, a
+        bounded number)."""
+        looked = 0
+        while self._queue and looked < QUEUE_PER_PASS:
+            pid = next(iter(self._queue))
+            del self._queue[pid]
+            if pid in self._known:
+                continue
+            looked += 1
+            self._look(pid, now)
+
+    def _listing_due(self, mono: float) -> bool:
+        if not self._events or mono >= self._next_listing:
+            return True
+        return self._relist and mono >= self._last_listing + RELIST_GAP_S
+
+    def _check_known(self) -> None:
+        """After lost events: forget what is known of processes that are gone or whose
+        pid now names another process (their exits were among the lost)."""
+        for pid, known in list(self._known.items()):
+            if known.agent is not None:
+                continue  # looked at every pass anyway
+            current = read_stat(pid)
+            if current is None or current.start_ticks != known.start_ticks:
+                self._remove(pid)
+                self._listing.discard(str(pid))
+
+    def _rebuild_tree(self) -> None:
+        """The agents and every known process under them."""
+        tree: set[int] = set()
+        stack = list(self._agents)
+        while stack:
+            pid = stack.pop()
+            if pid not in tree:
+                tree.add(pid)
+                stack.extend(self._children.get(pid, ()))
+        self._tree = tree
 
     # -- the process table and its indexes ------------------------------------------------
 
@@ -128,15 +343,22 @@ class Scanner:
         self._agents.clear()
         self._watch.clear()
         self._targets.clear()
-        self._listing = frozenset()
+        self._listing = set()
+        self._queue.clear()
+        self._tree.clear()
+        self._fresh.clear()
+        self._next_listing = 0.0
 
     def _add(self, pid: int, known: KnownProcess) -> None:
         self._known[pid] = known
         self._children.setdefault(known.ppid, set()).add(pid)
         if known.agent is not None:
             self._agents.add(pid)
+        if known.agent is not None or known.ppid in self._tree:
+            self._tree.add(pid)
         if known.awaiting_signing is not None or known.settle_until:
             self._watch.add(pid)
+        self._listing.add(str(pid))  # known: the next listing need not look at it again
 
     def _remove(self, pid: int) -> None:
         known = self._known.pop(pid, None)
@@ -149,6 +371,7 @@ class Scanner:
                 del self._children[known.ppid]
         self._agents.discard(pid)
         self._watch.discard(pid)
+        self._tree.discard(pid)
         self._targets.pop(pid, None)
 
     def _pids(self) -> tuple[set[int], set[int]]:
@@ -158,7 +381,7 @@ class Scanner:
         try:
             # Every entry, unfiltered: the set difference runs in C, and only the few
             # names that changed are looked at in Python.
-            listing = frozenset(os.listdir("/proc"))
+            listing = set(os.listdir("/proc"))
         except OSError:
             pids = set(psutil.pids())
             return pids - self._known.keys(), self._known.keys() - pids
@@ -168,22 +391,26 @@ class Scanner:
         return new, gone
 
     def scan(self) -> list[AgentProcess]:
-        """One pass: every agent process running now, already folded into trees."""
+        """One pass: every agent process running now, already folded into trees. Fed by
+        events, also the agents that exited since they were found, once."""
         started = time.perf_counter()
         now = time.time()
-        new, gone = self._pids()
-        for pid in gone:
-            self._remove(pid)
+        mono = time.monotonic()
         new_agents = []
-        for pid in new:
-            if pid in self._known:
-                self._remove(pid)  # a stale entry of a reused pid
-            known = self._inspect(pid, now)
-            if known is not None and known.agent is not None:
-                new_agents.append(pid)
+        if self._listing_due(mono):
+            new_agents += self._list(now, mono)
+        if self._events:
+            self._drain_queue(now)
+        new_agents += self._fresh  # found by events since the last pass, or just now
+        self._fresh = []
+        departed = []
         for pid in list(self._agents):
             known = self._known.get(pid)
-            if known is not None and known.agent is not None:
+            if known is None or known.agent is None:
+                continue
+            if known.exited:
+                departed.append(pid)  # no process left to read: as it was last seen
+            else:
                 self._refresh_agent(pid, known, now)
         for pid in list(self._watch):
             known = self._known.get(pid)
@@ -204,11 +431,50 @@ class Scanner:
             wait = min(self.settings.signing_wait, FIRST_PASS_SIGNING_S)
             budget = wait if first else self.settings.signing_budget
             self._wait_for_signing(new_agents, started + budget)
+        for pid in departed:
+            self._settle_departed(pid)
         self._add_descendant_cpu()
         agents = self._fold_trees()
+        for pid in departed:
+            self._remove(pid)
+        for pid in self._agents:
+            self._known[pid].reported = True
         self.stats.passes += 1
         self.stats.last_duration_s = time.perf_counter() - started
         return agents
+
+    def _list(self, now: float, mono: float) -> list[int]:
+        """List /proc: look at the processes it shows that are not known yet, forget the
+        ones gone. The agents found."""
+        if self._events and self._relist:
+            self._check_known()
+        new, gone = self._pids()
+        for pid in gone:
+            known = self._known.get(pid)
+            if known is not None and known.exited:
+                continue  # an agent that exited before a pass saw it: reported first
+            self._remove(pid)
+        found = []
+        for pid in new:
+            if pid in self._known:
+                self._remove(pid)  # a stale entry of a reused pid
+            known = self._inspect(pid, now)
+            if known is not None and known.agent is not None:
+                found.append(pid)
+        self.stats.listings += 1
+        if self._events:
+            self._relist = False
+            self._last_listing = mono
+            self._next_listing = mono + self._listing_every
+            self._rebuild_tree()
+        return found
+
+    def _settle_departed(self, pid: int) -> None:
+        """An agent that exited before its identity was known: there is nothing left to
+        wait for, it is announced with what is known (and ends)."""
+        known = self._known[pid]
+        if known.agent is not None and not known.agent.signing_settled:
+            known.agent = replace(known.agent, signing_settled=True)
 
     def _inspect(self, pid: int, now: float) -> KnownProcess | None:
         self.stats.inspected += 1
@@ -254,9 +520,11 @@ class Scanner:
         known = KnownProcess(
             start_time, ppid, name, agent, settle, argv_key=argv_key, inspected_at=time.monotonic()
         )
+        if match is not None or self._events:
+            # Fed by events, every process's: lost events are checked against it.
+            known.start_ticks = start_ticks(pid)
         if match is not None:
             known.helper = match.helper
-            known.start_ticks = start_ticks(pid)
         elif (
             self._resolver is not None
             and _in_app_bundle(exe)

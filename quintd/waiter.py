@@ -5,6 +5,10 @@ Exits come from the kernel, with no thread per process: a pidfd per process in o
 ``poll`` on Linux (5.3+), ``EVFILT_PROC``/``NOTE_EXIT`` in one kqueue on macOS and the
 BSDs. Where neither works (an older kernel, a syscall refused by a seccomp filter), the
 wait is a plain timed one and the scan notices exits, as before: status says which.
+
+Other descriptors join the same wait with :meth:`Waiter.add_reader` (the process events'
+socket): reported when readable, then left out of the wait for ``gap`` seconds, so that a
+steady stream of events is read in batches rather than one wakeup each.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import logging
 import os
 import select
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger("quintd.waiter")
@@ -27,11 +32,13 @@ Identity = Callable[[int], str | None]
 
 @dataclass
 class Wakeup:
-    """Why a wait ended: ``exited`` pids (from the kernel), ``woken`` by :meth:`wake`;
-    neither means the timeout passed."""
+    """Why a wait ended: ``exited`` pids (from the kernel), ``woken`` by :meth:`wake`,
+    ``readable`` descriptors (of :meth:`Waiter.add_reader`); none means the timeout
+    passed."""
 
     exited: set[int] = field(default_factory=set)
     woken: bool = False
+    readable: set[int] = field(default_factory=set)
 
 
 class Waiter:
@@ -49,6 +56,18 @@ class Waiter:
         if kernel_exits:
             self._exits = _kernel_exit_watch(self._read_fd)
         self.method = self._exits.method
+        self._readers: dict[int, float] = {}  # fd -> its gap (seconds)
+        self._quiet_until: dict[int, float] = {}  # fd -> when it is waited on again
+
+    def add_reader(self, fd: int, gap: float = 0.0) -> None:
+        """Wake when ``fd`` is readable; once reported, it is left out of the waits for
+        ``gap`` seconds (the caller reads it meanwhile)."""
+        self._readers[fd] = gap
+        self._quiet_until.pop(fd, None)
+
+    def remove_reader(self, fd: int) -> None:
+        self._readers.pop(fd, None)
+        self._quiet_until.pop(fd, None)
 
     @property
     def watched(self) -> set[int]:
@@ -81,12 +100,31 @@ class Waiter:
             os.write(self._write_fd, b"\0")
 
     def wait(self, timeout: float | None) -> Wakeup:
-        """Until ``timeout`` seconds pass (None: no limit), a wake, or an exit."""
+        """Until ``timeout`` seconds pass (None: no limit), a wake, an exit, or a reader
+        is readable."""
         result = Wakeup()
-        try:
-            ready = self._exits.wait(timeout)
-        except InterruptedError:
-            return result
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            readers = [fd for fd in self._readers if self._quiet_until.get(fd, 0.0) <= now]
+            quiet = [t for fd, t in self._quiet_until.items() if t > now and fd in self._readers]
+            # Until the deadline, or until a quiet reader is waited on again.
+            until = min([*quiet, *([deadline] if deadline is not None else [])], default=None)
+            try:
+                ready, readable = self._exits.wait(
+                    None if until is None else max(until - now, 0.0), readers
+                )
+            except InterruptedError:
+                return result
+            if ready or readable or (deadline is None and not quiet):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        for fd in readable:
+            result.readable.add(fd)
+            gap = self._readers.get(fd, 0.0)
+            if gap > 0:
+                self._quiet_until[fd] = time.monotonic() + gap
         for pid in ready:
             if pid < 0:
                 result.woken = True
@@ -128,7 +166,10 @@ class _ExitWatch:
     def remove(self, pid: int) -> None:
         pass
 
-    def wait(self, timeout: float | None) -> list[int]:
+    def wait(
+        self, timeout: float | None, readers: Sequence[int] = ()
+    ) -> tuple[list[int], list[int]]:
+        """The exited pids (and -1 for the wake pipe), and the ``readers`` readable."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -142,14 +183,18 @@ class _NoExitWatch(_ExitWatch):
         super().__init__(wake_fd)
         self._poll = select.poll() if hasattr(select, "poll") else None
 
-    def wait(self, timeout: float | None) -> list[int]:
+    def wait(
+        self, timeout: float | None, readers: Sequence[int] = ()
+    ) -> tuple[list[int], list[int]]:
         if self._poll is None:
-            readable, _, _ = select.select([self._wake_fd], [], [], timeout)
-            return [-1] if readable else []
+            ready, _, _ = select.select([self._wake_fd, *readers], [], [], timeout)
+            return [-1 for fd in ready if fd == self._wake_fd], [
+                fd for fd in ready if fd != self._wake_fd
+            ]
         if not getattr(self, "_registered", False):
             self._poll.register(self._wake_fd, select.POLLIN)
             self._registered = True
-        return [-1 for _ in self._poll.poll(_milliseconds(timeout))]
+        return _poll_with(self._poll, readers, timeout, lambda fd: -1)
 
 
 class _PidfdWatch(_ExitWatch):
@@ -200,11 +245,15 @@ class _PidfdWatch(_ExitWatch):
         with contextlib.suppress(OSError):
             os.close(fd)
 
-    def wait(self, timeout: float | None) -> list[int]:
-        return [
-            -1 if fd == self._wake_fd else self._pids.get(fd, -1)
-            for fd, _ in self._poll.poll(_milliseconds(timeout))
-        ]
+    def wait(
+        self, timeout: float | None, readers: Sequence[int] = ()
+    ) -> tuple[list[int], list[int]]:
+        return _poll_with(
+            self._poll,
+            readers,
+            timeout,
+            lambda fd: -1 if fd == self._wake_fd else self._pids.get(fd, -1),
+        )
 
     def _give_up(self) -> None:
         for pid in list(self._fds):
@@ -267,15 +316,25 @@ if sys.platform != "linux" and sys.platform != "win32":  # where select has kque
             with contextlib.suppress(OSError):
                 self._kq.control([event], 0, 0)  # gone already: the one-shot filter went too
 
-        def wait(self, timeout: float | None) -> list[int]:
-            ready = []
-            for event in self._kq.control(None, 64, timeout):
-                if event.filter == select.KQ_FILTER_READ:
+        def wait(
+            self, timeout: float | None, readers: Sequence[int] = ()
+        ) -> tuple[list[int], list[int]]:
+            # A reader is waited on by a one-shot filter, added again at each wait.
+            changes = [
+                select.kevent(fd, select.KQ_FILTER_READ, select.KQ_EV_ADD | select.KQ_EV_ONESHOT)
+                for fd in readers
+            ]
+            ready: list[int] = []
+            readable: list[int] = []
+            for event in self._kq.control(changes, 64, timeout):
+                if event.filter == select.KQ_FILTER_READ and event.ident == self._wake_fd:
                     ready.append(-1)
+                elif event.filter == select.KQ_FILTER_READ:
+                    readable.append(event.ident)
                 elif event.fflags & select.KQ_NOTE_EXIT:
                     self._pids.discard(event.ident)
                     ready.append(event.ident)
-            return ready
+            return ready, readable
 
         def close(self) -> None:
             self._kq.close()
@@ -287,6 +346,24 @@ def _kernel_exit_watch(wake_fd: int) -> _ExitWatch:
     if sys.platform != "linux" and sys.platform != "win32" and hasattr(select, "kqueue"):
         return _KqueueWatch(wake_fd)
     return _NoExitWatch(wake_fd)
+
+
+def _poll_with(
+    poll: select.poll, readers: Sequence[int], timeout: float | None, pid_of: Callable[[int], int]
+) -> tuple[list[int], list[int]]:
+    """One ``poll`` with the readers registered for it alone."""
+    for fd in readers:
+        poll.register(fd, select.POLLIN)
+    try:
+        events = poll.poll(_milliseconds(timeout))
+    finally:
+        for fd in readers:
+            with contextlib.suppress(KeyError, ValueError):
+                poll.unregister(fd)
+    wanted = set(readers)
+    return [pid_of(fd) for fd, _ in events if fd not in wanted], [
+        fd for fd, _ in events if fd in wanted
+    ]
 
 
 def _milliseconds(timeout: float | None) -> int | None:
