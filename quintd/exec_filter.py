@@ -68,21 +68,23 @@ class ExecFilter:
         return _interpreter(comm) or Verdict.SKIP
 
     def examine(self, pid: int) -> Verdict:
-        """An exec'd process, from /proc: its executable, then (if that says nothing) its
-        name. A process gone already is skipped: there is nothing left to look at."""
+        """An exec'd process, from /proc: its executable, then (unless that settles it)
+        its name. A process gone already is skipped: there is nothing left to look at."""
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
         except FileNotFoundError:
-            # Gone, or a kernel thread; ENOENT for a zombie too.
-            return Verdict.SKIP
+            return Verdict.SKIP  # gone (or a zombie, or a kernel thread)
         except OSError:
             exe = ""  # not ours to read (a per-user daemon): the name decides
-        if exe:
-            verdict = self.by_exe(exe)
-            if verdict is not None:
-                return verdict
+        by_exe = self.by_exe(exe) if exe else None
+        if by_exe is Verdict.INSPECT:
+            return by_exe
+        # A shell's script may be named like an agent (`#!/bin/sh` in a file `claude`).
         comm = read_comm(pid)
-        return Verdict.SKIP if comm is None else self.by_name(comm)
+        by_name = Verdict.SKIP if comm is None else self.by_name(comm)
+        if by_name is Verdict.INSPECT or by_exe is None:
+            return by_name
+        return by_exe
 
 
 def read_comm(pid: int) -> str | None:

@@ -63,6 +63,13 @@ class ProcEventsUnavailable(Exception):
     """The kernel refused the subscription, or does not answer it: list ``/proc``."""
 
 
+class ProcEvent(NamedTuple):
+    what: int  # PROC_EVENT_EXEC, _FORK (pid: the new process), _EXIT or _COMM
+    pid: int  # the process (its tgid)
+    parent: int = 0  # a fork's parent process
+    name: str = ""  # a rename's new name
+
+
 @dataclass
 class EventBatch:
     """What one read found, with the order of the events folded in: a pid that exec'd and
@@ -78,12 +85,21 @@ class EventBatch:
     more: bool = False  # the read stopped at its limit: more is waiting
     events: int = 0  # datagrams read
 
-
-class ProcEvent(NamedTuple):
-    what: int  # PROC_EVENT_EXEC, _FORK (pid: the new process), _EXIT or _COMM
-    pid: int  # the process (its tgid)
-    parent: int = 0  # a fork's parent process
-    name: str = ""  # a rename's new name
+    def add(self, event: ProcEvent) -> None:
+        """Fold in the next event."""
+        what, pid = event.what, event.pid
+        if what == PROC_EVENT_EXEC:
+            self.execs[pid] = None
+            self.comms.pop(pid, None)
+        elif what == PROC_EVENT_FORK:
+            self.forks[pid] = event.parent
+        elif what == PROC_EVENT_EXIT:
+            self.exits.add(pid)
+            self.execs.pop(pid, None)
+            self.forks.pop(pid, None)
+            self.comms.pop(pid, None)
+        elif what == PROC_EVENT_COMM:
+            self.comms[pid] = event.name
 
 
 @dataclass
@@ -185,21 +201,8 @@ class ProcEvents:
         """Drain up to ``limit`` datagrams without blocking, folded into one batch.
         Raises :class:`ProcEventsUnavailable` if the socket fails for good."""
         batch = EventBatch()
-        execs, forks, comms, exits = batch.execs, batch.forks, batch.comms, batch.exits
         for event in self._drain(limit, batch):
-            what, pid = event.what, event.pid
-            if what == PROC_EVENT_EXEC:
-                execs[pid] = None
-                comms.pop(pid, None)
-            elif what == PROC_EVENT_FORK:
-                forks[pid] = event.parent
-            elif what == PROC_EVENT_EXIT:
-                exits.add(pid)
-                execs.pop(pid, None)
-                forks.pop(pid, None)
-                comms.pop(pid, None)
-            elif what == PROC_EVENT_COMM:
-                comms[pid] = event.name
+            batch.add(event)
         return batch
 
     def events(self, limit: int = DEFAULT_BATCH) -> list[ProcEvent]:
@@ -211,8 +214,6 @@ class ProcEvents:
         whether events were lost or more wait."""
         buf = self._buf
         recv = self._sock.recvfrom_into
-        unpack = _MESSAGE.unpack_from
-        needed = _MESSAGE.size
         stats = self.stats
         read = 0
         while read < limit:
@@ -232,23 +233,13 @@ class ProcEvents:
             if sender[0] != 0:  # only the kernel speaks from port 0
                 stats.foreign += 1
                 continue
-            if size < needed:
+            try:
+                event = parse_event(buf, size)
+            except ValueError:
                 stats.malformed += 1
                 continue
-            (_, _, _, _, _, idx, val, _, _, cn_len, _, what, _, _, a, b, c, d) = unpack(buf)
-            if idx != CN_IDX_PROC or val != CN_VAL_PROC or cn_len < 24:
-                stats.malformed += 1
-                continue
-            # Whole processes only: threads are left out (the kernel's filter, where
-            # attached, dropped them already).
-            if what == PROC_EVENT_EXEC:
-                yield ProcEvent(what, b)
-            elif what == PROC_EVENT_FORK and c == d:
-                yield ProcEvent(what, d, parent=b)
-            elif what == PROC_EVENT_EXIT and a == b:
-                yield ProcEvent(what, b)
-            elif what == PROC_EVENT_COMM and a == b and size >= _COMM.stop:
-                yield ProcEvent(what, b, name=_name(buf[_COMM]))
+            if event is not None:
+                yield event
         else:
             batch.more = True
         batch.events = read
@@ -263,6 +254,29 @@ class ProcEvents:
         with contextlib.suppress(OSError):
             self._sock.send(_control(PROC_CN_MCAST_IGNORE, random.getrandbits(31)))
         self._sock.close()
+
+
+def parse_event(data: bytes | bytearray, size: int | None = None) -> ProcEvent | None:
+    """One datagram (its first ``size`` bytes): the event it carries, None for what is not
+    kept (a thread's fork, exit or rename, another kind of event, the answer to a
+    subscription). ValueError if it is no process event."""
+    size = len(data) if size is None else size
+    if size < _MESSAGE.size:
+        raise ValueError(f"{size} bytes: too short for a process event")
+    (_, _, _, _, _, idx, val, _, _, cn_len, _, what, _, _, a, b, c, d) = _MESSAGE.unpack_from(data)
+    if idx != CN_IDX_PROC or val != CN_VAL_PROC or cn_len < 24:
+        raise ValueError(f"not a process event (connector {idx}.{val}, {cn_len} bytes)")
+    # Whole processes only: threads are left out (the kernel's filter, where attached,
+    # dropped them already). A new thread is a fork whose child pid is not its tgid.
+    if what == PROC_EVENT_EXEC:
+        return ProcEvent(what, b)
+    if what == PROC_EVENT_FORK and c == d:
+        return ProcEvent(what, d, parent=b)
+    if what == PROC_EVENT_EXIT and a == b:
+        return ProcEvent(what, b)
+    if what == PROC_EVENT_COMM and a == b and size >= _COMM.stop:
+        return ProcEvent(what, b, name=_name(data[_COMM]))
+    return None
 
 
 def _control(op: int, ack: int) -> bytes:
