@@ -154,6 +154,7 @@ class Scanner:
         self._relist = False  # events were lost: list again (and check what is known)
         self._filter = ExecFilter(self.settings.platforms)
         self._looks = TokenBucket(LOOKS_PER_S, LOOKS_BURST)
+        self._queue_max = QUEUE_MAX
         self._queue: dict[int, None] = {}  # pids to look at in the next pass, oldest first
         self._tree: set[int] = set()  # agents and what runs under them: their forks count
         self._fresh: list[int] = []  # agents found since the last pass
@@ -169,13 +170,22 @@ class Scanner:
 
     # -- fed by process events ------------------------------------------------------------
 
-    def follow_events(self, full_listing_interval: float = FULL_LISTING_S) -> None:
+    def follow_events(
+        self,
+        full_listing_interval: float = FULL_LISTING_S,
+        *,
+        looks_per_s: float = LOOKS_PER_S,
+        looks_burst: int = LOOKS_BURST,
+        queue_max: int = QUEUE_MAX,
+    ) -> None:
         """From now on the kernel's process events come through :meth:`feed`: a pass lists
         /proc only every ``full_listing_interval`` seconds (the next pass does), or after
         events were lost."""
         self._events = True
         self._listing_every = full_listing_interval
         self._next_listing = 0.0
+        self._looks = TokenBucket(looks_per_s, looks_burst)
+        self._queue_max = queue_max
 
     def follow_scan(self) -> None:
         """Back to listing /proc every pass (the events stopped)."""
@@ -185,6 +195,10 @@ class Scanner:
     @property
     def fed_by_events(self) -> bool:
         return self._events
+
+    def knows(self, pid: int) -> bool:
+        """Whether the process was looked at (and not forgotten since)."""
+        return pid in self._known
 
     def feed(self, batch: EventBatch) -> bool:
         """Take one batch of process events; look at once at the execs that may be agents.
@@ -270,7 +284,7 @@ class Scanner:
     def _enqueue(self, pid: int) -> None:
         if pid in self._queue:
             return
-        if len(self._queue) >= QUEUE_MAX:
+        if len(self._queue) >= self._queue_max:
             self.stats.left_to_listing += 1
             self._relist = True
             return
