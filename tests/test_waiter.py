@@ -185,3 +185,42 @@ def test_pidfds_are_not_inherited_by_children(waiter: Waiter) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_reader_wakes_the_wait_then_rests_for_its_gap(waiter: Waiter) -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        waiter.add_reader(read_fd, gap=0.2)
+        assert waiter.wait(0.02).readable == set()  # nothing to read: the timeout
+        os.write(write_fd, b"x")
+        first = waiter.wait(30)
+        reported = time.monotonic()
+        assert first.readable == {read_fd} and not first.exited and not first.woken
+        # Not read: still readable, but left out of the waits for its gap...
+        assert waiter.wait(0.05).readable == set()
+        # ...and reported again once the gap is over, within one wait.
+        again = waiter.wait(30)
+        assert again.readable == {read_fd}
+        assert time.monotonic() - reported >= 0.2
+        waiter.wake()  # a wake still ends a wait while the reader rests
+        assert waiter.wait(30).woken
+        waiter.remove_reader(read_fd)
+        assert waiter.wait(0.05).readable == set()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+@linux_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="the process connector needs root")
+def test_process_events_wake_the_wait(waiter: Waiter) -> None:
+    from quintd.proc_events import ProcEvents
+
+    events = ProcEvents.open()
+    try:
+        waiter.add_reader(events.fileno(), gap=0.01)
+        subprocess.run([SLEEP, "0"], check=True)
+        assert waiter.wait(30).readable == {events.fileno()}
+        assert events.read().events > 0
+    finally:
+        events.close()
