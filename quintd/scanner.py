@@ -64,7 +64,10 @@ RELIST_GAP_S = 1.0  # after lost events, /proc is listed again, at most this oft
 LOOKS_PER_S = 200.0
 LOOKS_BURST = 400
 QUEUE_MAX = 8192  # processes waiting for the next pass; beyond it they are left to a listing
-QUEUE_PER_PASS = 256  # of them, looked at in one pass (the rest in the next ones)
+# Looks in one feed or one pass: at most this long (then the rest wait for the next pass),
+# so that the loop comes back to the events soon (an agent that lives 50 ms is looked at
+# only if its exec is read while it runs).
+LOOKS_BUDGET_S = 0.02
 
 T = TypeVar("T")
 
@@ -155,9 +158,15 @@ class Scanner:
         self._filter = ExecFilter(self.settings.platforms)
         self._looks = TokenBucket(LOOKS_PER_S, LOOKS_BURST)
         self._queue_max = QUEUE_MAX
-        self._queue: dict[int, None] = {}  # pids to look at in the next pass, oldest first
+        # Pids to look at in the next passes, oldest first: the execs that may be agents
+        # (put off by the looks' limits) before the rest (shells, agents' children, what a
+        # later listing found).
+        self._urgent: dict[int, None] = {}
+        self._queue: dict[int, None] = {}
+        self._cold = True  # the next listing looks at every new process at once
         self._tree: set[int] = set()  # agents and what runs under them: their forks count
         self._fresh: list[int] = []  # agents found since the last pass
+        self._looks_until = 0.0  # perf_counter: the end of this feed's looks
 
     def reconfigure(self, settings: ScannerSettings) -> None:
         """New settings; with a new signature table, every process is looked at again."""
@@ -190,6 +199,9 @@ class Scanner:
     def follow_scan(self) -> None:
         """Back to listing /proc every pass (the events stopped)."""
         self._events = False
+        for pid in (*self._urgent, *self._queue):
+            self._listing.discard(str(pid))  # the next listing looks at them
+        self._urgent.clear()
         self._queue.clear()
 
     @property
@@ -208,6 +220,7 @@ class Scanner:
             return False
         soon = False
         now = time.time()
+        self._looks_until = time.perf_counter() + LOOKS_BUDGET_S
         for pid in batch.exits:
             soon |= self._exited(pid)
         for child, parent in batch.forks.items():
@@ -227,6 +240,7 @@ class Scanner:
     def _exited(self, pid: int) -> bool:
         self._listing.discard(str(pid))
         self._queue.pop(pid, None)
+        self._urgent.pop(pid, None)
         known = self._known.get(pid)
         if known is None:
             return False
@@ -274,21 +288,23 @@ class Scanner:
         return self._look_soon(pid, now)
 
     def _look_soon(self, pid: int, now: float) -> bool:
-        if not self._looks.ready(time.monotonic()):
+        if time.perf_counter() > self._looks_until or not self._looks.ready(time.monotonic()):
             self.stats.put_off += 1
-            self._enqueue(pid)
+            self._enqueue(pid, urgent=True)
             return True
         self.stats.looked_at_once += 1
         return self._look(pid, now)
 
-    def _enqueue(self, pid: int) -> None:
-        if pid in self._queue:
+    def _enqueue(self, pid: int, urgent: bool = False) -> None:
+        queue = self._urgent if urgent else self._queue
+        if pid in queue:
             return
-        if len(self._queue) >= self._queue_max:
+        if len(self._urgent) + len(self._queue) >= self._queue_max:
             self.stats.left_to_listing += 1
+            self._listing.discard(str(pid))  # new to the next listing
             self._relist = True
             return
-        self._queue[pid] = None
+        queue[pid] = None
 
     def _look(self, pid: int, now: float) -> bool:
         """Look at one process (not known yet); True if it is an agent. The processes it
@@ -311,16 +327,15 @@ class Scanner:
         return True
 
     def _drain_queue(self, now: float) -> None:
-        """Look at the processes waiting for this pass that still run (oldest first, a
-        bounded number)."""
-        looked = 0
-        while self._queue and looked < QUEUE_PER_PASS:
-            pid = next(iter(self._queue))
-            del self._queue[pid]
-            if pid in self._known:
-                continue
-            looked += 1
-            self._look(pid, now)
+        """Look at the processes waiting for this pass that still run (oldest first, for
+        at most LOOKS_BUDGET_S)."""
+        until = time.perf_counter() + LOOKS_BUDGET_S
+        for queue in (self._urgent, self._queue):
+            while queue and time.perf_counter() < until:
+                pid = next(iter(queue))
+                del queue[pid]
+                if pid not in self._known:
+                    self._look(pid, now)
 
     def _listing_due(self, mono: float) -> bool:
         if not self._events or mono >= self._next_listing:
@@ -358,7 +373,9 @@ class Scanner:
         self._watch.clear()
         self._targets.clear()
         self._listing = set()
+        self._urgent.clear()
         self._queue.clear()
+        self._cold = True
         self._tree.clear()
         self._fresh.clear()
         self._next_listing = 0.0
@@ -469,9 +486,16 @@ class Scanner:
                 continue  # an agent that exited before a pass saw it: reported first
             self._remove(pid)
         found = []
+        # Fed by events, a listing after the first is a safety net: what it finds new waits
+        # in the queue like the rest (a pass stays short).
+        at_once = not self._events or self._cold
+        self._cold = False
         for pid in new:
             if pid in self._known:
                 self._remove(pid)  # a stale entry of a reused pid
+            if not at_once:
+                self._enqueue(pid)
+                continue
             known = self._inspect(pid, now)
             if known is not None and known.agent is not None:
                 found.append(pid)
@@ -530,7 +554,10 @@ class Scanner:
         except OSError:
             self.stats.errors += 1
             return None
-        settle = start_time + _SETTLE_SECONDS if now - start_time < _SETTLE_SECONDS else 0.0
+        # A young process may still exec into something else: looked at again until it
+        # settles. Fed by events there is no need: its exec will say so.
+        young = now - start_time < _SETTLE_SECONDS and not self._events
+        settle = start_time + _SETTLE_SECONDS if young else 0.0
         known = KnownProcess(
             start_time, ppid, name, agent, settle, argv_key=argv_key, inspected_at=time.monotonic()
         )
