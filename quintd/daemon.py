@@ -21,6 +21,7 @@ from types import FrameType
 from quintd import __version__
 from quintd.config import LoadedConfig, running_as_root
 from quintd.errors import QuintdError
+from quintd.event_feed import EventFeed
 from quintd.logs import LogFormat, fields
 from quintd.loop_log import DeferredNotice, PassErrors, log_stored
 from quintd.model import Session, format_timestamp
@@ -67,6 +68,7 @@ class Daemon:
         self._started_wall = datetime.now(UTC)
         self._lock = StateLock(self.settings.paths.lock_path)
         self.parts: Parts | None = None
+        self._feed: EventFeed | None = None
         self.pass_errors = PassErrors()
         self._deferred = DeferredNotice()
         # What status shows: replaced whole after each pass (the tracker never changes a
@@ -91,6 +93,11 @@ class Daemon:
             self._waiter = Waiter(start_ticks, self.settings.loop.kernel_exits)
             self._install_signal_handlers()
             parts = self.build_parts(self.settings)
+            loop = self.settings.loop
+            self._feed = EventFeed.start(
+                parts.scanner, loop.process_events, loop.full_listing_interval
+            )
+            self._feed.attach(self._waiter)
             # The socket first: it refuses to start if another daemon answers there.
             parts.control.start()
             parts.shipper.start()
@@ -141,6 +148,8 @@ class Daemon:
             # A new wait (on this thread: a wake lost meanwhile is this reload's pass).
             old, self._waiter = self._waiter, Waiter(start_ticks, settings.loop.kernel_exits)
             old.close()
+            if self._feed is not None:
+                self._feed.attach(self._waiter)
         self.settings = settings
 
     def _prospect(self) -> None:
@@ -157,6 +166,8 @@ class Daemon:
     def _shutdown(self) -> None:
         if self.parts is not None:
             self.parts.close(touch=self._touch)
+        if self._feed is not None:
+            self._feed.close()
         self._notifier.close()
         if self._waiter is not None:
             self._waiter.close()
@@ -221,7 +232,7 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload()
-            if woke.exited:
+            if woke.exited or (self._feed is not None and self._feed.handle(woke, self._waiter)):
                 schedule.soon = True
             now = time.monotonic()
             if not schedule.due(now):
@@ -310,6 +321,7 @@ class Daemon:
         parts = self.parts
         mono = time.monotonic()
         exits_from = self._waiter.method if self._waiter is not None else "scan"
+        feed = self._feed if self._feed is not None else EventFeed(parts.scanner, None)
         delivery = parts.shipper.effective_settings
         return StatusReport(
             version=__version__,
@@ -326,7 +338,7 @@ class Daemon:
             queue=parts.writer.report(),
             delivery=parts.shipper.report(),
             agent_state=parts.sources.report(refused_claims=parts.tracker.foreign_claims),
-            scan=scan_report(parts, self._schedule, exits_from, self.pass_errors),
+            scan=scan_report(parts, self._schedule, exits_from, feed, self.pass_errors),
             settings=settings_report(
                 self.settings.loop, parts, self._log_format or self.settings.log.format
             ),

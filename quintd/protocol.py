@@ -116,6 +116,17 @@ class ScanReport:
     waiting_unremembered: int = 0
     # Passes that file events would have brought forward, put off (one user's churn).
     passes_put_off: int = 0
+    # Where new processes are learnt of: "connector" (the kernel's process events) or
+    # "scan" (a listing of /proc each pass); with events, /proc is listed `listings` times.
+    process_events: str = "scan"
+    events_read: int = 0  # from the kernel: forks, execs, exits, renames
+    events_dropped: int = 0  # by the kernel (its socket full): a listing makes up for them
+    listings: int = 0
+    execs_skipped: int = 0  # execs not worth a look (neither name nor file of an agent)
+    looked_at_once: int = 0  # execs looked at as they came
+    looks_put_off: int = 0  # execs past the looks' rate, left to the next pass
+    left_to_listing: int = 0  # processes the next pass had no room for: a listing finds them
+    lost_events: int = 0  # reads that found the kernel had dropped events
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,8 @@ class SettingsReport:
     log_level: str
     log_format: str
     kernel_exits: bool = True
+    process_events: bool = True
+    full_listing_interval: float = 30.0
     watches_per_user: int = 1000
     new_per_user_per_minute: int = 60
 

@@ -17,6 +17,7 @@ from quintd.settings import LoopSettings
 from quintd.store import DeadLetter
 
 if TYPE_CHECKING:
+    from quintd.event_feed import EventFeed
     from quintd.loop_log import PassErrors
     from quintd.parts import Parts
     from quintd.pass_schedule import PassSchedule
@@ -41,9 +42,10 @@ def session_rows(sessions: Iterable[Session], mono_now: float) -> list[SessionRo
 
 
 def scan_report(
-    parts: Parts, schedule: PassSchedule, exits_from: str, errors: PassErrors
+    parts: Parts, schedule: PassSchedule, exits_from: str, feed: EventFeed, errors: PassErrors
 ) -> ScanReport:
     tracker, scanner = parts.tracker, parts.scanner
+    stats = scanner.stats
     return ScanReport(
         passes=scanner.stats.passes,
         last_duration_ms=round(scanner.stats.last_duration_s * 1000, 3),
@@ -56,6 +58,15 @@ def scan_report(
         waiting_turn=tracker.queued,
         waiting_unremembered=tracker.overflow,
         passes_put_off=schedule.wakeups.refused,
+        process_events=feed.method,
+        events_read=feed.read,
+        events_dropped=feed.dropped,
+        listings=stats.listings,
+        execs_skipped=stats.execs_skipped,
+        looked_at_once=stats.looked_at_once,
+        looks_put_off=stats.put_off,
+        left_to_listing=stats.left_to_listing,
+        lost_events=stats.lost_events,
     )
 
 
@@ -65,6 +76,8 @@ def settings_report(loop: LoopSettings, parts: Parts, log_format: str) -> Settin
     return SettingsReport(
         scan_interval=loop.scan_interval,
         kernel_exits=loop.kernel_exits,
+        process_events=loop.process_events,
+        full_listing_interval=loop.full_listing_interval,
         platforms=len(parts.scanner.settings.platforms),
         idle_after=parts.tracker.settings.idle_after,
         new_per_user_per_minute=parts.tracker.settings.new_per_user_per_minute,

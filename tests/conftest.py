@@ -126,7 +126,9 @@ def write_config(
     interval: float = 0.2,
     idle_after: float = 3600.0,
     extra: str = "",
+    scan: str = "",
 ) -> Path:
+    """A configuration for a test daemon; ``scan``: more lines of its [scan] table."""
     lines = ["[cloud]"]
     if endpoint:
         lines.append(f'endpoint = "{endpoint}"')
@@ -137,6 +139,7 @@ def write_config(
         "",
         "[scan]",
         f"interval = {interval}",
+        scan,
         "",
         "[sessions]",
         f"idle_after = {idle_after}",
