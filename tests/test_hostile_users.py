@@ -320,8 +320,11 @@ def test_sparse_transcripts_cost_nothing_and_hold_no_pass(
         project = root / "projects" / "-proj"
         (root / "sessions").mkdir(parents=True)
         project.mkdir(parents=True)
-        procs = [scene.run_as_user("claude", scene.home) for _ in range(20)]
+        # The user's before any agent of theirs runs: a state directory someone else owns
+        # when the agent is first seen is never read for that process (and process events
+        # see the agents as they start).
         scene.own(root)
+        procs = [scene.run_as_user("claude", scene.home) for _ in range(20)]
         staging = _owned_dir(scene.home / "staging", scene.uid, scene.gid, 0o755)
         for n, proc in enumerate(procs):
             sid = f"{n:08d}-0000-4000-8000-000000000000"
