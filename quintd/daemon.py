@@ -142,6 +142,16 @@ class Daemon:
         assert self.parts is not None
         self.parts.reconfigure(settings, self._log_format)
         self._schedule.interval = settings.loop.scan_interval
+        loop, running = settings.loop, self.settings.loop
+        if (
+            self._feed is not None
+            and self._waiter is not None
+            and (
+                (loop.process_events, loop.full_listing_interval)
+                != (running.process_events, running.full_listing_interval)
+            )
+        ):
+            self._feed.reconfigure(loop.process_events, loop.full_listing_interval, self._waiter)
         if self._waiter is not None and settings.loop.kernel_exits != (
             self.settings.loop.kernel_exits
         ):

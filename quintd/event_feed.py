@@ -24,6 +24,7 @@ class EventFeed:
         self._scanner = scanner
         self._events = events
         self._stats = events.stats if events is not None else None
+        self._earlier = (0, 0)  # (read, dropped) by subscriptions closed since start
 
     @classmethod
     def start(cls, scanner: Scanner, enabled: bool, full_listing_interval: float) -> EventFeed:
@@ -37,6 +38,21 @@ class EventFeed:
         scanner.follow_events(full_listing_interval)
         return cls(scanner, events)
 
+    def reconfigure(self, enabled: bool, full_listing_interval: float, waiter: Waiter) -> None:
+        """A reload: subscribe or unsubscribe, or list /proc on the new schedule."""
+        if not enabled:
+            if self._events is not None:
+                waiter.remove_reader(self._events.fileno())
+                self.close()
+                self._scanner.follow_scan()
+            return
+        if self._events is None:
+            started = EventFeed.start(self._scanner, True, full_listing_interval)
+            self._events, self._stats = started._events, started._stats
+            self.attach(waiter)
+        else:
+            self._scanner.follow_events(full_listing_interval)
+
     @property
     def method(self) -> str:
         return "connector" if self._events is not None else "scan"
@@ -44,12 +60,12 @@ class EventFeed:
     @property
     def read(self) -> int:
         """Events read from the kernel (the socket's datagrams)."""
-        return self._stats.received if self._stats is not None else 0
+        return self._earlier[0] + (self._stats.received if self._stats is not None else 0)
 
     @property
     def dropped(self) -> int:
         """Events the kernel dropped (the socket was full): a listing makes up for them."""
-        return self._stats.dropped if self._stats is not None else 0
+        return self._earlier[1] + (self._stats.dropped if self._stats is not None else 0)
 
     def attach(self, waiter: Waiter) -> None:
         """Wake ``waiter`` when events wait to be read (a new waiter after a reload too)."""
@@ -73,5 +89,6 @@ class EventFeed:
 
     def close(self) -> None:
         if self._events is not None:
+            self._earlier = (self.read, self.dropped)
             self._events.close()
-            self._events = None
+            self._events, self._stats = None, None

@@ -84,6 +84,13 @@ def running() -> Iterator[Running]:
 RELOADABLE = [
     ("scan.interval", {"scan": {"interval": "0.7"}}, "scan_interval", 0.7),
     ("scan.kernel_exits", {"scan": {"kernel_exits": "false"}}, "kernel_exits", False),
+    ("scan.process_events", {"scan": {"process_events": "false"}}, "process_events", False),
+    (
+        "scan.full_listing_interval",
+        {"scan": {"full_listing_interval": "45.0"}},
+        "full_listing_interval",
+        45.0,
+    ),
     ("sessions.idle_after", {"sessions": {"idle_after": "42.5"}}, "idle_after", 42.5),
     (
         "sessions.new_per_user_per_minute",
@@ -127,6 +134,17 @@ def test_a_reloadable_key_takes_effect(
         k: v for k, v in running.base.items() if k != field
     }
     assert status["last_reload_error"] is None
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
+@pytest.mark.skipif(os.geteuid() != 0, reason="process events need root")
+def test_process_events_can_be_turned_off_and_on_again(running: Running) -> None:
+    assert running.status()["scan"]["process_events"] == "connector"
+    off = running.reload({"scan": {"process_events": "false"}})["scan"]
+    assert off["process_events"] == "scan"
+    on = running.reload({})["scan"]
+    assert on["process_events"] == "connector"
+    assert on["events_read"] >= off["events_read"]
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
