@@ -235,13 +235,14 @@ def test_a_planted_link_in_our_own_state_dir_is_never_followed(short_tmp: Path) 
 
 # -- 3. terminal and log injection --------------------------------------------------------
 
-HOSTILE = "x\x1b]0;owned\x07\x1b[2J\u202eevil\x00\nFORGED ROW " + "y" * 300
+# Format characters too: a zero-width space, a BOM and "ASCII smuggled" in tag characters.
+HOSTILE = "x\x1b]0;owned\x07\x1b[2J\u202eev\u200bil\ufeff\U000e0041\x00\nFORGED ROW " + "y" * 300
 
 
 def test_hostile_titles_and_directory_names_reach_nobody_raw(
     short_tmp: Path, agents: Agents, daemons
 ) -> None:
-    hostile_dir = short_tmp / ("proj\x1b[31m\u202e\x07\n" + "z" * 230)
+    hostile_dir = short_tmp / ("proj\x1b[31m\u202e\u2060\x07\n" + "z" * 230)
     hostile_dir.mkdir()
     home = short_tmp / "home"
     home.mkdir()
@@ -277,7 +278,7 @@ def test_hostile_titles_and_directory_names_reach_nobody_raw(
     names = [r.event.get("session_name") or "" for r in events]
     assert any(n.startswith("x]0;owned[2Jevil FORGED ROW") for n in names)
     for text in (status_text, scan_text, log):
-        for bad in ("\x1b", "\x07", "\x00", "\u202e"):
+        for bad in ("\x1b", "\x07", "\x00", "\u202e", "\u200b", "\ufeff", "\U000e0041", "\u2060"):
             assert bad not in text
     assert "FORGED ROW" not in "".join(line[:2] for line in status_text.splitlines())
     assert "\x1b" not in scan_json and "\u202e" not in scan_json
