@@ -211,14 +211,23 @@ def test_a_state_dir_of_another_user_is_refused_and_its_planted_link_untouched(
     assert precious.read_text() == "root's data\n"
 
 
-def test_a_world_writable_state_dir_is_refused_and_never_chmodded(short_tmp: Path) -> None:
-    state = short_tmp / "state"
-    state.mkdir()
-    os.chmod(state, 0o1777)  # like /tmp
+@pytest.mark.parametrize(
+    ("mode", "key"),
+    [(0o1777, "state_dir"), (0o770, "state_dir"), (0o720, "runtime_dir")],  # /tmp; a group's
+    ids=["1777-state", "0770-state", "0720-runtime"],
+)
+def test_a_state_dir_others_can_write_is_refused_and_never_chmodded(
+    short_tmp: Path, mode: int, key: str
+) -> None:
+    directory = short_tmp / ("state" if key == "state_dir" else "run")
+    directory.mkdir()
+    os.chmod(directory, mode)
     config = write_config(short_tmp, endpoint="http://127.0.0.1:9")
     result = _run_expecting_config_error(config)
-    assert f"paths.state_dir: {state} is writable by group or others (mode 1777)" in result.stderr
-    assert stat.S_IMODE(state.stat().st_mode) == 0o1777
+    assert f"paths.{key}: {directory} is writable by group or others (mode {mode:04o})" in (
+        result.stderr
+    )
+    assert stat.S_IMODE(directory.stat().st_mode) == mode
 
 
 def test_a_planted_link_in_our_own_state_dir_is_never_followed(short_tmp: Path) -> None:
