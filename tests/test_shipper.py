@@ -376,3 +376,52 @@ def test_the_turn_counts_requests_not_events(store: Store) -> None:
         endpoint="http://127.0.0.1:9", token=TOKEN, batch_size=50, batch_body=True
     )
     assert Shipper(store, batched)._queued() == 3  # 50 + 50 + 20
+
+
+def _sends_at_once(shipper: Shipper, store: Store, server: IngestServer, count: int) -> None:
+    """With the window open, ``count`` sessions' requests go at once (held at the server's
+    gate until all of them are there) and no more."""
+    server.hold()
+    first = 100 + len(server.events)
+    try:
+        store.apply([event(first + n) for n in range(count + 4)])
+        shipper.wake()
+        server.wait_held(count)
+    finally:
+        server.release()
+    server.wait_for(lambda evs: len(evs) >= first - 100 + count + 4, what="all of them")
+    assert server.most_held == count
+
+
+def test_a_reload_of_in_flight_changes_how_many_requests_go_at_once(
+    store: Store, server: IngestServer
+) -> None:
+    """What the part uses, not what it reports: a reload from 1 to 4 requests in flight
+    sends four at once (the pool of senders rebuilt), and back to 2."""
+    settings = DeliverySettings(
+        endpoint=server.url,
+        token=TOKEN,
+        timeout=10.0,
+        batch_size=50,
+        flush_interval=0.1,
+        in_flight=1,
+        start_jitter=0.0,
+    )
+    shipper = Shipper(store, settings, rand=lambda: 0.5)
+    shipper.start()
+    try:
+        # Rounds of 1, 2, 4 and 8 events open the send window (slow start) to 16.
+        store.apply([event(n) for n in range(15)])
+        server.wait_for(lambda evs: len(evs) == 15, what="the window opened")
+        wait_until(lambda: store.stats().depth == 0, what="the queue drained")
+        _sends_at_once(shipper, store, server, 1)
+        shipper.reconfigure(settings.model_copy(update={"in_flight": 4}))
+        wait_until(lambda: shipper.settings.in_flight == 4, what="the reload applied")
+        _sends_at_once(shipper, store, server, 4)
+        shipper.reconfigure(settings.model_copy(update={"in_flight": 2}))
+        wait_until(lambda: shipper.settings.in_flight == 2, what="the reload applied")
+        _sends_at_once(shipper, store, server, 2)
+    finally:
+        server.release()
+        shipper.stop(1.0)
+    assert server.violations == []
