@@ -99,6 +99,64 @@ def wait_until(
         time.sleep(interval)  # polling interval of a deadline wait, not synchronisation
 
 
+# -- every process a test starts is reaped -------------------------------------------------
+
+# The processes started while a test runs (its own body and its function-scoped fixtures),
+# recorded by Popen itself: whatever helper started them, none outlives the test. (A
+# module-scoped fixture's processes are started before this records, and are its own.)
+_started: list[tuple[subprocess.Popen[Any], bool]] | None = None
+_popen_init = subprocess.Popen.__init__
+REAP_DEADLINE_S = 5.0  # after SIGTERM, this long to exit before SIGKILL
+
+
+def _recording_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+    _popen_init(self, *args, **kwargs)
+    if _started is not None:
+        own_group = bool(kwargs.get("start_new_session")) or kwargs.get("process_group") == 0
+        _started.append((self, own_group))
+
+
+subprocess.Popen.__init__ = _recording_init  # type: ignore[method-assign]
+
+
+def _signal(proc: subprocess.Popen[Any], own_group: bool, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if own_group:
+            os.killpg(proc.pid, sig)  # its children too (an agent's relaunched child)
+        else:
+            proc.send_signal(sig)
+
+
+def reap(started: list[tuple[subprocess.Popen[Any], bool]]) -> list[int]:
+    """SIGTERM to every process still running, SIGKILL to those still there after
+    REAP_DEADLINE_S; each one waited for. The pids that had to be reaped."""
+    running = [(p, group) for p, group in started if p.poll() is None]
+    for proc, group in running:
+        _signal(proc, group, signal.SIGTERM)
+    deadline = time.monotonic() + REAP_DEADLINE_S
+    for proc, group in running:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            _signal(proc, group, signal.SIGKILL)
+            proc.wait(timeout=30)
+        if group:  # what is left of its group (the leader has gone)
+            _signal(proc, group, signal.SIGKILL)
+    return [p.pid for p, _ in running]
+
+
+@pytest.fixture(autouse=True)
+def reap_processes() -> Iterator[None]:
+    global _started
+    started: list[tuple[subprocess.Popen[Any], bool]] = []
+    _started = started
+    try:
+        yield
+    finally:
+        _started = None
+        reap(started)
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path: Unix socket paths are limited to ~104 bytes."""
