@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from quintd.logs import register_secret
 from quintd.model import LifecycleEvent
 from quintd.shipper import (
     BACKOFF_CAP_S,
+    STOP_MARGIN_S,
     DeliverySettings,
     Shipper,
     full_jitter_backoff,
@@ -425,3 +427,27 @@ def test_a_reload_of_in_flight_changes_how_many_requests_go_at_once(
         server.release()
         shipper.stop(1.0)
     assert server.violations == []
+
+
+def test_stop_keeps_to_the_drain_with_a_request_unanswered(
+    store: Store, server: IngestServer
+) -> None:
+    """A request waits for an answer that does not come (cloud.timeout 30 s): stop(0.5)
+    returns after the drain and its margin, not at the request's timeout; the event stays
+    queued, and its sender does not hold the process (a daemon thread)."""
+    server.hold()
+    store.apply([event(1)])
+    shipper = start_shipper(store, server.url, timeout=30.0)
+    try:
+        server.wait_held(1)
+        started = time.monotonic()
+        shipper.stop(0.5)
+        took = time.monotonic() - started
+        assert took < 0.5 + STOP_MARGIN_S + 1.0, f"stop took {took:.1f} s"
+        assert shipper.is_alive()  # left behind, waiting for its answer
+        senders = [t for t in threading.enumerate() if t.name.startswith("quintd-send")]
+        assert senders and all(t.daemon for t in senders)
+        assert store.stats().depth == 1
+    finally:
+        server.release()
+    wait_until(lambda: not shipper.is_alive(), what="the delivery thread, once answered")
