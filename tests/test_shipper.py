@@ -239,8 +239,8 @@ def test_parse_retry_after() -> None:
 
 
 def test_full_jitter_backoff_bounds() -> None:
-    assert full_jitter_backoff(1, lambda: 1.0) == 2.0
-    assert full_jitter_backoff(3, lambda: 0.5) == 4.0
+    assert full_jitter_backoff(1, lambda: 1.0) == 1.0  # from 1 s (README: Delivery)
+    assert full_jitter_backoff(3, lambda: 0.5) == 2.0
     assert full_jitter_backoff(50, lambda: 1.0) == BACKOFF_CAP_S  # jitter after the cap
     assert full_jitter_backoff(50, lambda: 0.5) == BACKOFF_CAP_S / 2
     assert full_jitter_backoff(2, lambda: 0.0) == 0.1  # never a hot loop
