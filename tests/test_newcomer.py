@@ -258,30 +258,55 @@ def test_a_session_ended_while_down_is_logged_with_its_pid(
 # -- status --watch and --format prometheus ----------------------------------------------
 
 
+def _watch_frames(daemon: DaemonProcess, count: int = 3) -> list[str]:
+    """`quintd status --watch` until it has drawn ``count`` frames, then Ctrl-C: the
+    frames (it must exit 0)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quintd", "status", "--watch", "--config", str(daemon.config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=daemon.env,
+    )
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + 30
+    while seen.count(b"Ctrl-C to quit") < count and time.monotonic() < deadline:
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break  # it exited: the frames so far are all there will be
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    frames = [f.decode() for f in seen.split(b"\x1b[H")[1:]]
+    assert len(frames) >= count, f"{len(frames)} frame(s): {seen[-500:]!r}"
+    return frames
+
+
 def test_status_watch_redraws_until_ctrl_c(
     short_tmp: Path, agents: Agents, running: Callable[..., DaemonProcess]
 ) -> None:
     agents.binary("amp")
     daemon = running(endpoint="http://127.0.0.1:9")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "quintd", "status", "--watch", "--config", str(daemon.config)],
-            stdout=subprocess.PIPE,
-            env=daemon.env,
-        )
-        assert proc.stdout is not None
-        seen = b""
-        deadline = time.monotonic() + 30
-        while seen.count(b"Ctrl-C to quit") < 3 and time.monotonic() < deadline:
-            seen += os.read(proc.stdout.fileno(), 65536)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-        frames = seen.split(b"\x1b[H")[1:]
-        assert len(frames) >= 3
-        frame = frames[-1].decode()
-        assert "IN STATE" in frame and "amp" in frame and frame.rstrip().endswith("\x1b[J")
-    finally:
-        daemon.terminate()
+    frame = _watch_frames(daemon)[-1]
+    assert "IN STATE" in frame and "amp" in frame and frame.rstrip().endswith("\x1b[J")
+    daemon.terminate()
+
+
+def test_status_watch_redraws_with_a_config_file_that_no_longer_loads(
+    short_tmp: Path, running: Callable[..., DaemonProcess]
+) -> None:
+    """A broken edit: the watch still finds the daemon started from the file and redraws
+    it, the file's problem at the top of every frame."""
+    daemon = running(endpoint="http://127.0.0.1:9")
+    good = daemon.config.read_text()
+    daemon.config.write_text(good.replace("interval = 0.2", "interval = -1"))
+    frames = _watch_frames(daemon)
+    assert daemon.proc is not None
+    for frame in frames:
+        assert "scan.interval" in frame.split("running: pid")[0], frame
+        assert "keeps the configuration it loaded" in frame
+        assert f"running: pid {daemon.proc.pid}" in frame
+    daemon.terminate()
 
 
 def test_status_in_the_prometheus_text_format(
