@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from own_agents import mark_binary, remember
+from own_agents import is_marked, mark_binary, remember
 
 T = TypeVar("T")
 
@@ -218,6 +218,16 @@ def write_config(
     return path
 
 
+def fake_agent(path: Path) -> Path:
+    """A native agent's binary at ``path``: a copy of `sleep` marked as this run's own
+    (tests/own_agents.py), so that the daemons under test report it with an identity no
+    other copy of sleep on the machine has (another user's fake agents, another run's)."""
+    shutil.copy(SLEEP, path)
+    os.chmod(path, 0o755)
+    mark_binary(path)
+    return path
+
+
 class Agents:
     """Fake agent processes, shaped like the real ones, killed at teardown."""
 
@@ -233,8 +243,7 @@ class Agents:
         bindir.mkdir(exist_ok=True)
         for name in names:
             if not (bindir / name).exists():
-                shutil.copy(SLEEP, bindir / name)
-                mark_binary(bindir / name)  # this run's own (tests/own_agents.py)
+                fake_agent(bindir / name)
 
     def binary(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """A native agent: a copy of `sleep` named like the agent."""
@@ -244,9 +253,12 @@ class Agents:
     def spawn(
         self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        program = shutil.which(argv[0]) or argv[0]
-        if os.path.isfile(program):
-            remember(Path(os.path.realpath(program)))  # its events are this run's
+        program = Path(os.path.realpath(shutil.which(argv[0]) or argv[0]))
+        if is_marked(program):
+            remember(program)  # its events are this run's
+        elif program.is_file() and program.read_bytes() == Path(SLEEP).read_bytes():
+            remember(program)  # a plain copy of sleep: refused, with the reason
+        # An interpreter (sh, node, python) is never the identity: its script is.
         # Agents get a home of their own: the developer's real agent state stays out.
         env = dict(env if env is not None else os.environ)
         if env.get("HOME") == os.environ.get("HOME"):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Agents, needs_fixtures, wait_until
+from conftest import Agents, fake_agent, needs_fixtures, wait_until
 from replay import MACHINE, Rec, Replay, load_processes, parse_started, story
 
 from quintd.identity import native_session_id, process_session_id
@@ -379,7 +379,7 @@ def test_manager_watches_the_wal_of_a_real_process(
     project = tmp_path / "project"
     project.mkdir()
     live = LiveDatabase(home / DATA)
-    shutil.copy(shutil.which("sleep") or "/bin/sleep", tmp_path / "opencode")
+    fake_agent(tmp_path / "opencode")
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "OPENCODE_DB")}
     proc = agents.spawn(
         [str(tmp_path / "opencode"), "600"], cwd=project, env=env | {"HOME": str(home)}

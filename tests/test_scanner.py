@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import SLEEP, Agents, node_binary, required_tool, wait_until
+from conftest import SLEEP, Agents, fake_agent, node_binary, required_tool, wait_until
 
 from quintd.model import AgentProcess
 from quintd.scanner import Scanner
@@ -114,7 +114,7 @@ def test_process_that_execs_into_agent_is_found(agents: Agents) -> None:
     """A fork is seen before its exec: a young process is re-checked until it settles."""
     claude = agents.root / "bin" / "claude"
     claude.parent.mkdir()
-    shutil.copy(SLEEP, claude)
+    fake_agent(claude)
     fifo = agents.root / "go"
     os.mkfifo(fifo)
     proc = agents.spawn(["sh", "-c", f"read x < {fifo}; exec {claude} 600"])
@@ -151,7 +151,7 @@ def test_gemini_relaunched_child_counts_once(agents: Agents) -> None:
 def test_codex_wrapper_and_native_child_count_once(agents: Agents) -> None:
     native = agents.root / "node_modules/@openai/codex/vendor/x86_64-unknown-linux-musl/bin/codex"
     native.parent.mkdir(parents=True)
-    shutil.copy(SLEEP, native)
+    fake_agent(native)
     script = _package(agents.root, "@openai/codex/bin/codex.js")
     proc = agents.spawn([str(NODE), str(script)], env=dict(os.environ, FAKE_NATIVE=str(native)))
     scanner = Scanner()
@@ -166,7 +166,7 @@ def test_codex_wrapper_and_native_child_count_once(agents: Agents) -> None:
 def test_agent_started_by_another_agent_is_its_own_with_parent(agents: Agents) -> None:
     claude = agents.root / "bin" / "claude"
     claude.parent.mkdir()
-    shutil.copy(SLEEP, claude)
+    fake_agent(claude)
     script = _package(agents.root, "@openai/codex/bin/codex.js")
     proc = agents.spawn([str(NODE), str(script)], env=dict(os.environ, FAKE_NATIVE=str(claude)))
     scanner = Scanner()

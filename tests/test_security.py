@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import signal
 import sqlite3
 import stat
@@ -25,10 +24,10 @@ import pytest
 from claude_fixture import FIRST
 from claude_fixture import FIXTURES as CLAUDE
 from conftest import (
-    SLEEP,
     TOKEN,
     Agents,
     clean_env,
+    fake_agent,
     run_cli,
     wait_until,
     write_config,
@@ -112,7 +111,7 @@ def test_another_user_cannot_take_over_a_conversation(
 ) -> None:
     uid, gid = other_user
     shared = _owned_dir(short_tmp / "pub", 0, 0)
-    shutil.copy(SLEEP, shared / "claude")
+    fake_agent(shared / "claude")
     os.chmod(shared / "claude", 0o755)
     victim_home = short_tmp / "victim"
     victim_home.mkdir()
@@ -259,7 +258,7 @@ def test_hostile_titles_and_directory_names_reach_nobody_raw(
         daemon = daemons(write_config(short_tmp, endpoint=server.url)).start()
         daemon.wait_ready()
         plain = agents.binary("amp", cwd=hostile_dir)  # named after its directory
-        shutil.copy(SLEEP, agents.root / "bin" / "claude")
+        fake_agent(agents.root / "bin" / "claude")
         titled = agents.spawn(
             [str(agents.root / "bin" / "claude"), "600"], cwd=home, env={"HOME": str(home)}
         )
@@ -313,7 +312,7 @@ def test_a_hostile_registry_and_transcript_cost_one_warning_and_keep_the_good_li
         config = write_config(short_tmp, endpoint=server.url, interval=0.2)
         daemon = daemons(config).start()
         daemon.wait_ready()
-        shutil.copy(SLEEP, short_tmp / "claude")
+        fake_agent(short_tmp / "claude")
         bomb_owner = agents.spawn(
             [str(short_tmp / "claude"), "600"], cwd=project, env={"HOME": str(home)}
         )
@@ -544,7 +543,7 @@ def test_a_per_user_daemon_watches_only_its_own_users_agents(
 
     uid, gid = other_user
     shared = _owned_dir(short_tmp / "pub", 0, 0)
-    shutil.copy(SLEEP, shared / "amp")
+    fake_agent(shared / "amp")
     os.chmod(shared / "amp", 0o755)
     root_agent = agents.spawn([str(shared / "amp"), "600"], cwd=shared)
     user_agent = _spawn_as(agents, [str(shared / "amp"), "600"], uid, gid, {}, shared)
