@@ -195,7 +195,15 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         ).run()
     if args.command == "status":
         if args.watch:
-            return _watch(loaded, args)
+            from quintd.control import request
+            from quintd.protocol import Command
+
+            def fetch() -> Any:
+                result = request(loaded.socket_path, Command.STATUS)
+                _check_identity(loaded, result)
+                return result
+
+            return _watch(args, fetch)
         return _status(loaded, args)
     if args.command == "reload":
         return _reload(loaded.socket_path, loaded.state_dir, loaded.source, args)
@@ -240,16 +248,24 @@ def _status_despite(error: ConfigError, args: argparse.Namespace) -> int:
         print(f"quintd: {line}", file=sys.stderr)
     source, state_dir, runtime_dir = locate_daemon(args.config)
     socket_path = runtime_dir / "quintd.sock"
+    if args.watch:
+
+        def fetch() -> Any:
+            result = request(socket_path, Command.STATUS)
+            if not _started_from(result, state_dir, source):
+                raise QuintdError(f"the daemon on {socket_path} is not this configuration's")
+            return result
+
+        # The problem stays on the screen (a redraw would wipe what stderr said).
+        problem = [f"quintd: {line}" for line in str(error).splitlines()]
+        problem.append("quintd: the running daemon keeps the configuration it loaded")
+        return _watch(args, fetch, "\n".join(problem))
     try:
         result = request(socket_path, Command.STATUS)
     except NotRunningError as exc:
         _not_running(exc, args, socket_path)
         return error.exit_code
-    ours = isinstance(result, dict) and (
-        _same_path(result.get("state_dir"), state_dir)
-        or (source is not None and _same_path(result.get("config_file"), source))
-    )
-    if not ours:
+    if not _started_from(result, state_dir, source):
         print(f"quintd: the daemon on {socket_path} is not this configuration's", file=sys.stderr)
         return error.exit_code
     print(
@@ -258,6 +274,14 @@ def _status_despite(error: ConfigError, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return _show_status(result, args)
+
+
+def _started_from(result: Any, state_dir: Path, source: Path | None) -> bool:
+    """Whether the daemon that answered runs with this state dir or this config file."""
+    return isinstance(result, dict) and (
+        _same_path(result.get("state_dir"), state_dir)
+        or (source is not None and _same_path(result.get("config_file"), source))
+    )
 
 
 def _reload_despite(error: ConfigError, args: argparse.Namespace) -> int:
@@ -371,13 +395,13 @@ def _send_sighup(pid: int, still_ours: Callable[[], bool]) -> None:
             os.close(pidfd)
 
 
-def _watch(loaded: LoadedConfig, args: argparse.Namespace) -> int:
-    """The status, redrawn in place every second (like top) until Ctrl-C."""
+def _watch(args: argparse.Namespace, fetch: Callable[[], Any], note: str = "") -> int:
+    """The status ``fetch`` asks the daemon for, redrawn in place every second (like top)
+    until Ctrl-C; ``note`` (a configuration file that does not load) heads every frame."""
     import signal
     import time
 
-    from quintd.control import request
-    from quintd.protocol import Command, StatusReport, from_json
+    from quintd.protocol import StatusReport, from_json
     from quintd.status_text import render_status
 
     if args.json or args.format != "text":
@@ -391,11 +415,11 @@ def _watch(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         while True:
             started = time.monotonic()
             try:
-                result = request(loaded.socket_path, Command.STATUS)
-                _check_identity(loaded, result)
-                frame = render_status(from_json(StatusReport, result, "status"))
+                frame = render_status(from_json(StatusReport, fetch(), "status"))
             except QuintdError as exc:  # not running (yet), restarting...: keep looking
                 frame = f"quintd: {exc}"
+            if note:
+                frame = f"{note}\n\n{frame}"
             stamp = time.strftime("%H:%M:%S")
             # Home, the frame, then clear what is left of the last one: no flicker.
             sys.stdout.write(f"\x1b[H{frame}\n\n{stamp}  (Ctrl-C to quit)\x1b[J")

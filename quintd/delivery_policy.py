@@ -169,9 +169,10 @@ def full_jitter_backoff(
     base: float = BACKOFF_BASE_S,
     cap: float = BACKOFF_CAP_S,
 ) -> float:
-    """The wait after ``failures`` failed rounds in a row: a ceiling of ``base * 2^n``,
-    capped, then jittered over the whole range (never below 0.1 s: no hot loop)."""
-    ceiling = min(cap, base * 2.0 ** min(failures, 30))
+    """The wait after ``failures`` failed rounds in a row (1 for the first): a ceiling of
+    ``base * 2^(failures - 1)`` (1, 2, 4, 8 ... s), capped, then jittered over the whole
+    range (never below 0.1 s: no hot loop)."""
+    ceiling = min(cap, base * 2.0 ** min(max(failures - 1, 0), 30))
     return max(MIN_WAIT_S, ceiling * float(rand()))
 
 

@@ -9,15 +9,17 @@ applied to the store.
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, Field
 
@@ -60,6 +62,11 @@ TOKEN_NAG_INTERVAL_S = 600.0
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 10 * 1024 * 1024
 
+# At shutdown, after the drain's deadline, this long for the delivery thread to record what
+# it has; a request still in flight then is left (its event stays queued, and goes again
+# under the same Idempotency-Key at the next start).
+STOP_MARGIN_S = 1.0
+
 
 @dataclass(frozen=True)
 class _Sent:
@@ -69,6 +76,43 @@ class _Sent:
     key: str
     outcome: Outcome
     answered_at: float = 0.0  # monotonic
+
+
+class _Senders:
+    """The workers that send one session's events each: ``workers`` threads taking jobs
+    in turn. Daemon threads, unlike a ThreadPoolExecutor's (the interpreter waits for those
+    at exit): a request still waiting for its answer when the drain is over does not hold
+    the daemon's exit until its timeout."""
+
+    def __init__(self, workers: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"quintd-send_{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((future, job))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            future, job = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Each worker ends once the jobs before it are done."""
+        for _ in self._threads:
+            self._jobs.put(None)
 
 
 if TYPE_CHECKING:  # imported when a client is made: `quintd status` does not need httpx
@@ -187,8 +231,8 @@ class Shipper(threading.Thread):
         self._held_by_limit = False  # the wait now is the organisation's limit's (a 429)
 
     @staticmethod
-    def _new_pool(settings: DeliverySettings) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=settings.in_flight, thread_name_prefix="quintd-send")
+    def _new_pool(settings: DeliverySettings) -> _Senders:
+        return _Senders(settings.in_flight)
 
     # -- control ----------------------------------------------------------------------
 
@@ -231,17 +275,25 @@ class Shipper(threading.Thread):
         if old_client is not None:
             old_client.close()
         if old_pool is not None:
-            old_pool.shutdown(wait=False)
+            old_pool.shutdown()
 
     def stop(self, drain_timeout: float) -> None:
-        """Try a last flush for up to ``drain_timeout`` seconds, then stop."""
+        """Try a last flush for up to ``drain_timeout`` seconds, then stop. A request sent
+        before and still unanswered then is not waited for (nor is ``cloud.timeout``):
+        the thread is left behind, its event still queued."""
         self._drain_deadline = time.monotonic() + drain_timeout
         self._stopping.set()
         self._wake.set()
         if self.is_alive():
-            self.join(drain_timeout + self.settings.timeout + 1.0)
-        if not self.is_alive():
-            self._pool.shutdown(wait=False)
+            self.join(drain_timeout + STOP_MARGIN_S)
+        if self.is_alive():
+            log.warning(
+                "delivery: a request still unanswered after the drain (%.1fs); its events "
+                "stay queued",
+                drain_timeout,
+            )
+        else:
+            self._pool.shutdown()
             if self._client is not None:
                 self._client.close()
 
@@ -383,7 +435,10 @@ class Shipper(threading.Thread):
                     break
             return sent
 
-        futures = [self._pool.submit(send_session, events) for events in by_session.values()]
+        futures = [
+            self._pool.submit(functools.partial(send_session, events))
+            for events in by_session.values()
+        ]
         results: list[_Sent] = []
         errors: list[BaseException] = []
         for future in futures:

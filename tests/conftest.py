@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from own_agents import mark_binary, remember
+from own_agents import is_marked, mark_binary, remember
 
 T = TypeVar("T")
 
@@ -99,6 +99,64 @@ def wait_until(
         time.sleep(interval)  # polling interval of a deadline wait, not synchronisation
 
 
+# -- every process a test starts is reaped -------------------------------------------------
+
+# The processes started while a test runs (its own body and its function-scoped fixtures),
+# recorded by Popen itself: whatever helper started them, none outlives the test. (A
+# module-scoped fixture's processes are started before this records, and are its own.)
+_started: list[tuple[subprocess.Popen[Any], bool]] | None = None
+_popen_init = subprocess.Popen.__init__
+REAP_DEADLINE_S = 5.0  # after SIGTERM, this long to exit before SIGKILL
+
+
+def _recording_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+    _popen_init(self, *args, **kwargs)
+    if _started is not None:
+        own_group = bool(kwargs.get("start_new_session")) or kwargs.get("process_group") == 0
+        _started.append((self, own_group))
+
+
+subprocess.Popen.__init__ = _recording_init  # type: ignore[method-assign]
+
+
+def _signal(proc: subprocess.Popen[Any], own_group: bool, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if own_group:
+            os.killpg(proc.pid, sig)  # its children too (an agent's relaunched child)
+        else:
+            proc.send_signal(sig)
+
+
+def reap(started: list[tuple[subprocess.Popen[Any], bool]]) -> list[int]:
+    """SIGTERM to every process still running, SIGKILL to those still there after
+    REAP_DEADLINE_S; each one waited for. The pids that had to be reaped."""
+    running = [(p, group) for p, group in started if p.poll() is None]
+    for proc, group in running:
+        _signal(proc, group, signal.SIGTERM)
+    deadline = time.monotonic() + REAP_DEADLINE_S
+    for proc, group in running:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            _signal(proc, group, signal.SIGKILL)
+            proc.wait(timeout=30)
+        if group:  # what is left of its group (the leader has gone)
+            _signal(proc, group, signal.SIGKILL)
+    return [p.pid for p, _ in running]
+
+
+@pytest.fixture(autouse=True)
+def reap_processes() -> Iterator[None]:
+    global _started
+    started: list[tuple[subprocess.Popen[Any], bool]] = []
+    _started = started
+    try:
+        yield
+    finally:
+        _started = None
+        reap(started)
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path: Unix socket paths are limited to ~104 bytes."""
@@ -163,6 +221,16 @@ def write_config(
     return path
 
 
+def fake_agent(path: Path) -> Path:
+    """A native agent's binary at ``path``: a copy of `sleep` marked as this run's own
+    (tests/own_agents.py), so that the daemons under test report it with an identity no
+    other copy of sleep on the machine has (another user's fake agents, another run's)."""
+    shutil.copy(SLEEP, path)
+    os.chmod(path, 0o755)
+    mark_binary(path)
+    return path
+
+
 class Agents:
     """Fake agent processes, shaped like the real ones, killed at teardown."""
 
@@ -178,8 +246,7 @@ class Agents:
         bindir.mkdir(exist_ok=True)
         for name in names:
             if not (bindir / name).exists():
-                shutil.copy(SLEEP, bindir / name)
-                mark_binary(bindir / name)  # this run's own (tests/own_agents.py)
+                fake_agent(bindir / name)
 
     def binary(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """A native agent: a copy of `sleep` named like the agent."""
@@ -189,9 +256,12 @@ class Agents:
     def spawn(
         self, argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        program = shutil.which(argv[0]) or argv[0]
-        if os.path.isfile(program):
-            remember(Path(os.path.realpath(program)))  # its events are this run's
+        program = Path(os.path.realpath(shutil.which(argv[0]) or argv[0]))
+        if is_marked(program):
+            remember(program)  # its events are this run's
+        elif program.is_file() and program.read_bytes() == Path(SLEEP).read_bytes():
+            remember(program)  # a plain copy of sleep: refused, with the reason
+        # An interpreter (sh, node, python) is never the identity: its script is.
         # Agents get a home of their own: the developer's real agent state stays out.
         env = dict(env if env is not None else os.environ)
         if env.get("HOME") == os.environ.get("HOME"):

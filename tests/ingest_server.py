@@ -118,6 +118,11 @@ class IngestServer:
         self.requests = 0
         self.request_sizes: list[int] = []  # bytes of each request's body
         self._faults: list[Fault] = []
+        # The gate (hold/release): while it is held, every request waits, its events
+        # stored, for its answer; `held` are waiting now, `most_held` the most at once.
+        self._gate_held = False
+        self.held = 0
+        self.most_held = 0
         self._fault_source: Callable[[], Fault | None] | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -152,6 +157,30 @@ class IngestServer:
             self._faults.extend(
                 Fault(status, headers or {}, body, action, delay) for _ in range(count)
             )
+
+    def hold(self) -> None:
+        """From now on each request waits for :meth:`release` before its answer."""
+        with self._cond:
+            self._gate_held = True
+            self.most_held = self.held
+
+    def release(self) -> None:
+        with self._cond:
+            self._gate_held = False
+            self._cond.notify_all()
+
+    def wait_held(self, count: int, timeout: float = 20.0) -> None:
+        """Until ``count`` requests wait at the gate at once."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.held < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {count} requests at once; "
+                        f"{self.held} waiting, at most {self.most_held} at once"
+                    )
+                self._cond.wait(remaining)
 
     def set_fault_source(self, source: Callable[[], Fault | None] | None) -> None:
         """A function asked for each request that has no queued fault (random chaos)."""
@@ -279,6 +308,13 @@ class IngestServer:
                     now = time.monotonic()
                     server.events.extend(Received(e, key, now) for e in events)
                     server._cond.notify_all()
+                with server._cond:
+                    server.held += 1
+                    server.most_held = max(server.most_held, server.held)
+                    server._cond.notify_all()
+                    while server._gate_held:
+                        server._cond.wait()
+                    server.held -= 1
                 if fault is not None and fault.action == "drop_after":
                     self._drop()
                     return

@@ -26,8 +26,25 @@ def mark_binary(path: Path) -> None:
     remember(path)
 
 
+def is_marked(path: Path) -> bool:
+    """A binary this run marked (its identity is this run's alone)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-len(RUN_MARK), 2)
+            return fh.read() == RUN_MARK
+    except OSError:
+        return False
+
+
 def remember(path: Path) -> None:
-    """An executable this run's agents run, as it is."""
+    """An executable this run's agents run, as it is. Only a marked one: an unmarked
+    system binary (or a plain copy of one) has the identity every other copy has, and
+    would make another user's (or another test run's) fake agents count as this run's."""
+    if not is_marked(path):
+        raise AssertionError(
+            f"{path}: an agent binary that is not this run's own; make it with "
+            "conftest.fake_agent (a marked copy) so that its identity is this run's alone"
+        )
     SIGNING_IDS.add("sha256:" + hashlib.sha256(path.read_bytes()).hexdigest())
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from claude_fixture import FIRST, FIXTURES, HOME, PROJECT_DIR, SECOND, SUBAGENT
-from conftest import Agents, wait_until
+from conftest import Agents, fake_agent, wait_until
 
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.scanner import Scanner
@@ -216,7 +216,7 @@ def test_manager_finds_state_from_the_process_environment_and_watches_it(
     home = tmp_path / "home"
     root = home / ".claude"
     (root / "sessions").mkdir(parents=True)
-    shutil.copy(shutil.which("sleep") or "/bin/sleep", tmp_path / "claude")
+    fake_agent(tmp_path / "claude")
     proc = agents.spawn([str(tmp_path / "claude"), "600"], env=dict(os.environ, HOME=str(home)))
     scanner = Scanner()
     agent = wait_until(
@@ -256,7 +256,7 @@ def test_first_run_one_session_from_the_first_event(
 
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(shutil.which("sleep") or "/bin/sleep", tmp_path / "claude")
+    fake_agent(tmp_path / "claude")
     proc = agents.spawn([str(tmp_path / "claude"), "600"], env=dict(os.environ, HOME=str(home)))
     agent = wait_until(
         lambda: next((a for a in Scanner().scan() if a.pid == proc.pid), None), what="claude"

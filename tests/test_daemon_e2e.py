@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import stat
+import time
 import uuid
 from pathlib import Path
 
@@ -298,3 +299,39 @@ def test_dead_letters_listed_and_requeued_through_the_daemon(
         [got] = server.wait_for(lambda evs: len(evs) == 1, what="requeued event delivered")
         assert got.idempotency_key == letter["event_id"]
         assert daemon.terminate() == 0
+
+
+def test_shutdown_keeps_to_drain_timeout_with_a_request_in_flight(
+    short_tmp: Path, agents: Agents, daemons
+) -> None:
+    """queue.drain_timeout = 2 and cloud.timeout = 30: SIGTERM while a request waits for an
+    answer that does not come; the daemon exits 0 within the drain, not at the request's
+    timeout. The event stays queued and goes again, under the same key, at the next start."""
+    with IngestServer(token=TOKEN) as server:
+        config = write_config(short_tmp, endpoint=server.url)
+        text = config.read_text()
+        assert "\ntimeout = 5.0\n" in text and "\ndrain_timeout = 3.0\n" in text
+        text = text.replace("\ntimeout = 5.0\n", "\ntimeout = 30.0\n")
+        config.write_text(text.replace("\ndrain_timeout = 3.0\n", "\ndrain_timeout = 2.0\n"))
+        server.hold()  # every request waits for its answer
+        try:
+            daemon = daemons(config).start()
+            daemon.wait_ready()
+            amp = agents.binary("amp")
+            session_id = session_of(daemon, amp.pid)
+            server.wait_held(1)
+            [held] = server.events
+            assert held.event["session_id"] == session_id
+            assert daemon.proc is not None
+            started = time.monotonic()
+            daemon.proc.send_signal(signal.SIGTERM)
+            code = daemon.proc.wait(timeout=60)
+            took = time.monotonic() - started
+        finally:
+            server.release()
+        assert code == 0, daemon.log
+        assert took < 2.0 + 3.0, f"exited {took:.1f} s after SIGTERM"  # the drain, a margin
+        again = daemons(config).start()
+        again.wait_ready()
+        events = server.wait_for(lambda evs: len(evs) >= 2, what="the event sent again")
+        assert (events[1].event, events[1].idempotency_key) == (held.event, held.idempotency_key)

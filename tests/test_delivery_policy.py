@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -121,12 +122,27 @@ def test_backoff_counts_rounds_not_requests() -> None:
         chosen = pipeline_outcome(round_)
         assert chosen is not None
         waits.append(backoff.wait_after(chosen))
-    assert waits == [2.0, 4.0, 8.0]
+    assert waits == [1.0, 2.0, 4.0]
     assert backoff.failures == 3
 
 
+def test_backoff_is_exponential_from_one_second() -> None:
+    """README (Delivery): "exponential backoff from 1 s, capped at 300 s, with full
+    jitter": the ceilings of the failed rounds in a row (the waits with the jitter at its
+    top), and the jitter over the whole range below each."""
+    top = Backoff(rand=lambda: 1.0)
+    ceilings = [top.wait_after(Outcome(Action.BACKOFF, "500")) for _ in range(12)]
+    assert ceilings == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+    assert BACKOFF_CAP_S == 300
+    quarter = Backoff(rand=lambda: 0.25)
+    waits = [quarter.wait_after(Outcome(Action.BACKOFF, "500")) for _ in range(4)]
+    assert waits == [0.25, 0.5, 1.0, 2.0]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "exponential backoff from 1 s, capped at 300 s, with full jitter" in readme
+
+
 def test_backoff_full_jitter_after_the_cap_and_never_a_hot_loop() -> None:
-    assert Backoff(rand=lambda: 0.5).wait_after(Outcome(Action.BACKOFF, "")) == 1.0
+    assert Backoff(rand=lambda: 0.5).wait_after(Outcome(Action.BACKOFF, "")) == 0.5
     capped = Backoff(rand=lambda: 1.0)
     for _ in range(40):
         last = capped.wait_after(Outcome(Action.BACKOFF, ""))
@@ -144,7 +160,7 @@ def test_backoff_takes_retry_after_as_given_and_resets_on_success() -> None:
     assert backoff.wait_after(Outcome(Action.AUTH_PAUSE, "", wait=900.0)) == 900.0
     assert backoff.failures == 2
     backoff.reset()
-    assert backoff.wait_after(Outcome(Action.BACKOFF, "")) == 2.0
+    assert backoff.wait_after(Outcome(Action.BACKOFF, "")) == 1.0
 
 
 def test_retry_after_spread_lengthens_only() -> None:
@@ -367,7 +383,7 @@ def test_a_failure_backs_off_whatever_the_pace() -> None:
     pace = Pace(100, now=0.0, rand=lambda: 1.0)
     pace.after_round(0.0, [OK, REFUSED], _queued(5))
     assert pace.mode is PaceMode.PACED
-    assert pace.after_round(1.0, [DOWN], _queued(5)) == 2.0  # the backoff's first step
+    assert pace.after_round(1.0, [DOWN], _queued(5)) == 1.0  # the backoff's first step
     assert pace.mode is PaceMode.PACED  # a blip does not change the pace
 
 
@@ -410,9 +426,9 @@ def test_a_paced_gap_after_a_refusal_counts_from_the_send() -> None:
 def test_success_and_refusal_start_the_backoff_over() -> None:
     for between in ([OK], [OK, REFUSED]):
         pace = Pace(100, now=0.0, rand=lambda: 1.0)
-        assert [pace.after_round(1.0, [DOWN], _queued(5)) for _ in range(2)] == [2.0, 4.0]
+        assert [pace.after_round(1.0, [DOWN], _queued(5)) for _ in range(2)] == [1.0, 2.0]
         pace.after_round(2.0, between, _queued(5))
-        assert pace.after_round(3.0, [DOWN], _queued(5)) == 2.0, between
+        assert pace.after_round(3.0, [DOWN], _queued(5)) == 1.0, between
 
 
 def test_failures_count_as_an_outage_only_in_a_row() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 import sys
 import uuid
@@ -50,6 +51,68 @@ def test_native_ids() -> None:
     assert conv == str(uuid.uuid5(SESSION_NAMESPACE, "m1:claude-code:fbd39e94"))
     assert sub == str(uuid.uuid5(SESSION_NAMESPACE, "m1:claude-code:fbd39e94:agent:a50"))
     assert conv != sub
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+_PROCESS = re.compile(r"(?P<m>[0-9a-f]{32}):(?P<platform>[a-z-]+):pid:(?P<pid>\d+):(?P<ms>\d+)")
+_CONVERSATION = re.compile(
+    r"(?P<m>[0-9a-f]{32}):(?P<platform>[a-z-]+):(?P<uid>\d+):(?P<native>[^:]+)"
+    r"(?::agent:(?P<agent>[^:]+))?"
+)
+_RESUMED = re.compile(r"(?P<rest>.*?)(?::resumed:(?P<n>\d+))?")
+
+
+def readme_vectors() -> list[tuple[str, str]]:
+    """The known answers of the README's id rule: (name, session_id)."""
+    text = README.read_text()
+    table = text.split("<!-- session id vectors -->\n", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `([^`]+)` \| `([0-9a-f-]{36})` \|$", table, re.MULTILINE)
+    assert len(rows) == len(table.splitlines()) - 2 >= 8, table
+    return rows
+
+
+def id_from_the_code(name: str) -> str:
+    """The id quintd's own functions give for the inputs the name spells out."""
+    resumed = _RESUMED.fullmatch(name)
+    assert resumed is not None
+    rest, n = resumed["rest"], int(resumed["n"] or 0)
+    if process := _PROCESS.fullmatch(rest):
+        pid, ms = int(process["pid"]), int(process["ms"])
+        return process_session_id(process["m"], process["platform"], pid, ms, resumed=n)
+    conversation = _CONVERSATION.fullmatch(rest)
+    assert conversation is not None, name
+    return native_session_id(
+        conversation["m"],
+        conversation["platform"],
+        conversation["native"],
+        agent_id=conversation["agent"],
+        resumed=n,
+        uid=int(conversation["uid"]),
+    )
+
+
+@pytest.mark.parametrize(("name", "session_id"), readme_vectors())
+def test_the_readmes_known_answers(name: str, session_id: str) -> None:
+    """Machine id, platform, uid, native id (or pid and start) -> the UUID, as the README
+    writes it: the formula gives it from the name, and the code from the inputs."""
+    assert str(uuid.uuid5(SESSION_NAMESPACE, name)) == session_id
+    assert id_from_the_code(name) == session_id
+
+
+def test_the_known_answers_cover_every_part_of_the_name() -> None:
+    names = [name for name, _ in readme_vectors()]
+    assert any(":pid:" in n and ":resumed:" in n for n in names)
+    assert any(":pid:" not in n and ":resumed:" in n for n in names)
+    assert any(":agent:" in n for n in names)
+    # One conversation named by two owners' files: two sessions.
+    owners: dict[tuple[str, str], set[str]] = {}
+    for name in names:
+        if (m := _CONVERSATION.fullmatch(name)) is not None:
+            owners.setdefault((m["platform"], m["native"]), set()).add(m["uid"])
+    assert any(len(uids) >= 2 for uids in owners.values())
+    ids = [sid for _, sid in readme_vectors()]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(sid).version == 5 for sid in ids)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux's /etc/machine-id")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from claude_fixture import FIRST, FIXTURES, PROJECT_DIR, SECOND, SUBAGENT
-from conftest import TOKEN, Agents, DaemonProcess, wait_until, write_config
+from conftest import TOKEN, Agents, DaemonProcess, fake_agent, wait_until, write_config
 from ingest_server import IngestServer, Received
 
 from quintd.identity import machine_id, native_session_id
@@ -29,7 +29,7 @@ class FakeClaude:
         workdir.mkdir(parents=True)
         bindir = home / "bin"
         bindir.mkdir()
-        shutil.copy(shutil.which("sleep") or "/bin/sleep", bindir / "claude")
+        fake_agent(bindir / "claude")
         self.proc = agents.spawn(
             [str(bindir / "claude"), "600"],
             cwd=workdir,

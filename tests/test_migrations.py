@@ -12,8 +12,9 @@ import pytest
 from conftest import TOKEN, wait_until
 from ingest_server import IngestServer
 
+from quintd import schema
 from quintd.errors import QuintdError
-from quintd.schema import SCHEMA_VERSION, SchemaTooNewError
+from quintd.schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNewError
 from quintd.shipper import DeliverySettings, Shipper
 from quintd.store import Store
 
@@ -51,7 +52,10 @@ def test_a_v1_queue_is_delivered_once_under_its_keys_with_its_bodies(tmp_path: P
     sessions = store.load_sessions()
     assert len(sessions) == 2 and all(s.uid is None for s in sessions)
     assert len(store.load_ended()) == 3
-    with IngestServer(token=TOKEN) as server:
+    # The fixture's events name the signing identity of the sleep binary that made them
+    # (Debian's /bin/sleep): this run's own only if an earlier test happened to run that
+    # binary unmarked. No agent runs here, only the store's events are sent: all are ours.
+    with IngestServer(token=TOKEN, own_only=False) as server:
         settings = DeliverySettings(endpoint=server.url, token=TOKEN, timeout=5.0, start_jitter=0.0)
         shipper = Shipper(store, settings)
         shipper.start()
@@ -100,3 +104,35 @@ def test_a_new_database_starts_at_the_latest_schema(tmp_path: Path) -> None:
     assert _rows(tmp_path / "new.db", "SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)
     ]
+
+
+def _version(path: Path) -> list[tuple]:
+    return _rows(path, "SELECT value FROM meta WHERE key = 'schema_version'")
+
+
+def _tables(path: Path) -> set[str]:
+    return {row[0] for row in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_a_migration_that_fails_half_way_leaves_the_last_one_that_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema-1 database and a (made-up) migration 3 that fails after its first
+    statement: 2 is applied and stamped 2, nothing of 3 stays, and the next start
+    (with 3 fixed) applies 3. Stamping 2 with the last version (3) would skip 3 for ever."""
+    path = _copy(tmp_path)
+    broken = "CREATE TABLE half_done (x INTEGER);\nINSERT INTO no_such_table VALUES (1);"
+    monkeypatch.setattr(schema, "MIGRATIONS", (*MIGRATIONS, (3, broken)))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    with pytest.raises(sqlite3.OperationalError, match="no such table: no_such_table"):
+        Store(path)
+    assert _version(path) == [("2",)]
+    assert "signing_cache" in _tables(path)  # 2 went through
+    assert "half_done" not in _tables(path)  # 3 did not, not even its first statement
+    fixed = "CREATE TABLE half_done (x INTEGER);"
+    monkeypatch.setattr(schema, "MIGRATIONS", (*MIGRATIONS, (3, fixed)))
+    store = Store(path)
+    store.close()
+    assert _version(path) == [("3",)]
+    assert "half_done" in _tables(path)
+    assert len(_rows(path, "SELECT * FROM events")) == 3  # the queue untouched throughout

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,27 @@ from quintd.shipper import DeliverySettings, Shipper
 from quintd.store import Store
 
 
-def running(short_tmp: Path, **config: Any) -> DaemonProcess:
-    daemon = DaemonProcess(write_config(short_tmp, **config)).start()
-    daemon.wait_ready()
-    return daemon
+@pytest.fixture
+def running(short_tmp: Path, daemons: Callable[..., DaemonProcess]) -> Callable[..., DaemonProcess]:
+    """Starts `quintd run` on a config in the test's dir and waits for it to answer; the
+    `daemons` fixture kills each one at teardown, whatever the test did."""
+
+    def start(**config: Any) -> DaemonProcess:
+        daemon = daemons(write_config(short_tmp, **config)).start()
+        daemon.wait_ready()
+        return daemon
+
+    return start
 
 
 # -- no token ----------------------------------------------------------------------------
 
 
 def test_status_says_first_that_nothing_is_sent_without_a_token(
-    short_tmp: Path, agents: Agents
+    short_tmp: Path, agents: Agents, running: Callable[..., DaemonProcess]
 ) -> None:
     agents.binary("amp")
-    daemon = running(short_tmp, token=None, endpoint="http://127.0.0.1:9")
+    daemon = running(token=None, endpoint="http://127.0.0.1:9")
     try:
         text = daemon.cli("status")
         assert text.returncode == 0, text.stderr
@@ -56,9 +64,8 @@ def test_status_says_first_that_nothing_is_sent_without_a_token(
         assert status["delivery"]["waiting_for_token"] is True and status["running"] is True
     finally:
         daemon.terminate()
-    with_token = DaemonProcess(write_config(short_tmp, endpoint="http://127.0.0.1:9")).start()
+    with_token = running(endpoint="http://127.0.0.1:9")
     try:
-        with_token.wait_ready()
         assert "NOT SENDING" not in with_token.cli("status").stdout
     finally:
         with_token.terminate()
@@ -79,7 +86,8 @@ def test_the_log_says_again_and_again_that_there_is_no_token(
             lambda: sum("not sending: no token" in r.message for r in caplog.records) >= 3,
             what="three reminders",
         )
-        assert all("0 event(s) queued" in r.message for r in caplog.records)
+        nags = [r for r in caplog.records if "not sending: no token" in r.message]
+        assert all("0 event(s) queued" in r.message for r in nags)  # (other loggers' aside)
     finally:
         logging.getLogger("quintd.shipper").removeHandler(caplog.handler)
         shipper.stop(0.5)
@@ -120,8 +128,10 @@ def _with_reader_gone(args: list[str], env: dict[str, str]) -> subprocess.Comple
     return proc
 
 
-def test_a_closed_pipe_ends_quietly(short_tmp: Path, agents: Agents) -> None:
-    daemon = running(short_tmp, endpoint="http://127.0.0.1:9")
+def test_a_closed_pipe_ends_quietly(
+    short_tmp: Path, agents: Agents, running: Callable[..., DaemonProcess]
+) -> None:
+    daemon = running(endpoint="http://127.0.0.1:9")
     try:
         config = ["--config", str(daemon.config)]
         for args in (["status", *config], ["queue", "list", *config], ["scan", *config]):
@@ -137,9 +147,9 @@ def test_a_closed_pipe_ends_quietly(short_tmp: Path, agents: Agents) -> None:
 
 @pytest.mark.parametrize("breakage", ["a wrong value", "no longer TOML"])
 def test_status_still_finds_the_daemon_when_the_config_breaks(
-    short_tmp: Path, breakage: str
+    short_tmp: Path, breakage: str, running: Callable[..., DaemonProcess]
 ) -> None:
-    daemon = running(short_tmp, endpoint="http://127.0.0.1:9")
+    daemon = running(endpoint="http://127.0.0.1:9")
     try:
         good = daemon.config.read_text()
         assert "interval = 0.2" in good
@@ -226,18 +236,33 @@ def test_service_install_dry_run_prints_the_file(tmp_path: Path) -> None:
 # -- the session that ended while the daemon was down ------------------------------------
 
 
-def test_a_session_ended_while_down_is_logged_with_its_pid(short_tmp: Path, agents: Agents) -> None:
+def test_a_session_ended_while_down_is_logged_with_its_pid(
+    short_tmp: Path, agents: Agents, running: Callable[..., DaemonProcess]
+) -> None:
     with IngestServer(token=TOKEN) as server:
         amp = agents.binary("amp")
-        first = running(short_tmp, endpoint=server.url)
-        server.wait_for(lambda evs: evs, what="active")
+        first = running(endpoint=server.url)
+        sid = wait_until(
+            lambda: next(
+                (
+                    s["session_id"]
+                    for s in (first.status() or {"sessions": []})["sessions"]
+                    if s["pid"] == amp.pid
+                ),
+                None,
+            ),
+            what="its session",
+        )
+
+        def states(evs: list[Any]) -> list[str]:
+            return [r.event["state"] for r in evs if r.event["session_id"] == sid]
+
+        server.wait_for(lambda evs: states(evs) == ["active"], what="active")
         first.terminate()
         agents.stop(amp)
-        second = running(short_tmp, endpoint=server.url)
+        second = running(endpoint=server.url)
         try:
-            server.wait_for(
-                lambda evs: [r.event["state"] for r in evs] == ["active", "ended"], what="ended"
-            )
+            server.wait_for(lambda evs: states(evs) == ["active", "ended"], what="ended")
         finally:
             second.terminate()
     ends = [line for line in second.log.splitlines() if "session end" in line]
@@ -247,35 +272,64 @@ def test_a_session_ended_while_down_is_logged_with_its_pid(short_tmp: Path, agen
 # -- status --watch and --format prometheus ----------------------------------------------
 
 
-def test_status_watch_redraws_until_ctrl_c(short_tmp: Path, agents: Agents) -> None:
+def _watch_frames(daemon: DaemonProcess, count: int = 3) -> list[str]:
+    """`quintd status --watch` until it has drawn ``count`` frames, then Ctrl-C: the
+    frames (it must exit 0)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quintd", "status", "--watch", "--config", str(daemon.config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=daemon.env,
+    )
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + 30
+    while seen.count(b"Ctrl-C to quit") < count and time.monotonic() < deadline:
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break  # it exited: the frames so far are all there will be
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    frames = [f.decode() for f in seen.split(b"\x1b[H")[1:]]
+    assert len(frames) >= count, f"{len(frames)} frame(s): {seen[-500:]!r}"
+    return frames
+
+
+def test_status_watch_redraws_until_ctrl_c(
+    short_tmp: Path, agents: Agents, running: Callable[..., DaemonProcess]
+) -> None:
     agents.binary("amp")
-    daemon = running(short_tmp, endpoint="http://127.0.0.1:9")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "quintd", "status", "--watch", "--config", str(daemon.config)],
-            stdout=subprocess.PIPE,
-            env=daemon.env,
-        )
-        assert proc.stdout is not None
-        seen = b""
-        deadline = time.monotonic() + 30
-        while seen.count(b"Ctrl-C to quit") < 3 and time.monotonic() < deadline:
-            seen += os.read(proc.stdout.fileno(), 65536)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-        frames = seen.split(b"\x1b[H")[1:]
-        assert len(frames) >= 3
-        frame = frames[-1].decode()
-        assert "IN STATE" in frame and "amp" in frame and frame.rstrip().endswith("\x1b[J")
-    finally:
-        daemon.terminate()
+    daemon = running(endpoint="http://127.0.0.1:9")
+    frame = _watch_frames(daemon)[-1]
+    assert "IN STATE" in frame and "amp" in frame and frame.rstrip().endswith("\x1b[J")
+    daemon.terminate()
 
 
-def test_status_in_the_prometheus_text_format(short_tmp: Path, agents: Agents) -> None:
+def test_status_watch_redraws_with_a_config_file_that_no_longer_loads(
+    short_tmp: Path, running: Callable[..., DaemonProcess]
+) -> None:
+    """A broken edit: the watch still finds the daemon started from the file and redraws
+    it, the file's problem at the top of every frame."""
+    daemon = running(endpoint="http://127.0.0.1:9")
+    good = daemon.config.read_text()
+    daemon.config.write_text(good.replace("interval = 0.2", "interval = -1"))
+    frames = _watch_frames(daemon)
+    assert daemon.proc is not None
+    for frame in frames:
+        assert "scan.interval" in frame.split("running: pid")[0], frame
+        assert "keeps the configuration it loaded" in frame
+        assert f"running: pid {daemon.proc.pid}" in frame
+    daemon.terminate()
+
+
+def test_status_in_the_prometheus_text_format(
+    short_tmp: Path, agents: Agents, running: Callable[..., DaemonProcess]
+) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     ours = {agents.binary("amp").pid, agents.binary("amp").pid}
-    daemon = running(short_tmp, token=None, endpoint="http://127.0.0.1:9")
+    daemon = running(token=None, endpoint="http://127.0.0.1:9")
     try:
         wait_until(
             lambda: ours <= {x["pid"] for x in (daemon.status() or {}).get("sessions", [])},

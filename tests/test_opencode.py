@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Agents, needs_fixtures, wait_until
+from conftest import Agents, fake_agent, needs_fixtures, wait_until
 from replay import MACHINE, Rec, Replay, load_processes, parse_started, story
 
 from quintd.identity import native_session_id, process_session_id
@@ -278,6 +278,7 @@ class LiveDatabase:
         at: float,
         completed: float | None = None,
         finish: str | None = None,
+        error: dict[str, object] | None = None,
     ) -> None:
         data: dict[str, object] = {"role": role, "time": {"created": int(at * 1000)}}
         if role == "assistant":
@@ -286,6 +287,8 @@ class LiveDatabase:
                 data["time"] = {"created": int(at * 1000), "completed": int(completed * 1000)}
             if finish:
                 data["finish"] = finish
+            if error is not None:
+                data["error"] = error
         self.change(
             session,
             "INSERT OR REPLACE INTO message (id, session_id, time_created, time_updated, data)"
@@ -376,7 +379,7 @@ def test_manager_watches_the_wal_of_a_real_process(
     project = tmp_path / "project"
     project.mkdir()
     live = LiveDatabase(home / DATA)
-    shutil.copy(shutil.which("sleep") or "/bin/sleep", tmp_path / "opencode")
+    fake_agent(tmp_path / "opencode")
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "OPENCODE_DB")}
     proc = agents.spawn(
         [str(tmp_path / "opencode"), "600"], cwd=project, env=env | {"HOME": str(home)}
@@ -503,6 +506,36 @@ def test_a_conversation_still_busy_after_new_stays_open(tmp_path: Path, live: Li
     events = replay.advance(opencode.BACKGROUND_GRACE_S)
     assert _native(_facts(replay)) == [(SECOND, "idle")]
     assert [(e.session_name, e.state) for e in events] == [("Token expiry fix", "ended")]
+
+
+# What OpenCode writes on the assistant message when an answer stops short: Esc in the TUI
+# (MessageAbortedError), or the provider's refusal (APIError). No `time.completed`.
+ABORTED = {"name": "MessageAbortedError", "data": {"message": "The operation was aborted."}}
+API_ERROR = {
+    "name": "APIError",
+    "data": {"message": "Overloaded", "statusCode": 529, "isRetryable": False},
+}
+
+
+@pytest.mark.parametrize("error", [ABORTED, API_ERROR], ids=["aborted", "api-error"])
+def test_an_aborted_or_failed_answer_is_over(
+    tmp_path: Path, live: LiveDatabase, error: dict[str, object]
+) -> None:
+    """An answer that stopped with an ``error`` and no ``time.completed`` (Esc, an API
+    error) is over: the conversation is idle at once, and goes idle after idle_after, not
+    busy until the next prompt."""
+    replay = Replay(tmp_path / "home", START, idle_after=1.0, readers=(SPEC,))
+    at = START + 40
+    replay.step(_tree("09-second-conversation-idle"), at)
+    live.message(SECOND, "msg_e1", "user", at + 1)
+    live.message(SECOND, "msg_e2", "assistant", at + 1.1)  # the answer begun
+    replay.step(_tree("09-second-conversation-idle"), at + 2)
+    assert _native(_facts(replay)) == [(SECOND, "busy")]
+    live.message(SECOND, "msg_e2", "assistant", at + 1.1, error=error)  # and stopped
+    replay.step(_tree("09-second-conversation-idle"), at + 3)
+    assert _native(_facts(replay)) == [(SECOND, "idle")]
+    events = replay.advance(2.0)
+    assert [(e.session_name, e.state) for e in events] == [("Add rate limiting to the API", "idle")]
 
 
 def test_sub_agent_runs_while_its_task_runs(tmp_path: Path, live: LiveDatabase) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Agents, needs_fixtures, wait_until
+from conftest import Agents, fake_agent, needs_fixtures, wait_until
 from replay import MACHINE, Rec, Replay, at_size, files_txt, load_processes, story
 
 from quintd.identity import native_session_id
@@ -669,7 +669,7 @@ def wrapper_and_child(tmp_path: Path, agents: Agents) -> Iterator[tuple[int, Pat
     bindir, child_dir = tmp_path / "bin", tmp_path / "lib"
     bindir.mkdir()
     child_dir.mkdir()
-    shutil.copy(shutil.which("sleep") or "/bin/sleep", child_dir / "qwen")
+    fake_agent(child_dir / "qwen")
     script = bindir / "qwen"
     script.write_text(f"#!/bin/sh\n{child_dir / 'qwen'} 600 &\nwait\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)

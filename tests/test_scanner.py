@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import psutil
-from conftest import SLEEP, Agents, node_binary, wait_until
+import pytest
+from conftest import SLEEP, Agents, fake_agent, node_binary, required_tool, wait_until
 
 from quintd.model import AgentProcess
 from quintd.scanner import Scanner
@@ -111,7 +114,7 @@ def test_process_that_execs_into_agent_is_found(agents: Agents) -> None:
     """A fork is seen before its exec: a young process is re-checked until it settles."""
     claude = agents.root / "bin" / "claude"
     claude.parent.mkdir()
-    shutil.copy(SLEEP, claude)
+    fake_agent(claude)
     fifo = agents.root / "go"
     os.mkfifo(fifo)
     proc = agents.spawn(["sh", "-c", f"read x < {fifo}; exec {claude} 600"])
@@ -148,7 +151,7 @@ def test_gemini_relaunched_child_counts_once(agents: Agents) -> None:
 def test_codex_wrapper_and_native_child_count_once(agents: Agents) -> None:
     native = agents.root / "node_modules/@openai/codex/vendor/x86_64-unknown-linux-musl/bin/codex"
     native.parent.mkdir(parents=True)
-    shutil.copy(SLEEP, native)
+    fake_agent(native)
     script = _package(agents.root, "@openai/codex/bin/codex.js")
     proc = agents.spawn([str(NODE), str(script)], env=dict(os.environ, FAKE_NATIVE=str(native)))
     scanner = Scanner()
@@ -163,7 +166,7 @@ def test_codex_wrapper_and_native_child_count_once(agents: Agents) -> None:
 def test_agent_started_by_another_agent_is_its_own_with_parent(agents: Agents) -> None:
     claude = agents.root / "bin" / "claude"
     claude.parent.mkdir()
-    shutil.copy(SLEEP, claude)
+    fake_agent(claude)
     script = _package(agents.root, "@openai/codex/bin/codex.js")
     proc = agents.spawn([str(NODE), str(script)], env=dict(os.environ, FAKE_NATIVE=str(claude)))
     scanner = Scanner()
@@ -322,3 +325,89 @@ def test_an_installs_lifecycle_script_is_no_agent_but_an_agent_npx_started_is(
         Scanner(), lambda f: len(f) >= 1, "the agent npx started", installing, via_npx
     )
     assert [a.pid for a in found] == [via_npx.pid]
+
+
+# -- a reused pid --------------------------------------------------------------------------
+
+# Run as PID 1 of a pid namespace of its own (unshare), where no other process forks: an
+# agent is scanned, exits and is reaped, and the next process is given its pid
+# (/proc/sys/kernel/ns_last_pid) before the next pass. The pid is in both passes' listings
+# of /proc: only the start time in clock ticks tells the two processes apart.
+PID_REUSE = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    from quintd.procfs import start_ticks
+    from quintd.scanner import Scanner
+
+    first, second = sys.argv[1], sys.argv[2]
+    deadline = time.monotonic() + 30
+    scanner = Scanner()
+    old = subprocess.Popen([first, "600"])
+    while not (seen := [a for a in scanner.scan() if a.pid == old.pid]):
+        assert time.monotonic() < deadline, "the first agent was never scanned"
+        time.sleep(0.01)  # polling interval of a deadline wait
+    watched = scanner.exit_watch()
+    old_ticks = start_ticks(old.pid)
+    old.kill()
+    old.wait()
+    # The next process must start in a later clock tick than the old one (else nothing
+    # could tell them apart): wait for the tick to pass, then hand it the old pid.
+    tick = os.sysconf("SC_CLK_TCK")
+    while int(time.clock_gettime(time.CLOCK_BOOTTIME) * tick) <= int(old_ticks) + 1:
+        assert time.monotonic() < deadline, "the clock tick never passed"
+        time.sleep(0.005)  # polling interval of a deadline wait
+    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+        fh.write(str(old.pid - 1))
+    new = subprocess.Popen([second, "600"])
+    after = scanner.scan()
+    print(json.dumps({
+        "old": [old.pid, old_ticks, watched],
+        "new": [new.pid, start_ticks(new.pid)],
+        "first": [[a.pid, a.platform, a.start_time] for a in seen],
+        "after": [[a.pid, a.platform, a.start_time] for a in after],
+    }))
+    new.kill()
+    new.wait()
+""")
+
+
+def _in_own_pid_namespace(first: Path, second: Path) -> dict[str, Any]:
+    """PID_REUSE run in a new pid namespace with its own /proc (root's; otherwise as
+    root of a new user namespace)."""
+    unshare = required_tool("unshare")
+    userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    namespace = [unshare, *userns, "--pid", "--fork", "--mount-proc", "--kill-child"]
+    result = subprocess.run(
+        [*namespace, sys.executable, "-c", PID_REUSE, str(first), str(second)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+@pytest.mark.parametrize("successor", ["claude", "codex", "sleep"])
+def test_a_reused_pid_does_not_inherit_the_old_agent(short_tmp: Path, successor: str) -> None:
+    """An agent exits and, before the next pass, another process gets its pid: the same
+    agent's command again (the same command line: only its start tells it apart; a new
+    session, with its own start time), another agent, or no agent at all."""
+    bindir = short_tmp / "bin"
+    bindir.mkdir()
+    for name in ("claude", "codex"):
+        shutil.copy(SLEEP, bindir / name)
+    second = Path(SLEEP) if successor == "sleep" else bindir / successor
+    data = _in_own_pid_namespace(bindir / "claude", second)
+    pid, old_ticks, watched = data["old"]
+    assert data["new"][0] == pid, "the pid was not reused"
+    assert data["new"][1] != old_ticks
+    assert watched == {str(pid): old_ticks}  # the exit watch knows which process it is
+    [[_pid, platform, old_start]] = data["first"]
+    assert platform == "claude-code"
+    if successor == "sleep":
+        assert data["after"] == []
+    else:
+        [[new_pid, platform, new_start]] = data["after"]
+        assert (new_pid, platform) == (pid, "claude-code" if successor == "claude" else "codex")
+        assert new_start > old_start

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import signal
 import sqlite3
 import stat
@@ -25,10 +24,10 @@ import pytest
 from claude_fixture import FIRST
 from claude_fixture import FIXTURES as CLAUDE
 from conftest import (
-    SLEEP,
     TOKEN,
     Agents,
     clean_env,
+    fake_agent,
     run_cli,
     wait_until,
     write_config,
@@ -112,7 +111,7 @@ def test_another_user_cannot_take_over_a_conversation(
 ) -> None:
     uid, gid = other_user
     shared = _owned_dir(short_tmp / "pub", 0, 0)
-    shutil.copy(SLEEP, shared / "claude")
+    fake_agent(shared / "claude")
     os.chmod(shared / "claude", 0o755)
     victim_home = short_tmp / "victim"
     victim_home.mkdir()
@@ -211,14 +210,23 @@ def test_a_state_dir_of_another_user_is_refused_and_its_planted_link_untouched(
     assert precious.read_text() == "root's data\n"
 
 
-def test_a_world_writable_state_dir_is_refused_and_never_chmodded(short_tmp: Path) -> None:
-    state = short_tmp / "state"
-    state.mkdir()
-    os.chmod(state, 0o1777)  # like /tmp
+@pytest.mark.parametrize(
+    ("mode", "key"),
+    [(0o1777, "state_dir"), (0o770, "state_dir"), (0o720, "runtime_dir")],  # /tmp; a group's
+    ids=["1777-state", "0770-state", "0720-runtime"],
+)
+def test_a_state_dir_others_can_write_is_refused_and_never_chmodded(
+    short_tmp: Path, mode: int, key: str
+) -> None:
+    directory = short_tmp / ("state" if key == "state_dir" else "run")
+    directory.mkdir()
+    os.chmod(directory, mode)
     config = write_config(short_tmp, endpoint="http://127.0.0.1:9")
     result = _run_expecting_config_error(config)
-    assert f"paths.state_dir: {state} is writable by group or others (mode 1777)" in result.stderr
-    assert stat.S_IMODE(state.stat().st_mode) == 0o1777
+    assert f"paths.{key}: {directory} is writable by group or others (mode {mode:04o})" in (
+        result.stderr
+    )
+    assert stat.S_IMODE(directory.stat().st_mode) == mode
 
 
 def test_a_planted_link_in_our_own_state_dir_is_never_followed(short_tmp: Path) -> None:
@@ -235,13 +243,14 @@ def test_a_planted_link_in_our_own_state_dir_is_never_followed(short_tmp: Path) 
 
 # -- 3. terminal and log injection --------------------------------------------------------
 
-HOSTILE = "x\x1b]0;owned\x07\x1b[2J\u202eevil\x00\nFORGED ROW " + "y" * 300
+# Format characters too: a zero-width space, a BOM and "ASCII smuggled" in tag characters.
+HOSTILE = "x\x1b]0;owned\x07\x1b[2J\u202eev\u200bil\ufeff\U000e0041\x00\nFORGED ROW " + "y" * 300
 
 
 def test_hostile_titles_and_directory_names_reach_nobody_raw(
     short_tmp: Path, agents: Agents, daemons
 ) -> None:
-    hostile_dir = short_tmp / ("proj\x1b[31m\u202e\x07\n" + "z" * 230)
+    hostile_dir = short_tmp / ("proj\x1b[31m\u202e\u2060\x07\n" + "z" * 230)
     hostile_dir.mkdir()
     home = short_tmp / "home"
     home.mkdir()
@@ -249,7 +258,7 @@ def test_hostile_titles_and_directory_names_reach_nobody_raw(
         daemon = daemons(write_config(short_tmp, endpoint=server.url)).start()
         daemon.wait_ready()
         plain = agents.binary("amp", cwd=hostile_dir)  # named after its directory
-        shutil.copy(SLEEP, agents.root / "bin" / "claude")
+        fake_agent(agents.root / "bin" / "claude")
         titled = agents.spawn(
             [str(agents.root / "bin" / "claude"), "600"], cwd=home, env={"HOME": str(home)}
         )
@@ -277,7 +286,7 @@ def test_hostile_titles_and_directory_names_reach_nobody_raw(
     names = [r.event.get("session_name") or "" for r in events]
     assert any(n.startswith("x]0;owned[2Jevil FORGED ROW") for n in names)
     for text in (status_text, scan_text, log):
-        for bad in ("\x1b", "\x07", "\x00", "\u202e"):
+        for bad in ("\x1b", "\x07", "\x00", "\u202e", "\u200b", "\ufeff", "\U000e0041", "\u2060"):
             assert bad not in text
     assert "FORGED ROW" not in "".join(line[:2] for line in status_text.splitlines())
     assert "\x1b" not in scan_json and "\u202e" not in scan_json
@@ -303,7 +312,7 @@ def test_a_hostile_registry_and_transcript_cost_one_warning_and_keep_the_good_li
         config = write_config(short_tmp, endpoint=server.url, interval=0.2)
         daemon = daemons(config).start()
         daemon.wait_ready()
-        shutil.copy(SLEEP, short_tmp / "claude")
+        fake_agent(short_tmp / "claude")
         bomb_owner = agents.spawn(
             [str(short_tmp / "claude"), "600"], cwd=project, env={"HOME": str(home)}
         )
@@ -537,7 +546,7 @@ def test_a_per_user_daemon_watches_only_its_own_users_agents(
 
     uid, gid = other_user
     shared = _owned_dir(short_tmp / "pub", 0, 0)
-    shutil.copy(SLEEP, shared / "amp")
+    fake_agent(shared / "amp")
     os.chmod(shared / "amp", 0o755)
     root_agent = agents.spawn([str(shared / "amp"), "600"], cwd=shared)
     user_agent = _spawn_as(agents, [str(shared / "amp"), "600"], uid, gid, {}, shared)

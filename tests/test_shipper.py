@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from quintd.logs import register_secret
 from quintd.model import LifecycleEvent
 from quintd.shipper import (
     BACKOFF_CAP_S,
+    STOP_MARGIN_S,
     DeliverySettings,
     Shipper,
     full_jitter_backoff,
@@ -237,8 +239,8 @@ def test_parse_retry_after() -> None:
 
 
 def test_full_jitter_backoff_bounds() -> None:
-    assert full_jitter_backoff(1, lambda: 1.0) == 2.0
-    assert full_jitter_backoff(3, lambda: 0.5) == 4.0
+    assert full_jitter_backoff(1, lambda: 1.0) == 1.0  # from 1 s (README: Delivery)
+    assert full_jitter_backoff(3, lambda: 0.5) == 2.0
     assert full_jitter_backoff(50, lambda: 1.0) == BACKOFF_CAP_S  # jitter after the cap
     assert full_jitter_backoff(50, lambda: 0.5) == BACKOFF_CAP_S / 2
     assert full_jitter_backoff(2, lambda: 0.0) == 0.1  # never a hot loop
@@ -376,3 +378,76 @@ def test_the_turn_counts_requests_not_events(store: Store) -> None:
         endpoint="http://127.0.0.1:9", token=TOKEN, batch_size=50, batch_body=True
     )
     assert Shipper(store, batched)._queued() == 3  # 50 + 50 + 20
+
+
+def _sends_at_once(shipper: Shipper, store: Store, server: IngestServer, count: int) -> None:
+    """With the window open, ``count`` sessions' requests go at once (held at the server's
+    gate until all of them are there) and no more."""
+    server.hold()
+    first = 100 + len(server.events)
+    try:
+        store.apply([event(first + n) for n in range(count + 4)])
+        shipper.wake()
+        server.wait_held(count)
+    finally:
+        server.release()
+    server.wait_for(lambda evs: len(evs) >= first - 100 + count + 4, what="all of them")
+    assert server.most_held == count
+
+
+def test_a_reload_of_in_flight_changes_how_many_requests_go_at_once(
+    store: Store, server: IngestServer
+) -> None:
+    """What the part uses, not what it reports: a reload from 1 to 4 requests in flight
+    sends four at once (the pool of senders rebuilt), and back to 2."""
+    settings = DeliverySettings(
+        endpoint=server.url,
+        token=TOKEN,
+        timeout=10.0,
+        batch_size=50,
+        flush_interval=0.1,
+        in_flight=1,
+        start_jitter=0.0,
+    )
+    shipper = Shipper(store, settings, rand=lambda: 0.5)
+    shipper.start()
+    try:
+        # Rounds of 1, 2, 4 and 8 events open the send window (slow start) to 16.
+        store.apply([event(n) for n in range(15)])
+        server.wait_for(lambda evs: len(evs) == 15, what="the window opened")
+        wait_until(lambda: store.stats().depth == 0, what="the queue drained")
+        _sends_at_once(shipper, store, server, 1)
+        shipper.reconfigure(settings.model_copy(update={"in_flight": 4}))
+        wait_until(lambda: shipper.settings.in_flight == 4, what="the reload applied")
+        _sends_at_once(shipper, store, server, 4)
+        shipper.reconfigure(settings.model_copy(update={"in_flight": 2}))
+        wait_until(lambda: shipper.settings.in_flight == 2, what="the reload applied")
+        _sends_at_once(shipper, store, server, 2)
+    finally:
+        server.release()
+        shipper.stop(1.0)
+    assert server.violations == []
+
+
+def test_stop_keeps_to_the_drain_with_a_request_unanswered(
+    store: Store, server: IngestServer
+) -> None:
+    """A request waits for an answer that does not come (cloud.timeout 30 s): stop(0.5)
+    returns after the drain and its margin, not at the request's timeout; the event stays
+    queued, and its sender does not hold the process (a daemon thread)."""
+    server.hold()
+    store.apply([event(1)])
+    shipper = start_shipper(store, server.url, timeout=30.0)
+    try:
+        server.wait_held(1)
+        started = time.monotonic()
+        shipper.stop(0.5)
+        took = time.monotonic() - started
+        assert took < 0.5 + STOP_MARGIN_S + 1.0, f"stop took {took:.1f} s"
+        assert shipper.is_alive()  # left behind, waiting for its answer
+        senders = [t for t in threading.enumerate() if t.name.startswith("quintd-send")]
+        assert senders and all(t.daemon for t in senders)
+        assert store.stats().depth == 1
+    finally:
+        server.release()
+    wait_until(lambda: not shipper.is_alive(), what="the delivery thread, once answered")

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import DEBIAN_LIKE, SLEEP, Agents, required_tool, wait_until
+from conftest import DEBIAN_LIKE, SLEEP, Agents, fake_agent, required_tool, wait_until
 
 from quintd.scanner import Scanner, ScannerSettings
 from quintd.signing import SigningInfo, SigningResolver, Target
@@ -123,7 +123,7 @@ def test_signature_identifies_an_app_bundle_no_name_rule_knows(agents: Agents) -
     backend stands in for codesign, which this machine does not have."""
     exe = agents.root / "Renamed.app" / "Contents" / "MacOS" / "Renamed"
     exe.parent.mkdir(parents=True)
-    shutil.copy(SLEEP, exe)
+    fake_agent(exe)
 
     def codesign_stand_in(target: Target) -> SigningInfo:
         if target.path.endswith("/Renamed"):
@@ -154,7 +154,7 @@ def test_signature_identifies_an_app_bundle_no_name_rule_knows(agents: Agents) -
 def test_same_identifier_from_another_team_does_not_match(agents: Agents) -> None:
     exe = agents.root / "Impostor.app" / "Contents" / "MacOS" / "Impostor"
     exe.parent.mkdir(parents=True)
-    shutil.copy(SLEEP, exe)
+    fake_agent(exe)
     examined = threading.Event()
 
     def codesign_stand_in(target: Target) -> SigningInfo:

@@ -67,6 +67,59 @@ def test_watch_follows_the_set_it_is_given(waiter: Waiter) -> None:
             p.wait()
 
 
+def _blocks_for_its_timeout(waiter: Waiter, timeout: float = 0.3) -> None:
+    """A wait with nothing to report lasts its whole timeout and reports nothing (a pidfd
+    closed but left in the poll set would end every wait at once: POLLNVAL)."""
+    started = time.monotonic()
+    woke = waiter.wait(timeout)
+    elapsed = time.monotonic() - started
+    assert (woke.exited, woke.woken) == (set(), False)
+    assert elapsed >= timeout * 0.9, f"the wait returned after {elapsed:.3f} s"
+
+
+def _pidfds() -> int:
+    return sum(
+        1
+        for fd in os.listdir("/proc/self/fd")
+        if _readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+    )
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+@linux_only
+def test_a_wait_still_blocks_after_an_unwatch_and_after_an_exit(waiter: Waiter) -> None:
+    before = _pidfds()
+    procs = [sleeper() for _ in range(3)]
+    try:
+        waiter.watch({p.pid: start_ticks(p.pid) for p in procs})
+        assert _pidfds() == before + 3
+        _blocks_for_its_timeout(waiter)
+        waiter.watch({procs[0].pid: None, procs[1].pid: None})  # the third unwatched
+        assert _pidfds() == before + 2  # its pidfd closed
+        _blocks_for_its_timeout(waiter)
+        procs[1].kill()
+        assert waiter.wait(30).exited == {procs[1].pid}  # reported, and no longer watched
+        assert _pidfds() == before + 1
+        _blocks_for_its_timeout(waiter)
+        _blocks_for_its_timeout(waiter)  # not only once
+        waiter.watch({})
+        assert _pidfds() == before
+        _blocks_for_its_timeout(waiter)
+        waiter.wake()  # and the wake pipe still works
+        assert waiter.wait(5).woken
+        _blocks_for_its_timeout(waiter)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 @linux_only
 def test_a_process_gone_before_the_watch_is_reported(waiter: Waiter) -> None:
     proc = sleeper()

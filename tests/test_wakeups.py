@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Agents, DaemonProcess, clean_env, write_config
+from conftest import Agents, DaemonProcess, clean_env, wait_until, write_config
 from ingest_server import IngestServer
 
 from quintd.procfs import read_stat, start_ticks
@@ -41,8 +41,19 @@ def test_an_exit_is_sent_at_once_even_before_the_parent_reaps_it(
         amp = agents.binary("amp")  # there at the daemon's first pass
         daemon = start(short_tmp, server, agents)
         try:
-            [active] = server.wait_for(lambda evs: evs, what="active")
-            sid = active.event["session_id"]
+            # Its own session (other agents on the machine are reported too).
+            sid = wait_until(
+                lambda: next(
+                    (
+                        s["session_id"]
+                        for s in (daemon.status() or {"sessions": []})["sessions"]
+                        if s["pid"] == amp.pid
+                    ),
+                    None,
+                ),
+                what="its session",
+            )
+            server.wait_for(lambda evs: states(server, sid) == ["active"], what="active")
             os.kill(amp.pid, signal.SIGKILL)  # not reaped: a zombie, still in /proc
             server.wait_for(
                 lambda evs: any(
@@ -140,7 +151,11 @@ def test_a_state_dir_deleted_and_created_again_is_watched_again(
             )
             agents.stop(first)
             server.wait_for(
-                lambda evs: any(r.event["state"] == "ended" for r in evs), what="its end"
+                lambda evs: any(
+                    r.event["state"] == "ended" and r.event.get("session_name") == "before"
+                    for r in evs
+                ),
+                what="its end",
             )
             shutil.rmtree(root)
             sessions.mkdir(parents=True)  # perhaps under the same inode number

@@ -13,6 +13,8 @@ Operators: comparisons (< <=, > >=, == !=, in / not in, is / is not), and/or, dr
 No dependency: the standard library's ast module does the work.
 
 Run: python3 tests/bench/mutation.py [--modules tracker,delivery_policy,store]
+     (any of TARGETS: the readers, waiter, scanner, private_files, model, identity,
+     schema, metrics)
      [--max 200] [--jobs 2] [--timeout 120]
 """
 
@@ -48,6 +50,27 @@ TARGETS: dict[str, list[str]] = {
     "store": ["tests/test_store.py", "tests/test_queue.py", "tests/test_store_rules.py"],
     "sources/claude_code": ["tests/test_claude_code.py"],
     "sources/codex": ["tests/test_codex_replay.py", "tests/test_rollouts.py"],
+    "sources/cline": ["tests/test_cline.py"],
+    "sources/copilot_cli": ["tests/test_copilot_cli.py"],
+    "sources/crush": ["tests/test_crush.py"],
+    "sources/cursor_agent": ["tests/test_cursor_agent.py"],
+    "sources/gemini_cli": [
+        "tests/test_gemini_replay.py",
+        "tests/test_gemini_legacy.py",
+        "tests/test_gemini_subagent.py",
+    ],
+    "sources/goose": ["tests/test_goose.py"],
+    "sources/kiro": ["tests/test_kiro.py"],
+    "sources/opencode": ["tests/test_opencode.py"],
+    "sources/qwen_code": ["tests/test_qwen_code.py"],
+    # Outside the core (issue 24).
+    "waiter": ["tests/test_waiter.py"],
+    "scanner": ["tests/test_scanner.py"],
+    "private_files": ["tests/test_private_files.py"],
+    "model": ["tests/test_model.py"],
+    "identity": ["tests/test_identity.py"],
+    "schema": ["tests/test_migrations.py", "tests/test_store.py"],
+    "metrics": ["tests/test_metrics.py"],
 }
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The bugs issue 15 named, made again one at a time: does the suite catch each one?
+"""The bugs issues 15 and 24 named, made again one at a time: does the suite catch each one?
 
 Each bug is a small edit (lint- and type-clean) of one module, applied to a private copy of
 the checkout; the tests that should catch it run against that copy. Every row must say
@@ -99,6 +99,115 @@ BUGS = (
             ),
         ),
         ("tests/test_sessions.py", "tests/test_crash.py"),
+    ),
+    # Issue 24: outside the core.
+    Bug(
+        "OpenCode: an aborted answer stays busy",
+        "quintd/sources/opencode.py",
+        (
+            (
+                'unfinished = completed in (None, "null") and error in (None, "null")',
+                'unfinished = completed in (None, "null")',
+            ),
+        ),
+        ("tests/test_opencode.py::test_an_aborted_or_failed_answer_is_over",),
+    ),
+    Bug(
+        "waiter: a closed pidfd left in the poll set",
+        "quintd/waiter.py",
+        (("            self._poll.unregister(fd)\n", "            pass\n"),),
+        ("tests/test_waiter.py::test_a_wait_still_blocks_after_an_unwatch_and_after_an_exit",),
+    ),
+    Bug(
+        "scanner: a reused pid keeps the old agent",
+        "quintd/scanner.py",
+        (
+            (
+                "            if current.start_ticks != known.start_ticks:  # the pid was reused\n"
+                "                self._remove(pid)\n                self._inspect(pid, now)\n"
+                "                return\n",
+                "",
+            ),
+        ),
+        ("tests/test_scanner.py::test_a_reused_pid_does_not_inherit_the_old_agent",),
+    ),
+    Bug(
+        "clean_text keeps format characters",
+        "quintd/model.py",
+        (
+            (
+                ' or (category == "Cf" and ch not in "\\u200c\\u200d")',
+                "",
+            ),
+        ),
+        ("tests/test_model.py",),
+    ),
+    Bug(
+        "a group-writable state dir accepted",
+        "quintd/private_files.py",
+        (("    if mode & 0o022:\n", "    if mode & 0o002:\n"),),
+        ("tests/test_private_files.py",),
+    ),
+    Bug(
+        "in_flight not applied on reload",
+        "quintd/shipper.py",
+        (
+            (
+                "            old_pool, self._pool = self._pool, self._new_pool(pending)\n",
+                "            pass\n",
+            ),
+        ),
+        ("tests/test_shipper.py::test_a_reload_of_in_flight_changes_how_many_requests_go_at_once",),
+    ),
+    Bug(
+        "scan errors counted from the passes",
+        "quintd/metrics.py",
+        (('"Passes that failed.", [({}, sc.errors)]', '"Passes that failed.", [({}, sc.passes)]'),),
+        ("tests/test_metrics.py",),
+    ),
+    Bug(
+        "the owner's uid dropped from a conversation's id",
+        "quintd/identity.py",
+        (
+            (
+                '    owner = "" if uid is None else f"{uid}:"\n'
+                '    name = f"{machine_id}:{platform}:{owner}{native_id}"\n',
+                '    name = f"{machine_id}:{platform}:{native_id}"\n',
+            ),
+        ),
+        ("tests/test_identity.py",),
+    ),
+    Bug(
+        "a migration stamped with the last version",
+        "quintd/schema.py",
+        (('''+ f"'{version}');\\nCOMMIT;"''', '''+ f"'{SCHEMA_VERSION}');\\nCOMMIT;"'''),),
+        ("tests/test_migrations.py",),
+    ),
+    Bug(
+        "shutdown waits for cloud.timeout",
+        "quintd/shipper.py",
+        (
+            (
+                "            self.join(drain_timeout + STOP_MARGIN_S)\n",
+                "            self.join(drain_timeout + self.settings.timeout + 1.0)\n",
+            ),
+        ),
+        ("tests/test_shipper.py::test_stop_keeps_to_the_drain_with_a_request_unanswered",),
+    ),
+    Bug(
+        "backoff from 2 s",
+        "quintd/delivery_policy.py",
+        (("base * 2.0 ** min(max(failures - 1, 0), 30)", "base * 2.0 ** min(failures, 30)"),),
+        ("tests/test_delivery_policy.py",),
+    ),
+    Bug(
+        "status --watch gives up on a broken config",
+        "quintd/cli.py",
+        (("    if args.watch:\n\n        def fetch", "    if False:\n\n        def fetch"),),
+        (
+            "tests/test_newcomer.py::"
+            "test_status_watch_redraws_with_a_config_file_that_no_longer_loads",
+        ),
     ),
 )
 
