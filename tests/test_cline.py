@@ -26,10 +26,10 @@ from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts, format_timestamp
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.sources import cline
-from quintd.sources.conversation_files import epoch
 from quintd.sources.processes import TcpSocket
 from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_files import read_database
+from quintd.sources.times import parse_time as epoch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cline"
 DAY = "2026-11-29"

@@ -73,13 +73,14 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts, format_timestamp
-from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch
+from quintd.sources.attribution import Pass
 from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
     ReadStats,
@@ -97,6 +98,8 @@ from quintd.sources.sqlite_files import (
     quote_name,
     read_database,
 )
+from quintd.sources.times import CLOCK_SLACK_S
+from quintd.sources.times import parse_time as epoch
 
 HUB_ARG = "--cline-hub-daemon"
 DB = Path("data") / "db" / "sessions.db"
@@ -211,7 +214,8 @@ class ClineState:
     def poll(self) -> None:
         self._check = True
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
+        processes = list(given)
         live = {p.key: p for p in processes}
         new_procs = live.keys() - self._procs.keys()
         if live.keys() != self._procs.keys():

@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch
+from quintd.sources.attribution import Pass
 from quintd.sources.files import (
     COMPLAINTS,
     MAX_JSON_FILE_BYTES,
@@ -92,6 +92,8 @@ from quintd.sources.files import (
 )
 from quintd.sources.processes import ProcessView, descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.times import CLOCK_SLACK_S
+from quintd.sources.times import parse_time as epoch
 
 STATE = "session-state"
 OPEN_STATE = "open-sessions-state.json"
@@ -211,7 +213,8 @@ class CopilotState:
         for conversation in self._conversations.values():
             conversation.events_dirty = conversation.workspace_dirty = True
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
+        processes = list(given)
         self._horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
         if not self._scanned:
             self._scan()

@@ -61,11 +61,12 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.sources.attribution import Pass
 from quintd.sources.files import (
     ReadStats,
     depth_ok,
@@ -205,7 +206,8 @@ class CrushState:
     def has_registry_dir(self) -> bool:
         return (self.root / "projects.json").is_file()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
+        processes = list(given)
         horizon = min((p.start_time for p in processes), default=0.0) - SLACK_S
         groups: dict[Path, list[AgentProcess]] = {}
         live = set()

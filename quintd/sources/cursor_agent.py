@@ -50,12 +50,14 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status
-from quintd.sources.conversation_files import epoch, lmtime
+from quintd.sources.attribution import Pass
+from quintd.sources.changes import lmtime
 from quintd.sources.crush import RETRY_S, SLACK_S, flag_value, owner_of
 from quintd.sources.files import (
     JsonlTail,
@@ -70,6 +72,7 @@ from quintd.sources.files import (
 from quintd.sources.processes import descendants
 from quintd.sources.spec import ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import UnreadableDatabase, columns, read_database
+from quintd.sources.times import parse_time as epoch
 
 CLOCK_SLACK_S = 10.0
 MAX_META_CHARS = 512 * 1024
@@ -162,7 +165,8 @@ class CursorAgentState:
     def has_registry_dir(self) -> bool:
         return (self.root / "chats").is_dir()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
+        processes = list(given)
         horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
         live = {p.key for p in processes}
         for table in (self._held, self._asked, self._argv, self._bucket):

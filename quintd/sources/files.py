@@ -360,3 +360,35 @@ def identifier(value: Any, limit: int = 128) -> str | None:
 
 
 _IDENT = re.compile(r"[A-Za-z0-9_.:$-]+")
+
+
+def trusted_dir(path: Path, uid: int, *, absent: bool = False) -> bool:
+    """Whether ``path`` is a real directory (not a link) owned by ``uid``: another user's
+    files are never read in a process's name. ``absent``: the answer for a directory that
+    does not exist yet (True where the agent will create it as its user and it is checked
+    again once it is there); a directory that cannot be looked at (inside a home we may
+    not enter) is never trusted."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return absent
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid
+
+
+def real_dir(path: Path) -> bool:
+    """A directory, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def regular(path: Path) -> os.stat_result | None:
+    """The path's own metadata, if it is a regular file (not a link)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None

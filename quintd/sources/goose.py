@@ -52,12 +52,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.sources.attribution import Pass
 from quintd.sources.crush import (
     RETRY_S,
     SLACK_S,
@@ -185,7 +186,8 @@ class GooseState:
     def has_registry_dir(self) -> bool:
         return (self.root / "sessions").is_dir()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
+        processes = list(given)
         horizon = min((p.start_time for p in processes), default=0.0) - SLACK_S
         live = {p.key for p in processes}
         self._where = {k: v for k, v in self._where.items() if k in live}

@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.conversation_files import epoch
+from quintd.sources.attribution import Pass
 from quintd.sources.files import (
     COMPLAINTS,
     ReadStats,
@@ -91,6 +91,7 @@ from quintd.sources.sqlite_files import (
     quote_name,
     read_database,
 )
+from quintd.sources.times import parse_time as epoch
 
 DATABASE = "opencode.db"
 # A process's start time (from /proc, to the second) against a row's time (ms): the row
@@ -589,7 +590,8 @@ class OpenCodeState:
         for db in self._dbs.values():
             db.poll()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
+        processes = list(given)
         horizon = min((p.start_time for p in processes), default=0.0) - START_SLACK_S
         procs = {p.key: self._process(p) for p in processes}
         self._procs = procs

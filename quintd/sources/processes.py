@@ -52,12 +52,20 @@ def descendants(
     view: ProcessView, pid: int, *, depth: int = MAX_TREE_DEPTH, limit: int = MAX_TREE_SIZE
 ) -> list[int]:
     """The descendants of ``pid``, nearest first (its children, then theirs ...), at most
-    ``depth`` levels down and ``limit`` processes: the one walk of a process tree that every
-    reader uses."""
-    found: list[int] = []
+    ``depth`` levels down and ``limit`` processes."""
+    return [child for child, _level in walk(view, pid, depth=depth, limit=limit)]
+
+
+def walk(
+    view: ProcessView, pid: int, *, depth: int = MAX_TREE_DEPTH, limit: int = MAX_TREE_SIZE
+) -> list[tuple[int, int]]:
+    """(pid, level) of the descendants of ``pid``, nearest first (level 1: its children),
+    at most ``depth`` levels down and ``limit`` processes: the one walk of a process tree
+    (:class:`Trees` keeps it for a pass)."""
+    found: list[tuple[int, int]] = []
     seen = {pid}
     level = [pid]
-    for _ in range(depth):
+    for number in range(1, depth + 1):
         following = []
         for parent in level:
             for child in view.children(parent):
@@ -66,12 +74,28 @@ def descendants(
                 if len(found) >= limit:
                     return found
                 seen.add(child)
-                found.append(child)
+                found.append((child, number))
                 following.append(child)
         if not following:
             break
         level = following
     return found
+
+
+class Trees:
+    """The process trees below agent processes, each walked once (when first asked for)
+    and kept for as long as this object: one pass."""
+
+    def __init__(self, view: ProcessView) -> None:
+        self.view = view
+        self._walks: dict[int, list[tuple[int, int]]] = {}
+
+    def below(self, pid: int, depth: int = MAX_TREE_DEPTH) -> list[int]:
+        """The descendants of ``pid``, nearest first, at most ``depth`` levels down."""
+        found = self._walks.get(pid)
+        if found is None:
+            found = self._walks[pid] = walk(self.view, pid)
+        return [child for child, level in found if level <= depth]
 
 
 class LiveProcesses:

@@ -1,0 +1,117 @@
+"""Change tracking, for every reader alike: what changed under its directory since it last
+looked, and what that change was (as watchdog's ``DirectorySnapshotDiff`` is one object).
+
+- :class:`Changes`: the paths watchdog reported since the last pass (``mark``), or every
+  known one where the directory is not watched (``poll``); the files checked by a stat
+  instead of events (a database outside the state directory, a file rewritten with every
+  message) by their signature (:meth:`Changes.differs`): inode, size and modification time,
+  by ``lstat`` (a link is not followed; a replaced file is another signature);
+- :func:`diff_writes`: a re-read's rows against the last read's: which were written since
+  (work: ``last_write`` is now), which are as they were.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Hashable, Iterable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+MAX_SCAN_DEPTH = 6  # how deep under a watched directory files are looked for
+
+Signature = tuple[int, int, int] | None
+
+
+def lmtime(path: Path) -> float:
+    """Modification time of the path itself (a link is not followed); 0.0 if none."""
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def lstat_signature(path: Path) -> Signature:
+    """(inode, size, modification time in ns) of the path itself, or None."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def find_files(directory: Path, pattern: str | tuple[str, ...], newer_than: float) -> list[Path]:
+    """Files named like ``pattern`` (or one of several) under ``directory`` (not through
+    links, at most :data:`MAX_SCAN_DEPTH` levels down), modified at or after
+    ``newer_than``."""
+    patterns = (pattern,) if isinstance(pattern, str) else pattern
+    found: list[Path] = []
+    base = len(directory.parts)
+    for current, dirs, files in os.walk(directory, followlinks=False):
+        if len(Path(current).parts) - base >= MAX_SCAN_DEPTH:
+            dirs[:] = []
+        for name in files:
+            if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                path = Path(current) / name
+                if lmtime(path) >= newer_than:
+                    found.append(path)
+    return found
+
+
+class Changes:
+    """What changed since the reader last looked."""
+
+    def __init__(self) -> None:
+        self.dirty: set[Path] = set()
+        self.scanned = False  # the first listing (again after a poll) is done
+        self._signatures: dict[Hashable, tuple[Signature, ...]] = {}
+
+    def mark(self, path: Path) -> None:
+        self.dirty.add(path)
+
+    def poll(self, known: Iterable[Path] = ()) -> None:
+        """No events from there: list again, and look at every known file again."""
+        self.scanned = False
+        self.dirty.update(known)
+
+    def take(self) -> set[Path]:
+        """The paths changed since the last call."""
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+    def differs(self, key: Hashable, *paths: Path) -> bool:
+        """Whether the files' signatures changed since the last call for ``key`` (true the
+        first time); the new ones are kept."""
+        now = tuple(lstat_signature(p) for p in paths)
+        if self._signatures.get(key) == now and key in self._signatures:
+            return False
+        self._signatures[key] = now
+        return True
+
+    def forget(self, keep: Callable[[Hashable], bool]) -> None:
+        self._signatures = {k: v for k, v in self._signatures.items() if keep(k)}
+
+
+class Written(Protocol):
+    last_write: float | None
+
+
+W = TypeVar("W", bound=Written)
+
+
+def diff_writes(
+    before: dict[str, W],
+    after: dict[str, W],
+    now: float,
+    first: bool,
+    worked: Callable[[W, W], bool],
+) -> None:
+    """Each row of a re-read (``after``) gets its ``last_write``: the last read's where it
+    did not work since (``worked(old, new)``); ``now`` where it did, or where it is new
+    since the first read (``first``: what the first read finds is history, not work)."""
+    for key, row in after.items():
+        old = before.get(key)
+        if old is not None:
+            row.last_write = now if worked(old, row) else old.last_write
+        elif not first:
+            row.last_write = now
