@@ -392,3 +392,17 @@ def regular(path: Path) -> os.stat_result | None:
     except OSError:
         return None
     return info if stat.S_ISREG(info.st_mode) else None
+
+
+def read_all(fd: int, limit: int) -> bytes:
+    """What ``fd`` reads, up to ``limit`` bytes and one more (so that a file grown past
+    the limit shows it)."""
+    chunks = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, limit + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
