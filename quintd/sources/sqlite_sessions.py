@@ -1,0 +1,216 @@
+"""The base of readers whose agent keeps its sessions in an SQLite database and records no
+process for them (Crush, goose).
+
+- where: each process's database is found once from its environment, command line and cwd
+  (:meth:`SessionDatabases.find`), and looked for again every :data:`RETRY_S` while it is
+  not there;
+- reading: through :func:`read_database` only (the safe open, the guard: see
+  ``sqlite_files.py``), and only when the database or its ``-wal`` changed (one ``lstat``
+  each a pass: :meth:`Changes.differs`); only sessions touched since the horizon are read;
+  a database without the columns the reader needs (another version of the agent) raises
+  :class:`MissingColumns` in the query: it gives no facts (its processes are sessions of
+  their own), counted in ``stats.garbage``;
+- what changed: a re-read's sessions against the last read's (:func:`diff_writes`): one
+  that worked since, or is new since the first read, was written now (``last_write``);
+- which process: a session named on a process's command line is that process's; else it
+  goes by times (:func:`owner_of`) to one of the processes that can have run it; a
+  process's conversation is its session updated last.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from quintd.model import AgentProcess
+from quintd.sources.attribution import Pass, ProcessKey, flag_value, owner_of
+from quintd.sources.changes import diff_writes, lstat_signature
+from quintd.sources.spec import Reader, ReaderContext
+from quintd.sources.sqlite_files import UnreadableDatabase, quote_name, read_database
+
+RETRY_S = 5.0  # a process whose database is not found yet is looked for again after
+
+
+class MissingColumns(Exception):
+    """The database has not the tables or columns the reader needs (another version)."""
+
+
+@dataclass
+class Session:
+    native_id: str
+    created: float  # epoch seconds
+    updated: float
+    parent: str | None = None  # a sub-agent's: the session it works for
+    last_write: float | None = None  # monotonic: when it last worked, after the first read
+
+
+S = TypeVar("S", bound=Session)
+
+
+@dataclass
+class Database(Generic[S]):
+    root: Path  # the directory it is safely reached from
+    path: Path
+    sessions: dict[str, S] = field(default_factory=dict)
+    owner: int | None = None  # the uid owning the database file
+    read_once: bool = False
+
+
+@dataclass
+class _Where:
+    argv: list[str]
+    location: tuple[Path, Path] | None  # (the directory it is read from, the database)
+    looked_at: float
+
+
+def column(name: str | None) -> str:
+    """A column to select: quoted, or NULL where the table has none."""
+    return quote_name(name) if name else "NULL"
+
+
+class SessionDatabases(Reader, Generic[S]):
+    session_flags: tuple[str, ...] = ()  # flags that name a session to resume
+
+    def __init__(self, root: Path, context: ReaderContext) -> None:
+        super().__init__(root, context)
+        self._where: dict[ProcessKey, _Where] = {}
+        self._dbs: dict[Path, Database[S]] = {}
+        self._current: dict[ProcessKey, tuple[Path, str, float]] = {}
+
+    # -- what a subclass says -------------------------------------------------------------
+
+    def find(self, proc: AgentProcess, argv: list[str]) -> tuple[Path, Path] | None:
+        """(the directory it is read from, the database) of this process, or None."""
+        raise NotImplementedError
+
+    def settled(self, location: tuple[Path, Path] | None) -> bool:
+        """Whether a location found stands (else it is looked for again, now and then)."""
+        return location is not None
+
+    def look_again(self, proc: AgentProcess) -> bool:
+        """Whether to look for the process's database again before :data:`RETRY_S`."""
+        return False
+
+    def query(self, conn: sqlite3.Connection, db: Database[S], horizon: float) -> list[S]:
+        """The sessions touched since ``horizon`` (runs inside :func:`read_database`)."""
+        raise NotImplementedError
+
+    def worked(self, old: S, new: S) -> bool:
+        raise NotImplementedError
+
+    def after_read(self, db: Database[S]) -> None:
+        """Anything else read beside the database, once it was read."""
+
+    def candidates(self, db: Database[S], members: list[AgentProcess]) -> list[AgentProcess]:
+        """The processes that may run the database's sessions (not a server of them)."""
+        return members
+
+    def here(self, session: S, procs: list[AgentProcess]) -> list[AgentProcess]:
+        """Of these, the processes that may have run this session."""
+        return procs
+
+    def top_level(self, session: S) -> bool:
+        return session.parent is None
+
+    # -- the AgentState protocol ----------------------------------------------------------
+
+    def begin(self, now: Pass) -> None:
+        self._where = {k: w for k, w in self._where.items() if k in now.keys}
+        groups: dict[Path, list[AgentProcess]] = {}
+        for proc in now:
+            location = self._location(proc, now.now)
+            if location is not None:
+                root, path = location
+                self._dbs.setdefault(path, Database(root, path))
+                groups.setdefault(path, []).append(proc)
+        self._dbs = {p: db for p, db in self._dbs.items() if p in groups}
+        self.changes.forget(lambda key: key in groups)
+        self._current = {}
+        for path, members in groups.items():
+            db = self._dbs[path]
+            self._refresh(db, now)
+            self._claim(db, members)
+
+    def current(self, proc: AgentProcess) -> tuple[Database[S], S, float] | None:
+        """The process's database, its conversation, and when the process started."""
+        found = self._current.get(proc.key)
+        db = self._dbs.get(found[0]) if found is not None else None
+        session = db.sessions.get(found[1]) if db is not None and found is not None else None
+        if found is None or db is None or session is None:
+            return None
+        return db, session, found[2]
+
+    def argv(self, proc: AgentProcess) -> list[str]:
+        where = self._where.get(proc.key)
+        return where.argv if where is not None else []
+
+    # -- where, and reading ---------------------------------------------------------------
+
+    def _location(self, proc: AgentProcess, now: float) -> tuple[Path, Path] | None:
+        where = self._where.get(proc.key)
+        if where is None:
+            argv = self.now.view.argv(proc.pid)
+            where = self._where[proc.key] = _Where(argv, None, now)
+            where.location = self.find(proc, argv)
+        elif not self.settled(where.location) and (
+            now - where.looked_at >= RETRY_S or self.look_again(proc)
+        ):
+            where.location, where.looked_at = self.find(proc, where.argv), now
+        return where.location
+
+    def _refresh(self, db: Database[S], now: Pass) -> None:
+        wal = Path(str(db.path) + "-wal")
+        if not self.changes.differs(db.path, db.path, wal):
+            return
+        if lstat_signature(db.path) is None:  # none (yet): nothing to read until it appears
+            db.sessions = {}
+            return
+        try:
+            rows, owner = read_database(
+                db.root, db.path, lambda conn: self.query(conn, db, now.horizon), self.stats
+            )
+        except UnreadableDatabase:
+            self.changes.forget(lambda key: key != db.path)  # the next change tries again
+            return  # locked, half there, replaced
+        except MissingColumns:
+            self.stats.garbage += 1
+            db.sessions = {}
+            return
+        db.owner = owner
+        before, db.sessions = db.sessions, {s.native_id: s for s in rows}
+        diff_writes(before, db.sessions, now.now, not db.read_once, self.worked)
+        db.read_once = True
+        self.after_read(db)
+
+    # -- which process runs which session ---------------------------------------------------
+
+    def _claim(self, db: Database[S], members: list[AgentProcess]) -> None:
+        procs = self.candidates(db, members)
+        if not procs:
+            return
+        pinned: dict[str, AgentProcess] = {}
+        for proc in procs:
+            chosen = flag_value(self.argv(proc), self.session_flags)
+            if chosen and chosen in db.sessions:
+                pinned[chosen] = proc
+        claims: dict[ProcessKey, list[S]] = {}
+        for session in db.sessions.values():
+            if not self.top_level(session):
+                continue
+            owner = pinned.get(session.native_id) or owner_of(
+                session.created, session.updated, self.here(session, procs)
+            )
+            if owner is not None:
+                claims.setdefault(owner.key, []).append(session)
+        for proc in procs:
+            mine = claims.get(proc.key)
+            if mine:
+                chosen_one = max(mine, key=lambda s: (s.updated, s.created, s.native_id))
+                self._current[proc.key] = (db.path, chosen_one.native_id, proc.start_time)
+
+
+def children(sessions: Iterable[S], parent: str) -> Sequence[S]:
+    return [s for s in sessions if s.parent == parent]
