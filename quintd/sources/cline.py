@@ -73,17 +73,15 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts, format_timestamp
-from quintd.sources.attribution import Pass
+from quintd.sources.attribution import Pass, first_conversation
 from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
-    ReadStats,
     identifier,
     parse_object,
     path_text,
@@ -91,21 +89,19 @@ from quintd.sources.files import (
     stat_under,
     text,
 )
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import (
     UnreadableDatabase,
     columns,
     quote_name,
     read_database,
 )
-from quintd.sources.times import CLOCK_SLACK_S
-from quintd.sources.times import parse_time as epoch
+from quintd.sources.sqlite_sessions import MissingColumns
+from quintd.sources.times import START_SLACK_S, parse_time
 
 HUB_ARG = "--cline-hub-daemon"
 DB = Path("data") / "db" / "sessions.db"
 HUB_RECORD = Path("data") / "locks" / "hub" / "production.json"
-FIRST_CONVERSATION_S = 10.0  # a TUI's first conversation id is made this soon after start
-START_SLACK_S = 2.0  # process start times (from ticks) against the agent's own clock
 MAX_ROWS = 10_000  # rows read per query (the newest)
 MAX_UNPLACED = 1_000
 TURN_WRITES = 3  # status_lock grew this much: a turn happened (seen: 2 for running -> idle)
@@ -130,10 +126,6 @@ _OPTIONAL = (
 
 # (device, inode, size, mtime) of the database; (inode, size, mtime) of its -wal
 Signature = tuple[tuple[int, int, int, int] | None, tuple[int, int, int] | None]
-
-
-class SchemaChanged(Exception):
-    """The sessions table lacks a column the reader cannot do without."""
 
 
 @dataclass
@@ -162,17 +154,14 @@ class Row:
         return max(self.created or 0.0, self.updated or 0.0)
 
 
-class ClineState:
+class ClineState(Reader):
     """One ``~/.cline`` directory."""
 
     platform = "cline"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
+        super().__init__(root, context)
         self._db = root / DB
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
         self.unreadable = 0  # reads that failed (locked, torn): retried next pass
         self.ambiguous = 0  # hub conversations no rule could give to one CLI
         self.truncated = 0  # queries that hit MAX_ROWS
@@ -214,8 +203,8 @@ class ClineState:
     def poll(self) -> None:
         self._check = True
 
-    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
-        processes = list(given)
+    def begin(self, now: Pass) -> None:
+        processes = now.processes
         live = {p.key: p for p in processes}
         new_procs = live.keys() - self._procs.keys()
         if live.keys() != self._procs.keys():
@@ -240,7 +229,7 @@ class ClineState:
     ) -> None:
         self._procs = live
         for key in new:
-            if HUB_ARG in self._processes.argv(live[key].pid):
+            if HUB_ARG in self.now.view.argv(live[key].pid):
                 self._hubs.add(key)
         for cache in (self._runners, self._facts):
             for key in [k for k in cache if k not in live]:
@@ -251,7 +240,7 @@ class ClineState:
             del self._bound[sid]
             self._order.pop(sid, None)
         self._facts.clear()
-        horizon = min((p.start_time for p in live.values()), default=0.0) - CLOCK_SLACK_S
+        horizon = self.now.horizon
         if self._read_from is not None and horizon < self._read_from:
             self._cursor = None  # an older CLI appeared: read its rows too
             self._dirty = True
@@ -297,7 +286,7 @@ class ClineState:
         except UnreadableDatabase:
             self.unreadable += 1
             return  # still dirty: next pass
-        except SchemaChanged:
+        except MissingColumns:
             self.stats.garbage += 1
             self._dirty = False
             self._signature = signature
@@ -408,7 +397,7 @@ class ClineState:
     def _hub_owner(
         self, row: Row, pid: int, when: float, clis: list[AgentProcess]
     ) -> tuple[int, int] | None:
-        if HUB_ARG not in self._processes.argv(pid):
+        if HUB_ARG not in self.now.view.argv(pid):
             return None  # a dead pid (a crashed CLI), or reused by something else
         hub_started = self._hub_started(pid)
         if hub_started is not None and when < hub_started - START_SLACK_S:
@@ -418,12 +407,7 @@ class ClineState:
         ]
         places = {row.cwd, row.workspace} - {None}
         here = [p for p in candidates if p.cwd in places]
-        taken = set(self._bound.values())
-        fresh = [
-            p
-            for p in (here or candidates)
-            if p.key not in taken and when - p.start_time <= FIRST_CONVERSATION_S
-        ]
+        fresh = first_conversation(when, here or candidates, self._bound.values())
         if fresh:
             return max(fresh, key=lambda p: p.start_time).key
         if len(here) == 1:
@@ -440,9 +424,7 @@ class ClineState:
         known = self._runners.get(proc.key)
         if known is not None:
             return known
-        kids = tuple(
-            c for c in self._processes.children(proc.pid) if HUB_ARG not in self._processes.argv(c)
-        )
+        kids = tuple(c for c in self.now.tree(proc.pid, 1) if HUB_ARG not in self.now.view.argv(c))
         found = (proc.pid, *kids)
         if kids:
             self._runners[proc.key] = found  # the child stays for the wrapper's life
@@ -453,7 +435,7 @@ class ClineState:
             return True
         db = str(self._db)
         for pid in self._runner_pids(proc):
-            if db in self._processes.open_files(pid):
+            if db in self.now.view.open_files(pid):
                 self._local.add(proc.key)
                 return True
         return False
@@ -462,7 +444,7 @@ class ClineState:
         record = read_json_file(self.root / HUB_RECORD, self.root, self.stats)
         if record is None or record.data.get("pid") != pid:
             return None
-        return epoch(record.data.get("startedAt"))
+        return parse_time(record.data.get("startedAt"))
 
     def _current_ended(self, proc: AgentProcess) -> bool:
         current = self._current(proc)
@@ -531,7 +513,7 @@ def _iso(seconds: float) -> str:
 def _query(conn: sqlite3.Connection, since: str) -> list[dict[str, Any]]:
     have = columns(conn, "sessions")
     if not set(_REQUIRED) <= have:
-        raise SchemaChanged(f"sessions lacks {sorted(set(_REQUIRED) - have)}")
+        raise MissingColumns(f"sessions lacks {sorted(set(_REQUIRED) - have)}")
     names = [*_REQUIRED, *_OPTIONAL]
     select = [quote_name(n) if n in have else "NULL" for n in names]
     names.append("metadata")
@@ -590,8 +572,8 @@ def _row(raw: dict[str, Any]) -> Row | None:
         sid=sid,
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
         status=status.lower(),
-        created=int(match.group(1)) / 1000 if match else epoch(raw.get("started_at")),
-        updated=epoch(raw.get("updated_at")),
+        created=int(match.group(1)) / 1000 if match else parse_time(raw.get("started_at")),
+        updated=parse_time(raw.get("updated_at")),
         cwd=path_text(raw.get("cwd")),
         workspace=path_text(raw.get("workspace_root")),
         source=text(raw.get("source"), 64),

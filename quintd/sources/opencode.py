@@ -65,14 +65,13 @@ import functools
 import os
 import re
 import sqlite3
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.attribution import Pass
+from quintd.sources.attribution import Pass, flag_values, owner_of
 from quintd.sources.files import (
     COMPLAINTS,
     ReadStats,
@@ -81,9 +80,9 @@ from quintd.sources.files import (
     parse_object,
     path_text,
     text,
+    trusted_dir,
 )
-from quintd.sources.processes import ProcessView
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import (
     UnreadableDatabase,
     columns,
@@ -91,12 +90,10 @@ from quintd.sources.sqlite_files import (
     quote_name,
     read_database,
 )
+from quintd.sources.sqlite_sessions import MissingColumns
 from quintd.sources.times import parse_time as epoch
 
 DATABASE = "opencode.db"
-# A process's start time (from /proc, to the second) against a row's time (ms): the row
-# may carry a time slightly before the start the OS reports.
-START_SLACK_S = 2.0
 MAX_IDS_PER_QUERY = 500
 MAX_SESSIONS = 5000  # kept per database (sessions that can belong to a running process)
 MAX_SUBAGENTS = 200  # per conversation
@@ -108,13 +105,8 @@ RETRY_S = (1.0, 60.0)
 # a few milliseconds, which must not end it.
 BACKGROUND_GRACE_S = 5.0  # a database that could not be read: tried again after this, doubling
 _PLACEHOLDER = re.compile(r"^(New|Child) session - \d{4}-\d\d-\d\dT[0-9:.]+Z$")
-_SESSION_FLAGS = ("-s", "--session")
 
 Found = ConversationFacts | tuple[ConversationFacts, ...]
-
-
-class SchemaError(Exception):
-    """The database has not the tables or columns a conversation is read from."""
 
 
 @dataclass
@@ -248,7 +240,7 @@ class _Database:
             self.unreadable += 1
             self._failed(seen, now)
             return
-        except SchemaError as exc:
+        except MissingColumns as exc:
             # Not the tables a conversation is read from: the processes are sessions of
             # their own, until the database changes.
             self.schema_errors += 1
@@ -370,12 +362,12 @@ def _read(
         str(name) for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     }
     if "session" not in tables:
-        raise SchemaError("no session table")
+        raise MissingColumns("no session table")
     available = columns(conn, "session")
     required = [pick(available, name) for name in ("id", "directory", "time_created")]
     updated = pick(available, "time_updated", "time_created")
     if None in required or updated is None:
-        raise SchemaError("the session table lacks id, directory or time_created")
+        raise MissingColumns("the session table lacks id, directory or time_created")
     chosen = [
         "id",
         pick(available, "parent_id", "parentID"),
@@ -550,14 +542,11 @@ class _Process:
     named: frozenset[str]  # sessions its command line names (opencode -s <id>)
 
 
-class OpenCodeState:
+class OpenCodeState(Reader):
     platform = "opencode"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
-        self._processes: ProcessView = context.processes
-        self.stats = ReadStats()
+        super().__init__(root, context)
         self.refused = 0  # processes whose database lies in a directory not theirs
         self._dbs: dict[Path, _Database] = {}
         self._procs: dict[tuple[int, int], _Process] = {}
@@ -590,9 +579,8 @@ class OpenCodeState:
         for db in self._dbs.values():
             db.poll()
 
-    def prepare(self, given: Pass | Iterable[AgentProcess]) -> None:
-        processes = list(given)
-        horizon = min((p.start_time for p in processes), default=0.0) - START_SLACK_S
+    def begin(self, pass_: Pass) -> None:
+        processes, horizon = list(pass_), pass_.horizon
         procs = {p.key: self._process(p) for p in processes}
         self._procs = procs
         used = {entry.database.path for entry in procs.values() if entry.database is not None}
@@ -623,7 +611,8 @@ class OpenCodeState:
         known = self._procs.get(proc.key)
         if known is not None:
             return known
-        named = _named_sessions(self._processes.argv(proc.pid))
+        argv = self.now.view.argv(proc.pid)
+        named = frozenset(filter(None, map(identifier, flag_values(argv, ("-s", "--session")))))
         path = self._database_path(proc)
         if path is None:
             return _Process(None, named)
@@ -631,7 +620,8 @@ class OpenCodeState:
         if db is None:
             if path.is_relative_to(self.root):
                 db = _Database(self.root, path, watched=True, stats=self.stats)
-            elif self._trusted(path.parent, proc):
+            elif (uid := self.now.view.uid(proc.pid)) is not None and trusted_dir(path.parent, uid):
+                # Out of the state directory: only a real directory of the process's user.
                 db = _Database(path.parent, path, watched=False, stats=self.stats)
             else:
                 self.refused += 1
@@ -643,7 +633,7 @@ class OpenCodeState:
     def _database_path(self, proc: AgentProcess) -> Path | None:
         """The database the process uses: from its own environment (``XDG_DATA_HOME``,
         ``OPENCODE_DB``), else the one in the state directory."""
-        env = self._processes.environ(proc.pid) or {}
+        env = self.now.view.environ(proc.pid) or {}
         data = self.root
         xdg = env.get("XDG_DATA_HOME")
         if xdg and os.path.isabs(xdg) and "\x00" not in xdg:
@@ -656,17 +646,6 @@ class OpenCodeState:
         else:
             chosen = data / DATABASE
         return Path(os.path.normpath(chosen))
-
-    def _trusted(self, directory: Path, proc: AgentProcess) -> bool:
-        """A directory out of the state directory is read only if it is a real directory
-        (not a link) owned by the process's own user, as the manager requires of state
-        directories."""
-        uid = self._processes.uid(proc.pid)
-        try:
-            info = os.lstat(directory)
-        except OSError:
-            return False
-        return uid is not None and stat.S_ISDIR(info.st_mode) and info.st_uid == uid
 
     # -- conversations to processes ---------------------------------------------------------
 
@@ -727,11 +706,10 @@ def _owners(
         if not candidates:
             continue
         named = [p for p in candidates if s.id in procs[p.key].named]
-        creators = [p for p in candidates if p.start_time - START_SLACK_S <= s.created]
-        resumers = [p for p in candidates if p.start_time - START_SLACK_S <= s.updated]
-        chosen = named or creators or resumers
-        if chosen:
-            owned[s.id] = max(chosen, key=lambda p: (p.start_time, p.pid)).key
+        chosen = max(named, key=lambda p: (p.start_time, p.pid)) if named else None
+        chosen = chosen or owner_of(s.created, s.updated, candidates)
+        if chosen is not None:
+            owned[s.id] = chosen.key
     return owned
 
 
@@ -770,21 +748,6 @@ def _facts(
         subagents=tuple(subagents[:MAX_SUBAGENTS]),
         owner_uid=owner,
     )
-
-
-def _named_sessions(argv: list[str]) -> frozenset[str]:
-    """``opencode -s <id>`` / ``--session <id>`` / ``--session=<id>``."""
-    named = set()
-    for index, arg in enumerate(argv[1:], start=1):
-        value = None
-        if arg in _SESSION_FLAGS and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif arg.startswith("--session="):
-            value = arg.partition("=")[2]
-        sid = identifier(value)
-        if sid is not None:
-            named.add(sid)
-    return frozenset(named)
 
 
 def _lstat(path: Path) -> os.stat_result | None:
