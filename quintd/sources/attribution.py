@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from quintd.model import AgentProcess
 from quintd.sources.files import path_text
@@ -28,6 +29,13 @@ from quintd.sources.processes import MAX_TREE_DEPTH, ProcessView, Trees
 from quintd.sources.times import START_SLACK_S, horizon
 
 ProcessKey = tuple[int, int]
+
+
+class Named(Protocol):
+    native_id: str
+
+
+T = TypeVar("T", bound=Named)
 
 # A process's first conversation is made this soon after it starts (Codex's first thread,
 # Cline's first conversation id).
@@ -109,6 +117,19 @@ def owner_of(created: float, updated: float, procs: Sequence[AgentProcess]) -> A
         return None
     before = [p for p in alive if p.start_time - START_SLACK_S <= created]
     return max(before or alive, key=lambda p: (p.start_time, p.pid))
+
+
+def latest(
+    claims: Iterable[tuple[AgentProcess, T]], order: Callable[[T], Any]
+) -> dict[ProcessKey, tuple[str, float]]:
+    """Each process's conversation: of those claimed for it (process, conversation), the
+    latest by ``order``, as (its ``native_id``, the process's start time)."""
+    best: dict[ProcessKey, tuple[AgentProcess, T]] = {}
+    for proc, item in claims:
+        known = best.get(proc.key)
+        if known is None or order(item) > order(known[1]):
+            best[proc.key] = (proc, item)
+    return {key: (item.native_id, proc.start_time) for key, (proc, item) in best.items()}
 
 
 def first_conversation(

@@ -65,8 +65,8 @@ from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import flag_value, subcommand
 from quintd.sources.changes import lstat_signature
 from quintd.sources.files import (
-    depth_ok,
     identifier,
+    parse_json,
     path_text,
     read_json_file,
     text,
@@ -431,20 +431,7 @@ def _result_seen(conn: sqlite3.Connection, mcols: set[str], child: _Session) -> 
 def _finish_reason(parts: object) -> str | None:
     """The reason of the ``finish`` part of a message's parts (JSON ``[{"type", "data"}]``);
     None when there is none or the parts cannot be read (zstd-compressed, garbage)."""
-    if isinstance(parts, bytes):
-        try:
-            parts = parts.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if not isinstance(parts, str) or not parts.startswith("["):
-        return None
-    raw = parts.encode("utf-8", "replace")
-    if not depth_ok(raw):
-        return None
-    try:
-        items = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
+    items = parse_json(parts)
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("type") == "finish":
             data = item.get("data")

@@ -46,7 +46,6 @@ open files are asked of a process only when a chat appeared or none is bound yet
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import sqlite3
@@ -56,13 +55,13 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status
-from quintd.sources.attribution import Pass, flag_value, owner_of
+from quintd.sources.attribution import Pass, flag_value, latest, owner_of
 from quintd.sources.changes import lmtime
 from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import (
     JsonlTail,
-    depth_ok,
     identifier,
+    parse_json,
     parse_object,
     path_text,
     read_json_file,
@@ -338,26 +337,25 @@ class CursorAgentState(Reader):
         self._appeared = self._unheld_written = False
 
     def _bind(self, processes: list[AgentProcess]) -> None:
-        self._current = {}
-        claimed: set[str] = set()
-        for proc in processes:
-            mine = [self._chats[c] for c in self._held.get(proc.key, ()) if c in self._chats]
-            if mine:
-                current = max(mine, key=lambda c: (c.written, c.created or 0.0, c.native_id))
-                self._current[proc.key] = (current.native_id, proc.start_time)
-            claimed.update(c.native_id for c in mine)
-        self._fallback([p for p in processes if p.key not in self._current], claimed)
+        held = [(proc, self._chats[c]) for proc in processes for c in self._held.get(proc.key, ())]
+        held = [(proc, chat) for proc, chat in held if chat.native_id in self._chats]
+        self._current = latest(held, _order)
+        claimed = {chat.native_id for _, chat in held}
+        rest = [p for p in processes if p.key not in self._current]
+        self._current.update(latest(self._fallback(rest, claimed), _order))
 
-    def _fallback(self, processes: list[AgentProcess], claimed: set[str]) -> None:
+    def _fallback(
+        self, processes: list[AgentProcess], claimed: set[str]
+    ) -> list[tuple[AgentProcess, _Chat]]:
         """Processes holding no chat: ``--resume <id>``, else the chats of their cwd's
         directory begun or written while they ran."""
-        claims: dict[tuple[int, int], list[_Chat]] = {}
+        claims: list[tuple[AgentProcess, _Chat]] = []
         for proc in processes:
             resumed = flag_value(self._argv.get(proc.key, []), ("--resume",))
             if resumed in self._chats and resumed not in claimed:
                 chat = self._chats[resumed]
                 if chat.written >= proc.start_time - START_SLACK_S:
-                    claims.setdefault(proc.key, []).append(chat)
+                    claims.append((proc, chat))
                     claimed.add(resumed)
         for chat in self._chats.values():
             if chat.native_id in claimed or chat.directory.parent.name == "acp-sessions":
@@ -366,12 +364,12 @@ class CursorAgentState(Reader):
             created = chat.created or chat.written
             owner = owner_of(created, chat.written, here)
             if owner is not None:
-                claims.setdefault(owner.key, []).append(chat)
-        for proc in processes:
-            mine = claims.get(proc.key)
-            if mine:
-                current = max(mine, key=lambda c: (c.written, c.created or 0.0, c.native_id))
-                self._current[proc.key] = (current.native_id, proc.start_time)
+                claims.append((owner, chat))
+        return claims
+
+
+def _order(chat: _Chat) -> tuple[float, float, str]:
+    return (chat.written, chat.created or 0.0, chat.native_id)
 
 
 def _record(chat: _Chat, record: dict[str, Any]) -> None:
@@ -422,11 +420,8 @@ def _model(value: object) -> str | None:
             if found:
                 return found
         return None
-    if isinstance(value, str) and value.startswith("{") and depth_ok(value.encode()):
-        try:
-            return _model(json.loads(value))
-        except (ValueError, RecursionError):
-            return None
+    if isinstance(value, str) and value.startswith("{"):
+        return _model(parse_json(value))
     return text(value)
 
 

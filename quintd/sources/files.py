@@ -204,6 +204,24 @@ def depth_ok(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+def parse_json(value: object, limit: int | None = None) -> Any:
+    """A JSON value from an untrusted string or UTF-8 bytes (a column, a part of a file),
+    or None: not text, longer than ``limit``, nested too deep, not JSON."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(value, str) or (limit is not None and len(value) > limit):
+        return None
+    if not depth_ok(value.encode("utf-8", "replace")):
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+
+
 def parse_object(raw: bytes) -> dict[str, Any] | None:
     """A JSON object from untrusted bytes, or None (not JSON, not an object, too deep)."""
     if not depth_ok(raw):

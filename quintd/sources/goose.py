@@ -50,7 +50,6 @@ without ``messages.session_id`` and ``role``, gives no facts (counted in
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.files import depth_ok, identifier, path_text, text, trusted_dir
+from quintd.sources.files import identifier, parse_json, path_text, text, trusted_dir
 from quintd.sources.spec import ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import columns, pick, quote_name
 from quintd.sources.sqlite_sessions import (
@@ -300,28 +299,13 @@ def _session(row: Sequence[object], horizon: float) -> _Session | None:
 
 
 def _model(value: object) -> str | None:
-    if not isinstance(value, str) or len(value) > 64 * 1024 or not depth_ok(value.encode()):
-        return None
-    try:
-        data = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
+    data = parse_json(value, 64 * 1024)
     return text(data.get("model_name")) if isinstance(data, dict) else None
 
 
 def _tool_request(content: object) -> bool | None:
     """Whether a message's content holds a tool request; None if it cannot be read."""
-    if isinstance(content, bytes):
-        try:
-            content = content.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if not isinstance(content, str) or not depth_ok(content.encode("utf-8", "replace")):
-        return None
-    try:
-        items = json.loads(content)
-    except (ValueError, RecursionError):
-        return None
+    items = parse_json(content)
     if not isinstance(items, list):
         return None
     return any(isinstance(i, dict) and i.get("type") == "toolRequest" for i in items)

@@ -47,7 +47,6 @@ started) and then read as watchdog reports changes; transcripts are read increme
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -56,13 +55,14 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.attribution import Pass, owner_of
+from quintd.sources.attribution import Pass, latest, owner_of
 from quintd.sources.changes import lmtime
 from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
     JsonlTail,
     open_under,
+    parse_json,
     path_text,
     read_json_file,
     text,
@@ -302,8 +302,7 @@ class KiroState(Reader):
     # -- which process runs which session -------------------------------------------------
 
     def _assign(self, now: Pass) -> None:
-        self._current = {}
-        claims: dict[tuple[int, int], list[_Kiro]] = {}
+        claims: list[tuple[AgentProcess, _Kiro]] = []
         processes = now.processes
         for session in self._sessions.values():
             if session.parent is not None:
@@ -322,12 +321,8 @@ class KiroState(Reader):
                 created = session.created or session.written
                 owner = owner_of(created, max(session.written, session.updated or 0.0), here)
             if owner is not None:
-                claims.setdefault(owner.key, []).append(session)
-        for proc in processes:
-            mine = claims.get(proc.key)
-            if mine:
-                current = max(mine, key=lambda s: (s.written, s.created or 0.0, s.native_id))
-                self._current[proc.key] = (current.native_id, proc.start_time)
+                claims.append((owner, session))
+        self._current = latest(claims, lambda s: (s.written, s.created or 0.0, s.native_id))
 
     def _status(self, session: _Kiro, since: float) -> Status | None:
         if session.status == "busy" and session.transcript_at < since - SLACK_S:
@@ -375,10 +370,7 @@ def _model(state: object) -> str | None:
 
 
 def _json_string(raw: bytes) -> str | None:
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    value = parse_json(raw)
     return value if isinstance(value, str) else None
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from quintd.model import AgentProcess
-from quintd.sources.attribution import Pass, ProcessKey, flag_value, owner_of
+from quintd.sources.attribution import Pass, ProcessKey, flag_value, latest, owner_of
 from quintd.sources.changes import diff_writes, lstat_signature
 from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.sqlite_files import UnreadableDatabase, quote_name, read_database
@@ -196,7 +196,7 @@ class SessionDatabases(Reader, Generic[S]):
             chosen = flag_value(self.argv(proc), self.session_flags)
             if chosen and chosen in db.sessions:
                 pinned[chosen] = proc
-        claims: dict[ProcessKey, list[S]] = {}
+        claims: list[tuple[AgentProcess, S]] = []
         for session in db.sessions.values():
             if not self.top_level(session):
                 continue
@@ -204,12 +204,10 @@ class SessionDatabases(Reader, Generic[S]):
                 session.created, session.updated, self.here(session, procs)
             )
             if owner is not None:
-                claims.setdefault(owner.key, []).append(session)
-        for proc in procs:
-            mine = claims.get(proc.key)
-            if mine:
-                chosen_one = max(mine, key=lambda s: (s.updated, s.created, s.native_id))
-                self._current[proc.key] = (db.path, chosen_one.native_id, proc.start_time)
+                claims.append((owner, session))
+        current = latest(claims, lambda s: (s.updated, s.created, s.native_id))
+        for key, (native_id, started) in current.items():
+            self._current[key] = (db.path, native_id, started)
 
 
 def children(sessions: Iterable[S], parent: str) -> Sequence[S]:
