@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
+import stat
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -56,6 +58,43 @@ def find_files(directory: Path, pattern: str | tuple[str, ...], newer_than: floa
                 if lmtime(path) >= newer_than:
                     found.append(path)
     return found
+
+
+def listing(
+    directory: Path,
+    names: re.Pattern[str] | None = None,
+    newer_than: float | None = None,
+    kind: Callable[[int], bool] | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, os.stat_result | None]]:
+    """The entries of a real directory (never listed through a link), in name order: those
+    whose name ``names`` matches, of ``kind`` (``stat.S_ISDIR`` ...) and modified at or
+    after ``newer_than`` (both by ``lstat``: a link is no directory and no file), at most
+    ``limit``; with their ``lstat`` where it was taken. [] where it cannot be listed."""
+    try:
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            return []
+        found = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    entries: list[tuple[str, os.stat_result | None]] = []
+    for name in found:
+        if names is not None and not names.match(name):
+            continue
+        info = None
+        if newer_than is not None or kind is not None:
+            try:
+                info = os.lstat(directory / name)
+            except OSError:
+                continue
+            if (kind is not None and not kind(info.st_mode)) or (
+                newer_than is not None and info.st_mtime < newer_than
+            ):
+                continue
+        entries.append((name, info))
+        if limit is not None and len(entries) >= limit:
+            break
+    return entries
 
 
 class Changes:

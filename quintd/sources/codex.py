@@ -52,7 +52,7 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, first_conversation
-from quintd.sources.changes import find_files, lmtime
+from quintd.sources.changes import find_files, listing, lmtime
 from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import JsonlTail, identifier, path_text, stat_under, text
 from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
@@ -224,12 +224,7 @@ class CodexState(Reader):
 
     def _scan(self) -> None:
         """Once: the capability files and rollouts that can belong to a running TUI."""
-        caps = self.root / CAPABILITIES
-        try:
-            names = os.listdir(caps) if caps.is_dir() and not caps.is_symlink() else []
-        except OSError:
-            names = []
-        self._dirty_caps.update(n for n in names if _THREAD.match(n))
+        self._dirty_caps.update(name for name, _ in listing(self.root / CAPABILITIES, _THREAD))
         sessions = self.root / "sessions"
         if sessions.is_dir() and not sessions.is_symlink():
             self._dirty_rollouts.update(find_files(sessions, "rollout-*.jsonl", self._horizon))

@@ -68,7 +68,6 @@ are inferred from the event names, not seen.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import time
@@ -78,18 +77,16 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass
-from quintd.sources.changes import lstat_signature
+from quintd.sources.changes import listing, lstat_signature
 from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import (
     COMPLAINTS,
     MAX_JSON_FILE_BYTES,
     JsonlTail,
     identifier,
-    open_counted,
-    read_all,
     read_json_file,
+    read_whole,
     real_dir,
-    regular,
     stat_under,
     text,
 )
@@ -246,22 +243,8 @@ class CopilotState(Reader):
         """Conversation directories changed since the oldest running process started (a
         lock made since then changed its directory): the only ones that can be open."""
         self.changes.scanned = True
-        directory = self.root / STATE
-        try:
-            if not real_dir(directory):
-                return
-            names = os.listdir(directory)
-        except OSError:
-            return
-        for name in names:
-            if not _SESSION.match(name):
-                continue
-            try:
-                info = os.lstat(directory / name)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode) and info.st_mtime >= self._horizon:
-                self._relist.add(name)
+        found = listing(self.root / STATE, _SESSION, self._horizon, stat.S_ISDIR)
+        self._relist.update(name for name, _ in found)
 
     def _list_locks(self) -> None:
         dirty, self._relist = self._relist, set()
@@ -277,27 +260,16 @@ class CopilotState(Reader):
     def _locks_of(self, session: str) -> dict[int, _Lock]:
         """The lock files of a conversation directory that a running process may have
         written (none older than the oldest of them)."""
-        directory = self.root / STATE / session
-        try:
-            if not all(real_dir(d) for d in (self.root / STATE, directory)):
-                return {}
-            names = os.listdir(directory)
-        except OSError:
+        if not real_dir(self.root / STATE):
             return {}
-        found: dict[int, _Lock] = {}
-        for name in sorted(names):
-            match = _LOCK.match(name)
-            if match is None:
-                continue
-            # Its metadata only (lstat: a link is no lock), never opened: opening it would
-            # be a change event of its own, and the next pass would look again.
-            info = regular(directory / name)
-            if info is None or info.st_mtime < self._horizon:
-                continue
-            found[int(match.group(1))] = _Lock(info.st_mtime, info.st_uid)
-            if len(found) >= MAX_LOCKS:
-                break
-        return found
+        # Their metadata only (lstat: a link is no lock), never opened: opening one would be
+        # a change event of its own, and the next pass would look again.
+        found = listing(self.root / STATE / session, _LOCK, self._horizon, stat.S_ISREG, MAX_LOCKS)
+        return {
+            int(name.split(".")[1]): _Lock(info.st_mtime, info.st_uid)
+            for name, info in found
+            if info is not None
+        }
 
     def _bind(self, now: Pass) -> None:
         """Each lock to the running process it belongs to, if any (see the module
@@ -367,26 +339,13 @@ class CopilotState(Reader):
         path = self.root / STATE / conversation.session_id / WORKSPACE
         if conversation.workspace is not None and lstat_signature(path) == conversation.workspace:
             return  # unchanged (the event was our own read): not opened again
-        opened = open_counted(self.root, path, self.stats)
-        if opened is None:
-            return
-        fd, info = opened
-        try:
-            identity = (info.st_ino, info.st_size, info.st_mtime_ns)
-            if identity == conversation.workspace:
-                return
-            if info.st_size > MAX_WORKSPACE_BYTES:
-                conversation.workspace = identity
-                self.stats.refused += 1
-                COMPLAINTS.warn(path, info, "a file too large to be what it should")
-                return
-            raw = read_all(fd, MAX_WORKSPACE_BYTES)
-        finally:
-            os.close(fd)
-        if not raw.endswith(b"\n"):
-            return  # empty, or caught half written: the next change brings the rest
-        conversation.workspace = identity  # parsed once per version of the file
-        values = parse_flat_yaml(raw, _WORKSPACE_KEYS)
+        whole = read_whole(path, self.root, self.stats, MAX_WORKSPACE_BYTES, conversation.workspace)
+        if whole is None or (whole.raw is not None and not whole.raw.endswith(b"\n")):
+            return  # unchanged, or caught half written: the next change brings the rest
+        conversation.workspace, info = whole.signature, whole.info  # once per version
+        if whole.raw is None:
+            return  # too large (counted)
+        values = parse_flat_yaml(whole.raw, _WORKSPACE_KEYS)
         if values is None or values.get("id") not in (None, conversation.session_id):
             self.stats.garbage += 1
             COMPLAINTS.warn(path, info, "a workspace.yaml that is not what it should be")

@@ -46,7 +46,6 @@ open files are asked of a process only when a chat appeared or none is bound yet
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status
 from quintd.sources.attribution import Pass, flag_value, latest, owner_of
-from quintd.sources.changes import lmtime
+from quintd.sources.changes import listing, lmtime
 from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import (
     JsonlTail,
@@ -200,12 +199,8 @@ class CursorAgentState(Reader):
         if directory in self._listed:
             return
         self._listed.add(directory)
-        try:
-            names = os.listdir(directory) if not directory.is_symlink() else []
-        except OSError:
-            return
-        for name in names[:MAX_CHATS_PER_DIR]:
-            if name in self._chats or not _CHAT_ID.match(name):
+        for name, _ in listing(directory, _CHAT_ID, limit=MAX_CHATS_PER_DIR):
+            if name in self._chats:
                 continue
             chat = _Chat(name, directory / name)
             if max(_times(chat)) < horizon:

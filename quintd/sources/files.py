@@ -261,20 +261,46 @@ class JsonFile:
     owner: int  # the uid owning the file
 
 
-def read_json_file(path: Path, root: Path, stats: ReadStats) -> JsonFile | None:
-    """A small JSON object file, or None (absent, refused, too large or garbage)."""
+@dataclass(frozen=True)
+class WholeFile:
+    raw: bytes | None  # None: larger than it may be (refused, counted)
+    info: os.stat_result
+    signature: tuple[int, int, int]  # (inode, size, modification time in ns)
+
+
+def read_whole(
+    path: Path,
+    root: Path,
+    stats: ReadStats,
+    limit: int = MAX_JSON_FILE_BYTES,
+    unless: tuple[int, int, int] | None = None,
+) -> WholeFile | None:
+    """A small file read whole, safely (:func:`open_counted`); None when absent, refused,
+    or (``unless``) its signature is still that one. A file over ``limit`` is not read:
+    its ``raw`` is None, counted as refused and complained of once."""
     opened = open_counted(root, path, stats)
     if opened is None:
         return None
     fd, info = opened
     try:
-        if info.st_size > MAX_JSON_FILE_BYTES:
+        signature = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if signature == unless:
+            return None
+        if info.st_size > limit:
             stats.refused += 1
             COMPLAINTS.warn(path, info, "a file too large to be what it should")
-            return None
-        raw = os.read(fd, MAX_JSON_FILE_BYTES + 1)
+            return WholeFile(None, info, signature)
+        return WholeFile(read_all(fd, limit), info, signature)
     finally:
         os.close(fd)
+
+
+def read_json_file(path: Path, root: Path, stats: ReadStats) -> JsonFile | None:
+    """A small JSON object file, or None (absent, refused, too large or garbage)."""
+    whole = read_whole(path, root, stats)
+    if whole is None or whole.raw is None:
+        return None
+    raw, info = whole.raw, whole.info
     data = parse_object(raw)
     if data is None:
         if raw.strip():  # an empty file is a rewrite caught half way, not garbage

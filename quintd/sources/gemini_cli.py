@@ -43,7 +43,6 @@ again at the next change. Seen with 0.38.2: ``tests/fixtures/gemini-legacy``.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -57,8 +56,8 @@ from quintd.sources.files import (
     READ_BUDGET_BYTES,
     ReadStats,
     identifier,
-    open_counted,
     parse_object,
+    read_whole,
     text,
 )
 from quintd.sources.spec import ReaderSpec
@@ -211,23 +210,13 @@ class LegacyChat:
         self._header_sent = False
 
     def read_new(self, budget: int = READ_BUDGET_BYTES) -> tuple[list[dict[str, Any]], bool]:
-        opened = open_counted(self.root, self.path, self.stats)
-        if opened is None:
-            return [], False
-        fd, info = opened
-        try:
-            signature = (info.st_ino, info.st_size, info.st_mtime_ns)
-            if signature == self._signature:
-                return [], False
-            self._signature = signature
-            self.owner = info.st_uid
-            if info.st_size > MAX_LEGACY_CHAT_BYTES:
-                self.stats.refused += 1
-                COMPLAINTS.warn(self.path, info, "a chat too large to read whole")
-                return [], False
-            raw = os.pread(fd, MAX_LEGACY_CHAT_BYTES + 1, 0)
-        finally:
-            os.close(fd)
+        whole = read_whole(self.path, self.root, self.stats, MAX_LEGACY_CHAT_BYTES, self._signature)
+        if whole is None:
+            return [], False  # absent, refused, or unchanged
+        self._signature, self.owner, info = whole.signature, whole.info.st_uid, whole.info
+        if whole.raw is None:
+            return [], False  # too large to read whole (counted)
+        raw = whole.raw
         self.offset += len(raw)
         document = parse_object(raw)
         if document is None:

@@ -56,7 +56,7 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, latest, owner_of
-from quintd.sources.changes import lmtime
+from quintd.sources.changes import listing, lmtime
 from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
@@ -184,14 +184,8 @@ class KiroState(Reader):
     # -- files ----------------------------------------------------------------------------
 
     def _scan(self, horizon: float) -> None:
-        try:
-            names = os.listdir(self._dir) if not self._dir.is_symlink() else []
-        except OSError:
-            return
-        for name in names:
-            path = self._dir / name
-            if lmtime(path) >= horizon:
-                self.changed(path)
+        for name, _ in listing(self._dir, newer_than=horizon):
+            self.changed(self._dir / name)
 
     def _read_changes(self, horizon: float) -> bool:
         """Read what changed; whether a lock changed (ownership to be looked at again)."""

@@ -72,11 +72,11 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, flag_values, owner_of
+from quintd.sources.changes import diff_writes
 from quintd.sources.files import (
     COMPLAINTS,
     ReadStats,
     identifier,
-    open_under,
     parse_object,
     path_text,
     text,
@@ -89,6 +89,7 @@ from quintd.sources.sqlite_files import (
     pick,
     quote_name,
     read_database,
+    wal_identity,
 )
 from quintd.sources.sqlite_sessions import MissingColumns
 from quintd.sources.times import parse_time as epoch
@@ -98,7 +99,6 @@ MAX_IDS_PER_QUERY = 500
 MAX_SESSIONS = 5000  # kept per database (sessions that can belong to a running process)
 MAX_SUBAGENTS = 200  # per conversation
 MAX_DEPTH = 8  # sub-agents of sub-agents
-WAL_INDEX_HEADER = 48  # bytes: the first copy of the WAL index header in the -shm
 RETRY_S = (1.0, 60.0)
 # A conversation left for another (/new) stays open while OpenCode still works on it, and
 # this long after it was seen stopped: between two steps of an answer it looks stopped for
@@ -153,8 +153,6 @@ class _Database:
     def __init__(self, root: Path, path: Path, watched: bool, stats: ReadStats) -> None:
         self.root = root
         self.path = path
-        self.wal = Path(str(path) + "-wal")
-        self.shm = Path(str(path) + "-shm")
         self.watched = watched  # its changes reach the reader as file events
         self.stats = stats
         self.sessions: dict[str, _Session] = {}
@@ -179,38 +177,13 @@ class _Database:
     def poll(self) -> None:
         self.dirty = True
 
-    def identity(self) -> object:
-        """What changes whenever OpenCode commits: the database's and the WAL's inode, size
-        and modification time, and the WAL index header (its change counter) in the
-        ``-shm``. As cheap as a stat, and blind to readers: quintd's own reads open the
-        files (a file event) but change none of this."""
-        seen: list[object] = []
-        for path in (self.path, self.wal):
-            try:
-                info = os.lstat(path)
-                seen.append((info.st_ino, info.st_size, info.st_mtime_ns))
-            except OSError:
-                seen.append(None)
-        try:
-            fd, _info = open_under(self.root, self.shm)
-        except OSError:
-            seen.append(None)
-        else:
-            try:
-                seen.append(os.pread(fd, WAL_INDEX_HEADER, 0))
-            except OSError:
-                seen.append(None)
-            finally:
-                os.close(fd)
-        return tuple(seen)
-
     def refresh(self, horizon: float, wanted: set[str], now: float) -> None:
         """Read what changed since the last read, if anything did."""
         wanted = wanted - self.sessions.keys() - self._asked
         full = self._loaded_from is None or horizon < self._loaded_from - 1.0
         if not (self.dirty or full or wanted):
             return
-        seen = self.identity()
+        seen = wal_identity(self.root, self.path)
         if seen == self._failed_as and now < self._retry_at:
             return  # unreadable a moment ago, and nothing changed since
         self.dirty = False
@@ -283,20 +256,19 @@ class _Database:
                 self.sessions.pop(sid, None)  # asked about, and gone: deleted
         self._event_rowid = batch.event_rowid
         self._session_rowid = batch.session_rowid
+        kept: dict[str, _Session] = {}
         for row in batch.rows:
             old = previous.get(row.id)
             keep = row.updated >= horizon or row.id in wanted or row.parent in previous
             if not keep and old is None:
                 continue
-            if first:
-                row.last_write = None  # what was there before quintd looked: history
-            elif old is not None and not _worked(old, row):
-                row.last_write = old.last_write  # unchanged, or only renamed
-            else:
-                row.last_write = now  # it changed after the first read: work
             if old is not None and not row.running:
                 row.stopped_at = now if old.running else old.stopped_at
-            self.sessions[row.id] = row
+            kept[row.id] = row
+        # What the first read finds was there before quintd looked: history. After it, a
+        # session that worked (not only renamed) was written now.
+        diff_writes(previous, kept, now, first, _worked)
+        self.sessions.update(kept)
         self.version += 1
 
     def forget(self, horizon: float, named: set[str]) -> None:
