@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import ConversationFacts, Status, SubagentFacts
+from quintd.sources.conversation_files import Subagent
 from quintd.sources.files import text
-from quintd.sources.pid_registry import Conversation, Registry, RegistryTranscripts, Subagent
+from quintd.sources.pid_registry import Conversation, Registry, RegistryTranscripts
 from quintd.sources.spec import ReaderSpec
 
 _STATUSES: dict[str, Status] = {"busy": "busy", "idle": "idle", "waiting": "waiting"}

@@ -83,6 +83,21 @@ class Transcript:
 
 
 @dataclass
+class Subagent:
+    """A sub-agent, as an agent's conversation files tell of it."""
+
+    agent_id: str
+    name: str | None = None
+    tool_use_id: str | None = None  # the call of the tool that runs it
+    model: str | None = None
+    status: str | None = None  # as written (cleaned)
+    done: bool = False
+    backgrounded: bool = False
+    last_write: float | None = None  # monotonic: its own work, after the first read
+    tail: JsonlTail | None = None  # its own transcript, where it has one
+
+
+@dataclass
 class Conversation(Transcript):
     native_id: str | None = None
     cwd: str | None = None

@@ -78,7 +78,7 @@ from typing import Any
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass
 from quintd.sources.changes import listing, lstat_signature
-from quintd.sources.conversation_files import Transcript
+from quintd.sources.conversation_files import Subagent, Transcript
 from quintd.sources.files import (
     COMPLAINTS,
     MAX_JSON_FILE_BYTES,
@@ -119,16 +119,6 @@ class _Lock:
 
 
 @dataclass
-class _Subagent:
-    agent_id: str
-    tool_call_id: str | None = None
-    name: str | None = None
-    model: str | None = None
-    done: bool = False
-    last_write: float | None = None
-
-
-@dataclass
 class _Conversation(Transcript):
     session_id: str = ""
     workspace: tuple[int, int, int] | None = None  # (inode, size, mtime) last parsed
@@ -140,12 +130,12 @@ class _Conversation(Transcript):
     turn_open: bool = False
     tools: set[str] = field(default_factory=set)
     permissions: dict[str, str | None] = field(default_factory=dict)  # request -> agent id
-    subagents: dict[str, _Subagent] = field(default_factory=dict)
+    subagents: dict[str, Subagent] = field(default_factory=dict)
     closed: bool = False
     events_dirty: bool = True
     workspace_dirty: bool = True
 
-    def running(self) -> list[_Subagent]:
+    def running(self) -> list[Subagent]:
         return [s for s in self.subagents.values() if not s.done]
 
 
@@ -447,7 +437,7 @@ def _event(conversation: _Conversation, record: dict[str, Any], now: float | Non
         call = identifier(data.get("toolCallId"))
         conversation.tools.discard(call or "")
         for sub in conversation.subagents.values():
-            if call is not None and sub.tool_call_id == call:
+            if call is not None and sub.tool_use_id == call:
                 sub.done = True  # the task tool returned: its sub-agent is over
     elif kind == "session.shutdown":
         conversation.closed = True
@@ -472,8 +462,8 @@ def _subagent_event(
     if key is None:
         return
     if kind == "subagent.started":
-        started = conversation.subagents.get(key) or _Subagent(key)
-        started.tool_call_id = call or started.tool_call_id
+        started = conversation.subagents.get(key) or Subagent(key)
+        started.tool_use_id = call or started.tool_use_id
         started.name = (
             text(data.get("agentDescription"))
             or text(data.get("agentDisplayName"))
@@ -516,7 +506,7 @@ def _bounded_add(values: set[str], value: str) -> None:
     values.add(value)
 
 
-def _prune(subagents: dict[str, _Subagent]) -> None:
+def _prune(subagents: dict[str, Subagent]) -> None:
     """At most MAX_SUBAGENTS: the finished ones go first, then the oldest."""
     if len(subagents) <= MAX_SUBAGENTS:
         return

@@ -147,6 +147,7 @@ class _Session(Session):
 class CrushState(SessionDatabases[_Session]):
     platform = "crush"
     session_flags = ("-s", "--session")
+    marker = "projects.json"  # and the databases are in the projects, outside the root
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
         super().__init__(root, context)
@@ -154,16 +155,9 @@ class CrushState(SessionDatabases[_Session]):
         self._projects_seen: dict[tuple[int, int], object] = {}
         self._servers: dict[Path, int | None] = {}  # crush.lock's pid (client/server mode)
 
-    def has_registry_dir(self) -> bool:
-        """projects.json and the databases (in the projects, outside the root) are checked
-        by one ``lstat`` each per pass, not watched."""
-        return (self.root / "projects.json").is_file()
-
-    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
-        found = self.current(proc)
-        if found is None:
-            return None
-        db, session, since = found
+    def conversation_facts(
+        self, proc: AgentProcess, db: Database[_Session], session: _Session, since: float
+    ) -> ConversationFacts:
         subagents = tuple(
             self._subagent(child, since)
             for child in db.sessions.values()

@@ -125,21 +125,15 @@ class _Session(Session):
 class GooseState(SessionDatabases[_Session]):
     platform = "goose"
     session_flags = ("--session-id", "--id")
+    marker = "sessions"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
         super().__init__(root, context)
         self._parents_recorded: dict[Path, bool] = {}
 
-    def has_registry_dir(self) -> bool:
-        """The database changes with every message: it is checked by an ``lstat`` per pass
-        instead of being watched."""
-        return (self.root / "sessions").is_dir()
-
-    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
-        found = self.current(proc)
-        if found is None:
-            return None
-        db, session, since = found
+    def conversation_facts(
+        self, proc: AgentProcess, db: Database[_Session], session: _Session, since: float
+    ) -> ConversationFacts:
         native_id = session.native_id
         children = [s for s in db.sessions.values() if s.parent == native_id]
         if not self._parents_recorded.get(db.path, True):

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.model import AgentProcess, ConversationFacts, SubagentFacts
 from quintd.sources.attribution import Pass, flag_values, owner_of
 from quintd.sources.changes import diff_writes
 from quintd.sources.files import (
@@ -710,10 +710,9 @@ def _facts(
                 )
             )
             queue.append((child, depth + 1))
-    status: Status = "busy" if s.running else "idle"
     return ConversationFacts(
         native_id=s.id,
-        status=status,
+        status="busy" if s.running else "idle",
         name=s.title,
         model=s.model,
         last_write=s.last_write,

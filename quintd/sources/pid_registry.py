@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from quintd.model import AgentProcess, ConversationFacts, Status
 from quintd.sources.attribution import Pass
-from quintd.sources.conversation_files import Transcript
+from quintd.sources.conversation_files import Subagent, Transcript
 from quintd.sources.files import JsonFile, JsonlTail, path_text, read_json_file
 from quintd.sources.processes import MAX_TREE_DEPTH, descendants
 from quintd.sources.spec import Reader, ReaderContext
@@ -48,18 +48,6 @@ class Registry:
     owner: int  # the uid owning the registry file: whose conversation this is
     status: Status | None = None  # where the agent records it
     name: str | None = None
-
-
-@dataclass
-class Subagent:
-    agent_id: str
-    name: str | None = None
-    tool_use_id: str | None = None
-    tail: JsonlTail | None = None
-    last_write: float | None = None
-    status: str | None = None  # the meta's status, as written (cleaned)
-    backgrounded: bool = False
-    model: str | None = None
 
 
 @dataclass

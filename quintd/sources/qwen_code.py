@@ -68,8 +68,9 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import ConversationFacts, Status, SubagentFacts
+from quintd.sources.conversation_files import Subagent
 from quintd.sources.files import identifier, text
-from quintd.sources.pid_registry import Conversation, Registry, RegistryTranscripts, Subagent
+from quintd.sources.pid_registry import Conversation, Registry, RegistryTranscripts
 from quintd.sources.spec import ReaderSpec
 
 # An inferred "busy" (the last record asks for an answer) holds this long after the

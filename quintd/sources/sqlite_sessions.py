@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from quintd.model import AgentProcess
+from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.attribution import Pass, ProcessKey, flag_value, latest, owner_of
 from quintd.sources.changes import diff_writes, lstat_signature
 from quintd.sources.spec import Reader, ReaderContext
@@ -73,6 +73,7 @@ def column(name: str | None) -> str:
 
 class SessionDatabases(Reader, Generic[S]):
     session_flags: tuple[str, ...] = ()  # flags that name a session to resume
+    marker = ""  # under the root: there once the agent ran
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
         super().__init__(root, context)
@@ -134,14 +135,24 @@ class SessionDatabases(Reader, Generic[S]):
             self._refresh(db, now)
             self._claim(db, members)
 
-    def current(self, proc: AgentProcess) -> tuple[Database[S], S, float] | None:
-        """The process's database, its conversation, and when the process started."""
+    def conversation_facts(
+        self, proc: AgentProcess, db: Database[S], session: S, since: float
+    ) -> ConversationFacts:
+        """The facts of the process's conversation (``since``: when it started)."""
+        raise NotImplementedError
+
+    def has_registry_dir(self) -> bool:
+        """The databases change with every message: they are checked by an ``lstat`` each
+        a pass, not watched; what says the agent ran here is :attr:`marker`."""
+        return (self.root / self.marker).exists()
+
+    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
         found = self._current.get(proc.key)
         db = self._dbs.get(found[0]) if found is not None else None
         session = db.sessions.get(found[1]) if db is not None and found is not None else None
         if found is None or db is None or session is None:
             return None
-        return db, session, found[2]
+        return self.conversation_facts(proc, db, session, found[2])
 
     def argv(self, proc: AgentProcess) -> list[str]:
         where = self._where.get(proc.key)
