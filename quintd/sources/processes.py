@@ -53,49 +53,51 @@ def descendants(
 ) -> list[int]:
     """The descendants of ``pid``, nearest first (its children, then theirs ...), at most
     ``depth`` levels down and ``limit`` processes."""
-    return [child for child, _level in walk(view, pid, depth=depth, limit=limit)]
+    return _Walk(view, pid, limit).below(depth)
 
 
-def walk(
-    view: ProcessView, pid: int, *, depth: int = MAX_TREE_DEPTH, limit: int = MAX_TREE_SIZE
-) -> list[tuple[int, int]]:
-    """(pid, level) of the descendants of ``pid``, nearest first (level 1: its children),
-    at most ``depth`` levels down and ``limit`` processes: the one walk of a process tree
-    (:class:`Trees` keeps it for a pass)."""
-    found: list[tuple[int, int]] = []
-    seen = {pid}
-    level = [pid]
-    for number in range(1, depth + 1):
-        following = []
-        for parent in level:
-            for child in view.children(parent):
-                if child in seen:
-                    continue
-                if len(found) >= limit:
-                    return found
-                seen.add(child)
-                found.append((child, number))
-                following.append(child)
-        if not following:
-            break
-        level = following
-    return found
+class _Walk:
+    """A walk down one process tree, level by level, only as deep as asked so far."""
+
+    def __init__(self, view: ProcessView, pid: int, limit: int = MAX_TREE_SIZE) -> None:
+        self.view = view
+        self.limit = limit
+        self.levels: list[list[int]] = []
+        self.seen = {pid}
+        self.last = [pid]
+        self.count = 0
+
+    def below(self, depth: int) -> list[int]:
+        while len(self.levels) < min(depth, MAX_TREE_DEPTH) and self.last:
+            following: list[int] = []
+            for parent in self.last:
+                for child in self.view.children(parent):
+                    if child in self.seen:
+                        continue
+                    if self.count >= self.limit:
+                        break
+                    self.seen.add(child)
+                    following.append(child)
+                    self.count += 1
+            self.levels.append(following)
+            self.last = following if self.count < self.limit else []
+        return [pid for level in self.levels[:depth] for pid in level]
 
 
 class Trees:
-    """The process trees below agent processes, each walked once (when first asked for)
-    and kept for as long as this object: one pass."""
+    """The process trees below agent processes, each walked once a pass, level by level as
+    deep as some reader asks (the one walk of a process tree every reader uses)."""
 
     def __init__(self, view: ProcessView) -> None:
         self.view = view
-        self._walks: dict[int, list[tuple[int, int]]] = {}
+        self._walks: dict[int, _Walk] = {}
 
     def below(self, pid: int, depth: int = MAX_TREE_DEPTH) -> list[int]:
         """The descendants of ``pid``, nearest first, at most ``depth`` levels down."""
-        found = self._walks.get(pid)
-        if found is None:
-            found = self._walks[pid] = walk(self.view, pid)
-        return [child for child, level in found if level <= depth]
+        walk = self._walks.get(pid)
+        if walk is None:
+            walk = self._walks[pid] = _Walk(self.view, pid)
+        return walk.below(depth)
 
 
 class LiveProcesses:
