@@ -193,7 +193,7 @@ class CodexState(Reader):
 
     def _native(self, proc: AgentProcess) -> tuple[int, list[str]]:
         """The native codex process of an agent: itself, or the child of its npm wrapper."""
-        argv = self._processes.argv(proc.pid)
+        argv = self.now.view.argv(proc.pid)
         if _is_codex_binary(proc.exe):
             return proc.pid, argv
         for child in self.now.tree(proc.pid, depth=1):
@@ -205,7 +205,7 @@ class CodexState(Reader):
         """Threads whose rollout the process holds open (``codex exec``, an editor's app
         server), oldest first."""
         threads = []
-        for path in self._processes.open_files(pid):
+        for path in self.now.view.open_files(pid):
             match = _ROLLOUT.match(os.path.basename(path))
             if match and Path(path).is_relative_to(self.root):
                 threads.append(match.group(1))
@@ -215,7 +215,7 @@ class CodexState(Reader):
     def _pairs(self, tui: _Tui) -> int:
         """Connections the daemon holds to the TUI's own loopback port, in pairs: one pair
         per thread loaded for this TUI."""
-        sockets = self._processes.tcp(tui.pid)
+        sockets = self.now.view.tcp(tui.pid)
         ports = {s.local for s in sockets if s.state == "LISTEN" and _loopback(s.local)}
         accepted = sum(1 for s in sockets if s.state == "ESTAB" and s.local in ports)
         return accepted // 2
