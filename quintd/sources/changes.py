@@ -15,11 +15,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import stat
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 MAX_SCAN_DEPTH = 6  # how deep under a watched directory files are looked for
 
 Signature = tuple[int, int, int] | None
@@ -67,33 +69,40 @@ def listing(
     kind: Callable[[int], bool] | None = None,
     limit: int | None = None,
 ) -> list[tuple[str, os.stat_result | None]]:
-    """The entries of a real directory (never listed through a link), in name order: those
+    """The entries of a real directory (never listed through a link): those
     whose name ``names`` matches, of ``kind`` (``stat.S_ISDIR`` ...) and modified at or
     after ``newer_than`` (both by ``lstat``: a link is no directory and no file), at most
-    ``limit``; with their ``lstat`` where it was taken. [] where it cannot be listed."""
-    try:
-        if not stat.S_ISDIR(os.lstat(directory).st_mode):
-            return []
-        found = sorted(os.listdir(directory))
+    ``limit`` (the first by name); with their ``lstat`` where it was taken. [] where it
+    cannot be listed."""
+    try:  # opened without following a link, listed and looked into through that fd
+        fd = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
     except OSError:
         return []
     entries: list[tuple[str, os.stat_result | None]] = []
-    for name in found:
-        if names is not None and not names.match(name):
-            continue
-        info = None
-        if newer_than is not None or kind is not None:
-            try:
-                info = os.lstat(directory / name)
-            except OSError:
+    try:
+        found = os.listdir(fd)
+        if limit is not None:
+            found.sort()  # which ones: the same every time
+        for name in found:
+            if names is not None and not names.match(name):
                 continue
-            if (kind is not None and not kind(info.st_mode)) or (
-                newer_than is not None and info.st_mtime < newer_than
-            ):
-                continue
-        entries.append((name, info))
-        if limit is not None and len(entries) >= limit:
-            break
+            info = None
+            if newer_than is not None or kind is not None:
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if (kind is not None and not kind(info.st_mode)) or (
+                    newer_than is not None and info.st_mtime < newer_than
+                ):
+                    continue
+            entries.append((name, info))
+            if limit is not None and len(entries) >= limit:
+                break
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     return entries
 
 
