@@ -74,7 +74,6 @@ from quintd.model import AgentProcess, ConversationFacts, SubagentFacts
 from quintd.sources.attribution import Pass, flag_values, owner_of
 from quintd.sources.changes import diff_writes
 from quintd.sources.files import (
-    COMPLAINTS,
     ReadStats,
     identifier,
     parse_object,
@@ -84,14 +83,11 @@ from quintd.sources.files import (
 )
 from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import (
-    UnreadableDatabase,
     columns,
     pick,
     quote_name,
-    read_database,
-    wal_identity,
 )
-from quintd.sources.sqlite_sessions import MissingColumns
+from quintd.sources.sqlite_sessions import MissingColumns, WatchedDatabase
 from quintd.sources.times import parse_time as epoch
 
 DATABASE = "opencode.db"
@@ -147,54 +143,33 @@ class _Batch:
     bad_rows: int = 0
 
 
-class _Database:
+class _Database(WatchedDatabase):
     """One OpenCode database: the sessions in it that can belong to a running process."""
 
     def __init__(self, root: Path, path: Path, watched: bool, stats: ReadStats) -> None:
-        self.root = root
-        self.path = path
+        super().__init__(root, path, stats, backoff=RETRY_S)
         self.watched = watched  # its changes reach the reader as file events
-        self.stats = stats
         self.sessions: dict[str, _Session] = {}
-        self.owner: int | None = None
-        self.dirty = True  # a file event or a poll: look whether the files changed
         self.version = 0  # bumped whenever what it holds changed
-        self.reads = 0
-        self.unreadable = 0
-        self.schema_errors = 0
         self.json_ok = True
         self._loaded_from: float | None = None  # the horizon of the last full read
         self._read_once = False  # what the first read finds is history, not work
         self._event_rowid: int | None = None
         self._session_rowid = 0
-        self._read_as: object = None  # the files' identity when they were last read
-        self._failed_as: object = None  # ... when a read last failed
-        self._retry_at = 0.0
-        self._backoff = RETRY_S[0]
         self._asked: set[str] = set()  # ids a command line asked for, found or not
         self._forgot_at: tuple[float, int] | None = None
-
-    def poll(self) -> None:
-        self.dirty = True
 
     def refresh(self, horizon: float, wanted: set[str], now: float) -> None:
         """Read what changed since the last read, if anything did."""
         wanted = wanted - self.sessions.keys() - self._asked
         full = self._loaded_from is None or horizon < self._loaded_from - 1.0
-        if not (self.dirty or full or wanted):
+        seen = self.due(now, force=full or bool(wanted))
+        if seen is None:
             return
-        seen = wal_identity(self.root, self.path)
-        if seen == self._failed_as and now < self._retry_at:
-            return  # unreadable a moment ago, and nothing changed since
-        self.dirty = False
-        if seen == self._read_as and not (full or wanted):
-            return  # an event of no consequence (a reader opened the files)
-        self._read_as = seen  # first: a commit made while this read runs is read next time
-        self.reads += 1
         try:
-            batch, owner = read_database(
-                self.root,
-                self.path,
+            batch = self.read(
+                seen,
+                now,
                 lambda conn: _read(
                     conn,
                     full=full,
@@ -205,44 +180,20 @@ class _Database:
                     known=set(self.sessions),
                     json_ok=self.json_ok,
                 ),
-                self.stats,
             )
-        except UnreadableDatabase:
-            # Missing (not created yet), locked, torn or refused: again when it changes,
-            # or after a while.
-            self.unreadable += 1
-            self._failed(seen, now)
-            return
-        except MissingColumns as exc:
+        except MissingColumns:
             # Not the tables a conversation is read from: the processes are sessions of
             # their own, until the database changes.
-            self.schema_errors += 1
-            self.stats.garbage += 1
-            COMPLAINTS.warn(self.path, _lstat(self.path), f"an OpenCode database ({exc})")
             self._forget_all()
             self._loaded_from = horizon
             return
-        except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
-            self.schema_errors += 1
-            self.stats.garbage += 1
-            COMPLAINTS.warn(self.path, _lstat(self.path), f"an unreadable database ({exc})")
-            self._failed(seen, now)
-            return
-        self._backoff = RETRY_S[0]
-        self._failed_as = None
+        if batch is None:
+            return  # again when it changes, or after a while
         self._asked |= wanted
-        self.owner = owner
         self.json_ok = batch.json_ok
         self.stats.lines += len(batch.rows) + batch.bad_rows
         self.stats.garbage += batch.bad_rows
         self._apply(batch, horizon, wanted, now)
-
-    def _failed(self, seen: object, now: float) -> None:
-        self._read_as = None
-        self._failed_as = seen
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, RETRY_S[1])
-        self.dirty = True
 
     def _apply(self, batch: _Batch, horizon: float, wanted: set[str], now: float) -> None:
         first, self._read_once = not self._read_once, True
@@ -719,13 +670,6 @@ def _facts(
         subagents=tuple(subagents[:MAX_SUBAGENTS]),
         owner_uid=owner,
     )
-
-
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
 
 
 SPEC = ReaderSpec(

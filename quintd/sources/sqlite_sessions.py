@@ -19,8 +19,9 @@ process for them (Crush, goose).
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -28,14 +29,117 @@ from typing import Generic, TypeVar
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.attribution import Pass, ProcessKey, flag_value, latest, owner_of
 from quintd.sources.changes import diff_writes, lstat_signature
+from quintd.sources.files import COMPLAINTS, ReadStats
 from quintd.sources.spec import Reader, ReaderContext
-from quintd.sources.sqlite_files import UnreadableDatabase, quote_name, read_database
+from quintd.sources.sqlite_files import (
+    UnreadableDatabase,
+    quote_name,
+    read_database,
+    wal_identity,
+)
 
 RETRY_S = 5.0  # a process whose database is not found yet is looked for again after
+T = TypeVar("T")
 
 
 class MissingColumns(Exception):
     """The database has not the tables or columns the reader needs (another version)."""
+
+
+def lstat_identity(root: Path, path: Path) -> object:
+    """The database's and its ``-wal``'s signatures, one ``lstat`` each."""
+    return (lstat_signature(path), lstat_signature(Path(str(path) + "-wal")))
+
+
+class WatchedDatabase:
+    """One agent database, read (through :func:`read_database`) only when it changed: after
+    a file event or a poll (:attr:`dirty`), its identity (``wal_identity``: the files'
+    signatures and the WAL index header; or one ``lstat`` each) is compared with the one
+    it was last read at. A read that fails (locked, torn, refused) is tried again when the
+    files change, or after a while (``backoff``: doubling up to its second value; none:
+    the next pass). A database of the wrong shape (:class:`MissingColumns`, a bad query)
+    is counted (``schema_errors``, ``stats.garbage``) and complained of once; it is read
+    again only when it changed."""
+
+    def __init__(
+        self,
+        root: Path,
+        path: Path,
+        stats: ReadStats,
+        backoff: tuple[float, float] | None = None,
+        identity: Callable[[Path, Path], object] = wal_identity,
+    ) -> None:
+        self.root = root
+        self.path = path
+        self.stats = stats
+        self.dirty = True  # a file event or a poll: look whether the files changed
+        self.owner: int | None = None  # the uid owning the database file
+        self.reads = self.unreadable = self.schema_errors = 0
+        self._backoff = backoff
+        self._identity = identity
+        self._read_as: object = None  # the files' identity when they were last read
+        self._failed_as: object = None  # ... when a read last failed
+        self._retry_at = 0.0
+        self._wait = backoff[0] if backoff else 0.0
+
+    def poll(self) -> None:
+        self.dirty = True
+
+    def due(self, now: float, force: bool = False) -> object | None:
+        """The files' identity if a read is due (``force``: whatever it is), else None."""
+        if not (self.dirty or force):
+            return None
+        seen = self._identity(self.root, self.path)
+        if seen == self._failed_as and now < self._retry_at:
+            return None  # unreadable a moment ago, and nothing changed since
+        self.dirty = False
+        if seen == self._read_as and not force:
+            return None  # an event of no consequence (a reader opened the files)
+        return seen
+
+    def skip(self, seen: object) -> None:
+        """Nothing to read at this identity (no database yet): until it changes."""
+        self._read_as = seen
+
+    def read(self, seen: object, now: float, query: Callable[[sqlite3.Connection], T]) -> T | None:
+        """``query``'s result, or None when the database could not be read this time.
+        Raises :class:`MissingColumns` (counted) for a database of another version."""
+        self._read_as = seen  # first: a commit made while this read runs is read next time
+        self.reads += 1
+        try:
+            result, self.owner = read_database(self.root, self.path, query, self.stats)
+        except UnreadableDatabase:
+            # Missing, locked, torn or refused: again when it changes, or after a while.
+            self.unreadable += 1
+            self._failed(seen, now)
+            return None
+        except MissingColumns as exc:
+            self._complain(f"a database of another version ({exc})")
+            raise
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+            self._complain(f"an unreadable database ({exc})")
+            self._failed(seen, now)
+            return None
+        self._failed_as = None
+        self._wait = self._backoff[0] if self._backoff else 0.0
+        return result
+
+    def _complain(self, what: str) -> None:
+        self.schema_errors += 1
+        self.stats.garbage += 1
+        try:
+            info: os.stat_result | None = os.lstat(self.path)
+        except OSError:
+            info = None
+        COMPLAINTS.warn(self.path, info, what)
+
+    def _failed(self, seen: object, now: float) -> None:
+        self._read_as = None
+        self._failed_as = seen
+        self._retry_at = now + self._wait
+        if self._backoff:
+            self._wait = min(self._wait * 2, self._backoff[1])
+        self.dirty = True
 
 
 @dataclass
@@ -52,11 +156,21 @@ S = TypeVar("S", bound=Session)
 
 @dataclass
 class Database(Generic[S]):
-    root: Path  # the directory it is safely reached from
-    path: Path
+    watched: WatchedDatabase
     sessions: dict[str, S] = field(default_factory=dict)
-    owner: int | None = None  # the uid owning the database file
     read_once: bool = False
+
+    @property
+    def root(self) -> Path:  # the directory it is safely reached from
+        return self.watched.root
+
+    @property
+    def path(self) -> Path:
+        return self.watched.path
+
+    @property
+    def owner(self) -> int | None:  # the uid owning the database file
+        return self.watched.owner
 
 
 @dataclass
@@ -125,10 +239,11 @@ class SessionDatabases(Reader, Generic[S]):
             location = self._location(proc, now.now)
             if location is not None:
                 root, path = location
-                self._dbs.setdefault(path, Database(root, path))
+                if path not in self._dbs:
+                    watched = WatchedDatabase(root, path, self.stats, identity=lstat_identity)
+                    self._dbs[path] = Database(watched)
                 groups.setdefault(path, []).append(proc)
         self._dbs = {p: db for p, db in self._dbs.items() if p in groups}
-        self.changes.forget(lambda key: key in groups)
         self._current = {}
         for path, members in groups.items():
             db = self._dbs[path]
@@ -173,24 +288,21 @@ class SessionDatabases(Reader, Generic[S]):
         return where.location
 
     def _refresh(self, db: Database[S], now: Pass) -> None:
-        wal = Path(str(db.path) + "-wal")
-        if not self.changes.differs(db.path, db.path, wal):
+        db.watched.poll()  # not watched: a stat each pass
+        seen = db.watched.due(now.now)
+        if seen is None:
             return
         if lstat_signature(db.path) is None:  # none (yet): nothing to read until it appears
             db.sessions = {}
+            db.watched.skip(seen)
             return
         try:
-            rows, owner = read_database(
-                db.root, db.path, lambda conn: self.query(conn, db, now.horizon), self.stats
-            )
-        except UnreadableDatabase:
-            self.changes.forget(lambda key: key != db.path)  # the next change tries again
-            return  # locked, half there, replaced
+            rows = db.watched.read(seen, now.now, lambda conn: self.query(conn, db, now.horizon))
         except MissingColumns:
-            self.stats.garbage += 1
             db.sessions = {}
             return
-        db.owner = owner
+        if rows is None:
+            return  # locked, half there, replaced: the next pass tries again
         before, db.sessions = db.sessions, {s.native_id: s for s in rows}
         diff_writes(before, db.sessions, now.now, not db.read_once, self.worked)
         db.read_once = True
