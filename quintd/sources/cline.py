@@ -80,23 +80,21 @@ from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts, format_timestamp
 from quintd.sources.attribution import Pass, first_conversation
+from quintd.sources.changes import lstat_signature
 from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
     identifier,
     parse_object,
     path_text,
     read_json_file,
-    stat_under,
     text,
 )
 from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import (
-    UnreadableDatabase,
     columns,
     quote_name,
-    read_database,
 )
-from quintd.sources.sqlite_sessions import MissingColumns
+from quintd.sources.sqlite_sessions import MissingColumns, WatchedDatabase, lstat_identity
 from quintd.sources.times import START_SLACK_S, parse_time
 
 HUB_ARG = "--cline-hub-daemon"
@@ -122,10 +120,6 @@ _OPTIONAL = (
     "agent_id",
     "status_lock",
 )
-
-
-# (device, inode, size, mtime) of the database; (inode, size, mtime) of its -wal
-Signature = tuple[tuple[int, int, int, int] | None, tuple[int, int, int] | None]
 
 
 @dataclass
@@ -162,18 +156,18 @@ class ClineState(Reader):
     def __init__(self, root: Path, context: ReaderContext) -> None:
         super().__init__(root, context)
         self._db = root / DB
-        self.unreadable = 0  # reads that failed (locked, torn): retried next pass
         self.ambiguous = 0  # hub conversations no rule could give to one CLI
         self.truncated = 0  # queries that hit MAX_ROWS
-        self._dirty = True
-        self._check = False  # poll: compare the files' identities
-        self._signature: Signature | None = None
+        # Read when it changed (an event, or unwatched a stat each pass); a read that
+        # failed (locked, torn) is tried again the next pass.
+        self._file = WatchedDatabase(root, self._db, self.stats, identity=lstat_identity)
+        self._again = False  # read it (from the cursor) whatever its identity
+        self._read_as: tuple[int, int, int] | None = None  # (inode, size, mtime) last read
         self._cursor: str | None = None  # the last updated_at read
         self._read_from: float | None = None  # the horizon of the first read
         self._read_once = False
         self._closed_at: dict[str, float] = {}  # a current row: when it was first seen closed
         self._closing: set[str] = set()  # closed, not yet over
-        self._owner: int | None = None
         self._rows: dict[str, Row] = {}
         self._children: dict[str, set[str]] = {}  # root -> sub-agent rows
         self._bound: dict[str, tuple[int, int]] = {}  # root row -> its process's key
@@ -198,10 +192,10 @@ class ClineState(Reader):
 
     def changed(self, path: Path) -> None:
         if path.parent == self._db.parent and path.name.startswith(DB.name):
-            self._dirty = True
+            self._file.dirty = True
 
     def poll(self) -> None:
-        self._check = True
+        self._file.poll()
 
     def begin(self, now: Pass) -> None:
         processes = now.processes
@@ -209,12 +203,10 @@ class ClineState(Reader):
         new_procs = live.keys() - self._procs.keys()
         if live.keys() != self._procs.keys():
             self._processes_changed(live, new_procs)
-        if self._check:
-            self._check = False
-            if self._stat() != self._signature:
-                self._dirty = True
-        if self._dirty:
-            self._read()
+        seen = self._file.due(now.now, force=self._again)
+        if seen is not None:
+            self._again = False
+            self._read(seen, now.now)
         if self._unplaced and (self._dirty_binding or new_procs):
             self._place()
         self._dirty_binding = False
@@ -243,7 +235,7 @@ class ClineState(Reader):
         horizon = self.now.horizon
         if self._read_from is not None and horizon < self._read_from:
             self._cursor = None  # an older CLI appeared: read its rows too
-            self._dirty = True
+            self._again = True
         moved_on = horizon > self._horizon
         self._horizon = horizon
         if moved_on:
@@ -258,42 +250,23 @@ class ClineState(Reader):
 
     # -- reading --------------------------------------------------------------------------
 
-    def _stat(self) -> Signature:
-        main = stat_under(self.root, self._db)
-        wal = stat_under(self.root, Path(str(self._db) + "-wal"))
-        return (
-            (main.st_dev, main.st_ino, main.st_size, main.st_mtime_ns) if main else None,
-            (wal.st_ino, wal.st_size, wal.st_mtime_ns) if wal else None,
-        )
-
-    def _read(self) -> None:
-        signature = self._stat()
-        main = signature[0]
+    def _read(self, seen: object, now: float) -> None:
+        main = lstat_signature(self._db)
         if main is None:
-            self._dirty = False
-            self._signature = signature
+            self._file.skip(seen)
             return
-        before = self._signature[0] if self._signature is not None else None
-        if before is not None and (before[:2] != main[:2] or main[2] < before[2]):
+        before, self._read_as = self._read_as, main
+        if before is not None and (before[0] != main[0] or main[1] < before[1]):
             self._cursor = None  # replaced or shrunk: read it whole again
         since = self._cursor or _iso(self._horizon)
         if self._cursor is None:
             self._read_from = self._horizon
         try:
-            rows, owner = read_database(
-                self.root, self._db, lambda conn: _query(conn, since), self.stats
-            )
-        except UnreadableDatabase:
-            self.unreadable += 1
-            return  # still dirty: next pass
+            rows = self._file.read(seen, now, lambda conn: _query(conn, since))
         except MissingColumns:
-            self.stats.garbage += 1
-            self._dirty = False
-            self._signature = signature
-            return
-        self._dirty = False
-        self._signature = signature
-        self._owner = owner
+            return  # counted: read again when it changes
+        if rows is None:
+            return  # counted: the next pass tries again
         if len(rows) >= MAX_ROWS:
             self.truncated += 1
         for raw in rows:
@@ -498,7 +471,7 @@ class ClineState(Reader):
                 )
                 for sub in subs
             ),
-            owner_uid=self._owner,
+            owner_uid=self._file.owner,
         )
 
 
