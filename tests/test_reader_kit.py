@@ -181,20 +181,13 @@ def test_listing_and_trusted_dirs(tmp_path: Path) -> None:
     assert trusted_dir(tmp_path / "absent", uid, absent=True)
 
 
-def test_changes_marks_polls_and_signatures(tmp_path: Path) -> None:
+def test_changes_marks_and_polls(tmp_path: Path) -> None:
     changes = Changes()
     changes.mark(tmp_path / "a")
     assert changes.take() == {tmp_path / "a"} and changes.take() == set()
     changes.scanned = True
     changes.poll([tmp_path / "b"])
     assert not changes.scanned and changes.take() == {tmp_path / "b"}
-    db = tmp_path / "db"
-    assert changes.differs("db", db)  # the first look
-    assert not changes.differs("db", db)
-    db.write_text("x")
-    assert changes.differs("db", db) and not changes.differs("db", db)
-    changes.forget(lambda key: False)
-    assert changes.differs("db", db)
 
 
 @pytest.mark.parametrize("missing", ["sessions", "messages"])
@@ -226,3 +219,45 @@ def test_a_database_without_its_columns_is_counted_and_gives_nothing(
         reader.prepare([agent])
         assert reader.facts(agent) is None
     assert reader.stats.garbage == 1
+
+
+def test_a_watched_database_is_read_once_per_change_and_backs_off(tmp_path: Path) -> None:
+    import sqlite3
+
+    from quintd.sources.files import ReadStats
+    from quintd.sources.sqlite_sessions import WatchedDatabase, lstat_identity
+
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    db = WatchedDatabase(tmp_path, path, ReadStats(), identity=lstat_identity)
+
+    def count(c: sqlite3.Connection) -> int:
+        return int(c.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    seen = db.due(0.0)
+    assert seen is not None and db.read(seen, 0.0, count) == 0 and db.owner == os.getuid()
+    assert db.due(1.0) is None  # nothing marked it
+    db.poll()
+    assert db.due(1.0) is None  # looked at: unchanged
+    assert db.due(1.0, force=True) == seen  # forced: whatever it is
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    db.poll()
+    changed = db.due(2.0)
+    assert changed is not None and db.read(changed, 2.0, count) == 1 and db.reads == 2
+    # Garbage: counted once, tried again only after the back-off (or a change).
+    garbage = tmp_path / "b.db"
+    garbage.write_bytes(b"\x00not a database" * 100)
+    bad = WatchedDatabase(
+        tmp_path, garbage, ReadStats(), backoff=(1.0, 4.0), identity=lstat_identity
+    )
+    first = bad.due(0.0)
+    assert bad.read(first, 0.0, count) is None
+    assert bad.schema_errors + bad.unreadable == 1
+    assert bad.due(0.5) is None  # failed a moment ago, unchanged
+    assert bad.due(1.5) is not None  # the back-off is over

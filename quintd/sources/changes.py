@@ -2,10 +2,11 @@
 looked, and what that change was (as watchdog's ``DirectorySnapshotDiff`` is one object).
 
 - :class:`Changes`: the paths watchdog reported since the last pass (``mark``), or every
-  known one where the directory is not watched (``poll``); the files checked by a stat
-  instead of events (a database outside the state directory, a file rewritten with every
-  message) by their signature (:meth:`Changes.differs`): inode, size and modification time,
-  by ``lstat`` (a link is not followed; a replaced file is another signature);
+  known one where the directory is not watched (``poll``), and whether the first listing
+  was made (``scanned``); a database is its own: ``sqlite_sessions.WatchedDatabase``
+  (its identity compared with the last read's);
+- :func:`listing`, :func:`find_files`: what is there, never through a link;
+  :func:`lstat_signature`: a file's inode, size and modification time;
 - :func:`diff_writes`: a re-read's rows against the last read's: which were written since
   (work: ``last_write`` is now), which are as they were.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -112,7 +113,6 @@ class Changes:
     def __init__(self) -> None:
         self.dirty: set[Path] = set()
         self.scanned = False  # the first listing (again after a poll) is done
-        self._signatures: dict[Hashable, tuple[Signature, ...]] = {}
 
     def mark(self, path: Path) -> None:
         self.dirty.add(path)
@@ -126,18 +126,6 @@ class Changes:
         """The paths changed since the last call."""
         dirty, self.dirty = self.dirty, set()
         return dirty
-
-    def differs(self, key: Hashable, *paths: Path) -> bool:
-        """Whether the files' signatures changed since the last call for ``key`` (true the
-        first time); the new ones are kept."""
-        now = tuple(lstat_signature(p) for p in paths)
-        if self._signatures.get(key) == now and key in self._signatures:
-            return False
-        self._signatures[key] = now
-        return True
-
-    def forget(self, keep: Callable[[Hashable], bool]) -> None:
-        self._signatures = {k: v for k, v in self._signatures.items() if keep(k)}
 
 
 class Written(Protocol):
