@@ -147,3 +147,23 @@ def test_every_reader_is_one_module_exporting_its_spec() -> None:
         assert module.startswith("quintd.sources."), module
         source = MODULES[module].read_text()
         assert "SPEC = ReaderSpec(" in source, module
+
+
+READER_MODULES = sorted({spec.factory.__module__ for spec in READERS})
+
+
+@pytest.mark.parametrize("module", READER_MODULES)
+def test_no_reader_imports_another_reader(module: str) -> None:
+    """A reader is its agent's format on the shared kit (attribution, changes, the JSONL,
+    registry and SQLite bases): what two readers share goes into the kit, never into one
+    of them for the other to import."""
+    others = set(READER_MODULES) - {module}
+    assert not (_reachable(module) & others), f"{module} reaches {_reachable(module) & others}"
+
+
+def test_the_kit_imports_no_reader() -> None:
+    kit = [m for m in MODULES if m.startswith("quintd.sources.") and m not in READER_MODULES]
+    for module in kit:
+        if module in ("quintd.sources.registry", "quintd.sources.manager"):
+            continue  # they list the readers
+        assert not (GRAPH[module] & set(READER_MODULES)), module

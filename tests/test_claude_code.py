@@ -13,8 +13,9 @@ from claude_fixture import FIRST, FIXTURES, HOME, PROJECT_DIR, SECOND, SUBAGENT
 from conftest import Agents, fake_agent, wait_until
 
 from quintd.model import AgentProcess, ConversationFacts
+from quintd.procfs import start_ticks as linux_start_ticks
 from quintd.scanner import Scanner
-from quintd.sources.claude_code import ClaudeCodeState, linux_start_ticks, project_dir_name
+from quintd.sources.claude_code import ClaudeCodeState, project_dir_name
 from quintd.sources.manager import SourceManager
 from quintd.sources.spec import ReaderContext
 

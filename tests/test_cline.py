@@ -25,11 +25,11 @@ from replay import MACHINE, Rec, Replay, agents, clock_time, load_processes, sto
 from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts, format_timestamp
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
-from quintd.sources import cline
-from quintd.sources.conversation_files import epoch
+from quintd.sources import cline, sqlite_sessions
 from quintd.sources.processes import TcpSocket
 from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_files import read_database
+from quintd.sources.times import parse_time as epoch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cline"
 DAY = "2026-11-29"
@@ -507,7 +507,7 @@ def test_nothing_is_read_while_nothing_changes(
         reads.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cline, "read_database", counting)
+    monkeypatch.setattr(sqlite_sessions, "read_database", counting)
     reader.poll()
     reader.prepare([tui])
     assert reader.facts(tui) is not None and len(reads) == 1

@@ -15,7 +15,9 @@ from replay import MACHINE, Rec, Replay, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import crush
+from quintd.sources import crush, sqlite_sessions
+from quintd.sources.attribution import subcommand
+from quintd.sources.times import parse_time
 
 # charmbracelet/crush internal/db/migrations/20250424200609_initial.sql at
 # bfc261f530d67705b504970acd12439620eee7a0, then 20250515105448_add_summary_message_id.sql,
@@ -289,8 +291,8 @@ def test_crush_a_crash_left_an_unfinished_message_a_resume_says_idle(
     assert story(replay.events) == [("s1", "active", "shop", None, None)]  # not touched yet
 
     reads = []
-    real = crush.read_database
-    monkeypatch.setattr(crush, "read_database", lambda *a: reads.append(1) or real(*a))
+    real = sqlite_sessions.read_database
+    monkeypatch.setattr(sqlite_sessions, "read_database", lambda *a: reads.append(1) or real(*a))
     replay.advance(1)
     replay.advance(1)
     assert reads == []  # nothing changed: a stat per pass, no query
@@ -434,9 +436,11 @@ def test_crush_finish_reason_of_parts() -> None:
     assert crush._finish_reason(b"\x28\xb5\x2f\xfd...") is None  # zstd (newer builds)
     assert crush._finish_reason("[" * 10_000) is None
     assert crush._finish_reason('[{"type": "finish", "data": 3}]') is None
-    assert crush._seconds(1_790_000_000_000) == 1_790_000_000.0  # milliseconds tolerated
-    assert crush._seconds(True) is None
-    assert crush._subcommand(["node", "/x/@charmland/crush/run-crush.js", "-c", "/p", "server"])
+    assert parse_time(1_790_000_000_000) == 1_790_000_000.0  # milliseconds tolerated
+    assert parse_time(True) is None
+    assert subcommand(
+        ["node", "/x/@charmland/crush/run-crush.js", "-c", "/p", "server"], crush._FLAGS_WITH_VALUE
+    )
 
 
 def test_crush_npm_wrapper_is_one_agent(tmp_path: Path) -> None:

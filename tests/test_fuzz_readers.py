@@ -115,7 +115,7 @@ def _gemini(tmp: Path) -> Target:
     _copy(fixtures / "snapshots" / "02-first-prompt-idle" / "home", home, ".gemini")
     chat = sorted((home / ".gemini" / "tmp").rglob("session-*.jsonl"))[0]
     started = json.loads(chat.read_text().splitlines()[0])["startTime"]
-    from quintd.sources.conversation_files import epoch
+    from quintd.sources.times import parse_time as epoch
 
     proc = Rec(
         27707,

@@ -125,7 +125,7 @@ REAL_CHATS = ".gemini/tmp/shop-api/chats"
 def _recorded(step: str) -> tuple[float, list[Any]]:
     from replay import Rec
 
-    from quintd.sources.conversation_files import epoch
+    from quintd.sources.times import parse_time as epoch
 
     data = json.loads((REAL / "processes" / f"{step}.json").read_text())
     recs = [

@@ -18,7 +18,7 @@ from conftest import needs_fixtures
 from replay import MACHINE, Replay, at_size, files_txt, load_processes, story
 
 from quintd.identity import native_session_id
-from quintd.sources.conversation_files import epoch
+from quintd.sources.times import parse_time as epoch
 
 FIXTURES = needs_fixtures("gemini-cli")
 CHATS = ".gemini/tmp/shop-api/chats"

@@ -14,8 +14,8 @@ from replay import MACHINE, Rec, Replay, parse_started, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources.conversation_files import epoch
 from quintd.sources.gemini_cli import SPEC
+from quintd.sources.times import parse_time as epoch
 
 HERE = Path(__file__).parent / "fixtures" / "gemini-cli-subagent"
 PROJECT = "/home/livegemini/src/shop-api"

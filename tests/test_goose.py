@@ -16,7 +16,8 @@ from replay import MACHINE, Rec, Replay, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import goose
+from quintd.sources import goose, sqlite_sessions
+from quintd.sources.times import parse_time
 
 # block/goose crates/goose/src/session/storage.rs create_schema at
 # 865e4a030a67eb0c51869874b9c758cb1eb10595 (schema 13).
@@ -345,13 +346,13 @@ def test_goose_garbage_rows_are_skipped(tmp_path: Path) -> None:
 
 
 def test_goose_times_in_every_form() -> None:
-    assert goose._when("2026-09-22 10:00:00") == datetime(2026, 9, 22, 10, tzinfo=UTC).timestamp()
-    assert goose._when("2026-09-22T10:00:00.123456789Z") == pytest.approx(
+    assert parse_time("2026-09-22 10:00:00") == datetime(2026, 9, 22, 10, tzinfo=UTC).timestamp()
+    assert parse_time("2026-09-22T10:00:00.123456789Z") == pytest.approx(
         datetime(2026, 9, 22, 10, tzinfo=UTC).timestamp() + 0.123456, abs=1e-3
     )
-    assert goose._when(1_790_000_000_000) == 1_790_000_000.0
-    assert goose._when(None) is None
-    assert goose._when("x" * 100) is None
+    assert parse_time(1_790_000_000_000) == 1_790_000_000.0
+    assert parse_time(None) is None
+    assert parse_time("x" * 100) is None
 
 
 def test_goose_no_query_while_nothing_changes(
@@ -363,8 +364,8 @@ def test_goose_no_query_while_nothing_changes(
     replay = Replay(home, T0, readers=(goose.SPEC,))
     replay.step([_goose(4242, project)], T0 + 1)
     reads = []
-    real = goose.read_database
-    monkeypatch.setattr(goose, "read_database", lambda *a: reads.append(1) or real(*a))
+    real = sqlite_sessions.read_database
+    monkeypatch.setattr(sqlite_sessions, "read_database", lambda *a: reads.append(1) or real(*a))
     for _ in range(3):
         replay.advance(5)
     assert reads == []  # an lstat of the database and its -wal per pass, no query

@@ -14,7 +14,7 @@ from conftest import TOKEN, Agents, DaemonProcess, fake_agent, wait_until, write
 from ingest_server import IngestServer, Received
 
 from quintd.identity import machine_id, native_session_id
-from quintd.sources.claude_code import linux_start_ticks
+from quintd.procfs import start_ticks as linux_start_ticks
 
 
 class FakeClaude:

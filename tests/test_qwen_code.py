@@ -28,12 +28,12 @@ from quintd.identity import native_session_id
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.procfs import start_ticks
 from quintd.scanner import Scanner
-from quintd.sources import qwen_code
-from quintd.sources.conversation_files import epoch
+from quintd.sources import pid_registry, qwen_code
 from quintd.sources.manager import SourceManager
 from quintd.sources.processes import LiveProcesses, TcpSocket
 from quintd.sources.qwen_code import SPEC, QwenCodeState, project_dir_name
 from quintd.sources.spec import ReaderContext
+from quintd.sources.times import parse_time as epoch
 
 FIXTURES = needs_fixtures("qwen-code")
 PROJECT = "/home/dev2/src/shop-api"
@@ -615,13 +615,13 @@ def test_an_idle_agent_costs_no_reads(tmp_path: Path, monkeypatch: pytest.Monkey
     reader.lines(FIRST, 0)
     assert reader.facts(wrapper) is not None
     opened: list[Path] = []
-    real_open = qwen_code.read_json_file
+    real_open = pid_registry.read_json_file
 
     def counting(path: Path, root: Path, stats: Any) -> Any:
         opened.append(path)
         return real_open(path, root, stats)
 
-    monkeypatch.setattr(qwen_code, "read_json_file", counting)
+    monkeypatch.setattr(pid_registry, "read_json_file", counting)
     reader.view.calls.clear()
     monkeypatch.setattr(os, "open", _refuse)
     for _ in range(5):
@@ -650,11 +650,11 @@ def test_project_dir_name() -> None:
 
 
 def test_procstart_forms() -> None:
-    assert qwen_code._ticks("eae19e95-ad47-4f05-81c5-e1570a918339:276284") == "276284"
-    assert qwen_code._ticks("276284") == "276284"
-    assert qwen_code._ticks(276284) == "276284"
+    assert pid_registry.proc_ticks("eae19e95-ad47-4f05-81c5-e1570a918339:276284") == "276284"
+    assert pid_registry.proc_ticks("276284") == "276284"
+    assert pid_registry.proc_ticks(276284) == "276284"
     for bad in ("x:y", ":", "1:2:3", True, -1, None, "a" * 100 + ":1"):
-        assert qwen_code._ticks(bad) is None
+        assert pid_registry.proc_ticks(bad) is None
 
 
 # -- real processes, watched ------------------------------------------------------------

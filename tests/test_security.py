@@ -35,7 +35,7 @@ from conftest import (
 from ingest_server import IngestServer
 
 from quintd.model import LifecycleEvent, clean_text
-from quintd.sources.claude_code import linux_start_ticks
+from quintd.procfs import start_ticks as linux_start_ticks
 from quintd.sources.files import Refused, open_under, parse_object
 from quintd.store import Store
 

@@ -79,30 +79,27 @@ from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts, format_timestamp
-from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch
+from quintd.sources.attribution import Pass, first_conversation
+from quintd.sources.changes import lstat_signature
 from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
-    ReadStats,
     identifier,
     parse_object,
     path_text,
     read_json_file,
-    stat_under,
     text,
 )
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import (
-    UnreadableDatabase,
     columns,
     quote_name,
-    read_database,
 )
+from quintd.sources.sqlite_sessions import MissingColumns, WatchedDatabase, lstat_identity
+from quintd.sources.times import START_SLACK_S, parse_time
 
 HUB_ARG = "--cline-hub-daemon"
 DB = Path("data") / "db" / "sessions.db"
 HUB_RECORD = Path("data") / "locks" / "hub" / "production.json"
-FIRST_CONVERSATION_S = 10.0  # a TUI's first conversation id is made this soon after start
-START_SLACK_S = 2.0  # process start times (from ticks) against the agent's own clock
 MAX_ROWS = 10_000  # rows read per query (the newest)
 MAX_UNPLACED = 1_000
 TURN_WRITES = 3  # status_lock grew this much: a turn happened (seen: 2 for running -> idle)
@@ -123,14 +120,6 @@ _OPTIONAL = (
     "agent_id",
     "status_lock",
 )
-
-
-# (device, inode, size, mtime) of the database; (inode, size, mtime) of its -wal
-Signature = tuple[tuple[int, int, int, int] | None, tuple[int, int, int] | None]
-
-
-class SchemaChanged(Exception):
-    """The sessions table lacks a column the reader cannot do without."""
 
 
 @dataclass
@@ -159,29 +148,26 @@ class Row:
         return max(self.created or 0.0, self.updated or 0.0)
 
 
-class ClineState:
+class ClineState(Reader):
     """One ``~/.cline`` directory."""
 
     platform = "cline"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
+        super().__init__(root, context)
         self._db = root / DB
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
-        self.unreadable = 0  # reads that failed (locked, torn): retried next pass
         self.ambiguous = 0  # hub conversations no rule could give to one CLI
         self.truncated = 0  # queries that hit MAX_ROWS
-        self._dirty = True
-        self._check = False  # poll: compare the files' identities
-        self._signature: Signature | None = None
+        # Read when it changed (an event, or unwatched a stat each pass); a read that
+        # failed (locked, torn) is tried again the next pass.
+        self._file = WatchedDatabase(root, self._db, self.stats, identity=lstat_identity)
+        self._again = False  # read it (from the cursor) whatever its identity
+        self._read_as: tuple[int, int, int] | None = None  # (inode, size, mtime) last read
         self._cursor: str | None = None  # the last updated_at read
         self._read_from: float | None = None  # the horizon of the first read
         self._read_once = False
         self._closed_at: dict[str, float] = {}  # a current row: when it was first seen closed
         self._closing: set[str] = set()  # closed, not yet over
-        self._owner: int | None = None
         self._rows: dict[str, Row] = {}
         self._children: dict[str, set[str]] = {}  # root -> sub-agent rows
         self._bound: dict[str, tuple[int, int]] = {}  # root row -> its process's key
@@ -206,22 +192,21 @@ class ClineState:
 
     def changed(self, path: Path) -> None:
         if path.parent == self._db.parent and path.name.startswith(DB.name):
-            self._dirty = True
+            self._file.dirty = True
 
     def poll(self) -> None:
-        self._check = True
+        self._file.poll()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def begin(self, now: Pass) -> None:
+        processes = now.processes
         live = {p.key: p for p in processes}
         new_procs = live.keys() - self._procs.keys()
         if live.keys() != self._procs.keys():
             self._processes_changed(live, new_procs)
-        if self._check:
-            self._check = False
-            if self._stat() != self._signature:
-                self._dirty = True
-        if self._dirty:
-            self._read()
+        seen = self._file.due(now.now, force=self._again)
+        if seen is not None:
+            self._again = False
+            self._read(seen, now.now)
         if self._unplaced and (self._dirty_binding or new_procs):
             self._place()
         self._dirty_binding = False
@@ -236,7 +221,7 @@ class ClineState:
     ) -> None:
         self._procs = live
         for key in new:
-            if HUB_ARG in self._processes.argv(live[key].pid):
+            if HUB_ARG in self.now.view.argv(live[key].pid):
                 self._hubs.add(key)
         for cache in (self._runners, self._facts):
             for key in [k for k in cache if k not in live]:
@@ -247,10 +232,10 @@ class ClineState:
             del self._bound[sid]
             self._order.pop(sid, None)
         self._facts.clear()
-        horizon = min((p.start_time for p in live.values()), default=0.0) - CLOCK_SLACK_S
+        horizon = self.now.horizon
         if self._read_from is not None and horizon < self._read_from:
             self._cursor = None  # an older CLI appeared: read its rows too
-            self._dirty = True
+            self._again = True
         moved_on = horizon > self._horizon
         self._horizon = horizon
         if moved_on:
@@ -265,42 +250,23 @@ class ClineState:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _stat(self) -> Signature:
-        main = stat_under(self.root, self._db)
-        wal = stat_under(self.root, Path(str(self._db) + "-wal"))
-        return (
-            (main.st_dev, main.st_ino, main.st_size, main.st_mtime_ns) if main else None,
-            (wal.st_ino, wal.st_size, wal.st_mtime_ns) if wal else None,
-        )
-
-    def _read(self) -> None:
-        signature = self._stat()
-        main = signature[0]
+    def _read(self, seen: object, now: float) -> None:
+        main = lstat_signature(self._db)
         if main is None:
-            self._dirty = False
-            self._signature = signature
+            self._file.skip(seen)
             return
-        before = self._signature[0] if self._signature is not None else None
-        if before is not None and (before[:2] != main[:2] or main[2] < before[2]):
+        before, self._read_as = self._read_as, main
+        if before is not None and (before[0] != main[0] or main[1] < before[1]):
             self._cursor = None  # replaced or shrunk: read it whole again
         since = self._cursor or _iso(self._horizon)
         if self._cursor is None:
             self._read_from = self._horizon
         try:
-            rows, owner = read_database(
-                self.root, self._db, lambda conn: _query(conn, since), self.stats
-            )
-        except UnreadableDatabase:
-            self.unreadable += 1
-            return  # still dirty: next pass
-        except SchemaChanged:
-            self.stats.garbage += 1
-            self._dirty = False
-            self._signature = signature
-            return
-        self._dirty = False
-        self._signature = signature
-        self._owner = owner
+            rows = self._file.read(seen, now, lambda conn: _query(conn, since))
+        except MissingColumns:
+            return  # counted: read again when it changes
+        if rows is None:
+            return  # counted: the next pass tries again
         if len(rows) >= MAX_ROWS:
             self.truncated += 1
         for raw in rows:
@@ -404,7 +370,7 @@ class ClineState:
     def _hub_owner(
         self, row: Row, pid: int, when: float, clis: list[AgentProcess]
     ) -> tuple[int, int] | None:
-        if HUB_ARG not in self._processes.argv(pid):
+        if HUB_ARG not in self.now.view.argv(pid):
             return None  # a dead pid (a crashed CLI), or reused by something else
         hub_started = self._hub_started(pid)
         if hub_started is not None and when < hub_started - START_SLACK_S:
@@ -414,12 +380,7 @@ class ClineState:
         ]
         places = {row.cwd, row.workspace} - {None}
         here = [p for p in candidates if p.cwd in places]
-        taken = set(self._bound.values())
-        fresh = [
-            p
-            for p in (here or candidates)
-            if p.key not in taken and when - p.start_time <= FIRST_CONVERSATION_S
-        ]
+        fresh = first_conversation(when, here or candidates, self._bound.values())
         if fresh:
             return max(fresh, key=lambda p: p.start_time).key
         if len(here) == 1:
@@ -436,9 +397,7 @@ class ClineState:
         known = self._runners.get(proc.key)
         if known is not None:
             return known
-        kids = tuple(
-            c for c in self._processes.children(proc.pid) if HUB_ARG not in self._processes.argv(c)
-        )
+        kids = tuple(c for c in self.now.tree(proc.pid, 1) if HUB_ARG not in self.now.view.argv(c))
         found = (proc.pid, *kids)
         if kids:
             self._runners[proc.key] = found  # the child stays for the wrapper's life
@@ -449,7 +408,7 @@ class ClineState:
             return True
         db = str(self._db)
         for pid in self._runner_pids(proc):
-            if db in self._processes.open_files(pid):
+            if db in self.now.view.open_files(pid):
                 self._local.add(proc.key)
                 return True
         return False
@@ -458,7 +417,7 @@ class ClineState:
         record = read_json_file(self.root / HUB_RECORD, self.root, self.stats)
         if record is None or record.data.get("pid") != pid:
             return None
-        return epoch(record.data.get("startedAt"))
+        return parse_time(record.data.get("startedAt"))
 
     def _current_ended(self, proc: AgentProcess) -> bool:
         current = self._current(proc)
@@ -512,7 +471,7 @@ class ClineState:
                 )
                 for sub in subs
             ),
-            owner_uid=self._owner,
+            owner_uid=self._file.owner,
         )
 
 
@@ -527,7 +486,7 @@ def _iso(seconds: float) -> str:
 def _query(conn: sqlite3.Connection, since: str) -> list[dict[str, Any]]:
     have = columns(conn, "sessions")
     if not set(_REQUIRED) <= have:
-        raise SchemaChanged(f"sessions lacks {sorted(set(_REQUIRED) - have)}")
+        raise MissingColumns(f"sessions lacks {sorted(set(_REQUIRED) - have)}")
     names = [*_REQUIRED, *_OPTIONAL]
     select = [quote_name(n) if n in have else "NULL" for n in names]
     names.append("metadata")
@@ -586,8 +545,8 @@ def _row(raw: dict[str, Any]) -> Row | None:
         sid=sid,
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
         status=status.lower(),
-        created=int(match.group(1)) / 1000 if match else epoch(raw.get("started_at")),
-        updated=epoch(raw.get("updated_at")),
+        created=int(match.group(1)) / 1000 if match else parse_time(raw.get("started_at")),
+        updated=parse_time(raw.get("updated_at")),
         cwd=path_text(raw.get("cwd")),
         workspace=path_text(raw.get("workspace_root")),
         source=text(raw.get("source"), 64),

@@ -46,19 +46,21 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch, find_files, lmtime
-from quintd.sources.files import JsonlTail, ReadStats, identifier, path_text, stat_under, text
-from quintd.sources.processes import descendants
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.attribution import Pass, first_conversation
+from quintd.sources.changes import find_files, listing, lmtime
+from quintd.sources.conversation_files import Transcript
+from quintd.sources.files import JsonlTail, identifier, path_text, stat_under, text
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.times import CLOCK_SLACK_S, parse_time
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _THREAD = re.compile(f"^{_UUID}$")
 _ROLLOUT = re.compile(f"^rollout-.*-({_UUID})\\.jsonl$")
-FIRST_THREAD_WINDOW_S = 10.0  # a TUI creates its first thread this soon after it starts
 _SUBCOMMANDS = frozenset(
     {
         "exec",
@@ -85,15 +87,12 @@ LOCKS = "thread-writer-locks"
 
 
 @dataclass
-class Rollout:
-    tail: JsonlTail
+class Rollout(Transcript):
     cwd: str | None = None
     started: float | None = None
     model: str | None = None
     open_turns: set[str] = field(default_factory=set)
     seen_turn: bool = False
-    last_write: float | None = None
-    read_once: bool = False
     parent: str | None = None  # a sub-agent's: the thread that spawned it
     agent_name: str | None = None  # a sub-agent's nickname or role
 
@@ -110,14 +109,11 @@ class _Tui:
     pid: int  # the native TUI's pid
 
 
-class CodexState:
+class CodexState(Reader):
     platform = "codex"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
+        super().__init__(root, context)
         self.ambiguous = 0  # attach events no rule could place
         self._attached: dict[str, float] = {}  # thread -> capability mtime (attach time)
         self._cap_owner: dict[str, int] = {}
@@ -129,10 +125,8 @@ class CodexState:
         self._index_size = -1
         self._dirty_caps: set[str] = set()
         self._dirty_rollouts: set[Path] = set()
-        self._scanned = False
         self._tuis: dict[tuple[int, int], _Tui] = {}
         self._hosts: dict[tuple[int, int], list[str]] = {}  # exec / editor app-server
-        self._horizon = 0.0
 
     # -- the AgentState protocol ----------------------------------------------------------
 
@@ -149,14 +143,15 @@ class CodexState:
             self._dirty_rollouts.add(path)
 
     def poll(self) -> None:
-        self._scanned = False
+        self.changes.scanned = False
         self._dirty_rollouts.update(r.tail.path for r in self._rollouts.values())
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        self._horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
+    def begin(self, now: Pass) -> None:
+        self._horizon = now.horizon
+        processes = list(now)
         self._classify(processes)
-        if not self._scanned:
-            self._scanned = True
+        if not self.changes.scanned:
+            self.changes.scanned = True
             self._scan()
         self._read_capabilities()
         self._read_rollouts()
@@ -198,19 +193,19 @@ class CodexState:
 
     def _native(self, proc: AgentProcess) -> tuple[int, list[str]]:
         """The native codex process of an agent: itself, or the child of its npm wrapper."""
-        argv = self._processes.argv(proc.pid)
+        argv = self.now.view.argv(proc.pid)
         if _is_codex_binary(proc.exe):
             return proc.pid, argv
-        for child in descendants(self._processes, proc.pid, depth=1):
-            if _is_codex_binary(self._processes.exe(child)):
-                return child, self._processes.argv(child)
+        for child in self.now.tree(proc.pid, depth=1):
+            if _is_codex_binary(self.now.view.exe(child)):
+                return child, self.now.view.argv(child)
         return proc.pid, argv
 
     def _held_rollouts(self, pid: int) -> list[str]:
         """Threads whose rollout the process holds open (``codex exec``, an editor's app
         server), oldest first."""
         threads = []
-        for path in self._processes.open_files(pid):
+        for path in self.now.view.open_files(pid):
             match = _ROLLOUT.match(os.path.basename(path))
             if match and Path(path).is_relative_to(self.root):
                 threads.append(match.group(1))
@@ -220,7 +215,7 @@ class CodexState:
     def _pairs(self, tui: _Tui) -> int:
         """Connections the daemon holds to the TUI's own loopback port, in pairs: one pair
         per thread loaded for this TUI."""
-        sockets = self._processes.tcp(tui.pid)
+        sockets = self.now.view.tcp(tui.pid)
         ports = {s.local for s in sockets if s.state == "LISTEN" and _loopback(s.local)}
         accepted = sum(1 for s in sockets if s.state == "ESTAB" and s.local in ports)
         return accepted // 2
@@ -229,12 +224,7 @@ class CodexState:
 
     def _scan(self) -> None:
         """Once: the capability files and rollouts that can belong to a running TUI."""
-        caps = self.root / CAPABILITIES
-        try:
-            names = os.listdir(caps) if caps.is_dir() and not caps.is_symlink() else []
-        except OSError:
-            names = []
-        self._dirty_caps.update(n for n in names if _THREAD.match(n))
+        self._dirty_caps.update(name for name, _ in listing(self.root / CAPABILITIES, _THREAD))
         sessions = self.root / "sessions"
         if sessions.is_dir() and not sessions.is_symlink():
             self._dirty_rollouts.update(find_files(sessions, "rollout-*.jsonl", self._horizon))
@@ -270,17 +260,8 @@ class CodexState:
                     continue
                 tail = JsonlTail(path, self.root, stats=self.stats)
                 rollout = self._rollouts[thread] = Rollout(tail)
-            records, more = rollout.tail.read_new()
-            if more:
+            if rollout.read(self._clock(), partial(_rollout_record, rollout)):
                 self._dirty_rollouts.add(path)
-            if records and rollout.read_once:
-                rollout.last_write = self._clock()
-            rollout.read_once = rollout.read_once or not more
-            for record in records:
-                try:
-                    _rollout_record(rollout, record)
-                except (ValueError, TypeError, OverflowError, KeyError):
-                    self.stats.garbage += 1
 
     def _read_titles(self) -> None:
         """``session_index.jsonl``: checked by size each pass, read when it changed. The
@@ -347,15 +328,9 @@ class CodexState:
         if len(spare) == 1:
             return spare[0]
         # A TUI's first thread: attached within seconds of its start, and it has none yet.
-        fresh = [
-            tui
-            for tui in (spare or candidates)
-            if 0 <= attached - tui.agent.start_time <= FIRST_THREAD_WINDOW_S
-            and tui.agent.key not in self._bound.values()
-        ]
-        if len(fresh) == 1:
-            return fresh[0]
-        return None
+        pool = {tui.agent.key: tui for tui in (spare or candidates)}
+        fresh = first_conversation(attached, [t.agent for t in pool.values()], self._bound.values())
+        return pool[fresh[0].key] if len(fresh) == 1 else None
 
     def _loaded(self) -> set[str]:
         try:
@@ -410,7 +385,9 @@ def _rollout_record(rollout: Rollout, record: dict[str, Any]) -> None:
     kind = record.get("type")
     if kind == "session_meta":
         rollout.cwd = path_text(payload.get("cwd")) or rollout.cwd
-        rollout.started = epoch(payload.get("timestamp")) or epoch(record.get("timestamp"))
+        rollout.started = parse_time(payload.get("timestamp")) or parse_time(
+            record.get("timestamp")
+        )
         rollout.parent, rollout.agent_name = _spawned_by(payload)
     elif kind == "turn_context":
         rollout.model = text(payload.get("model")) or rollout.model

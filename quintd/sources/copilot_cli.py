@@ -17,8 +17,8 @@ followed):
     when it closes it (``/exit``); a crash leaves them behind.
   - ``workspace.yaml``: flat YAML (``id``, ``cwd``, ``branch``, ``name``, ``user_named``,
     ``created_at``, ...), written at once and rewritten. ``name`` is the title: the first
-    prompt, then the ``/rename`` (no event is written for a rename). Read with a small strict
-    parser of flat ``key: scalar`` lines (plain, quoted, block scalars), no YAML library.
+    prompt, then the ``/rename`` (no event is written for a rename). Read through PyYAML's
+    safe loader, capped and bounded (``yaml_files.py``).
   - ``events.jsonl``, from the first prompt: ``{type, data, id, timestamp, parentId}`` per
     line, and ``agentId`` on a sub-agent's own events. ``session.start`` (``selectedModel``),
     ``session.model_change`` (``newModel``), ``user.message``, ``assistant.turn_start`` /
@@ -68,30 +68,31 @@ are inferred from the event names, not seen.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.conversation_files import CLOCK_SLACK_S, epoch
+from quintd.sources.attribution import Pass
+from quintd.sources.changes import listing, lstat_signature
+from quintd.sources.conversation_files import Subagent, Transcript
 from quintd.sources.files import (
     COMPLAINTS,
     MAX_JSON_FILE_BYTES,
     JsonlTail,
-    ReadStats,
     identifier,
-    open_counted,
     read_json_file,
+    read_whole,
+    real_dir,
     stat_under,
     text,
 )
-from quintd.sources.processes import ProcessView, descendants
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.times import parse_time
+from quintd.sources.yaml_files import parse_flat_yaml
 
 STATE = "session-state"
 OPEN_STATE = "open-sessions-state.json"
@@ -118,19 +119,8 @@ class _Lock:
 
 
 @dataclass
-class _Subagent:
-    agent_id: str
-    tool_call_id: str | None = None
-    name: str | None = None
-    model: str | None = None
-    done: bool = False
-    last_write: float | None = None
-
-
-@dataclass
-class _Conversation:
-    session_id: str
-    tail: JsonlTail
+class _Conversation(Transcript):
+    session_id: str = ""
     workspace: tuple[int, int, int] | None = None  # (inode, size, mtime) last parsed
     events_seen: tuple[int, int, int] | None = None  # (inode, size, mtime) read to its end
     name: str | None = None
@@ -140,31 +130,25 @@ class _Conversation:
     turn_open: bool = False
     tools: set[str] = field(default_factory=set)
     permissions: dict[str, str | None] = field(default_factory=dict)  # request -> agent id
-    subagents: dict[str, _Subagent] = field(default_factory=dict)
+    subagents: dict[str, Subagent] = field(default_factory=dict)
     closed: bool = False
-    last_write: float | None = None
-    read_once: bool = False  # the first read reached the end: later records are new work
     events_dirty: bool = True
     workspace_dirty: bool = True
 
-    def running(self) -> list[_Subagent]:
+    def running(self) -> list[Subagent]:
         return [s for s in self.subagents.values() if not s.done]
 
 
-class CopilotState:
+class CopilotState(Reader):
     """One Copilot CLI state directory (``~/.copilot`` or ``$COPILOT_HOME``)."""
 
     platform = "copilot-cli"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
+        super().__init__(root, context)
         self._wall = time.time  # lock files carry wall-clock times
-        self._processes: ProcessView = context.processes
-        self.stats = ReadStats()
         self._locks: dict[str, dict[int, _Lock]] = {}  # conversation -> lock pid -> lock
         self._relist: set[str] = set()  # conversation directories to list again
-        self._scanned = False
         self._keys: frozenset[ProcessKey] = frozenset()
         self._rebind = True
         self._bound: dict[ProcessKey, list[tuple[str, int]]] = {}  # -> (conversation, lock pid)
@@ -206,21 +190,20 @@ class CopilotState:
     def poll(self) -> None:
         """No change events: look for conversation directories again, re-list the known
         ones, and look at every file read so far."""
-        self._scanned = False
+        self.changes.scanned = False
         self._relist.update(self._locks)
         for conversation in self._conversations.values():
             conversation.events_dirty = conversation.workspace_dirty = True
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        self._horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
-        if not self._scanned:
+    def begin(self, now: Pass) -> None:
+        self._horizon = now.horizon
+        if not self.changes.scanned:
             self._scan()
         if self._relist:
             self._list_locks()
-        keys = frozenset(p.key for p in processes)
-        if self._rebind or keys != self._keys:
-            self._keys, self._rebind = keys, False
-            self._bind(processes)
+        if self._rebind or now.keys != self._keys:
+            self._keys, self._rebind = now.keys, False
+            self._bind(now)
         if not self._bound:
             return  # nothing open: not even a stat
         self._read_open_state()
@@ -249,23 +232,9 @@ class CopilotState:
     def _scan(self) -> None:
         """Conversation directories changed since the oldest running process started (a
         lock made since then changed its directory): the only ones that can be open."""
-        self._scanned = True
-        directory = self.root / STATE
-        try:
-            if not _real_dir(directory):
-                return
-            names = os.listdir(directory)
-        except OSError:
-            return
-        for name in names:
-            if not _SESSION.match(name):
-                continue
-            try:
-                info = os.lstat(directory / name)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode) and info.st_mtime >= self._horizon:
-                self._relist.add(name)
+        self.changes.scanned = True
+        found = listing(self.root / STATE, _SESSION, self._horizon, stat.S_ISDIR)
+        self._relist.update(name for name, _ in found)
 
     def _list_locks(self) -> None:
         dirty, self._relist = self._relist, set()
@@ -281,29 +250,18 @@ class CopilotState:
     def _locks_of(self, session: str) -> dict[int, _Lock]:
         """The lock files of a conversation directory that a running process may have
         written (none older than the oldest of them)."""
-        directory = self.root / STATE / session
-        try:
-            if not all(_real_dir(d) for d in (self.root / STATE, directory)):
-                return {}
-            names = os.listdir(directory)
-        except OSError:
+        if not real_dir(self.root / STATE):
             return {}
-        found: dict[int, _Lock] = {}
-        for name in sorted(names):
-            match = _LOCK.match(name)
-            if match is None:
-                continue
-            # Its metadata only (lstat: a link is no lock), never opened: opening it would
-            # be a change event of its own, and the next pass would look again.
-            info = _regular(directory / name)
-            if info is None or info.st_mtime < self._horizon:
-                continue
-            found[int(match.group(1))] = _Lock(info.st_mtime, info.st_uid)
-            if len(found) >= MAX_LOCKS:
-                break
-        return found
+        # Their metadata only (lstat: a link is no lock), never opened: opening one would be
+        # a change event of its own, and the next pass would look again.
+        found = listing(self.root / STATE / session, _LOCK, self._horizon, stat.S_ISREG, MAX_LOCKS)
+        return {
+            int(name.split(".")[1]): _Lock(info.st_mtime, info.st_uid)
+            for name, info in found
+            if info is not None
+        }
 
-    def _bind(self, processes: list[AgentProcess]) -> None:
+    def _bind(self, now: Pass) -> None:
         """Each lock to the running process it belongs to, if any (see the module
         docstring); only when locks or processes changed."""
         self._locks = {  # none older than every running process: their writers are gone
@@ -311,24 +269,22 @@ class CopilotState:
             for session, locks in self._locks.items()
             if any(lock.mtime >= self._horizon for lock in locks.values())
         }
-        by_pid = {p.pid: p for p in processes}
-        families: dict[ProcessKey, set[int]] = {}
         holds: dict[int, list[str]] = {}
         claims: dict[str, tuple[float, ProcessKey, int]] = {}
-        now = self._wall()
+        wall = self._wall()
         for session, locks in self._locks.items():
             for pid, lock in locks.items():
-                proc = by_pid.get(pid) or self._ancestor(pid, processes, families)
-                if proc is None or lock.mtime < proc.start_time - CLOCK_SLACK_S:
-                    continue  # a dead process's lock, or one older than this process
+                # The agent process or one under it (the native binary under its loader);
+                # a lock older than it was left by a dead process whose pid came back.
+                proc = now.runner(pid, lock.mtime)
+                if proc is None:
+                    continue
                 if pid not in holds:
-                    holds[pid] = [
-                        f for f in self._processes.open_files(pid) if _HOLD.match(_base(f))
-                    ]
+                    holds[pid] = [f for f in now.view.open_files(pid) if _HOLD.match(_base(f))]
                 if holds[pid] and not any(_holds(f, session, pid) for f in holds[pid]):
                     # The process holds other conversations' files, not this one's: a lock
                     # it left behind, or one it has just made (look again while it is new).
-                    self._rebind = self._rebind or 0 <= now - lock.mtime < HOLD_GRACE_S
+                    self._rebind = self._rebind or 0 <= wall - lock.mtime < HOLD_GRACE_S
                     continue
                 if session not in claims or claims[session][0] < lock.mtime:
                     claims[session] = (lock.mtime, proc.key, pid)
@@ -341,20 +297,8 @@ class CopilotState:
         for session in claims:
             if session not in self._conversations:
                 path = self.root / STATE / session / EVENTS
-                self._conversations[session] = _Conversation(
-                    session, JsonlTail(path, self.root, stats=self.stats)
-                )
-
-    def _ancestor(
-        self, pid: int, processes: list[AgentProcess], families: dict[ProcessKey, set[int]]
-    ) -> AgentProcess | None:
-        """The agent process ``pid`` runs under (the native binary under its loader)."""
-        for proc in processes:
-            if proc.key not in families:
-                families[proc.key] = set(descendants(self._processes, proc.pid))
-            if pid in families[proc.key]:
-                return proc
-        return None
+                tail = JsonlTail(path, self.root, stats=self.stats)
+                self._conversations[session] = _Conversation(tail, session_id=session)
 
     def _read_open_state(self) -> None:
         """``open-sessions-state.json``: a stat each pass, read when it changed."""
@@ -383,28 +327,15 @@ class CopilotState:
 
     def _read_workspace(self, conversation: _Conversation) -> None:
         path = self.root / STATE / conversation.session_id / WORKSPACE
-        if conversation.workspace is not None and _identity(path) == conversation.workspace:
+        if conversation.workspace is not None and lstat_signature(path) == conversation.workspace:
             return  # unchanged (the event was our own read): not opened again
-        opened = open_counted(self.root, path, self.stats)
-        if opened is None:
-            return
-        fd, info = opened
-        try:
-            identity = (info.st_ino, info.st_size, info.st_mtime_ns)
-            if identity == conversation.workspace:
-                return
-            if info.st_size > MAX_WORKSPACE_BYTES:
-                conversation.workspace = identity
-                self.stats.refused += 1
-                COMPLAINTS.warn(path, info, "a file too large to be what it should")
-                return
-            raw = _read_all(fd, MAX_WORKSPACE_BYTES)
-        finally:
-            os.close(fd)
-        if not raw.endswith(b"\n"):
-            return  # empty, or caught half written: the next change brings the rest
-        conversation.workspace = identity  # parsed once per version of the file
-        values = parse_flat_yaml(raw, _WORKSPACE_KEYS)
+        whole = read_whole(path, self.root, self.stats, MAX_WORKSPACE_BYTES, conversation.workspace)
+        if whole is None or (whole.raw is not None and not whole.raw.endswith(b"\n")):
+            return  # unchanged, or caught half written: the next change brings the rest
+        conversation.workspace, info = whole.signature, whole.info  # once per version
+        if whole.raw is None:
+            return  # too large (counted)
+        values = parse_flat_yaml(whole.raw, _WORKSPACE_KEYS)
         if values is None or values.get("id") not in (None, conversation.session_id):
             self.stats.garbage += 1
             COMPLAINTS.warn(path, info, "a workspace.yaml that is not what it should be")
@@ -413,26 +344,18 @@ class CopilotState:
         # (`user_named: true`): only a name the user gave leaves the machine.
         named = str(values.get("user_named", "")).strip().lower() == "true"
         conversation.name = text(values.get("name")) if named else None
-        conversation.created = epoch(values.get("created_at")) or conversation.created
+        conversation.created = parse_time(values.get("created_at")) or conversation.created
 
     def _read_events(self, conversation: _Conversation) -> None:
-        seen = _identity(conversation.tail.path)
+        seen = lstat_signature(conversation.tail.path)
         if seen is not None and seen == conversation.events_seen:
             return  # read to its end as it is now (the event was our own read)
-        records, more = conversation.tail.read_new()
-        if more:
+        clock = self._clock()
+        now = clock if conversation.read_once else None  # None: history
+        if conversation.read(clock, lambda record: _event(conversation, record, now)):
             conversation.events_dirty = True  # the rest next pass
         else:
             conversation.events_seen = seen
-        now = self._clock() if conversation.read_once and records else None
-        if now is not None:
-            conversation.last_write = now
-        conversation.read_once = conversation.read_once or not more
-        for record in records:
-            try:
-                _event(conversation, record, now)
-            except (ValueError, TypeError, KeyError, OverflowError):
-                self.stats.garbage += 1
 
     def _facts(self, conversation: _Conversation, owner: int) -> ConversationFacts:
         waiting_for = set(conversation.permissions.values())
@@ -514,7 +437,7 @@ def _event(conversation: _Conversation, record: dict[str, Any], now: float | Non
         call = identifier(data.get("toolCallId"))
         conversation.tools.discard(call or "")
         for sub in conversation.subagents.values():
-            if call is not None and sub.tool_call_id == call:
+            if call is not None and sub.tool_use_id == call:
                 sub.done = True  # the task tool returned: its sub-agent is over
     elif kind == "session.shutdown":
         conversation.closed = True
@@ -539,8 +462,8 @@ def _subagent_event(
     if key is None:
         return
     if kind == "subagent.started":
-        started = conversation.subagents.get(key) or _Subagent(key)
-        started.tool_call_id = call or started.tool_call_id
+        started = conversation.subagents.get(key) or Subagent(key)
+        started.tool_use_id = call or started.tool_use_id
         started.name = (
             text(data.get("agentDescription"))
             or text(data.get("agentDisplayName"))
@@ -583,7 +506,7 @@ def _bounded_add(values: set[str], value: str) -> None:
     values.add(value)
 
 
-def _prune(subagents: dict[str, _Subagent]) -> None:
+def _prune(subagents: dict[str, Subagent]) -> None:
     """At most MAX_SUBAGENTS: the finished ones go first, then the oldest."""
     if len(subagents) <= MAX_SUBAGENTS:
         return
@@ -595,27 +518,6 @@ def _prune(subagents: dict[str, _Subagent]) -> None:
         del subagents[next(iter(subagents))]
 
 
-def _real_dir(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _regular(path: Path) -> os.stat_result | None:
-    """The path's own metadata, if it is a regular file (not a link)."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    return info if stat.S_ISREG(info.st_mode) else None
-
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    info = _regular(path)
-    return (info.st_ino, info.st_size, info.st_mtime_ns) if info is not None else None
-
-
 def _base(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
@@ -624,223 +526,6 @@ def _holds(path: str, session: str, pid: int) -> bool:
     """Whether an open file is this conversation's hold file. By its last three components:
     the process may see its home through another path (a symlinked /home)."""
     return path.replace("\\", "/").endswith(f"/{STATE}/{session}/inuse.{pid}.hold")
-
-
-def _read_all(fd: int, limit: int) -> bytes:
-    chunks = []
-    total = 0
-    while total <= limit:
-        chunk = os.read(fd, limit + 1 - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
-
-
-# -- workspace.yaml: flat YAML, read strictly ---------------------------------------------
-
-MAX_YAML_LINES = 4096
-_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]{0,63}):(?:[ \t]+(.*))?$")
-_BLOCK_HEADER = re.compile(r"[|>](?:[1-9][+-]?|[+-][1-9]?)?(?:[ \t]+#.*)?$")
-_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
-_ESCAPES = {
-    "0": "\0",
-    "a": "\a",
-    "b": "\b",
-    "t": "\t",
-    "\t": "\t",
-    "n": "\n",
-    "v": "\v",
-    "f": "\f",
-    "r": "\r",
-    "e": "\x1b",
-    " ": " ",
-    '"': '"',
-    "/": "/",
-    "\\": "\\",
-    "N": "\x85",
-    "_": "\xa0",
-    "L": "\u2028",
-    "P": "\u2029",
-}
-_HEX_WIDTH = {"x": 2, "u": 4, "U": 8}
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-class _Malformed(Exception):
-    """Not the flat mapping workspace.yaml is."""
-
-
-def parse_flat_yaml(raw: bytes, wanted: Iterable[str]) -> dict[str, str | None] | None:
-    """The top-level ``key: scalar`` pairs of a flat YAML mapping whose keys are in
-    ``wanted``: plain, single-quoted, double-quoted (escapes decoded) and block scalars
-    (``|``, ``>``), on one line or several. A key whose value is anything else (a nested
-    mapping or list, an anchor, an alias, a tag, a flow collection) or null is None. The
-    first occurrence of a key wins. None for the whole file when it is not such a mapping,
-    or was caught half written (it does not end with a newline). Never evaluates anything,
-    never raises on any input; bounded by the input's size."""
-    keep = frozenset(wanted)
-    source = raw.decode("utf-8", "replace").removeprefix("\ufeff")
-    if not source.endswith("\n"):
-        return None
-    lines = [line.removesuffix("\r") for line in source.split("\n")[:-1]]
-    if len(lines) > MAX_YAML_LINES:
-        return None
-    found: dict[str, str | None] = {}
-    index = 0
-    started = False
-    try:
-        while index < len(lines):
-            line = lines[index]
-            if not line.strip() or line.lstrip().startswith("#"):
-                index += 1
-                continue
-            if line.rstrip() == "---":
-                if started:
-                    break  # a second document: not ours to read
-                started = True
-                index += 1
-                continue
-            if line.rstrip() == "...":
-                break
-            match = _KEY_LINE.match(line)
-            if match is None:
-                return None  # a line at the top that is no key: not a flat mapping
-            started = True
-            key, rest = match.group(1), (match.group(2) or "")
-            value, index = _scalar(lines, index, rest.rstrip(" \t"))
-            if key in keep and key not in found:
-                found[key] = value
-    except _Malformed:
-        return None
-    return found
-
-
-def _scalar(lines: list[str], index: int, rest: str) -> tuple[str | None, int]:
-    """The value starting on line ``index`` after its key, and the next line to read."""
-    if not rest or rest.startswith("#"):
-        return None, _indented_end(lines, index + 1)  # null, or a nested block: skipped
-    first = rest[0]
-    if first in ("'", '"'):
-        return _quoted(lines, index, rest)
-    if first in "|>":
-        if not _BLOCK_HEADER.match(rest):
-            raise _Malformed
-        end = _indented_end(lines, index + 1)
-        body = [line.strip() for line in lines[index + 1 : end]]
-        joined = ("\n" if first == "|" else " ").join(body).strip()
-        return joined or None, end
-    if first in "&*!%@`[{":
-        return None, _indented_end(lines, index + 1)  # anchors, aliases, tags, flows
-    end = _indented_end(lines, index + 1)
-    value = _strip_comment(rest)
-    parts = [value, *(line.strip() for line in lines[index + 1 : end] if line.strip())]
-    joined = " ".join(parts).strip()
-    return (None if joined in _NULLS else joined), end
-
-
-def _indented_end(lines: list[str], index: int) -> int:
-    """The first line from ``index`` that starts at the left margin (blank lines do not
-    count): a value's continuation lines are indented."""
-    end = index
-    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
-        end += 1
-    while end > index and not lines[end - 1].strip():
-        end -= 1  # trailing blank lines belong to nothing
-    return end
-
-
-def _strip_comment(value: str) -> str:
-    for marker in (" #", "\t#"):
-        cut = value.find(marker)
-        if cut >= 0:
-            value = value[:cut]
-    return value.rstrip()
-
-
-def _quoted(lines: list[str], index: int, rest: str) -> tuple[str | None, int]:
-    quote = rest[0]
-    chunks: list[str] = []
-    current = rest[1:]
-    row = index
-    while True:
-        end = _closing(current, quote)
-        if end >= 0:
-            chunks.append(current[:end])
-            after = current[end + 1 :].strip()
-            if after and not after.startswith("#"):
-                raise _Malformed
-            break
-        chunks.append(current)
-        row += 1
-        if row >= len(lines):
-            raise _Malformed  # never closed
-        current = lines[row]
-    folded = _fold(chunks, double=quote == '"')
-    value = folded.replace("''", "'") if quote == "'" else _unescape(folded)
-    return value, row + 1
-
-
-def _closing(line: str, quote: str) -> int:
-    """Where the closing quote is on this line, or -1."""
-    position = 0
-    while position < len(line):
-        ch = line[position]
-        if quote == '"' and ch == "\\":
-            position += 2
-            continue
-        if ch == quote:
-            if quote == "'" and line[position + 1 : position + 2] == "'":
-                position += 2  # '' is a quote inside single quotes
-                continue
-            return position
-        position += 1
-    return -1
-
-
-def _fold(chunks: list[str], double: bool) -> str:
-    """The lines of a quoted scalar as one: a line break is a space (or nothing after an
-    escaping backslash in double quotes)."""
-    out = chunks[0]
-    for chunk in chunks[1:]:
-        trailing = len(out) - len(out.rstrip("\\"))
-        if double and trailing % 2 == 1:
-            out = out[:-1] + chunk.lstrip(" \t")
-        else:
-            out = out.rstrip(" \t") + " " + chunk.lstrip(" \t")
-    return out
-
-
-def _unescape(value: str) -> str | None:
-    """YAML's double-quoted escapes decoded, or None for an escape YAML does not have."""
-    out: list[str] = []
-    position = 0
-    while position < len(value):
-        ch = value[position]
-        if ch != "\\":
-            out.append(ch)
-            position += 1
-            continue
-        code = value[position + 1 : position + 2]
-        if code in _ESCAPES:
-            out.append(_ESCAPES[code])
-            position += 2
-            continue
-        width = _HEX_WIDTH.get(code)
-        digits = value[position + 2 : position + 2 + width] if width else ""
-        if width is None or len(digits) != width or not set(digits) <= _HEX:
-            return None
-        number = int(digits, 16)
-        if number > 0x10FFFF:
-            return None
-        out.append(chr(number))
-        position += 2 + width
-    joined = "".join(out)
-    try:  # a pair of \u escapes naming the halves of one character
-        return joined.encode("utf-16", "surrogatepass").decode("utf-16")
-    except UnicodeError:
-        return joined  # a lone half stays; clean_text drops it
 
 
 SPEC = ReaderSpec(

@@ -50,9 +50,6 @@ process is then a session of its own) and is counted in ``stats.garbage``. Messa
 are JSON, or zstd-compressed in a later commit (``internal/message/parts_codec.go`` at
 ``6cbef92df592c255e4649934b14c81ddc83768da``): then the finish reason is unknown and a
 finished step counts as idle.
-
-``owner_of``, ``lstat_signature``, ``trusted_dir`` and ``flag_value`` are shared with the
-goose, Kiro and cursor-agent readers (agents that record no process for a conversation).
 """
 
 from __future__ import annotations
@@ -60,31 +57,32 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.sources.attribution import flag_value, subcommand
+from quintd.sources.changes import lstat_signature
 from quintd.sources.files import (
-    ReadStats,
-    depth_ok,
     identifier,
+    parse_json,
     path_text,
     read_json_file,
     text,
+    trusted_dir,
 )
 from quintd.sources.spec import ReaderContext, ReaderSpec
-from quintd.sources.sqlite_files import (
-    UnreadableDatabase,
-    columns,
-    pick,
-    quote_name,
-    read_database,
+from quintd.sources.sqlite_files import columns, pick, quote_name
+from quintd.sources.sqlite_sessions import (
+    Database,
+    MissingColumns,
+    Session,
+    SessionDatabases,
+    column,
 )
+from quintd.sources.times import START_SLACK_S, parse_time
 
-SLACK_S = 2.0  # the database stamps whole seconds; process start times are finer
-RETRY_S = 5.0  # a process whose data directory is not found yet is looked at again after
 MAX_SESSIONS = 256  # sessions read per database per pass (the newest)
 MAX_PARTS_CHARS = 256 * 1024  # a message's parts longer than this are not parsed
 MAX_WALK = 32  # directories walked up looking for .crush
@@ -92,10 +90,6 @@ MAX_WALK = 32  # directories walked up looking for .crush
 PLACEHOLDER_TITLES = frozenset({"New Session", "Untitled Session", "New Agent Session"})
 BUSY_REASONS = frozenset({"tool_use"})
 _FLAGS_WITH_VALUE = frozenset({"-c", "--cwd", "-D", "--data-dir", "-s", "--session", "--host"})
-
-
-class _MissingColumns(Exception):
-    """The database has not the columns this reader needs (another Crush version)."""
 
 
 @dataclass(frozen=True)
@@ -110,16 +104,11 @@ class _Message:
 
 
 @dataclass
-class _Session:
-    native_id: str
-    parent: str | None
-    title: str | None
-    created: float
-    updated: float
+class _Session(Session):
+    title: str | None = None
     last: _Message | None = None  # the newest message
     assistant: _Message | None = None  # the newest assistant message
     result_seen: bool = False  # a sub-agent whose tool result is in its parent
-    last_write: float | None = None
 
     def messages(self) -> tuple[object, ...]:
         last, asst = self.last, self.assistant
@@ -155,89 +144,27 @@ class _Session:
         return "idle"
 
 
-@dataclass
-class _Database:
-    data_dir: Path
-    signature: tuple[object, ...] | None = None
-    sessions: dict[str, _Session] = field(default_factory=dict)
-    owner: int | None = None
-    server_pid: int | None = None  # crush.lock's pid (client/server mode)
-    read_once: bool = False
-
-
-@dataclass
-class _Where:
-    """Where a process keeps its state: found once, looked for again while missing."""
-
-    argv: list[str]
-    projects: tuple[Path, Path] | None  # (root, projects.json) for this process
-    data_dir: Path | None = None
-    looked_at: float = -1e18
-    projects_seen: tuple[object, ...] | None = None
-
-
-class CrushState:
+class CrushState(SessionDatabases[_Session]):
     platform = "crush"
+    session_flags = ("-s", "--session")
+    marker = "projects.json"  # and the databases are in the projects, outside the root
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
-        self._where: dict[tuple[int, int], _Where] = {}
+        super().__init__(root, context)
         self._projects: dict[Path, tuple[tuple[object, ...] | None, dict[str, list[Path]]]] = {}
-        self._dbs: dict[Path, _Database] = {}
-        self._current: dict[tuple[int, int], tuple[Path, str, float]] = {}
+        self._projects_seen: dict[tuple[int, int], object] = {}
+        self._servers: dict[Path, int | None] = {}  # crush.lock's pid (client/server mode)
 
-    # -- the AgentState protocol ----------------------------------------------------------
-
-    def watch_dirs(self) -> list[Path]:
-        """None: projects.json and the databases (in the projects, outside the root) are
-        checked by one ``lstat`` each per pass instead."""
-        return []
-
-    def changed(self, path: Path) -> None:
-        """Nothing to mark: projects.json and the databases are checked by a stat."""
-
-    def poll(self) -> None:
-        """Nothing to do: every pass stats what it reads."""
-
-    def has_registry_dir(self) -> bool:
-        return (self.root / "projects.json").is_file()
-
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        horizon = min((p.start_time for p in processes), default=0.0) - SLACK_S
-        groups: dict[Path, list[AgentProcess]] = {}
-        live = set()
-        for proc in processes:
-            live.add(proc.key)
-            data_dir = self._data_dir(proc)
-            if data_dir is not None:
-                groups.setdefault(data_dir, []).append(proc)
-        self._where = {k: w for k, w in self._where.items() if k in live}
-        self._dbs = {d: db for d, db in self._dbs.items() if d in groups}
-        self._current = {}
-        for data_dir, members in groups.items():
-            db = self._dbs.setdefault(data_dir, _Database(data_dir))
-            self._refresh(db, horizon)
-            self._assign(db, members)
-
-    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
-        found = self._current.get(proc.key)
-        if found is None:
-            return None
-        data_dir, native_id, since = found
-        db = self._dbs.get(data_dir)
-        session = db.sessions.get(native_id) if db is not None else None
-        if db is None or session is None:
-            return None
+    def conversation_facts(
+        self, proc: AgentProcess, db: Database[_Session], session: _Session, since: float
+    ) -> ConversationFacts:
         subagents = tuple(
-            self._subagent(db, child, since)
+            self._subagent(child, since)
             for child in db.sessions.values()
-            if child.parent == native_id
+            if child.parent == session.native_id
         )
         return ConversationFacts(
-            native_id=native_id,
+            native_id=session.native_id,
             status=session.status(since),
             name=session.title,
             model=_model(session),
@@ -248,28 +175,27 @@ class CrushState:
 
     # -- where a process keeps its state ----------------------------------------------------
 
-    def _data_dir(self, proc: AgentProcess) -> Path | None:
-        where = self._where.get(proc.key)
-        now = self._clock()
-        if where is None:
-            argv = self._processes.argv(proc.pid)
-            where = self._where[proc.key] = _Where(argv, self._projects_file(proc))
-        if where.data_dir is not None and lstat_signature(where.data_dir / "crush.db") is not None:
-            return where.data_dir
-        seen, projects = self._projects_map(where.projects)
-        if now - where.looked_at < RETRY_S and seen == where.projects_seen:
-            return where.data_dir
-        where.looked_at, where.projects_seen = now, seen
-        where.data_dir = self._find_data_dir(proc, where.argv, projects)
-        return where.data_dir
+    def find(self, proc: AgentProcess, argv: list[str]) -> tuple[Path, Path] | None:
+        seen, projects = self._projects_map(self._projects_file(proc))
+        self._projects_seen[proc.key] = seen
+        data_dir = self._find_data_dir(proc, argv, projects)
+        return (data_dir, data_dir / "crush.db") if data_dir is not None else None
+
+    def settled(self, location: tuple[Path, Path] | None) -> bool:
+        return location is not None and lstat_signature(location[1]) is not None
+
+    def look_again(self, proc: AgentProcess) -> bool:
+        """projects.json changed since the process's data directory was looked for."""
+        seen, _ = self._projects_map(self._projects_file(proc))
+        return seen != self._projects_seen.get(proc.key)
 
     def _projects_file(self, proc: AgentProcess) -> tuple[Path, Path] | None:
         """projects.json of this process: in the global data directory its environment
         names (the manager's root covers ``CRUSH_GLOBAL_DATA`` and the default)."""
-        env = self._processes.environ(proc.pid) or {}
+        env = self.now.view.environ(proc.pid) or {}
         if not env.get("CRUSH_GLOBAL_DATA") and env.get("XDG_DATA_HOME"):
             base = Path(env["XDG_DATA_HOME"]) / "crush"
-            uid = self._processes.uid(proc.pid)
+            uid = self.now.view.uid(proc.pid)
             if base.is_absolute() and uid is not None and trusted_dir(base, uid):
                 return base, base / "projects.json"
             return None
@@ -302,7 +228,7 @@ class CrushState:
     def _find_data_dir(
         self, proc: AgentProcess, argv: list[str], projects: dict[str, list[Path]]
     ) -> Path | None:
-        uid = self._processes.uid(proc.pid)
+        uid = self.now.view.uid(proc.pid)
         if uid is None or not proc.cwd:
             return None
         cwd = Path(proc.cwd)
@@ -327,76 +253,37 @@ class CrushState:
 
     # -- reading the database ---------------------------------------------------------------
 
-    def _refresh(self, db: _Database, horizon: float) -> None:
-        path = db.data_dir / "crush.db"
-        signature = (lstat_signature(path), lstat_signature(Path(str(path) + "-wal")))
-        if signature == db.signature:
-            return
-        if signature[0] is None:  # no database (yet): nothing to read until it appears
-            db.signature, db.sessions = signature, {}
-            return
-        try:
-            rows, owner = read_database(
-                db.data_dir, path, lambda conn: _query(conn, horizon, db.sessions), self.stats
-            )
-        except UnreadableDatabase:
-            return  # locked, half there, replaced: the next change tries again
-        except _MissingColumns:
-            self.stats.garbage += 1
-            db.signature, db.sessions = signature, {}
-            return
-        db.signature, db.owner = signature, owner
-        before = db.sessions
-        db.sessions = {}
-        for session in rows:
-            old = before.get(session.native_id)
-            if old is not None:
-                session.last_write = old.last_write
-                session.result_seen = session.result_seen or old.result_seen
-                if old.signature() != session.signature() and not _renamed_only(old, session):
-                    session.last_write = self._clock()
-            elif db.read_once:
-                session.last_write = self._clock()  # new since the first read: work
-            db.sessions[session.native_id] = session
-        db.read_once = True
-        lock = read_json_file(db.data_dir / "crush.lock", db.data_dir, self.stats)
+    def query(
+        self, conn: sqlite3.Connection, db: Database[_Session], horizon: float
+    ) -> list[_Session]:
+        return _query(conn, horizon, db.sessions)
+
+    def worked(self, old: _Session, new: _Session) -> bool:
+        # A rename (the title changed, and its trigger bumped ``updated_at``) is no work.
+        return old.signature() != new.signature() and not (
+            old.title != new.title and old.messages() == new.messages()
+        )
+
+    def after_read(self, db: Database[_Session]) -> None:
+        lock = read_json_file(db.root / "crush.lock", db.root, self.stats)
         pid = lock.data.get("pid") if lock is not None else None
-        db.server_pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        self._servers[db.path] = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
     # -- which process runs which session ---------------------------------------------------
 
-    def _assign(self, db: _Database, members: list[AgentProcess]) -> None:
-        clients = [p for p in members if not self._is_server(p, db)]
-        if not clients:
-            return
-        claims: dict[tuple[int, int], list[_Session]] = {}
-        pinned: dict[str, AgentProcess] = {}
-        for proc in clients:
-            chosen = flag_value(self._argv(proc), ("-s", "--session"))
-            if chosen and chosen in db.sessions:
-                pinned[chosen] = proc
-        for session in db.sessions.values():
-            if session.parent is not None or "$$" in session.native_id:
-                continue
-            owner = pinned.get(session.native_id) or owner_of(
-                session.created, session.updated, clients
-            )
-            if owner is not None:
-                claims.setdefault(owner.key, []).append(session)
-        for proc in clients:
-            mine = claims.get(proc.key)
-            if mine:
-                current = max(mine, key=lambda s: (s.updated, s.created, s.native_id))
-                self._current[proc.key] = (db.data_dir, current.native_id, proc.start_time)
+    def candidates(self, db: Database[_Session], members: list[AgentProcess]) -> list[AgentProcess]:
+        """A ``crush server`` runs turns for its clients and owns no conversation."""
+        server = self._servers.get(db.path)
+        return [
+            p
+            for p in members
+            if p.pid != server and subcommand(self.argv(p), _FLAGS_WITH_VALUE) != "server"
+        ]
 
-    def _is_server(self, proc: AgentProcess, db: _Database) -> bool:
-        return proc.pid == db.server_pid or _subcommand(self._argv(proc)) == "server"
+    def top_level(self, session: _Session) -> bool:
+        return session.parent is None and "$$" not in session.native_id
 
-    def _argv(self, proc: AgentProcess) -> list[str]:
-        where = self._where.get(proc.key)
-        return where.argv if where is not None else []
-
-    def _subagent(self, db: _Database, child: _Session, since: float) -> SubagentFacts:
+    def _subagent(self, child: _Session, since: float) -> SubagentFacts:
         status = child.status(since)
         finished = (
             child.assistant is not None
@@ -414,25 +301,9 @@ class CrushState:
         )
 
 
-def owner_of(created: float, updated: float, procs: list[AgentProcess]) -> AgentProcess | None:
-    """The process that ran a conversation (created, last touched: epoch seconds): of the
-    processes running when it was last touched, the last started before it was created;
-    for one created before all of them (resumed), the last started. Shared by the readers
-    of agents that record no process for their conversations."""
-    alive = [p for p in procs if p.start_time - SLACK_S <= updated]
-    if not alive:
-        return None
-    before = [p for p in alive if p.start_time - SLACK_S <= created]
-    return max(before or alive, key=lambda p: (p.start_time, p.pid))
-
-
 def _fresh(moment: float | None, since: float) -> bool:
     """Written by the running process (not left by an earlier one); unknown: assumed so."""
-    return moment is None or moment >= since - SLACK_S
-
-
-def _column(name: str | None) -> str:
-    return quote_name(name) if name else "NULL"
+    return moment is None or moment >= since - START_SLACK_S
 
 
 def _model(session: _Session) -> str | None:
@@ -447,11 +318,11 @@ def _query(conn: sqlite3.Connection, horizon: float, known: dict[str, _Session])
     mcols = columns(conn, "messages")
     updated = pick(scols, "updated_at", "created_at")
     if "id" not in scols or updated is None or not {"session_id", "role"} <= mcols:
-        raise _MissingColumns
+        raise MissingColumns
     created = pick(scols, "created_at", "updated_at") or updated
     parent = pick(scols, "parent_session_id")
     title = pick(scols, "title", "name")
-    select = ", ".join(_column(c) for c in ("id", parent, title, created, updated))
+    select = ", ".join(column(c) for c in ("id", parent, title, created, updated))
     rows = conn.execute(
         f"SELECT {select} FROM sessions WHERE {quote_name(updated)} >= ? "
         f"ORDER BY {quote_name(updated)} DESC LIMIT {MAX_SESSIONS}",
@@ -469,7 +340,9 @@ def _query(conn: sqlite3.Connection, horizon: float, known: dict[str, _Session])
     by_id = {s.native_id: s for s in sessions}
     for session in sessions:
         old = known.get(session.native_id)
-        if session.parent in by_id and not (old is not None and old.result_seen):
+        if old is not None and old.result_seen:
+            session.result_seen = True  # seen once: never asked again
+        elif session.parent in by_id:
             session.result_seen = _result_seen(conn, mcols, session)
     return sessions
 
@@ -477,7 +350,7 @@ def _query(conn: sqlite3.Connection, horizon: float, known: dict[str, _Session])
 def _session(row: Sequence[object], horizon: float) -> _Session | None:
     native_id, parent, title, created, updated = row
     ident = identifier(native_id)
-    updated_s, created_s = _seconds(updated), _seconds(created)
+    updated_s, created_s = parse_time(updated), parse_time(created)
     if ident is None or updated_s is None:
         return None
     if updated_s < horizon:
@@ -501,9 +374,9 @@ def _message_select(mcols: set[str]) -> str:
     fields = [
         "rowid",
         "role",
-        _column(pick(mcols, "updated_at", "created_at")),
-        _column(pick(mcols, "finished_at")),
-        _column(pick(mcols, "model")),
+        column(pick(mcols, "updated_at", "created_at")),
+        column(pick(mcols, "finished_at")),
+        column(pick(mcols, "model")),
         parts,
     ]
     return ", ".join(fields)
@@ -525,17 +398,12 @@ def _newest(
     return _Message(
         rowid=rowid,
         role=kind if isinstance(kind, str) else "",
-        updated=_seconds(updated),
-        finished=_seconds(finished),
+        updated=parse_time(updated),
+        finished=parse_time(finished),
         model=text(model),
         reason=_finish_reason(parts),
         finish_known='"finished_at"' in select,
     )
-
-
-def _renamed_only(old: _Session, new: _Session) -> bool:
-    """A rename (the title changed, and its trigger bumped ``updated_at``) is no work."""
-    return old.title != new.title and old.messages() == new.messages()
 
 
 def _result_seen(conn: sqlite3.Connection, mcols: set[str], child: _Session) -> bool:
@@ -557,82 +425,11 @@ def _result_seen(conn: sqlite3.Connection, mcols: set[str], child: _Session) -> 
 def _finish_reason(parts: object) -> str | None:
     """The reason of the ``finish`` part of a message's parts (JSON ``[{"type", "data"}]``);
     None when there is none or the parts cannot be read (zstd-compressed, garbage)."""
-    if isinstance(parts, bytes):
-        try:
-            parts = parts.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if not isinstance(parts, str) or not parts.startswith("["):
-        return None
-    raw = parts.encode("utf-8", "replace")
-    if not depth_ok(raw):
-        return None
-    try:
-        items = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
+    items = parse_json(parts)
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("type") == "finish":
             data = item.get("data")
             return text(data.get("reason"), 64) if isinstance(data, dict) else None
-    return None
-
-
-# -- small helpers ---------------------------------------------------------------------------
-
-
-def _seconds(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
-            value = int(value)
-        else:
-            return None
-    seconds = float(value) / (1000 if value > 1e11 else 1)
-    return seconds if 0 < seconds < 1e10 else None
-
-
-def lstat_signature(path: Path) -> tuple[object, ...] | None:
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def trusted_dir(path: Path, uid: int) -> bool:
-    """A real directory (not a link) owned by the process's user."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid
-
-
-def flag_value(argv: list[str], names: tuple[str, ...]) -> str | None:
-    """The value of a command-line flag (``-s x``, ``--session x``, ``--session=x``)."""
-    for i, arg in enumerate(argv[1:], 1):
-        for name in names:
-            if arg == name and i + 1 < len(argv):
-                return path_text(argv[i + 1])
-            if arg.startswith(name + "=") and name.startswith("--"):
-                return path_text(arg[len(name) + 1 :])
-    return None
-
-
-def _subcommand(argv: list[str]) -> str | None:
-    """The first word of a command line that is neither a flag, a flag's value nor the
-    script a ``node`` wrapper runs."""
-    skip = False
-    for arg in argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if arg in _FLAGS_WITH_VALUE:
-            skip = True
-            continue
-        if arg.startswith("-") or arg.endswith((".js", ".cjs", ".mjs")):
-            continue
-        return arg
     return None
 
 

@@ -46,32 +46,31 @@ open files are asked of a process only when a chat appeared or none is bound yet
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 import sqlite3
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status
-from quintd.sources.conversation_files import epoch, lmtime
-from quintd.sources.crush import RETRY_S, SLACK_S, flag_value, owner_of
+from quintd.sources.attribution import Pass, flag_value, latest, owner_of
+from quintd.sources.changes import listing, lmtime
+from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import (
     JsonlTail,
-    ReadStats,
-    depth_ok,
     identifier,
+    parse_json,
     parse_object,
     path_text,
     read_json_file,
     text,
 )
-from quintd.sources.processes import descendants
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import UnreadableDatabase, columns, read_database
+from quintd.sources.sqlite_sessions import RETRY_S
+from quintd.sources.times import START_SLACK_S, parse_time
 
-CLOCK_SLACK_S = 10.0
 MAX_META_CHARS = 512 * 1024
 MAX_CHATS_PER_DIR = 512
 # The name a chat has until one is generated (agentprotocol writes it for an untitled one).
@@ -103,21 +102,16 @@ class _Chat:
     signature: tuple[float, ...] = ()
     store_read_at: float = -1e18  # monotonic
     store_pending: bool = False  # changed since the last read, read when due
-    transcript: JsonlTail | None = None
+    transcript: Transcript | None = None
     transcript_at: float = 0.0
     status: Status | None = None
-    last_write: float | None = None
-    read_once: bool = False
 
 
-class CursorAgentState:
+class CursorAgentState(Reader):
     platform = "cursor-agent"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
+        super().__init__(root, context)
         self._chats: dict[str, _Chat] = {}
         self._dirty: set[str] = set()  # chats whose files changed
         self._dirty_transcripts: set[str] = set()
@@ -162,24 +156,24 @@ class CursorAgentState:
     def has_registry_dir(self) -> bool:
         return (self.root / "chats").is_dir()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
+    def begin(self, now: Pass) -> None:
+        horizon, processes = now.horizon, now.processes
         live = {p.key for p in processes}
         for table in (self._held, self._asked, self._argv, self._bucket):
             for key in [k for k in table if k not in live]:
                 del table[key]
         for proc in processes:
             if proc.key not in self._argv:
-                self._argv[proc.key] = self._processes.argv(proc.pid)
+                self._argv[proc.key] = now.view.argv(proc.pid)
                 cwd = proc.cwd
                 self._bucket[proc.key] = self.root / "chats" / cwd_hash(cwd) if cwd else None
         self._listed &= set(self._bucket.values())  # forget directories nobody runs in
         for bucket in set(self._bucket.values()):
             if bucket is not None:
                 self._list(bucket, horizon)
-        self._ask_open_files(processes)
+        self._ask_open_files(now)
         self._read_changes(horizon)
-        self._bind(processes)
+        self._bind(list(processes))
 
     def facts(self, proc: AgentProcess) -> ConversationFacts | None:
         found = self._current.get(proc.key)
@@ -187,14 +181,14 @@ class CursorAgentState:
         if found is None or chat is None:
             return None
         status = chat.status
-        if status == "busy" and chat.transcript_at < found[1] - SLACK_S:
+        if status == "busy" and chat.transcript_at < found[1] - START_SLACK_S:
             status = "idle"  # a turn left open by an earlier process
         return ConversationFacts(
             native_id=chat.native_id,
             status=status,
             name=chat.name,
             model=chat.model,
-            last_write=chat.last_write,
+            last_write=chat.transcript.last_write if chat.transcript else None,
             owner_uid=chat.owner,
         )
 
@@ -205,12 +199,8 @@ class CursorAgentState:
         if directory in self._listed:
             return
         self._listed.add(directory)
-        try:
-            names = os.listdir(directory) if not directory.is_symlink() else []
-        except OSError:
-            return
-        for name in names[:MAX_CHATS_PER_DIR]:
-            if name in self._chats or not _CHAT_ID.match(name):
+        for name, _ in listing(directory, _CHAT_ID, limit=MAX_CHATS_PER_DIR):
+            if name in self._chats:
                 continue
             chat = _Chat(name, directory / name)
             if max(_times(chat)) < horizon:
@@ -278,7 +268,7 @@ class CursorAgentState:
         data = found.data
         chat.owner = found.owner
         chat.cwd = path_text(data.get("cwd")) or chat.cwd
-        chat.created = epoch(data.get("createdAtMs")) or chat.created
+        chat.created = parse_time(data.get("createdAtMs")) or chat.created
         title = text(data.get("title"))
         chat.name = chat.name or (None if title in PLACEHOLDER_NAMES else title)
 
@@ -302,7 +292,7 @@ class CursorAgentState:
         name = text(meta.get("name"))
         chat.name = (None if name in PLACEHOLDER_NAMES else name) or chat.name
         chat.model = _model(meta.get("lastUsedModel")) or chat.model
-        chat.created = chat.created or epoch(meta.get("createdAt"))
+        chat.created = chat.created or parse_time(meta.get("createdAt"))
         chat.cwd = chat.cwd or path_text(meta.get("workspacePath"))
 
     def _read_transcript(self, chat: _Chat) -> None:
@@ -316,66 +306,51 @@ class CursorAgentState:
                 path = base / f"{chat.native_id}.jsonl"
             if lmtime(path) == 0.0:
                 return  # none (yet): the next change event under projects brings it
-            chat.transcript = JsonlTail(path, self.root, stats=self.stats)
-        records, more = chat.transcript.read_new()
-        if more:
+            chat.transcript = Transcript(JsonlTail(path, self.root, stats=self.stats))
+        if chat.transcript.read(self._clock(), partial(_record, chat)):
             self._dirty_transcripts.add(chat.native_id)
-        if records and chat.read_once:
-            chat.last_write = self._clock()
-        chat.read_once = chat.read_once or not more
-        chat.transcript_at = lmtime(chat.transcript.path)
+        chat.transcript_at = lmtime(chat.transcript.tail.path)
         chat.written = max(chat.written, chat.transcript_at)
-        for record in records:
-            if record.get("type") == "turn_ended":
-                chat.status = "idle"
-            elif record.get("role") in ("user", "assistant"):
-                chat.status = "busy"
 
     # -- which process runs which chat ----------------------------------------------------
 
-    def _ask_open_files(self, processes: list[AgentProcess]) -> None:
+    def _ask_open_files(self, now: Pass) -> None:
         """Which chats each process holds: asked of a new process and when a chat
         appeared; when a chat nobody holds was written (a resume), at most every few
         seconds. Never for an idle agent."""
-        now = self._clock()
-        for proc in processes:
+        for proc in now:
             asked = self._asked.get(proc.key)
-            if asked is None or self._appeared or (self._unheld_written and now - asked >= RETRY_S):
-                self._asked[proc.key] = now
-                self._held[proc.key] = self._holding(proc)
+            due = self._unheld_written and asked is not None and now.now - asked >= RETRY_S
+            if asked is None or self._appeared or due:
+                self._asked[proc.key] = now.now
+                self._held[proc.key] = {
+                    native_id
+                    for files in now.holding(proc).values()
+                    for path in files
+                    if (native_id := self._held_chat(path)) is not None
+                }
         self._appeared = self._unheld_written = False
 
     def _bind(self, processes: list[AgentProcess]) -> None:
-        self._current = {}
-        claimed: set[str] = set()
-        for proc in processes:
-            mine = [self._chats[c] for c in self._held.get(proc.key, ()) if c in self._chats]
-            if mine:
-                current = max(mine, key=lambda c: (c.written, c.created or 0.0, c.native_id))
-                self._current[proc.key] = (current.native_id, proc.start_time)
-            claimed.update(c.native_id for c in mine)
-        self._fallback([p for p in processes if p.key not in self._current], claimed)
+        held = [(proc, self._chats[c]) for proc in processes for c in self._held.get(proc.key, ())]
+        held = [(proc, chat) for proc, chat in held if chat.native_id in self._chats]
+        self._current = latest(held, _order)
+        claimed = {chat.native_id for _, chat in held}
+        rest = [p for p in processes if p.key not in self._current]
+        self._current.update(latest(self._fallback(rest, claimed), _order))
 
-    def _holding(self, proc: AgentProcess) -> set[str]:
-        """The chats whose store.db the process, or one of its descendants, holds open."""
-        held: set[str] = set()
-        for pid in (proc.pid, *descendants(self._processes, proc.pid)):
-            for path in self._processes.open_files(pid):
-                native_id = self._held_chat(path)
-                if native_id is not None:
-                    held.add(native_id)
-        return held
-
-    def _fallback(self, processes: list[AgentProcess], claimed: set[str]) -> None:
+    def _fallback(
+        self, processes: list[AgentProcess], claimed: set[str]
+    ) -> list[tuple[AgentProcess, _Chat]]:
         """Processes holding no chat: ``--resume <id>``, else the chats of their cwd's
         directory begun or written while they ran."""
-        claims: dict[tuple[int, int], list[_Chat]] = {}
+        claims: list[tuple[AgentProcess, _Chat]] = []
         for proc in processes:
             resumed = flag_value(self._argv.get(proc.key, []), ("--resume",))
             if resumed in self._chats and resumed not in claimed:
                 chat = self._chats[resumed]
-                if chat.written >= proc.start_time - SLACK_S:
-                    claims.setdefault(proc.key, []).append(chat)
+                if chat.written >= proc.start_time - START_SLACK_S:
+                    claims.append((proc, chat))
                     claimed.add(resumed)
         for chat in self._chats.values():
             if chat.native_id in claimed or chat.directory.parent.name == "acp-sessions":
@@ -384,12 +359,19 @@ class CursorAgentState:
             created = chat.created or chat.written
             owner = owner_of(created, chat.written, here)
             if owner is not None:
-                claims.setdefault(owner.key, []).append(chat)
-        for proc in processes:
-            mine = claims.get(proc.key)
-            if mine:
-                current = max(mine, key=lambda c: (c.written, c.created or 0.0, c.native_id))
-                self._current[proc.key] = (current.native_id, proc.start_time)
+                claims.append((owner, chat))
+        return claims
+
+
+def _order(chat: _Chat) -> tuple[float, float, str]:
+    return (chat.written, chat.created or 0.0, chat.native_id)
+
+
+def _record(chat: _Chat, record: dict[str, Any]) -> None:
+    if record.get("type") == "turn_ended":
+        chat.status = "idle"
+    elif record.get("role") in ("user", "assistant"):
+        chat.status = "busy"
 
 
 def _times(chat: _Chat) -> tuple[float, ...]:
@@ -433,11 +415,8 @@ def _model(value: object) -> str | None:
             if found:
                 return found
         return None
-    if isinstance(value, str) and value.startswith("{") and depth_ok(value.encode()):
-        try:
-            return _model(json.loads(value))
-        except (ValueError, RecursionError):
-            return None
+    if isinstance(value, str) and value.startswith("{"):
+        return _model(parse_json(value))
     return text(value)
 
 

@@ -204,6 +204,24 @@ def depth_ok(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+def parse_json(value: object, limit: int | None = None) -> Any:
+    """A JSON value from an untrusted string or UTF-8 bytes (a column, a part of a file),
+    or None: not text, longer than ``limit``, nested too deep, not JSON."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(value, str) or (limit is not None and len(value) > limit):
+        return None
+    if not depth_ok(value.encode("utf-8", "replace")):
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+
+
 def parse_object(raw: bytes) -> dict[str, Any] | None:
     """A JSON object from untrusted bytes, or None (not JSON, not an object, too deep)."""
     if not depth_ok(raw):
@@ -243,20 +261,46 @@ class JsonFile:
     owner: int  # the uid owning the file
 
 
-def read_json_file(path: Path, root: Path, stats: ReadStats) -> JsonFile | None:
-    """A small JSON object file, or None (absent, refused, too large or garbage)."""
+@dataclass(frozen=True)
+class WholeFile:
+    raw: bytes | None  # None: larger than it may be (refused, counted)
+    info: os.stat_result
+    signature: tuple[int, int, int]  # (inode, size, modification time in ns)
+
+
+def read_whole(
+    path: Path,
+    root: Path,
+    stats: ReadStats,
+    limit: int = MAX_JSON_FILE_BYTES,
+    unless: tuple[int, int, int] | None = None,
+) -> WholeFile | None:
+    """A small file read whole, safely (:func:`open_counted`); None when absent, refused,
+    or (``unless``) its signature is still that one. A file over ``limit`` is not read:
+    its ``raw`` is None, counted as refused and complained of once."""
     opened = open_counted(root, path, stats)
     if opened is None:
         return None
     fd, info = opened
     try:
-        if info.st_size > MAX_JSON_FILE_BYTES:
+        signature = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if signature == unless:
+            return None
+        if info.st_size > limit:
             stats.refused += 1
             COMPLAINTS.warn(path, info, "a file too large to be what it should")
-            return None
-        raw = os.read(fd, MAX_JSON_FILE_BYTES + 1)
+            return WholeFile(None, info, signature)
+        return WholeFile(read_all(fd, limit), info, signature)
     finally:
         os.close(fd)
+
+
+def read_json_file(path: Path, root: Path, stats: ReadStats) -> JsonFile | None:
+    """A small JSON object file, or None (absent, refused, too large or garbage)."""
+    whole = read_whole(path, root, stats)
+    if whole is None or whole.raw is None:
+        return None
+    raw, info = whole.raw, whole.info
     data = parse_object(raw)
     if data is None:
         if raw.strip():  # an empty file is a rewrite caught half way, not garbage
@@ -360,3 +404,49 @@ def identifier(value: Any, limit: int = 128) -> str | None:
 
 
 _IDENT = re.compile(r"[A-Za-z0-9_.:$-]+")
+
+
+def trusted_dir(path: Path, uid: int, *, absent: bool = False) -> bool:
+    """Whether ``path`` is a real directory (not a link) owned by ``uid``: another user's
+    files are never read in a process's name. ``absent``: the answer for a directory that
+    does not exist yet (True where the agent will create it as its user and it is checked
+    again once it is there); a directory that cannot be looked at (inside a home we may
+    not enter) is never trusted."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return absent
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid
+
+
+def real_dir(path: Path) -> bool:
+    """A directory, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def regular(path: Path) -> os.stat_result | None:
+    """The path's own metadata, if it is a regular file (not a link)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def read_all(fd: int, limit: int) -> bytes:
+    """What ``fd`` reads, up to ``limit`` bytes and one more (so that a file grown past
+    the limit shows it)."""
+    chunks = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, limit + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

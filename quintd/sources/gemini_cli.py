@@ -43,31 +43,25 @@ again at the next change. Seen with 0.38.2: ``tests/fixtures/gemini-legacy``.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, SubagentFacts
-from quintd.sources.conversation_files import (
-    CLOCK_SLACK_S,
-    Conversation,
-    ConversationFiles,
-    RecordSource,
-    epoch,
-)
+from quintd.sources.attribution import Pass
+from quintd.sources.conversation_files import Conversation, ConversationFiles, RecordSource
 from quintd.sources.files import (
     COMPLAINTS,
     READ_BUDGET_BYTES,
     ReadStats,
     identifier,
-    open_counted,
     parse_object,
+    read_whole,
     text,
 )
-from quintd.sources.processes import descendants
 from quintd.sources.spec import ReaderSpec
+from quintd.sources.times import CLOCK_SLACK_S, parse_time
 
 _UUID = "????????-????-????-????-????????????"
 _UUID_RE = re.compile(
@@ -89,18 +83,17 @@ class GeminiState(ConversationFiles):
             return LegacyChat(path, self.root, self.stats)
         return super()._source(path)
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
+    def begin(self, now: Pass) -> None:
         """As the base, and: a conversation whose process has gone is over. A process that
         starts soon after (within the clock slack) must not take it over (seen: `gemini
         --list-sessions` run 0.4 s after a conversation ended claimed it), unless the
         conversation is written again (a resume)."""
-        previous, live = dict(self._owner), {p.pid for p in processes}
-        super().prepare(processes)
-        now = self._clock()
+        previous, live = dict(self._owner), {p.pid for p in now}
+        super().begin(now)
         for path, pid in previous.items():
             conv = self._files.get(path)
             if conv is not None and pid not in live and "over_at" not in conv.extra:
-                conv.extra["over_at"] = now
+                conv.extra["over_at"] = now.now
                 self._owner.pop(path, None)
         for path in list(self._owner):
             conv = self._files[path]
@@ -136,8 +129,8 @@ class GeminiState(ConversationFiles):
 
     def _tool_running(self, pid: int) -> bool:
         """Whether a process other than the CLI itself runs under it (a shell tool)."""
-        for child in descendants(self._processes, pid, depth=4, limit=32):
-            argv = self._processes.argv(child)
+        for child in self.now.tree(pid, depth=4):
+            argv = self.now.view.argv(child)
             if argv and not any("gemini" in arg for arg in argv[:4]):
                 return True
         return False
@@ -155,7 +148,7 @@ class GeminiState(ConversationFiles):
                 return  # not a header: a file must begin with one
             conv.native_id = identifier(record.get("sessionId"))
             conv.project_hash = identifier(record.get("projectHash"))
-            conv.started = epoch(record.get("startTime"))
+            conv.started = parse_time(record.get("startTime"))
             conv.status = "idle"  # waiting for its first prompt
             conv.extra["legacy"] = record.get("$legacy") is True
             if record.get("kind") == "subagent":
@@ -217,23 +210,13 @@ class LegacyChat:
         self._header_sent = False
 
     def read_new(self, budget: int = READ_BUDGET_BYTES) -> tuple[list[dict[str, Any]], bool]:
-        opened = open_counted(self.root, self.path, self.stats)
-        if opened is None:
-            return [], False
-        fd, info = opened
-        try:
-            signature = (info.st_ino, info.st_size, info.st_mtime_ns)
-            if signature == self._signature:
-                return [], False
-            self._signature = signature
-            self.owner = info.st_uid
-            if info.st_size > MAX_LEGACY_CHAT_BYTES:
-                self.stats.refused += 1
-                COMPLAINTS.warn(self.path, info, "a chat too large to read whole")
-                return [], False
-            raw = os.pread(fd, MAX_LEGACY_CHAT_BYTES + 1, 0)
-        finally:
-            os.close(fd)
+        whole = read_whole(self.path, self.root, self.stats, MAX_LEGACY_CHAT_BYTES, self._signature)
+        if whole is None:
+            return [], False  # absent, refused, or unchanged
+        self._signature, self.owner, info = whole.signature, whole.info.st_uid, whole.info
+        if whole.raw is None:
+            return [], False  # too large to read whole (counted)
+        raw = whole.raw
         self.offset += len(raw)
         document = parse_object(raw)
         if document is None:

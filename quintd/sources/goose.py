@@ -50,40 +50,29 @@ without ``messages.session_id`` and ``role``, gives no facts (counted in
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.crush import (
-    RETRY_S,
-    SLACK_S,
-    flag_value,
-    lstat_signature,
-    owner_of,
-    trusted_dir,
-)
-from quintd.sources.files import ReadStats, depth_ok, identifier, path_text, text
+from quintd.sources.files import identifier, parse_json, path_text, text, trusted_dir
 from quintd.sources.spec import ReaderContext, ReaderSpec
-from quintd.sources.sqlite_files import (
-    UnreadableDatabase,
-    columns,
-    pick,
-    quote_name,
-    read_database,
+from quintd.sources.sqlite_files import columns, pick, quote_name
+from quintd.sources.sqlite_sessions import (
+    Database,
+    MissingColumns,
+    Session,
+    SessionDatabases,
+    column,
 )
+from quintd.sources.times import START_SLACK_S, parse_time
 
 MAX_SESSIONS = 256
 MAX_CONTENT_CHARS = 256 * 1024
 PLACEHOLDER_NAMES = frozenset({"CLI Session", "New Chat"})
 SUB_AGENT = "sub_agent"
-
-
-class _MissingColumns(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -98,17 +87,12 @@ class _Last:
 
 
 @dataclass
-class _Session:
-    native_id: str
-    name: str | None
-    kind: str
-    cwd: str | None
-    created: float
-    updated: float
-    model: str | None
-    parent: str | None
+class _Session(Session):
+    name: str | None = None
+    kind: str = "user"
+    cwd: str | None = None
+    model: str | None = None
     last: _Last | None = None
-    last_write: float | None = None
 
     def signature(self) -> tuple[object, ...]:
         last = self.last
@@ -129,7 +113,7 @@ class _Session:
                 return "idle"
         elif last.role != "user":
             return None
-        fresh = last.created is None or last.created >= since - SLACK_S
+        fresh = last.created is None or last.created >= since - START_SLACK_S
         return "busy" if fresh else "idle"
 
     @property
@@ -138,82 +122,22 @@ class _Session:
         return last is not None and last.role == "assistant" and last.tool_request is False
 
 
-@dataclass
-class _Database:
-    root: Path  # the directory it is safely reached from
-    path: Path
-    signature: tuple[object, ...] | None = None
-    sessions: dict[str, _Session] = field(default_factory=dict)
-    parents_recorded: bool = False
-    owner: int | None = None
-    read_once: bool = False
-
-
-@dataclass
-class _Where:
-    argv: list[str]
-    location: tuple[Path, Path] | None  # (the directory it is read from, the database)
-    looked_at: float
-
-
-class GooseState:
+class GooseState(SessionDatabases[_Session]):
     platform = "goose"
+    session_flags = ("--session-id", "--id")
+    marker = "sessions"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
-        self._where: dict[tuple[int, int], _Where] = {}
-        self._dbs: dict[Path, _Database] = {}
-        self._current: dict[tuple[int, int], tuple[Path, str, float]] = {}
-        self._orphans: dict[tuple[int, int], list[str]] = {}
+        super().__init__(root, context)
+        self._parents_recorded: dict[Path, bool] = {}
 
-    # -- the AgentState protocol ----------------------------------------------------------
-
-    def watch_dirs(self) -> list[Path]:
-        """None: the database changes with every message; it is checked by an ``lstat``
-        per pass instead of being watched."""
-        return []
-
-    def changed(self, path: Path) -> None:
-        """Nothing to mark: the database is checked by a stat each pass."""
-
-    def poll(self) -> None:
-        """Nothing to do: every pass stats the database."""
-
-    def has_registry_dir(self) -> bool:
-        return (self.root / "sessions").is_dir()
-
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        horizon = min((p.start_time for p in processes), default=0.0) - SLACK_S
-        live = {p.key for p in processes}
-        self._where = {k: v for k, v in self._where.items() if k in live}
-        groups: dict[Path, list[AgentProcess]] = {}
-        for proc in processes:
-            location = self._location(proc)
-            if location is not None:
-                root, path = location
-                self._dbs.setdefault(path, _Database(root, path))
-                groups.setdefault(path, []).append(proc)
-        self._dbs = {p: db for p, db in self._dbs.items() if p in groups}
-        self._current, self._orphans = {}, {}
-        for path, members in groups.items():
-            db = self._dbs[path]
-            self._refresh(db, horizon)
-            self._assign(db, members)
-
-    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
-        found = self._current.get(proc.key)
-        if found is None:
-            return None
-        path, native_id, since = found
-        db = self._dbs.get(path)
-        session = db.sessions.get(native_id) if db is not None else None
-        if db is None or session is None:
-            return None
+    def conversation_facts(
+        self, proc: AgentProcess, db: Database[_Session], session: _Session, since: float
+    ) -> ConversationFacts:
+        native_id = session.native_id
         children = [s for s in db.sessions.values() if s.parent == native_id]
-        children += [db.sessions[c] for c in self._orphans.get(proc.key, ()) if c in db.sessions]
+        if not self._parents_recorded.get(db.path, True):
+            children += self._orphans(db, proc, session)
         subagents = tuple(
             SubagentFacts(
                 agent_id=child.native_id,
@@ -237,19 +161,9 @@ class GooseState:
 
     # -- where the database is --------------------------------------------------------------
 
-    def _location(self, proc: AgentProcess) -> tuple[Path, Path] | None:
-        known = self._where.get(proc.key)
-        now = self._clock()
-        if known is None:
-            argv = self._processes.argv(proc.pid)
-            known = self._where[proc.key] = _Where(argv, self._find(proc), now)
-        elif known.location is None and now - known.looked_at >= RETRY_S:
-            known.location, known.looked_at = self._find(proc), now
-        return known.location
-
-    def _find(self, proc: AgentProcess) -> tuple[Path, Path] | None:
+    def find(self, proc: AgentProcess, argv: list[str]) -> tuple[Path, Path] | None:
         """(the directory it is read from, the database) for this process's environment."""
-        env = self._processes.environ(proc.pid) or {}
+        env = self.now.view.environ(proc.pid) or {}
         base: Path | None = None
         if env.get("GOOSE_PATH_ROOT") and Path(env["GOOSE_PATH_ROOT"]).is_absolute():
             base = Path(env["GOOSE_PATH_ROOT"]) / "data"
@@ -257,83 +171,43 @@ class GooseState:
             base = Path(env["XDG_DATA_HOME"]) / "goose"
         if base is None or base == self.root:
             return self.root, self.root / "sessions" / "sessions.db"
-        uid = self._processes.uid(proc.pid)
+        uid = self.now.view.uid(proc.pid)
         if uid is None or not trusted_dir(base, uid):
             return None  # another user's directory, or none yet (looked at again later)
         return base, base / "sessions" / "sessions.db"
 
-    # -- reading ------------------------------------------------------------------------------
+    def query(
+        self, conn: sqlite3.Connection, db: Database[_Session], horizon: float
+    ) -> list[_Session]:
+        rows, self._parents_recorded[db.path] = _query(conn, horizon)
+        return rows
 
-    def _refresh(self, db: _Database, horizon: float) -> None:
-        signature = (lstat_signature(db.path), lstat_signature(Path(str(db.path) + "-wal")))
-        if signature == db.signature:
-            return
-        if signature[0] is None:  # no database (yet): nothing to read until it appears
-            db.signature, db.sessions = signature, {}
-            return
-        try:
-            (rows, parents), owner = read_database(
-                db.root, db.path, lambda conn: _query(conn, horizon), self.stats
-            )
-        except UnreadableDatabase:
-            return
-        except _MissingColumns:
-            self.stats.garbage += 1
-            db.signature, db.sessions = signature, {}
-            return
-        db.signature, db.owner, db.parents_recorded = signature, owner, parents
-        before, db.sessions = db.sessions, {}
-        for session in rows:
-            old = before.get(session.native_id)
-            if old is not None:
-                session.last_write = old.last_write
-                if old.signature() != session.signature():
-                    session.last_write = self._clock()
-            elif db.read_once:
-                session.last_write = self._clock()
-            db.sessions[session.native_id] = session
-        db.read_once = True
+    def worked(self, old: _Session, new: _Session) -> bool:
+        return old.signature() != new.signature()
 
-    # -- which process runs which session -----------------------------------------------------
+    def top_level(self, session: _Session) -> bool:
+        return not session.sub_agent
 
-    def _assign(self, db: _Database, members: list[AgentProcess]) -> None:
-        claims: dict[tuple[int, int], list[_Session]] = {}
-        pinned: dict[str, AgentProcess] = {}
-        for proc in members:
-            where = self._where.get(proc.key)
-            chosen = flag_value(where.argv, ("--session-id", "--id")) if where else None
-            if chosen and chosen in db.sessions:
-                pinned[chosen] = proc
-        for session in db.sessions.values():
-            if session.sub_agent:
-                continue
-            owner = pinned.get(session.native_id)
-            if owner is None:
-                here = [p for p in members if p.cwd and p.cwd == session.cwd]
-                owner = owner_of(session.created, session.updated, here)
-            if owner is not None:
-                claims.setdefault(owner.key, []).append(session)
-        for proc in members:
-            mine = claims.get(proc.key)
-            if mine:
-                current = max(mine, key=lambda s: (s.updated, s.created, s.native_id))
-                self._current[proc.key] = (db.path, current.native_id, proc.start_time)
-        if not db.parents_recorded:
-            self._adopt_orphans(db, members)
+    def here(self, session: _Session, procs: list[AgentProcess]) -> list[AgentProcess]:
+        return [p for p in procs if p.cwd and p.cwd == session.cwd]
 
-    def _adopt_orphans(self, db: _Database, members: list[AgentProcess]) -> None:
+    def _database_of(self, proc: AgentProcess) -> Path | None:
+        where = self._where.get(proc.key)
+        return where.location[1] if where is not None and where.location else None
+
+    def _orphans(
+        self, db: Database[_Session], proc: AgentProcess, parent: _Session
+    ) -> list[_Session]:
         """Without ``parent_session_id``: a sub-agent belongs to the conversation of the one
         goose process running in its directory, begun before it."""
-        for child in db.sessions.values():
-            if child.kind != SUB_AGENT:
-                continue
-            here = [p for p in members if p.cwd and p.cwd == child.cwd]
-            if len(here) != 1 or here[0].key not in self._current:
-                continue
-            proc = here[0]
-            parent = db.sessions.get(self._current[proc.key][1])
-            if parent is not None and parent.created - SLACK_S <= child.created:
-                self._orphans.setdefault(proc.key, []).append(child.native_id)
+        members = [p for p in self.now if self._database_of(p) == db.path]
+        return [
+            child
+            for child in db.sessions.values()
+            if child.kind == SUB_AGENT
+            and [p for p in members if p.cwd and p.cwd == child.cwd] == [proc]
+            and parent.created - START_SLACK_S <= child.created
+        ]
 
 
 # -- the queries -----------------------------------------------------------------------------
@@ -349,7 +223,7 @@ def _query(conn: sqlite3.Connection, horizon: float) -> tuple[list[_Session], bo
         or updated is None
         or not {"session_id", "role"} <= mcols
     ):
-        raise _MissingColumns
+        raise MissingColumns
     wanted = (
         "id",
         pick(scols, "name"),
@@ -361,13 +235,13 @@ def _query(conn: sqlite3.Connection, horizon: float) -> tuple[list[_Session], bo
         pick(scols, "model_config_json"),
         pick(scols, "parent_session_id"),
     )
-    select = ", ".join(quote_name(c) if c else "NULL" for c in wanted)
+    select = ", ".join(column(c) for c in wanted)
     since = datetime.fromtimestamp(max(horizon, 0.0), UTC).strftime("%Y-%m-%d %H:%M:%S")
-    column = quote_name(updated)
+    stamp = quote_name(updated)
     rows = conn.execute(
-        f"SELECT {select} FROM sessions WHERE {column} >= ? "
-        f"OR typeof({column}) IN ('integer', 'real') "
-        f"ORDER BY {column} DESC LIMIT {MAX_SESSIONS}",
+        f"SELECT {select} FROM sessions WHERE {stamp} >= ? "
+        f"OR typeof({stamp}) IN ('integer', 'real') "
+        f"ORDER BY {stamp} DESC LIMIT {MAX_SESSIONS}",
         (since,),
     ).fetchall()
     sessions = [s for s in (_session(row, horizon) for row in rows) if s is not None]
@@ -391,7 +265,7 @@ def _query(conn: sqlite3.Connection, horizon: float) -> tuple[list[_Session], bo
         session.last = _Last(
             rowid=row[0],
             role=row[1] if isinstance(row[1], str) else "",
-            created=_when(row[3]),
+            created=parse_time(row[3]),
             tool_request=_tool_request(row[2]),
             count=count[0] if count and isinstance(count[0], int) else 0,
         )
@@ -401,10 +275,10 @@ def _query(conn: sqlite3.Connection, horizon: float) -> tuple[list[_Session], bo
 def _session(row: Sequence[object], horizon: float) -> _Session | None:
     native_id, name, description, kind, cwd, created, updated, model_json, parent = row
     ident = identifier(native_id)
-    updated_s = _when(updated)
+    updated_s = parse_time(updated)
     if ident is None or updated_s is None or updated_s < horizon:
         return None
-    created_s = _when(created)
+    created_s = parse_time(created)
     title = text(name) or text(description)
     return _Session(
         native_id=ident,
@@ -419,49 +293,16 @@ def _session(row: Sequence[object], horizon: float) -> _Session | None:
 
 
 def _model(value: object) -> str | None:
-    if not isinstance(value, str) or len(value) > 64 * 1024 or not depth_ok(value.encode()):
-        return None
-    try:
-        data = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
+    data = parse_json(value, 64 * 1024)
     return text(data.get("model_name")) if isinstance(data, dict) else None
 
 
 def _tool_request(content: object) -> bool | None:
     """Whether a message's content holds a tool request; None if it cannot be read."""
-    if isinstance(content, bytes):
-        try:
-            content = content.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if not isinstance(content, str) or not depth_ok(content.encode("utf-8", "replace")):
-        return None
-    try:
-        items = json.loads(content)
-    except (ValueError, RecursionError):
-        return None
+    items = parse_json(content)
     if not isinstance(items, list):
         return None
     return any(isinstance(i, dict) and i.get("type") == "toolRequest" for i in items)
-
-
-def _when(value: object) -> float | None:
-    """A time as goose stores it: SQLite text (UTC), RFC 3339, or epoch seconds/ms."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        seconds = float(value) / (1000 if value > 1e11 else 1)
-        return seconds if 0 < seconds < 1e10 else None
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 SPEC = ReaderSpec(

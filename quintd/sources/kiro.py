@@ -47,29 +47,30 @@ started) and then read as watchdog reports changes; transcripts are read increme
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.conversation_files import epoch, lmtime
-from quintd.sources.crush import SLACK_S, owner_of
+from quintd.sources.attribution import Pass, latest, owner_of
+from quintd.sources.changes import listing, lmtime
+from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import (
     MAX_JSON_FILE_BYTES,
     JsonlTail,
-    ReadStats,
     open_under,
+    parse_json,
     path_text,
     read_json_file,
     text,
 )
-from quintd.sources.processes import descendants
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.times import START_SLACK_S as SLACK_S
+from quintd.sources.times import parse_time
 
-CLOCK_SLACK_S = 10.0  # files older than the oldest process by more than this are history
 _ID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")
 _SUFFIXES = (".jsonl", ".json", ".lock")
 MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # larger sidecars are refused
@@ -88,9 +89,8 @@ _MODEL_ID = re.compile(rb'"model_id"\s*:\s*("(?:[^"\\]|\\.){1,400}")')
 
 
 @dataclass
-class _Kiro:
-    native_id: str
-    tail: JsonlTail
+class _Kiro(Transcript):
+    native_id: str = ""
     title: str | None = None
     cwd: str | None = None
     created: float | None = None
@@ -102,26 +102,22 @@ class _Kiro:
     answered: bool = False  # the last record is an answer with text only
     written: float = 0.0  # wall time one of its files was last modified
     transcript_at: float = 0.0  # wall time the transcript was last modified
-    last_write: float | None = None
-    read_once: bool = False
     lock_pid: int | None = None
     lock_time: float = 0.0
     had_lock: bool = False
 
 
-class KiroState:
+class KiroState(Reader):
     platform = "kiro"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
+        super().__init__(root, context)
         self._dir = root / "sessions" / "cli"
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
         self._sessions: dict[str, _Kiro] = {}
         self._dirty: dict[str, set[str]] = {}  # id -> suffixes changed
-        self._scanned = False
-        self._tree: dict[tuple[int, int], set[int]] = {}  # agent -> its descendants' pids
+        # Each lock's process, until a lock or the processes change.
+        self._lock_owners: dict[str, AgentProcess | None] = {}
+        self._keys: frozenset[tuple[int, int]] = frozenset()
         self._current: dict[tuple[int, int], tuple[str, float]] = {}
 
     # -- the AgentState protocol ----------------------------------------------------------
@@ -140,22 +136,20 @@ class KiroState:
                 return
 
     def poll(self) -> None:
-        self._scanned = False
+        self.changes.scanned = False
         for native_id in self._sessions:
             self._dirty.setdefault(native_id, set()).update(_SUFFIXES)
 
     def has_registry_dir(self) -> bool:
         return self._dir.is_dir()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        horizon = min((p.start_time for p in processes), default=0.0) - CLOCK_SLACK_S
-        if not self._scanned:
-            self._scanned = True
-            self._scan(horizon)
-        relock = self._read_changes(horizon)
-        live = {p.key for p in processes}
-        self._tree = {k: v for k, v in self._tree.items() if k in live}
-        self._assign(processes, relock)
+    def begin(self, now: Pass) -> None:
+        if not self.changes.scanned:
+            self.changes.scanned = True
+            self._scan(now.horizon)
+        if self._read_changes(now.horizon) or now.keys != self._keys:
+            self._keys, self._lock_owners = now.keys, {}
+        self._assign(now)
 
     def facts(self, proc: AgentProcess) -> ConversationFacts | None:
         found = self._current.get(proc.key)
@@ -190,14 +184,8 @@ class KiroState:
     # -- files ----------------------------------------------------------------------------
 
     def _scan(self, horizon: float) -> None:
-        try:
-            names = os.listdir(self._dir) if not self._dir.is_symlink() else []
-        except OSError:
-            return
-        for name in names:
-            path = self._dir / name
-            if lmtime(path) >= horizon:
-                self.changed(path)
+        for name, _ in listing(self._dir, newer_than=horizon):
+            self.changed(self._dir / name)
 
     def _read_changes(self, horizon: float) -> bool:
         """Read what changed; whether a lock changed (ownership to be looked at again)."""
@@ -213,7 +201,7 @@ class KiroState:
                 if max(lmtime(Path(str(base) + s)) for s in _SUFFIXES) < horizon:
                     continue
                 tail = JsonlTail(Path(str(base) + ".jsonl"), self.root, stats=self.stats)
-                session = self._sessions[native_id] = _Kiro(native_id, tail)
+                session = self._sessions[native_id] = _Kiro(tail, native_id=native_id)
                 suffixes = set(_SUFFIXES)
             if ".json" in suffixes:
                 self._read_sidecar(session)
@@ -251,8 +239,8 @@ class KiroState:
         # so it is no name (the project directory names the session instead).
         session.title = None
         session.cwd = path_text(data.get("cwd")) or session.cwd
-        session.created = epoch(data.get("created_at")) or session.created
-        session.updated = epoch(data.get("updated_at")) or session.updated
+        session.created = parse_time(data.get("created_at")) or session.created
+        session.updated = parse_time(data.get("updated_at")) or session.updated
         parent = data.get("parent_session_id")
         if isinstance(parent, str) and _ID.match(parent):
             session.parent = parent
@@ -280,24 +268,12 @@ class KiroState:
         return data, text(_json_string(models[-1])) if models else None
 
     def _read_transcript(self, session: _Kiro) -> None:
-        records, more = session.tail.read_new()
-        if more:
+        if session.read(self._clock(), partial(_record, session)):
             self._dirty.setdefault(session.native_id, set()).add(".jsonl")
-        if records and session.read_once:
-            session.last_write = self._clock()
-        session.read_once = session.read_once or not more
         session.transcript_at = lmtime(session.tail.path)
         session.written = max(session.written, session.transcript_at)
         if session.owner is None:
             session.owner = session.tail.owner
-        for record in records:
-            kind = record.get("kind")
-            if not isinstance(kind, str):
-                self.stats.garbage += 1
-                continue
-            status, answered = _record_status(kind, record.get("data"))
-            if status is not None:
-                session.status, session.answered = status, answered
 
     def _read_lock(self, session: _Kiro) -> None:
         path = self._dir / f"{session.native_id}.lock"
@@ -319,53 +295,42 @@ class KiroState:
 
     # -- which process runs which session -------------------------------------------------
 
-    def _assign(self, processes: list[AgentProcess], relock: bool) -> None:
-        self._current = {}
-        claims: dict[tuple[int, int], list[_Kiro]] = {}
-        by_pid = {p.pid: p for p in processes}
+    def _assign(self, now: Pass) -> None:
+        claims: list[tuple[AgentProcess, _Kiro]] = []
+        processes = now.processes
         for session in self._sessions.values():
             if session.parent is not None:
                 continue
             owner: AgentProcess | None = None
             if session.lock_pid is not None:
-                owner = self._lock_owner(session, processes, by_pid, relock)
+                # The kiro process, or one of its descendants; a lock older than that
+                # process was left by a dead one whose pid came back.
+                if session.native_id not in self._lock_owners:
+                    self._lock_owners[session.native_id] = now.runner(
+                        session.lock_pid, session.lock_time
+                    )
+                owner = self._lock_owners[session.native_id]
             elif session.cwd is not None and not session.had_lock:
                 here = [p for p in processes if p.cwd == session.cwd]
                 created = session.created or session.written
                 owner = owner_of(created, max(session.written, session.updated or 0.0), here)
             if owner is not None:
-                claims.setdefault(owner.key, []).append(session)
-        for proc in processes:
-            mine = claims.get(proc.key)
-            if mine:
-                current = max(mine, key=lambda s: (s.written, s.created or 0.0, s.native_id))
-                self._current[proc.key] = (current.native_id, proc.start_time)
-
-    def _lock_owner(
-        self,
-        session: _Kiro,
-        processes: list[AgentProcess],
-        by_pid: dict[int, AgentProcess],
-        relock: bool,
-    ) -> AgentProcess | None:
-        pid = session.lock_pid
-        assert pid is not None
-        owner = by_pid.get(pid)
-        if owner is None:
-            for proc in processes:
-                if proc.key not in self._tree or relock:
-                    self._tree[proc.key] = set(descendants(self._processes, proc.pid))
-                if pid in self._tree[proc.key]:
-                    owner = proc
-                    break
-        if owner is None or session.lock_time < owner.start_time - SLACK_S:
-            return None  # a lock left by a dead process (its pid gone, or reused since)
-        return owner
+                claims.append((owner, session))
+        self._current = latest(claims, lambda s: (s.written, s.created or 0.0, s.native_id))
 
     def _status(self, session: _Kiro, since: float) -> Status | None:
         if session.status == "busy" and session.transcript_at < since - SLACK_S:
             return "idle"  # a turn a killed kiro left open: not this process's work
         return session.status
+
+
+def _record(session: _Kiro, record: dict[str, Any]) -> None:
+    kind = record.get("kind")
+    if not isinstance(kind, str):
+        raise TypeError("a record without a kind")  # counted as garbage
+    status, answered = _record_status(kind, record.get("data"))
+    if status is not None:
+        session.status, session.answered = status, answered
 
 
 def _record_status(kind: str, data: object) -> tuple[Status | None, bool]:
@@ -399,10 +364,7 @@ def _model(state: object) -> str | None:
 
 
 def _json_string(raw: bytes) -> str | None:
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    value = parse_json(raw)
     return value if isinstance(value, str) else None
 
 

@@ -28,8 +28,9 @@ from typing import Any
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.part_settings import PartSettings, setting
 from quintd.protocol import AgentStateReport
-from quintd.sources.files import PASS_BUDGET, ReadStats
-from quintd.sources.processes import LiveProcesses, ProcessView
+from quintd.sources.attribution import Pass
+from quintd.sources.files import PASS_BUDGET, ReadStats, trusted_dir
+from quintd.sources.processes import LiveProcesses, ProcessView, Trees
 from quintd.sources.registry import READERS, readers_by_platform
 from quintd.sources.spec import AgentState, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import COPIES, SET_ASIDE, STOPPING
@@ -157,7 +158,10 @@ class SourceManager:
         return facts, pending
 
     def _prepare(self, processes: list[AgentProcess]) -> None:
-        """Hand each state directory the processes that use it, once per pass."""
+        """Hand each state directory its pass (the processes that use it, their trees, the
+        horizon, the clock), once per pass; each tree is walked once a pass, whichever
+        reader asks."""
+        trees = Trees(self._processes)
         groups: dict[tuple[str, Path], list[AgentProcess]] = {}
         for proc in processes:
             reader = self._readers.get(proc.platform)
@@ -177,7 +181,7 @@ class SourceManager:
                     self._unwatchable and any(d in self._unwatchable for d in state.watch_dirs())
                 ):
                     state.poll()  # no change events from there: look at its files again
-                state.prepare(members)
+                state.prepare(Pass.of(members, self._processes, self._context.clock, trees))
             except Exception as exc:
                 self._error(f"reading {key[0]} state under {key[1]}", exc)
 
@@ -563,16 +567,6 @@ def find_state_dir(
             return None
     if not root.is_absolute():
         return None
-    return root if _trusted_dir(root, uid) else None
-
-
-def _trusted_dir(root: Path, uid: int) -> bool:
-    """The directory (if it exists yet) is a real directory, not a symlink, owned by the
-    process's own user: another user's files are never read in its name."""
-    try:
-        info = root.lstat()
-    except FileNotFoundError:
-        return True  # not there yet: the agent creates it as its user
-    except OSError:
-        return False  # e.g. inside a home we may not enter
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid
+    # Not there yet: trusted for now (the agent makes it as its user), checked again once
+    # it is.
+    return root if trusted_dir(root, uid, absent=True) else None

@@ -65,55 +65,44 @@ import functools
 import os
 import re
 import sqlite3
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.conversation_files import epoch
+from quintd.model import AgentProcess, ConversationFacts, SubagentFacts
+from quintd.sources.attribution import Pass, flag_values, owner_of
+from quintd.sources.changes import diff_writes
 from quintd.sources.files import (
-    COMPLAINTS,
     ReadStats,
     identifier,
-    open_under,
     parse_object,
     path_text,
     text,
+    trusted_dir,
 )
-from quintd.sources.processes import ProcessView
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
 from quintd.sources.sqlite_files import (
-    UnreadableDatabase,
     columns,
     pick,
     quote_name,
-    read_database,
 )
+from quintd.sources.sqlite_sessions import MissingColumns, WatchedDatabase
+from quintd.sources.times import parse_time as epoch
 
 DATABASE = "opencode.db"
-# A process's start time (from /proc, to the second) against a row's time (ms): the row
-# may carry a time slightly before the start the OS reports.
-START_SLACK_S = 2.0
 MAX_IDS_PER_QUERY = 500
 MAX_SESSIONS = 5000  # kept per database (sessions that can belong to a running process)
 MAX_SUBAGENTS = 200  # per conversation
 MAX_DEPTH = 8  # sub-agents of sub-agents
-WAL_INDEX_HEADER = 48  # bytes: the first copy of the WAL index header in the -shm
 RETRY_S = (1.0, 60.0)
 # A conversation left for another (/new) stays open while OpenCode still works on it, and
 # this long after it was seen stopped: between two steps of an answer it looks stopped for
 # a few milliseconds, which must not end it.
 BACKGROUND_GRACE_S = 5.0  # a database that could not be read: tried again after this, doubling
 _PLACEHOLDER = re.compile(r"^(New|Child) session - \d{4}-\d\d-\d\dT[0-9:.]+Z$")
-_SESSION_FLAGS = ("-s", "--session")
 
 Found = ConversationFacts | tuple[ConversationFacts, ...]
-
-
-class SchemaError(Exception):
-    """The database has not the tables or columns a conversation is read from."""
 
 
 @dataclass
@@ -154,81 +143,33 @@ class _Batch:
     bad_rows: int = 0
 
 
-class _Database:
+class _Database(WatchedDatabase):
     """One OpenCode database: the sessions in it that can belong to a running process."""
 
     def __init__(self, root: Path, path: Path, watched: bool, stats: ReadStats) -> None:
-        self.root = root
-        self.path = path
-        self.wal = Path(str(path) + "-wal")
-        self.shm = Path(str(path) + "-shm")
+        super().__init__(root, path, stats, backoff=RETRY_S)
         self.watched = watched  # its changes reach the reader as file events
-        self.stats = stats
         self.sessions: dict[str, _Session] = {}
-        self.owner: int | None = None
-        self.dirty = True  # a file event or a poll: look whether the files changed
         self.version = 0  # bumped whenever what it holds changed
-        self.reads = 0
-        self.unreadable = 0
-        self.schema_errors = 0
         self.json_ok = True
         self._loaded_from: float | None = None  # the horizon of the last full read
         self._read_once = False  # what the first read finds is history, not work
         self._event_rowid: int | None = None
         self._session_rowid = 0
-        self._read_as: object = None  # the files' identity when they were last read
-        self._failed_as: object = None  # ... when a read last failed
-        self._retry_at = 0.0
-        self._backoff = RETRY_S[0]
         self._asked: set[str] = set()  # ids a command line asked for, found or not
         self._forgot_at: tuple[float, int] | None = None
-
-    def poll(self) -> None:
-        self.dirty = True
-
-    def identity(self) -> object:
-        """What changes whenever OpenCode commits: the database's and the WAL's inode, size
-        and modification time, and the WAL index header (its change counter) in the
-        ``-shm``. As cheap as a stat, and blind to readers: quintd's own reads open the
-        files (a file event) but change none of this."""
-        seen: list[object] = []
-        for path in (self.path, self.wal):
-            try:
-                info = os.lstat(path)
-                seen.append((info.st_ino, info.st_size, info.st_mtime_ns))
-            except OSError:
-                seen.append(None)
-        try:
-            fd, _info = open_under(self.root, self.shm)
-        except OSError:
-            seen.append(None)
-        else:
-            try:
-                seen.append(os.pread(fd, WAL_INDEX_HEADER, 0))
-            except OSError:
-                seen.append(None)
-            finally:
-                os.close(fd)
-        return tuple(seen)
 
     def refresh(self, horizon: float, wanted: set[str], now: float) -> None:
         """Read what changed since the last read, if anything did."""
         wanted = wanted - self.sessions.keys() - self._asked
         full = self._loaded_from is None or horizon < self._loaded_from - 1.0
-        if not (self.dirty or full or wanted):
+        seen = self.due(now, force=full or bool(wanted))
+        if seen is None:
             return
-        seen = self.identity()
-        if seen == self._failed_as and now < self._retry_at:
-            return  # unreadable a moment ago, and nothing changed since
-        self.dirty = False
-        if seen == self._read_as and not (full or wanted):
-            return  # an event of no consequence (a reader opened the files)
-        self._read_as = seen  # first: a commit made while this read runs is read next time
-        self.reads += 1
         try:
-            batch, owner = read_database(
-                self.root,
-                self.path,
+            batch = self.read(
+                seen,
+                now,
                 lambda conn: _read(
                     conn,
                     full=full,
@@ -239,44 +180,20 @@ class _Database:
                     known=set(self.sessions),
                     json_ok=self.json_ok,
                 ),
-                self.stats,
             )
-        except UnreadableDatabase:
-            # Missing (not created yet), locked, torn or refused: again when it changes,
-            # or after a while.
-            self.unreadable += 1
-            self._failed(seen, now)
-            return
-        except SchemaError as exc:
+        except MissingColumns:
             # Not the tables a conversation is read from: the processes are sessions of
             # their own, until the database changes.
-            self.schema_errors += 1
-            self.stats.garbage += 1
-            COMPLAINTS.warn(self.path, _lstat(self.path), f"an OpenCode database ({exc})")
             self._forget_all()
             self._loaded_from = horizon
             return
-        except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
-            self.schema_errors += 1
-            self.stats.garbage += 1
-            COMPLAINTS.warn(self.path, _lstat(self.path), f"an unreadable database ({exc})")
-            self._failed(seen, now)
-            return
-        self._backoff = RETRY_S[0]
-        self._failed_as = None
+        if batch is None:
+            return  # again when it changes, or after a while
         self._asked |= wanted
-        self.owner = owner
         self.json_ok = batch.json_ok
         self.stats.lines += len(batch.rows) + batch.bad_rows
         self.stats.garbage += batch.bad_rows
         self._apply(batch, horizon, wanted, now)
-
-    def _failed(self, seen: object, now: float) -> None:
-        self._read_as = None
-        self._failed_as = seen
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, RETRY_S[1])
-        self.dirty = True
 
     def _apply(self, batch: _Batch, horizon: float, wanted: set[str], now: float) -> None:
         first, self._read_once = not self._read_once, True
@@ -290,20 +207,19 @@ class _Database:
                 self.sessions.pop(sid, None)  # asked about, and gone: deleted
         self._event_rowid = batch.event_rowid
         self._session_rowid = batch.session_rowid
+        kept: dict[str, _Session] = {}
         for row in batch.rows:
             old = previous.get(row.id)
             keep = row.updated >= horizon or row.id in wanted or row.parent in previous
             if not keep and old is None:
                 continue
-            if first:
-                row.last_write = None  # what was there before quintd looked: history
-            elif old is not None and not _worked(old, row):
-                row.last_write = old.last_write  # unchanged, or only renamed
-            else:
-                row.last_write = now  # it changed after the first read: work
             if old is not None and not row.running:
                 row.stopped_at = now if old.running else old.stopped_at
-            self.sessions[row.id] = row
+            kept[row.id] = row
+        # What the first read finds was there before quintd looked: history. After it, a
+        # session that worked (not only renamed) was written now.
+        diff_writes(previous, kept, now, first, _worked)
+        self.sessions.update(kept)
         self.version += 1
 
     def forget(self, horizon: float, named: set[str]) -> None:
@@ -369,12 +285,12 @@ def _read(
         str(name) for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     }
     if "session" not in tables:
-        raise SchemaError("no session table")
+        raise MissingColumns("no session table")
     available = columns(conn, "session")
     required = [pick(available, name) for name in ("id", "directory", "time_created")]
     updated = pick(available, "time_updated", "time_created")
     if None in required or updated is None:
-        raise SchemaError("the session table lacks id, directory or time_created")
+        raise MissingColumns("the session table lacks id, directory or time_created")
     chosen = [
         "id",
         pick(available, "parent_id", "parentID"),
@@ -549,14 +465,11 @@ class _Process:
     named: frozenset[str]  # sessions its command line names (opencode -s <id>)
 
 
-class OpenCodeState:
+class OpenCodeState(Reader):
     platform = "opencode"
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
-        self._processes: ProcessView = context.processes
-        self.stats = ReadStats()
+        super().__init__(root, context)
         self.refused = 0  # processes whose database lies in a directory not theirs
         self._dbs: dict[Path, _Database] = {}
         self._procs: dict[tuple[int, int], _Process] = {}
@@ -589,8 +502,8 @@ class OpenCodeState:
         for db in self._dbs.values():
             db.poll()
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        horizon = min((p.start_time for p in processes), default=0.0) - START_SLACK_S
+    def begin(self, pass_: Pass) -> None:
+        processes, horizon = list(pass_), pass_.horizon
         procs = {p.key: self._process(p) for p in processes}
         self._procs = procs
         used = {entry.database.path for entry in procs.values() if entry.database is not None}
@@ -621,7 +534,8 @@ class OpenCodeState:
         known = self._procs.get(proc.key)
         if known is not None:
             return known
-        named = _named_sessions(self._processes.argv(proc.pid))
+        argv = self.now.view.argv(proc.pid)
+        named = frozenset(filter(None, map(identifier, flag_values(argv, ("-s", "--session")))))
         path = self._database_path(proc)
         if path is None:
             return _Process(None, named)
@@ -629,7 +543,8 @@ class OpenCodeState:
         if db is None:
             if path.is_relative_to(self.root):
                 db = _Database(self.root, path, watched=True, stats=self.stats)
-            elif self._trusted(path.parent, proc):
+            elif (uid := self.now.view.uid(proc.pid)) is not None and trusted_dir(path.parent, uid):
+                # Out of the state directory: only a real directory of the process's user.
                 db = _Database(path.parent, path, watched=False, stats=self.stats)
             else:
                 self.refused += 1
@@ -641,7 +556,7 @@ class OpenCodeState:
     def _database_path(self, proc: AgentProcess) -> Path | None:
         """The database the process uses: from its own environment (``XDG_DATA_HOME``,
         ``OPENCODE_DB``), else the one in the state directory."""
-        env = self._processes.environ(proc.pid) or {}
+        env = self.now.view.environ(proc.pid) or {}
         data = self.root
         xdg = env.get("XDG_DATA_HOME")
         if xdg and os.path.isabs(xdg) and "\x00" not in xdg:
@@ -654,17 +569,6 @@ class OpenCodeState:
         else:
             chosen = data / DATABASE
         return Path(os.path.normpath(chosen))
-
-    def _trusted(self, directory: Path, proc: AgentProcess) -> bool:
-        """A directory out of the state directory is read only if it is a real directory
-        (not a link) owned by the process's own user, as the manager requires of state
-        directories."""
-        uid = self._processes.uid(proc.pid)
-        try:
-            info = os.lstat(directory)
-        except OSError:
-            return False
-        return uid is not None and stat.S_ISDIR(info.st_mode) and info.st_uid == uid
 
     # -- conversations to processes ---------------------------------------------------------
 
@@ -725,11 +629,10 @@ def _owners(
         if not candidates:
             continue
         named = [p for p in candidates if s.id in procs[p.key].named]
-        creators = [p for p in candidates if p.start_time - START_SLACK_S <= s.created]
-        resumers = [p for p in candidates if p.start_time - START_SLACK_S <= s.updated]
-        chosen = named or creators or resumers
-        if chosen:
-            owned[s.id] = max(chosen, key=lambda p: (p.start_time, p.pid)).key
+        chosen = max(named, key=lambda p: (p.start_time, p.pid)) if named else None
+        chosen = chosen or owner_of(s.created, s.updated, candidates)
+        if chosen is not None:
+            owned[s.id] = chosen.key
     return owned
 
 
@@ -758,38 +661,15 @@ def _facts(
                 )
             )
             queue.append((child, depth + 1))
-    status: Status = "busy" if s.running else "idle"
     return ConversationFacts(
         native_id=s.id,
-        status=status,
+        status="busy" if s.running else "idle",
         name=s.title,
         model=s.model,
         last_write=s.last_write,
         subagents=tuple(subagents[:MAX_SUBAGENTS]),
         owner_uid=owner,
     )
-
-
-def _named_sessions(argv: list[str]) -> frozenset[str]:
-    """``opencode -s <id>`` / ``--session <id>`` / ``--session=<id>``."""
-    named = set()
-    for index, arg in enumerate(argv[1:], start=1):
-        value = None
-        if arg in _SESSION_FLAGS and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif arg.startswith("--session="):
-            value = arg.partition("=")[2]
-        sid = identifier(value)
-        if sid is not None:
-            named.add(sid)
-    return frozenset(named)
-
-
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
 
 
 SPEC = ReaderSpec(

@@ -52,26 +52,52 @@ def descendants(
     view: ProcessView, pid: int, *, depth: int = MAX_TREE_DEPTH, limit: int = MAX_TREE_SIZE
 ) -> list[int]:
     """The descendants of ``pid``, nearest first (its children, then theirs ...), at most
-    ``depth`` levels down and ``limit`` processes: the one walk of a process tree that every
-    reader uses."""
-    found: list[int] = []
-    seen = {pid}
-    level = [pid]
-    for _ in range(depth):
-        following = []
-        for parent in level:
-            for child in view.children(parent):
-                if child in seen:
-                    continue
-                if len(found) >= limit:
-                    return found
-                seen.add(child)
-                found.append(child)
-                following.append(child)
-        if not following:
-            break
-        level = following
-    return found
+    ``depth`` levels down and ``limit`` processes."""
+    return _Walk(view, pid, limit).below(depth)
+
+
+class _Walk:
+    """A walk down one process tree, level by level, only as deep as asked so far."""
+
+    def __init__(self, view: ProcessView, pid: int, limit: int = MAX_TREE_SIZE) -> None:
+        self.view = view
+        self.limit = limit
+        self.levels: list[list[int]] = []
+        self.seen = {pid}
+        self.last = [pid]
+        self.count = 0
+
+    def below(self, depth: int) -> list[int]:
+        while len(self.levels) < min(depth, MAX_TREE_DEPTH) and self.last:
+            following: list[int] = []
+            for parent in self.last:
+                for child in self.view.children(parent):
+                    if child in self.seen:
+                        continue
+                    if self.count >= self.limit:
+                        break
+                    self.seen.add(child)
+                    following.append(child)
+                    self.count += 1
+            self.levels.append(following)
+            self.last = following if self.count < self.limit else []
+        return [pid for level in self.levels[:depth] for pid in level]
+
+
+class Trees:
+    """The process trees below agent processes, each walked once a pass, level by level as
+    deep as some reader asks (the one walk of a process tree every reader uses)."""
+
+    def __init__(self, view: ProcessView) -> None:
+        self.view = view
+        self._walks: dict[int, _Walk] = {}
+
+    def below(self, pid: int, depth: int = MAX_TREE_DEPTH) -> list[int]:
+        """The descendants of ``pid``, nearest first, at most ``depth`` levels down."""
+        walk = self._walks.get(pid)
+        if walk is None:
+            walk = self._walks[pid] = _Walk(self.view, pid)
+        return walk.below(depth)
 
 
 class LiveProcesses:

@@ -63,15 +63,15 @@ Only titles, models, ids and statuses are taken: prompt text is never kept.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.files import JsonlTail, ReadStats, identifier, path_text, read_json_file, text
-from quintd.sources.processes import descendants
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.model import ConversationFacts, Status, SubagentFacts
+from quintd.sources.conversation_files import Subagent
+from quintd.sources.files import identifier, text
+from quintd.sources.pid_registry import Conversation, Registry, RegistryTranscripts
+from quintd.sources.spec import ReaderSpec
 
 # An inferred "busy" (the last record asks for an answer) holds this long after the
 # transcript last grew: a turn interrupted by the user, or an API error, writes nothing.
@@ -80,10 +80,7 @@ BUSY_QUIET_S = 300.0
 FINAL_STATUSES = frozenset(
     {"completed", "failed", "error", "cancelled", "canceled", "killed", "aborted", "stopped"}
 )
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_AGENT_FILE = re.compile(r"^agent-([A-Za-z0-9_.-]{1,160})\.(jsonl|meta\.json)$")
 _NOTIFIED = re.compile(r"<tool-use-id>([A-Za-z0-9_.:-]{1,128})</tool-use-id>")
-_TICKS = re.compile(r"^(?:[0-9A-Za-z-]{1,64}:)?([0-9]{1,30})$")
 
 
 def project_dir_name(cwd: str) -> str:
@@ -95,334 +92,94 @@ def project_dir_name(cwd: str) -> str:
 
 
 @dataclass
-class Registry:
-    pid: int
-    session_id: str
-    cwd: str
-    proc_ticks: str | None  # start time in clock ticks since boot, from procStart
-    started_at_ms: int | None
-    owner: int  # the uid owning the registry file: whose conversation this is
-
-
-@dataclass
-class Subagent:
-    agent_id: str
-    name: str | None = None
-    status: str | None = None  # the meta's status, as written (cleaned)
-    tool_use_id: str | None = None
-    backgrounded: bool = False
-    model: str | None = None
-    tail: JsonlTail | None = None
-    last_write: float | None = None
-
-
-@dataclass
-class Transcript:
-    tail: JsonlTail
-    project: Path  # <root>/projects/<cwd>
+class Transcript(Conversation):
     manual_title: str | None = None
     auto_title: str | None = None
-    model: str | None = None
     status: Status = "idle"  # before the first prompt: waiting for it
-    grew_at: float | None = None  # monotonic: the last read that found records
-    last_write: float | None = None  # monotonic: growth after the first read
-    finished_tools: set[str] = field(default_factory=set)
     notified: set[str] = field(default_factory=set)  # tool-use ids of finished sub-agents
-    subagents: dict[str, Subagent] = field(default_factory=dict)
-    subagents_listed: bool = False
-    # Until the first read has reached the end of the file, what is read is history, not
-    # new work, and the completions of sub-agents may still be ahead.
-    caught_up: bool = False
 
     @property
     def title(self) -> str | None:
         return self.manual_title or self.auto_title
 
 
-class QwenCodeState:
-    """One Qwen Code state directory (``~/.qwen``)."""
+class QwenCodeState(RegistryTranscripts[Transcript]):
+    """One Qwen Code state directory (``~/.qwen``). The registry is the process's own, or
+    that of the process it re-spawned itself as: its child (``bin/qwen`` -> ``cli.js``), or
+    its grandchild (npm's ``.bin/qwen`` is ``cli-entry.js``, which starts ``node
+    --expose-gc cli.js``, which relaunches itself)."""
 
     platform = "qwen-code"
+    conversation = Transcript
+    agent_file = re.compile(r"^agent-([A-Za-z0-9_.-]{1,160})\.(jsonl|meta\.json)$")
+    max_schema = 1
 
-    def __init__(self, root: Path, context: ReaderContext) -> None:
-        self.root = root
-        self._clock = context.clock
-        self._processes = context.processes
-        self.stats = ReadStats()
-        self._registries: dict[int, Registry] = {}  # by registry pid: bound ones only
-        self._reload: set[int] = set()  # bound registries changed since last read
-        self._bindings: dict[tuple[int, int], int] = {}  # agent process -> registry pid
-        # Agent processes without a registry yet, and the registry generation they were
-        # last looked up at: looked up again only after a registry changed.
-        self._searched: dict[tuple[int, int], int] = {}
-        self._generation = 0
-        self._transcripts: dict[str, Transcript] = {}
-        self._dirty: set[Path] = set()
+    def project_dir_name(self, cwd: str) -> str:
+        return project_dir_name(cwd)
 
-    def watch_dirs(self) -> list[Path]:
-        return [self.root / "sessions", self.root / "projects"]
+    def transcript_path(self, project: Path, session_id: str) -> Path:
+        return project / "chats" / f"{session_id}.jsonl"
 
-    def changed(self, path: Path) -> None:
-        """A file event under the root (from watchdog)."""
-        self._dirty.add(path)
+    def subagent_dir(self, project: Path, session_id: str) -> Path:
+        return project / "subagents" / session_id
 
-    def has_registry_dir(self) -> bool:
-        return (self.root / "sessions").is_dir()
+    def record(self, conversation: Transcript, record: dict[str, Any]) -> None:
+        _record(conversation, record)
 
-    def poll(self) -> None:
-        """No change events for this directory: treat every known file as changed."""
-        self._reload.update(self._registries)
-        self._generation += 1
-        for transcript in self._transcripts.values():
-            self._dirty.add(transcript.tail.path)
-            transcript.subagents_listed = False
+    def meta(self, sub: Subagent, meta: dict[str, Any]) -> None:
+        sub.name = (
+            text(meta.get("description"))
+            or text(meta.get("agentType"))
+            or text(meta.get("subagentName"))
+        )
+        status = text(meta.get("status"), 32)
+        sub.status = status.lower() if status else None
+        sub.tool_use_id = identifier(meta.get("toolUseId"))
+        sub.backgrounded = meta.get("isBackgrounded") is True
+        sub.model = text(meta.get("model")) or sub.model
 
-    def prepare(self, processes: list[AgentProcess]) -> None:
-        """Read what changed; forget the processes that are gone, and every conversation
-        no running process runs."""
-        self._apply_changes()
-        live = {p.key for p in processes}
-        for key in self._bindings.keys() - live:
-            del self._bindings[key]
-        for key in self._searched.keys() - live:
-            del self._searched[key]
-        bound = set(self._bindings.values())
-        for pid in self._registries.keys() - bound:
-            del self._registries[pid]
-        self._reload &= bound
-        current = {self._registries[pid].session_id for pid in bound}
-        for session_id in self._transcripts.keys() - current:
-            del self._transcripts[session_id]
-
-    # -- facts ------------------------------------------------------------------------
-
-    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
-        self._apply_changes()
-        registry = self._registry_of(proc)
-        if registry is None:
-            return None
-        transcript = self._transcript(registry)
-        if transcript is None:
+    def conversation_facts(
+        self, registry: Registry, conversation: Transcript | None
+    ) -> ConversationFacts:
+        if conversation is None:
             return ConversationFacts(
                 native_id=registry.session_id, status="idle", owner_uid=registry.owner
             )
-        status: Status | None = transcript.status
+        status: Status | None = conversation.status
         if (
             status == "busy"
-            and transcript.grew_at is not None
-            and self._clock() - transcript.grew_at > BUSY_QUIET_S
+            and conversation.grew_at is not None
+            and self._clock() - conversation.grew_at > BUSY_QUIET_S
         ):
             status = None  # an interrupted turn leaves no record: let the CPU decide
-        subagents = (
-            tuple(self._subagent_facts(transcript, sub) for sub in transcript.subagents.values())
-            if transcript.caught_up
-            else ()
-        )
         return ConversationFacts(
             native_id=registry.session_id,
             status=status,
-            name=transcript.title,
-            model=transcript.model,
-            last_write=transcript.last_write,
-            subagents=subagents,
+            name=conversation.title,
+            model=conversation.model,
+            last_write=conversation.last_write,
+            subagents=tuple(
+                _subagent_facts(conversation, sub) for sub in conversation.subagents.values()
+            )
+            if conversation.read_once
+            else (),
             owner_uid=registry.owner,
         )
 
-    @staticmethod
-    def _subagent_facts(transcript: Transcript, sub: Subagent) -> SubagentFacts:
-        finished = sub.tool_use_id is not None and (
-            sub.tool_use_id in transcript.notified
-            or (not sub.backgrounded and sub.tool_use_id in transcript.finished_tools)
-        )
-        return SubagentFacts(
-            agent_id=sub.agent_id,
-            name=sub.name,
-            done=sub.status in FINAL_STATUSES or finished,
-            last_write=sub.last_write,
-            status="busy" if sub.status == "running" else None,
-            model=sub.model,
-        )
 
-    # -- the registry -------------------------------------------------------------------
-
-    def _registry_of(self, proc: AgentProcess) -> Registry | None:
-        """The registry of the process, or of the process it re-spawned itself as: its
-        child (``bin/qwen`` -> ``cli.js``), or its grandchild (npm's ``.bin/qwen`` is
-        ``cli-entry.js``, which starts ``node --expose-gc cli.js``, which relaunches itself)."""
-        pid = self._bindings.get(proc.key)
-        if pid is not None:
-            if pid in self._reload:
-                self._reload.discard(pid)
-                loaded = self._load_registry(pid)
-                # Rewritten in place (/clear): a read can catch it empty or half written,
-                # and it is deleted at exit just before the process ends. Either way the
-                # last good one still holds.
-                if loaded is not None and self._fresh(loaded, proc):
-                    self._registries[pid] = loaded
-            return self._registries.get(pid)
-        if self._searched.get(proc.key) == self._generation:
-            return None  # no registry has changed since the last look
-        self._searched[proc.key] = self._generation
-        for candidate in (proc.pid, *descendants(self._processes, proc.pid)):
-            registry = self._load_registry(candidate)
-            if registry is not None and self._fresh(registry, proc):
-                del self._searched[proc.key]
-                self._bindings[proc.key] = candidate
-                self._registries[candidate] = registry
-                return registry
-        return None
-
-    def _load_registry(self, pid: int) -> Registry | None:
-        found = read_json_file(self.root / "sessions" / f"{pid}.json", self.root, self.stats)
-        if found is None:
-            return None
-        data = found.data
-        version = data.get("schemaVersion")
-        if isinstance(version, int) and not isinstance(version, bool) and version > 1:
-            return None  # a later format: skipped, as the protocol asks of readers
-        session_id = data.get("sessionId")
-        if (
-            data.get("pid") != pid
-            or not isinstance(session_id, str)
-            or not _SESSION_ID.match(session_id)
-        ):
-            self.stats.garbage += 1
-            return None
-        started = data.get("startedAt")
-        return Registry(
-            pid=pid,
-            session_id=session_id,
-            cwd=path_text(data.get("cwd")) or "",
-            proc_ticks=_ticks(data.get("procStart")),
-            started_at_ms=started
-            if isinstance(started, int) and not isinstance(started, bool)
-            else None,
-            owner=found.owner,
-        )
-
-    def _fresh(self, registry: Registry, proc: AgentProcess) -> bool:
-        """A registry written by this very process (or its child), not a leftover of a
-        dead one whose pid was reused."""
-        if registry.proc_ticks is not None and sys.platform.startswith("linux"):
-            return self._processes.start_ticks(registry.pid) == registry.proc_ticks
-        if registry.started_at_ms is not None:
-            return abs(registry.started_at_ms - proc.start_time_ms) < 60_000
-        return True
-
-    # -- transcripts ----------------------------------------------------------------------
-
-    def _transcript(self, registry: Registry) -> Transcript | None:
-        transcript = self._transcripts.get(registry.session_id)
-        if transcript is None:
-            if not registry.cwd:
-                return None
-            project = self.root / "projects" / project_dir_name(registry.cwd)
-            path = project / "chats" / f"{registry.session_id}.jsonl"
-            transcript = Transcript(JsonlTail(path, self.root, stats=self.stats), project)
-            self._transcripts[registry.session_id] = transcript
-            self._read_transcript(transcript)
-        if not transcript.subagents_listed:
-            self._list_subagents(transcript)
-        return transcript
-
-    def _read_transcript(self, transcript: Transcript) -> None:
-        records, more = transcript.tail.read_new()
-        if more:
-            self._dirty.add(transcript.tail.path)  # the rest next pass
-        if records:
-            transcript.grew_at = self._clock()
-            if transcript.caught_up:
-                transcript.last_write = transcript.grew_at
-        if not more:
-            transcript.caught_up = True
-        for record in records:
-            try:
-                _record(transcript, record)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                self.stats.garbage += 1
-
-    def _list_subagents(self, transcript: Transcript) -> None:
-        transcript.subagents_listed = True
-        directory = self._subagent_dir(transcript)
-        try:
-            names = sorted(p.name for p in directory.iterdir())
-        except OSError:
-            return
-        for name in names:
-            self._subagent_file(transcript, directory / name)
-
-    @staticmethod
-    def _subagent_dir(transcript: Transcript) -> Path:
-        return transcript.project / "subagents" / transcript.tail.path.name[: -len(".jsonl")]
-
-    def _subagent_file(self, transcript: Transcript, path: Path) -> None:
-        match = _AGENT_FILE.match(path.name)
-        if match is None:
-            return  # .jsonl.stream, and anything else
-        agent_id, kind = match.groups()
-        sub = transcript.subagents.get(agent_id)
-        if sub is None:
-            sub = transcript.subagents[agent_id] = Subagent(agent_id)
-        if kind == "meta.json":
-            found = read_json_file(path, self.root, self.stats)
-            if found is not None:
-                meta = found.data
-                sub.name = (
-                    text(meta.get("description"))
-                    or text(meta.get("agentType"))
-                    or text(meta.get("subagentName"))
-                )
-                status = text(meta.get("status"), 32)
-                sub.status = status.lower() if status else None
-                sub.tool_use_id = identifier(meta.get("toolUseId"))
-                sub.backgrounded = meta.get("isBackgrounded") is True
-                sub.model = text(meta.get("model")) or sub.model
-            return
-        first = sub.tail is None
-        if sub.tail is None:
-            sub.tail = JsonlTail(path, self.root, stats=self.stats)
-        records, more = sub.tail.read_new()
-        if more:
-            self._dirty.add(path)
-        if records and not first:  # a first read is history; growth after it is work
-            sub.last_write = self._clock()
-
-    # -- changes --------------------------------------------------------------------------
-
-    def _apply_changes(self) -> None:
-        if not self._dirty:
-            return
-        dirty, self._dirty = self._dirty, set()
-        for path in dirty:
-            self._changed(path)
-
-    def _changed(self, path: Path) -> None:
-        try:
-            parts = path.relative_to(self.root).parts
-        except ValueError:
-            return
-        if len(parts) == 2 and parts[0] == "sessions" and parts[1].endswith(".json"):
-            stem = parts[1][: -len(".json")]
-            if stem.isascii() and stem.isdigit() and len(stem) < 12:
-                self._generation += 1  # processes without a registry look again
-                if int(stem) in self._registries:
-                    self._reload.add(int(stem))  # reloaded when next asked for
-            return
-        if len(parts) < 4 or parts[0] != "projects":
-            return
-        if parts[2] == "chats" and len(parts) == 4 and parts[3].endswith(".jsonl"):
-            transcript = self._transcripts.get(parts[3][: -len(".jsonl")])
-            if transcript is not None and transcript.tail.path == path:
-                self._read_transcript(transcript)
-            return
-        if parts[2] == "subagents":
-            transcript = self._transcripts.get(parts[3])
-            if transcript is None or transcript.project != self.root / "projects" / parts[1]:
-                return
-            if len(parts) == 4:
-                transcript.subagents_listed = False  # its directory came (or went)
-            elif len(parts) == 5:
-                self._subagent_file(transcript, path)
+def _subagent_facts(transcript: Transcript, sub: Subagent) -> SubagentFacts:
+    finished = sub.tool_use_id is not None and (
+        sub.tool_use_id in transcript.notified
+        or (not sub.backgrounded and sub.tool_use_id in transcript.finished_tools)
+    )
+    return SubagentFacts(
+        agent_id=sub.agent_id,
+        name=sub.name,
+        done=sub.status in FINAL_STATUSES or finished,
+        last_write=sub.last_write,
+        status="busy" if sub.status == "running" else None,
+        model=sub.model,
+    )
 
 
 def _record(transcript: Transcript, record: dict[str, Any]) -> None:
@@ -479,17 +236,6 @@ def _notified(record: dict[str, Any]) -> set[str]:
         if isinstance(body, str) and body.startswith("<task-notification>"):
             found.update(_NOTIFIED.findall(body, 0, 4096))
     return found
-
-
-def _ticks(value: object) -> str | None:
-    """procStart as recorded: ``<boot id>:<ticks>`` (or bare ticks) -> the ticks."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return str(value)
-    if isinstance(value, str) and value.isascii():
-        match = _TICKS.match(value)
-        if match:
-            return str(int(match.group(1)))
-    return None
 
 
 SPEC = ReaderSpec(

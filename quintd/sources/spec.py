@@ -1,14 +1,16 @@
-"""What a reader of an agent's own state is: the protocol every reader implements, and the
-spec value each reader module exports for the registry."""
+"""What a reader of an agent's own state is: the protocol every reader implements, the base
+most readers build on, and the spec value each reader module exports for the registry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from quintd.model import AgentProcess, ConversationFacts
+from quintd.sources.attribution import Pass
+from quintd.sources.changes import Changes
 from quintd.sources.files import ReadStats
 from quintd.sources.processes import LiveProcesses, ProcessView
 
@@ -17,9 +19,10 @@ class AgentState(Protocol):
     """One agent state directory (``~/.claude``, ``$CODEX_HOME`` ...), read as it changes.
 
     The manager calls, each pass: :meth:`changed` for every file event under ``root``
-    since the last pass; :meth:`prepare` once with the processes that use this directory;
-    then :meth:`facts` for each of them. :meth:`poll` stands in for file events where the
-    directory cannot be watched."""
+    since the last pass; :meth:`prepare` once with the pass (the processes that use this
+    directory, their trees, the horizon, the clock; a reader used alone may be handed the
+    processes only); then :meth:`facts` for each of them. :meth:`poll` stands in for file
+    events where the directory cannot be watched."""
 
     root: Path
     stats: ReadStats
@@ -31,7 +34,7 @@ class AgentState(Protocol):
 
     def changed(self, path: Path) -> None: ...
 
-    def prepare(self, processes: list[AgentProcess]) -> None: ...
+    def prepare(self, processes: Pass | Iterable[AgentProcess]) -> None: ...
 
     def facts(
         self, proc: AgentProcess
@@ -48,6 +51,45 @@ class ReaderContext:
 
     clock: Callable[[], float]  # monotonic seconds: when a file grew
     processes: ProcessView = field(default_factory=LiveProcesses)
+
+
+class Reader:
+    """The base of a reader: its directory, its counts, its change tracking, and the pass
+    it was last handed (:attr:`now`). A reader implements :meth:`begin` (read what changed,
+    bind conversations to processes) and :meth:`facts`."""
+
+    platform = ""
+
+    def __init__(self, root: Path, context: ReaderContext) -> None:
+        self.root = root
+        self.stats = ReadStats()
+        self.changes = Changes()
+        self._clock = context.clock
+        self._processes = context.processes
+        self.now = Pass.of((), context.processes, context.clock)
+
+    def watch_dirs(self) -> list[Path]:
+        return []
+
+    def has_registry_dir(self) -> bool:
+        return any(d.is_dir() for d in self.watch_dirs())
+
+    def changed(self, path: Path) -> None:
+        self.changes.mark(path)
+
+    def poll(self) -> None:
+        self.changes.poll()
+
+    def prepare(self, processes: Pass | Iterable[AgentProcess]) -> None:
+        self.now = (
+            processes
+            if isinstance(processes, Pass)
+            else Pass.of(processes, self._processes, self._clock)
+        )
+        self.begin(self.now)
+
+    def begin(self, now: Pass) -> None:
+        """This pass's reading, before its facts."""
 
 
 # (state directory, context) -> the reader of that directory
