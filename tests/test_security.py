@@ -125,6 +125,13 @@ def test_another_user_cannot_take_over_a_conversation(
         _claude_home(victim_home, victim.pid, "Victim's work", "model-v", str(victim_home))
         # The attacker's process names the victim's conversation id, with its own title
         # and model, in files of its own; a second one points HOME at the victim's home.
+        # Its directories are its own before it runs (as an agent's are: it makes them):
+        # one seen owned by someone else is never read for that process.
+        project = "".join(c if c.isalnum() else "-" for c in str(victim_home))
+        for directory in ("sessions", f"projects/{project}"):
+            (attacker_home / ".claude" / directory).mkdir(parents=True)
+        for path in [attacker_home / ".claude", *(attacker_home / ".claude").rglob("*")]:
+            os.chown(path, uid, gid)
         attacker = _spawn_as(
             agents,
             [str(shared / "claude"), "600"],

@@ -314,7 +314,10 @@ def test_json_logs_and_no_token(short_tmp: Path, agents: Agents) -> None:
             )
         try:
             claude = agents.binary("claude")
-            server.wait_for(lambda evs: len(evs) >= 1, what="an event")
+            server.wait_for(
+                lambda evs: any(r.event.get("platform") == "claude-code" for r in evs),
+                what="the agent's event",
+            )
             agents.stop(claude)
             server.wait_for(
                 lambda evs: any(
