@@ -48,6 +48,18 @@ TARGETS: dict[str, list[str]] = {
     "store": ["tests/test_store.py", "tests/test_queue.py", "tests/test_store_rules.py"],
     "sources/claude_code": ["tests/test_claude_code.py"],
     "sources/codex": ["tests/test_codex_replay.py", "tests/test_rollouts.py"],
+    # the reader kit: the bases with the readers on them, and the kit's own tests
+    "sources/pid_registry": ["tests/test_claude_code.py", "tests/test_qwen_code.py"],
+    "sources/sqlite_sessions": [
+        "tests/test_crush.py",
+        "tests/test_goose.py",
+        "tests/test_reader_kit.py",
+    ],
+    "sources/attribution": [
+        "tests/test_reader_kit.py",
+        "tests/test_kiro.py",
+        "tests/test_copilot_cli.py",
+    ],
 }
 
 
