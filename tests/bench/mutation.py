@@ -71,6 +71,18 @@ TARGETS: dict[str, list[str]] = {
     "identity": ["tests/test_identity.py"],
     "schema": ["tests/test_migrations.py", "tests/test_store.py"],
     "metrics": ["tests/test_metrics.py"],
+    # the reader kit: the bases with the readers on them, and the kit's own tests
+    "sources/pid_registry": ["tests/test_claude_code.py", "tests/test_qwen_code.py"],
+    "sources/sqlite_sessions": [
+        "tests/test_crush.py",
+        "tests/test_goose.py",
+        "tests/test_reader_kit.py",
+    ],
+    "sources/attribution": [
+        "tests/test_reader_kit.py",
+        "tests/test_kiro.py",
+        "tests/test_copilot_cli.py",
+    ],
 }
 
 
