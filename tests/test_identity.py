@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
 import sys
+import types
 import uuid
 from pathlib import Path
 
@@ -132,3 +134,96 @@ def test_generated_machine_id_is_kept(tmp_path: Path, monkeypatch) -> None:
     kept = tmp_path / "machine-id"
     assert kept.read_text().strip() == first
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+# -- the machine id on each OS (written for the survivors of the mutation run) ---------------
+# macOS's ioreg and Windows' registry are not on this machine: their answers are stood in
+# for (the parsing and the choice of source are what is tested).
+
+IOREG = (
+    "+-o Root  <class IORegistryEntry, id 0x100000100>\n"
+    '    "IOPlatformSerialNumber" = "C02XXXXXXX"\n'
+    '    "IOPlatformUUID" = "564D8F2A-1B3C-4D5E-8F90-A1B2C3D4E5F6"\n'
+)
+
+
+def test_the_macos_platform_uuid_from_ioreg(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[list[str], dict[str, object]]] = []
+
+    def ioreg(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append((argv, kwargs))
+        return subprocess.CompletedProcess(argv, 0, stdout=IOREG, stderr="")
+
+    monkeypatch.setattr(identity.subprocess, "run", ioreg)
+    assert identity._darwin_platform_uuid() == "564d8f2a-1b3c-4d5e-8f90-a1b2c3d4e5f6"
+    [(argv, kwargs)] = calls
+    assert argv == ["/usr/sbin/ioreg", "-rd1", "-c", "IOPlatformExpertDevice"]
+    assert kwargs == {"capture_output": True, "text": True, "timeout": 5, "check": False}
+
+
+def test_no_uuid_from_ioreg_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    def silent(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 1, stdout="", stderr="")
+
+    monkeypatch.setattr(identity.subprocess, "run", silent)
+    assert identity._darwin_platform_uuid() is None
+
+    def missing(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        raise FileNotFoundError(2, "No such file", argv[0])
+
+    monkeypatch.setattr(identity.subprocess, "run", missing)
+    assert identity._darwin_platform_uuid() is None
+
+
+def test_the_windows_machine_guid_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[tuple[object, str]] = []
+
+    class Registry(types.ModuleType):
+        HKEY_LOCAL_MACHINE = object()
+
+        def OpenKey(self, root: object, path: str) -> str:
+            opened.append((root, path))
+            return "key"
+
+        def QueryValueEx(self, key: str, name: str) -> tuple[str, int]:
+            assert (key, name) == ("key", "MachineGuid")
+            return "9F2C6A5E-0B1D-4C3E-8A7F-112233445566", 1
+
+    registry = Registry("winreg")
+    monkeypatch.setitem(sys.modules, "winreg", registry)
+    assert identity._windows_machine_guid() == "9f2c6a5e-0b1d-4c3e-8a7f-112233445566"
+    assert opened == [(Registry.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography")]
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32", "freebsd14"])
+def test_each_os_asks_its_own_source(monkeypatch: pytest.MonkeyPatch, platform: str) -> None:
+    monkeypatch.setattr(identity, "_darwin_platform_uuid", lambda: "mac-uuid")
+    monkeypatch.setattr(identity, "_windows_machine_guid", lambda: "windows-guid")
+    monkeypatch.setattr(sys, "platform", platform)
+    expected = {"darwin": "mac-uuid", "win32": "windows-guid"}.get(platform)
+    assert identity._os_machine_id() == expected
+
+
+def test_linux_takes_the_first_valid_machine_id_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "etc-machine-id", tmp_path / "dbus-machine-id"
+    monkeypatch.setattr(identity, "_MACHINE_ID_FILES", (first, second))
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert identity._os_machine_id() is None  # neither exists
+    first.write_text("uninitialized\n")  # systemd's first-boot placeholder
+    second.write_text("0123456789abcdef0123456789abcdef\n")
+    assert identity._os_machine_id() == "0123456789abcdef0123456789abcdef"
+    first.write_bytes(b"\xff\xfe")
+    assert identity._os_machine_id() == "0123456789abcdef0123456789abcdef"
+    first.write_text("fedcba9876543210fedcba9876543210\n")
+    assert identity._os_machine_id() == "fedcba9876543210fedcba9876543210"
+
+
+def test_a_damaged_generated_id_is_made_again(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(identity, "_os_machine_id", lambda: None)
+    (tmp_path / "machine-id").write_text("not an id\n")
+    made = machine_id(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    assert (tmp_path / "machine-id").read_text() == made + "\n"
+    assert not (tmp_path / "machine-id.tmp").exists()

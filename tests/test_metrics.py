@@ -236,3 +236,15 @@ def test_a_daemon_that_does_not_answer_is_down() -> None:
     assert render_down() == (
         "# HELP quintd_up 1 while the daemon answers.\n# TYPE quintd_up gauge\nquintd_up 0\n"
     )
+
+
+def test_an_empty_queue_is_no_age_and_a_flag_is_a_number() -> None:
+    from dataclasses import replace
+
+    from quintd.metrics import _number
+
+    base = report()
+    empty = replace(base, queue=replace(base.queue, oldest_age_s=None))
+    _, samples = parse(render_prometheus(empty))
+    assert samples[("quintd_queue_oldest_age_seconds", ())] == 0
+    assert (_number(True), _number(False), _number(3.0), _number(0.25)) == ("1", "0", "3", "0.25")

@@ -136,3 +136,50 @@ def test_a_migration_that_fails_half_way_leaves_the_last_one_that_succeeded(
     assert _version(path) == [("3",)]
     assert "half_done" in _tables(path)
     assert len(_rows(path, "SELECT * FROM events")) == 3  # the queue untouched throughout
+
+
+# -- migrate() itself (written for the survivors of the mutation run) ------------------------
+
+
+def test_the_version_of_a_database_without_one_is_zero(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db")
+    try:
+        assert schema.schema_version(conn) == 0  # no meta table
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        assert schema.schema_version(conn) == 0  # a meta table, no version in it
+        conn.execute("INSERT INTO meta VALUES ('schema_version', 'two')")
+        with pytest.raises(sqlite3.DatabaseError, match="corrupt: schema_version 'two'"):
+            schema.schema_version(conn)
+    finally:
+        conn.close()
+
+
+def test_migrate_says_which_versions_it_applied(tmp_path: Path) -> None:
+    fresh = sqlite3.connect(tmp_path / "new.db", isolation_level=None)
+    old = sqlite3.connect(_copy(tmp_path), isolation_level=None)
+    try:
+        assert schema.migrate(fresh, "new.db") == [version for version, _ in MIGRATIONS]
+        assert schema.migrate(fresh, "new.db") == []
+        assert schema.migrate(old, "v1.db") == [2]
+    finally:
+        fresh.close()
+        old.close()
+
+
+def test_a_failed_migration_leaves_no_transaction_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = "CREATE TABLE half_done (x INTEGER);\nINSERT INTO no_such_table VALUES (1);"
+    monkeypatch.setattr(schema, "MIGRATIONS", (*MIGRATIONS, (3, broken)))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            schema.migrate(conn, "x.db")
+        assert not conn.in_transaction
+        # The same connection sees what was committed, and nothing of 3.
+        assert schema.schema_version(conn) == 2
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "half_done" not in tables
+    finally:
+        conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -98,6 +99,22 @@ def test_not_a_string_is_nothing() -> None:
         assert clean_text(value) is None
 
 
+def test_ascii_with_one_space_at_an_end_is_trimmed() -> None:
+    assert clean_text(" padded") == "padded"
+    assert clean_text("padded ") == "padded"
+    assert clean_text("one space") == "one space"
+
+
+def test_the_system_clock() -> None:
+    from quintd.model import SystemClock
+
+    clock = SystemClock()
+    now = clock.wall()
+    assert now.tzinfo is not None and abs(now.timestamp() - time.time()) < 5
+    first = clock.monotonic()
+    assert isinstance(first, float) and clock.monotonic() >= first
+
+
 def test_capped_at_the_limit_without_a_trailing_space() -> None:
     assert clean_text("x" * 500) == "x" * MAX_TEXT_CHARS
     assert clean_text("x" * MAX_TEXT_CHARS) == "x" * MAX_TEXT_CHARS
@@ -161,6 +178,8 @@ def test_the_wire_body_holds_the_contract_and_cleans_free_text() -> None:
     assert wire["model"] == "opus"
     assert "signing_id" not in wire  # unknown: left out
     assert json.loads(event.body()) == wire
+    named = LifecycleEvent(session_id="s", state="idle", timestamp=moment, session_name="caf\u00e9")
+    assert b'"session_name":"caf\xc3\xa9"' in named.body()  # UTF-8, not \u escapes
     assert batch_body([b'{"a":1}', b'{"b":2}']) == b'{"events":[{"a":1},{"b":2}]}'
     assert json.loads(batch_body([])) == {"events": []}
 

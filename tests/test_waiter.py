@@ -15,7 +15,7 @@ import pytest
 from conftest import SLEEP
 
 from quintd.procfs import start_ticks
-from quintd.waiter import Waiter
+from quintd.waiter import Waiter, _milliseconds
 
 linux_only = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
 
@@ -277,3 +277,120 @@ def test_process_events_wake_the_wait(waiter: Waiter) -> None:
         assert events.read().events > 0
     finally:
         events.close()
+
+
+# -- the finer points (written for the survivors of the mutation run) -----------------------
+
+
+def test_timeouts_round_up_to_the_millisecond() -> None:
+    assert _milliseconds(None) is None  # no limit
+    assert _milliseconds(0) == 0
+    assert _milliseconds(0.0005) == 1  # never a busy loop of zero-length polls
+    assert _milliseconds(0.001) == 1
+    assert _milliseconds(1.5) == 1500
+    assert _milliseconds(-3) == 0
+
+
+@linux_only
+def test_close_gives_back_every_descriptor() -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    w = Waiter(identity=start_ticks)
+    proc = sleeper()
+    try:
+        w.watch({proc.pid: start_ticks(proc.pid)})
+        assert len(set(os.listdir("/proc/self/fd")) - before) == 3  # the pipe, a pidfd
+        w.close()
+        assert set(os.listdir("/proc/self/fd")) - before == set()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@linux_only
+def test_a_process_gone_is_reported_without_an_identity_to_compare(waiter: Waiter) -> None:
+    proc = sleeper()
+    proc.kill()
+    proc.wait()
+    assert waiter.watch({proc.pid: None}) == {proc.pid}
+    assert waiter.watched == set()
+
+
+def test_without_kernel_exits_nothing_is_reported_gone() -> None:
+    """The scan is the watch: a pid is never called gone (nor replaced) by the waiter."""
+    w = Waiter(identity=start_ticks, kernel_exits=False)
+    proc = sleeper()
+    try:
+        assert w.watch({proc.pid: "1"}) == set()
+    finally:
+        proc.kill()
+        proc.wait()
+        w.close()
+
+
+@linux_only
+def test_after_the_fallback_nothing_is_reported_gone(
+    waiter: Waiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = sleeper()
+
+    def refused(_pid: int) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    try:
+        assert waiter.watch({proc.pid: "1"}) == set()  # the refusal: not "gone"
+        assert waiter.method == "scan"
+        assert waiter.watch({proc.pid: "1", proc.pid + 1: "2"}) == set()  # and after it
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_without_poll_the_wait_is_a_select(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where select has no poll (Windows): the wake pipe through select()."""
+    w = Waiter(kernel_exits=False)
+    try:
+        monkeypatch.setattr(w._exits, "_poll", None)
+        started = time.monotonic()
+        assert not w.wait(0.2).woken
+        assert time.monotonic() - started >= 0.18
+        w.wake()
+        assert w.wait(5).woken
+    finally:
+        w.close()
+
+
+def test_without_pidfd_the_scan_finds_exits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    w = Waiter()
+    try:
+        assert w.method == "scan"
+        w.wake()
+        assert w.wait(5).woken
+    finally:
+        w.close()
+
+
+def test_an_interrupted_wait_is_a_plain_timeout(
+    waiter: Waiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(_timeout: float | None, _readers: object = ()) -> tuple[list[int], list[int]]:
+        raise InterruptedError
+
+    monkeypatch.setattr(waiter._exits, "wait", interrupted)
+    woke = waiter.wait(1)
+    assert (woke.exited, woke.woken) == (set(), False)
+
+
+def test_the_wake_pipe_is_not_inherited(waiter: Waiter) -> None:
+    pipes = {f"pipe:[{os.fstat(fd).st_ino}]" for fd in (waiter._read_fd, waiter._write_fd)}
+    script = (
+        "import os\n"
+        "for fd in os.listdir('/proc/self/fd'):\n"
+        "    try: print(os.readlink('/proc/self/fd/' + fd))\n"
+        "    except OSError: pass\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, close_fds=False
+    )
+    assert pipes.isdisjoint(out.stdout.split())
