@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -213,17 +215,62 @@ def test_the_real_wal_is_read_without_a_side_file(tmp_path: Path, with_shm: bool
 # -- cost: read only what changed ---------------------------------------------------------
 
 
+class _Rows:
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        self.rows = rows
+
+    def fetchone(self) -> tuple[object, ...] | None:
+        return self.rows[0] if self.rows else None
+
+
+def _serve(path: str, pipe: Connection) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    while (ask := pipe.recv()) is not None:
+        sql, args = ask
+        try:
+            pipe.send(conn.execute(sql, args).fetchall())
+        except sqlite3.Error as exc:
+            pipe.send(exc)
+    conn.close()
+
+
+class _WriterProcess:
+    """A connection held by another process, as OpenCode holds its database. In the test's
+    own process, quintd's reads (which open and close the -shm) would release the writer's
+    POSIX locks on it (they are per process), and a later checkpoint could truncate the
+    -shm under the writer's mapping: SIGBUS, in about one run in five."""
+
+    def __init__(self, path: Path) -> None:
+        context = multiprocessing.get_context("fork")
+        self._pipe, theirs = context.Pipe()
+        self._proc = context.Process(target=_serve, args=(str(path), theirs), daemon=True)
+        self._proc.start()
+
+    def execute(self, sql: str, args: tuple[object, ...] = ()) -> _Rows:
+        self._pipe.send((sql, args))
+        answer = self._pipe.recv()
+        if isinstance(answer, Exception):
+            raise answer
+        return _Rows(answer)
+
+    def close(self) -> None:
+        self._pipe.send(None)
+        self._proc.join(10)
+
+
 class LiveDatabase:
-    """The real database, open for writing in WAL mode as OpenCode holds it, changed the
-    way OpenCode changes it: a row, and an event naming its session, in one transaction."""
+    """The real database, open for writing in WAL mode as OpenCode holds it (by another
+    process), changed the way OpenCode changes it: a row, and an event naming its
+    session, in one transaction."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for name in ("opencode.db", "opencode.db-wal", "opencode.db-shm"):
             shutil.copyfile(FIXTURES / "home" / DATA / name, directory / name)
         self.path = directory / "opencode.db"
-        self.conn = sqlite3.connect(self.path, isolation_level=None)
-        assert self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        self.conn = _WriterProcess(self.path)
+        row = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        assert row is not None and row[0] == "wal"
         self.n = 0
 
     def close(self) -> None:
@@ -231,9 +278,11 @@ class LiveDatabase:
 
     def _event(self, session: str) -> None:
         self.n += 1
-        seq = self.conn.execute(
+        row = self.conn.execute(
             "SELECT coalesce(max(seq), -1) + 1 FROM event WHERE aggregate_id = ?", (session,)
-        ).fetchone()[0]
+        ).fetchone()
+        assert row is not None
+        seq = row[0]
         self.conn.execute(
             "INSERT INTO event (id, aggregate_id, seq, type, data) VALUES (?, ?, ?, ?, '{}')",
             (f"evt_test{self.n:06d}", session, seq, "session.updated.1"),
