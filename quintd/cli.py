@@ -593,7 +593,7 @@ def _scan(loaded: LoadedConfig, *, as_json: bool) -> int:
     # One-shot: wait for every signing identity (hashing a large binary takes a moment).
     settings = ScannerSettings(platforms=loaded.platforms, signing_budget=120.0, signing_wait=120.0)
     scanner = Scanner(settings, resolver)
-    agents = scanner.scan()
+    agents = scanner.scan_complete(timeout=120.0)
     identities = {a.pid: scanner.identity(a.pid) for a in agents}
     resolver.close()
     if as_json:

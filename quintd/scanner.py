@@ -741,6 +741,17 @@ class Scanner:
             if extra and known.agent is not None:
                 known.agent = replace(known.agent, cpu_time=known.agent.cpu_time + extra)
 
+    def scan_complete(self, timeout: float) -> list[AgentProcess]:
+        """A one-shot scan (``quintd scan``): a pass, then up to ``timeout`` seconds for
+        every agent's identity (a first pass waits at most FIRST_PASS_SIGNING_S, the time
+        a daemon may hold READY; a busy machine's signing workers take longer), then a
+        pass that carries them."""
+        agents = self.scan()
+        if self._resolver is not None:
+            self._wait_for_signing([a.pid for a in agents], time.perf_counter() + timeout)
+            agents = self.scan()
+        return agents
+
     def identity(self, pid: int) -> SigningInfo | None:
         """What is known of the identity of an agent process (``quintd scan`` shows it)."""
         target = self._targets.get(pid)
