@@ -16,7 +16,9 @@ import pytest
 from conftest import SLEEP, Agents, fake_agent, node_binary, required_tool, wait_until
 
 from quintd.model import AgentProcess
-from quintd.scanner import Scanner
+from quintd.platforms import BUILTIN_PLATFORMS, Platform
+from quintd.procfs import start_ticks
+from quintd.scanner import Scanner, ScannerSettings
 
 NODE = node_binary()  # required: the system's, or the test extra's
 
@@ -411,3 +413,57 @@ def test_a_reused_pid_does_not_inherit_the_old_agent(short_tmp: Path, successor:
         [[new_pid, platform, new_start]] = data["after"]
         assert (new_pid, platform) == (pid, "claude-code" if successor == "claude" else "codex")
         assert new_start > old_start
+
+
+# -- settings and the process table's source (written for the survivors of the mutation run) --
+
+
+def _pids_of(scanner: Scanner, *procs: subprocess.Popen[bytes]) -> set[int]:
+    wanted = {p.pid for p in procs}
+    return {a.pid for a in scanner.scan() if a.pid in wanted}
+
+
+def test_a_new_signature_table_or_user_looks_at_every_process_again(agents: Agents) -> None:
+    """Processes already seen are not looked at again, but for a reconfigure that changes
+    what makes an agent: the table (a new platform) or whose processes count."""
+    proc = agents.binary("acme-agent")
+    scanner = Scanner()
+    wait_until(lambda: start_ticks(proc.pid), what="started")
+    assert _pids_of(scanner, proc) == set()  # no platform knows it
+    acme = Platform(id="acme-agent", names=("acme-agent",))
+    same_table = ScannerSettings(platforms=scanner.settings.platforms)
+    scanner.reconfigure(same_table)
+    assert _pids_of(scanner, proc) == set()
+    scanner.reconfigure(ScannerSettings(platforms=(acme, *BUILTIN_PLATFORMS)))
+    assert _pids_of(scanner, proc) == {proc.pid}  # seen again, with the new table
+    other = os.getuid() + 1
+    table = scanner.settings.platforms
+    scanner.reconfigure(ScannerSettings(platforms=table, only_uid=other))
+    assert _pids_of(scanner, proc) == set()  # another user's daemon: not its process
+    scanner.reconfigure(ScannerSettings(platforms=table, only_uid=os.getuid()))
+    assert _pids_of(scanner, proc) == {proc.pid}
+    assert scanner.exit_watch() == {proc.pid: start_ticks(proc.pid)}
+
+
+def test_without_proc_the_table_comes_from_psutil(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no /proc to list (macOS, the BSDs): psutil's pids, compared with the
+    known ones; a start and an exit are both seen."""
+    listdir = os.listdir
+
+    def no_proc(path: str = ".") -> list[str]:
+        if str(path) == "/proc":
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return listdir(path)
+
+    monkeypatch.setattr("quintd.scanner.os.listdir", no_proc)
+    scanner = Scanner()
+    proc = agents.binary("codex")
+    wait_until(lambda: _pids_of(scanner, proc) == {proc.pid}, what="the agent, via psutil")
+    inspected = scanner.stats.inspected
+    assert _pids_of(scanner, proc) == {proc.pid}
+    assert scanner.stats.inspected == inspected  # nothing new: nothing looked at again
+    agents.stop(proc)
+    assert _pids_of(scanner, proc) == set()
+    assert proc.pid not in scanner.exit_watch()

@@ -65,7 +65,11 @@ TARGETS: dict[str, list[str]] = {
     "sources/qwen_code": ["tests/test_qwen_code.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
-    "scanner": ["tests/test_scanner.py"],
+    "scanner": [
+        "tests/test_scanner.py",
+        "tests/test_signing_linux.py",
+        "tests/test_identity_linux.py",
+    ],
     "private_files": ["tests/test_private_files.py"],
     "model": ["tests/test_model.py"],
     "identity": ["tests/test_identity.py"],
