@@ -394,3 +394,42 @@ def test_the_wake_pipe_is_not_inherited(waiter: Waiter) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, close_fds=False
     )
     assert pipes.isdisjoint(out.stdout.split())
+
+
+def test_the_exit_watches_say_false_and_minus_one_as_documented(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """_ExitWatch's contract: add() is False for a pid gone (or a kernel that refuses),
+    wait() lists -1 for the wake pipe; each way of waiting keeps it."""
+    scan = Waiter(kernel_exits=False)
+    proc = sleeper()
+    try:
+        assert scan._exits.add(proc.pid) is False
+        scan.wake()
+        assert scan._exits.wait(5) == ([-1], [])  # (exits and the wake pipe, readers)
+        monkeypatch.setattr(scan._exits, "_poll", None)  # the select() way
+        scan.wake()
+        assert scan._exits.wait(5) == ([-1], [])  # (exits and the wake pipe, readers)
+    finally:
+        scan.close()
+        proc.kill()
+        proc.wait()
+    if not hasattr(os, "pidfd_open"):
+        return
+    kernel = Waiter()
+    gone = sleeper()
+    gone.kill()
+    gone.wait()
+    try:
+        assert kernel._exits.add(gone.pid) is False
+        kernel.wake()
+        assert kernel._exits.wait(5) == ([-1], [])
+
+        def refused(_pid: int) -> int:
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "pidfd_open", refused)
+        assert kernel._exits.add(os.getpid()) is False  # refused: the scan from now on
+        assert kernel._exits.add(os.getpid()) is False  # and not asked again
+    finally:
+        kernel.close()

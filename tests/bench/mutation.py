@@ -286,8 +286,9 @@ def mutated_source(source: str, index: int) -> str:
     return ast.unparse(tree)
 
 
-def run_tests(workdir: Path, tests: list[str], timeout: float) -> str:
-    """'killed', 'survived' or 'timeout' (counted as killed)."""
+def run_tests(workdir: Path, tests: list[str], timeout: float, show: bool = False) -> str:
+    """'killed', 'survived' or 'timeout' (counted as killed); ``show``: the end of a
+    failing run's output, on stderr."""
     env = dict(
         os.environ,
         PYTHONPATH=str(workdir),
@@ -301,6 +302,9 @@ def run_tests(workdir: Path, tests: list[str], timeout: float) -> str:
         )
     except subprocess.TimeoutExpired:
         return "timeout"
+    if result.returncode != 0 and show:
+        tail = result.stdout.decode(errors="replace").splitlines()[-40:]
+        print("\n".join(tail), file=sys.stderr)
     return "survived" if result.returncode == 0 else "killed"
 
 
@@ -331,7 +335,7 @@ def main() -> int:
         if len(found) > args.max:
             chosen = sorted(random.Random(args.seed).sample(found, args.max), key=lambda m: m.index)
         tests = TARGETS[module]
-        baseline = run_tests(workers[0], tests, args.timeout)
+        baseline = run_tests(workers[0], tests, args.timeout, show=True)
         if baseline != "survived":
             # Not a score (a mutant would count as killed): said, and the next module run.
             print(f"{module}: its tests fail unmutated; fix them first", file=sys.stderr)
