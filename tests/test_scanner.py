@@ -21,7 +21,7 @@ from conftest import SLEEP, Agents, fake_agent, node_binary, required_tool, wait
 from quintd.model import AgentProcess
 from quintd.platforms import BUILTIN_PLATFORMS, Platform
 from quintd.procfs import start_ticks
-from quintd.scanner import Scanner, ScannerSettings
+from quintd.scanner import KnownProcess, Scanner, ScannerSettings, fold_trees
 from quintd.signing.examine import Target
 from quintd.signing.info import SigningInfo
 from quintd.signing.resolver import SigningResolver
@@ -606,3 +606,73 @@ def test_the_small_readers_of_a_process() -> None:
             child.kill()
             child.wait()
     assert os.getgid() in _groups(psutil.Process())
+
+
+def test_an_agent_that_exited_is_gone_before_it_is_reaped(agents: Agents) -> None:
+    scanner = Scanner()
+    proc = agents.binary("codex")
+    wait_until(lambda: _agent(scanner, proc), what="codex")
+    os.kill(proc.pid, signal.SIGKILL)  # a zombie: still in /proc, not reaped
+    wait_until(lambda: _agent(scanner, proc) is None, what="its exit")
+    assert proc.pid not in scanner.exit_watch()
+    proc.wait()
+
+
+def _known(pid_start: float, ppid: int, agent: AgentProcess | None) -> KnownProcess:
+    return KnownProcess(start_time=pid_start, ppid=ppid, name="x", agent=agent)
+
+
+def _fake(pid: int, platform: str, start: float) -> AgentProcess:
+    return AgentProcess(
+        platform=platform,
+        pid=pid,
+        ppid=0,
+        start_time=start,
+        user=None,
+        exe=None,
+        cwd=None,
+        name=platform,
+        matched_by="exe",
+    )
+
+
+def test_folded_agents_come_oldest_first_and_pid_1_can_be_a_parent() -> None:
+    """A container whose PID 1 is an agent: an agent it started runs under it."""
+    known = {
+        1: _known(100.0, 0, _fake(1, "claude-code", 100.0)),
+        40: _known(101.0, 1, _fake(40, "codex", 101.0)),  # under PID 1, another platform
+        30: _known(103.0, 1, _fake(30, "claude-code", 103.0)),  # the same platform: folded
+        20: _known(100.5, 1, None),
+        25: _known(102.0, 20, _fake(25, "gemini-cli", 102.0)),  # under a non-agent
+    }
+    folded = fold_trees(known, {40, 30, 25, 1})
+    # Oldest first (not by pid).
+    assert [(a.pid, a.parent_pid) for a in folded] == [(1, None), (40, 1), (25, 1)]
+
+
+def test_agent_cpu_includes_its_tools_tools(agents: Agents) -> None:
+    """A tool's own child (a grandchild of the agent) burning CPU while it runs."""
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    burner = agents.root / "burn.py"
+    burner.write_text(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 30:\n    pass\n"
+    )
+    script = agents.root / "claude"
+    script.write_text(f"read x < {fifo}; sh -c '{sys.executable} {burner}; true'\n")
+    proc = agents.spawn(["sh", str(script)])
+    scanner = Scanner()
+    [before] = _wait_scan(scanner, lambda f: len(f) == 1, "claude", proc)
+    with open(fifo, "w") as fh:
+        fh.write("x\n")
+
+    def burning() -> bool:
+        tools = psutil.Process(proc.pid).children()
+        return bool(tools) and bool(tools[0].children())
+
+    wait_until(burning, what="the tool's child")
+    wait_until(
+        lambda: any(a.cpu_time - before.cpu_time > 0.5 for a in _mine(scanner.scan(), proc)),
+        what="the grandchild's CPU counted while it runs",
+    )
+    assert burning()  # still running: its CPU came from the walk, not from a reaped child
