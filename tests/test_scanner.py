@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,10 @@ from conftest import SLEEP, Agents, fake_agent, node_binary, required_tool, wait
 from quintd.model import AgentProcess
 from quintd.platforms import BUILTIN_PLATFORMS, Platform
 from quintd.procfs import start_ticks
-from quintd.scanner import Scanner, ScannerSettings
+from quintd.scanner import KnownProcess, Scanner, ScannerSettings, fold_trees
+from quintd.signing.examine import Target
+from quintd.signing.info import SigningInfo
+from quintd.signing.resolver import SigningResolver
 
 NODE = node_binary()  # required: the system's, or the test extra's
 
@@ -466,3 +472,208 @@ def test_without_proc_the_table_comes_from_psutil(
     agents.stop(proc)
     assert _pids_of(scanner, proc) == set()
     assert proc.pid not in scanner.exit_watch()
+
+
+class GatedBackend:
+    """An identity that takes as long as the test says (a large binary's hash)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def __call__(self, target: Target) -> SigningInfo:
+        self.gate.wait(30)
+        return SigningInfo(signing_id=f"id:{Path(target.path).name}", source="test")
+
+
+def _agent(scanner: Scanner, proc: subprocess.Popen[bytes]) -> AgentProcess | None:
+    return next((a for a in scanner.scan() if a.pid == proc.pid), None)
+
+
+def test_an_identity_found_in_the_pass_settles_the_agent(agents: Agents) -> None:
+    backend = GatedBackend()
+    backend.gate.set()
+    resolver = SigningResolver(backend)
+    try:
+        scanner = Scanner(ScannerSettings(signing_budget=30), resolver)
+        proc = agents.binary("codex")
+        agent = wait_until(lambda: _agent(scanner, proc), what="codex")
+        assert (agent.signing_id, agent.signing_settled) == ("id:codex", True)
+        assert scanner.identity(proc.pid) == SigningInfo("id:codex", "test")
+        assert scanner.identity(os.getpid()) is None  # not an agent
+        assert not scanner.settling()
+    finally:
+        resolver.close()
+
+
+@pytest.mark.parametrize("wait", [0.3, 30.0])
+def test_an_agent_waits_for_its_identity_up_to_signing_wait(agents: Agents, wait: float) -> None:
+    """Not settled while its identity is being examined, until signing_wait has passed
+    (then announced without it); the identity, when it comes, settles it."""
+    backend = GatedBackend()
+    resolver = SigningResolver(backend)
+    try:
+        settings = ScannerSettings(signing_budget=0.01, signing_wait=wait)
+        scanner = Scanner(settings, resolver)
+        proc = agents.binary("claude")
+        started = time.monotonic()
+        agent = wait_until(lambda: _agent(scanner, proc), what="claude")
+        assert (agent.signing_id, agent.signing_settled) == (None, False)
+        assert scanner.settling()
+        if wait < 1:
+            settled = wait_until(
+                lambda: (a := _agent(scanner, proc)) is not None and a.signing_settled and a,
+                what="announced without its identity",
+            )
+            assert time.monotonic() - started >= wait
+            assert settled.signing_id is None
+        else:
+            for _ in range(3):
+                again = _agent(scanner, proc)
+                assert again is not None and not again.signing_settled
+        backend.gate.set()
+        found = wait_until(
+            lambda: (a := _agent(scanner, proc)) is not None and a.signing_id and a,
+            what="the identity, later",
+        )
+        assert (found.signing_id, found.signing_settled) == ("id:claude", True)
+    finally:
+        backend.gate.set()
+        resolver.close()
+
+
+def test_inspections_are_counted_once_per_new_process(agents: Agents) -> None:
+    scanner = Scanner()
+    scanner.scan()
+    before = scanner.stats.inspected
+    assert before > 0
+    proc = agents.binary("codex")
+    wait_until(lambda: _agent(scanner, proc), what="codex")
+    assert scanner.stats.inspected > before
+
+
+def test_without_start_ticks_psutil_tells_a_process_and_its_exit(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where /proc has no start ticks (macOS): psutil's start time, status and CPU."""
+    monkeypatch.setattr("quintd.scanner.start_ticks", lambda _pid: None)
+    scanner = Scanner()
+    burner = agents.root / "burn.py"
+    burner.write_text(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 2:\n    pass\n"
+    )
+    script = agents.root / "claude"  # a script named like the agent, run by sh
+    script.write_text(f"{sys.executable} {burner}\n{SLEEP} 600\n")
+    agent_proc = agents.spawn(["sh", str(script)])
+    first = wait_until(lambda: _agent(scanner, agent_proc), what="claude, via psutil")
+    assert scanner.exit_watch()[agent_proc.pid] is None  # no ticks to tell a reuse by
+    grown = wait_until(
+        lambda: (
+            (a := _agent(scanner, agent_proc)) is not None
+            and a.cpu_time - first.cpu_time > 0.5
+            and a
+        ),
+        what="its tool's CPU, via psutil",
+    )
+    assert grown.pid == agent_proc.pid
+    os.kill(agent_proc.pid, signal.SIGKILL)  # a zombie until reaped
+    wait_until(lambda: _agent(scanner, agent_proc) is None, what="its exit, via psutil")
+    agent_proc.wait()
+
+
+def test_the_small_readers_of_a_process() -> None:
+    from quintd.scanner import _cpu_seconds, _groups, _npm_caches, _relative_script
+
+    class Times:
+        user, system, children_user, children_system = 1.0, 2.0, 4.0, 8.0
+
+    class Proc:
+        def cpu_times(self) -> Times:
+            return Times()
+
+    assert _cpu_seconds(Proc()) == 15.0  # type: ignore[arg-type]
+    assert _npm_caches(None) == ()
+    assert _npm_caches({"HOME": "/home/dev"}) == ("/home/dev/.npm",)
+    assert _npm_caches({"HOME": "relative", "npm_config_cache": "/c"}) == ("/c",)
+    assert _npm_caches({"NPM_CONFIG_CACHE": "/C", "HOME": "/h"}) == ("/C", "/h/.npm")
+    assert _relative_script("/usr/bin/node", ["node", "cli.js"]) is True
+    assert _relative_script("/usr/bin/node", ["node", "/opt/cli.js"]) is False
+    assert _relative_script("/usr/bin/codex", ["codex"]) is False
+    if os.geteuid() == 0:
+        child = subprocess.Popen([SLEEP, "600"], extra_groups=[4242, 4343])
+        try:
+            groups = _groups(psutil.Process(child.pid))
+            assert {4242, 4343, os.getgid()} <= groups
+        finally:
+            child.kill()
+            child.wait()
+    assert os.getgid() in _groups(psutil.Process())
+
+
+def test_an_agent_that_exited_is_gone_before_it_is_reaped(agents: Agents) -> None:
+    scanner = Scanner()
+    proc = agents.binary("codex")
+    wait_until(lambda: _agent(scanner, proc), what="codex")
+    os.kill(proc.pid, signal.SIGKILL)  # a zombie: still in /proc, not reaped
+    wait_until(lambda: _agent(scanner, proc) is None, what="its exit")
+    assert proc.pid not in scanner.exit_watch()
+    proc.wait()
+
+
+def _known(pid_start: float, ppid: int, agent: AgentProcess | None) -> KnownProcess:
+    return KnownProcess(start_time=pid_start, ppid=ppid, name="x", agent=agent)
+
+
+def _fake(pid: int, platform: str, start: float) -> AgentProcess:
+    return AgentProcess(
+        platform=platform,
+        pid=pid,
+        ppid=0,
+        start_time=start,
+        user=None,
+        exe=None,
+        cwd=None,
+        name=platform,
+        matched_by="exe",
+    )
+
+
+def test_folded_agents_come_oldest_first_and_pid_1_can_be_a_parent() -> None:
+    """A container whose PID 1 is an agent: an agent it started runs under it."""
+    known = {
+        1: _known(100.0, 0, _fake(1, "claude-code", 100.0)),
+        40: _known(101.0, 1, _fake(40, "codex", 101.0)),  # under PID 1, another platform
+        30: _known(103.0, 1, _fake(30, "claude-code", 103.0)),  # the same platform: folded
+        20: _known(100.5, 1, None),
+        25: _known(102.0, 20, _fake(25, "gemini-cli", 102.0)),  # under a non-agent
+    }
+    folded = fold_trees(known, {40, 30, 25, 1})
+    # Oldest first (not by pid).
+    assert [(a.pid, a.parent_pid) for a in folded] == [(1, None), (40, 1), (25, 1)]
+
+
+def test_agent_cpu_includes_its_tools_tools(agents: Agents) -> None:
+    """A tool's own child (a grandchild of the agent) burning CPU while it runs."""
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    burner = agents.root / "burn.py"
+    burner.write_text(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 30:\n    pass\n"
+    )
+    script = agents.root / "claude"
+    script.write_text(f"read x < {fifo}; sh -c '{sys.executable} {burner}; true'\n")
+    proc = agents.spawn(["sh", str(script)])
+    scanner = Scanner()
+    [before] = _wait_scan(scanner, lambda f: len(f) == 1, "claude", proc)
+    with open(fifo, "w") as fh:
+        fh.write("x\n")
+
+    def burning() -> bool:
+        tools = psutil.Process(proc.pid).children()
+        return bool(tools) and bool(tools[0].children())
+
+    wait_until(burning, what="the tool's child")
+    wait_until(
+        lambda: any(a.cpu_time - before.cpu_time > 0.5 for a in _mine(scanner.scan(), proc)),
+        what="the grandchild's CPU counted while it runs",
+    )
+    assert burning()  # still running: its CPU came from the walk, not from a reaped child
