@@ -149,7 +149,7 @@ class SourceManager:
                 self._last[proc.key] = found
             elif young:
                 pending.add(proc.pid)
-            elif self._has_state(proc, reader):
+            elif reader.waits_without_conversation and self._has_state(proc, reader):
                 waiting.add(proc.pid)
         for key in self._roots.keys() - live:
             del self._roots[key]

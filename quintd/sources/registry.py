@@ -10,6 +10,7 @@ from quintd.sources import (
     copilot_cli,
     crush,
     cursor_agent,
+    editors,
     gemini_cli,
     goose,
     kiro,
@@ -30,6 +31,7 @@ READERS: tuple[ReaderSpec, ...] = (
     goose.SPEC,
     kiro.SPEC,
     cursor_agent.SPEC,
+    *editors.SPECS,
 )
 
 
