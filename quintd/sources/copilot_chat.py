@@ -75,6 +75,9 @@ MAX_WORKSPACES = 200  # workspaces used at once, looked into
 MAX_FLAT_BYTES = 8 * 1024 * 1024  # a pre-1.109 session file is read whole up to this
 MAX_REQUESTS = 10_000
 PENDING, NEEDS_INPUT = 0, 4  # ResponseModelState
+# A deleted session is reported closed this long (``over``): the editor's process, left
+# with none, is then a session of its own again.
+CLOSED_S = 60.0
 _SESSION_FILE = re.compile(r"^([0-9A-Za-z][0-9A-Za-z_-]{0,127})\.(jsonl|json)$")
 _WORKSPACE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}$")
 
@@ -223,16 +226,19 @@ class CopilotChat(Reader):
         self._workspaces = user_dir / "workspaceStorage"
         self._empty_window = user_dir / "globalStorage" / "emptyWindowChatSessions"
         self._dirs: set[Path] = set()  # the chatSessions directories looked into
+        self._targets: list[Path] = []  # what is watched of them
         self._relist = True
         self._listed_at = float("-inf")
         self._dirty_dirs: set[Path] = set()
         self._chats: dict[str, _Chat] = {}  # by session id
         self._dirty: set[str] = set()
+        self._closed: dict[str, float] = {}  # deleted: when (monotonic)
+        self._now = 0.0
 
     # -- the AgentState protocol ----------------------------------------------------------
 
     def watch_dirs(self) -> list[Path]:
-        return [self._workspaces, self._empty_window, *sorted(self._dirs)]
+        return [self._workspaces, self._empty_window, *self._targets]
 
     def flat_dirs(self) -> set[Path]:
         return set(self.watch_dirs())  # each workspace holds every extension's storage too
@@ -241,7 +247,8 @@ class CopilotChat(Reader):
         if path.parent == self._workspaces:
             self._relist = True  # a workspace added (or gone)
         elif path in self._dirs or path == self._empty_window:
-            self._dirty_dirs.add(path)
+            self._dirty_dirs.add(path)  # made, or changed as a whole
+            self._retarget()
         elif path.parent in self._dirs or path.parent == self._empty_window:
             self._dirty_dirs.add(path.parent)
             match = _SESSION_FILE.match(path.name)
@@ -257,6 +264,8 @@ class CopilotChat(Reader):
         return self._workspaces.is_dir() or self._empty_window.is_dir()
 
     def begin(self, now: Pass) -> None:
+        self._now = now.now
+        self._closed = {k: t for k, t in self._closed.items() if now.now - t < CLOSED_S}
         if not now.processes:
             return
         if self._relist or now.now - self._listed_at >= RELIST_S:
@@ -278,15 +287,19 @@ class CopilotChat(Reader):
             if last is not None and (last.timestamp or 0.0) >= since:
                 used.append(chat)
         used.sort(key=lambda c: (c.session.created or 0.0, c.native_id))
+        closed = [ConversationFacts(native_id=k, over=True) for k in self._closed]
         return [
-            ConversationFacts(
-                native_id=chat.native_id,
-                status=chat.session.status,
-                model=chat.session.last.model if chat.session.last else None,
-                last_write=chat.last_write,
-                owner_uid=chat.owner,
-            )
-            for chat in used
+            *closed,
+            *(
+                ConversationFacts(
+                    native_id=chat.native_id,
+                    status=chat.session.status,
+                    model=chat.session.last.model if chat.session.last else None,
+                    last_write=chat.last_write,
+                    owner_uid=chat.owner,
+                )
+                for chat in used
+            ),
         ] or None
 
     # -- where the sessions are -------------------------------------------------------------
@@ -302,9 +315,16 @@ class CopilotChat(Reader):
         for directory in dirs - self._dirs:
             self._dirty_dirs.add(directory)
         self._dirs = dirs
+        self._retarget()
         for native_id, chat in list(self._chats.items()):
             if chat.path.parent not in dirs:
                 del self._chats[native_id]
+
+    def _retarget(self) -> None:
+        """A used workspace without chat sessions yet has its own directory watched, to
+        see the first."""
+        dirs = self._dirs - {self._empty_window}
+        self._targets = sorted({d if d.is_dir() else d.parent for d in dirs})
 
     def _list_sessions(self, directory: Path, horizon: float) -> None:
         files = listing(
@@ -323,7 +343,7 @@ class CopilotChat(Reader):
                 present[native_id] = directory / name
         for native_id, chat in list(self._chats.items()):
             if chat.path.parent == directory and present.get(native_id) != chat.path:
-                del self._chats[native_id]  # deleted (or its log replaced the flat file)
+                self._forget(chat, deleted=native_id not in present)
         for native_id, path in present.items():
             if native_id not in self._chats:
                 self._chats[native_id] = _Chat(path, native_id)
@@ -333,7 +353,7 @@ class CopilotChat(Reader):
 
     def _read(self, chat: _Chat, now: Pass) -> None:
         if lstat_signature(chat.path) is None:
-            del self._chats[chat.native_id]  # deleted: the conversation ends
+            self._forget(chat, deleted=True)
             return
         before = chat.session.signature()
         try:
@@ -349,6 +369,13 @@ class CopilotChat(Reader):
         if chat.read_once and chat.session.signature() != before:
             chat.last_write = now.now
         chat.read_once = chat.read_once or not more
+
+    def _forget(self, chat: _Chat, deleted: bool) -> None:
+        """A session no longer read: deleted (it ends, if it was a conversation), or its
+        log replaced its flat file (read again as the log)."""
+        del self._chats[chat.native_id]
+        if deleted and chat.session.requests:
+            self._closed[chat.native_id] = self._now
 
     def _read_log(self, chat: _Chat) -> bool:
         if chat.tail is None or self._rewritten(chat.tail):

@@ -62,6 +62,9 @@ FRESH = 64  # the most recently written composers whose values one read looks at
 MAX_LIVE = 256  # composers followed at once (live ones and their sub-conversations)
 MAX_SUBS = 32  # sub-conversations of one conversation
 READ_EVERY_S = 2.0
+# A conversation archived or deleted is reported closed this long (``over``): the editor's
+# process, left with none, is then a session of its own again.
+CLOSED_S = 60.0
 # Cursor's "Auto": it picks the model per request; the composer names none.
 NO_MODEL = frozenset({"default", "auto"})
 DONE = frozenset({"completed", "aborted", "error"})
@@ -119,6 +122,7 @@ class CursorComposers(Reader):
         self._composers: dict[str, Composer] = {}  # live, and their sub-conversations
         self._read_once = False
         self._read_at = float("-inf")
+        self._closed: dict[str, float] = {}  # archived or deleted: when (monotonic)
 
     # -- the AgentState protocol ----------------------------------------------------------
 
@@ -140,6 +144,7 @@ class CursorComposers(Reader):
         return lstat_signature(self._path) is not None
 
     def begin(self, now: Pass) -> None:
+        self._closed = {k: t for k, t in self._closed.items() if now.now - t < CLOSED_S}
         if not now.processes or now.now - self._read_at < READ_EVERY_S:
             return  # what changed meanwhile stays due
         seen = self._db.due(now.now)
@@ -173,13 +178,18 @@ class CursorComposers(Reader):
             ),
             key=lambda c: (c.created or c.updated or 0.0, c.native_id),
         )
-        return [self._conversation(c) for c in live] or None
+        closed = [
+            ConversationFacts(native_id=k, over=True, owner_uid=self._db.owner)
+            for k in self._closed
+        ]
+        return [*closed, *(self._conversation(c) for c in live)] or None
 
     # -- reading ----------------------------------------------------------------------------
 
     def _apply(self, found: _Read, now: Pass) -> None:
         first = not self._read_once
         self._read_once = True
+        before = self._live(now.horizon)
         self._rowids = found.rowids
         composers = {k: c for k, c in self._composers.items() if k in found.rowids}
         for native_id, values in found.values.items():
@@ -201,15 +211,29 @@ class CursorComposers(Reader):
             elif not first:
                 composer.last_write = now.now  # new since the first read: work
             composers[native_id] = composer
-        # Kept: the conversations written since the horizon, and their sub-conversations.
-        top = {
-            k: c
-            for k, c in composers.items()
-            if (c.updated or c.created or 0.0) >= now.horizon and not c.archived
-        }
+        # Kept: the conversations written since the horizon (archived ones too: their
+        # sub-conversations are theirs, never conversations of their own), and their
+        # sub-conversations.
+        top = {k: c for k, c in composers.items() if (c.updated or c.created or 0.0) >= now.horizon}
         subs = {s for c in top.values() for s in c.subs}
         kept = {k: c for k, c in composers.items() if k in top or k in subs}
         self._composers = dict(sorted(kept.items(), key=lambda kv: -found.rowids[kv[0]])[:MAX_LIVE])
+        for native_id in before - self._live(now.horizon):
+            gone = composers.get(native_id)
+            if gone is None or gone.archived:
+                self._closed[native_id] = now.now
+
+    def _live(self, horizon: float) -> set[str]:
+        """The conversations (not sub-conversations) used since the horizon."""
+        children = {sub for c in self._composers.values() for sub in c.subs}
+        return {
+            k
+            for k, c in self._composers.items()
+            if k not in children
+            and c.has_messages
+            and not c.archived
+            and (c.updated or 0.0) >= horizon
+        }
 
     def _conversation(self, composer: Composer) -> ConversationFacts:
         subagents = []
