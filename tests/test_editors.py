@@ -11,6 +11,7 @@ import filecmp
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ from editor_fixture import FIXTURES, GEN, lay_out, regenerate, steps
 from replay import MACHINE, Rec, Replay, agents, story
 
 from quintd.identity import native_session_id
+from quintd.model import ConversationFacts
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import Scanner
-from quintd.sources import cursor_composers
-from quintd.sources.editors import CURSOR_SPEC, VSCODE_SPEC, WINDSURF_SPEC
+from quintd.sources import copilot_chat, cursor_composers
+from quintd.sources.editors import CURSOR_SPEC, VSCODE_SPEC, WINDSURF_SPEC, VsCodeState
 from quintd.sources.manager import SourceManager
+from quintd.sources.spec import ReaderContext
 from quintd.tracker import SessionTracker
 
 T0 = GEN.T0
@@ -352,3 +355,231 @@ def test_the_real_process_tree_of_an_editor_is_one_agent(tmp_path: Path, agents:
     assert [a for a in scanner.scan() if a.pid in orphans] == []
     for pid in orphans:
         os.kill(pid, signal.SIGKILL)
+
+
+# -- what the stories do not show ---------------------------------------------------------
+
+
+def _cursor_state(user: Path, clock: list[float]) -> cursor_composers.CursorComposers:
+    return cursor_composers.CursorComposers(user, ReaderContext(lambda: clock[0]))
+
+
+def _editor(start: float = T0, exe: str = CURSOR) -> Any:
+    [proc] = agents(_electron(4100, exe, start)[:1], Path("/nonexistent"))
+    return proc
+
+
+def test_a_long_history_costs_a_bounded_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editor started on thousands of old conversations: the first read looks at the
+    FRESH most recently written values only; later reads only at what was written since."""
+    user = tmp_path / "User"
+    cursor = GEN.CursorUser(user, GEN.WORKSPACE)
+    old = []
+    for n in range(300):
+        composer = GEN.Composer(f"00000000-0000-4000-8000-{n:012d}", T0 - 5 * 86_400)
+        composer.ask(f"o-{n}", T0 - 5 * 86_400)
+        old.append(composer)
+    cursor.save(*old)
+    looked: list[str] = []
+    real = cursor_composers.json_fields
+    monkeypatch.setattr(
+        cursor_composers,
+        "json_fields",
+        lambda conn, table, key, paths: looked.append(key) or real(conn, table, key, paths),
+    )
+    clock = [100.0]
+    state = _cursor_state(user, clock)
+    proc = _editor()
+    state.prepare([proc])
+    assert len(looked) == cursor_composers.FRESH and state.facts(proc) is None
+    fresh = GEN.Composer(GEN.COMPOSER_A, T0 + 10)
+    fresh.ask("a-1", T0 + 10)
+    cursor.save(fresh)
+    looked.clear()
+    clock[0] += 5
+    state.poll()
+    state.prepare([proc])
+    assert looked == [f"composerData:{GEN.COMPOSER_A}"]
+    found = state.facts(proc)
+    assert found is not None and [c.native_id for c in found] == [GEN.COMPOSER_A]
+    assert found[0].status == "busy" and found[0].last_write == clock[0]
+    looked.clear()
+    clock[0] += 5
+    state.prepare([proc])
+    assert looked == []  # nothing changed: nothing read
+
+
+def test_cursor_values_too_big_or_garbage_are_skipped_and_counted(tmp_path: Path) -> None:
+    user = tmp_path / "User"
+    cursor = GEN.CursorUser(user, GEN.WORKSPACE)
+    good = GEN.Composer(GEN.COMPOSER_A, T0 + 10)
+    good.ask("a-1", T0 + 10)
+    cursor.save(good)
+    huge = GEN.Composer(GEN.COMPOSER_B, T0 + 10)
+    huge.ask("b-1", T0 + 10)
+    huge.data["originalFileStates"] = {"x": "y" * (17 * 1024 * 1024)}  # over the guard's cap
+    cursor.save(huge)
+    GEN.store_items(
+        cursor.global_db,
+        {
+            f"composerData:{GEN.SUB_A}": "{not json",
+            "composerData:d4e5f6a7-0004-4000-8000-00000000000d": json.dumps(
+                {"composerId": "someone-else", "status": "generating"}
+            ),
+            "composerData:e5f6a7b8-0005-4000-8000-00000000000e": json.dumps(
+                {"status": ["generating"], "lastUpdatedAt": (T0 + 9) * 1000}
+            ),
+        },
+        "cursorDiskKV",
+    )
+    state = _cursor_state(user, [100.0])
+    proc = _editor()
+    state.prepare([proc])
+    found = state.facts(proc)
+    assert found is not None and [c.native_id for c in found] == [GEN.COMPOSER_A]
+    assert state.stats.refused == 1 and state.stats.garbage == 3
+
+
+def test_cursor_without_its_table_reads_nothing(tmp_path: Path) -> None:
+    user = tmp_path / "User"
+    GEN.store_items(user / "globalStorage" / "state.vscdb", {"a": "b"})  # VS Code's shape
+    state = _cursor_state(user, [100.0])
+    proc = _editor()
+    state.prepare([proc])
+    assert state.facts(proc) is None and state.stats.garbage == 1
+
+
+def _chat_state(user: Path, clock: list[float]) -> copilot_chat.CopilotChat:
+    return copilot_chat.CopilotChat(user, ReaderContext(lambda: clock[0]))
+
+
+def _one(found: Any) -> ConversationFacts:
+    assert found is not None
+    [conv] = [c for c in found if not c.over]
+    assert isinstance(conv, ConversationFacts)
+    return conv
+
+
+def test_a_compacted_log_is_read_again_from_its_start(tmp_path: Path) -> None:
+    user = tmp_path / "User"
+    code = GEN.VsCodeUser(user)
+    code.workspace(GEN.WORKSPACE, PROJECT)
+    chat = GEN.ChatSession(GEN.FIRST, T0 + 10)
+    chat.ask("request_1", T0 + 11, GEN.MODEL)
+    code.store(GEN.WORKSPACE, chat)
+    clock = [100.0]
+    state = _chat_state(user, clock)
+    proc = _editor(exe=CODE)
+    state.prepare([proc])
+    assert _one(state.facts(proc)).status == "busy"
+    for n in range(40):  # many turns: the log grows past its compaction
+        chat.settle(GEN.COMPLETE, T0 + 20 + n)
+        chat.ask(f"request_{n + 2}", T0 + 21 + n, "copilot/o3")
+        chat.stream("x" * 50)
+        chat.log.COMPACT_AFTER = 100
+        code.store(GEN.WORKSPACE, chat)
+        state.poll()
+        clock[0] += 1
+        state.prepare([proc])
+    chat.settle(GEN.COMPLETE, T0 + 90)
+    chat.log.entries = 10_000  # compacted now: the file written again as one line
+    chat.stream("y" * 20_000)  # longer than what was read of it
+    code.store(GEN.WORKSPACE, chat)
+    lines = (user / "workspaceStorage" / GEN.WORKSPACE / "chatSessions").glob("*.jsonl")
+    assert [len(p.read_text().splitlines()) for p in lines] == [1]
+    state.poll()
+    clock[0] += 1
+    state.prepare([proc])
+    conv = _one(state.facts(proc))
+    assert (conv.status, conv.model) == ("idle", "copilot/o3")
+    assert state.stats.garbage == 0
+    assert len(state._chats[GEN.FIRST].session.requests) == 41
+
+
+def test_an_old_session_counts_once_it_is_used_again(tmp_path: Path) -> None:
+    user = tmp_path / "User"
+    code = GEN.VsCodeUser(user)
+    code.workspace(GEN.WORKSPACE, PROJECT)
+    chat = GEN.ChatSession(GEN.FIRST, T0 - 86_400)
+    chat.ask("request_1", T0 - 86_400, GEN.MODEL)
+    chat.settle(GEN.COMPLETE, T0 - 86_000)
+    code.store(GEN.WORKSPACE, chat)
+    log = user / "workspaceStorage" / GEN.WORKSPACE / "chatSessions" / f"{GEN.FIRST}.jsonl"
+    os.utime(log, (T0 - 86_000, T0 - 86_000))
+    clock = [100.0]
+    state = _chat_state(user, clock)
+    proc = _editor(start=time.time() - 60, exe=CODE)
+    state.prepare([proc])
+    assert state.facts(proc) is None  # history: not used since the editor started
+    chat.ask("request_2", time.time(), GEN.MODEL)
+    code.store(GEN.WORKSPACE, chat)
+    state.changed(log)
+    clock[0] += 1
+    state.prepare([proc])
+    conv = _one(state.facts(proc))
+    assert (conv.native_id, conv.status, conv.last_write) == (GEN.FIRST, "busy", None)
+
+
+def test_a_flat_session_file_of_older_versions(tmp_path: Path) -> None:
+    """Before VS Code 1.109 (or with chat.useLogSessionStorage false): the whole session in
+    <sessionId>.json, rewritten at each save."""
+    user = tmp_path / "User"
+    directory = user / "workspaceStorage" / GEN.WORKSPACE / "chatSessions"
+    directory.mkdir(parents=True)
+    chat = GEN.ChatSession(GEN.FIRST, T0 + 10)
+    chat.ask("request_1", T0 + 11, GEN.MODEL)
+    chat.settle(GEN.NEEDS_INPUT, T0 + 12)
+    (directory / f"{GEN.FIRST}.json").write_text(GEN.js(chat.data))
+    (directory / f"{GEN.SECOND}.json").write_text(
+        json.dumps({"sessionId": "another", "requests": [{"timestamp": (T0 + 5) * 1000}]})
+    )
+    (directory / "not-a-session.txt").write_text("{}")
+    state = _chat_state(user, [100.0])
+    proc = _editor(exe=CODE)
+    state.prepare([proc])
+    conv = _one(state.facts(proc))
+    assert (conv.native_id, conv.status, conv.model) == (GEN.FIRST, "waiting", GEN.MODEL)
+    assert state.stats.garbage == 1  # a session under another's name
+
+
+def test_log_mutations_that_make_no_sense_are_counted() -> None:
+    session = copilot_chat._Session()
+    for bad in (
+        {"kind": 1, "k": "requests", "v": []},
+        {"kind": 9, "k": ["requests"]},
+        {"kind": 1, "k": ["requests", -1, "modelState"], "v": {"value": 0}},
+        {"kind": 1, "k": ["requests", True, "modelState"], "v": {"value": 0}},
+        {"kind": 0, "v": []},
+    ):
+        with pytest.raises(ValueError):
+            session.apply(bad)
+    session.apply({"kind": 1, "k": ["requests", 3, "modelState"], "v": {"value": 0}})
+    session.apply({"kind": 2, "k": ["pendingRequests"], "v": [{"id": "q"}], "i": 0})
+    assert session.status == "busy" and session.queued == 1
+    session.apply({"kind": 3, "k": ["pendingRequests"]})
+    session.apply({"kind": 1, "k": ["requests", 3, "modelState"], "v": {"value": "0"}})
+    assert session.status == "idle"
+    session.apply({"kind": 2, "k": ["requests"], "i": 0})
+    assert session.requests == {} and session.last is None
+
+
+def test_the_editors_user_directory_per_os() -> None:
+    from quintd.sources.editors import user_dir
+
+    assert user_dir("Code", "linux") == ".config/Code/User"
+    assert user_dir("Cursor", "darwin") == "Library/Application Support/Cursor/User"
+    assert user_dir("Windsurf", "win32") == "AppData/Roaming/Windsurf/User"
+
+
+def test_the_composite_routes_changes_to_the_parts_that_watch_them(tmp_path: Path) -> None:
+    state = VsCodeState(tmp_path, ReaderContext(lambda: 0.0))
+    [part] = state._parts
+    assert isinstance(part, copilot_chat.CopilotChat)
+    state.changed(tmp_path / "workspaceStorage" / "abc")
+    assert part._relist
+    part._relist = False
+    state.changed(tmp_path / "globalStorage" / "state.vscdb")  # no part of VS Code's
+    assert not part._relist
+    assert state.flat_dirs() == set(state.watch_dirs())
