@@ -4,8 +4,10 @@ editor's ``User`` directory's reader (``editors.py``).
 From VS Code's own source, microsoft/vscode ``src/vs/workbench/contrib/chat/common/model/``:
 ``chatSessionStore.ts`` at ``047238f9fe1b7661362b3f27cfbddd503339cb1b``,
 ``chatSessionOperationLog.ts`` at ``03d43368c3ce601d54d8eceb01b11cf9758b9e4a``,
-``objectMutationLog.ts`` at ``047238f9fe1b7661362b3f27cfbddd503339cb1b``, and
-``chatService/chatService.ts`` (``ResponseModelState``). **Unverified against a running
+``objectMutationLog.ts`` at ``047238f9fe1b7661362b3f27cfbddd503339cb1b``,
+``chatService/chatService.ts`` at ``00817b7f8e1cfff7ee8ff8ac8d23b50e4c131ac5``
+(``ResponseModelState``) and ``chatService/chatServiceImpl.ts`` at
+``00738c8d9c54646044b1f7d4debeb14163086cdb`` (``generateInitialChatTitleIfNeeded``). **Unverified against a running
 VS Code**: no editor runs here.
 
 - ``User/workspaceStorage/<workspace>/chatSessions/<sessionId>.jsonl`` (VS Code 1.109 and
