@@ -7,8 +7,8 @@ From VS Code's own source, microsoft/vscode ``src/vs/workbench/contrib/chat/comm
 ``objectMutationLog.ts`` at ``047238f9fe1b7661362b3f27cfbddd503339cb1b``,
 ``chatService/chatService.ts`` at ``00817b7f8e1cfff7ee8ff8ac8d23b50e4c131ac5``
 (``ResponseModelState``) and ``chatService/chatServiceImpl.ts`` at
-``00738c8d9c54646044b1f7d4debeb14163086cdb`` (``generateInitialChatTitleIfNeeded``). **Unverified against a running
-VS Code**: no editor runs here.
+``00738c8d9c54646044b1f7d4debeb14163086cdb`` (``generateInitialChatTitleIfNeeded``).
+**Unverified against a running VS Code**: no editor runs here.
 
 - ``User/workspaceStorage/<workspace>/chatSessions/<sessionId>.jsonl`` (VS Code 1.109 and
   later, unless ``chat.useLogSessionStorage`` is false): an append-only log of JSON lines,
