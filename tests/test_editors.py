@@ -583,3 +583,54 @@ def test_the_composite_routes_changes_to_the_parts_that_watch_them(tmp_path: Pat
     state.changed(tmp_path / "globalStorage" / "state.vscdb")  # no part of VS Code's
     assert not part._relist
     assert state.flat_dirs() == set(state.watch_dirs())
+
+
+def test_log_mutations_of_requests_as_vs_code_writes_them() -> None:
+    session = copilot_chat._Session()
+    first = {"requestId": "r1", "timestamp": 1000, "modelId": "m1", "modelState": {"value": 1}}
+    session.apply({"kind": 0, "v": {"sessionId": "s", "requests": [first]}})
+    second = {"requestId": "r2", "timestamp": 2000, "modelId": "m2", "modelState": {"value": 0}}
+    session.apply({"kind": 2, "k": ["requests"], "v": [second]})  # appended
+    assert sorted(session.requests) == [0, 1] and session.status == "busy"
+    session.apply({"kind": 1, "k": ["requests", 1, "timestamp"], "v": int(T0 * 1000)})
+    session.apply({"kind": 1, "k": ["requests", 1, "modelId"], "v": "m3"})
+    last = session.last
+    assert last is not None and (last.timestamp, last.model) == (T0, "m3")
+    session.apply({"kind": 1, "k": ["requests", 1], "v": None})  # replaced by nothing
+    assert sorted(session.requests) == [0]
+    session.apply({"kind": 2, "k": ["requests"], "v": [second, second], "i": 0})  # cut, then pushed
+    assert sorted(session.requests) == [0, 1]
+
+
+def test_a_workspace_without_chat_sessions_is_watched_until_it_has_some(tmp_path: Path) -> None:
+    user = tmp_path / "User"
+    code = GEN.VsCodeUser(user)
+    workspace = code.workspace(GEN.WORKSPACE, PROJECT)
+    state = _chat_state(user, [100.0])
+    state.prepare([_editor(start=time.time() - 60, exe=CODE)])
+    assert workspace in state.watch_dirs()
+    (workspace / "chatSessions").mkdir()
+    state.changed(workspace / "chatSessions")
+    assert workspace / "chatSessions" in state.watch_dirs()
+    assert workspace not in state.watch_dirs()
+
+
+def test_cursor_reads_at_most_every_few_seconds(tmp_path: Path) -> None:
+    user = tmp_path / "User"
+    cursor = GEN.CursorUser(user, GEN.WORKSPACE)
+    composer = GEN.Composer(GEN.COMPOSER_A, T0 + 10)
+    composer.ask("a-1", T0 + 10)
+    cursor.save(composer)
+    clock = [100.0]
+    state = _cursor_state(user, clock)
+    proc = _editor()
+    state.prepare([proc])
+    composer.answer("a-2", T0 + 20, done=True)
+    cursor.save(composer)
+    state.poll()
+    clock[0] += cursor_composers.READ_EVERY_S / 2
+    state.prepare([proc])
+    assert _one(state.facts(proc)).status == "busy"  # not read again yet
+    clock[0] += cursor_composers.READ_EVERY_S
+    state.prepare([proc])
+    assert _one(state.facts(proc)).status == "idle"
