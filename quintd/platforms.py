@@ -52,6 +52,13 @@ def _sign(team_id: str, *identifiers: str) -> tuple[SigningRule, ...]:
 
 
 ANTHROPIC, OPENAI = "Q6L2SF6YDW", "2DC432GLL2"
+# An Electron editor's helpers run its own executable (Linux) or a helper app beside it
+# (macOS) with `--type=renderer|gpu-process|utility|zygote...`: the extension host and
+# the language servers are utility processes. Its command-line launcher runs the same
+# executable as node (`ELECTRON_RUN_AS_NODE=1 code cli.js --ms-enable-electron-run-as-node
+# ...`) and hands over to the main process. Only the main process is the editor; a helper
+# left behind by a main process that exited is nobody's session.
+ELECTRON_HELPERS = ("--type=*", "--ms-enable-electron-run-as-node")
 
 # Order matters only between rules of the same kind: the first platform whose rule
 # matches wins. More specific entries (claude-code before claude-desktop's bundle,
@@ -136,12 +143,14 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         names=("Cursor", "cursor"),
         path_fragments=("/Cursor.app/Contents/", "/cursor/cursor", "/Cursor/Cursor.exe"),
         signing=_sign("VDXQ22DGB9", "com.todesktop.230313mzl4w4u92"),
+        helper_args=ELECTRON_HELPERS,
     ),
     Platform(
         id="windsurf",
         names=("Windsurf", "windsurf", "Devin"),
         path_fragments=("/Windsurf.app/Contents/", "/Devin.app/Contents/", "/windsurf/windsurf"),
         signing=_sign("83Z2LHX6XW", "com.exafunction.windsurf"),
+        helper_args=ELECTRON_HELPERS,
     ),
     Platform(
         id="vscode-copilot",
@@ -152,6 +161,13 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
             "/Microsoft VS Code/Code.exe",
         ),
         signing=_sign("UBF8T346G9", "com.microsoft.VSCode", "com.microsoft.VSCodeInsiders"),
+        helper_args=ELECTRON_HELPERS,
+    ),
+    Platform(
+        id="vscodium",
+        names=("codium", "VSCodium"),
+        path_fragments=("/VSCodium.app/Contents/", "/usr/share/codium/", "/VSCodium/VSCodium.exe"),
+        helper_args=ELECTRON_HELPERS,
     ),
     Platform(
         id="aider",

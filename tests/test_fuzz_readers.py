@@ -11,6 +11,7 @@ clean: ids, names and models that need no further cleaning.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_fixtures
+from editor_fixture import GEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from replay import Rec, RecordedProcesses, agents
@@ -31,6 +33,7 @@ from quintd.sources import (
     copilot_cli,
     crush,
     cursor_agent,
+    editors,
     gemini_cli,
     goose,
     kiro,
@@ -413,6 +416,57 @@ def _cursor(tmp: Path) -> Target:
     return Target(cursor_agent.SPEC, tmp / "cursor", "/home/dev", [proc], [db])
 
 
+def _editor_rec(exe: str) -> list[Rec]:
+    """An editor's main process and one of its helpers (never handed the files)."""
+    return [
+        Rec(5150, 1, os.path.basename(exe), exe, [exe], "/home/dev/src/shop-api", T0 - 100),
+        Rec(5151, 5150, os.path.basename(exe), exe, [exe, "--type=renderer"], None, T0 - 100),
+    ]
+
+
+def _cursor_editor(tmp: Path) -> Target:
+    home = tmp / "cursor-editor"
+    user = home / ".config" / "Cursor" / "User"
+    cursor = GEN.CursorUser(user, GEN.WORKSPACE)
+    parent = GEN.Composer(GEN.COMPOSER_A, T0)
+    parent.ask("a-1", T0)
+    sub = GEN.Composer(GEN.SUB_A, T0)
+    sub.ask("s-1", T0)
+    parent.data["subComposerIds"] = [GEN.SUB_A]
+    cursor.save(parent, sub)
+    exe = "/usr/share/cursor/cursor"
+    return Target(editors.CURSOR_SPEC, home, "/home/dev", _editor_rec(exe), [cursor.global_db])
+
+
+def _vscode_editor(tmp: Path) -> Target:
+    home = tmp / "vscode-editor"
+    user = home / ".config" / "Code" / "User"
+    code = GEN.VsCodeUser(user)
+    code.workspace(GEN.WORKSPACE, "/home/dev/src/shop-api")
+    chat = GEN.ChatSession(GEN.FIRST, T0)
+    chat.ask("request_1", T0 + 1, GEN.MODEL)
+    code.store(GEN.WORKSPACE, chat)
+    chat.stream("(an answer)")
+    chat.settle(GEN.COMPLETE, T0 + 2)
+    chat.title("A generated title")
+    code.store(GEN.WORKSPACE, chat)
+    log = user / "workspaceStorage" / GEN.WORKSPACE / "chatSessions" / f"{GEN.FIRST}.jsonl"
+    flat = log.with_name(f"{GEN.SECOND}.json")
+    second = GEN.ChatSession(GEN.SECOND, T0)
+    second.ask("request_2", T0 + 1, GEN.MODEL)
+    flat.write_text(GEN.js(second.data))
+    exe = "/usr/share/code/code"
+    return Target(editors.VSCODE_SPEC, home, "/home/dev", _editor_rec(exe), [log, flat])
+
+
+def _no_part_editor(tmp: Path, name: str, spec: ReaderSpec, exe: str) -> Target:
+    """An editor none of whose parts are written yet: its User directory, untouched."""
+    home = tmp / name
+    db = home / ".config" / name / "User" / "globalStorage" / "state.vscdb"
+    GEN.store_items(db, {"a": "b"})
+    return Target(spec, home, "/home/dev", _editor_rec(exe), [db])
+
+
 BUILDERS: dict[str, Callable[[Path], Target]] = {
     "claude-code": _claude,
     "codex": _codex,
@@ -425,6 +479,14 @@ BUILDERS: dict[str, Callable[[Path], Target]] = {
     "crush": _crush,
     "kiro": _kiro,
     "cursor-agent": _cursor,
+    "cursor": _cursor_editor,
+    "vscode-copilot": _vscode_editor,
+    "windsurf": lambda tmp: _no_part_editor(
+        tmp, "Windsurf", editors.WINDSURF_SPEC, "/usr/share/windsurf/windsurf"
+    ),
+    "vscodium": lambda tmp: _no_part_editor(
+        tmp, "VSCodium", editors.VSCODIUM_SPEC, "/usr/share/codium/codium"
+    ),
 }
 
 
@@ -481,6 +543,10 @@ def _cases() -> list[tuple[str, int]]:
         "crush": 1,
         "kiro": 3,
         "cursor-agent": 1,
+        "cursor": 1,
+        "vscode-copilot": 2,
+        "windsurf": 1,
+        "vscodium": 1,
     }
     return [(name, n) for name, count in sizes.items() for n in range(count)]
 

@@ -304,3 +304,51 @@ def test_one_pass_reads_at_most_its_budget_over_every_file() -> None:
     assert [budget.take(4), budget.take(4), budget.take(4), budget.take(4)] == [4, 4, 2, 0]
     budget.refill()
     assert budget.exhausted == 1 and budget.take(4) == 4
+
+
+# -- an editor's state.vscdb (sources/vscdb.py) ------------------------------------------
+
+
+def test_one_value_too_big_or_not_json_costs_only_its_key(tmp_path: Path) -> None:
+    from quintd.sources.vscdb import Unusable, json_fields, keys_with_prefix
+
+    path = _db(
+        tmp_path / "state.vscdb",
+        "CREATE TABLE cursorDiskKV (key TEXT UNIQUE ON CONFLICT REPLACE, value BLOB);",
+    )
+    conn = sqlite3.connect(path)
+    conn.executemany(
+        "INSERT INTO cursorDiskKV VALUES (?, ?)",
+        [
+            ("composerData:a", '{"status": "generating", "pad": "' + "x" * 17_000_000 + '"}'),
+            ("composerData:b", "{not json"),
+            ("composerData:c", '{"status": "none", "subComposerIds": ["d"]}'),
+            ("bubbleId:c:1", '{"type": 1}'),
+        ],
+    )
+    conn.commit()
+    conn.close()
+
+    def query(conn: sqlite3.Connection) -> list[object]:
+        keys = [k.key for k in keys_with_prefix(conn, "cursorDiskKV", "composerData:")]
+        return [
+            json_fields(conn, "cursorDiskKV", k, ("$.status", "$.subComposerIds")) for k in keys
+        ]
+
+    found, _owner = read_database(tmp_path, path, query)
+    assert found == [Unusable.TOO_BIG, Unusable.NOT_JSON, ["none", ["d"]]]
+    assert sqlite_files.SET_ASIDE.reasons() == {}  # the database itself is fine
+
+
+def test_a_view_in_place_of_an_editors_table_is_refused(tmp_path: Path) -> None:
+    from quintd.sources.vscdb import keys_with_prefix
+
+    path = _db(
+        tmp_path / "state.vscdb",
+        "CREATE VIEW cursorDiskKV AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1"
+        " FROM r) SELECT 'composerData:' || n AS key, n AS value, n AS rowid FROM r;",
+    )
+    with pytest.raises(UnreadableDatabase, match="not a plain table"):
+        read_database(
+            tmp_path, path, lambda conn: keys_with_prefix(conn, "cursorDiskKV", "composerData:")
+        )

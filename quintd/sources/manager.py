@@ -82,6 +82,7 @@ class SourceManager:
         self._wall = wall
         self._readers = readers_by_platform(readers)
         self._states: dict[tuple[str, Path], AgentState] = {}
+        self._watch_lists: dict[tuple[str, Path], tuple[Path, ...]] = {}  # as last asked
         self._roots: dict[tuple[int, int], Path | None] = {}
         self._events: deque[str] = deque()
         self._observer: object | None = None
@@ -150,7 +151,7 @@ class SourceManager:
                 self._last[proc.key] = found
             elif young:
                 pending.add(proc.pid)
-            elif self._has_state(proc, reader):
+            elif reader.waits_without_conversation and self._has_state(proc, reader):
                 waiting.add(proc.pid)
         for key in self._roots.keys() - live:
             del self._roots[key]
@@ -183,6 +184,12 @@ class SourceManager:
                 ):
                     state.poll()  # no change events from there: look at its files again
                 state.prepare(Pass.of(members, self._processes, self._context.clock, trees))
+                watched = tuple(state.watch_dirs())
+                if self._watch_lists.get(key) != watched:
+                    # The reader found directories to watch as it read (an editor's
+                    # workspace in use): watched at the next pass, not a recheck later.
+                    self._watch_lists[key] = watched
+                    self._unsettled.add(key[1])
             except Exception as exc:
                 self._error(f"reading {key[0]} state under {key[1]}", exc)
 

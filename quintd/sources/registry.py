@@ -9,11 +9,35 @@ and ``SPEC = spec("<platform>")``, one line here, and its fixture test."""
 
 from __future__ import annotations
 
+import sys
+
 from quintd.sources.spec import ReaderClass, ReaderSpec
 
 
 def _reader(module: str, name: str) -> ReaderClass:
     return ReaderClass(f"quintd.sources.{module}", name)
+
+
+def user_dir(editor: str, platform: str = sys.platform) -> str:
+    """A VS Code-family editor's ``User`` directory, relative to the home directory, on
+    this OS."""
+    if platform == "darwin":
+        return f"Library/Application Support/{editor}/User"
+    if platform == "win32":
+        return f"AppData/Roaming/{editor}/User"
+    return f".config/{editor}/User"
+
+
+def _editor(platform: str, editor: str, name: str) -> ReaderSpec:
+    """An editor's ``User`` directory, read by its parts (``editors.py``). Where they find
+    no conversation, the editor is a session of its own, active by its CPU."""
+    return ReaderSpec(
+        platform=platform,
+        env_dir=None,
+        home_dir=user_dir(editor),
+        factory=_reader("editors", name),
+        waits_without_conversation=False,
+    )
 
 
 READERS: tuple[ReaderSpec, ...] = (
@@ -93,6 +117,10 @@ READERS: tuple[ReaderSpec, ...] = (
         home_dir=".cursor",
         factory=_reader("cursor_agent", "CursorAgentState"),
     ),
+    _editor("cursor", "Cursor", "CursorState"),
+    _editor("vscode-copilot", "Code", "VsCodeState"),
+    _editor("windsurf", "Windsurf", "WindsurfState"),
+    _editor("vscodium", "VSCodium", "VsCodiumState"),
 )
 
 

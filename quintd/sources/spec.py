@@ -128,3 +128,8 @@ class ReaderSpec:
     # process gets no session until that state names its conversation (or the grace
     # period ends), so its first event already carries it.
     writes_at_start: bool = False
+    # The agent's directory there and none of its conversations named: the process waits
+    # (a TUI before its first prompt), and its CPU says nothing. False for an editor,
+    # whose conversations are a part of what it does: without one, it is a session of its
+    # own, active by its CPU as any process without a reader.
+    waits_without_conversation: bool = True

@@ -63,6 +63,11 @@ TARGETS: dict[str, list[str]] = {
     "sources/kiro": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
     "sources/qwen_code": ["tests/test_qwen_code.py"],
+    # the editors (issue 27): the User directory's composite, its parts, the state.vscdb kit
+    "sources/editors": ["tests/test_editors.py"],
+    "sources/cursor_composers": ["tests/test_editors.py"],
+    "sources/copilot_chat": ["tests/test_editors.py"],
+    "sources/vscdb": ["tests/test_editors.py", "tests/test_read_guards.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
     "scanner": [
