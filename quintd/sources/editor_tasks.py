@@ -96,6 +96,7 @@ EXTENSIONS = (CLINE, ROO, KILO)
 UI_MESSAGES = "ui_messages.json"
 API_HISTORY = "api_conversation_history.json"
 HISTORY_ITEM = "history_item.json"
+INDEX = "_index.json"  # Roo's cache of every history_item.json, rewritten 2 s after each
 METADATA = "task_metadata.json"
 TAIL_BYTES = 64 * 1024  # of ui_messages.json: its last message
 MAX_METADATA_BYTES = 1024 * 1024  # task_metadata.json also lists the files in context
@@ -111,6 +112,7 @@ _UUID7 = re.compile(r"^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9
 _DONE_ASKS = frozenset({"completion_result", "resume_task", "resume_completed_task"})
 _LAST_MESSAGE = b'{"ts":'  # every message is written with ``ts`` first
 
+RELIST_INTERVAL_S = 5.0  # a history's rewrite lists the tasks again at most this often
 MAX_PENDING = 64  # task directories created without a transcript yet, watched meanwhile
 
 Signature = tuple[int, int, int] | None
@@ -143,8 +145,13 @@ class Task:
 class _Extension:
     ext: Extension
     tasks_dir: Path
+    state_dir: Path  # Cline's state/taskHistory.json: rewritten at every save of a task
     listed_as: Signature = None  # the tasks directory's signature at its last listing
     listed_once: bool = False
+    listed_at: float = 0.0  # monotonic
+    # A history was rewritten (Cline's taskHistory.json, Roo's tasks/_index.json): a task
+    # may have been resumed inside a directory that is not watched.
+    relist_due: bool = False
     dirty: set[str] = field(default_factory=set)  # task ids to look at
     wanted: set[str] = field(default_factory=set)  # parents to read whatever their age
     pending: dict[str, None] = field(default_factory=dict)  # created, no transcript yet
@@ -157,19 +164,25 @@ class ExtensionTasks(Reader):
     def __init__(self, user_dir: Path, context: ReaderContext) -> None:
         super().__init__(user_dir, context)
         self._extensions = [
-            _Extension(ext, user_dir / "globalStorage" / ext.ext_id / "tasks") for ext in EXTENSIONS
+            _Extension(
+                ext,
+                user_dir / "globalStorage" / ext.ext_id / "tasks",
+                user_dir / "globalStorage" / ext.ext_id / "state",
+            )
+            for ext in EXTENSIONS
         ]
         self._rescan = True  # look at every live task again (first pass, poll)
         self._horizon: float | None = None
         self._placed: dict[str, ProcessKey] = {}  # root task -> the process it ran in
         # Deleted tasks, said to be over to the process that ran them while it runs.
         self._gone: dict[str, tuple[ProcessKey, int]] = {}
+        self._deleted: dict[str, None] = {}  # deleted tasks (their leftovers are no task)
         self._facts: dict[ProcessKey, list[ConversationFacts]] = {}
 
     # -- the AgentState protocol ----------------------------------------------------------
 
     def watch_dirs(self) -> list[Path]:
-        dirs = [e.tasks_dir for e in self._extensions]
+        dirs = [d for e in self._extensions for d in (e.tasks_dir, e.state_dir)]
         newest = sorted(
             (
                 (t.updated, e.tasks_dir / t.task_id)
@@ -190,6 +203,8 @@ class ExtensionTasks(Reader):
 
     def changed(self, path: Path) -> None:
         for extension in self._extensions:
+            if path.parent == extension.state_dir or path == extension.tasks_dir / INDEX:
+                extension.relist_due = True
             if not path.is_relative_to(extension.tasks_dir) or path == extension.tasks_dir:
                 continue
             parts = path.relative_to(extension.tasks_dir).parts
@@ -228,8 +243,12 @@ class ExtensionTasks(Reader):
         horizon when the tasks directory changed (a task made or deleted) or the horizon
         went back (an older process)."""
         listed = lstat_signature(extension.tasks_dir)
-        if relist or listed != extension.listed_as:
-            extension.listed_as = listed
+        clock = self._clock()
+        due = extension.relist_due and clock - extension.listed_at >= RELIST_INTERVAL_S
+        if relist or rescan or due or listed != extension.listed_as:
+            # One stat an entry: for a history rewritten at every message, at most once
+            # in RELIST_INTERVAL_S.
+            extension.listed_as, extension.listed_at, extension.relist_due = listed, clock, False
             entries = listing(extension.tasks_dir, _TASK_ID, newer_than=horizon, kind=stat.S_ISDIR)
             extension.dirty.update(name for name, _ in entries)
             extension.dirty.update(extension.tasks)  # a deleted one is listed no more
@@ -262,8 +281,11 @@ class ExtensionTasks(Reader):
             return
         extension.pending.pop(task_id, None)
         updated = max(i.st_mtime for i in (ui, api) if i is not None)
-        if known is None and updated < horizon and not forced:
-            return  # history: written before any of these processes started
+        if known is None and (
+            (updated < horizon and not forced)
+            or f"{extension.ext.prefix}:{task_id}" in self._deleted
+        ):
+            return  # history (written before any of these processes started), or deleted
         transcript = (_signature(ui), _signature(api))
         task = known or Task(
             ext=extension.ext,
@@ -365,6 +387,9 @@ class ExtensionTasks(Reader):
 
     def _over(self, extension: _Extension, task: Task) -> None:
         del extension.tasks[task.task_id]
+        self._deleted[task.native_id] = None
+        while len(self._deleted) > MAX_GONE:
+            del self._deleted[next(iter(self._deleted))]
         key = self._placed.pop(task.native_id, None)
         if key is not None:
             self._gone[task.native_id] = (key, task.owner)
@@ -388,6 +413,8 @@ class ExtensionTasks(Reader):
             families.items(), key=lambda item: max(t.updated for t in item[1])
         ):
             root = tasks[root_key]
+            if root.parent is not None and f"{root.ext.prefix}:{root.parent}" in self._deleted:
+                continue  # a sub-task of a deleted task: gone with it
             updated = max(t.updated for t in members)
             mine = [p for p in now.processes if p.uid in (None, root.owner)]
             proc = owner_of(root.created, updated, mine)
