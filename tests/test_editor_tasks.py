@@ -12,6 +12,7 @@ history; the editor exits (everything ended)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -399,3 +400,136 @@ def test_native_ids_do_not_collide_between_extensions(tmp_path: Path) -> None:
     )
     reader.prepare([proc])
     assert sorted(f.native_id for f in reader.facts(proc)) == [f"kilo:{task_id}", f"roo:{task_id}"]
+
+
+# -- the part alone, on a clock of its own ----------------------------------------------
+
+
+class Part:
+    """The part alone against real files: its clock is the test's."""
+
+    def __init__(self, tmp_path: Path, *starts: float) -> None:
+        self.user = tmp_path / "User"
+        self.now = 1000.0
+        self.reader = ExtensionTasks(self.user, ReaderContext(clock=lambda: self.now))
+        self.procs = [
+            AgentProcess(
+                platform="vscode-copilot",
+                pid=os.getpid() if n == 0 else os.getppid(),
+                ppid=1,
+                start_time=start,
+                user=None,
+                exe=None,
+                cwd=None,
+                name="code",
+                matched_by="name",
+                uid=os.getuid(),
+            )
+            for n, start in enumerate(starts or (time.time() - 5,))
+        ]
+
+    def tasks(self, ext: editor_tasks.Extension) -> Path:
+        return self.user / "globalStorage" / ext.ext_id / "tasks"
+
+    def facts(self, advance: float = 0.0, procs: list[AgentProcess] | None = None) -> Any:
+        self.now += advance
+        self.reader.poll()
+        self.reader.prepare(self.procs if procs is None else procs)
+        return {p.pid: self.reader.facts(p) for p in self.procs}
+
+    def only(self, **kwargs: Any) -> ConversationFacts:
+        (found,) = self.facts(**kwargs)[os.getpid()]
+        assert isinstance(found, ConversationFacts)
+        return found
+
+
+def test_a_busy_word_unchanged_for_long_is_not_believed(tmp_path: Path) -> None:
+    part = Part(tmp_path)
+    task = part.tasks(editor_tasks.CLINE) / ms_id()
+    cline_write(task / "ui_messages.json", in_flight(load(CLINE_TASK / "ui_messages.json")))
+    assert part.only().status == "busy"
+    assert part.only(advance=editor_tasks.STALE_BUSY_S - 1).status == "busy"
+    assert part.only(advance=1).status == "idle"
+
+
+def test_a_file_renamed_away_by_roos_rewrite_is_not_a_deletion(tmp_path: Path) -> None:
+    """safeWriteJson renames the old file to a backup before renaming the new one in."""
+    part = Part(tmp_path)
+    task = part.tasks(editor_tasks.ROO) / uuid7(time.time())
+    roo_write(task / "ui_messages.json", load(ROO_CHILD / "ui_messages.json"))
+    roo_write(task / "history_item.json", load(ROO_CHILD / "history_item.json"))
+    native = f"roo:{task.name}"
+    assert part.only().native_id == native
+    for name in ("history_item.json", "ui_messages.json"):
+        backup = task / f".{name}.bak_{_suffix()}.tmp"
+        os.rename(task / name, backup)
+        assert part.only(advance=1).native_id == native  # mid-rewrite: still there
+        os.rename(backup, task / name)
+    (task / "history_item.json").unlink()
+    assert part.only(advance=1) == ConversationFacts(native, owner_uid=os.getuid(), over=True)
+    # Said again while the process runs; forgotten once it is gone.
+    assert part.only(advance=1).over
+    other = dataclasses.replace(part.procs[0], pid=os.getppid())
+    part.facts(advance=1, procs=[other])
+    assert part.facts(advance=1)[os.getpid()] == []
+
+
+def test_a_live_childs_old_parent_is_its_conversation(tmp_path: Path) -> None:
+    """A parent last written before the editor started, its child new: one conversation,
+    the parent's, with the child under it (the parent's age is no work)."""
+    part = Part(tmp_path)
+    old = time.time() - 3600
+    parent = part.tasks(editor_tasks.ROO) / uuid7(old)
+    roo_write(parent / "ui_messages.json", load(ROO_PARENT / "ui_messages.json"))
+    roo_write(
+        parent / "history_item.json", {**load(ROO_PARENT / "history_item.json"), "id": parent.name}
+    )
+    os.utime(parent / "ui_messages.json", (old, old))
+    assert part.facts()[os.getpid()] == []
+    child = part.tasks(editor_tasks.ROO) / uuid7(time.time())
+    item = {**load(ROO_CHILD / "history_item.json"), "id": child.name}
+    item["rootTaskId"] = item["parentTaskId"] = parent.name
+    roo_write(child / "ui_messages.json", in_flight(load(ROO_CHILD / "ui_messages.json")[:2]))
+    roo_write(child / "history_item.json", item)
+    found = part.only(advance=1)
+    assert found.native_id == f"roo:{parent.name}" and found.last_write is None
+    assert found.status == "waiting"  # delegated
+    (sub,) = found.subagents
+    assert (sub.agent_id, sub.status, sub.last_write) == (child.name, "busy", part.now)
+
+
+def test_each_task_goes_to_the_editor_that_was_running_when_it_was_created(
+    tmp_path: Path,
+) -> None:
+    """Two editor processes on one User directory: a task goes to the last one started
+    before its id's time (Cline's ms epoch, Roo's UUID v7); one created before both goes
+    to the last started."""
+    now = time.time()
+    part = Part(tmp_path, now - 100, now - 10)
+    first, second = (p.pid for p in part.procs)
+    early = part.tasks(editor_tasks.CLINE) / str(int((now - 50) * 1000))
+    late = part.tasks(editor_tasks.ROO) / uuid7(now - 5)
+    older = part.tasks(editor_tasks.KILO) / uuid7(now - 500)
+    other = part.tasks(editor_tasks.KILO) / "not-a-time-id"
+    for task in (early, late, older, other):
+        cline_write(task / "ui_messages.json", [])
+    found = part.facts()
+    assert [f.native_id for f in found[first]] == [f"cline:{early.name}"]
+    assert sorted(f.native_id for f in found[second]) == sorted(
+        [f"roo:{late.name}", f"kilo:{older.name}", f"kilo:{other.name}"]
+    )
+
+
+def test_watches_are_bounded_and_parent_cycles_end(tmp_path: Path) -> None:
+    part = Part(tmp_path)
+    tasks = part.tasks(editor_tasks.ROO)
+    ids = [uuid7(time.time() + n) for n in range(editor_tasks.MAX_WATCHED_TASKS + 6)]
+    for n, task_id in enumerate(ids):
+        roo_write(tasks / task_id / "ui_messages.json", [])
+        parent = ids[n - 1] if n % 2 else ids[n + 1]  # pairs naming each other
+        roo_write(tasks / task_id / "history_item.json", {"id": task_id, "parentTaskId": parent})
+    found = part.facts()[os.getpid()]
+    assert len(found) == len(ids) and not any(f.subagents for f in found)
+    watched = part.reader.watch_dirs()
+    assert len(watched) == 6 + editor_tasks.MAX_WATCHED_TASKS
+    assert part.reader.flat_dirs() == set(watched)

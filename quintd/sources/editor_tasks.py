@@ -475,11 +475,12 @@ def _says(message: dict[str, Any]) -> Status | None:
 
 
 def _root(task: Task, tasks: dict[tuple[Extension, str], Task]) -> tuple[Extension, str]:
-    """The topmost live ancestor of a task (itself when it has none)."""
-    seen = {task.task_id}
+    """The topmost live ancestor of a task (itself when it has none, or when its parents
+    make a cycle: files someone wrote, not a delegation)."""
+    start, seen = task, {task.task_id}
     while task.parent is not None and (task.ext, task.parent) in tasks:
         if task.parent in seen:
-            break  # a cycle someone wrote: stop where it closes
+            return (start.ext, start.task_id)
         seen.add(task.parent)
         task = tasks[(task.ext, task.parent)]
     return (task.ext, task.task_id)
