@@ -374,7 +374,7 @@ def test_links_and_garbage_are_refused_and_counted(editor: Any, tmp_path: Path) 
     ed.step(advance=1)
     state = next(iter(ed.manager._states.values()))
     assert state.stats.refused >= 1
-    assert state.stats.garbage >= 2
+    assert state.stats.garbage == 2  # counted once, not again while they stay as they are
     assert [f.native_id for f in ed.facts] == [f"cline:{garbage.name}"]
     assert ed.facts[0].status == "idle" and ed.facts[0].model is None
 
@@ -431,9 +431,12 @@ class Part:
     def tasks(self, ext: editor_tasks.Extension) -> Path:
         return self.user / "globalStorage" / ext.ext_id / "tasks"
 
-    def facts(self, advance: float = 0.0, procs: list[AgentProcess] | None = None) -> Any:
+    def facts(
+        self, advance: float = 0.0, procs: list[AgentProcess] | None = None, poll: bool = True
+    ) -> Any:
         self.now += advance
-        self.reader.poll()
+        if poll:  # unwatched: every pass looks again (else only what events named)
+            self.reader.poll()
         self.reader.prepare(self.procs if procs is None else procs)
         return {p.pid: self.reader.facts(p) for p in self.procs}
 
@@ -508,13 +511,17 @@ def test_each_task_goes_to_the_editor_that_was_running_when_it_was_created(
     part = Part(tmp_path, now - 100, now - 10)
     first, second = (p.pid for p in part.procs)
     early = part.tasks(editor_tasks.CLINE) / str(int((now - 50) * 1000))
+    early_roo = part.tasks(editor_tasks.ROO) / uuid7(now - 40)
     late = part.tasks(editor_tasks.ROO) / uuid7(now - 5)
     older = part.tasks(editor_tasks.KILO) / uuid7(now - 500)
     other = part.tasks(editor_tasks.KILO) / "not-a-time-id"
-    for task in (early, late, older, other):
+    for task in (early, early_roo, late, older, other):
         cline_write(task / "ui_messages.json", [])
     found = part.facts()
-    assert [f.native_id for f in found[first]] == [f"cline:{early.name}"]
+    assert sorted(f.native_id for f in found[first]) == [
+        f"cline:{early.name}",
+        f"roo:{early_roo.name}",
+    ]
     assert sorted(f.native_id for f in found[second]) == sorted(
         [f"roo:{late.name}", f"kilo:{older.name}", f"kilo:{other.name}"]
     )
@@ -533,3 +540,94 @@ def test_watches_are_bounded_and_parent_cycles_end(tmp_path: Path) -> None:
     watched = part.reader.watch_dirs()
     assert len(watched) == 6 + editor_tasks.MAX_WATCHED_TASKS
     assert part.reader.flat_dirs() == set(watched)
+
+
+def test_what_the_last_message_says(tmp_path: Path) -> None:
+    """An approval or a question waits; a completion is idle; a request cancelled before
+    its answer (a ``cancelReason``, no cost) is over, not under way."""
+    part = Part(tmp_path)
+    task = part.tasks(editor_tasks.CLINE) / ms_id()
+    messages = load(CLINE_TASK / "ui_messages.json")
+    asking = {"ts": 1, "type": "ask", "ask": "tool", "text": "{}", "partial": False}
+    cline_write(task / "ui_messages.json", [*messages[:4], asking])
+    assert part.only().status == "waiting"
+    started = in_flight(messages[:2])[-1]
+    cancelled = {**started, "text": json.dumps({"request": "x", "cancelReason": "user_cancelled"})}
+    cline_write(task / "ui_messages.json", [messages[0], cancelled])
+    assert part.only(advance=1).status == "idle"
+    cline_write(task / "ui_messages.json", messages)
+    assert part.only(advance=1).status == "idle"
+
+
+def test_a_task_written_before_its_editor_started_is_not_its(tmp_path: Path) -> None:
+    """Within the horizon's slack, but before the editor started: not a conversation of it."""
+    start = time.time() - 5
+    part = Part(tmp_path, start)
+    task = part.tasks(editor_tasks.CLINE) / str(int((start - 6) * 1000))
+    cline_write(task / "ui_messages.json", [])
+    os.utime(task / "ui_messages.json", (start - 5, start - 5))
+    assert part.facts()[os.getpid()] == []
+
+
+def test_the_conversation_written_last_is_the_current_one(tmp_path: Path) -> None:
+    part = Part(tmp_path)
+    first = part.tasks(editor_tasks.CLINE) / ms_id()
+    second = part.tasks(editor_tasks.CLINE) / str(int(ms_id()) + 1)
+    cline_write(first / "ui_messages.json", [])
+    cline_write(second / "ui_messages.json", [])
+    os.utime(first / "ui_messages.json", (time.time() - 2, time.time() - 2))
+    assert [f.native_id for f in part.facts()[os.getpid()]][-1] == f"cline:{second.name}"
+    cline_write(first / "ui_messages.json", [messages_of(1)])
+    assert [f.native_id for f in part.facts(advance=1)[os.getpid()]][-1] == f"cline:{first.name}"
+
+
+def messages_of(n: int) -> dict[str, Any]:
+    return {"ts": n, "type": "say", "say": "text", "text": "x"}
+
+
+def test_a_garbage_or_oversized_file_leaves_what_was_known(tmp_path: Path) -> None:
+    part = Part(tmp_path)
+    child = part.tasks(editor_tasks.ROO) / uuid7(time.time())
+    parent = part.tasks(editor_tasks.ROO) / uuid7(time.time() - 1)
+    roo_write(parent / "ui_messages.json", [])
+    roo_write(child / "ui_messages.json", [])
+    item = {**load(ROO_CHILD / "history_item.json"), "id": child.name}
+    item["rootTaskId"] = item["parentTaskId"] = parent.name
+    roo_write(child / "history_item.json", item)
+    assert [s.agent_id for s in part.only().subagents] == [child.name]
+    (child / "history_item.json").write_bytes(b"{torn")
+    metadata = {"model_usage": [{"model_id": "m" * 10}], "pad": "x" * (1024 * 1024)}
+    (parent / "task_metadata.json").write_text(json.dumps(metadata))
+    found = part.only(advance=1)
+    assert [s.agent_id for s in found.subagents] == [child.name] and found.model is None
+    assert part.reader.stats.refused == 1
+
+
+def test_a_resumed_old_task_is_found_when_its_history_is_rewritten(tmp_path: Path) -> None:
+    """Watched (no poll): an old task's directory is not watched; the rewrite of Cline's
+    taskHistory.json (or Roo's _index.json) lists the tasks again, at most every 5 s."""
+    part = Part(tmp_path)
+    old = time.time() - 3600
+    task = part.tasks(editor_tasks.CLINE) / str(int(old * 1000))
+    cline_write(task / "ui_messages.json", [])
+    os.utime(task / "ui_messages.json", (old, old))
+    os.utime(task, (old, old))
+    assert part.facts(poll=False)[os.getpid()] == []
+    cline_write(task / "ui_messages.json", load(CLINE_TASK / "ui_messages.json"))
+    assert part.facts(advance=1, poll=False)[os.getpid()] == []  # no event: not seen
+    history = part.user / "globalStorage" / editor_tasks.CLINE.ext_id / "state"
+    part.reader.changed(history / "taskHistory.json")
+    assert part.facts(advance=1, poll=False)[os.getpid()] == []  # listed 2 s ago
+    assert part.only(advance=editor_tasks.RELIST_INTERVAL_S, poll=False).native_id == (
+        f"cline:{task.name}"
+    )
+    roo = part.tasks(editor_tasks.ROO)
+    other = roo / uuid7(old)
+    roo_write(other / "ui_messages.json", [])
+    for path in (other / "ui_messages.json", other):
+        os.utime(path, (old, old))
+    part.facts(advance=editor_tasks.RELIST_INTERVAL_S, poll=False)
+    roo_write(other / "ui_messages.json", [messages_of(1)])
+    part.reader.changed(roo / "_index.json")
+    found = part.facts(advance=editor_tasks.RELIST_INTERVAL_S, poll=False)[os.getpid()]
+    assert f"roo:{other.name}" in [f.native_id for f in found]
