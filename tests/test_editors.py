@@ -24,7 +24,7 @@ from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import Scanner
-from quintd.sources import copilot_chat, cursor_composers
+from quintd.sources import copilot_chat, cursor_composers, editor_tasks
 from quintd.sources.editors import CURSOR_SPEC, VSCODE_SPEC, WINDSURF_SPEC, VsCodeState
 from quintd.sources.manager import SourceManager
 from quintd.sources.spec import ReaderContext
@@ -575,14 +575,15 @@ def test_the_editors_user_directory_per_os() -> None:
 
 def test_the_composite_routes_changes_to_the_parts_that_watch_them(tmp_path: Path) -> None:
     state = VsCodeState(tmp_path, ReaderContext(lambda: 0.0))
-    [part] = state._parts
+    part, tasks = state._parts
     assert isinstance(part, copilot_chat.CopilotChat)
+    assert isinstance(tasks, editor_tasks.ExtensionTasks)  # the extensions' agents, last
     state.changed(tmp_path / "workspaceStorage" / "abc")
     assert part._relist
     part._relist = False
     state.changed(tmp_path / "globalStorage" / "state.vscdb")  # no part of VS Code's
     assert not part._relist
-    assert state.flat_dirs() == set(state.watch_dirs())
+    assert set(part.watch_dirs()) <= state.flat_dirs()
 
 
 def test_log_mutations_of_requests_as_vs_code_writes_them() -> None:

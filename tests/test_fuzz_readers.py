@@ -33,6 +33,7 @@ from quintd.sources import (
     copilot_cli,
     crush,
     cursor_agent,
+    editor_tasks,
     editors,
     gemini_cli,
     goose,
@@ -467,6 +468,38 @@ def _no_part_editor(tmp: Path, name: str, spec: ReaderSpec, exe: str) -> Target:
     return Target(spec, home, "/home/dev", _editor_rec(exe), [db])
 
 
+def _editor_tasks(tmp: Path) -> Target:
+    """Cline's and Roo Code's tasks inside an editor (a part of the editor readers, not a
+    reader of its own), laid out from tests/fixtures/editor_tasks."""
+    source = Path(__file__).parent / "fixtures" / "editor_tasks"
+    home = tmp / "editor"
+    storage = home / ".config" / "Code" / "User" / "globalStorage"
+    cline_tasks = storage / editor_tasks.CLINE.ext_id / "tasks"
+    roo_tasks = storage / editor_tasks.ROO.ext_id / "tasks"
+    shutil.copytree(source / "cline", cline_tasks)
+    shutil.copytree(source / "roo", roo_tasks)
+    parent, child = sorted(p for p in roo_tasks.iterdir() if p.is_dir())
+    spec = ReaderSpec(
+        platform="vscode-copilot",
+        env_dir=None,
+        home_dir=".config/Code/User",
+        factory=editor_tasks.ExtensionTasks,
+    )
+    proc = Rec(3535, 1, "code", "/usr/share/code/code", ["code"], "/home/dev/proj", T0 - 10**6)
+    cline_task = next(cline_tasks.iterdir())
+    files = [
+        cline_task / "ui_messages.json",
+        cline_task / "task_metadata.json",
+        parent / "history_item.json",
+        child / "history_item.json",
+        child / "ui_messages.json",
+    ]
+    return Target(spec, home, "/home/dev", [proc], files)
+
+
+# The parts readers are made of (not in the registry themselves).
+PARTS = {"editor-tasks"}
+
 BUILDERS: dict[str, Callable[[Path], Target]] = {
     "claude-code": _claude,
     "codex": _codex,
@@ -487,13 +520,14 @@ BUILDERS: dict[str, Callable[[Path], Target]] = {
     "vscodium": lambda tmp: _no_part_editor(
         tmp, "VSCodium", editors.VSCODIUM_SPEC, "/usr/share/codium/codium"
     ),
+    "editor-tasks": _editor_tasks,
 }
 
 
 def test_every_reader_is_fuzzed() -> None:
     from quintd.sources.registry import READERS
 
-    assert {spec.platform for spec in READERS} == set(BUILDERS)
+    assert {spec.platform for spec in READERS} == set(BUILDERS) - PARTS
 
 
 def _mutations(seed: bytes) -> st.SearchStrategy[bytes]:
@@ -547,6 +581,7 @@ def _cases() -> list[tuple[str, int]]:
         "vscode-copilot": 2,
         "windsurf": 1,
         "vscodium": 1,
+        "editor-tasks": 5,
     }
     return [(name, n) for name, count in sizes.items() for n in range(count)]
 

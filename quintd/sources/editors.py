@@ -11,12 +11,12 @@ conversations of all of them. Which parts an editor has:
 
 - Cursor: its composers (``cursor_composers.py``);
 - VS Code: its chat, where GitHub Copilot Chat runs (``copilot_chat.py``);
-- Windsurf (Cascade's conversations are encrypted), VSCodium: none of their own.
+- Windsurf (Cascade's conversations are encrypted), VSCodium: none of their own;
+- in each of them, the extensions' agents (Cline, Roo Code, Kilo Code under
+  ``User/globalStorage/<ext id>/``: ``editor_tasks.py``).
 
-The extensions' agents (Cline, Roo Code, Kilo Code under ``User/globalStorage/<ext id>/``)
-are one more part, in each editor. Where the parts find no conversation, the editor
-process is a session of its own, as it was before these readers (``ReaderSpec``
-``waits_without_conversation``). None of this was checked against a running editor: the
+Where the parts find no conversation, the editor process is a session of its own, as it
+was before these readers (``ReaderSpec`` ``waits_without_conversation``). None of this was checked against a running editor: the
 formats come from each project's source (VS Code) or from readers of real files (Cursor).
 """
 
@@ -29,6 +29,7 @@ from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.attribution import Pass
 from quintd.sources.copilot_chat import CopilotChat
 from quintd.sources.cursor_composers import CursorComposers
+from quintd.sources.editor_tasks import ExtensionTasks
 from quintd.sources.registry import spec
 from quintd.sources.spec import AgentState, Reader, ReaderContext, StateFactory
 
@@ -82,25 +83,25 @@ def _flat_dirs(part: AgentState) -> set[Path]:
     return set(flat()) if flat is not None else set()
 
 
-# TODO(issue 27): ExtensionTasks (editor_tasks.py) goes last in every editor's parts below.
+# The extensions' agents (Cline, Roo Code, Kilo Code) run in any of them: their part last.
 class CursorState(EditorState):
     platform = "cursor"
-    parts = (CursorComposers,)
+    parts = (CursorComposers, ExtensionTasks)
 
 
 class VsCodeState(EditorState):
     platform = "vscode-copilot"
-    parts = (CopilotChat,)
+    parts = (CopilotChat, ExtensionTasks)
 
 
 class WindsurfState(EditorState):
     platform = "windsurf"
-    parts = ()
+    parts = (ExtensionTasks,)
 
 
 class VsCodiumState(EditorState):
     platform = "vscodium"
-    parts = ()
+    parts = (ExtensionTasks,)
 
 
 # where each editor keeps its User directory: the registry's lines
