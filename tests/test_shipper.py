@@ -329,7 +329,12 @@ def test_refused_before_its_first_delivery_the_shipper_waits_its_turn_then_paces
         times = [e.received_at for e in got]
         assert times[0] - started >= 0.9  # the Retry-After
         gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-        assert all(gap >= 0.45 for gap in gaps), gaps  # one at a time, (0.5 + 0.0) / 1.0
+        # One at a time, (0.5 + 0.0) / 1.0 apart, as the server saw them: a loaded machine
+        # may hand one request's thread its turn 0.1-0.2 s late (the gaps beside it shrink
+        # and grow by as much), so each gap is only far from a round's (milliseconds) and
+        # the three together keep the pace (a pace twice as fast: 0.75 s).
+        assert all(gap >= 0.25 for gap in gaps), gaps
+        assert times[-1] - times[0] >= 1.2, gaps
         assert server.requests == 5
     finally:
         shipper.stop(1.0)
