@@ -49,7 +49,11 @@ TARGETS: dict[str, list[str]] = {
     "delivery_policy": ["tests/test_delivery_policy.py"],
     "store": ["tests/test_store.py", "tests/test_queue.py", "tests/test_store_rules.py"],
     "sources/claude_code": ["tests/test_claude_code.py"],
-    "sources/codex": ["tests/test_codex_replay.py", "tests/test_rollouts.py"],
+    "sources/codex": [
+        "tests/test_codex.py",
+        "tests/test_codex_replay.py",
+        "tests/test_rollouts.py",
+    ],
     "sources/cline": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
