@@ -297,3 +297,131 @@ def test_first_run_one_session_from_the_first_event(
         assert session.session_id == events[0].session_id and session.native_id == FIRST
     finally:
         manager.close()
+
+
+# -- the finer points (written for the survivors of the mutation run) -----------------------
+
+
+def _append(replay: Replay, records: list[dict]) -> None:
+    """Append records to the first conversation's transcript, one pass later."""
+    path = replay.project / f"{FIRST}.jsonl"
+    with open(path, "a") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+    replay.clock += 1.0
+    replay.state.changed(path)
+
+
+def _user(content: object, **extra: object) -> dict:
+    return {"type": "user", "message": {"role": "user", "content": content}, **extra}
+
+
+def test_the_registry_name_unless_derived_and_without_a_cwd(
+    tmp_path: Path, claude: AgentProcess
+) -> None:
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    replay.registry("session-renamed.json", cwd=None)  # no cwd: no transcript to look for
+    facts = replay.facts(claude)
+    assert facts is not None
+    assert (facts.native_id, facts.status, facts.name) == (FIRST, "idle", "Token expiry fix")
+    assert facts.owner_uid == os.getuid()
+    replay.registry("session-renamed.json")  # a transcript with no title yet
+    _append(replay, [_user("hi")])
+    facts = replay.facts(claude)
+    assert facts is not None and facts.name == "Token expiry fix"
+    replay.registry("session-renamed.json", nameSource="derived")
+    assert replay.facts(claude).name is None  # type: ignore[union-attr]
+
+
+def test_which_records_are_work(tmp_path: Path, claude: AgentProcess) -> None:
+    """After the first read, an answer or a prompt is work (last_write moves); a slash
+    command, a meta record, a title or a rename is not."""
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    replay.registry("session-busy.json")
+    _append(replay, [_user("first prompt")])
+    assert replay.facts(claude).last_write is None  # type: ignore[union-attr]  # history
+    for record, work in [
+        ({"type": "assistant", "message": {"model": "claude-x"}}, True),
+        (_user("<command-name>/model</command-name>"), False),
+        (_user("  <local-command-stdout>ok</local-command-stdout>"), False),
+        (_user("a prompt", isMeta=True), False),
+        ({"type": "custom-title", "customTitle": "Renamed"}, False),
+        (_user("another prompt"), True),
+        (_user([{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]), True),
+    ]:
+        before = replay.facts(claude).last_write  # type: ignore[union-attr]
+        _append(replay, [record])
+        after = replay.facts(claude).last_write  # type: ignore[union-attr]
+        assert after == (replay.clock if work else before), record
+
+
+def test_a_summary_names_the_conversation_and_a_bad_one_keeps_it(
+    tmp_path: Path, claude: AgentProcess
+) -> None:
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    replay.registry("session-busy.json")
+    _append(replay, [{"type": "summary", "summary": "Token work"}])
+    assert replay.facts(claude).name == "Token work"  # type: ignore[union-attr]
+    _append(replay, [{"type": "summary", "summary": 7}, {"type": "summary"}])
+    assert replay.facts(claude).name == "Token work"  # type: ignore[union-attr]
+    _append(replay, [{"type": "ai-title", "aiTitle": "Generated"}])
+    assert replay.facts(claude).name == "Generated"  # type: ignore[union-attr]
+    assert replay.state.stats.garbage == 0
+
+
+def _with_subagent(replay: Replay, tool_use_id: str) -> None:
+    subagents = replay.project / FIRST / "subagents"
+    subagents.mkdir(parents=True)
+    meta = {"agentType": "general-purpose", "toolUseId": tool_use_id}
+    (subagents / "agent-a1.meta.json").write_text(json.dumps(meta))
+    (subagents / "agent-a1.jsonl").write_text(json.dumps(_user("sub task")) + "\n")
+    replay.state.changed(subagents)
+
+
+def test_a_subagent_is_busy_while_its_parent_waits_for_it(
+    tmp_path: Path, claude: AgentProcess
+) -> None:
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    replay.registry("session-busy.json")
+    _append(replay, [_user("delegate")])
+    _with_subagent(replay, "toolu_1")
+    [sub] = replay.facts(claude).subagents  # type: ignore[union-attr]
+    assert (sub.name, sub.done, sub.status) == ("general-purpose", False, "busy")
+    replay.registry("session-idle.json")  # the parent waits for the user: not for it
+    [sub] = replay.facts(claude).subagents  # type: ignore[union-attr]
+    assert (sub.done, sub.status) == (False, None)
+    replay.registry("session-busy.json")
+    # Odd content (a string, a non-dict item, another kind of item) is no result, and no
+    # garbage either.
+    _append(
+        replay,
+        [
+            {"type": "user", "message": "not a message"},
+            {"type": "user", "message": {"content": 5}},
+            _user(
+                ["text", {"type": "text", "text": "x"}, {"type": "text", "tool_use_id": "toolu_1"}]
+            ),
+            _user([{"type": "tool_result", "tool_use_id": 7}]),
+        ],
+    )
+    [sub] = replay.facts(claude).subagents  # type: ignore[union-attr]
+    assert (sub.done, sub.status) == (False, "busy")
+    assert replay.state.stats.garbage == 0
+    _append(replay, [_user([{"type": "tool_result", "tool_use_id": "toolu_1"}])])
+    [sub] = replay.facts(claude).subagents  # type: ignore[union-attr]
+    assert (sub.done, sub.status) == (True, None)  # its result is in: done, busy or not
+
+
+@pytest.mark.parametrize(("length", "done"), [(256, True), (257, False)])
+def test_a_tool_use_id_is_capped_at_256(
+    tmp_path: Path, claude: AgentProcess, length: int, done: bool
+) -> None:
+    """An id past the cap is cut, and so never matches a result: such a sub-agent is never
+    called done (its own writes still count)."""
+    replay = Replay(tmp_path / ".claude", claude.pid)
+    replay.registry("session-busy.json")
+    tool_id = "t" * length
+    _append(replay, [_user("delegate")])
+    _with_subagent(replay, tool_id)
+    _append(replay, [_user([{"type": "tool_result", "tool_use_id": tool_id}])])
+    [sub] = replay.facts(claude).subagents  # type: ignore[union-attr]
+    assert sub.done is done

@@ -721,3 +721,163 @@ def test_real_wrapper_and_child_through_watchdog(
         )
     finally:
         manager.close()
+
+
+# -- the registry base's finer points (written for the survivors of the mutation run) ------
+
+
+def _bound(tmp_path: Path) -> tuple[Reader, AgentProcess]:
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD)
+    return reader, wrapper
+
+
+def test_procstart_zero_is_a_start() -> None:
+    assert pid_registry.proc_ticks(0) == "0"
+    assert pid_registry.proc_ticks("boot:0") == "0"
+
+
+@pytest.mark.parametrize(
+    ("registry_pid", "started_at", "fresh"),
+    [
+        (WRAPPER, 0, True),  # startedAt within a minute of the agent's start
+        (WRAPPER, 59_999, True),
+        (WRAPPER, -59_999, True),
+        (WRAPPER, 60_000, False),  # a minute off: a dead process's
+        (WRAPPER, -60_000, False),
+        (WRAPPER, None, True),  # nothing to tell: the process's own pid is its own
+        (WRAPPER, True, True),  # not a time: as if absent
+        (WRAPPER, "soon", True),
+        (CHILD, None, False),  # a child's, with nothing to tell it from a stale one
+        (CHILD, 0, True),
+    ],
+)
+def test_without_procstart_startedat_tells_a_fresh_registry(
+    tmp_path: Path, registry_pid: int, started_at: object, fresh: bool
+) -> None:
+    """Where the registry has no procStart (elsewhere than Linux, or an older version),
+    startedAt (ms) within a minute of the agent's start says the registry is this
+    process's; the start ticks /proc has for the pid (if any) are not asked."""
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    when = (
+        wrapper.start_time_ms + started_at
+        if isinstance(started_at, int) and not isinstance(started_at, bool)
+        else started_at
+    )
+    reader.registry(registry_pid, procStart=None, startedAt=when)
+    facts = reader.facts(wrapper)
+    assert (facts is not None) is fresh
+    assert reader.state.stats.garbage == 0
+
+
+def test_what_is_polled_and_what_is_listed_once(tmp_path: Path) -> None:
+    """Sub-agent files are listed once (then each one's own events, or its directory's,
+    say what changed); poll() stands in for events: every known file looked at again."""
+    reader, wrapper = _bound(tmp_path)
+    assert reader.state.has_registry_dir()
+    reader.lines(FIRST, 0, 16)
+    assert reader.facts(wrapper).subagents == ()  # type: ignore[union-attr]
+    directory = reader.root / "projects" / PROJECT_DIR / "subagents" / FIRST
+    directory.mkdir(parents=True)
+    source = FIXTURES / "home" / SUBAGENTS / f"agent-{SUBAGENT}.jsonl"
+    lines = source.read_text().splitlines(keepends=True)
+    (directory / f"agent-{SUBAGENT}.jsonl").write_text(lines[0])
+    (directory / "agent-other.meta.json").write_text("{}")
+    reader.state.changed(directory)  # the directory came
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert {s.agent_id for s in facts.subagents} == {SUBAGENT, "other"}
+    (directory / "agent-late.meta.json").write_text("{}")  # no event for it
+    reader.now += 1
+    with open(directory / f"agent-{SUBAGENT}.jsonl", "a") as fh:
+        fh.writelines(lines[1:])  # no event either
+    facts = reader.facts(wrapper)
+    assert facts is not None and {s.agent_id for s in facts.subagents} == {SUBAGENT, "other"}
+    reader.state.poll()
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert {s.agent_id for s in facts.subagents} == {SUBAGENT, "other", "late"}
+    [grown] = [s for s in facts.subagents if s.agent_id == SUBAGENT]
+    assert grown.last_write == reader.now
+
+
+def test_a_cleared_conversation_leaves_nothing_behind(tmp_path: Path) -> None:
+    reader, wrapper = _bound(tmp_path)
+    reader.lines(FIRST, 0)
+    _subagent_setup(reader, {})
+    assert reader.facts(wrapper) is not None
+    reader.registry(CHILD, SECOND)  # /clear
+    reader.lines(SECOND, 0)
+    assert reader.facts(wrapper).native_id == SECOND  # type: ignore[union-attr]
+    reader.state.prepare([wrapper])  # the next pass forgets what no process runs
+    assert set(reader.state._by_path) == {reader.chats / f"{SECOND}.jsonl"}
+    current = reader.state._transcripts[SECOND]
+    assert all(c is current for c in reader.state._sub_dirs.values())
+
+
+def test_registry_events_that_are_no_registry_cost_nothing(tmp_path: Path) -> None:
+    """A process without a registry looks again after a registry changed: sessions/<pid>
+    .json, a pid of fewer than 12 digits. Other names are no registry (and no crash)."""
+    reader, wrapper = _bound(tmp_path)
+    lone = agent(30000)
+    reader.state.prepare([wrapper, lone])
+    assert reader.state.facts(lone) is None
+    reader.view.calls.clear()
+    for name in ("abc.json", "123456789012.json", "٣.json", "1.txt"):
+        reader.state.changed(reader.root / "sessions" / name)
+        reader.state.prepare([wrapper, lone])
+        assert reader.state.facts(lone) is None
+    assert reader.view.calls == []
+    reader.state.changed(reader.root / "sessions" / "12345678901.json")
+    reader.state.prepare([wrapper, lone])
+    assert reader.state.facts(lone) is None
+    assert "children 30000" in reader.view.calls
+
+
+def test_a_changed_registry_is_read_once_and_the_pass_tree_is_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quintd.sources.attribution import Pass
+
+    reader, wrapper = _bound(tmp_path)
+    reader.view.kids[CHILD] = []
+    # Another reader already walked this pass's tree: this one walks it no more.
+    now = Pass.of([wrapper], reader.view, lambda: reader.now)
+    assert now.tree(WRAPPER) == [CHILD]
+    reader.view.calls.clear()
+    reader.state.prepare(now)
+    assert reader.state.facts(wrapper) is not None
+    assert not [c for c in reader.view.calls if c.startswith("children")]
+    opened: list[Path] = []
+    real_open = pid_registry.read_json_file
+
+    def counting(path: Path, root: Path, stats: Any) -> Any:
+        opened.append(path)
+        return real_open(path, root, stats)
+
+    monkeypatch.setattr(pid_registry, "read_json_file", counting)
+    reader.registry(CHILD, status="whatever")
+    for _ in range(3):
+        assert reader.facts(wrapper) is not None
+    assert opened == [reader.root / "sessions" / f"{CHILD}.json"]
+
+
+def test_a_transcript_past_the_read_budget_is_read_on_over_the_next_passes(
+    tmp_path: Path,
+) -> None:
+    from quintd.sources.files import READ_BUDGET_BYTES
+
+    reader, wrapper = _bound(tmp_path)
+    filler = json.dumps({"type": "system", "subtype": "ui_telemetry", "pad": "x" * 1000})
+    title = {"type": "system", "subtype": "custom_title"}
+    title["systemPayload"] = {"customTitle": "Far down", "titleSource": "manual"}
+    with open(reader.chats / f"{FIRST}.jsonl", "w") as fh:
+        fh.writelines(filler + "\n" for _ in range(READ_BUDGET_BYTES // 1000 + 10))
+        fh.write(json.dumps(title) + "\n")
+    assert reader.facts(wrapper).name is None  # type: ignore[union-attr]  # a budget read
+    assert reader.facts(wrapper).name == "Far down"  # type: ignore[union-attr]  # no event

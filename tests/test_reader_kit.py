@@ -261,3 +261,35 @@ def test_a_watched_database_is_read_once_per_change_and_backs_off(tmp_path: Path
     assert bad.schema_errors + bad.unreadable == 1
     assert bad.due(0.5) is None  # failed a moment ago, unchanged
     assert bad.due(1.5) is not None  # the back-off is over
+
+
+# -- the bounds, exactly (written for the survivors of the mutation run) -------------------
+
+
+def test_the_slacks_and_windows_include_their_bounds() -> None:
+    view = View({10: [11]})
+    a = _proc(10, T0)
+    now = Pass.of([a], view, lambda: 0.0)
+    assert now.runner(11, written=T0 - START_SLACK_S) == a  # at the slack's edge: its own
+    early, late = _proc(1, T0), _proc(2, T0 + 100)
+    # Running by the time it was touched: started at most START_SLACK_S after.
+    assert owner_of(T0 - 500, T0 - START_SLACK_S, [early]) == early
+    assert owner_of(T0 - 500, T0 - 1, [early]) == early
+    # Begun after the later one started (up to the slack): the later one's.
+    assert owner_of(T0 + 100 - START_SLACK_S, T0 + 200, [early, late]) == late
+    assert owner_of(T0 + 99, T0 + 200, [early, late]) == late
+    assert owner_of(T0 + 97, T0 + 200, [early, late]) == early
+    assert first_conversation(T0 - START_SLACK_S, [early], taken=[]) == [early]
+    assert first_conversation(T0 + 10.0, [early], taken=[]) == [early]  # the window's end
+
+
+def test_the_first_claim_wins_a_tie() -> None:
+    a = _proc(1)
+    found = latest([(a, _Conv("x", 2)), (a, _Conv("y", 2))], lambda c: c.written)
+    assert found == {a.key: ("x", a.start_time)}
+
+
+def test_a_flag_value_as_the_last_word_and_a_first_subcommand() -> None:
+    assert flag_values(["x", "-s", "v"], ("-s",)) == ["v"]
+    assert subcommand(["codex", "exec"]) == "exec"
+    assert subcommand(["codex", "-c", "k=v", "resume"], ("-c",)) == "resume"

@@ -13,8 +13,8 @@ Operators: comparisons (< <=, > >=, == !=, in / not in, is / is not), and/or, dr
 No dependency: the standard library's ast module does the work.
 
 Run: python3 tests/bench/mutation.py [--modules tracker,delivery_policy,store]
-     (any of TARGETS: the readers, waiter, scanner, private_files, model, identity,
-     schema, metrics)
+     (any of TARGETS: the readers and the reader kit, waiter, scanner, private_files,
+     model, identity, schema, metrics, part_settings, config/load, settings)
      [--max 200] [--jobs 2] [--timeout 120]
 """
 
@@ -49,7 +49,11 @@ TARGETS: dict[str, list[str]] = {
     "delivery_policy": ["tests/test_delivery_policy.py"],
     "store": ["tests/test_store.py", "tests/test_queue.py", "tests/test_store_rules.py"],
     "sources/claude_code": ["tests/test_claude_code.py"],
-    "sources/codex": ["tests/test_codex_replay.py", "tests/test_rollouts.py"],
+    "sources/codex": [
+        "tests/test_codex.py",
+        "tests/test_codex_replay.py",
+        "tests/test_rollouts.py",
+    ],
     "sources/cline": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
@@ -93,6 +97,30 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_kiro.py",
         "tests/test_copilot_cli.py",
     ],
+    # the rest of the kit: the files, times and changes every reader stands on
+    "sources/conversation_files": [
+        "tests/test_claude_code.py",
+        "tests/test_codex.py",
+        "tests/test_gemini_legacy.py",
+        "tests/test_gemini_replay.py",
+    ],
+    "sources/changes": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
+    "sources/times": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
+    "sources/yaml_files": ["tests/test_copilot_cli.py"],
+    "sources/files": [
+        "tests/test_read_guards.py",
+        "tests/test_reader_kit.py",
+        "tests/test_qwen_code.py",
+    ],
+    "sources/sqlite_files": [
+        "tests/test_read_guards.py",
+        "tests/test_cline.py",
+        "tests/test_goose.py",
+    ],
+    # the settings and their reload path (test_reload's daemons take minutes: not here)
+    "part_settings": ["tests/test_config.py", "tests/test_settings_declared.py"],
+    "config/load": ["tests/test_config.py", "tests/test_settings_declared.py"],
+    "settings": ["tests/test_config.py", "tests/test_settings_declared.py"],
 }
 
 
