@@ -5,16 +5,20 @@ finished), a sub-agent (``invoke_agent``: a file of its own under its parent's i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from replay import MACHINE, Rec, Replay, parse_started, story
+from replay import MACHINE, Rec, RecordedProcesses, Replay, parse_started, story
 
 from quintd.identity import native_session_id
-from quintd.model import ConversationFacts
-from quintd.sources.gemini_cli import SPEC
+from quintd.model import AgentProcess, ConversationFacts
+from quintd.sources.gemini_cli import SPEC, GeminiState
+from quintd.sources.spec import ReaderContext
 from quintd.sources.times import parse_time as epoch
 
 HERE = Path(__file__).parent / "fixtures" / "gemini-cli-subagent"
@@ -155,3 +159,103 @@ def test_a_gemini_started_right_after_a_quit_does_not_take_the_ended_conversatio
     events = replay.step([newcomer], quit_at + 5.0)  # past the start-up grace: a session
     assert [(e.state, e.model) for e in events] == [("active", None)]
     assert not ({e.session_id for e in events} & ended)
+
+
+# -- the rules, exactly (written for the survivors of the mutation run) -------------------
+
+CLI = ["node", "/usr/bin/gemini"]
+NEW_PROJECT = "/home/dev/src/new-api"
+NEW_HASH = hashlib.sha256(NEW_PROJECT.encode()).hexdigest()
+START = 1_790_000_000.0
+
+
+def _stamp(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _session(number: int) -> str:
+    return f"{number:08x}-0000-4000-8000-000000000000"
+
+
+class Home:
+    """A Gemini home whose chats the test writes record by record, the reader of it (read
+    again each pass, as when there are no file events) and the processes it is shown."""
+
+    def __init__(self, tmp_path: Path, project_dir: str = "new-api") -> None:
+        self.home = tmp_path / "home"
+        self.chats = self.home / ".gemini" / "tmp" / project_dir / "chats"
+        self.chats.mkdir(parents=True)
+        self.view = RecordedProcesses(self.home)
+        self.clock = 1000.0
+        context = ReaderContext(lambda: self.clock, self.view)
+        self.reader = GeminiState(self.home / ".gemini", context)
+
+    def write(self, name: str, *records: dict[str, Any]) -> Path:
+        path = self.chats / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            out.writelines(json.dumps(r) + "\n" for r in records)
+        return path
+
+    def chat(self, number: int, started: float = START + 1, **header: Any) -> str:
+        """A new chat file with its header; its name."""
+        sid = _session(number)
+        name = f"session-2026-12-07T16-55-{sid[:8]}.jsonl"
+        self.write(name, _header(sid, started, **header))
+        return name
+
+    def step(self, *recs: Rec) -> dict[int, ConversationFacts | None]:
+        """A pass over these processes: the CLIs (under pid 1), and what runs under them."""
+        self.clock += 1.0
+        self.view.show(recs)
+        agents = [_agent(r) for r in recs if r.ppid == 1]
+        self.reader.poll()
+        self.reader.prepare(agents)
+        return {a.pid: self.reader.facts(a) for a in agents}
+
+
+def _header(sid: str, started: float, **extra: Any) -> dict[str, Any]:
+    return {"sessionId": sid, "projectHash": NEW_HASH, "startTime": _stamp(started), **extra}
+
+
+def _cli(pid: int = 700, start: float = START, cwd: str | None = NEW_PROJECT) -> Rec:
+    return Rec(pid, 1, "node", "/usr/bin/node", list(CLI), cwd, start)
+
+
+def _child(pid: int, ppid: int, *argv: str) -> Rec:
+    return Rec(pid, ppid, argv[0][:15] if argv else "", "/usr/bin/x", list(argv), None, START)
+
+
+def _agent(rec: Rec) -> AgentProcess:
+    return AgentProcess(
+        "gemini-cli", rec.pid, rec.ppid, rec.start_time, "dev", rec.exe, rec.cwd, "node", "exe",
+        uid=os.getuid(),
+    )  # fmt: skip
+
+
+def _status(found: ConversationFacts | None) -> str | None:
+    assert found is not None
+    return found.status
+
+
+def test_a_tool_under_the_cli_makes_an_answered_conversation_busy(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    name = home.chat(1)
+    home.write(name, {"id": "u", "type": "user", "content": [{"text": "go"}]})
+    home.write(name, {"id": "g", "type": "gemini", "content": "Running it."})
+    assert _status(home.step(_cli())[700]) == "idle"
+    # The CLI relaunched under itself (its first words name it) is not a tool ...
+    relaunched = _child(701, 700, "/usr/bin/node", "--max-old-space", "/usr/bin/gemini")
+    assert _status(home.step(_cli(), relaunched)[700]) == "idle"
+    # ... nor a child whose command line cannot be read (gone, or a kernel's).
+    assert _status(home.step(_cli(), _child(702, 700))[700]) == "idle"
+    # A shell is, even when a later word names gemini (`grep -r x ... gemini`).
+    shell = _child(703, 700, "grep", "-r", "-n", "x", "gemini")
+    assert _status(home.step(_cli(), shell)[700]) == "busy"
+    # So is one four levels down (under the relaunched CLI), not one further.
+    chain = [_child(710 + i, 709 + i if i else 700, *CLI) for i in range(3)]
+    deep = _child(713, 712, "bash", "-c", "make")
+    assert _status(home.step(_cli(), *chain, deep)[700]) == "busy"
+    chain.append(_child(713, 712, *CLI))
+    deeper = _child(714, 713, "bash", "-c", "make")
+    assert _status(home.step(_cli(), *chain, deeper)[700]) == "idle"
