@@ -259,3 +259,73 @@ def test_a_tool_under_the_cli_makes_an_answered_conversation_busy(tmp_path: Path
     chain.append(_child(713, 712, *CLI))
     deeper = _child(714, 713, "bash", "-c", "make")
     assert _status(home.step(_cli(), *chain, deeper)[700]) == "idle"
+
+
+def test_an_ended_conversation_is_taken_over_only_when_written_again(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    name = home.chat(1)
+    first = home.step(_cli(700))[700]
+    assert first is not None and first.native_id == _session(1)
+    # The process quits as its last record is written: over, not written since.
+    home.write(name, {"id": "g", "type": "gemini", "content": "Bye."})
+    assert home.step() == {}
+    newcomer = _cli(800, START + 5)  # within the clock slack of the chat's start
+    assert home.step(newcomer) == {800: None}
+    assert home.step(newcomer) == {800: None}
+    # Resumed: written again, it is the newcomer's.
+    home.write(name, {"id": "u2", "type": "user", "content": "more"})
+    again = home.step(newcomer)[800]
+    assert again is not None and (again.native_id, again.status) == (_session(1), "busy")
+
+
+def test_a_chat_belongs_to_a_process_of_its_project_started_before_it(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    home.chat(1, started=START - 10.0)  # begun at the clock slack's edge: still its own
+    assert home.step(_cli(700))[700] is not None
+    for proc in (_cli(701, cwd=None), _cli(702, cwd="/home/dev/src/other")):
+        assert home.step(proc) == {proc.pid: None}
+    late = Home(tmp_path / "late")
+    late.chat(1, started=START - 10.5)  # before the process started, past the slack
+    assert late.step(_cli(700)) == {700: None}
+    unstarted = Home(tmp_path / "unstarted")
+    unstarted.write("session-x.jsonl", {"sessionId": _session(1), "projectHash": NEW_HASH})
+    assert unstarted.step(_cli(700)) == {700: None}
+    # Before 0.29 the project's directory was named by the hash, and no header had one.
+    hashed = Home(tmp_path / "hashed", project_dir=NEW_HASH)
+    hashed.chat(1, projectHash=None)
+    assert hashed.step(_cli(700))[700] is not None
+
+
+def test_a_sub_agent_is_busy_until_its_result_and_keeps_the_parent_busy(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    name = home.chat(1)
+    home.write(name, {"id": "g", "type": "gemini", "content": "Asking an agent.", "model": "m"})
+    sub = f"{_session(1)}/{_session(2)}.jsonl"
+    home.write(sub, _header(_session(2), START + 2, kind="subagent"))
+    home.write(sub, {"id": "s", "type": "gemini", "content": "Looking.", "model": "small"})
+    found = home.step(_cli())[700]
+    assert found is not None and (found.native_id, found.status) == (_session(1), "busy")
+    [running] = found.subagents
+    assert (running.agent_id, running.done, running.status, running.model) == (
+        _session(2),
+        False,
+        "busy",
+        "small",
+    )
+    home.write(sub, {"$set": {"summary": None}})  # not a result yet
+    found = home.step(_cli())[700]
+    assert found is not None and found.subagents[0].done is False
+    home.write(sub, {"$set": {"summary": "Found it."}})  # its result: not a title
+    found = home.step(_cli())[700]
+    assert found is not None and (found.status, found.name) == ("idle", None)
+    [done] = found.subagents
+    assert (done.done, done.status, done.last_write) == (True, None, home.clock)
+
+
+def test_a_sub_agent_file_outside_a_session_directory_is_a_conversation(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    stray = f"not-a-session/{_session(3)}.jsonl"
+    home.write(stray, _header(_session(3), START + 2, kind="subagent"))
+    home.write(stray, {"$set": {"summary": "A title"}})
+    found = home.step(_cli())[700]
+    assert found is not None and (found.native_id, found.name) == (_session(3), "A title")
