@@ -329,3 +329,49 @@ def test_a_sub_agent_file_outside_a_session_directory_is_a_conversation(tmp_path
     home.write(stray, {"$set": {"summary": "A title"}})
     found = home.step(_cli())[700]
     assert found is not None and (found.native_id, found.name) == (_session(3), "A title")
+
+
+def test_the_record_rules_of_a_chat(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    name = "session-2026-12-07T16-55-00000001.jsonl"
+    home.write(name, {"id": "early", "type": "user", "content": "before the header"})
+    home.write(name, _header(_session(1), START + 1))
+    found = home.step(_cli())[700]
+    assert found is not None and (found.native_id, found.status) == (_session(1), "idle")
+    steps: list[tuple[dict[str, Any], tuple[str | None, str | None, str | None]]] = [
+        ({"$set": {"summary": "Fix the login"}}, ("idle", "Fix the login", None)),
+        ({"$set": {"summary": ""}}, ("idle", "Fix the login", None)),  # no title: kept
+        ({"id": "u", "type": "user", "content": "go"}, ("busy", "Fix the login", None)),
+        ({"id": "g", "type": "gemini", "content": "", "model": "pro"}, ("busy", None, "pro")),
+        ({"id": "g", "type": "gemini", "content": "Done.", "model": ""}, ("idle", None, "pro")),
+        ({"id": "i", "type": "info", "content": "a note"}, ("idle", None, "pro")),
+        (
+            {"id": "t", "type": "gemini", "content": "On it.", "toolCalls": [{"id": "c"}]},
+            ("busy", None, "pro"),  # a call without its result: running
+        ),
+        (
+            {"id": "t", "type": "gemini", "content": "On it.", "toolCalls": [{"result": []}]},
+            ("busy", None, "pro"),
+        ),
+        (
+            {"id": "t", "type": "gemini", "content": "Ok.", "toolCalls": [{"result": ["r"]}]},
+            ("idle", None, "pro"),
+        ),
+        (
+            {"id": "t", "type": "gemini", "content": "Ok.", "toolCalls": "garbage"},
+            ("idle", None, "pro"),
+        ),
+        ({"id": "t", "type": "gemini", "content": "   "}, ("busy", None, "pro")),
+        ({"id": "t", "type": "gemini", "content": [{"text": " \n"}, "x"]}, ("busy", None, "pro")),
+        ({"id": "t", "type": "gemini", "content": [{"text": 5}]}, ("busy", None, "pro")),
+        ({"id": "t", "type": "gemini", "content": {"text": "x"}}, ("busy", None, "pro")),
+        ({"id": "t", "type": "gemini", "content": [{}, {"text": "Yes."}]}, ("idle", None, "pro")),
+    ]
+    for record, (status, title, model) in steps:
+        home.write(name, record)
+        found = home.step(_cli())[700]
+        assert found is not None, record
+        assert (found.status, found.model) == (status, model), record
+        if title is not None:
+            assert found.name == title, record
+    assert found.name == "Fix the login"
