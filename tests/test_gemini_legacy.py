@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import needs_fixtures
 from replay import MACHINE, Replay, load_processes, story
 
 from quintd.identity import native_session_id
+from quintd.sources.files import ReadStats
+from quintd.sources.gemini_cli import MAX_LEGACY_CHAT_BYTES, LegacyChat
 
 FIXTURES = needs_fixtures("gemini-cli")
 CWD = "/home/dev/src/shop-api"
@@ -191,3 +195,52 @@ def test_gemini_0_38_as_it_really_ran(tmp_path: Path) -> None:
     assert statuses["04-tool-awaiting-approval"] == [None]
     assert statuses["09-clear"] == [None]
     assert statuses["10-new-chat-prompt"] == [None]
+
+
+# -- the rules, exactly (written for the survivors of the mutation run) -------------------
+
+
+def test_a_legacy_chat_is_read_whole_once_per_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="quintd.sources")
+    path = tmp_path / "session-2026-11-29T10-15-5b1f0a4e.json"
+    chat = LegacyChat(path, tmp_path, ReadStats())
+    assert chat.read_new() == ([], False)  # no file yet
+    written = _chat(FIRST, START, [_user("Fix it"), "not a message"])
+    path.write_text(written)
+    records, more = chat.read_new()
+    header = {"sessionId": FIRST, "projectHash": PROJECT, "startTime": _iso(START)}
+    assert (records, more) == ([{**header, "$legacy": True}, _user("Fix it")], False)
+    assert (chat.offset, chat.owner, chat.stats.lines) == (len(written), os.getuid(), 1)
+    assert chat.read_new() == ([], False)  # unchanged: not read again
+    # Rewritten with an answer and a summary: every message again, the header not.
+    again = _chat(FIRST, START, [_user("Fix it"), _gemini("Done.")], summary="Login fix")
+    path.write_text(again)
+    records, more = chat.read_new()
+    assert records == [_user("Fix it"), _gemini("Done."), {"$set": {"summary": "Login fix"}}]
+    assert (chat.offset, chat.stats.lines, chat.stats.garbage) == (len(written + again), 2, 0)
+    # Caught half way: garbage, counted and complained of; empty: only read again later.
+    path.write_text(again[:40])
+    assert chat.read_new() == ([], False)
+    assert (chat.stats.garbage, chat.stats.lines) == (1, 2)
+    assert "a chat that is not a JSON object" in caplog.text
+    path.write_text("")
+    assert chat.read_new() == ([], False)
+    assert chat.stats.garbage == 1
+    path.write_text(json.dumps({"messages": "none", "summary": None}))
+    assert chat.read_new() == ([], False)  # no header wanted any more, nothing in it
+    # Too large to be parsed whole at every change: refused, never read.
+    path.write_text("")
+    os.truncate(path, MAX_LEGACY_CHAT_BYTES + 1)
+    assert chat.read_new() == ([], False) and chat.stats.refused == 1
+
+
+def test_a_legacy_chat_without_a_session_is_garbage(tmp_path: Path) -> None:
+    path = tmp_path / "session-2026-11-29T10-15-5b1f0a4e.json"
+    chat = LegacyChat(path, tmp_path, ReadStats())
+    path.write_text(json.dumps({"messages": [_user("x")]}))
+    assert chat.read_new() == ([], False) and chat.stats.garbage == 1
+    path.write_text(_chat(FIRST, START, []))
+    records, _ = chat.read_new()
+    assert [r.get("sessionId") for r in records] == [FIRST]
