@@ -5,6 +5,7 @@ change diff and trusted directories."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from quintd.model import AgentProcess
+from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.attribution import (
     Pass,
     first_conversation,
@@ -25,6 +26,15 @@ from quintd.sources.attribution import (
 from quintd.sources.changes import Changes, diff_writes, listing
 from quintd.sources.files import trusted_dir
 from quintd.sources.processes import MAX_TREE_DEPTH, TcpSocket, descendants
+from quintd.sources.spec import ReaderContext
+from quintd.sources.sqlite_sessions import (
+    RETRY_S,
+    Database,
+    MissingColumns,
+    Session,
+    SessionDatabases,
+    children,
+)
 from quintd.sources.times import CLOCK_SLACK_S, START_SLACK_S, parse_time
 
 T0 = 1_790_000_000.0
@@ -293,3 +303,167 @@ def test_a_flag_value_as_the_last_word_and_a_first_subcommand() -> None:
     assert flag_values(["x", "-s", "v"], ("-s",)) == ["v"]
     assert subcommand(["codex", "exec"]) == "exec"
     assert subcommand(["codex", "-c", "k=v", "resume"], ("-c",)) == "resume"
+
+
+# -- the SQLite base, exactly (written for the survivors of the mutation run) --------------
+
+
+class Notes(SessionDatabases[Session]):
+    """The smallest reader on the SQLite base: ``notes.db`` under the root, a table
+    ``notes(id, created, updated, parent, work)``; its database is found once the root's
+    ``ready`` file exists, and counted each time it is looked for."""
+
+    session_flags = ("--note",)
+    marker = "notes.db"
+
+    def __init__(self, root: Path, context: ReaderContext) -> None:
+        super().__init__(root, context)
+        self.looked = 0
+        self.urgent = False
+        self.serves: set[int] = set()  # pids of servers: never a session's
+        self.reads: list[int] = []  # sessions per read (after_read)
+        self.sessions: dict[str, Session] = {}  # the last read's
+
+    def find(self, proc: AgentProcess, argv: list[str]) -> tuple[Path, Path] | None:
+        self.looked += 1
+        return (self.root, self.root / "notes.db") if (self.root / "ready").exists() else None
+
+    def look_again(self, proc: AgentProcess) -> bool:
+        return self.urgent
+
+    def query(
+        self, conn: sqlite3.Connection, db: Database[Session], horizon: float
+    ) -> list[Session]:
+        try:
+            rows = conn.execute("SELECT id, created, updated, parent, work FROM notes").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise MissingColumns(str(exc)) from None
+        return [Session(r[0], r[1], r[2], r[3]) for r in rows if r[2] >= horizon]
+
+    def worked(self, old: Session, new: Session) -> bool:
+        return old.updated != new.updated
+
+    def after_read(self, db: Database[Session]) -> None:
+        self.reads.append(len(db.sessions))
+        self.sessions = dict(db.sessions)
+
+    def candidates(self, db: Database[Session], members: list[AgentProcess]) -> list[AgentProcess]:
+        return [p for p in members if p.pid not in self.serves]
+
+    def conversation_facts(
+        self, proc: AgentProcess, db: Database[Session], session: Session, since: float
+    ) -> ConversationFacts:
+        return ConversationFacts(session.native_id, last_write=session.last_write)
+
+
+class ArgvView(View):
+    def __init__(self, argvs: dict[int, list[str]]) -> None:
+        super().__init__({})
+        self.argvs = argvs
+
+    def argv(self, pid: int) -> list[str]:
+        return self.argvs.get(pid, [])
+
+
+class NotesHome:
+    def __init__(self, root: Path, argvs: dict[int, list[str]] | None = None) -> None:
+        root.mkdir()
+        self.root = root
+        self.clock = 100.0
+        self.reader = Notes(root, ReaderContext(lambda: self.clock, ArgvView(argvs or {})))
+
+    def note(self, native_id: str, created: float, updated: float, parent: str = "") -> None:
+        conn = sqlite3.connect(self.root / "notes.db")
+        conn.execute("CREATE TABLE IF NOT EXISTS notes (id, created, updated, parent, work)")
+        conn.execute("DELETE FROM notes WHERE id = ?", (native_id,))
+        row = (native_id, created, updated, parent or None, 0)
+        conn.execute("INSERT INTO notes VALUES (?, ?, ?, ?, ?)", row)
+        conn.commit()
+        conn.close()
+
+    def step(self, *procs: AgentProcess, after: float = 1.0) -> dict[int, str | None]:
+        self.clock += after
+        self.reader.prepare(procs)
+        found = {p.pid: self.reader.facts(p) for p in procs}
+        return {pid: f.native_id if f else None for pid, f in found.items()}
+
+
+def test_a_database_not_found_is_looked_for_again_after_a_while(tmp_path: Path) -> None:
+    home = NotesHome(tmp_path / "notes")
+    agent = _proc(1, T0)
+    assert not home.reader.has_registry_dir()
+    assert home.step(agent) == {1: None} and home.reader.looked == 1
+    (home.root / "ready").write_text("")
+    home.step(agent, after=RETRY_S - 1.5)  # not yet
+    assert home.reader.looked == 1
+    home.step(agent, after=1.5)  # RETRY_S since it was last looked for
+    assert home.reader.looked == 2
+    home.step(agent, after=RETRY_S + 1)  # found: it stands
+    assert home.reader.looked == 2
+    # The database appears: read.
+    home.note("a", T0 + 1, T0 + 2)
+    assert home.reader.has_registry_dir()
+    assert home.step(agent) == {1: "a"}
+    # A process the reader says to look for at once is looked for at once.
+    (home.root / "ready").unlink()
+    other = _proc(2, T0)
+    home.step(other)
+    assert home.reader.looked == 3
+    home.reader.urgent = True
+    home.step(other)
+    assert home.reader.looked == 4
+    # A process gone is forgotten: back, it is looked for again from the start.
+    home.step(agent)
+    assert home.reader.looked == 5 and home.reader.argv(agent) == []
+
+
+def test_a_database_is_read_when_it_changed_and_its_first_read_is_history(
+    tmp_path: Path,
+) -> None:
+    home = NotesHome(tmp_path / "notes")
+    (home.root / "ready").write_text("")
+    agent = _proc(1, T0)
+    assert home.step(agent) == {1: None}  # no database yet: nothing read
+    assert home.reader.reads == []
+    home.note("a", T0 + 1, T0 + 2)
+    home.note("old", T0 - 3600, T0 - 3600)  # before the horizon: not read
+    assert home.step(agent) == {1: "a"} and home.reader.reads == [1]
+    first = home.reader.facts(agent)
+    assert first is not None and first.last_write is None  # found at the first read
+    assert home.step(agent) == {1: "a"} and home.reader.reads == [1]  # unchanged: no read
+    home.note("a", T0 + 1, T0 + 5)
+    home.step(agent)
+    worked = home.reader.facts(agent)
+    assert worked is not None and worked.last_write == home.clock
+    home.note("b", T0 + 6, T0 + 7)  # new since the first read: work, at once the latest
+    assert home.step(agent) == {1: "b"}
+    found = home.reader.facts(agent)
+    assert found is not None and found.last_write == home.clock
+    # Another version of the database: no facts, counted once.
+    conn = sqlite3.connect(home.root / "notes.db")
+    conn.execute("ALTER TABLE notes RENAME COLUMN work TO effort")
+    conn.commit()
+    conn.close()
+    assert home.step(agent) == {1: None} and home.reader.stats.garbage == 1
+    assert home.step(agent) == {1: None} and home.reader.stats.garbage == 1
+    # Gone: no sessions, until it is there again.
+    (home.root / "notes.db").unlink()
+    assert home.step(agent) == {1: None}
+    home.note("c", T0 + 8, T0 + 9)
+    assert home.step(agent) == {1: "c"}
+
+
+def test_which_process_runs_which_session(tmp_path: Path) -> None:
+    pinned, early, late, server = _proc(1, T0), _proc(2, T0 + 1), _proc(3, T0 + 100), _proc(4)
+    home = NotesHome(tmp_path / "notes", {1: ["notes", "--note", "old"]})
+    (home.root / "ready").write_text("")
+    home.note("old", T0 - 5, T0 + 200)  # resumed by name
+    home.note("mine", T0 + 50, T0 + 60)  # begun before late started: early's
+    home.note("sub", T0 + 150, T0 + 300, parent="mine")  # a sub-agent: never a process's
+    home.note("theirs", T0 + 150, T0 + 160)  # begun after late started: late's
+    home.reader.serves = {4}
+    found = home.step(pinned, early, late, server)
+    assert found == {1: "old", 2: "mine", 3: "theirs", 4: None}
+    assert [s.native_id for s in children(home.reader.sessions.values(), "mine")] == ["sub"]
+    home.reader.serves = {1, 2, 3, 4}  # nobody may run them
+    assert home.step(pinned, early, late, server) == {1: None, 2: None, 3: None, 4: None}
