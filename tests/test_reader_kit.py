@@ -24,7 +24,7 @@ from quintd.sources.attribution import (
     subcommand,
 )
 from quintd.sources.changes import Changes, diff_writes, listing
-from quintd.sources.files import trusted_dir
+from quintd.sources.files import ReadStats, trusted_dir
 from quintd.sources.processes import MAX_TREE_DEPTH, TcpSocket, descendants
 from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_sessions import (
@@ -33,7 +33,9 @@ from quintd.sources.sqlite_sessions import (
     MissingColumns,
     Session,
     SessionDatabases,
+    WatchedDatabase,
     children,
+    lstat_identity,
 )
 from quintd.sources.times import CLOCK_SLACK_S, START_SLACK_S, parse_time
 
@@ -467,3 +469,74 @@ def test_which_process_runs_which_session(tmp_path: Path) -> None:
     assert [s.native_id for s in children(home.reader.sessions.values(), "mine")] == ["sub"]
     home.reader.serves = {1, 2, 3, 4}  # nobody may run them
     assert home.step(pinned, early, late, server) == {1: None, 2: None, 3: None, 4: None}
+
+
+def test_a_failing_database_is_tried_again_doubling_the_wait_up_to_its_cap(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    stats = ReadStats()
+    db = WatchedDatabase(tmp_path, path, stats, backoff=(1.0, 3.0), identity=lstat_identity)
+
+    def broken(c: sqlite3.Connection) -> int:
+        raise ValueError("a row of the wrong shape")
+
+    def count(c: sqlite3.Connection) -> int:
+        return int(c.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    at = 0.0
+    for wait in (1.0, 2.0, 3.0, 3.0):  # doubling, up to the cap
+        seen = db.due(at)
+        assert seen is not None and db.read(seen, at, broken) is None
+        assert db.due(at + wait - 0.1) is None
+        at += wait
+    assert (db.schema_errors, db.unreadable, stats.garbage) == (4, 0, 4)
+    seen = db.due(at)
+    assert seen is not None and db.read(seen, at, count) == 0
+    # A success starts the wait over.
+    forced = db.due(at, force=True)
+    assert forced is not None and db.read(forced, at, broken) is None
+    assert db.due(at + 0.9) is None and db.due(at + 1.0) is not None
+    # Without a back-off: tried again at the next pass, after a success too.
+    plain = WatchedDatabase(tmp_path, path, ReadStats(), identity=lstat_identity)
+    for query in (broken, count, broken):
+        seen = plain.due(5.0, force=True)
+        assert seen is not None
+        plain.read(seen, 5.0, query)
+    assert plain.due(5.0) is not None
+
+
+def test_a_database_of_another_version_is_read_again_only_when_it_changed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    stats = ReadStats()
+    db = WatchedDatabase(tmp_path, path, stats, identity=lstat_identity)
+
+    def missing(c: sqlite3.Connection) -> int:
+        raise MissingColumns("t.y")
+
+    seen = db.due(0.0)
+    assert seen is not None
+    with pytest.raises(MissingColumns):
+        db.read(seen, 0.0, missing)
+    assert (db.schema_errors, stats.garbage, db.unreadable) == (1, 1, 0)
+    db.poll()
+    assert db.due(9.0) is None
+    # Its -wal counts: a commit there is a change.
+    Path(str(path) + "-wal").write_bytes(b"\x00" * 32)
+    db.poll()
+    assert db.due(9.0) is not None
+    # One that cannot be opened at all is unreadable, not of another version.
+    gone = WatchedDatabase(tmp_path, tmp_path / "absent.db", stats, identity=lstat_identity)
+    seen = gone.due(0.0)
+    assert gone.read(seen, 0.0, missing) is None
+    assert (gone.unreadable, gone.schema_errors) == (1, 0)
