@@ -4,6 +4,7 @@ change diff and trusted directories."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
@@ -331,7 +332,7 @@ class Notes(SessionDatabases[Session]):
         return (self.root, self.root / "notes.db") if (self.root / "ready").exists() else None
 
     def look_again(self, proc: AgentProcess) -> bool:
-        return self.urgent
+        return self.urgent or super().look_again(proc)
 
     def query(
         self, conn: sqlite3.Connection, db: Database[Session], horizon: float
@@ -355,7 +356,9 @@ class Notes(SessionDatabases[Session]):
     def conversation_facts(
         self, proc: AgentProcess, db: Database[Session], session: Session, since: float
     ) -> ConversationFacts:
-        return ConversationFacts(session.native_id, last_write=session.last_write)
+        return ConversationFacts(
+            session.native_id, last_write=session.last_write, owner_uid=db.owner
+        )
 
 
 class ArgvView(View):
@@ -387,6 +390,8 @@ class NotesHome:
         self.clock += after
         self.reader.prepare(procs)
         found = {p.pid: self.reader.facts(p) for p in procs}
+        for facts in found.values():
+            assert facts is None or facts.owner_uid == os.getuid()
         return {pid: f.native_id if f else None for pid, f in found.items()}
 
 
@@ -417,6 +422,9 @@ def test_a_database_not_found_is_looked_for_again_after_a_while(tmp_path: Path) 
     # A process gone is forgotten: back, it is looked for again from the start.
     home.step(agent)
     assert home.reader.looked == 5 and home.reader.argv(agent) == []
+    home.reader.urgent = False
+    home.step(agent)  # not found, and not urgent: not looked for before RETRY_S
+    assert home.reader.looked == 5
 
 
 def test_a_database_is_read_when_it_changed_and_its_first_read_is_history(
@@ -453,6 +461,12 @@ def test_a_database_is_read_when_it_changed_and_its_first_read_is_history(
     assert home.step(agent) == {1: None}
     home.note("c", T0 + 8, T0 + 9)
     assert home.step(agent) == {1: "c"}
+    # Used by no process, it is forgotten: its next read is a first read again (history).
+    home.step()
+    home.note("d", T0 + 10, T0 + 11)
+    assert home.step(agent) == {1: "d"}
+    again = home.reader.facts(agent)
+    assert again is not None and again.last_write is None
 
 
 def test_which_process_runs_which_session(tmp_path: Path) -> None:
@@ -540,3 +554,51 @@ def test_a_database_of_another_version_is_read_again_only_when_it_changed(
     seen = gone.due(0.0)
     assert gone.read(seen, 0.0, missing) is None
     assert (gone.unreadable, gone.schema_errors) == (1, 0)
+
+
+def test_a_watched_database_is_looked_at_only_when_marked(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    db = WatchedDatabase(tmp_path, path, ReadStats(), identity=lstat_identity)
+    absent = db.due(0.0)
+    assert absent is not None
+    db.skip(absent)  # nothing there: nothing to read until it changes
+    db.poll()
+    assert db.due(1.0) is None
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    assert db.due(2.0) is None  # changed, but nothing marked it: not looked at
+    db.poll()
+    seen = db.due(2.0)
+    assert seen is not None and seen != absent
+    assert db.read(seen, 2.0, lambda c: c.execute("SELECT 1").fetchone()[0]) == 1
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    assert db.due(3.0) is None  # again: only once marked
+    db.poll()
+    assert db.due(3.0) is not None
+
+
+def test_a_database_removed_while_its_query_failed_is_complained_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="quintd.sources")
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    stats = ReadStats()
+    db = WatchedDatabase(tmp_path, path, stats, identity=lstat_identity)
+
+    def removed_then_failed(c: sqlite3.Connection) -> int:
+        path.unlink()
+        raise ValueError("a row of the wrong shape")
+
+    seen = db.due(0.0)
+    assert seen is not None and db.read(seen, 0.0, removed_then_failed) is None
+    assert (db.schema_errors, stats.garbage) == (1, 1)
+    assert "an unreadable database (a row of the wrong shape)" in caplog.text
