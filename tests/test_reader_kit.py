@@ -467,6 +467,11 @@ def test_a_database_is_read_when_it_changed_and_its_first_read_is_history(
     assert home.step(agent) == {1: "d"}
     again = home.reader.facts(agent)
     assert again is not None and again.last_write is None
+    # Moved away: no sessions; moved back (the same file, the same signature): read again.
+    (home.root / "notes.db").rename(home.root / "away.db")
+    assert home.step(agent) == {1: None}
+    (home.root / "away.db").rename(home.root / "notes.db")
+    assert home.step(agent) == {1: "d"}
 
 
 def test_which_process_runs_which_session(tmp_path: Path) -> None:
@@ -602,3 +607,22 @@ def test_a_database_removed_while_its_query_failed_is_complained_of(
     assert seen is not None and db.read(seen, 0.0, removed_then_failed) is None
     assert (db.schema_errors, stats.garbage) == (1, 1)
     assert "an unreadable database (a row of the wrong shape)" in caplog.text
+
+
+def test_a_success_forgets_the_failure_before_it(tmp_path: Path) -> None:
+    """Files whose identity comes back to one a read failed at (restored with their old
+    times) are read at once when a read succeeded since."""
+    identity = {"now": "x"}
+    db = WatchedDatabase(
+        tmp_path, tmp_path / "a.db", ReadStats(), (10.0, 10.0), lambda r, p: identity["now"]
+    )
+    assert db.read("x", 0.0, lambda c: 0) is None  # absent: unreadable, for 10 s
+    identity["now"] = "y"
+    db.poll()
+    assert db.due(1.0) == "y"
+    conn = sqlite3.connect(tmp_path / "a.db")
+    conn.close()
+    assert db.read("y", 1.0, lambda c: 1) == 1
+    identity["now"] = "x"
+    db.poll()
+    assert db.due(2.0) == "x"
