@@ -56,6 +56,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "sources/cline": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
+    "sources/copilot_events": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
     "sources/cursor_agent": ["tests/test_cursor_agent.py"],
     "sources/gemini_cli": [
