@@ -55,6 +55,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_rollouts.py",
     ],
     "sources/cline": ["tests/test_cline.py"],
+    "sources/cline_sessions": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
     "sources/copilot_events": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
