@@ -15,6 +15,7 @@ from quintd.sources import (
     kiro,
     opencode,
     qwen_code,
+    zed,
 )
 from quintd.sources.spec import ReaderSpec
 
@@ -30,6 +31,7 @@ READERS: tuple[ReaderSpec, ...] = (
     goose.SPEC,
     kiro.SPEC,
     cursor_agent.SPEC,
+    zed.SPEC,
 )
 
 
