@@ -99,6 +99,7 @@ class _Thread(Session):
     model: str | None = None
     state: Status | None = None  # from the last message; None: unknown
     seen_at: float | None = None  # monotonic: when a read first found it
+    pending: bool = False  # its data is wanted and not decoded yet
 
     def signature(self) -> tuple[object, ...]:
         return (self.updated, self.size, self.data_type)
@@ -156,7 +157,7 @@ class ZedState(SessionDatabases[_Thread]):
         granted = PASS_BUDGET.take(len(blob or b""))
         if blob is None or granted < len(blob):
             return  # the pass's budget is spent: decoded at the next read
-        thread.decoded = True
+        thread.decoded, thread.pending = True, False
         try:
             raw = blob if thread.data_type == "json" else decompress(blob, MAX_JSON_BYTES)
         except Undecodable as exc:
@@ -204,7 +205,7 @@ class ZedState(SessionDatabases[_Thread]):
                 thread.native_id not in live
                 and self._top(thread, threads)
                 and self._used(thread, proc)
-                and _key(owner_of(thread.created, thread.updated, members)) == proc.key
+                and _key(owner_of(thread.created, _touched(thread), members)) == proc.key
             ):
                 live[thread.native_id] = None
         found = [self._conversation(threads[t], threads, proc, db) for t in live]
@@ -289,6 +290,12 @@ def _data_dir(argv: list[str], cwd: str | None, env: dict[str, str]) -> Path | N
     return None
 
 
+def _touched(thread: _Thread) -> float:
+    """When the thread was last written, as far as can be told: a write seen while watched
+    is now (a prompt to an old thread leaves its ``updated_at`` months old)."""
+    return thread.updated if thread.last_write is None else float("inf")
+
+
 def _key(proc: AgentProcess | None) -> ProcessKey | None:
     return proc.key if proc is not None else None
 
@@ -332,14 +339,18 @@ def _query(
     wanted_data: list[_Thread] = []
     for thread in threads:
         old = db.sessions.get(thread.native_id)
+        changed = old is not None and old.signature() != thread.signature()
         if old is not None:
             thread.seen_at = old.seen_at
-            if old.signature() == thread.signature():
+            if not changed:
                 thread.decoded, thread.model, thread.state = old.decoded, old.model, old.state
+                thread.pending = old.pending
         if thread.decoded or "data" not in cols or not 0 < thread.size <= MAX_BLOB_BYTES:
             continue
-        # Live candidates only: used since the oldest process started, or changed since.
-        if thread.updated >= horizon or (old is not None and db.read_once):
+        # Live candidates only: used since the oldest process started, or written since the
+        # last read (a prompt to an old thread), or left undecoded by a spent budget.
+        if thread.updated >= horizon or changed or thread.pending:
+            thread.pending = True
             wanted_data.append(thread)
     for thread in wanted_data[:MAX_DECODES]:
         found = conn.execute(
