@@ -63,6 +63,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/kiro": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
     "sources/qwen_code": ["tests/test_qwen_code.py"],
+    "sources/zed": ["tests/test_zed.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
     "scanner": [
