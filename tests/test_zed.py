@@ -421,7 +421,50 @@ def test_the_pass_budget_defers_decoding(tmp_path: Path, monkeypatch: pytest.Mon
         replay.step([_zed()], T0 + 6)
         [conv] = _convs(_facts(replay))
         assert conv.model is None  # not decoded in this pass
-    db.conn.execute("UPDATE threads SET summary = 'x'")  # the next read decodes it
-    replay.step([_zed()], T0 + 7)
+    replay.step([_zed()], T0 + 7)  # nothing changed, but the next pass reads it again
     [conv] = _convs(_facts(replay))
     assert conv.model == MODEL["model"]
+
+
+def test_nested_sub_agents_and_a_sub_agent_without_its_data(tmp_path: Path) -> None:
+    home, db = _home(tmp_path, history=False)
+    replay = Replay(home, T0, readers=(zed.SPEC,))
+    top = Thread(updated_at=T0 + 5)
+    top.prompt("go")
+    top.answer(T0 + 6, calls=1)
+    child = Thread(updated_at=T0 + 6, parent=top.id)
+    child.prompt("look")
+    child.answer(T0 + 7, calls=1)
+    grandchild = Thread(updated_at=T0 + 7, parent=child.id)
+    grandchild.prompt("deeper")
+    for each in (top, child, grandchild):
+        db.save(each)
+    garbled = "22222222-0000-4000-8000-000000000001"
+    db.raw(garbled, "", T0 + 7, "zstd", b"\x28\xb5\x2f\xfdjunk", top.id)
+    replay.step([_zed()], T0 + 8)
+    [conv] = _convs(_facts(replay))
+    subs = {s.agent_id: (s.status, s.done) for s in conv.subagents}
+    assert subs == {
+        child.id: ("busy", False),
+        garbled: ("idle", False),  # unknown: not taken for done
+        grandchild.id: ("busy", False),  # a sub-agent's sub-agent: the conversation's too
+    }
+    grandchild.answer(T0 + 9)
+    db.save(grandchild)
+    replay.step([_zed()], T0 + 10)
+    [conv] = _convs(_facts(replay))
+    assert {s.agent_id: s.done for s in conv.subagents}[grandchild.id] is True
+
+
+def test_more_live_threads_than_one_read_decodes(tmp_path: Path) -> None:
+    home, db = _home(tmp_path, history=False)
+    replay = Replay(home, T0, readers=(zed.SPEC,))
+    many = [Thread(updated_at=T0 + 5 + n) for n in range(zed.MAX_DECODES + 3)]
+    for thread in many:
+        thread.prompt("go")
+        db.save(thread)
+    events = replay.step([_zed()], T0 + 50)
+    assert len(events) == len(many)
+    assert sum(e.model is None for e in events) == 3  # decoded at the next read
+    events = replay.step([_zed()], T0 + 51)  # nothing changed: read again for the rest
+    assert [(e.state, e.model) for e in events] == [("active", MODEL["model"])] * 3

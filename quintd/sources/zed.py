@@ -151,6 +151,8 @@ class ZedState(SessionDatabases[_Thread]):
                 thread.seen_at = self.now.now
             if thread.blob is not None:
                 self._decode(thread)
+        if any(t.pending for t in db.sessions.values()):
+            db.watched.skip(None)  # data left for later (the budget, MAX_DECODES): read again
 
     def _decode(self, thread: _Thread) -> None:
         blob, thread.blob = thread.blob, None
@@ -222,7 +224,7 @@ class ZedState(SessionDatabases[_Thread]):
         subagents = tuple(
             SubagentFacts(
                 agent_id=child.native_id,
-                done=self._status(child) == "idle",
+                done=child.state is not None and self._status(child) == "idle",
                 last_write=child.last_write,
                 status=self._status(child),
                 model=child.model,
