@@ -134,7 +134,8 @@ def test_zed_story_through_the_scanner_manager_and_tracker(tmp_path: Path, agent
         assert tracker.sessions[2].session_id == _id(second.id, child.id)
         child.answer(now())  # its turn ended: done
         db.save(child)
-        assert step(1) == [("s3", "ended", "claude-sonnet-4-5", "s2")]
+        # (A thread's data is decoded at most every DECODE_EVERY_S.)
+        assert step(zed.DECODE_EVERY_S) == [("s3", "ended", "claude-sonnet-4-5", "s2")]
         # The first thread deleted from the history panel: it ends, the editor goes on.
         db.delete(first.id)
         assert step(1) == [("s1", "ended", "claude-sonnet-4-5", None)]
@@ -213,12 +214,12 @@ def test_an_old_thread_prompted_again_is_live_before_its_first_answer(tmp_path: 
     assert _convs(_facts(replay)) == []
     old.prompt("One more question")
     db.save(old)  # the prompt: updated_at still months old
-    replay.step([_zed()], T0 + 3)
+    replay.step([_zed()], T0 + 2 + zed.DECODE_EVERY_S)
     [conv] = _convs(_facts(replay))
     assert (conv.native_id, conv.status) == (old.id, "busy")
     old.answer(T0 + 10)
     db.save(old)
-    replay.step([_zed()], T0 + 11)
+    replay.step([_zed()], T0 + 20)
     [conv] = _convs(_facts(replay))
     assert (conv.native_id, conv.status) == (old.id, "idle")
 
@@ -346,6 +347,10 @@ def test_only_changed_live_threads_are_decoded(
     thread.answer(T0 + 9)
     db.save(thread)
     replay.step([_zed()], T0 + 10)
+    assert len(decoded) == 1  # decoded 4 s ago: not yet (DECODE_EVERY_S)
+    replay.step([_zed()], T0 + 6 + zed.DECODE_EVERY_S)
+    assert len(decoded) == 2
+    replay.step([_zed()], T0 + 30)
     assert len(decoded) == 2
 
 
@@ -451,7 +456,7 @@ def test_nested_sub_agents_and_a_sub_agent_without_its_data(tmp_path: Path) -> N
     }
     grandchild.answer(T0 + 9)
     db.save(grandchild)
-    replay.step([_zed()], T0 + 10)
+    replay.step([_zed()], T0 + 8 + zed.DECODE_EVERY_S)
     [conv] = _convs(_facts(replay))
     assert {s.agent_id: s.done for s in conv.subagents}[grandchild.id] is True
 
@@ -464,7 +469,11 @@ def test_more_live_threads_than_one_read_decodes(tmp_path: Path) -> None:
         thread.prompt("go")
         db.save(thread)
     events = replay.step([_zed()], T0 + 50)
-    assert len(events) == len(many)
-    assert sum(e.model is None for e in events) == 3  # decoded at the next read
+    assert [(e.state, e.model) for e in events] == [("active", MODEL["model"])] * 32
     events = replay.step([_zed()], T0 + 51)  # nothing changed: read again for the rest
     assert [(e.state, e.model) for e in events] == [("active", MODEL["model"])] * 3
+    [state] = replay.sources._states.values()
+    [database] = state._dbs.values()  # type: ignore[attr-defined]
+    reads = database.watched.reads
+    replay.step([_zed()], T0 + 52)
+    assert database.watched.reads == reads  # all read: no more reads without a change

@@ -79,6 +79,10 @@ from quintd.sources.times import START_SLACK_S, parse_time
 from quintd.sources.zstd_json import UNAVAILABLE, Undecodable, decompress
 
 MAX_THREADS = 256  # threads read per pass (the ones updated last)
+MAX_SIZED = 64  # ... of which the data's length is read (a rewrite without a new time)
+# A thread's data is decoded at most this often: Zed rewrites it many times a second while
+# an answer streams, and 1 MiB of JSON costs ~0.1 s to check and parse.
+DECODE_EVERY_S = 5.0
 MAX_DECODES = 32  # threads whose data is decoded in one read (the rest at the next)
 MAX_BLOB_BYTES = 4 * 1024 * 1024  # a thread's compressed data beyond this is not read
 MAX_JSON_BYTES = 8 * 1024 * 1024  # ... nor its JSON beyond this
@@ -99,7 +103,9 @@ class _Thread(Session):
     model: str | None = None
     state: Status | None = None  # from the last message; None: unknown
     seen_at: float | None = None  # monotonic: when a read first found it
-    pending: bool = False  # its data is wanted and not decoded yet
+    pending: bool = False  # a live candidate whose row's rest or data is still to read
+    placed: bool = False  # its parent and creation time were read (live candidates only)
+    decoded_at: float | None = None  # monotonic: when its data was last decoded
 
     def signature(self) -> tuple[object, ...]:
         return (self.updated, self.size, self.data_type)
@@ -114,6 +120,7 @@ class ZedState(SessionDatabases[_Thread]):
         # Per process: the top-level threads reported live (sticky), and those deleted since.
         self._live: dict[ProcessKey, dict[str, None]] = {}
         self._over: dict[ProcessKey, dict[str, None]] = {}
+        self._reread_at: dict[Path, float] = {}  # a database to read again from then on
         self.undecodable = 0  # thread data that could not be decoded (garbage)
         self.unavailable = 0  # ... or not for want of the zstandard module
 
@@ -135,7 +142,7 @@ class ZedState(SessionDatabases[_Thread]):
         self, conn: sqlite3.Connection, db: Database[_Thread], horizon: float
     ) -> list[_Thread]:
         before = _writing(db.path)
-        threads = _query(conn, db, horizon, self.stats)
+        threads = _query(conn, db, horizon, self.now.now, self.stats)
         if before is None or _writing(db.path) != before:
             # Zed wrote while this read ran (immutable reads see no locks): a torn view.
             raise sqlite3.OperationalError("written while it was read")
@@ -151,15 +158,24 @@ class ZedState(SessionDatabases[_Thread]):
                 thread.seen_at = self.now.now
             if thread.blob is not None:
                 self._decode(thread)
-        if any(t.pending for t in db.sessions.values()):
-            db.watched.skip(None)  # data left for later (the budget, MAX_DECODES): read again
+        # Rows left to read (the budget, MAX_DECODES: next pass; a decode not due yet: when
+        # it is) are read again then, changed or not.
+        waits = [
+            t.decoded_at + DECODE_EVERY_S
+            if t.placed and t.decoded_at is not None and not _due(t, self.now.now)
+            else self.now.now
+            for t in db.sessions.values()
+            if t.pending
+        ]
+        if waits:
+            self._reread_at[db.path] = min(waits)
 
     def _decode(self, thread: _Thread) -> None:
         blob, thread.blob = thread.blob, None
         granted = PASS_BUDGET.take(len(blob or b""))
         if blob is None or granted < len(blob):
             return  # the pass's budget is spent: decoded at the next read
-        thread.decoded, thread.pending = True, False
+        thread.decoded, thread.pending, thread.decoded_at = True, False, self.now.now
         try:
             raw = blob if thread.data_type == "json" else decompress(blob, MAX_JSON_BYTES)
         except Undecodable as exc:
@@ -252,8 +268,9 @@ class ZedState(SessionDatabases[_Thread]):
 
     def _used(self, thread: _Thread, proc: AgentProcess) -> bool:
         """Used since the process started: answered since, or prompted while watched."""
-        return thread.updated >= proc.start_time - START_SLACK_S or (
-            thread.last_write is not None and thread.state == "busy"
+        return thread.placed and (
+            thread.updated >= proc.start_time - START_SLACK_S
+            or (thread.last_write is not None and thread.state == "busy")
         )
 
     @staticmethod
@@ -265,6 +282,12 @@ class ZedState(SessionDatabases[_Thread]):
         return where.location[1] if where is not None and where.location else None
 
     def begin(self, now: Pass) -> None:
+        for path, at in list(self._reread_at.items()):
+            db = self._dbs.get(path)
+            if db is None or now.now >= at:
+                del self._reread_at[path]
+                if db is not None:
+                    db.watched.skip(None)  # read it again, changed or not
         super().begin(now)
         keys = now.keys
         self._live = {k: v for k, v in self._live.items() if k in keys}
@@ -313,73 +336,97 @@ def _writing(path: Path) -> tuple[object, ...] | None:
 
 
 def _query(
-    conn: sqlite3.Connection, db: Database[_Thread], horizon: float, stats: ReadStats
+    conn: sqlite3.Connection,
+    db: Database[_Thread],
+    horizon: float,
+    now: float,
+    stats: ReadStats,
 ) -> list[_Thread]:
+    """The threads updated last, by their columns before ``data`` only (a column after it
+    walks the blob's pages, for every row); then, for the live candidates alone, the rest
+    of the row and their data (at most every :data:`DECODE_EVERY_S`)."""
     cols = columns(conn, "threads")
     if not {"id", "updated_at"} <= cols:
         raise MissingColumns
-    wanted = (
-        "id",
-        "parent_id" if "parent_id" in cols else None,
-        "created_at" if "created_at" in cols else None,
-        "updated_at",
-        "data_type" if "data_type" in cols else None,
-    )
-    select = ", ".join(column(c) for c in wanted)
-    size = "length(data)" if "data" in cols else "0"
+    kind = column("data_type" if "data_type" in cols else None)
     stamp = quote_name("updated_at")
     rows = conn.execute(
-        f"SELECT {select}, {size} FROM threads ORDER BY {stamp} DESC LIMIT {MAX_THREADS}"
+        f"SELECT id, {stamp}, {kind} FROM threads ORDER BY {stamp} DESC LIMIT {MAX_THREADS}"
     ).fetchall()
+    # The data's length tells a row rewritten with the same updated_at (an answer streaming,
+    # a prompt): it costs a look at the blob's pages, so only for the threads updated last.
+    sizes: dict[object, object] = {}
+    if "data" in cols:
+        sizes = dict(
+            conn.execute(
+                f"SELECT id, length(data) FROM threads ORDER BY {stamp} DESC LIMIT {MAX_SIZED}"
+            ).fetchall()
+        )
     threads: list[_Thread] = []
     for row in rows:
-        thread = _thread(row)
+        thread = _thread((*row, sizes.get(row[0])))
         if thread is None:
             stats.garbage += 1
             continue
         threads.append(thread)
-    wanted_data: list[_Thread] = []
+    wanted: list[_Thread] = []
     for thread in threads:
         old = db.sessions.get(thread.native_id)
         changed = old is not None and old.signature() != thread.signature()
         if old is not None:
-            thread.seen_at = old.seen_at
+            thread.seen_at, thread.decoded_at = old.seen_at, old.decoded_at
+            thread.placed, thread.parent, thread.created = old.placed, old.parent, old.created
+            thread.model, thread.state = old.model, old.state  # until decoded again
             if not changed:
-                thread.decoded, thread.model, thread.state = old.decoded, old.model, old.state
-                thread.pending = old.pending
-        if thread.decoded or "data" not in cols or not 0 < thread.size <= MAX_BLOB_BYTES:
-            continue
+                thread.decoded, thread.pending = old.decoded, old.pending
         # Live candidates only: used since the oldest process started, or written since the
-        # last read (a prompt to an old thread), or left undecoded by a spent budget.
-        if thread.updated >= horizon or changed or thread.pending:
-            thread.pending = True
-            wanted_data.append(thread)
-    for thread in wanted_data[:MAX_DECODES]:
+        # last read (a prompt to an old thread), or left to read by a spent budget.
+        candidate = thread.updated >= horizon or changed or thread.pending
+        stale = not thread.decoded and "data" in cols
+        if candidate and (stale or not thread.placed):
+            thread.pending = True  # to read: its row's rest, its data
+            if not thread.placed or _due(thread, now):
+                wanted.append(thread)
+    rest = ", ".join(
+        column(c if c in cols else None) for c in ("parent_id", "created_at", "data_type")
+    )
+    blob = f"CASE WHEN length(data) <= {MAX_BLOB_BYTES} THEN data END" if "data" in cols else "NULL"
+    for thread in wanted[:MAX_DECODES]:
+        decode = not thread.decoded and _due(thread, now)
         found = conn.execute(
-            f"SELECT CASE WHEN length(data) <= {MAX_BLOB_BYTES} THEN data END "
-            "FROM threads WHERE id = ?",
+            f"SELECT {rest}, {blob if decode else 'NULL'} FROM threads WHERE id = ?",
             (thread.native_id,),
-        ).fetchone()
-        blob = found[0] if found else None
-        if isinstance(blob, str):
-            blob = blob.encode("utf-8", "replace")
-        if isinstance(blob, bytes):
-            thread.blob = blob
+        )
+        row = found.fetchone()
+        if row is None:
+            continue
+        parent, created, _kind, data = row
+        thread.placed, thread.parent = True, identifier(parent)
+        created_s = parse_time(created)
+        thread.created = created_s if created_s is not None else thread.updated
+        if not decode:
+            thread.pending = not thread.decoded  # its data at a later read
+        elif isinstance(data, bytes | str) and len(data) > 0:
+            thread.blob = data.encode("utf-8", "replace") if isinstance(data, str) else data
+        else:
+            thread.decoded, thread.pending = True, False  # no data, or too large
     return threads
 
 
+def _due(thread: _Thread, now: float) -> bool:
+    return thread.decoded_at is None or now - thread.decoded_at >= DECODE_EVERY_S
+
+
 def _thread(row: Sequence[object]) -> _Thread | None:
-    native_id, parent, created, updated, data_type, size = row
+    native_id, updated, data_type, size = row
     ident = identifier(native_id)
     updated_s = parse_time(updated)
     if ident is None or updated_s is None:
         return None
-    created_s = parse_time(created)
     return _Thread(
         native_id=ident,
-        created=created_s if created_s is not None else updated_s,
+        created=updated_s,
         updated=updated_s,
-        parent=identifier(parent),
         size=size if isinstance(size, int) else 0,
         data_type=data_type if data_type in ("json", "zstd") else "zstd",
     )
