@@ -315,3 +315,25 @@ def test_without_zstandard_values_are_unavailable_not_garbage(
         zstd_json.decompress(_raw_frame(13, b"abc"), 100)
     assert refused.value.reason == zstd_json.UNAVAILABLE
     assert zstd_json._module == [None]  # tried once, not at every value
+
+
+def test_the_depth_checks_string_pattern_matches_as_the_plain_one_did() -> None:
+    """The unrolled string pattern (files._TOKENS) finds the very tokens the plain one did,
+    escapes, unterminated strings and stray backslashes included."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from quintd.sources import files
+
+    plain = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+    alphabet = st.sampled_from([b'"', b"\\", b"[", b"]", b"{", b"}", b"a", b"\n", b"\xff"])
+
+    @settings(max_examples=500, deadline=None, derandomize=True)
+    @given(st.lists(alphabet, max_size=40).map(b"".join))
+    def same(raw: bytes) -> None:
+        tokens = [(m.start(), m.group()) for m in files._TOKENS.finditer(raw)]
+        assert tokens == [(m.start(), m.group()) for m in plain.finditer(raw)]
+
+    same()
