@@ -46,10 +46,14 @@ How it is read.
 
 Reading: the database is checked with one ``lstat`` a pass and read (read-only, immutable,
 through :func:`read_database`) only when it changed; a read during which Zed wrote (a
-``-journal`` beside it, or the file changed) is dropped and tried again. Only the plain
-columns of the :data:`MAX_THREADS` threads updated last are read, and the data of a live
-thread only when its row changed: at most :data:`MAX_BLOB_BYTES` compressed and
-:data:`MAX_JSON_BYTES` decompressed (``zstd_json``), charged to the pass's read budget.
+``-journal`` beside it, or the file changed) is dropped and tried again. Of the
+:data:`MAX_THREADS` threads updated last only the columns stored before ``data`` are read
+(a column after it walks the blob's pages), and the data's length of the
+:data:`MAX_SIZED` newest; the rest of a row only for a live candidate (updated since the
+oldest Zed started, or changed since the last read), and its data when its row changed, at
+most every :data:`DECODE_EVERY_S` (Zed rewrites it many times a second while an answer
+streams): at most :data:`MAX_BLOB_BYTES` compressed and :data:`MAX_JSON_BYTES`
+decompressed (``zstd_json``), charged to the pass's read budget.
 A database without ``id`` and ``updated_at`` gives no facts (counted in ``stats.garbage``);
 rows with a bad id or time, and data that cannot be decoded, are skipped and counted.
 """
