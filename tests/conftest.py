@@ -146,6 +146,17 @@ def reap(started: list[tuple[subprocess.Popen[Any], bool]]) -> list[int]:
 
 
 @pytest.fixture(autouse=True)
+def fresh_database_guards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test with its own databases set aside and per-user copy budget: in the daemon
+    they are process-wide and per user, and every test's files belong to the same user
+    (one test's fuzzed databases would spend the next test's budget)."""
+    from quintd.sources import sqlite_files
+
+    monkeypatch.setattr(sqlite_files, "SET_ASIDE", sqlite_files.SetAside())
+    monkeypatch.setattr(sqlite_files, "COPIES", sqlite_files.CopyBudget())
+
+
+@pytest.fixture(autouse=True)
 def reap_processes() -> Iterator[None]:
     global _started
     started: list[tuple[subprocess.Popen[Any], bool]] = []

@@ -4,12 +4,16 @@ reader registry naming real platforms."""
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from quintd.platforms import BUILTIN_PLATFORMS
 from quintd.sources.registry import READERS
+from quintd.sources.spec import ReaderClass, ReaderSpec
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quintd"
 
@@ -79,7 +83,7 @@ def _reachable(start: str) -> set[str]:
 def test_the_graph_is_read() -> None:
     # Guards the checks below against an import reader that finds nothing.
     assert "quintd.model" in GRAPH["quintd.tracker"]
-    assert "quintd.sources.codex" in GRAPH["quintd.sources.registry"]
+    assert "quintd.sources.registry" in GRAPH["quintd.sources.codex"]
     assert "quintd.daemon" in GRAPH["quintd.cli"]  # imported inside a function
 
 
@@ -141,15 +145,38 @@ def test_every_reader_names_a_builtin_platform_once() -> None:
     assert len(platforms) == len(set(platforms))
 
 
+def _module(spec: ReaderSpec) -> str:
+    assert isinstance(spec.factory, ReaderClass), spec  # imported when first needed
+    return spec.factory.module
+
+
 def test_every_reader_is_one_module_exporting_its_spec() -> None:
     for spec in READERS:
-        module = spec.factory.__module__
+        module = _module(spec)
         assert module.startswith("quintd.sources."), module
-        source = MODULES[module].read_text()
-        assert "SPEC = ReaderSpec(" in source, module
+        reader = importlib.import_module(module)
+        assert reader.SPEC is spec, module  # the registry's line, not a copy that may drift
+        assert isinstance(spec.factory.load(), type), module
 
 
-READER_MODULES = sorted({spec.factory.__module__ for spec in READERS})
+def test_the_daemon_imports_no_reader_before_its_agent_runs() -> None:
+    """Reader modules are memory the daemon holds for agents that may never run here: the
+    daemon's modules and the registry import none of them."""
+    code = (
+        "import sys, quintd.daemon, quintd.cli, quintd.sources.manager;"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('quintd.sources.'))))"
+    )
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .split(",")
+    )
+    assert loaded, "quintd.sources was not imported at all: the check would prove nothing"
+    assert not (loaded & set(READER_MODULES)), loaded & set(READER_MODULES)
+    assert "quintd.sources.yaml_files" not in loaded  # PyYAML: Copilot CLI's reader's
+
+
+READER_MODULES = sorted({_module(spec) for spec in READERS})
 
 
 @pytest.mark.parametrize("module", READER_MODULES)

@@ -78,6 +78,48 @@ def test_a_view_over_an_endless_query_is_stopped_and_set_aside(tmp_path: Path) -
     assert sqlite_files.SET_ASIDE.reasons() == {"not a plain table": 1}
 
 
+def test_a_new_database_at_a_set_aside_inode_is_read_unless_the_file_failed_twice(
+    tmp_path: Path,
+) -> None:
+    """Inodes are reused: a database written where a bad one failed once is another
+    database (read); one that failed twice stays aside however it is rewritten (a user
+    rewriting it each pass must not buy a guarded read each pass)."""
+    bad = "CREATE TABLE t(id TEXT); CREATE VIEW sessions AS SELECT id FROM t;"
+    good = "CREATE TABLE sessions(id TEXT); INSERT INTO sessions VALUES ('x');"
+    path = _db(tmp_path / "a.db", bad)
+    inode = path.stat().st_ino
+    with pytest.raises(UnreadableDatabase, match="not a plain table"):
+        read_database(tmp_path, path, _all)
+    _rewrite(path, good)
+    assert path.stat().st_ino == inode  # the same inode, as a reused one would be
+    assert read_database(tmp_path, path, _all)[0] == [("x",)]
+
+    _rewrite(path, bad)
+    with pytest.raises(UnreadableDatabase, match="not a plain table"):
+        read_database(tmp_path, path, _all)  # its second failure at this inode
+    _rewrite(path, good)
+    with pytest.raises(UnreadableDatabase, match="set aside"):
+        read_database(tmp_path, path, _all)
+
+
+def test_another_users_file_at_a_set_aside_inode_is_not_blocked() -> None:
+    aside = sqlite_files.SetAside()
+    aside.strike((1, 42), "not a plain table", uid=1000, changed_ns=5)
+    aside.strike((1, 42), "not a plain table", uid=1000, changed_ns=6)
+    assert aside.blocked((1, 42), 1000, 7)  # twice: aside, even rewritten
+    assert not aside.blocked((1, 42), 1001, 6)  # the inode reused by another user
+    aside.strike((1, 42), "not a plain table", uid=1001, changed_ns=8)
+    assert aside.files[(1, 42)].strikes == 1  # the other user's first, not a third
+
+
+def _rewrite(path: Path, script: str) -> None:
+    """The same file (its inode kept) with a new database in it."""
+    fresh = path.with_suffix(".new")
+    _db(fresh, script)
+    path.write_bytes(fresh.read_bytes())
+    fresh.unlink()
+
+
 def test_a_trigger_or_virtual_table_is_not_read(tmp_path: Path) -> None:
     path = _db(
         tmp_path / "a.db",

@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -244,6 +243,10 @@ def entry_digests(
     if found is None:
         return None
     path, algorithm, expected = found
+    # Here, not at the top: tarfile (with its compressors) is resident memory, and most
+    # machines' identities are settled by the package's own files without a tarball.
+    import tarfile
+
     try:
         fd, info = open_target(Target(path))
     except Refused:
@@ -266,6 +269,8 @@ def entry_digests(
 
 
 def _digests(raw: Any, size: int, deadline: Deadline, entry: str | None) -> dict[str, str]:
+    import tarfile  # already loaded by the caller
+
     out: dict[str, str] = {}
     unpacked = 0
     with tarfile.open(fileobj=raw, mode="r|gz") as archive:

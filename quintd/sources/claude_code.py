@@ -25,7 +25,7 @@ from quintd.model import ConversationFacts, Status, SubagentFacts
 from quintd.sources.conversation_files import Subagent
 from quintd.sources.files import text
 from quintd.sources.pid_registry import Conversation, Registry, RegistryTranscripts
-from quintd.sources.spec import ReaderSpec
+from quintd.sources.registry import spec
 
 _STATUSES: dict[str, Status] = {"busy": "busy", "idle": "idle", "waiting": "waiting"}
 
@@ -154,10 +154,4 @@ def _tool_results(record: dict[str, Any]) -> set[str]:
     }
 
 
-SPEC = ReaderSpec(
-    platform="claude-code",
-    env_dir="CLAUDE_CONFIG_DIR",
-    home_dir=".claude",
-    factory=ClaudeCodeState,
-    writes_at_start=True,  # the registry, as it starts (or once ~/.claude exists)
-)
+SPEC = spec("claude-code")  # where it keeps its state: the registry's line

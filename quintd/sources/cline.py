@@ -89,7 +89,8 @@ from quintd.sources.files import (
     read_json_file,
     text,
 )
-from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.sqlite_files import (
     columns,
     quote_name,
@@ -562,12 +563,4 @@ def _row(raw: dict[str, Any]) -> Row | None:
     )
 
 
-SPEC = ReaderSpec(
-    platform="cline",
-    env_dir="CLINE_DIR",
-    home_dir=".cline",
-    factory=ClineState,
-    # The row appears at the first prompt, not at start: a young CLI is its process's
-    # session until then, and its first conversation takes that session over.
-    writes_at_start=False,
-)
+SPEC = spec("cline")  # where it keeps its state: the registry's line

@@ -55,7 +55,8 @@ from quintd.sources.attribution import Pass, first_conversation
 from quintd.sources.changes import find_files, listing, lmtime
 from quintd.sources.conversation_files import Transcript
 from quintd.sources.files import JsonlTail, identifier, path_text, stat_under, text
-from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.times import CLOCK_SLACK_S, parse_time
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -435,10 +436,4 @@ def _loopback(address: str) -> bool:
     return address.startswith(("127.", "[00000000000000000000000001000000]", "[::1]"))
 
 
-SPEC = ReaderSpec(
-    platform="codex",
-    env_dir="CODEX_HOME",
-    home_dir=".codex",
-    factory=CodexState,
-    writes_at_start=True,  # the TUI attaches its first thread within seconds
-)
+SPEC = spec("codex")  # where it keeps its state: the registry's line

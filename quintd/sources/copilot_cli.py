@@ -90,7 +90,8 @@ from quintd.sources.files import (
     stat_under,
     text,
 )
-from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.times import parse_time
 from quintd.sources.yaml_files import parse_flat_yaml
 
@@ -528,10 +529,4 @@ def _holds(path: str, session: str, pid: int) -> bool:
     return path.replace("\\", "/").endswith(f"/{STATE}/{session}/inuse.{pid}.hold")
 
 
-SPEC = ReaderSpec(
-    platform="copilot-cli",
-    env_dir="COPILOT_HOME",
-    home_dir=".copilot",
-    factory=CopilotState,
-    writes_at_start=True,  # the conversation's directory and lock, as it starts
-)
+SPEC = spec("copilot-cli")  # where it keeps its state: the registry's line

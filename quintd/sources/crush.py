@@ -72,7 +72,8 @@ from quintd.sources.files import (
     text,
     trusted_dir,
 )
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_files import columns, pick, quote_name
 from quintd.sources.sqlite_sessions import (
     Database,
@@ -433,9 +434,4 @@ def _finish_reason(parts: object) -> str | None:
     return None
 
 
-SPEC = ReaderSpec(
-    platform="crush",
-    env_dir="CRUSH_GLOBAL_DATA",
-    home_dir=".local/share/crush",
-    factory=CrushState,
-)
+SPEC = spec("crush")  # where it keeps its state: the registry's line

@@ -66,7 +66,8 @@ from quintd.sources.files import (
     read_json_file,
     text,
 )
-from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.sqlite_files import UnreadableDatabase, columns, read_database
 from quintd.sources.sqlite_sessions import RETRY_S
 from quintd.sources.times import START_SLACK_S, parse_time
@@ -420,9 +421,4 @@ def _model(value: object) -> str | None:
     return text(value)
 
 
-SPEC = ReaderSpec(
-    platform="cursor-agent",
-    env_dir=None,
-    home_dir=".cursor",
-    factory=CursorAgentState,
-)
+SPEC = spec("cursor-agent")  # where it keeps its state: the registry's line

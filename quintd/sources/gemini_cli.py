@@ -60,7 +60,7 @@ from quintd.sources.files import (
     read_whole,
     text,
 )
-from quintd.sources.spec import ReaderSpec
+from quintd.sources.registry import spec
 from quintd.sources.times import CLOCK_SLACK_S, parse_time
 
 _UUID = "????????-????-????-????-????????????"
@@ -247,10 +247,4 @@ def _pending(calls: list[Any]) -> bool:
     return any(isinstance(c, dict) and c.get("result") in (None, []) for c in calls)
 
 
-SPEC = ReaderSpec(
-    platform="gemini-cli",
-    env_dir=None,
-    home_dir=".gemini",
-    factory=GeminiState,
-    writes_at_start=True,
-)
+SPEC = spec("gemini-cli")  # where it keeps its state: the registry's line

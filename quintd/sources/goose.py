@@ -58,7 +58,8 @@ from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.files import identifier, parse_json, path_text, text, trusted_dir
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_files import columns, pick, quote_name
 from quintd.sources.sqlite_sessions import (
     Database,
@@ -305,10 +306,4 @@ def _tool_request(content: object) -> bool | None:
     return any(isinstance(i, dict) and i.get("type") == "toolRequest" for i in items)
 
 
-SPEC = ReaderSpec(
-    platform="goose",
-    env_dir=None,  # GOOSE_PATH_ROOT and XDG_DATA_HOME are read per process in prepare
-    home_dir=".local/share/goose",
-    factory=GooseState,
-    writes_at_start=True,  # the CLI creates its session before the first prompt
-)
+SPEC = spec("goose")  # where it keeps its state: the registry's line

@@ -67,7 +67,8 @@ from quintd.sources.files import (
     read_json_file,
     text,
 )
-from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.times import START_SLACK_S as SLACK_S
 from quintd.sources.times import parse_time
 
@@ -368,9 +369,4 @@ def _json_string(raw: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-SPEC = ReaderSpec(
-    platform="kiro",
-    env_dir=None,  # KIRO_HOME is reported by one third party only: not trusted yet
-    home_dir=".kiro",
-    factory=KiroState,
-)
+SPEC = spec("kiro")  # where it keeps its state: the registry's line

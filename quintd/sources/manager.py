@@ -28,12 +28,13 @@ from typing import Any
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.part_settings import PartSettings, setting
 from quintd.protocol import AgentStateReport
+from quintd.sources import sqlite_files
 from quintd.sources.attribution import Pass
 from quintd.sources.files import PASS_BUDGET, ReadStats, trusted_dir
 from quintd.sources.processes import LiveProcesses, ProcessView, Trees
 from quintd.sources.registry import READERS, readers_by_platform
 from quintd.sources.spec import AgentState, ReaderContext, ReaderSpec
-from quintd.sources.sqlite_files import COPIES, SET_ASIDE, STOPPING
+from quintd.sources.sqlite_files import STOPPING
 
 log = logging.getLogger("quintd.sources")
 
@@ -235,9 +236,9 @@ class SourceManager:
             "watches": sum(cost for _, cost, _ in self._watch_costs.values()),
             "watches_refused": sum(self.watches_refused.values()),
             "watches_noisy": self.watches_noisy,
-            "databases_set_aside": SET_ASIDE.reasons(),
-            "copied_bytes": COPIES.bytes_copied,
-            "copies_refused": dict(COPIES.refused),
+            "databases_set_aside": sqlite_files.SET_ASIDE.reasons(),
+            "copied_bytes": sqlite_files.COPIES.bytes_copied,
+            "copies_refused": dict(sqlite_files.COPIES.refused),
             "passes_over_read_budget": PASS_BUDGET.exhausted,
         }
 

@@ -81,7 +81,8 @@ from quintd.sources.files import (
     text,
     trusted_dir,
 )
-from quintd.sources.spec import Reader, ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.sqlite_files import (
     columns,
     pick,
@@ -672,10 +673,4 @@ def _facts(
     )
 
 
-SPEC = ReaderSpec(
-    platform="opencode",
-    env_dir=None,  # XDG_DATA_HOME and OPENCODE_DB are read per process (see prepare)
-    home_dir=".local/share/opencode",
-    factory=OpenCodeState,
-    writes_at_start=False,  # a conversation is written at its first prompt, not at start
-)
+SPEC = spec("opencode")  # where it keeps its state: the registry's line

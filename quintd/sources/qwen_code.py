@@ -71,7 +71,7 @@ from quintd.model import ConversationFacts, Status, SubagentFacts
 from quintd.sources.conversation_files import Subagent
 from quintd.sources.files import identifier, text
 from quintd.sources.pid_registry import Conversation, Registry, RegistryTranscripts
-from quintd.sources.spec import ReaderSpec
+from quintd.sources.registry import spec
 
 # An inferred "busy" (the last record asks for an answer) holds this long after the
 # transcript last grew: a turn interrupted by the user, or an API error, writes nothing.
@@ -238,10 +238,4 @@ def _notified(record: dict[str, Any]) -> set[str]:
     return found
 
 
-SPEC = ReaderSpec(
-    platform="qwen-code",
-    env_dir=None,
-    home_dir=".qwen",
-    factory=QwenCodeState,
-    writes_at_start=True,  # the registry, as it starts
-)
+SPEC = spec("qwen-code")  # where it keeps its state: the registry's line

@@ -1,8 +1,9 @@
 """What a reader of an agent's own state is: the protocol every reader implements, the base
-most readers build on, and the spec value each reader module exports for the registry."""
+most readers build on, and the spec value the registry lists for each agent."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,14 +98,32 @@ StateFactory = Callable[[Path, ReaderContext], AgentState]
 
 
 @dataclass(frozen=True)
+class ReaderClass:
+    """A reader class named, imported when the first directory of its agent is read: a
+    machine runs a few of the agents quintd knows, and every reader module loaded for
+    nothing is resident memory of the daemon (the footprint budget of ``tests/bench/scan.py``).
+    Called as the class would be."""
+
+    module: str  # quintd.sources.<agent>
+    name: str  # the class of that module that reads one state directory
+
+    def load(self) -> StateFactory:
+        factory: StateFactory = getattr(importlib.import_module(self.module), self.name)
+        return factory
+
+    def __call__(self, root: Path, context: ReaderContext) -> AgentState:
+        return self.load()(root, context)
+
+
+@dataclass(frozen=True)
 class ReaderSpec:
-    """How to find and read one platform's state: what each reader module exports as
-    ``SPEC``."""
+    """How to find and read one platform's state: one line of the registry
+    (``registry.py``), which each reader module also exports as ``SPEC``."""
 
     platform: str  # a platform id of the signature table (quintd/platforms.py)
     env_dir: str | None  # an environment variable naming the state directory
     home_dir: str  # else this directory in the home directory
-    factory: StateFactory
+    factory: StateFactory  # the registry's: a ReaderClass (imported when first needed)
     # The agent writes its state as it starts (a registry, a session file): a young
     # process gets no session until that state names its conversation (or the grace
     # period ends), so its first event already carries it.

@@ -67,27 +67,38 @@ class _Aside:
     until: float
     strikes: int
     reason: str
+    uid: int  # whose file failed
+    changed_ns: int  # its st_ctime_ns then: a file written since is another database
 
 
 @dataclass
 class SetAside:
-    """Databases set aside (by device and inode), and how many times any was."""
+    """Databases set aside (by device and inode), and how many times any was.
+
+    An inode is reused once its file is deleted: a database set aside blocks only a file
+    of the same owner at that inode (another user's new database there is read), and
+    after a single failure only while it is unchanged (a new database of the same user is
+    read too). A database that failed twice stays set aside, however often it is written:
+    rewriting it must not buy another slow guarded read each pass."""
 
     files: dict[tuple[int, int], _Aside] = field(default_factory=dict)
     count: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def blocked(self, key: tuple[int, int]) -> bool:
+    def blocked(self, key: tuple[int, int], uid: int = -1, changed_ns: int = 0) -> bool:
         with self.lock:
             entry = self.files.get(key)
-            return entry is not None and time.monotonic() < entry.until
+            if entry is None or time.monotonic() >= entry.until or entry.uid != uid:
+                return False
+            return entry.strikes >= 2 or entry.changed_ns == changed_ns
 
-    def strike(self, key: tuple[int, int], reason: str) -> None:
+    def strike(self, key: tuple[int, int], reason: str, uid: int = -1, changed_ns: int = 0) -> None:
         with self.lock:
             entry = self.files.get(key)
-            strikes = entry.strikes + 1 if entry is not None else 1
+            same = entry is not None and entry.uid == uid
+            strikes = entry.strikes + 1 if entry is not None and same else 1
             wait = min(SET_ASIDE_S * 2 ** (strikes - 1), MAX_SET_ASIDE_S)
-            self.files[key] = _Aside(time.monotonic() + wait, strikes, reason)
+            self.files[key] = _Aside(time.monotonic() + wait, strikes, reason, uid, changed_ns)
             self.count += 1
 
     def reasons(self) -> dict[str, int]:
@@ -114,13 +125,18 @@ class UnreadableDatabase(Exception):
     """The database could not be read this time (locked, torn, missing, refused)."""
 
 
-def _identity(root: Path, path: Path) -> tuple[int, int, int] | None:
+def _status(root: Path, path: Path) -> os.stat_result | None:
     try:
         fd, info = open_under(root, path)
     except OSError:
         return None
     os.close(fd)
-    return (info.st_dev, info.st_ino, info.st_uid)
+    return info
+
+
+def _identity(root: Path, path: Path) -> tuple[int, int, int] | None:
+    info = _status(root, path)
+    return None if info is None else (info.st_dev, info.st_ino, info.st_uid)
 
 
 def read_database(
@@ -132,13 +148,14 @@ def read_database(
     """Run ``query`` on a read-only connection to the database at ``path`` (under the
     agent's directory ``root``); returns its result and the owner's uid. Raises
     :class:`UnreadableDatabase` when it cannot be read safely now."""
-    before = _identity(root, path)
-    if before is None:
+    status = _status(root, path)
+    if status is None:
         if stats is not None and _is_refused(root, path):
             stats.refused += 1
         raise UnreadableDatabase(f"{path}: cannot be opened safely")
-    key = (before[0], before[1])
-    if SET_ASIDE.blocked(key):
+    before = (status.st_dev, status.st_ino, status.st_uid)
+    key = (status.st_dev, status.st_ino)
+    if SET_ASIDE.blocked(key, status.st_uid, status.st_ctime_ns):
         raise UnreadableDatabase(f"{path}: set aside (it failed the guard)")
     wal = Path(str(path) + "-wal")
     shm = Path(str(path) + "-shm")
@@ -151,7 +168,7 @@ def read_database(
         else:
             result = _query_checked(root, path, query)
     except Guarded as exc:
-        SET_ASIDE.strike(key, exc.reason)
+        SET_ASIDE.strike(key, exc.reason, status.st_uid, status.st_ctime_ns)
         if stats is not None:
             stats.garbage += 1
         raise UnreadableDatabase(f"{path}: {exc}") from None

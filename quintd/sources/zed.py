@@ -70,7 +70,8 @@ from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, ProcessKey, flag_value, owner_of
 from quintd.sources.changes import lstat_signature
 from quintd.sources.files import PASS_BUDGET, ReadStats, identifier, parse_json, text, trusted_dir
-from quintd.sources.spec import ReaderContext, ReaderSpec
+from quintd.sources.registry import spec
+from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_files import columns, quote_name
 from quintd.sources.sqlite_sessions import (
     Database,
@@ -496,11 +497,4 @@ def _descendants(parent: str, threads: dict[str, _Thread]) -> list[_Thread]:
     return found
 
 
-_HOME_DIR = "Library/Application Support/Zed" if sys.platform == "darwin" else ".local/share/zed"
-
-SPEC = ReaderSpec(
-    platform="zed",
-    env_dir=None,  # XDG_DATA_HOME and --user-data-dir are read per process in find()
-    home_dir=_HOME_DIR,
-    factory=ZedState,
-)
+SPEC = spec("zed")  # where it keeps its state: the registry's line
