@@ -287,7 +287,7 @@ def test_a_data_directory_through_a_link_is_not_read(tmp_path: Path) -> None:
 
 
 def test_zed_helpers_are_no_sessions() -> None:
-    for args in (["--crash-handler", "/tmp/zed-crash.sock"], ["--askpass", "/tmp/askpass.sock"]):
+    for args in (["--crash-handler", "zed-crash-handler.sock"], ["--askpass", "askpass.sock"]):
         match = match_process(
             BUILTIN_PLATFORMS,
             name="zed-editor",
