@@ -477,3 +477,29 @@ def test_more_live_threads_than_one_read_decodes(tmp_path: Path) -> None:
     reads = database.watched.reads
     replay.step([_zed()], T0 + 52)
     assert database.watched.reads == reads  # all read: no more reads without a change
+
+
+def test_a_threads_view_over_an_endless_query_is_refused(tmp_path: Path) -> None:
+    """SQL is code: a user's ``threads`` made a view over an endless recursive query is
+    refused by the guard (set aside, counted), never run to the end."""
+    from quintd.sources import sqlite_files
+
+    home = tmp_path / "home"
+    path = home / DATA / "threads" / "threads.db"
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE VIEW threads AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+        "SELECT printf('%d', n) AS id, '2026-09-21T00:00:00+00:00' AS updated_at, "
+        "'zstd' AS data_type, zeroblob(10) AS data, NULL AS parent_id, NULL AS created_at FROM r"
+    )
+    conn.commit()
+    conn.close()
+    aside = sqlite_files.SET_ASIDE.count
+    replay = Replay(home, T0, readers=(zed.SPEC,))
+    started = time.monotonic()
+    events = replay.step([_zed()], T0 + 1)
+    assert time.monotonic() - started < sqlite_files.QUERY_DEADLINE_S + 1
+    assert [e.state for e in events] == ["active"]  # the editor, a session of its own
+    assert sqlite_files.SET_ASIDE.count == aside + 1
+    assert _convs(_facts(replay)) == []
