@@ -18,7 +18,7 @@ import pytest
 import zstandard
 from conftest import Agents, clean_env, fake_agent, wait_until
 from replay import MACHINE, Clock, Rec, Replay, story
-from zed_threads import MODEL, Thread, ZedThreads
+from zed_threads import MODEL, Thread, ZedThreads, rfc3339
 
 from quintd.identity import native_session_id
 from quintd.model import AgentProcess, ConversationFacts, LifecycleEvent
@@ -348,10 +348,16 @@ def test_only_changed_live_threads_are_decoded(
     db.save(thread)
     replay.step([_zed()], T0 + 10)
     assert len(decoded) == 1  # decoded 4 s ago: not yet (DECODE_EVERY_S)
+    [state] = replay.sources._states.values()
+    [database] = state._dbs.values()  # type: ignore[attr-defined]
+    reads = database.watched.reads
+    replay.step([_zed()], T0 + 10.5)
+    assert database.watched.reads == reads  # nothing to read before the decode is due
     replay.step([_zed()], T0 + 6 + zed.DECODE_EVERY_S)
-    assert len(decoded) == 2
+    assert len(decoded) == 2 and database.watched.reads == reads + 1
+    db.conn.execute("UPDATE threads SET summary = 'Again' WHERE id = ?", (thread.id,))
     replay.step([_zed()], T0 + 30)
-    assert len(decoded) == 2
+    assert len(decoded) == 2 and database.watched.reads == reads + 2
 
 
 def test_without_zstandard_threads_are_still_sessions(
@@ -388,12 +394,13 @@ def test_json_rows_bombs_and_garbage_data(tmp_path: Path) -> None:
     db.raw("11111111-0000-4000-8000-000000000003", "", T0 + 5, "zstd", b"not zstd at all")
     huge = zstandard.ZstdCompressor(level=1).compress(os.urandom(zed.MAX_BLOB_BYTES + 1))
     db.raw("11111111-0000-4000-8000-000000000004", "", T0 + 5, "zstd", huge)
+    db.raw("11111111-0000-4000-8000-000000000006", "", T0 + 5, "zstd", b"")  # no data: idle
     db.raw("../../etc/passwd", "", T0 + 5, "zstd", b"")  # no id
     db.raw("11111111-0000-4000-8000-000000000005", "", "yesterday", "zstd", b"")  # no time
     replay.step([_zed()], T0 + 6)
     convs = {c.native_id: c for c in _convs(_facts(replay))}
     assert (convs[legacy.id].status, convs[legacy.id].model) == ("busy", MODEL["model"])
-    assert len(convs) == 5  # the undecodable ones are threads all the same, idle
+    assert len(convs) == 6  # the undecodable ones are threads all the same, idle
     assert {c.status for i, c in convs.items() if i != legacy.id} == {"idle"}
     [state] = replay.sources._states.values()
     assert isinstance(state, zed.ZedState)
@@ -449,6 +456,7 @@ def test_nested_sub_agents_and_a_sub_agent_without_its_data(tmp_path: Path) -> N
     replay.step([_zed()], T0 + 8)
     [conv] = _convs(_facts(replay))
     subs = {s.agent_id: (s.status, s.done) for s in conv.subagents}
+    assert len(conv.subagents) == len(subs)
     assert subs == {
         child.id: ("busy", False),
         garbled: ("idle", False),  # unknown: not taken for done
@@ -503,3 +511,87 @@ def test_a_threads_view_over_an_endless_query_is_refused(tmp_path: Path) -> None
     assert [e.state for e in events] == ["active"]  # the editor, a session of its own
     assert sqlite_files.SET_ASIDE.count == aside + 1
     assert _convs(_facts(replay)) == []
+
+
+def test_the_only_thread_deleted_ends_and_the_editor_is_its_own_session_again(
+    tmp_path: Path,
+) -> None:
+    home, db = _home(tmp_path, history=False)
+    replay = Replay(home, T0, readers=(zed.SPEC,))
+    thread = Thread(updated_at=T0 + 5)
+    thread.prompt("go")
+    db.save(thread)
+    [started] = replay.step([_zed()], T0 + 6)
+    assert started.session_id == _id(thread.id)
+    db.delete(thread.id)
+    events = replay.step([_zed()], T0 + 7)
+    assert sorted((e.state, e.session_id == started.session_id) for e in events) == [
+        ("active", False),  # the editor, a session of its own as when it started
+        ("ended", True),
+    ]
+    assert replay.step([_zed()], T0 + 8) == []  # closed once: nothing more
+    [state] = replay.sources._states.values()
+    assert isinstance(state, zed.ZedState)
+    assert list(state._over.values()) == [{thread.id: None}]
+    replay.step([], T0 + 9)  # the editor quits ...
+    replay.step([_zed(5152, T0 + 10)], T0 + 11)  # ... the next pass here forgets it
+    assert set(state._live) == set(state._over) == {(5152, round((T0 + 10) * 1000))}
+
+
+def test_a_thread_of_the_zed_before_is_history(tmp_path: Path) -> None:
+    """Answered just before this Zed started (within the start time's slack: the same
+    moment) is live; earlier, it was the previous Zed's."""
+    home, db = _home(tmp_path, history=False)
+    replay = Replay(home, T0, readers=(zed.SPEC,))
+    same = Thread(updated_at=T0 - zed.START_SLACK_S)
+    before = Thread(updated_at=T0 - zed.START_SLACK_S - 0.5)
+    for each in (same, before):
+        each.prompt("go")
+        each.answer(each.updated_at)
+        db.save(each)
+    replay.step([_zed()], T0 + 1)
+    assert [c.native_id for c in _convs(_facts(replay))] == [same.id]
+
+
+def test_an_orphaned_sub_agent_and_a_minimal_table(tmp_path: Path) -> None:
+    """A sub-agent whose parent is gone is a conversation of its own; a table with only
+    ``id`` and ``updated_at`` still gives its threads (idle, no model)."""
+    home, db = _home(tmp_path, history=False)
+    replay = Replay(home, T0, readers=(zed.SPEC,))
+    orphan = Thread(updated_at=T0 + 5, parent="44444444-0000-4000-8000-000000000001")
+    orphan.prompt("go")
+    db.save(orphan)
+    replay.step([_zed()], T0 + 6)
+    assert [(c.native_id, c.status) for c in _convs(_facts(replay))] == [(orphan.id, "busy")]
+    other = tmp_path / "other"
+    path = other / DATA / "threads" / "threads.db"
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE threads (id TEXT PRIMARY KEY, updated_at TEXT)")
+    conn.execute(
+        "INSERT INTO threads VALUES ('55555555-0000-4000-8000-000000000001', ?)",
+        (rfc3339(T0 + 5),),
+    )
+    conn.commit()
+    conn.close()
+    minimal = Replay(other, T0, readers=(zed.SPEC,))
+    minimal.step([_zed()], T0 + 6)
+    [conv] = _convs(_facts(minimal))
+    assert (conv.native_id, conv.status, conv.model) == (
+        "55555555-0000-4000-8000-000000000001",
+        "idle",
+        None,
+    )
+
+
+def test_a_relative_data_directory_is_the_editors_cwd(tmp_path: Path) -> None:
+    home, _db = _home(tmp_path, history=False)
+    project = tmp_path / "project"
+    thread = Thread(updated_at=T0 + 5)
+    thread.prompt("go")
+    ZedThreads(project / "profile" / "threads" / "threads.db").save(thread)
+    replay = Replay(home, T0, readers=(zed.SPEC,))
+    rec = _zed(5108, T0, "--user-data-dir", "profile")
+    rec.cwd = str(project)
+    replay.step([rec], T0 + 6)
+    assert [c.native_id for c in _convs(_facts(replay))] == [thread.id]
