@@ -223,11 +223,11 @@ class ZedState(SessionDatabases[_Thread]):
             over[native_id] = None
         while len(over) > MAX_OVER:
             del over[next(iter(over))]
-        for thread in sorted(threads.values(), key=lambda t: (t.created, t.native_id)):
+        # The few threads used since the process started, not the whole history, each pass.
+        fresh = [t for t in threads.values() if t.native_id not in live and self._used(t, proc)]
+        for thread in sorted(fresh, key=lambda t: (t.created, t.native_id)):
             if (
-                thread.native_id not in live
-                and self._top(thread, threads)
-                and self._used(thread, proc)
+                self._top(thread, threads)
                 and _key(owner_of(thread.created, _touched(thread), members)) == proc.key
             ):
                 live[thread.native_id] = None
@@ -487,8 +487,9 @@ def _descendants(parent: str, threads: dict[str, _Thread]) -> list[_Thread]:
     seen = {parent}
     level = [parent]
     for _ in range(MAX_DEPTH):
+        parents = set(level)
         level = [
-            t.native_id for t in threads.values() if t.parent in level and t.native_id not in seen
+            t.native_id for t in threads.values() if t.parent in parents and t.native_id not in seen
         ]
         if not level:
             break
