@@ -1009,3 +1009,26 @@ def test_a_notification_text_counts_only_as_a_task_notification(tmp_path: Path) 
     _append(reader, _notification({"text": within}))
     assert reader.facts(wrapper).subagents[0].done  # type: ignore[union-attr]
     assert reader.state.stats.garbage == 0
+
+
+@pytest.mark.parametrize("cwd", [None, ""])
+def test_a_registry_without_a_cwd_names_its_conversation_without_a_transcript(
+    tmp_path: Path, cwd: str | None
+) -> None:
+    """No cwd, no project directory to find the transcript in: the registry alone says
+    which conversation runs (waiting, as far as anything tells)."""
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD, cwd=cwd)
+    reader.lines(FIRST, 0)  # in the project that cwd would name: not looked for
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert (facts.native_id, facts.status, facts.name, facts.model, facts.owner_uid) == (
+        FIRST,
+        "idle",
+        None,
+        None,
+        os.getuid(),
+    )
