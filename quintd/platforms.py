@@ -202,6 +202,9 @@ BUILTIN_PLATFORMS: tuple[Platform, ...] = (
         names=("zed", "Zed", "zed-editor"),
         path_fragments=("/Zed.app/Contents/MacOS/",),
         signing=_sign("MQ55VZLNZQ", "dev.zed.Zed"),
+        # The editor runs itself as its crash handler and as git's askpass helper
+        # (crates/zed/src/main.rs): parts of it, never sessions.
+        helper_args=("--crash-handler", "--askpass"),
     ),
     Platform(
         id="auggie",

@@ -24,6 +24,7 @@ from editor_fixture import GEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from replay import Rec, RecordedProcesses, agents
+from zed_threads import Thread, ZedThreads, rfc3339
 
 from quintd.model import ConversationFacts, clean_text
 from quintd.sources import (
@@ -40,6 +41,7 @@ from quintd.sources import (
     kiro,
     opencode,
     qwen_code,
+    zed,
 )
 from quintd.sources.manager import SourceManager, SourceSettings
 from quintd.sources.spec import ReaderSpec
@@ -500,6 +502,24 @@ def _editor_tasks(tmp: Path) -> Target:
 # The parts readers are made of (not in the registry themselves).
 PARTS = {"editor-tasks"}
 
+
+def _zed(tmp: Path) -> Target:
+    path = tmp / "zed" / ".local/share/zed/threads/threads.db"
+    db = ZedThreads(path)
+    parent = Thread(id="7d1f0e2a-0000-4000-8000-000000000001", title="Fix auth", updated_at=T0)
+    parent.prompt("Fix the login")
+    parent.answer(T0, calls=1)
+    db.save(parent)
+    child = Thread(id="7d1f0e2a-0000-4000-8000-000000000002", updated_at=T0, parent=parent.id)
+    child.prompt("Find the auth module")
+    db.save(child)
+    db.close()
+    proc = Rec(
+        3535, 1, "zed-editor", "/usr/libexec/zed-editor", ["zed-editor"], "/home/dev", T0 - 10**6
+    )
+    return Target(zed.SPEC, tmp / "zed", "/home/dev", [proc], [path])
+
+
 BUILDERS: dict[str, Callable[[Path], Target]] = {
     "claude-code": _claude,
     "codex": _codex,
@@ -521,6 +541,7 @@ BUILDERS: dict[str, Callable[[Path], Target]] = {
         tmp, "VSCodium", editors.VSCODIUM_SPEC, "/usr/share/codium/codium"
     ),
     "editor-tasks": _editor_tasks,
+    "zed": _zed,
 }
 
 
@@ -582,6 +603,7 @@ def _cases() -> list[tuple[str, int]]:
         "windsurf": 1,
         "vscodium": 1,
         "editor-tasks": 5,
+        "zed": 1,
     }
     return [(name, n) for name, count in sizes.items() for n in range(count)]
 
@@ -639,3 +661,93 @@ def test_a_reader_never_raises_and_reports_only_clean_facts(
         run()
     finally:
         victim.write_bytes(seed)
+
+
+# -- rows, not files: Zed's threads (the database well-formed, its values hostile) -----------
+
+_IDS = st.one_of(
+    st.uuids().map(str),
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    st.integers(),
+    st.none(),
+)
+_TIMES = st.one_of(
+    st.floats(T0 - 5, T0 + 5).map(rfc3339),
+    st.text(max_size=40),
+    st.integers(-(2**63), 2**63 - 1),
+    st.none(),
+)
+_DATA = st.one_of(
+    st.binary(max_size=512),
+    st.binary(max_size=256).map(lambda b: b"\x28\xb5\x2f\xfd" + b),  # a zstd magic, then junk
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=20,
+    ).map(lambda v: __import__("zstandard").ZstdCompressor().compress(json.dumps(v).encode())),
+)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    rows=st.lists(
+        st.tuples(_IDS, _TIMES, st.sampled_from(["zstd", "json", "x", None]), _DATA),
+        max_size=6,
+    )
+)
+def test_zed_garbage_rows_are_skipped_and_counted(rows: list[tuple[object, ...]]) -> None:
+    """Each row a thread with a hostile id, time, type or data: a row without a usable id
+    or time is skipped and counted; data that cannot be decoded is counted and its thread
+    reported without it (idle, no model); nothing reported needs cleaning."""
+    import tempfile
+
+    from quintd.sources.files import identifier
+    from quintd.sources.times import parse_time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        db = ZedThreads(home / ".local/share/zed/threads/threads.db")
+        kept: dict[str, None] = {}
+        for native, updated, kind, data in rows:
+            try:
+                db.raw(
+                    native, "t", updated if isinstance(updated, str) else str(updated), kind, data
+                )
+            except (sqlite3.Error, OverflowError, UnicodeEncodeError):
+                continue  # a second row with the same id, a NULL where Zed has NOT NULL ...
+        stored = db.conn.execute("SELECT id, updated_at FROM threads").fetchall()
+        db.close()
+        bad = 0
+        for native, updated in stored:
+            if identifier(native) is None or parse_time(updated) is None:
+                bad += 1
+            elif parse_time(updated) >= T0 - 10**6 - 2:
+                kept[native] = None
+        view = RecordedProcesses(home)
+        recs = [
+            Rec(3535, 1, "zed-editor", "/usr/libexec/zed-editor", ["zed-editor"], "/", T0 - 10**6)
+        ]
+        view.show(recs)
+        procs = agents(recs, home)
+        manager = SourceManager(
+            SourceSettings(watch=False), readers=(zed.SPEC,), processes=view, wall=lambda: T0 + 1
+        )
+        try:
+            facts, _ = manager.observe(procs)
+        finally:
+            manager.close()
+        assert manager.errors == 0
+        convs = [c for f in facts.values() for c in (f if isinstance(f, list) else [f])]
+        assert {c.native_id for c in convs} == set(kept)
+        for conv in convs:
+            assert conv.status in ("busy", "idle")
+            assert conv.model is None or conv.model == clean_text(conv.model)
+        [state] = manager._states.values()
+        assert isinstance(state, zed.ZedState)
+        assert state.stats.garbage == bad + state.undecodable

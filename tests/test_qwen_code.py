@@ -881,3 +881,154 @@ def test_a_transcript_past_the_read_budget_is_read_on_over_the_next_passes(
         fh.write(json.dumps(title) + "\n")
     assert reader.facts(wrapper).name is None  # type: ignore[union-attr]  # a budget read
     assert reader.facts(wrapper).name == "Far down"  # type: ignore[union-attr]  # no event
+
+
+# -- each rule of the records on its own (the story's files never single them out) ---------
+
+
+def _append(reader: Reader, *records: dict[str, Any]) -> None:
+    """Records appended to the first conversation's transcript, as Qwen Code writes them."""
+    path = reader.chats / f"{FIRST}.jsonl"
+    with open(path, "a") as fh:
+        fh.writelines(json.dumps({"sessionId": FIRST, **r}) + "\n" for r in records)
+    reader.state.changed(path)
+
+
+def _title(text: str, source: str | None) -> dict[str, Any]:
+    payload = {"customTitle": text} | ({} if source is None else {"titleSource": source})
+    return {"type": "system", "subtype": "custom_title", "systemPayload": payload}
+
+
+ANSWER = {"type": "assistant", "model": "qwen3-coder-plus", "message": {"parts": [{"text": "ok"}]}}
+
+
+def test_project_dir_name_at_the_edge_of_the_bmp() -> None:
+    assert project_dir_name("\uffff") == "-"  # the last unit of the BMP: one
+    assert project_dir_name("\U00010000") == "--"  # the first beyond it: a surrogate pair
+
+
+def test_a_manual_title_wins_over_an_automatic_one_in_either_order(tmp_path: Path) -> None:
+    reader, wrapper = _bound(tmp_path)
+    _append(reader, _title("Guessed", "auto"))
+    assert reader.facts(wrapper).name == "Guessed"  # type: ignore[union-attr]
+    _append(reader, _title("Chosen", "manual"), _title("Guessed again", "auto"))
+    assert reader.facts(wrapper).name == "Chosen"  # type: ignore[union-attr]
+    _append(reader, _title("Older record", None))  # no titleSource: the user's
+    assert reader.facts(wrapper).name == "Older record"  # type: ignore[union-attr]
+
+
+def test_only_custom_title_records_name_the_conversation(tmp_path: Path) -> None:
+    reader, wrapper = _bound(tmp_path)
+    other = _title("Not a title", "manual") | {"subtype": "ui_telemetry"}
+    _append(reader, other)
+    assert reader.facts(wrapper).name is None  # type: ignore[union-attr]
+
+
+def test_sidechain_records_in_the_transcript_are_no_turn_of_its_own(tmp_path: Path) -> None:
+    reader, wrapper = _bound(tmp_path)
+    _append(reader, {"type": "user", "message": {"parts": [{"text": "hi"}]}}, ANSWER)
+    assert reader.facts(wrapper).status == "idle"  # type: ignore[union-attr]
+    _append(reader, {"type": "user", "isSidechain": True, "message": {"parts": []}})
+    assert reader.facts(wrapper).status == "idle"  # type: ignore[union-attr]
+    _append(reader, {"type": "user", "isSidechain": False, "message": {"parts": []}})
+    assert reader.facts(wrapper).status == "busy"  # type: ignore[union-attr]
+
+
+def test_a_tool_result_asks_the_model_for_an_answer(tmp_path: Path) -> None:
+    """Busy after a tool_result even where the record before it said idle."""
+    reader, wrapper = _bound(tmp_path)
+    _append(reader, ANSWER)
+    assert reader.facts(wrapper).status == "idle"  # type: ignore[union-attr]
+    result = {"type": "tool_result", "message": {"parts": [{"functionResponse": {"id": "c1"}}]}}
+    _append(reader, result)
+    assert reader.facts(wrapper).status == "busy"  # type: ignore[union-attr]
+
+
+def test_busy_holds_to_the_quiet_limit_and_idle_holds_past_it(tmp_path: Path) -> None:
+    reader, wrapper = _bound(tmp_path)
+    _append(reader, {"type": "user", "message": {"parts": [{"text": "hi"}]}})
+    assert reader.facts(wrapper).status == "busy"  # type: ignore[union-attr]
+    reader.now += qwen_code.BUSY_QUIET_S  # exactly the limit: still busy
+    assert reader.facts(wrapper).status == "busy"  # type: ignore[union-attr]
+    _append(reader, ANSWER)
+    assert reader.facts(wrapper).status == "idle"  # type: ignore[union-attr]
+    reader.now += qwen_code.BUSY_QUIET_S + 1  # idle stays idle, however long the quiet
+    assert reader.facts(wrapper).status == "idle"  # type: ignore[union-attr]
+
+
+def _delegated(reader: Reader, meta: dict[str, Any]) -> None:
+    """The transcript up to the call that starts the sub-agent, and its files."""
+    delegate = next(
+        i
+        for i, r in enumerate(_records(FIRST))
+        if r["type"] == "assistant" and '"agent"' in json.dumps(r)
+    )
+    reader.lines(FIRST, 0, delegate + 1)
+    _subagent_setup(reader, meta)
+
+
+@pytest.mark.parametrize("status", ["completed", "Failed", "cancelled"])
+def test_a_final_meta_status_alone_ends_a_subagent(tmp_path: Path, status: str) -> None:
+    reader, wrapper = _bound(tmp_path)
+    _delegated(reader, {"status": status})
+    [sub] = reader.facts(wrapper).subagents  # type: ignore[union-attr]
+    assert (sub.done, sub.status) == (True, None)
+
+
+def _notification(*parts: dict[str, Any], payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {"type": "user", "subtype": "notification"}
+    record["message"] = {"role": "user", "parts": list(parts)}
+    if payload is not None:
+        record["systemPayload"] = payload
+    return record
+
+
+TOOL_USE = SUBAGENT.removeprefix("general-purpose-")  # the meta's toolUseId
+
+
+def test_a_notification_names_its_subagent_in_the_payload_alone(tmp_path: Path) -> None:
+    reader, wrapper = _bound(tmp_path)
+    _delegated(reader, {"status": "running"})
+    assert not reader.facts(wrapper).subagents[0].done  # type: ignore[union-attr]
+    _append(reader, _notification(payload={"backgroundTask": {"toolUseId": TOOL_USE}}))
+    assert reader.facts(wrapper).subagents[0].done  # type: ignore[union-attr]
+
+
+def test_a_notification_text_counts_only_as_a_task_notification(tmp_path: Path) -> None:
+    """The tag is taken from a ``<task-notification>`` text, and within its first 4096
+    characters; a text that only quotes it, and parts without text, name nothing."""
+    reader, wrapper = _bound(tmp_path)
+    _delegated(reader, {"status": "running"})
+    tag = f"<tool-use-id>{TOOL_USE}</tool-use-id>"
+    head = "<task-notification>\n"
+    beyond = head + "x" * (4097 - len(head) - len(tag)) + tag  # ends at character 4097
+    for parts in ({"text": "quoted: " + tag}, {"functionCall": {"id": "x"}}, {"text": beyond}):
+        _append(reader, _notification(parts))
+        assert not reader.facts(wrapper).subagents[0].done  # type: ignore[union-attr]
+    within = head + "x" * (4096 - len(head) - len(tag)) + tag  # ends at character 4096
+    _append(reader, _notification({"text": within}))
+    assert reader.facts(wrapper).subagents[0].done  # type: ignore[union-attr]
+    assert reader.state.stats.garbage == 0
+
+
+@pytest.mark.parametrize("cwd", [None, ""])
+def test_a_registry_without_a_cwd_names_its_conversation_without_a_transcript(
+    tmp_path: Path, cwd: str | None
+) -> None:
+    """No cwd, no project directory to find the transcript in: the registry alone says
+    which conversation runs (waiting, as far as anything tells)."""
+    reader = Reader(tmp_path / ".qwen")
+    wrapper = agent(WRAPPER)
+    reader.view.kids[WRAPPER] = [CHILD]
+    reader.view.ticks[CHILD] = CHILD_TICKS
+    reader.registry(CHILD, cwd=cwd)
+    reader.lines(FIRST, 0)  # in the project that cwd would name: not looked for
+    facts = reader.facts(wrapper)
+    assert facts is not None
+    assert (facts.native_id, facts.status, facts.name, facts.model, facts.owner_uid) == (
+        FIRST,
+        "idle",
+        None,
+        None,
+        os.getuid(),
+    )

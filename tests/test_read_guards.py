@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from quintd.sources import sqlite_files
+from quintd.sources import sqlite_files, zstd_json
 from quintd.sources.files import (
     MAX_LINE_BYTES,
     JsonlTail,
@@ -352,3 +352,78 @@ def test_a_view_in_place_of_an_editors_table_is_refused(tmp_path: Path) -> None:
         read_database(
             tmp_path, path, lambda conn: keys_with_prefix(conn, "cursorDiskKV", "composerData:")
         )
+
+
+# -- zstd-compressed values (Zed's threads) -----------------------------------------------
+
+
+def _raw_frame(window_exponent: int, payload: bytes) -> bytes:
+    """One zstd frame by hand: no content size, a window of 2**(10 + exponent) bytes
+    declared, one raw block."""
+    header = bytes([0x00, window_exponent << 3])
+    block = ((len(payload) << 3) | 1).to_bytes(3, "little")  # last block, raw
+    return zstd_json.ZSTD_MAGIC + header + block + payload
+
+
+def test_a_zstd_value_is_capped_in_output_and_window() -> None:
+    import zstandard
+
+    # A 16 KiB frame that claims 256 MiB: stopped at the cap, in well under a second.
+    bomb = zstandard.ZstdCompressor(level=19).compress(b"\0" * (256 << 20))
+    started = time.monotonic()
+    with pytest.raises(zstd_json.Undecodable) as refused:
+        zstd_json.decompress(bomb, 1 << 20)
+    assert refused.value.reason == zstd_json.TOO_LARGE
+    assert time.monotonic() - started < 1.0
+    assert zstd_json.decompress(_raw_frame(13, b"abc"), 3) == b"abc"  # an 8 MiB window: fine
+    # A header asking for a 1 GiB window is refused before anything is allocated.
+    with pytest.raises(zstd_json.Undecodable) as refused:
+        zstd_json.decompress(_raw_frame(20, b"abc"), 100)
+    assert refused.value.reason == zstd_json.CORRUPT
+    with pytest.raises(zstd_json.Undecodable):
+        zstd_json.decompress(b"not zstd", 100)
+    with pytest.raises(zstd_json.Undecodable) as refused:
+        zstd_json.decompress(_raw_frame(13, b"abcd"), 3)  # one byte over
+    assert refused.value.reason == zstd_json.TOO_LARGE
+
+
+def test_without_zstandard_values_are_unavailable_not_garbage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_zstandard(name: str, *args: object, **kwargs: object) -> object:
+        if name == "zstandard":
+            raise ImportError("No module named 'zstandard'")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zstd_json, "_module", [])
+    monkeypatch.setattr(builtins, "__import__", no_zstandard)
+    with pytest.raises(zstd_json.Undecodable) as refused:
+        zstd_json.decompress(_raw_frame(13, b"abc"), 100)
+    assert refused.value.reason == zstd_json.UNAVAILABLE
+    assert zstd_json._module == [None]  # tried once, not at every value
+
+
+def test_the_depth_checks_string_pattern_matches_as_the_plain_one_did() -> None:
+    """The unrolled string pattern (files._TOKENS) finds the very tokens the plain one did,
+    escapes, unterminated strings and stray backslashes included."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from quintd.sources import files
+
+    plain = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+    alphabet = st.sampled_from([b'"', b"\\", b"[", b"]", b"{", b"}", b"a", b"\n", b"\xff"])
+
+    @settings(max_examples=500, deadline=None, derandomize=True)
+    @given(st.lists(alphabet, max_size=40).map(b"".join))
+    def same(raw: bytes) -> None:
+        tokens = [(m.start(), m.group()) for m in files._TOKENS.finditer(raw)]
+        assert tokens == [(m.start(), m.group()) for m in plain.finditer(raw)]
+
+    same()

@@ -94,6 +94,27 @@ def test_parse_time_forms() -> None:
         assert parse_time(bad) is None
 
 
+def test_parse_time_edges() -> None:
+    """Each bound of the parser, on both sides, and texts read for the moment they name."""
+    noon = datetime(2026, 9, 21, 12, 26, 40, tzinfo=UTC).timestamp()
+    assert parse_time("2026-09-21T12:26:40Z") == noon
+    assert parse_time("2026-09-21T14:26:40+02:00") == noon  # an offset is honoured
+    # Digits: up to 19 of them (more is no time, and int() of a long text costs).
+    assert parse_time("0" * 9 + str(int(T0))) == T0
+    assert parse_time("0" * 10 + str(int(T0))) is None
+    # Milliseconds only above 1e11 (1e11 itself is seconds: beyond the last second taken).
+    assert parse_time(1e11) is None
+    assert parse_time(1e11 + 1) == (1e11 + 1) / 1000
+    # Seconds: above 0, below 1e10.
+    assert parse_time(1) == 1.0
+    assert parse_time(0.5) == 0.5
+    assert parse_time(1e10 - 1) == 1e10 - 1
+    assert parse_time(1e10) is None
+    # A text of 63 characters is read, one of 64 is not (a time is never that long).
+    assert parse_time(" " * 43 + "2026-09-21T12:26:40Z") == noon
+    assert parse_time(" " * 44 + "2026-09-21T12:26:40Z") is None
+
+
 def test_the_pass_walks_each_tree_once_and_only_as_deep_as_asked() -> None:
     view = View({1: [2, 3], 2: [4], 4: [5]})
     now = Pass.of([_proc(1)], view, lambda: 5.0)

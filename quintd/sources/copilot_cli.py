@@ -19,14 +19,8 @@ followed):
     ``created_at``, ...), written at once and rewritten. ``name`` is the title: the first
     prompt, then the ``/rename`` (no event is written for a rename). Read through PyYAML's
     safe loader, capped and bounded (``yaml_files.py``).
-  - ``events.jsonl``, from the first prompt: ``{type, data, id, timestamp, parentId}`` per
-    line, and ``agentId`` on a sub-agent's own events. ``session.start`` (``selectedModel``),
-    ``session.model_change`` (``newModel``), ``user.message``, ``assistant.turn_start`` /
-    ``assistant.turn_end``, ``assistant.message`` (``model``), ``tool.execution_start`` /
-    ``tool.execution_complete`` (``toolCallId``), ``permission.requested`` /
-    ``permission.completed`` (``requestId``), ``subagent.started`` (``agentDescription``,
-    ``model``) / ``subagent.completed``, ``session.shutdown`` (the conversation closed;
-    ``session.resume`` reopens it).
+  - ``events.jsonl``, from the first prompt: one event per line (``copilot_events.py``:
+    what they say about the conversation and its sub-agents).
 - ``open-sessions-state.json``: ``{<session id>: {openedAt, refreshedAt, working}}`` for the
   conversations open in running CLIs; ``working`` is true while a turn runs or waits for
   approval. Checked by a stat each pass while a conversation is open, read when it changed.
@@ -71,14 +65,13 @@ from __future__ import annotations
 import re
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass
 from quintd.sources.changes import listing, lstat_signature
-from quintd.sources.conversation_files import Subagent, Transcript
+from quintd.sources.copilot_events import Conversation, apply_event
 from quintd.sources.files import (
     COMPLAINTS,
     MAX_JSON_FILE_BYTES,
@@ -103,8 +96,6 @@ _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _LOCK = re.compile(r"^inuse\.([0-9]{1,10})\.lock$")
 _HOLD = re.compile(r"^inuse\.[0-9]{1,10}\.hold$")
 MAX_LOCKS = 64  # per conversation directory
-MAX_SUBAGENTS = 256  # per conversation
-MAX_OPEN = 1024  # pending tools or permission requests per conversation
 MAX_OPEN_SESSIONS = 4096  # entries read from open-sessions-state.json
 MAX_WORKSPACE_BYTES = MAX_JSON_FILE_BYTES
 HOLD_GRACE_S = 5.0  # a new lock's hold file may be opened just after it is written
@@ -117,27 +108,6 @@ ProcessKey = tuple[int, int]
 class _Lock:
     mtime: float
     owner: int  # the uid owning the lock file
-
-
-@dataclass
-class _Conversation(Transcript):
-    session_id: str = ""
-    workspace: tuple[int, int, int] | None = None  # (inode, size, mtime) last parsed
-    events_seen: tuple[int, int, int] | None = None  # (inode, size, mtime) read to its end
-    name: str | None = None
-    created: float | None = None
-    model: str | None = None
-    prompt_open: bool = False
-    turn_open: bool = False
-    tools: set[str] = field(default_factory=set)
-    permissions: dict[str, str | None] = field(default_factory=dict)  # request -> agent id
-    subagents: dict[str, Subagent] = field(default_factory=dict)
-    closed: bool = False
-    events_dirty: bool = True
-    workspace_dirty: bool = True
-
-    def running(self) -> list[Subagent]:
-        return [s for s in self.subagents.values() if not s.done]
 
 
 class CopilotState(Reader):
@@ -153,7 +123,7 @@ class CopilotState(Reader):
         self._keys: frozenset[ProcessKey] = frozenset()
         self._rebind = True
         self._bound: dict[ProcessKey, list[tuple[str, int]]] = {}  # -> (conversation, lock pid)
-        self._conversations: dict[str, _Conversation] = {}
+        self._conversations: dict[str, Conversation] = {}
         self._working: dict[str, bool] = {}
         self._open_identity: tuple[int, int, int] | None = None
         self._horizon = 0.0
@@ -299,7 +269,7 @@ class CopilotState(Reader):
             if session not in self._conversations:
                 path = self.root / STATE / session / EVENTS
                 tail = JsonlTail(path, self.root, stats=self.stats)
-                self._conversations[session] = _Conversation(tail, session_id=session)
+                self._conversations[session] = Conversation(tail, session_id=session)
 
     def _read_open_state(self) -> None:
         """``open-sessions-state.json``: a stat each pass, read when it changed."""
@@ -326,7 +296,7 @@ class CopilotState(Reader):
 
     # -- one conversation's files -----------------------------------------------------------
 
-    def _read_workspace(self, conversation: _Conversation) -> None:
+    def _read_workspace(self, conversation: Conversation) -> None:
         path = self.root / STATE / conversation.session_id / WORKSPACE
         if conversation.workspace is not None and lstat_signature(path) == conversation.workspace:
             return  # unchanged (the event was our own read): not opened again
@@ -347,18 +317,18 @@ class CopilotState(Reader):
         conversation.name = text(values.get("name")) if named else None
         conversation.created = parse_time(values.get("created_at")) or conversation.created
 
-    def _read_events(self, conversation: _Conversation) -> None:
+    def _read_events(self, conversation: Conversation) -> None:
         seen = lstat_signature(conversation.tail.path)
         if seen is not None and seen == conversation.events_seen:
             return  # read to its end as it is now (the event was our own read)
         clock = self._clock()
         now = clock if conversation.read_once else None  # None: history
-        if conversation.read(clock, lambda record: _event(conversation, record, now)):
+        if conversation.read(clock, lambda record: apply_event(conversation, record, now)):
             conversation.events_dirty = True  # the rest next pass
         else:
             conversation.events_seen = seen
 
-    def _facts(self, conversation: _Conversation, owner: int) -> ConversationFacts:
+    def _facts(self, conversation: Conversation, owner: int) -> ConversationFacts:
         waiting_for = set(conversation.permissions.values())
         subagents = tuple(
             SubagentFacts(
@@ -381,7 +351,7 @@ class CopilotState(Reader):
             owner_uid=owner,
         )
 
-    def _status(self, conversation: _Conversation) -> Status:
+    def _status(self, conversation: Conversation) -> Status:
         working = self._working.get(conversation.session_id)
         if working is False:
             return "idle"  # its turn is over: a request left without an answer is stale
@@ -396,127 +366,6 @@ class CopilotState(Reader):
             or bool(conversation.running())
         )
         return "busy" if busy else "idle"
-
-
-def _event(conversation: _Conversation, record: dict[str, Any], now: float | None) -> None:
-    """One line of ``events.jsonl``. ``now``: the clock when the line is new work, None while
-    reading history."""
-    kind = record.get("type")
-    data = record.get("data")
-    if not isinstance(kind, str) or not isinstance(data, dict):
-        return
-    agent = identifier(record.get("agentId"))
-    if kind.startswith("subagent."):
-        _subagent_event(conversation, kind, data, agent, now)
-    elif agent is not None:  # a sub-agent's own work
-        sub = conversation.subagents.get(agent)
-        if sub is not None:
-            if now is not None:
-                sub.last_write = now
-            if kind in ("assistant.message", "session.model_change"):
-                sub.model = text(data.get("model")) or text(data.get("newModel")) or sub.model
-        _permission(conversation, kind, data, agent)
-    elif kind in ("session.start", "session.resume"):
-        conversation.closed = False
-        conversation.model = text(data.get("selectedModel")) or conversation.model
-    elif kind == "session.model_change":
-        conversation.model = text(data.get("newModel")) or conversation.model
-    elif kind == "user.message":
-        conversation.prompt_open = True
-        conversation.closed = False
-    elif kind == "assistant.turn_start":
-        conversation.turn_open, conversation.prompt_open = True, False
-    elif kind == "assistant.turn_end":
-        conversation.turn_open = False
-    elif kind == "assistant.message":
-        conversation.model = text(data.get("model")) or conversation.model
-    elif kind == "tool.execution_start":
-        call = identifier(data.get("toolCallId"))
-        if call is not None:
-            _bounded_add(conversation.tools, call)
-    elif kind == "tool.execution_complete":
-        call = identifier(data.get("toolCallId"))
-        conversation.tools.discard(call or "")
-        for sub in conversation.subagents.values():
-            if call is not None and sub.tool_use_id == call:
-                sub.done = True  # the task tool returned: its sub-agent is over
-    elif kind == "session.shutdown":
-        conversation.closed = True
-        conversation.prompt_open = conversation.turn_open = False
-        conversation.tools.clear()
-        conversation.permissions.clear()
-        for sub in conversation.subagents.values():
-            sub.done = True
-    else:
-        _permission(conversation, kind, data, None)
-
-
-def _subagent_event(
-    conversation: _Conversation,
-    kind: str,
-    data: dict[str, Any],
-    agent: str | None,
-    now: float | None,
-) -> None:
-    call = identifier(data.get("toolCallId"))
-    key = agent or call
-    if key is None:
-        return
-    if kind == "subagent.started":
-        started = conversation.subagents.get(key) or Subagent(key)
-        started.tool_use_id = call or started.tool_use_id
-        started.name = (
-            text(data.get("agentDescription"))
-            or text(data.get("agentDisplayName"))
-            or text(data.get("agentName"))
-            or started.name
-        )
-        started.model = text(data.get("model")) or started.model
-        started.done = False
-        conversation.subagents[key] = started
-        _prune(conversation.subagents)
-        return
-    sub = conversation.subagents.get(key)
-    if sub is None:
-        return
-    if kind in ("subagent.completed", "subagent.failed"):
-        sub.done = True
-    elif kind == "subagent.configured":
-        sub.model = text(data.get("model")) or sub.model
-    if now is not None:
-        sub.last_write = now
-
-
-def _permission(
-    conversation: _Conversation, kind: str, data: dict[str, Any], agent: str | None
-) -> None:
-    request = identifier(data.get("requestId"))
-    if request is None:
-        return
-    if kind == "permission.requested":
-        if len(conversation.permissions) >= MAX_OPEN:
-            conversation.permissions.clear()  # garbage: never a growing table
-        conversation.permissions[request] = agent
-    elif kind == "permission.completed":
-        conversation.permissions.pop(request, None)
-
-
-def _bounded_add(values: set[str], value: str) -> None:
-    if len(values) >= MAX_OPEN:
-        values.clear()
-    values.add(value)
-
-
-def _prune(subagents: dict[str, Subagent]) -> None:
-    """At most MAX_SUBAGENTS: the finished ones go first, then the oldest."""
-    if len(subagents) <= MAX_SUBAGENTS:
-        return
-    for key in [k for k, s in subagents.items() if s.done]:
-        if len(subagents) <= MAX_SUBAGENTS:
-            return
-        del subagents[key]
-    while len(subagents) > MAX_SUBAGENTS:
-        del subagents[next(iter(subagents))]
 
 
 def _base(path: str) -> str:

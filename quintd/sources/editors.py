@@ -16,8 +16,9 @@ conversations of all of them. Which parts an editor has:
   ``User/globalStorage/<ext id>/``: ``editor_tasks.py``).
 
 Where the parts find no conversation, the editor process is a session of its own, as it
-was before these readers (``ReaderSpec`` ``waits_without_conversation``). None of this was checked against a running editor: the
-formats come from each project's source (VS Code) or from readers of real files (Cursor).
+was before these readers (``ReaderSpec`` ``waits_without_conversation``). None of this was
+checked against a running editor: the formats come from each project's source (VS Code,
+Cline, Roo Code) or from readers of real files (Cursor).
 """
 
 from __future__ import annotations

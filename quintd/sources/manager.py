@@ -84,6 +84,10 @@ class SourceManager:
         self._states: dict[tuple[str, Path], AgentState] = {}
         self._watch_lists: dict[tuple[str, Path], tuple[Path, ...]] = {}  # as last asked
         self._roots: dict[tuple[int, int], Path | None] = {}
+        # Roots trusted while they do not exist yet: looked at (one stat) each pass, the
+        # owner's trust checked again once they exist (not the process's environment and
+        # owner read again every pass).
+        self._unmade: dict[tuple[int, int], Path] = {}
         self._events: deque[str] = deque()
         self._observer: object | None = None
         self._watched: set[Path] = set()
@@ -155,6 +159,8 @@ class SourceManager:
                 waiting.add(proc.pid)
         for key in self._roots.keys() - live:
             del self._roots[key]
+        for key in self._unmade.keys() - live:
+            del self._unmade[key]
         for key in self._last.keys() - live:
             del self._last[key]
         return facts, pending
@@ -272,11 +278,16 @@ class SourceManager:
 
     def _root(self, proc: AgentProcess, reader: ReaderSpec) -> Path | None:
         if proc.key not in self._roots:
+            unmade = self._unmade.get(proc.key)
+            if unmade is not None and not os.path.isdir(unmade):
+                return unmade
             root = find_state_dir(proc, reader, self._processes)
             if root is not None and not root.is_dir():
                 # Not there yet: trusted for now (the agent makes it as its user), checked
                 # again once it is (it might be made by someone else: never read then).
+                self._unmade[proc.key] = root
                 return root
+            self._unmade.pop(proc.key, None)
             self._roots[proc.key] = root
         return self._roots[proc.key]
 

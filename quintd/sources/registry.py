@@ -121,6 +121,15 @@ READERS: tuple[ReaderSpec, ...] = (
     _editor("vscode-copilot", "Code", "VsCodeState"),
     _editor("windsurf", "Windsurf", "WindsurfState"),
     _editor("vscodium", "VSCodium", "VsCodiumState"),
+    ReaderSpec(
+        platform="zed",
+        env_dir=None,  # --user-data-dir and XDG_DATA_HOME are read per process (zed.find)
+        home_dir=(
+            "Library/Application Support/Zed" if sys.platform == "darwin" else ".local/share/zed"
+        ),
+        factory=_reader("zed", "ZedState"),
+        waits_without_conversation=False,  # an editor: without a thread, its own session
+    ),
 )
 
 

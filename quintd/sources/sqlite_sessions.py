@@ -261,7 +261,9 @@ class SessionDatabases(Reader, Generic[S]):
         a pass, not watched; what says the agent ran here is :attr:`marker`."""
         return (self.root / self.marker).exists()
 
-    def facts(self, proc: AgentProcess) -> ConversationFacts | None:
+    def facts(self, proc: AgentProcess) -> ConversationFacts | Sequence[ConversationFacts] | None:
+        """The process's conversation (a reader whose process runs several at once, as an
+        editor does, returns them all)."""
         found = self._current.get(proc.key)
         db = self._dbs.get(found[0]) if found is not None else None
         session = db.sessions.get(found[1]) if db is not None and found is not None else None

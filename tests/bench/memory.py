@@ -48,6 +48,10 @@ LAYERS: list[tuple[str, str]] = [
         "quintd.sources.cursor_agent",
     ),
     ("+ npm identity (tarfile)", "import tarfile"),
+    (
+        "+ editors: VS Code family, Zed (zstandard)",
+        "import quintd.sources.editors, quintd.sources.zed, zstandard",
+    ),
 ]
 
 _RSS = (

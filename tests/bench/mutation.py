@@ -55,7 +55,9 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_rollouts.py",
     ],
     "sources/cline": ["tests/test_cline.py"],
+    "sources/cline_sessions": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
+    "sources/copilot_events": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
     "sources/cursor_agent": ["tests/test_cursor_agent.py"],
     "sources/gemini_cli": [
@@ -66,6 +68,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/goose": ["tests/test_goose.py"],
     "sources/kiro": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
+    "sources/opencode_db": ["tests/test_opencode.py"],
     "sources/qwen_code": ["tests/test_qwen_code.py"],
     # the editors (issue 27): the User directory's composite, its parts, the state.vscdb kit
     "sources/editors": ["tests/test_editors.py"],
@@ -73,6 +76,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/copilot_chat": ["tests/test_editors.py"],
     "sources/vscdb": ["tests/test_editors.py", "tests/test_read_guards.py"],
     "sources/editor_tasks": ["tests/test_editor_tasks.py"],
+    "sources/zed": ["tests/test_zed.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
     "scanner": [

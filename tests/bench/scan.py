@@ -198,15 +198,18 @@ READER_AGENTS = (
     "goose",
     "cursor",
     "code",
+    "zed",
 )
-EDITOR_HISTORY = 500  # Cursor's old conversations; VS Code: a tenth as many workspaces
+EDITOR_HISTORY = 500  # Cursor's and Zed's old conversations; VS Code: a tenth as many workspaces
 
 
 def editor_homes(home: Path) -> None:
-    """Cursor and VS Code with a month of history and one conversation used now, idle
-    (the editors' fixture writers: tests/fixtures/editors)."""
+    """Cursor, VS Code (with Cline's tasks in it) and Zed with a month of history and one
+    conversation used now, idle (the editors' fixture writers: tests/fixtures/editors,
+    tests/zed_threads.py, tests/fixtures/editor_tasks)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from editor_fixture import GEN
+    from zed_threads import Thread, ZedThreads
 
     now, day = time.time(), 86_400.0
     cursor = GEN.CursorUser(home / ".config" / "Cursor" / "User", GEN.WORKSPACE)
@@ -234,13 +237,34 @@ def editor_homes(home: Path) -> None:
     chat.ask("request_live", now, GEN.MODEL)
     chat.settle(GEN.COMPLETE, now + 1)
     code.store(GEN.WORKSPACE, chat)
+    # Cline's tasks in VS Code: a month of old ones (as old as their files say) and one now.
+    tasks = code.user / "globalStorage" / "saoudrizwan.claude-dev" / "tasks"
+    source = next((Path(__file__).resolve().parents[1] / "fixtures/editor_tasks/cline").iterdir())
+    for n in range(EDITOR_HISTORY // 10):
+        at = now - (1 + n) * day
+        task = tasks / str(int(at * 1000))
+        shutil.copytree(source, task)
+        for path in (*task.iterdir(), task):
+            os.utime(path, (at, at))
+    shutil.copytree(source, tasks / str(int(now * 1000)))
+    zed = ZedThreads(home / ".local" / "share" / "zed" / "threads" / "threads.db")
+    for n in range(EDITOR_HISTORY):
+        old = Thread(title=f"t{n}", updated_at=now - (1 + n % 30) * day)
+        old.prompt("an old question")
+        old.answer(now - (1 + n % 30) * day + 30)
+        zed.save(old)
+    live = Thread(updated_at=now + 1)
+    live.prompt("a question now")
+    live.answer(now + 1)
+    zed.save(live)
+    zed.close()
 
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 
 
 def pass_cost(workdir: Path, runs: int) -> None:
-    """One whole pass (scan + reading the agents' state) with 10 idle agents of 10 kinds
+    """One whole pass (scan + reading the agents' state) with 11 idle agents of 11 kinds
     against the same pass with none (issues 11 and 27: at most 2x).
 
     The two are measured in turns, pass by pass, on the same process table: "none" is a
@@ -279,7 +303,7 @@ def pass_cost(workdir: Path, runs: int) -> None:
         scanned = ours(pairs["all"][0].scan())
         found, _ = pairs["all"][1].observe(scanned)
         read = {a.platform for a in scanned if a.pid in found}
-        assert {"cursor", "vscode-copilot"} <= read, f"the editors' conversations: {read}"
+        assert {"cursor", "vscode-copilot", "zed"} <= read, f"the editors' conversations: {read}"
         assert pairs["none"][0].scan() == []
         for _ in range(runs):
             for name, (scanner, sources) in pairs.items():
