@@ -399,11 +399,21 @@ class NotesHome:
         self.reader = Notes(root, ReaderContext(lambda: self.clock, ArgvView(argvs or {})))
 
     def note(self, native_id: str, created: float, updated: float, parent: str = "") -> None:
-        conn = sqlite3.connect(self.root / "notes.db")
-        conn.execute("CREATE TABLE IF NOT EXISTS notes (id, created, updated, parent, work)")
-        conn.execute("DELETE FROM notes WHERE id = ?", (native_id,))
         row = (native_id, created, updated, parent or None, 0)
-        conn.execute("INSERT INTO notes VALUES (?, ?, ?, ?, ?)", row)
+        self.sql(
+            ("CREATE TABLE IF NOT EXISTS notes (id, created, updated, parent, work)", ()),
+            ("DELETE FROM notes WHERE id = ?", (native_id,)),
+            ("INSERT INTO notes VALUES (?, ?, ?, ?, ?)", row),
+        )
+
+    def sql(self, *statements: tuple[str, tuple[object, ...]]) -> None:
+        """Run and commit these, and grow the file: its size tells the change even where
+        two writes fall in one tick of the file system's clock."""
+        conn = sqlite3.connect(self.root / "notes.db")
+        for statement, values in statements:
+            conn.execute(statement, values)
+        conn.execute("CREATE TABLE IF NOT EXISTS pad (x)")
+        conn.execute("INSERT INTO pad VALUES (zeroblob(8192))")
         conn.commit()
         conn.close()
 
@@ -471,10 +481,7 @@ def test_a_database_is_read_when_it_changed_and_its_first_read_is_history(
     found = home.reader.facts(agent)
     assert found is not None and found.last_write == home.clock
     # Another version of the database: no facts, counted once.
-    conn = sqlite3.connect(home.root / "notes.db")
-    conn.execute("ALTER TABLE notes RENAME COLUMN work TO effort")
-    conn.commit()
-    conn.close()
+    home.sql(("ALTER TABLE notes RENAME COLUMN work TO effort", ()))
     assert home.step(agent) == {1: None} and home.reader.stats.garbage == 1
     assert home.step(agent) == {1: None} and home.reader.stats.garbage == 1
     # Gone: no sessions, until it is there again.
@@ -600,7 +607,7 @@ def test_a_watched_database_is_looked_at_only_when_marked(tmp_path: Path) -> Non
     assert seen is not None and seen != absent
     assert db.read(seen, 2.0, lambda c: c.execute("SELECT 1").fetchone()[0]) == 1
     conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO t VALUES (1)")
+    conn.execute("INSERT INTO t VALUES (zeroblob(8192))")  # grown: changed, on any clock
     conn.commit()
     conn.close()
     assert db.due(3.0) is None  # again: only once marked
