@@ -1,0 +1,183 @@
+"""The scanner fed by process events, with the batches written by the test: each batch
+says what real processes, started by the test, did (an exec, a fork, a rename, an exit),
+as the kernel's process connector would, but at the moment the test chooses. No root
+needed, and no event of another process on the machine reaches the scanner: after the
+first listing it looks only at what it is fed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import SLEEP, Agents, node_binary, wait_until
+
+from quintd.proc_events import EventBatch
+from quintd.scanner import Scanner
+
+NEVER = 3600.0  # no scheduled listing during a test
+NO_LOOKS = {"looks_per_s": 1e-9, "looks_burst": 0}  # every look at once is put off
+
+
+def fed_scanner(**tuning: float) -> Scanner:
+    """Fed by events; the first pass has listed /proc (what runs now is known)."""
+    scanner = Scanner()
+    scanner.follow_events(NEVER, **tuning)  # type: ignore[arg-type]
+    scanner.scan()
+    return scanner
+
+
+def running(proc: subprocess.Popen[bytes], name: str) -> None:
+    """Wait until the process runs the program ``name`` (its exec is done)."""
+    wait_until(lambda: psutil.Process(proc.pid).name() == name, what=f"{name} running")
+
+
+def found(scanner: Scanner, *procs: subprocess.Popen[bytes]) -> set[int]:
+    wanted = {p.pid for p in procs}
+    return {a.pid for a in scanner.scan() if a.pid in wanted}
+
+
+def test_what_a_batch_asks_for(agents: Agents) -> None:
+    """feed() is True when a pass should come soon: an agent found, put off or exited;
+    not for the exit of a process it does not know, nor for a known agent renaming
+    itself."""
+    scanner = fed_scanner()
+    stranger = agents.binary("not-an-agent")
+    running(stranger, "not-an-agent")
+    agents.stop(stranger)
+    assert scanner.feed(EventBatch(exits={stranger.pid})) is False
+    codex = agents.binary("codex")
+    running(codex, "codex")
+    assert scanner.feed(EventBatch(execs={codex.pid: None})) is True  # looked at once
+    assert scanner.knows(codex.pid)
+    assert scanner.feed(EventBatch(comms={codex.pid: "claude"})) is False
+    assert found(scanner, codex) == {codex.pid}
+    agents.stop(codex)
+    assert scanner.feed(EventBatch(exits={codex.pid})) is True
+    assert found(scanner, codex) == set()
+
+
+def test_looks_beyond_the_limit_are_counted_and_come_first_in_the_next_pass(
+    agents: Agents,
+) -> None:
+    """An agent's build forks thousands of processes (queued for the next pass); an
+    agent's exec then waits for its look behind the limit: it is looked at first."""
+    codex = agents.binary("codex")
+    running(codex, "codex")
+    scanner = fed_scanner(queue_max=1_000_000, **NO_LOOKS)
+    assert codex.pid in found(scanner, codex)
+    # Forks of the agent, exited since (pids that no process has: beyond pid_max).
+    forks = {pid: codex.pid for pid in range(5_000_000, 5_200_000)}
+    assert scanner.feed(EventBatch(forks=forks)) is False
+    claudes = [agents.binary("claude"), agents.binary("claude")]
+    for proc in claudes:
+        running(proc, "claude")
+    assert scanner.feed(EventBatch(execs={p.pid: None for p in claudes})) is True
+    assert (scanner.stats.put_off, scanner.stats.looked_at_once) == (2, 0)
+    assert not scanner.knows(claudes[0].pid)
+    scanner.scan()  # one pass drains the queues for a few milliseconds: the agents first
+    assert scanner.knows(claudes[0].pid)
+
+
+def test_a_tool_of_an_agent_that_execs_is_looked_at_again(agents: Agents) -> None:
+    """A known process that execs a program that cannot be an agent (sleep): under an
+    agent it is the agent's tool (looked at again in the next pass: its CPU counts),
+    elsewhere it is skipped."""
+    fifo, other_fifo = agents.root / "go", agents.root / "go-other"
+    os.mkfifo(fifo)
+    os.mkfifo(other_fifo)
+    script = agents.root / "claude"  # a shell-hosted agent that runs one tool
+    script.write_text(f"sh -c 'read x < {fifo}; exec {SLEEP} 600' & wait\n")
+    agent = agents.spawn(["sh", str(script)])
+    other = agents.spawn(["sh", "-c", f"read x < {other_fifo}; exec {SLEEP} 600"])
+    [tool] = wait_until(lambda: psutil.Process(agent.pid).children(), what="the tool")
+    scanner = fed_scanner()
+    assert found(scanner, agent) == {agent.pid}
+    assert scanner.knows(tool.pid) and scanner.knows(other.pid)
+    for path in (fifo, other_fifo):
+        Path(path).write_text("x\n")
+    wait_until(lambda: tool.name() == "sleep", what="the tool's exec")
+    running(other, "sleep")
+    skipped = scanner.stats.execs_skipped
+    assert scanner.feed(EventBatch(execs={tool.pid: None, other.pid: None})) is False
+    assert scanner.stats.execs_skipped == skipped + 1  # the other one
+    scanner.scan()
+    assert scanner.knows(tool.pid)
+    assert not scanner.knows(other.pid)
+
+
+def test_a_process_that_renames_itself_like_an_agent_is_looked_at(agents: Agents) -> None:
+    """node setting its process title to an agent's name: looked at again, known or not;
+    a rename read after the process is gone leaves nothing known of it."""
+    code = (
+        "process.stdin.once('data', () => { process.title = 'claude' });"
+        "setInterval(() => {}, 1 << 30)"
+    )
+    node = node_binary()
+
+    def renaming() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([node, "-e", code], stdin=subprocess.PIPE, start_new_session=True)
+        agents.procs.append(proc)
+        return proc
+
+    known = renaming()
+    running(known, "node")
+    gone = agents.binary("not-an-agent")
+    running(gone, "not-an-agent")
+    scanner = fed_scanner()
+    assert scanner.knows(known.pid) and found(scanner, known) == set()
+    unknown = renaming()  # after the listing: not known
+    running(unknown, "node")
+    for proc in (known, unknown):
+        assert proc.stdin is not None
+        proc.stdin.write(b"x")
+        proc.stdin.flush()
+        running(proc, "claude")
+    renames = {known.pid: "claude", unknown.pid: "claude"}
+    assert scanner.feed(EventBatch(comms=renames)) is True
+    assert found(scanner, known, unknown) == {known.pid, unknown.pid}
+    assert scanner.knows(gone.pid)
+    agents.stop(gone)
+    assert scanner.feed(EventBatch(comms={gone.pid: "claude"})) is False
+    assert not scanner.knows(gone.pid)
+
+
+def test_events_followed_again_start_with_a_listing_and_empty_queues(agents: Agents) -> None:
+    """Back to scanning (the events stopped), then events again: the first pass lists
+    /proc (what ran meanwhile), and nothing put off before is still queued."""
+    scanner = fed_scanner(**NO_LOOKS)
+    claude = agents.binary("claude")
+    running(claude, "claude")
+    assert scanner.feed(EventBatch(execs={claude.pid: None})) is True  # put off
+    scanner.follow_scan()
+    assert found(scanner, claude) == {claude.pid}  # by the listing
+    scanner.follow_events(NEVER, queue_max=1, **NO_LOOKS)  # type: ignore[arg-type]
+    listings = scanner.stats.listings
+    scanner.scan()
+    assert scanner.stats.listings == listings + 1
+    shell = agents.spawn(["sh", "-c", f"{SLEEP} 600; true"])
+    running(shell, "sh")
+    scanner.feed(EventBatch(execs={shell.pid: None}))  # queued for the next pass
+    assert scanner.stats.left_to_listing == 0  # the queue (of one) was empty
+
+
+@pytest.mark.parametrize("gone_before_the_pass", [False, True])
+def test_a_queued_process_is_looked_at_if_it_still_runs(
+    agents: Agents, gone_before_the_pass: bool
+) -> None:
+    scanner = fed_scanner()
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    (agents.root / "claude").write_text(f"read x < {fifo}\n")
+    shell = agents.spawn(["sh", str(agents.root / "claude")])
+    running(shell, "sh")
+    assert scanner.feed(EventBatch(execs={shell.pid: None})) is False  # a shell: later
+    assert not scanner.knows(shell.pid)
+    if gone_before_the_pass:
+        agents.stop(shell)
+        assert found(scanner, shell) == set()
+    else:
+        assert found(scanner, shell) == {shell.pid}
+        fifo.write_text("x\n")
