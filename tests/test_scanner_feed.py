@@ -153,14 +153,15 @@ def test_events_followed_again_start_with_a_listing_and_empty_queues(agents: Age
     assert scanner.feed(EventBatch(execs={claude.pid: None})) is True  # put off
     scanner.follow_scan()
     assert found(scanner, claude) == {claude.pid}  # by the listing
+    shell = agents.spawn(["sh", "-c", f"{SLEEP} 600; true"])
+    running(shell, "sh")
     scanner.follow_events(NEVER, queue_max=1, **NO_LOOKS)  # type: ignore[arg-type]
+    scanner.feed(EventBatch(execs={shell.pid: None}))  # queued for the next pass
+    assert scanner.stats.left_to_listing == 0  # the queue (of one) was empty
     listings = scanner.stats.listings
     scanner.scan()
     assert scanner.stats.listings == listings + 1
-    shell = agents.spawn(["sh", "-c", f"{SLEEP} 600; true"])
-    running(shell, "sh")
-    scanner.feed(EventBatch(execs={shell.pid: None}))  # queued for the next pass
-    assert scanner.stats.left_to_listing == 0  # the queue (of one) was empty
+    assert scanner.knows(shell.pid)
 
 
 @pytest.mark.parametrize("gone_before_the_pass", [False, True])
