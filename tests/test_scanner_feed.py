@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import SLEEP, Agents, node_binary, wait_until
 
+from quintd.platforms import BUILTIN_PLATFORMS, Platform
 from quintd.proc_events import EventBatch
-from quintd.scanner import Scanner
+from quintd.scanner import Scanner, ScannerSettings
+from quintd.signing.examine import Target
+from quintd.signing.info import SigningInfo
+from quintd.signing.resolver import SigningResolver
 
 NEVER = 3600.0  # no scheduled listing during a test
 NO_LOOKS = {"looks_per_s": 1e-9, "looks_burst": 0}  # every look at once is put off
@@ -182,3 +187,108 @@ def test_a_queued_process_is_looked_at_if_it_still_runs(
     else:
         assert found(scanner, shell) == {shell.pid}
         fifo.write_text("x\n")
+
+
+def test_an_agent_that_exits_before_its_identity_is_announced_without_it(
+    agents: Agents,
+) -> None:
+    """Its identity is still being examined when it exits: there is nothing left to wait
+    for, so the pass that reports it (once) reports it settled, without an identity."""
+    gate = threading.Event()
+    agents.prepare("codex")
+    mine = str(agents.root / "bin" / "codex")
+
+    def backend(target: Target) -> SigningInfo:
+        if target.path == mine:
+            gate.wait(30)  # a large binary's hash: longer than the agent lives
+        return SigningInfo(signing_id=f"id:{Path(target.path).name}", source="test")
+
+    resolver = SigningResolver(backend)
+    try:
+        settings = ScannerSettings(signing_budget=0.01, signing_wait=3600)
+        scanner = Scanner(settings, resolver)
+        scanner.follow_events(NEVER)
+        scanner.scan()
+        codex = agents.binary("codex")
+        running(codex, "codex")
+        assert scanner.feed(EventBatch(execs={codex.pid: None})) is True
+        agents.stop(codex)
+        assert scanner.feed(EventBatch(exits={codex.pid})) is True
+        [agent] = [a for a in scanner.scan() if a.pid == codex.pid]
+        assert (agent.signing_id, agent.signing_settled) == (None, True)
+    finally:
+        gate.set()
+        resolver.close()
+
+
+def test_a_new_signature_table_is_applied_at_the_next_pass(agents: Agents) -> None:
+    """Fed by events, a reconfigure with a new table lists /proc at the next pass (the
+    processes already running are looked at again, with the new table)."""
+    proc = agents.binary("acme-agent")
+    running(proc, "acme-agent")
+    scanner = fed_scanner()
+    assert scanner.knows(proc.pid) and found(scanner, proc) == set()
+    acme = Platform(id="acme-agent", names=("acme-agent",))
+    scanner.reconfigure(ScannerSettings(platforms=(acme, *BUILTIN_PLATFORMS)))
+    assert found(scanner, proc) == {proc.pid}
+
+
+def test_the_forks_of_an_agent_found_from_events_are_followed(agents: Agents) -> None:
+    """A shell-hosted agent, found by the pass after its exec: what it forks is looked at
+    in the next pass (its tools' CPU is its work); a fork elsewhere is not."""
+    scanner = fed_scanner()
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    (agents.root / "claude").write_text(f"read x < {fifo}; {SLEEP} 600\n")
+    agent = agents.spawn(["sh", str(agents.root / "claude")])
+    stranger = agents.spawn(["sh", "-c", f"{SLEEP} 600; true"])
+    running(agent, "sh")
+    assert scanner.feed(EventBatch(execs={agent.pid: None})) is False  # a shell: later
+    assert found(scanner, agent) == {agent.pid}
+    fifo.write_text("x\n")
+    [tool] = wait_until(lambda: psutil.Process(agent.pid).children(), what="the tool")
+    [other] = wait_until(lambda: psutil.Process(stranger.pid).children(), what="a fork")
+    scanner.feed(EventBatch(forks={tool.pid: agent.pid, other.pid: stranger.pid}))
+    scanner.scan()
+    assert scanner.knows(tool.pid)
+    assert not scanner.knows(other.pid)
+
+
+def test_a_listing_after_lost_events_queues_what_it_finds(agents: Agents) -> None:
+    """After the first, a listing is a safety net: the processes it finds wait in the
+    queue for their look like the rest (beyond the queue's bound: counted, and /proc is
+    listed again soon, not at the next scheduled listing)."""
+    scanner = fed_scanner(queue_max=1)
+    unseen = [agents.binary("not-an-agent") for _ in range(3)]
+    for proc in unseen:
+        running(proc, "not-an-agent")
+    assert scanner.feed(EventBatch(lost=True)) is True
+    wait_until(lambda: (scanner.scan(), scanner.stats.listings)[1] == 2, what="a listing")
+    assert scanner.stats.left_to_listing >= 2  # (the queue holds one)
+    wait_until(lambda: (scanner.scan(), scanner.stats.listings)[1] == 3, what="a relisting")
+
+
+def test_a_listing_puts_the_children_of_a_new_agent_in_its_tree(agents: Agents) -> None:
+    """A shell with a child becomes an agent by its exec; once a listing has rebuilt the
+    agents' trees, the child is the agent's: its exec into a tool is followed."""
+    agents.prepare("claude")
+    go, go_child = agents.root / "go", agents.root / "go-child"
+    os.mkfifo(go)
+    os.mkfifo(go_child)
+    child = f"sh -c 'read y < {go_child}; exec {SLEEP} 600'"
+    outer = agents.spawn(
+        ["sh", "-c", f"{child} & read x < {go}; exec {agents.root / 'bin' / 'claude'} 600"]
+    )
+    [inner] = wait_until(lambda: psutil.Process(outer.pid).children(), what="the child")
+    scanner = fed_scanner()
+    assert scanner.knows(inner.pid)
+    go.write_text("x\n")
+    running(outer, "claude")
+    assert scanner.feed(EventBatch(execs={outer.pid: None})) is True
+    assert scanner.feed(EventBatch(lost=True)) is True
+    wait_until(lambda: (scanner.scan(), scanner.stats.listings)[1] == 2, what="a listing")
+    go_child.write_text("x\n")
+    wait_until(lambda: inner.name() == "sleep", what="the child's exec")
+    scanner.feed(EventBatch(execs={inner.pid: None}))
+    scanner.scan()
+    assert scanner.knows(inner.pid)  # looked at again: the agent's tool
