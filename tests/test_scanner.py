@@ -559,7 +559,7 @@ def test_without_start_ticks_psutil_tells_a_process_and_its_exit(
     scanner = Scanner()
     burner = agents.root / "burn.py"
     burner.write_text(
-        "import time\nt = time.process_time()\nwhile time.process_time() - t < 2:\n    pass\n"
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 30:\n    pass\n"
     )
     script = agents.root / "claude"  # a script named like the agent, run by sh
     script.write_text(f"{sys.executable} {burner}\n{SLEEP} 600\n")
@@ -575,6 +575,9 @@ def test_without_start_ticks_psutil_tells_a_process_and_its_exit(
         what="its tool's CPU, via psutil",
     )
     assert grown.pid == agent_proc.pid
+    [tool] = psutil.Process(agent_proc.pid).children()
+    assert tool.is_running()  # counted while it runs, not once reaped
+    tool.kill()
     os.kill(agent_proc.pid, signal.SIGKILL)  # a zombie until reaped
     wait_until(lambda: _agent(scanner, agent_proc) is None, what="its exit, via psutil")
     agent_proc.wait()
@@ -606,6 +609,13 @@ def test_the_small_readers_of_a_process() -> None:
         finally:
             child.kill()
             child.wait()
+        # Its real gid, not among its supplementary groups.
+        other = subprocess.Popen([SLEEP, "600"], group=4545, extra_groups=[4242])
+        try:
+            assert {4242, 4545} <= _groups(psutil.Process(other.pid))
+        finally:
+            other.kill()
+            other.wait()
     assert os.getgid() in _groups(psutil.Process())
 
 
@@ -677,3 +687,121 @@ def test_agent_cpu_includes_its_tools_tools(agents: Agents) -> None:
         what="the grandchild's CPU counted while it runs",
     )
     assert burning()  # still running: its CPU came from the walk, not from a reaped child
+
+
+def test_an_agent_gone_has_no_identity(agents: Agents) -> None:
+    """Not even where the file its identity came from is still there (a script's)."""
+    backend = GatedBackend()
+    backend.gate.set()
+    resolver = SigningResolver(backend)
+    script = _package(agents.root, "@anthropic-ai/claude-code/cli.js")
+    try:
+        scanner = Scanner(ScannerSettings(signing_budget=30), resolver)
+        proc = agents.spawn([str(NODE), str(script)])
+        wait_until(lambda: _agent(scanner, proc), what="node claude")
+        assert scanner.identity(proc.pid) == SigningInfo("id:cli.js", "test")
+        agents.stop(proc)
+        assert _agent(scanner, proc) is None
+        assert scanner.identity(proc.pid) is None  # not the identity of a process gone
+    finally:
+        resolver.close()
+
+
+class MineGated:
+    """An identity that is quick for every file but the test's agent's, which takes as
+    long as the test says (others' agents on the machine are not held up)."""
+
+    def __init__(self, mine: Path) -> None:
+        self.mine = str(mine)
+        self.gate = threading.Event()
+
+    def __call__(self, target: Target) -> SigningInfo:
+        if target.path == self.mine:
+            self.gate.wait(30)
+        return SigningInfo(signing_id=f"id:{Path(target.path).name}", source="test")
+
+
+def test_without_start_ticks_an_agent_still_waits_only_up_to_signing_wait(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where psutil's start time tells a reused pid, the same process is not taken for a
+    new one at each pass (its wait for an identity would start again, forever)."""
+    monkeypatch.setattr("quintd.scanner.start_ticks", lambda _pid: None)
+    agents.prepare("claude")
+    backend = MineGated(agents.root / "bin" / "claude")
+    resolver = SigningResolver(backend)
+    try:
+        scanner = Scanner(ScannerSettings(signing_budget=0.01, signing_wait=0.3), resolver)
+        proc = agents.binary("claude")
+        agent = wait_until(lambda: _agent(scanner, proc), what="claude")
+        assert not agent.signing_settled
+        wait_until(
+            lambda: (a := _agent(scanner, proc)) is not None and a.signing_settled,
+            what="announced without its identity",
+        )
+    finally:
+        backend.gate.set()
+        resolver.close()
+
+
+def test_a_one_shot_scan_waits_for_the_identities_then_passes_again(agents: Agents) -> None:
+    """quintd scan: a pass (too short for the identity here), a wait for the identities,
+    and a second pass that carries them."""
+    agents.prepare("codex")
+    backend = MineGated(agents.root / "bin" / "codex")
+
+    class OpenedByALongWait(SigningResolver):
+        """The test's identity is given once someone waits long enough for it (the
+        one-shot scan's wait; a pass waits 0.01 s here)."""
+
+        def resolve(self, target: Target | str, timeout: float | None = None) -> Any:
+            if timeout is None or timeout > 1:
+                backend.gate.set()
+            return super().resolve(target, timeout)
+
+    resolver = OpenedByALongWait(backend)
+    try:
+        scanner = Scanner(ScannerSettings(signing_budget=0.01, signing_wait=0.01), resolver)
+        proc = agents.binary("codex")
+        wait_until(lambda: psutil.Process(proc.pid).name() == "codex", what="codex running")
+        [agent] = [a for a in scanner.scan_complete(30) if a.pid == proc.pid]
+        assert agent.signing_id == "id:codex"
+        assert scanner.stats.passes == 2
+    finally:
+        backend.gate.set()
+        resolver.close()
+
+
+def test_a_tools_cpu_counts_after_its_brother_is_gone(agents: Agents) -> None:
+    """An agent with two tools: the first exits and is forgotten; the second's CPU, while
+    it runs, is still the agent's."""
+    first, second = agents.root / "go-first", agents.root / "go-second"
+    os.mkfifo(first)
+    os.mkfifo(second)
+    burner = agents.root / "burn.py"
+    burner.write_text(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 30:\n    pass\n"
+    )
+    script = agents.root / "claude"
+    script.write_text(
+        f"sh -c 'read x < {first}' & sh -c 'read y < {second}; {sys.executable} {burner}; true' "
+        "& wait\n"
+    )
+    proc = agents.spawn(["sh", str(script)])
+    tools = wait_until(
+        lambda: len(c := psutil.Process(proc.pid).children()) == 2 and c, what="two tools"
+    )
+    scanner = Scanner()
+    [before] = _wait_scan(scanner, lambda f: len(f) == 1, "claude", proc)
+    first_pid = next(t.pid for t in tools if str(first) in " ".join(t.cmdline()))
+    first.write_text("x\n")
+    wait_until(lambda: not psutil.pid_exists(first_pid), what="the first tool's exit")
+    scanner.scan()  # forgets the first tool
+    second.write_text("y\n")
+    wait_until(
+        lambda: any(a.cpu_time - before.cpu_time > 0.5 for a in _mine(scanner.scan(), proc)),
+        what="the second tool's CPU counted while it runs",
+    )
+    [tool] = psutil.Process(proc.pid).children()
+    [burning] = tool.children()  # the tool's own child (the walk goes down the tree)
+    assert burning.is_running() and "burn.py" in " ".join(burning.cmdline())
