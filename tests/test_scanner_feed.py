@@ -223,13 +223,20 @@ def test_an_agent_that_exits_before_its_identity_is_announced_without_it(
 
 def test_a_new_signature_table_is_applied_at_the_next_pass(agents: Agents) -> None:
     """Fed by events, a reconfigure with a new table lists /proc at the next pass (the
-    processes already running are looked at again, with the new table)."""
+    processes already running are looked at again, with the new table), and forgets the
+    queue (that listing looks at them)."""
     proc = agents.binary("acme-agent")
     running(proc, "acme-agent")
-    scanner = fed_scanner()
+    scanner = fed_scanner(queue_max=1)
     assert scanner.knows(proc.pid) and found(scanner, proc) == set()
+    shells = [agents.spawn(["sh", "-c", f"{SLEEP} 600; true"]) for _ in range(2)]
+    for shell in shells:
+        running(shell, "sh")
+    scanner.feed(EventBatch(execs={shells[0].pid: None}))  # queued for the next pass
     acme = Platform(id="acme-agent", names=("acme-agent",))
     scanner.reconfigure(ScannerSettings(platforms=(acme, *BUILTIN_PLATFORMS)))
+    scanner.feed(EventBatch(execs={shells[1].pid: None}))
+    assert scanner.stats.left_to_listing == 0  # the queue (of one) was empty again
     assert found(scanner, proc) == {proc.pid}
 
 
