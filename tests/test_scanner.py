@@ -805,3 +805,89 @@ def test_a_tools_cpu_counts_after_its_brother_is_gone(agents: Agents) -> None:
     [tool] = psutil.Process(proc.pid).children()
     [burning] = tool.children()  # the tool's own child (the walk goes down the tree)
     assert burning.is_running() and "burn.py" in " ".join(burning.cmdline())
+
+
+# -- macOS app bundles: what only a signature can name (run here from a path shaped so) --
+
+
+def _app_bundle(root: Path, program: str | None = None) -> Path:
+    """A copy of ``program`` (a marked sleep: None) at an app bundle's path
+    (Foo.app/Contents/MacOS/foo)."""
+    exe = root / "Foo.app" / "Contents" / "MacOS" / "foo"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    if program is None:
+        return fake_agent(exe)
+    shutil.copy(program, exe)
+    exe.chmod(0o755)
+    return exe
+
+
+class BundleSigner:
+    """The bundle's signature, quick: Anthropic's Claude Code when ``valid``, else a
+    signature that vouches for nothing; every other file: a plain identity."""
+
+    def __init__(self, bundle: Path, valid: bool) -> None:
+        self.bundle, self.valid = str(bundle), valid
+
+    def __call__(self, target: Target) -> SigningInfo:
+        if target.path != self.bundle:
+            return SigningInfo(signing_id=f"id:{Path(target.path).name}", source="test")
+        return SigningInfo(
+            signing_id="id:foo",
+            source="codesign",
+            identifier="com.anthropic.claude-code",
+            team_id="Q6L2SF6YDW",
+            valid=self.valid,
+        )
+
+
+def test_an_app_bundle_without_a_resolver_is_no_agent(agents: Agents) -> None:
+    exe = _app_bundle(agents.root)
+    proc = agents.spawn([str(exe), "600"])
+    wait_until(lambda: psutil.Process(proc.pid).exe() == str(exe), what="foo running")
+    scanner = Scanner()
+    assert _pids_of(scanner, proc) == set()
+    assert scanner.knows(proc.pid)
+
+
+def test_an_app_bundle_signed_by_an_agents_team_is_that_agent(agents: Agents) -> None:
+    """Nothing in its name says so: its signature, examined in the background after the
+    first look, makes it an agent in a later pass."""
+    exe = _app_bundle(agents.root)
+    resolver = SigningResolver(BundleSigner(exe, valid=True))
+    try:
+        scanner = Scanner(ScannerSettings(signing_budget=0.01), resolver)
+        proc = agents.spawn([str(exe), "600"])
+        wait_until(lambda: psutil.Process(proc.pid).exe() == str(exe), what="foo running")
+        agent = wait_until(lambda: _agent(scanner, proc), what="foo, by its signature")
+        assert (agent.platform, agent.matched_by) == ("claude-code", "signing")
+    finally:
+        resolver.close()
+
+
+def test_a_young_app_bundle_is_still_watched_after_its_signature(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signature that names no agent ends the wait for it, not the watch of a young
+    process, which may still exec into an agent."""
+    monkeypatch.setattr("quintd.scanner._SETTLE_SECONDS", 3600.0)  # young all along
+    sh = shutil.which("sh") or "/bin/sh"
+    exe = _app_bundle(agents.root, os.path.realpath(sh))
+    agents.prepare("claude")
+    fifo = agents.root / "go"
+    os.mkfifo(fifo)
+    resolver = SigningResolver(BundleSigner(exe, valid=False))
+    try:
+        scanner = Scanner(ScannerSettings(signing_budget=0.01), resolver)
+        claude = agents.root / "bin" / "claude"
+        proc = agents.spawn([str(exe), "-c", f"read x < {fifo}; exec {claude} 600"])
+        wait_until(lambda: psutil.Process(proc.pid).exe() == str(exe), what="foo running")
+        assert _agent(scanner, proc) is None
+        wait_until(lambda: resolver.cached(str(exe)), what="its signature examined")
+        assert _agent(scanner, proc) is None  # examined: no agent's
+        fifo.write_text("x\n")
+        wait_until(lambda: psutil.Process(proc.pid).name() == "claude", what="the exec")
+        agent = wait_until(lambda: _agent(scanner, proc), what="the agent it became")
+        assert agent.platform == "claude-code"
+    finally:
+        resolver.close()
