@@ -891,3 +891,16 @@ def test_a_young_app_bundle_is_still_watched_after_its_signature(
         assert agent.platform == "claude-code"
     finally:
         resolver.close()
+
+
+def test_a_zombie_seen_first_is_no_agent_and_the_pass_goes_on(agents: Agents) -> None:
+    """An agent that exited before any pass and is not reaped yet: its name is still
+    there, its exe and command line are not; no agent, and the other agents are found."""
+    zombie = agents.binary("claude")
+    wait_until(lambda: psutil.Process(zombie.pid).name() == "claude", what="claude running")
+    os.kill(zombie.pid, signal.SIGKILL)
+    wait_until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE, what="a zombie")
+    alive = agents.binary("codex")
+    wait_until(lambda: psutil.Process(alive.pid).name() == "codex", what="codex running")
+    assert _pids_of(Scanner(), zombie, alive) == {alive.pid}
+    zombie.wait()
