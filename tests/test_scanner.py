@@ -378,14 +378,14 @@ PID_REUSE = textwrap.dedent("""
 """)
 
 
-def _in_own_pid_namespace(first: Path, second: Path) -> dict[str, Any]:
-    """PID_REUSE run in a new pid namespace with its own /proc (root's; otherwise as
+def _in_own_pid_namespace(first: Path, second: Path, script: str = PID_REUSE) -> dict[str, Any]:
+    """``script`` run in a new pid namespace with its own /proc (root's; otherwise as
     root of a new user namespace)."""
     unshare = required_tool("unshare")
     userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
     namespace = [unshare, *userns, "--pid", "--fork", "--mount-proc", "--kill-child"]
     result = subprocess.run(
-        [*namespace, sys.executable, "-c", PID_REUSE, str(first), str(second)],
+        [*namespace, sys.executable, "-c", script, str(first), str(second)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -419,6 +419,56 @@ def test_a_reused_pid_does_not_inherit_the_old_agent(short_tmp: Path, successor:
         [[new_pid, platform, new_start]] = data["after"]
         assert (new_pid, platform) == (pid, "claude-code" if successor == "claude" else "codex")
         assert new_start > old_start
+
+
+# Fed by events, which were lost: a process that was no agent exits and is reaped, and the
+# next process, an agent, is given its pid; neither the exit nor the exec was read. The
+# listing after the loss must look at that pid again (its start ticks changed).
+LOST_REUSE = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    from quintd.proc_events import EventBatch
+    from quintd.procfs import start_ticks
+    from quintd.scanner import Scanner
+
+    first, second = sys.argv[1], sys.argv[2]
+    deadline = time.monotonic() + 30
+    old = subprocess.Popen([first, "600"])
+    while not start_ticks(old.pid) or os.readlink(f"/proc/{old.pid}/exe") != first:
+        assert time.monotonic() < deadline, "the first process never ran"
+        time.sleep(0.01)  # polling interval of a deadline wait
+    scanner = Scanner()
+    scanner.follow_events(3600.0)
+    scanner.scan()
+    known = scanner.knows(old.pid)
+    old_ticks = start_ticks(old.pid)
+    old.kill()
+    old.wait()
+    tick = os.sysconf("SC_CLK_TCK")
+    while int(time.clock_gettime(time.CLOCK_BOOTTIME) * tick) <= int(old_ticks) + 1:
+        assert time.monotonic() < deadline, "the clock tick never passed"
+        time.sleep(0.005)  # polling interval of a deadline wait
+    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+        fh.write(str(old.pid - 1))
+    new = subprocess.Popen([second, "600"])
+    scanner.feed(EventBatch(lost=True))
+    found = []
+    # The listing comes a second after the last one; 10 s is plenty.
+    until = time.monotonic() + 10
+    while not found and time.monotonic() < until:
+        found = [a.platform for a in scanner.scan() if a.pid == new.pid]
+        time.sleep(0.01)  # polling interval of a deadline wait
+    print(json.dumps({"reused": new.pid == old.pid, "known": known, "found": found}))
+    new.kill()
+    new.wait()
+""")
+
+
+def test_after_lost_events_a_reused_pid_is_looked_at_again(short_tmp: Path) -> None:
+    claude = short_tmp / "claude"
+    shutil.copy(SLEEP, claude)
+    data = _in_own_pid_namespace(Path(os.path.realpath(SLEEP)), claude, LOST_REUSE)
+    assert data["reused"] and data["known"]
+    assert data["found"] == ["claude-code"]
 
 
 # -- settings and the process table's source (written for the survivors of the mutation run) --
