@@ -50,6 +50,15 @@ def running(proc: subprocess.Popen[bytes], name: str) -> None:
     wait_until(lambda: psutil.Process(proc.pid).name() == name, what=f"{name} running")
 
 
+def new_to(scanner: Scanner, *procs: subprocess.Popen[bytes] | psutil.Process) -> None:
+    """Feed what the kernel says before these processes start: the exit of whatever had
+    their pids before. (Other tests start processes all the time, and pids wrap at
+    pid_max: a pid the first listing saw may be a new process's by now.)"""
+    stale = {p.pid for p in procs if scanner.knows(p.pid)}
+    if stale:
+        scanner.feed(EventBatch(exits=stale))
+
+
 def found(scanner: Scanner, *procs: subprocess.Popen[bytes]) -> set[int]:
     wanted = {p.pid for p in procs}
     return {a.pid for a in scanner.scan() if a.pid in wanted}
@@ -62,10 +71,12 @@ def test_what_a_batch_asks_for(agents: Agents) -> None:
     scanner = fed_scanner()
     stranger = agents.binary("not-an-agent")
     running(stranger, "not-an-agent")
+    new_to(scanner, stranger)
     agents.stop(stranger)
     assert scanner.feed(EventBatch(exits={stranger.pid})) is False
     codex = agents.binary("codex")
     running(codex, "codex")
+    new_to(scanner, codex)
     assert scanner.feed(EventBatch(execs={codex.pid: None})) is True  # looked at once
     assert scanner.knows(codex.pid)
     assert scanner.feed(EventBatch(comms={codex.pid: "claude"})) is False
@@ -91,6 +102,7 @@ def test_looks_beyond_the_limit_are_counted_and_come_first_in_the_next_pass(
     claudes = [agents.binary("claude"), agents.binary("claude")]
     for proc in claudes:
         running(proc, "claude")
+    new_to(scanner, *claudes)
     assert scanner.feed(EventBatch(execs={p.pid: None for p in claudes})) is True
     assert (scanner.stats.put_off, scanner.stats.looked_at_once) == (2, 0)
     assert not scanner.knows(claudes[0].pid)
@@ -147,6 +159,7 @@ def test_a_process_that_renames_itself_like_an_agent_is_looked_at(agents: Agents
     assert scanner.knows(known.pid) and found(scanner, known) == set()
     unknown = renaming()  # after the listing: not known
     running(unknown, "node")
+    new_to(scanner, unknown)
     for proc in (known, unknown):
         assert proc.stdin is not None
         proc.stdin.write(b"x")
@@ -167,11 +180,13 @@ def test_events_followed_again_start_with_a_listing_and_empty_queues(agents: Age
     scanner = fed_scanner(**NO_LOOKS)
     claude = agents.binary("claude")
     running(claude, "claude")
+    new_to(scanner, claude)
     assert scanner.feed(EventBatch(execs={claude.pid: None})) is True  # put off
     scanner.follow_scan()
     assert found(scanner, claude) == {claude.pid}  # by the listing
     shell = agents.spawn(["sh", "-c", f"{SLEEP} 600; true"])
     running(shell, "sh")
+    new_to(scanner, shell)
     scanner.follow_events(NEVER, queue_max=1, **NO_LOOKS)  # type: ignore[arg-type]
     scanner.feed(EventBatch(execs={shell.pid: None}))  # queued for the next pass
     assert scanner.stats.left_to_listing == 0  # the queue (of one) was empty
@@ -191,6 +206,7 @@ def test_a_queued_process_is_looked_at_if_it_still_runs(
     (agents.root / "claude").write_text(f"read x < {fifo}\n")
     shell = agents.spawn(["sh", str(agents.root / "claude")])
     running(shell, "sh")
+    new_to(scanner, shell)
     assert scanner.feed(EventBatch(execs={shell.pid: None})) is False  # a shell: later
     assert not scanner.knows(shell.pid)
     if gone_before_the_pass:
@@ -223,6 +239,7 @@ def test_an_agent_that_exits_before_its_identity_is_announced_without_it(
         scanner.scan()
         codex = agents.binary("codex")
         running(codex, "codex")
+        new_to(scanner, codex)
         assert scanner.feed(EventBatch(execs={codex.pid: None})) is True
         agents.stop(codex)
         assert scanner.feed(EventBatch(exits={codex.pid})) is True
@@ -244,6 +261,7 @@ def test_a_new_signature_table_is_applied_at_the_next_pass(agents: Agents) -> No
     shells = [agents.spawn(["sh", "-c", f"{SLEEP} 600; true"]) for _ in range(2)]
     for shell in shells:
         running(shell, "sh")
+    new_to(scanner, *shells)
     scanner.feed(EventBatch(execs={shells[0].pid: None}))  # queued for the next pass
     acme = Platform(id="acme-agent", names=("acme-agent",))
     scanner.reconfigure(ScannerSettings(platforms=(acme, *BUILTIN_PLATFORMS)))
@@ -262,11 +280,13 @@ def test_the_forks_of_an_agent_found_from_events_are_followed(agents: Agents) ->
     agent = agents.spawn(["sh", str(agents.root / "claude")])
     stranger = agents.spawn(["sh", "-c", f"{SLEEP} 600; true"])
     running(agent, "sh")
+    new_to(scanner, agent, stranger)
     assert scanner.feed(EventBatch(execs={agent.pid: None})) is False  # a shell: later
     assert found(scanner, agent) == {agent.pid}
     fifo.write_text("x\n")
     [tool] = wait_until(lambda: psutil.Process(agent.pid).children(), what="the tool")
     [other] = wait_until(lambda: psutil.Process(stranger.pid).children(), what="a fork")
+    new_to(scanner, tool, other)
     scanner.feed(EventBatch(forks={tool.pid: agent.pid, other.pid: stranger.pid}))
     scanner.scan()
     assert scanner.knows(tool.pid)
