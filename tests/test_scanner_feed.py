@@ -331,3 +331,27 @@ def test_a_listing_puts_the_children_of_a_new_agent_in_its_tree(agents: Agents) 
     scanner.feed(EventBatch(execs={inner.pid: None}))
     scanner.scan()
     assert scanner.knows(inner.pid)  # looked at again: the agent's tool
+
+
+def test_an_agent_found_from_its_exec_gets_its_identity_in_the_next_pass(
+    agents: Agents,
+) -> None:
+    """The pass after the look waits for its identity (within its budget) as it does for
+    an agent a listing found."""
+
+    def backend(target: Target) -> SigningInfo:
+        return SigningInfo(signing_id=f"id:{Path(target.path).name}", source="test")
+
+    resolver = SigningResolver(backend)
+    try:
+        scanner = Scanner(ScannerSettings(signing_budget=30, signing_wait=3600), resolver)
+        scanner.follow_events(NEVER)
+        scanner.scan()
+        codex = agents.binary("codex")
+        running(codex, "codex")
+        new_to(scanner, codex)
+        assert scanner.feed(EventBatch(execs={codex.pid: None})) is True
+        [agent] = [a for a in scanner.scan() if a.pid == codex.pid]
+        assert (agent.signing_id, agent.signing_settled) == ("id:codex", True)
+    finally:
+        resolver.close()
