@@ -471,6 +471,61 @@ def test_after_lost_events_a_reused_pid_is_looked_at_again(short_tmp: Path) -> N
     assert data["found"] == ["claude-code"]
 
 
+# An agent's tool exits and is forgotten; its pid goes to a process elsewhere (not under
+# the agent) that burns CPU: that CPU is not the agent's.
+TOOL_PID_REUSE = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    import psutil
+    from quintd.scanner import Scanner
+
+    agent_script, burner = sys.argv[1], sys.argv[2]
+    deadline = time.monotonic() + 30
+
+    def until(probe, what):
+        while not (value := probe()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)  # polling interval of a deadline wait
+        return value
+
+    def children():
+        return [c.pid for c in psutil.Process(agent.pid).children()]
+
+    agent = subprocess.Popen(["sh", agent_script], stdin=subprocess.PIPE)
+    [tool] = until(children, "the tool")
+    scanner = Scanner()
+    until(lambda: any(a.pid == agent.pid for a in scanner.scan()) and scanner.knows(tool),
+          "the agent and its tool")
+    agent.stdin.close()  # the tool (cat) exits; the agent goes on
+    until(lambda: not os.path.exists(f"/proc/{tool}"), "the tool's exit")
+    until(children, "the agent's next command")  # (its pid taken before the reuse)
+    [before] = [a.cpu_time for a in scanner.scan() if a.pid == agent.pid]
+    assert not scanner.knows(tool)
+    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+        fh.write(str(tool - 1))
+    other = subprocess.Popen([sys.executable, burner], stdin=subprocess.PIPE)
+    until(lambda: sum(psutil.Process(other.pid).cpu_times()[:2]) >= 1.0, "the burn")
+    [after] = [a.cpu_time for a in scanner.scan() if a.pid == agent.pid]
+    print(json.dumps({"reused": other.pid == tool, "grown": after - before}))
+    other.kill()
+    agent.kill()
+""")
+
+
+def test_the_pid_of_an_agents_tool_gone_is_not_its_work_in_another_process(
+    short_tmp: Path,
+) -> None:
+    agent = short_tmp / "claude"
+    agent.write_text("cat > /dev/null\nsleep 600\ntrue\n")
+    burner = short_tmp / "burn.py"
+    burner.write_text(
+        "import sys, time\nt = time.process_time()\n"
+        "while time.process_time() - t < 1.5:\n    pass\nsys.stdin.read()\n"
+    )
+    data = _in_own_pid_namespace(agent, burner, TOOL_PID_REUSE)
+    assert data["reused"]
+    assert data["grown"] < 0.5  # (the other process burned a second and more)
+
+
 # -- settings and the process table's source (written for the survivors of the mutation run) --
 
 
