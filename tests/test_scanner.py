@@ -1013,3 +1013,14 @@ def test_a_zombie_seen_first_is_no_agent_and_the_pass_goes_on(agents: Agents) ->
     wait_until(lambda: psutil.Process(alive.pid).name() == "codex", what="codex running")
     assert _pids_of(Scanner(), zombie, alive) == {alive.pid}
     zombie.wait()
+
+
+def test_a_process_gone_is_forgotten_by_the_next_listing(agents: Agents) -> None:
+    proc = agents.binary("not-an-agent")
+    wait_until(lambda: psutil.Process(proc.pid).name() == "not-an-agent", what="running")
+    scanner = Scanner()
+    scanner.scan()
+    assert scanner.knows(proc.pid)
+    agents.stop(proc)
+    scanner.scan()
+    assert not scanner.knows(proc.pid)

@@ -355,3 +355,16 @@ def test_an_agent_found_from_its_exec_gets_its_identity_in_the_next_pass(
         assert (agent.signing_id, agent.signing_settled) == ("id:codex", True)
     finally:
         resolver.close()
+
+
+def test_lost_events_make_one_listing_not_one_a_pass(
+    agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scanner_module, "RELIST_GAP_S", 0.0)  # no wait between listings
+    scanner = fed_scanner()
+    assert scanner.feed(EventBatch(lost=True)) is True
+    scanner.scan()
+    assert scanner.stats.listings == 2
+    scanner.scan()
+    scanner.scan()
+    assert scanner.stats.listings == 2  # the loss was made good by the one listing
