@@ -244,7 +244,8 @@ def test_pidfds_are_not_inherited_by_children(waiter: Waiter) -> None:
 def test_a_reader_wakes_the_wait_then_rests_for_its_gap(waiter: Waiter) -> None:
     read_fd, write_fd = os.pipe()
     try:
-        waiter.add_reader(read_fd, gap=0.2)
+        # (a gap long enough that a loaded machine does not outlast it between two waits)
+        waiter.add_reader(read_fd, gap=1.0)
         assert waiter.wait(0.02).readable == set()  # nothing to read: the timeout
         os.write(write_fd, b"x")
         first = waiter.wait(30)
@@ -255,7 +256,7 @@ def test_a_reader_wakes_the_wait_then_rests_for_its_gap(waiter: Waiter) -> None:
         # ...and reported again once the gap is over, within one wait.
         again = waiter.wait(30)
         assert again.readable == {read_fd}
-        assert time.monotonic() - reported >= 0.2
+        assert time.monotonic() - reported >= 1.0
         waiter.wake()  # a wake still ends a wait while the reader rests
         assert waiter.wait(30).woken
         waiter.remove_reader(read_fd)
