@@ -479,6 +479,8 @@ class Scanner:
         ones gone. The agents found."""
         if self._events and self._relist:
             self._check_known()
+        # Done with the lost events; the queue's overflow below asks for the next listing.
+        self._relist = False
         new, gone = self._pids()
         for pid in gone:
             known = self._known.get(pid)
@@ -501,7 +503,6 @@ class Scanner:
                 found.append(pid)
         self.stats.listings += 1
         if self._events:
-            self._relist = False
             self._last_listing = mono
             self._next_listing = mono + self._listing_every
             self._rebuild_tree()

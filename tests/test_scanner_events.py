@@ -230,12 +230,16 @@ def test_lost_events_make_the_next_passes_list_proc(agents: Agents) -> None:
         assert fed.scanner.feed(EventBatch(lost=True))  # a pass should come soon
         found = wait_until(lambda: mine(fed.scanner.scan(), [unseen]), what="crush by a listing")
         assert [a.platform for a in found] == ["crush"]
-        assert fed.scanner.stats.listings == 2 and fed.scanner.stats.lost_events == 1
+        # (a listing or more: the queue of one may be taken by another new process)
+        assert fed.scanner.stats.listings >= 2 and fed.scanner.stats.lost_events == 1
+        listings = fed.scanner.stats.listings
         # A full queue leaves the rest to a listing too.
         shells = [agents.spawn(["sh", "-c", f"{SLEEP} 600; true"]) for _ in range(3)]
         fed.until(lambda: all(fed.fed(lambda b, p=p: p.pid in b.execs) for p in shells), "shells")
         assert fed.scanner.stats.left_to_listing >= 2
-        wait_until(lambda: (fed.scanner.scan(), fed.scanner.stats.listings)[1] == 3, what="list")
+        wait_until(
+            lambda: (fed.scanner.scan(), fed.scanner.stats.listings)[1] > listings, what="list"
+        )
     finally:
         fed.close()
 
@@ -295,8 +299,8 @@ def test_events_find_the_same_agents_as_the_scan(fed: Fed, agents: Agents) -> No
 
     wait_until(same, what="the same agents from events and from a scan")
     assert fed.scanner.stats.listings == 1
-    with open(fifo, "w") as fh:
-        fh.write("x\n")
+    # The wrapper is left waiting on its fifo: the teardown stops its process group while
+    # its leader runs, with the amp it started (a wrapper that had exited would leave it).
 
 
 def test_back_to_scanning_every_pass_lists_proc_every_pass(fed: Fed, agents: Agents) -> None:

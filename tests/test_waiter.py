@@ -9,13 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from conftest import SLEEP
 
 from quintd.procfs import start_ticks
-from quintd.waiter import Waiter, _milliseconds
+from quintd.waiter import Waiter, Wakeup, _milliseconds
 
 linux_only = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
 
@@ -243,7 +244,8 @@ def test_pidfds_are_not_inherited_by_children(waiter: Waiter) -> None:
 def test_a_reader_wakes_the_wait_then_rests_for_its_gap(waiter: Waiter) -> None:
     read_fd, write_fd = os.pipe()
     try:
-        waiter.add_reader(read_fd, gap=0.2)
+        # (a gap long enough that a loaded machine does not outlast it between two waits)
+        waiter.add_reader(read_fd, gap=1.0)
         assert waiter.wait(0.02).readable == set()  # nothing to read: the timeout
         os.write(write_fd, b"x")
         first = waiter.wait(30)
@@ -254,7 +256,7 @@ def test_a_reader_wakes_the_wait_then_rests_for_its_gap(waiter: Waiter) -> None:
         # ...and reported again once the gap is over, within one wait.
         again = waiter.wait(30)
         assert again.readable == {read_fd}
-        assert time.monotonic() - reported >= 0.2
+        assert time.monotonic() - reported >= 1.0
         waiter.wake()  # a wake still ends a wait while the reader rests
         assert waiter.wait(30).woken
         waiter.remove_reader(read_fd)
@@ -433,3 +435,75 @@ def test_the_exit_watches_say_false_and_minus_one_as_documented(
         assert kernel._exits.add(os.getpid()) is False  # and not asked again
     finally:
         kernel.close()
+
+
+def _pipe_reader(waiter: Waiter, gap: float) -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    waiter.add_reader(read_fd, gap=gap)
+    return read_fd, write_fd
+
+
+def test_a_reader_added_again_is_waited_on_at_once(waiter: Waiter) -> None:
+    """add_reader() again ends the rest the reader was given (a new reader, not the old)."""
+    read_fd, write_fd = _pipe_reader(waiter, gap=3600)
+    try:
+        os.write(write_fd, b"x")
+        assert waiter.wait(30).readable == {read_fd}
+        assert waiter.wait(0.01).readable == set()  # resting for its gap
+        waiter.add_reader(read_fd, gap=3600)
+        started = time.monotonic()
+        assert waiter.wait(10).readable == {read_fd}
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_wait_without_limit_outlasts_a_readers_rest(waiter: Waiter) -> None:
+    """wait(None) while a reader rests: it ends when the reader is reported again, not
+    with an empty answer when the rest is over."""
+    read_fd, write_fd = _pipe_reader(waiter, gap=0.1)
+    rescue = threading.Timer(30, waiter.wake)  # a wrong wait fails the test, never hangs it
+    rescue.start()
+    try:
+        os.write(write_fd, b"x")
+        assert waiter.wait(None).readable == {read_fd}
+        again = waiter.wait(None)
+        assert (again.readable, again.woken) == ({read_fd}, False)
+    finally:
+        rescue.cancel()
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_reader_whose_rest_is_over_does_not_spin_the_wait(
+    waiter: Waiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a reader's rest is over, a wait is one wait of the kernel for its whole
+    timeout, not a loop of zero-length polls. (The kernel's wait is counted, and run.)"""
+    read_fd, write_fd = _pipe_reader(waiter, gap=0.05)
+    try:
+        os.write(write_fd, b"x")
+        assert waiter.wait(30).readable == {read_fd}
+        os.read(read_fd, 1)  # read: nothing more to report
+        assert waiter.wait(0.2).readable == set()  # outlasts the rest
+        kernel_waits: list[float | None] = []
+        real_wait = waiter._exits.wait
+
+        def counted(timeout: float | None, readers: Sequence[int] = ()) -> Any:
+            kernel_waits.append(timeout)
+            return real_wait(timeout, readers)
+
+        monkeypatch.setattr(waiter._exits, "wait", counted)
+        assert waiter.wait(0.2).readable == set()
+        assert len(kernel_waits) == 1, f"{len(kernel_waits)} kernel waits for one wait"
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_wait_of_zero_returns_at_once(waiter: Waiter) -> None:
+    started = time.monotonic()
+    for _ in range(5):
+        assert waiter.wait(0) == Wakeup()
+    assert time.monotonic() - started < 2.5  # (a floor of a second a wait would be 5 s)

@@ -80,7 +80,9 @@ TARGETS: dict[str, list[str]] = {
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
     "scanner": [
+        "tests/test_scanner_feed.py",  # fed by batches the tests write
         "tests/test_scanner.py",
+        "tests/test_scanner_events.py",  # fed by the kernel's events (as root on Linux)
         "tests/test_signing_linux.py",
         "tests/test_identity_linux.py",
     ],
