@@ -29,85 +29,38 @@ capability file, no title line. The daemon keeps it loaded until the parent's th
 unloads. It is a child session of the parent conversation, never a TUI's conversation, and
 ends with it (or once unloaded with no turn open).
 
-Which TUI a thread belongs to. Nothing on disk names it; what does: each TUI listens on a
-loopback port of its own (its MCP server for task tools), and the daemon keeps two
-connections to that port for each thread it loaded for that TUI. So each attach event (a
-capability file written) goes to the TUI that was running by then and still has a pair of
-connections not taken by its other loaded threads; failing that, to the TUI that started
-at most 10 s before (a TUI's first thread is created 1.5-4 s after it starts); failing
-that, to the only TUI there is. A TUI's conversation is its thread attached last; ``/new``
-attaches a new thread, which ends the old conversation; the TUI's exit ends the last.
-Known limit: a second TUI resuming a thread that is loaded already gets no connections of
-its own, so that thread stays with the first TUI.
+Which TUI a thread belongs to: the connections the daemon keeps to each TUI's own port
+(``codex_tuis.py``). A TUI's conversation is its thread attached last; ``/new`` attaches a
+new thread, which ends the old conversation; the TUI's exit ends the last. What a rollout
+says of its thread: ``codex_rollouts.py``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
-from quintd.sources.attribution import Pass, first_conversation
+from quintd.model import AgentProcess, ConversationFacts, SubagentFacts
+from quintd.sources.attribution import Pass
 from quintd.sources.changes import find_files, listing, lmtime
-from quintd.sources.conversation_files import Transcript
-from quintd.sources.files import JsonlTail, identifier, path_text, stat_under, text
+from quintd.sources.codex_rollouts import ROLLOUT_NAME, THREAD_ID, Rollout, rollout_record
+from quintd.sources.codex_tuis import (
+    HOST_SUBCOMMANDS,
+    Tui,
+    choose_tui,
+    connection_pairs,
+    is_codex_binary,
+)
+from quintd.sources.files import JsonlTail, identifier, stat_under, text
 from quintd.sources.registry import spec
 from quintd.sources.spec import Reader, ReaderContext
-from quintd.sources.times import CLOCK_SLACK_S, parse_time
+from quintd.sources.times import CLOCK_SLACK_S
 
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_THREAD = re.compile(f"^{_UUID}$")
-_ROLLOUT = re.compile(f"^rollout-.*-({_UUID})\\.jsonl$")
-_SUBCOMMANDS = frozenset(
-    {
-        "exec",
-        "e",
-        "app-server",
-        "mcp-server",
-        "mcp",
-        "login",
-        "logout",
-        "apply",
-        "a",
-        "sandbox",
-        "debug",
-        "completion",
-        "features",
-        "cloud",
-        "proto",
-        "help",
-        "review",
-    }
-)
+_THREAD = re.compile(f"^{THREAD_ID}$")
 CAPABILITIES = "tui-thread-reference-capabilities"
 LOCKS = "thread-writer-locks"
-
-
-@dataclass
-class Rollout(Transcript):
-    cwd: str | None = None
-    started: float | None = None
-    model: str | None = None
-    open_turns: set[str] = field(default_factory=set)
-    seen_turn: bool = False
-    parent: str | None = None  # a sub-agent's: the thread that spawned it
-    agent_name: str | None = None  # a sub-agent's nickname or role
-
-    @property
-    def status(self) -> Status:
-        return "busy" if self.open_turns else "idle"
-
-
-@dataclass
-class _Tui:
-    """A TUI process (the agent process, or the native child of its npm wrapper)."""
-
-    agent: AgentProcess
-    pid: int  # the native TUI's pid
 
 
 class CodexState(Reader):
@@ -126,7 +79,7 @@ class CodexState(Reader):
         self._index_size = -1
         self._dirty_caps: set[str] = set()
         self._dirty_rollouts: set[Path] = set()
-        self._tuis: dict[tuple[int, int], _Tui] = {}
+        self._tuis: dict[tuple[int, int], Tui] = {}
         self._hosts: dict[tuple[int, int], list[str]] = {}  # exec / editor app-server
 
     # -- the AgentState protocol ----------------------------------------------------------
@@ -140,7 +93,7 @@ class CodexState(Reader):
     def changed(self, path: Path) -> None:
         if path.parent == self.root / CAPABILITIES and _THREAD.match(path.name):
             self._dirty_caps.add(path.name)
-        elif _ROLLOUT.match(path.name):
+        elif ROLLOUT_NAME.match(path.name):
             self._dirty_rollouts.add(path)
 
     def poll(self) -> None:
@@ -177,7 +130,7 @@ class CodexState(Reader):
 
     def _classify(self, processes: list[AgentProcess]) -> None:
         """Which agent processes are TUIs, and which host conversations themselves."""
-        tuis: dict[tuple[int, int], _Tui] = {}
+        tuis: dict[tuple[int, int], Tui] = {}
         hosts: dict[tuple[int, int], list[str]] = {}
         for proc in processes:
             known = self._tuis.get(proc.key)
@@ -186,19 +139,19 @@ class CodexState(Reader):
                 continue
             native, argv = self._native(proc)
             sub = next((a for a in argv[1:] if not a.startswith("-")), None)
-            if sub in _SUBCOMMANDS and sub != "resume":
+            if sub in HOST_SUBCOMMANDS and sub != "resume":
                 hosts[proc.key] = self._held_rollouts(native)
             else:
-                tuis[proc.key] = _Tui(proc, native)
+                tuis[proc.key] = Tui(proc, native)
         self._tuis, self._hosts = tuis, hosts
 
     def _native(self, proc: AgentProcess) -> tuple[int, list[str]]:
         """The native codex process of an agent: itself, or the child of its npm wrapper."""
         argv = self.now.view.argv(proc.pid)
-        if _is_codex_binary(proc.exe):
+        if is_codex_binary(proc.exe):
             return proc.pid, argv
         for child in self.now.tree(proc.pid, depth=1):
-            if _is_codex_binary(self.now.view.exe(child)):
+            if is_codex_binary(self.now.view.exe(child)):
                 return child, self.now.view.argv(child)
         return proc.pid, argv
 
@@ -207,19 +160,11 @@ class CodexState(Reader):
         server), oldest first."""
         threads = []
         for path in self.now.view.open_files(pid):
-            match = _ROLLOUT.match(os.path.basename(path))
+            match = ROLLOUT_NAME.match(os.path.basename(path))
             if match and Path(path).is_relative_to(self.root):
                 threads.append(match.group(1))
                 self._dirty_rollouts.add(Path(path))
         return sorted(set(threads))
-
-    def _pairs(self, tui: _Tui) -> int:
-        """Connections the daemon holds to the TUI's own loopback port, in pairs: one pair
-        per thread loaded for this TUI."""
-        sockets = self.now.view.tcp(tui.pid)
-        ports = {s.local for s in sockets if s.state == "LISTEN" and _loopback(s.local)}
-        accepted = sum(1 for s in sockets if s.state == "ESTAB" and s.local in ports)
-        return accepted // 2
 
     # -- files ----------------------------------------------------------------------------
 
@@ -251,7 +196,7 @@ class CodexState(Reader):
     def _read_rollouts(self) -> None:
         dirty, self._dirty_rollouts = self._dirty_rollouts, set()
         for path in dirty:
-            match = _ROLLOUT.match(path.name)
+            match = ROLLOUT_NAME.match(path.name)
             if match is None or not path.is_relative_to(self.root):
                 continue
             thread = match.group(1)
@@ -261,7 +206,7 @@ class CodexState(Reader):
                     continue
                 tail = JsonlTail(path, self.root, stats=self.stats)
                 rollout = self._rollouts[thread] = Rollout(tail)
-            if rollout.read(self._clock(), partial(_rollout_record, rollout)):
+            if rollout.read(self._clock(), partial(rollout_record, rollout)):
                 self._dirty_rollouts.add(path)
 
     def _read_titles(self) -> None:
@@ -300,38 +245,16 @@ class CodexState(Reader):
                     self._events.append((attached, thread))  # its TUI is not seen yet
                 continue
             if len(candidates) > 1 and pairs is None:
-                pairs = {key: self._pairs(tui) for key, tui in self._tuis.items()}
-            chosen = self._choose(thread, attached, candidates, pairs or {})
+                pairs = {
+                    key: connection_pairs(self.now.view, tui) for key, tui in self._tuis.items()
+                }
+            chosen = choose_tui(
+                thread, attached, candidates, pairs or {}, self._bound, self._loaded
+            )
             if chosen is None:
                 self.ambiguous += 1
                 continue
             self._bound[thread] = chosen.agent.key
-
-    def _choose(
-        self,
-        thread: str,
-        attached: float,
-        candidates: list[_Tui],
-        pairs: dict[tuple[int, int], int],
-    ) -> _Tui | None:
-        if len(candidates) == 1:
-            return candidates[0]
-        loaded = self._loaded()
-        spare = []
-        for tui in candidates:
-            taken = sum(
-                1
-                for t, key in self._bound.items()
-                if key == tui.agent.key and t != thread and t in loaded
-            )
-            if pairs.get(tui.agent.key, 0) - taken > 0:
-                spare.append(tui)
-        if len(spare) == 1:
-            return spare[0]
-        # A TUI's first thread: attached within seconds of its start, and it has none yet.
-        pool = {tui.agent.key: tui for tui in (spare or candidates)}
-        fresh = first_conversation(attached, [t.agent for t in pool.values()], self._bound.values())
-        return pool[fresh[0].key] if len(fresh) == 1 else None
 
     def _loaded(self) -> set[str]:
         try:
@@ -377,63 +300,6 @@ class CodexState(Reader):
             )
             for thread, rollout in sorted(children, key=lambda c: c[1].started or 0.0)
         )
-
-
-def _rollout_record(rollout: Rollout, record: dict[str, Any]) -> None:
-    payload = record.get("payload")
-    if not isinstance(payload, dict):
-        return
-    kind = record.get("type")
-    if kind == "session_meta":
-        rollout.cwd = path_text(payload.get("cwd")) or rollout.cwd
-        rollout.started = parse_time(payload.get("timestamp")) or parse_time(
-            record.get("timestamp")
-        )
-        rollout.parent, rollout.agent_name = _spawned_by(payload)
-    elif kind == "turn_context":
-        rollout.model = text(payload.get("model")) or rollout.model
-    elif kind == "event_msg":
-        turn = identifier(payload.get("turn_id")) or "?"
-        if payload.get("type") == "task_started":
-            rollout.open_turns.add(turn)
-        elif payload.get("type") in ("task_complete", "turn_aborted"):
-            rollout.open_turns.discard(turn)
-
-
-def _spawned_by(meta: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The parent thread and the name of a sub-agent's thread, from its ``session_meta``:
-    ``source: {"subagent": {"thread_spawn": {parent_thread_id, depth, agent_nickname,
-    agent_role, agent_path}}}`` (Codex 0.90 on; the nickname and role also at the top
-    level from 0.105), or a top-level ``parent_thread_id`` with ``thread_source:
-    "subagent"`` (later versions). Other sources (``cli``, ``exec``, a review's
-    ``{"subagent": "review"}``) name no parent: (None, None)."""
-    source = meta.get("source")
-    subagent = source.get("subagent") if isinstance(source, dict) else None
-    spawn = subagent.get("thread_spawn") if isinstance(subagent, dict) else None
-    spawn = spawn if isinstance(spawn, dict) else {}
-    parent = identifier(spawn.get("parent_thread_id"))
-    if parent is None and meta.get("thread_source") == "subagent":
-        parent = identifier(meta.get("parent_thread_id"))
-    if parent is None:
-        return None, None
-    name = next(
-        (
-            text(where.get(key))
-            for key in ("agent_nickname", "agent_role")
-            for where in (meta, spawn)
-            if text(where.get(key))
-        ),
-        None,
-    )
-    return parent, name
-
-
-def _is_codex_binary(exe: str | None) -> bool:
-    return bool(exe) and os.path.basename(exe or "") == "codex"
-
-
-def _loopback(address: str) -> bool:
-    return address.startswith(("127.", "[00000000000000000000000001000000]", "[::1]"))
 
 
 SPEC = spec("codex")  # where it keeps its state: the registry's line

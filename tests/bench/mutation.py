@@ -54,6 +54,16 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_codex_replay.py",
         "tests/test_rollouts.py",
     ],
+    "sources/codex_rollouts": [
+        "tests/test_codex.py",
+        "tests/test_codex_replay.py",
+        "tests/test_rollouts.py",
+    ],
+    "sources/codex_tuis": [
+        "tests/test_codex.py",
+        "tests/test_codex_replay.py",
+        "tests/test_rollouts.py",
+    ],
     "sources/cline": ["tests/test_cline.py"],
     "sources/cline_sessions": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
