@@ -15,7 +15,7 @@ from replay import MACHINE, Rec, Replay, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import crush, sqlite_sessions
+from quintd.sources import crush, crush_db, sqlite_sessions
 from quintd.sources.attribution import subcommand
 from quintd.sources.times import parse_time
 
@@ -431,11 +431,11 @@ def test_crush_garbage_never_breaks_the_reader(tmp_path: Path) -> None:
 
 def test_crush_finish_reason_of_parts() -> None:
     finish = json.dumps([{"type": "finish", "data": {"reason": "tool_use", "time": 1}}])
-    assert crush._finish_reason(finish) == "tool_use"
-    assert crush._finish_reason(finish.encode()) == "tool_use"
-    assert crush._finish_reason(b"\x28\xb5\x2f\xfd...") is None  # zstd (newer builds)
-    assert crush._finish_reason("[" * 10_000) is None
-    assert crush._finish_reason('[{"type": "finish", "data": 3}]') is None
+    assert crush_db.finish_reason(finish) == "tool_use"
+    assert crush_db.finish_reason(finish.encode()) == "tool_use"
+    assert crush_db.finish_reason(b"\x28\xb5\x2f\xfd...") is None  # zstd (newer builds)
+    assert crush_db.finish_reason("[" * 10_000) is None
+    assert crush_db.finish_reason('[{"type": "finish", "data": 3}]') is None
     assert parse_time(1_790_000_000_000) == 1_790_000_000.0  # milliseconds tolerated
     assert parse_time(True) is None
     assert subcommand(

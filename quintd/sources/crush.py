@@ -42,110 +42,29 @@ and owns no conversation: the TUI in the project directory does.
   or the child's own last step finished.
 - exit: not recorded; the process's exit ends its conversation.
 
-Reading: the database and its ``-wal`` are checked with one ``lstat`` each per pass, and
-read (read-only, through :func:`read_database`) only when they changed; only sessions
-touched since the oldest running process started are read. Columns are chosen by name
-(``PRAGMA table_info``): a database without the columns this needs gives no facts (the
-process is then a session of its own) and is counted in ``stats.garbage``. Message parts
-are JSON, or zstd-compressed in a later commit (``internal/message/parts_codec.go`` at
-``6cbef92df592c255e4649934b14c81ddc83768da``): then the finish reason is unknown and a
-finished step counts as idle.
+Reading the database, and what its rows mean: ``crush_db.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.model import AgentProcess, ConversationFacts, SubagentFacts
 from quintd.sources.attribution import flag_value, subcommand
 from quintd.sources.changes import lstat_signature
-from quintd.sources.files import (
-    identifier,
-    parse_json,
-    path_text,
-    read_json_file,
-    text,
-    trusted_dir,
-)
+from quintd.sources.crush_db import CrushSession, model_of, query_sessions
+from quintd.sources.files import path_text, read_json_file, trusted_dir
 from quintd.sources.registry import spec
 from quintd.sources.spec import ReaderContext
-from quintd.sources.sqlite_files import columns, pick, quote_name
-from quintd.sources.sqlite_sessions import (
-    Database,
-    MissingColumns,
-    Session,
-    SessionDatabases,
-    column,
-)
-from quintd.sources.times import START_SLACK_S, parse_time
+from quintd.sources.sqlite_sessions import Database, SessionDatabases
 
-MAX_SESSIONS = 256  # sessions read per database per pass (the newest)
-MAX_PARTS_CHARS = 256 * 1024  # a message's parts longer than this are not parsed
 MAX_WALK = 32  # directories walked up looking for .crush
-# "New Agent Session": a sub-agent's until its own title arrives (seen with v0.90.0).
-PLACEHOLDER_TITLES = frozenset({"New Session", "Untitled Session", "New Agent Session"})
-BUSY_REASONS = frozenset({"tool_use"})
 _FLAGS_WITH_VALUE = frozenset({"-c", "--cwd", "-D", "--data-dir", "-s", "--session", "--host"})
 
 
-@dataclass(frozen=True)
-class _Message:
-    rowid: int
-    role: str
-    updated: float | None
-    finished: float | None
-    model: str | None
-    reason: str | None  # the finish part's reason, when the parts could be read
-    finish_known: bool = True  # the table has finished_at (else only the reason tells)
-
-
-@dataclass
-class _Session(Session):
-    title: str | None = None
-    last: _Message | None = None  # the newest message
-    assistant: _Message | None = None  # the newest assistant message
-    result_seen: bool = False  # a sub-agent whose tool result is in its parent
-
-    def messages(self) -> tuple[object, ...]:
-        last, asst = self.last, self.assistant
-        return (
-            last.rowid if last else None,
-            last.updated if last else None,
-            asst.finished if asst else None,
-        )
-
-    def signature(self) -> tuple[object, ...]:
-        last, asst = self.last, self.assistant
-        return (
-            self.updated,
-            last.rowid if last else None,
-            last.updated if last else None,
-            asst.finished if asst else None,
-        )
-
-    def status(self, since: float) -> Status | None:
-        """busy/idle from the newest messages; ``since``: the process's start (older
-        unfinished messages were left by a crash)."""
-        last, asst = self.last, self.assistant
-        if last is None:
-            return None
-        if asst is None or last.rowid > asst.rowid:
-            if last.role in ("user", "tool"):
-                return "busy" if _fresh(last.updated, since) else "idle"
-            return None
-        if not asst.finish_known and asst.reason is None:
-            return None
-        if (asst.finished is None and asst.finish_known) or asst.reason in BUSY_REASONS:
-            return "busy" if _fresh(asst.updated, since) else "idle"
-        return "idle"
-
-
-class CrushState(SessionDatabases[_Session]):
+class CrushState(SessionDatabases[CrushSession]):
     platform = "crush"
     session_flags = ("-s", "--session")
     marker = "projects.json"  # and the databases are in the projects, outside the root
@@ -157,7 +76,7 @@ class CrushState(SessionDatabases[_Session]):
         self._servers: dict[Path, int | None] = {}  # crush.lock's pid (client/server mode)
 
     def conversation_facts(
-        self, proc: AgentProcess, db: Database[_Session], session: _Session, since: float
+        self, proc: AgentProcess, db: Database[CrushSession], session: CrushSession, since: float
     ) -> ConversationFacts:
         subagents = tuple(
             self._subagent(child, since)
@@ -168,7 +87,7 @@ class CrushState(SessionDatabases[_Session]):
             native_id=session.native_id,
             status=session.status(since),
             name=session.title,
-            model=_model(session),
+            model=model_of(session),
             last_write=session.last_write,
             subagents=subagents,
             owner_uid=db.owner,
@@ -255,24 +174,26 @@ class CrushState(SessionDatabases[_Session]):
     # -- reading the database ---------------------------------------------------------------
 
     def query(
-        self, conn: sqlite3.Connection, db: Database[_Session], horizon: float
-    ) -> list[_Session]:
-        return _query(conn, horizon, db.sessions)
+        self, conn: sqlite3.Connection, db: Database[CrushSession], horizon: float
+    ) -> list[CrushSession]:
+        return query_sessions(conn, horizon, db.sessions)
 
-    def worked(self, old: _Session, new: _Session) -> bool:
+    def worked(self, old: CrushSession, new: CrushSession) -> bool:
         # A rename (the title changed, and its trigger bumped ``updated_at``) is no work.
         return old.signature() != new.signature() and not (
             old.title != new.title and old.messages() == new.messages()
         )
 
-    def after_read(self, db: Database[_Session]) -> None:
+    def after_read(self, db: Database[CrushSession]) -> None:
         lock = read_json_file(db.root / "crush.lock", db.root, self.stats)
         pid = lock.data.get("pid") if lock is not None else None
         self._servers[db.path] = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
     # -- which process runs which session ---------------------------------------------------
 
-    def candidates(self, db: Database[_Session], members: list[AgentProcess]) -> list[AgentProcess]:
+    def candidates(
+        self, db: Database[CrushSession], members: list[AgentProcess]
+    ) -> list[AgentProcess]:
         """A ``crush server`` runs turns for its clients and owns no conversation."""
         server = self._servers.get(db.path)
         return [
@@ -281,10 +202,10 @@ class CrushState(SessionDatabases[_Session]):
             if p.pid != server and subcommand(self.argv(p), _FLAGS_WITH_VALUE) != "server"
         ]
 
-    def top_level(self, session: _Session) -> bool:
+    def top_level(self, session: CrushSession) -> bool:
         return session.parent is None and "$$" not in session.native_id
 
-    def _subagent(self, child: _Session, since: float) -> SubagentFacts:
+    def _subagent(self, child: CrushSession, since: float) -> SubagentFacts:
         status = child.status(since)
         finished = (
             child.assistant is not None
@@ -298,140 +219,8 @@ class CrushState(SessionDatabases[_Session]):
             done=child.result_seen or finished,
             last_write=child.last_write,
             status=status,
-            model=_model(child),
+            model=model_of(child),
         )
-
-
-def _fresh(moment: float | None, since: float) -> bool:
-    """Written by the running process (not left by an earlier one); unknown: assumed so."""
-    return moment is None or moment >= since - START_SLACK_S
-
-
-def _model(session: _Session) -> str | None:
-    return session.assistant.model if session.assistant is not None else None
-
-
-# -- the queries -----------------------------------------------------------------------------
-
-
-def _query(conn: sqlite3.Connection, horizon: float, known: dict[str, _Session]) -> list[_Session]:
-    scols = columns(conn, "sessions")
-    mcols = columns(conn, "messages")
-    updated = pick(scols, "updated_at", "created_at")
-    if "id" not in scols or updated is None or not {"session_id", "role"} <= mcols:
-        raise MissingColumns
-    created = pick(scols, "created_at", "updated_at") or updated
-    parent = pick(scols, "parent_session_id")
-    title = pick(scols, "title", "name")
-    select = ", ".join(column(c) for c in ("id", parent, title, created, updated))
-    rows = conn.execute(
-        f"SELECT {select} FROM sessions WHERE {quote_name(updated)} >= ? "
-        f"ORDER BY {quote_name(updated)} DESC LIMIT {MAX_SESSIONS}",
-        (int(horizon),),
-    ).fetchall()
-    sessions = []
-    for row in rows:
-        session = _session(row, horizon)
-        if session is not None:
-            sessions.append(session)
-    message = _message_select(mcols)
-    for session in sessions:
-        session.last = _newest(conn, message, session.native_id, None)
-        session.assistant = _newest(conn, message, session.native_id, "assistant")
-    by_id = {s.native_id: s for s in sessions}
-    for session in sessions:
-        old = known.get(session.native_id)
-        if old is not None and old.result_seen:
-            session.result_seen = True  # seen once: never asked again
-        elif session.parent in by_id:
-            session.result_seen = _result_seen(conn, mcols, session)
-    return sessions
-
-
-def _session(row: Sequence[object], horizon: float) -> _Session | None:
-    native_id, parent, title, created, updated = row
-    ident = identifier(native_id)
-    updated_s, created_s = parse_time(updated), parse_time(created)
-    if ident is None or updated_s is None:
-        return None
-    if updated_s < horizon:
-        return None  # milliseconds compared as seconds above: filtered here
-    name = text(title)
-    return _Session(
-        native_id=ident,
-        parent=identifier(parent),
-        title=None if name in PLACEHOLDER_TITLES else name,
-        created=created_s if created_s is not None else updated_s,
-        updated=updated_s,
-    )
-
-
-def _message_select(mcols: set[str]) -> str:
-    parts = (
-        f"CASE WHEN length(parts) <= {MAX_PARTS_CHARS} THEN parts END"
-        if "parts" in mcols
-        else "NULL"
-    )
-    fields = [
-        "rowid",
-        "role",
-        column(pick(mcols, "updated_at", "created_at")),
-        column(pick(mcols, "finished_at")),
-        column(pick(mcols, "model")),
-        parts,
-    ]
-    return ", ".join(fields)
-
-
-def _newest(
-    conn: sqlite3.Connection, select: str, session_id: str, role: str | None
-) -> _Message | None:
-    where = "session_id = ?" + (" AND role = ?" if role else "")
-    args: tuple[str, ...] = (session_id, role) if role else (session_id,)
-    row = conn.execute(
-        f"SELECT {select} FROM messages WHERE {where} ORDER BY rowid DESC LIMIT 1", args
-    ).fetchone()
-    if row is None:
-        return None
-    rowid, kind, updated, finished, model, parts = row
-    if not isinstance(rowid, int):
-        return None
-    return _Message(
-        rowid=rowid,
-        role=kind if isinstance(kind, str) else "",
-        updated=parse_time(updated),
-        finished=parse_time(finished),
-        model=text(model),
-        reason=_finish_reason(parts),
-        finish_known='"finished_at"' in select,
-    )
-
-
-def _result_seen(conn: sqlite3.Connection, mcols: set[str], child: _Session) -> bool:
-    """Whether the parent holds the tool result of the call that started a sub-agent."""
-    message_id, sep, call = child.native_id.partition("$$")
-    if not sep or not call or "parts" not in mcols or child.parent is None:
-        return False
-    after = "(SELECT rowid FROM messages WHERE id = ?)" if "id" in mcols else "NULL"
-    row = conn.execute(
-        "SELECT 1 FROM messages WHERE session_id = ? AND role = 'tool' "
-        f"AND rowid > COALESCE({after}, 0) AND instr(CAST(parts AS TEXT), ?) > 0 LIMIT 1",
-        (child.parent, message_id, json.dumps(call))
-        if "id" in mcols
-        else (child.parent, json.dumps(call)),
-    ).fetchone()
-    return row is not None
-
-
-def _finish_reason(parts: object) -> str | None:
-    """The reason of the ``finish`` part of a message's parts (JSON ``[{"type", "data"}]``);
-    None when there is none or the parts cannot be read (zstd-compressed, garbage)."""
-    items = parse_json(parts)
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and item.get("type") == "finish":
-            data = item.get("data")
-            return text(data.get("reason"), 64) if isinstance(data, dict) else None
-    return None
 
 
 SPEC = spec("crush")  # where it keeps its state: the registry's line
