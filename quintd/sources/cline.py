@@ -49,25 +49,21 @@ session)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, first_conversation
-from quintd.sources.changes import lstat_signature
-from quintd.sources.cline_sessions import MAX_ROWS, Row, iso_time, parse_row, query_sessions
-from quintd.sources.files import (
-    read_json_file,
-)
+from quintd.sources.cline_rows import SessionRows
+from quintd.sources.cline_sessions import Row
+from quintd.sources.files import read_json_file
 from quintd.sources.registry import spec
 from quintd.sources.spec import Reader, ReaderContext
-from quintd.sources.sqlite_sessions import MissingColumns, WatchedDatabase, lstat_identity
+from quintd.sources.sqlite_sessions import WatchedDatabase, lstat_identity
 from quintd.sources.times import START_SLACK_S, parse_time
 
 HUB_ARG = "--cline-hub-daemon"
 DB = Path("data") / "db" / "sessions.db"
 HUB_RECORD = Path("data") / "locks" / "hub" / "production.json"
 MAX_UNPLACED = 1_000
-TURN_WRITES = 3  # status_lock grew this much: a turn happened (seen: 2 for running -> idle)
 _STATUSES: dict[str, Status] = {"running": "busy", "pending": "waiting", "idle": "idle"}
 CLOSE_GRACE_S = 3.0  # a current row closed this long while its CLI runs: /clear, not /quit
 
@@ -81,19 +77,13 @@ class ClineState(Reader):
         super().__init__(root, context)
         self._db = root / DB
         self.ambiguous = 0  # hub conversations no rule could give to one CLI
-        self.truncated = 0  # queries that hit MAX_ROWS
         # Read when it changed (an event, or unwatched a stat each pass); a read that
         # failed (locked, torn) is tried again the next pass.
         self._file = WatchedDatabase(root, self._db, self.stats, identity=lstat_identity)
+        self._table = SessionRows(self._db, self._file, self.stats, self._clock)
         self._again = False  # read it (from the cursor) whatever its identity
-        self._read_as: tuple[int, int, int] | None = None  # (inode, size, mtime) last read
-        self._cursor: str | None = None  # the last updated_at read
-        self._read_from: float | None = None  # the horizon of the first read
-        self._read_once = False
         self._closed_at: dict[str, float] = {}  # a current row: when it was first seen closed
         self._closing: set[str] = set()  # closed, not yet over
-        self._rows: dict[str, Row] = {}
-        self._children: dict[str, set[str]] = {}  # root -> sub-agent rows
         self._bound: dict[str, tuple[int, int]] = {}  # root row -> its process's key
         self._order: dict[str, int] = {}  # root row -> when it was bound (sequence)
         self._sequence = 0
@@ -157,9 +147,8 @@ class ClineState(Reader):
             self._order.pop(sid, None)
         self._facts.clear()
         horizon = self.now.horizon
-        if self._read_from is not None and horizon < self._read_from:
-            self._cursor = None  # an older CLI appeared: read its rows too
-            self._again = True
+        if self._table.read_older(horizon):
+            self._again = True  # an older CLI appeared: read its rows too
         moved_on = horizon > self._horizon
         self._horizon = horizon
         if moved_on:
@@ -174,58 +163,22 @@ class ClineState(Reader):
 
     # -- reading --------------------------------------------------------------------------
 
+    @property
+    def truncated(self) -> int:
+        """Queries that hit MAX_ROWS."""
+        return self._table.truncated
+
     def _read(self, seen: object, now: float) -> None:
-        main = lstat_signature(self._db)
-        if main is None:
-            self._file.skip(seen)
+        taken = self._table.read(seen, now, self._horizon)
+        if taken is None:
             return
-        before, self._read_as = self._read_as, main
-        if before is not None and (before[0] != main[0] or main[1] < before[1]):
-            self._cursor = None  # replaced or shrunk: read it whole again
-        since = self._cursor or iso_time(self._horizon)
-        if self._cursor is None:
-            self._read_from = self._horizon
-        try:
-            rows = self._file.read(seen, now, lambda conn: query_sessions(conn, since))
-        except MissingColumns:
-            return  # counted: read again when it changes
-        if rows is None:
-            return  # counted: the next pass tries again
-        if len(rows) >= MAX_ROWS:
-            self.truncated += 1
-        for raw in rows:
-            stamp = raw.get("updated_at")
-            if (
-                isinstance(stamp, str)
-                and len(stamp) < 64
-                and (self._cursor is None or stamp > self._cursor)
-            ):
-                self._cursor = stamp
-            self._take(raw)
-        self._read_once = True
+        for row, before in taken:
+            self._to_place(row, before)
         self._facts.clear()
 
-    def _take(self, raw: dict[str, Any]) -> None:
-        row = parse_row(raw)
-        if row is None:
-            self.stats.garbage += 1
-            return
-        self.stats.lines += 1
-        before = self._rows.get(row.sid)
-        if before is not None:
-            row.last_write = before.last_write
-            if (
-                self._read_once
-                and row.lock is not None
-                and before.lock is not None
-                and row.lock - before.lock >= TURN_WRITES
-                and row.status != "running"
-                and not row.terminal
-            ):
-                row.last_write = self._clock()  # a turn began (and ended) between two reads
-        self._rows[row.sid] = row
+    def _to_place(self, row: Row, before: Row | None) -> None:
+        """A root row read: to be bound to its CLI when it is new or back at work."""
         if row.parent is not None:
-            self._children.setdefault(row.parent, set()).add(row.sid)
             return
         if row.source not in (None, "cli"):
             return  # a desktop, IDE or scheduled session: no CLI runs it
@@ -245,20 +198,8 @@ class ClineState(Reader):
     def _forget(self) -> None:
         """Rows that cannot belong to a running CLI: last changed before the oldest one
         started, and not bound."""
-        old = [
-            sid
-            for sid, row in self._rows.items()
-            if row.last_seen < self._horizon and sid not in self._bound
-        ]
-        for sid in old:
-            row = self._rows.pop(sid)
+        for sid in self._table.forget(self._horizon, self._bound):
             self._unplaced.pop(sid, None)
-            if row.parent is not None:
-                siblings = self._children.get(row.parent)
-                if siblings is not None:
-                    siblings.discard(sid)
-                    if not siblings:
-                        del self._children[row.parent]
         for sid in [s for s, when in self._unplaced.items() if when < self._horizon]:
             del self._unplaced[sid]
 
@@ -266,7 +207,7 @@ class ClineState(Reader):
 
     def _place(self) -> None:
         for sid, when in sorted(self._unplaced.items(), key=lambda item: item[1]):
-            row = self._rows.get(sid)
+            row = self._table.rows.get(sid)
             if row is None:
                 del self._unplaced[sid]
                 continue
@@ -353,14 +294,14 @@ class ClineState(Reader):
         mine = [sid for sid, key in self._bound.items() if key == proc.key]
         if not mine:
             return None
-        return self._rows.get(max(mine, key=lambda sid: self._order.get(sid, 0)))
+        return self._table.rows.get(max(mine, key=lambda sid: self._order.get(sid, 0)))
 
     def _conversation(self, proc: AgentProcess) -> ConversationFacts | None:
         row = self._current(proc)
         if row is None:
             return None
         over = False
-        for sid in [s for s in self._closed_at if s not in self._rows]:
+        for sid in [s for s in self._closed_at if s not in self._table.rows]:
             del self._closed_at[sid]
             self._closing.discard(sid)
         if row.terminal:
@@ -374,7 +315,11 @@ class ClineState(Reader):
             else:
                 self._closing.add(row.sid)
         subs = sorted(
-            (self._rows[s] for s in self._children.get(row.sid, ()) if s in self._rows),
+            (
+                self._table.rows[s]
+                for s in self._table.children.get(row.sid, ())
+                if s in self._table.rows
+            ),
             key=lambda r: (r.created or 0.0, r.sid),
         )
         return ConversationFacts(
