@@ -4,12 +4,9 @@ run). ``$CLINE_DIR`` (else ``~/.cline``) is the directory, as ``@cline/shared``'
 storage paths have it (``CLINE_DATA_DIR`` / ``CLINE_DB_DATA_DIR`` overrides are not
 followed).
 
-Processes. ``node .../bin/cline`` (npm) is a wrapper that runs the Bun binary ``bin/.cline``
-(without the postinstall link, ``@cline/cli-<os>-<arch>/.../cline``) as its child and
-exits with it; the wrapper is the agent process the scanner reports. A ``cline`` that
-finds no live hub starts a **hub daemon**, ``.cline --cline-hub-daemon --cwd <dir> ...``
-(its own session, outliving every CLI), which is never a session; its conversations go to
-the CLIs they serve. Which process a conversation belongs to:
+Processes (``cline_processes.py``): the npm wrapper is the agent process; a hub daemon
+(``--cline-hub-daemon``) is never a session, its conversations go to the CLIs they serve.
+Which process a conversation belongs to:
 
 - local mode (no live hub when the CLI started): the CLI's own Bun child runs it, and
   ``sessions.pid`` is that child's pid (a direct child of the wrapper, not a hub), or the
@@ -52,17 +49,15 @@ from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, first_conversation
+from quintd.sources.cline_processes import ClineProcesses, is_hub
 from quintd.sources.cline_rows import SessionRows
 from quintd.sources.cline_sessions import Row
-from quintd.sources.files import read_json_file
 from quintd.sources.registry import spec
 from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.sqlite_sessions import WatchedDatabase, lstat_identity
-from quintd.sources.times import START_SLACK_S, parse_time
+from quintd.sources.times import START_SLACK_S
 
-HUB_ARG = "--cline-hub-daemon"
 DB = Path("data") / "db" / "sessions.db"
-HUB_RECORD = Path("data") / "locks" / "hub" / "production.json"
 MAX_UNPLACED = 1_000
 _STATUSES: dict[str, Status] = {"running": "busy", "pending": "waiting", "idle": "idle"}
 CLOSE_GRACE_S = 3.0  # a current row closed this long while its CLI runs: /clear, not /quit
@@ -90,9 +85,7 @@ class ClineState(Reader):
         self._unplaced: dict[str, float] = {}  # root rows to bind -> their event time
         self._dirty_binding = False
         self._procs: dict[tuple[int, int], AgentProcess] = {}
-        self._runners: dict[tuple[int, int], tuple[int, ...]] = {}
-        self._local: set[tuple[int, int]] = set()  # CLIs seen running their own sessions
-        self._hubs: set[tuple[int, int]] = set()  # agent processes that are hub daemons
+        self._clis = ClineProcesses(root, self._db, self.stats)
         self._horizon = 0.0
         self._facts: dict[tuple[int, int], ConversationFacts | None] = {}
 
@@ -134,14 +127,9 @@ class ClineState(Reader):
         self, live: dict[tuple[int, int], AgentProcess], new: set[tuple[int, int]]
     ) -> None:
         self._procs = live
-        for key in new:
-            if HUB_ARG in self.now.view.argv(live[key].pid):
-                self._hubs.add(key)
-        for cache in (self._runners, self._facts):
-            for key in [k for k in cache if k not in live]:
-                del cache[key]
-        self._local &= live.keys()
-        self._hubs &= live.keys()
+        self._clis.update(self.now, live, new)
+        for key in [k for k in self._facts if k not in live]:
+            del self._facts[key]
         for sid in [sid for sid, key in self._bound.items() if key not in live]:
             del self._bound[sid]
             self._order.pop(sid, None)
@@ -157,7 +145,7 @@ class ClineState(Reader):
     def facts(self, proc: AgentProcess) -> ConversationFacts | None:
         if proc.key in self._facts:
             return self._facts[proc.key]
-        found = None if proc.key in self._hubs else self._conversation(proc)
+        found = None if proc.key in self._clis.hubs else self._conversation(proc)
         self._facts[proc.key] = found
         return found
 
@@ -223,11 +211,11 @@ class ClineState(Reader):
     def _owner_of(self, row: Row, when: float) -> tuple[int, int] | None:
         if row.pid is None or row.pid <= 0:
             return None
-        clis = [p for p in self._procs.values() if p.key not in self._hubs]
+        clis = [p for p in self._procs.values() if p.key not in self._clis.hubs]
         for proc in clis:
-            if row.pid in self._runner_pids(proc):
+            if row.pid in self._clis.runner_pids(self.now, proc):
                 if row.last_seen >= proc.start_time - START_SLACK_S:
-                    self._local.add(proc.key)
+                    self._clis.seen_local(proc)
                     return proc.key
                 return None  # a row of an earlier process with this pid
         return self._hub_owner(row, row.pid, when, clis)
@@ -235,13 +223,15 @@ class ClineState(Reader):
     def _hub_owner(
         self, row: Row, pid: int, when: float, clis: list[AgentProcess]
     ) -> tuple[int, int] | None:
-        if HUB_ARG not in self.now.view.argv(pid):
+        if not is_hub(self.now, pid):
             return None  # a dead pid (a crashed CLI), or reused by something else
-        hub_started = self._hub_started(pid)
+        hub_started = self._clis.hub_started(pid)
         if hub_started is not None and when < hub_started - START_SLACK_S:
             return None  # older than the hub that has this pid now
         candidates = [
-            p for p in clis if p.start_time - START_SLACK_S <= when and not self._runs_locally(p)
+            p
+            for p in clis
+            if p.start_time - START_SLACK_S <= when and not self._clis.runs_locally(self.now, p)
         ]
         places = {row.cwd, row.workspace} - {None}
         here = [p for p in candidates if p.cwd in places]
@@ -256,33 +246,6 @@ class ClineState(Reader):
         if here:
             self.ambiguous += 1
         return None
-
-    def _runner_pids(self, proc: AgentProcess) -> tuple[int, ...]:
-        """The process and its Bun child (the npm wrapper's): who runs a local session."""
-        known = self._runners.get(proc.key)
-        if known is not None:
-            return known
-        kids = tuple(c for c in self.now.tree(proc.pid, 1) if HUB_ARG not in self.now.view.argv(c))
-        found = (proc.pid, *kids)
-        if kids:
-            self._runners[proc.key] = found  # the child stays for the wrapper's life
-        return found
-
-    def _runs_locally(self, proc: AgentProcess) -> bool:
-        if proc.key in self._local:
-            return True
-        db = str(self._db)
-        for pid in self._runner_pids(proc):
-            if db in self.now.view.open_files(pid):
-                self._local.add(proc.key)
-                return True
-        return False
-
-    def _hub_started(self, pid: int) -> float | None:
-        record = read_json_file(self.root / HUB_RECORD, self.root, self.stats)
-        if record is None or record.data.get("pid") != pid:
-            return None
-        return parse_time(record.data.get("startedAt"))
 
     def _current_ended(self, proc: AgentProcess) -> bool:
         current = self._current(proc)

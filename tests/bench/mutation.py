@@ -67,6 +67,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/cline": ["tests/test_cline.py"],
     "sources/cline_sessions": ["tests/test_cline.py"],
     "sources/cline_rows": ["tests/test_cline.py"],
+    "sources/cline_processes": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
     "sources/copilot_events": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
