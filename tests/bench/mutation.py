@@ -60,6 +60,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/copilot_events": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
     "sources/cursor_agent": ["tests/test_cursor_agent.py"],
+    "sources/cursor_chats": ["tests/test_cursor_agent.py"],
     "sources/gemini_cli": [
         "tests/test_gemini_replay.py",
         "tests/test_gemini_legacy.py",
