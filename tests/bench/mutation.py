@@ -68,6 +68,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "sources/goose": ["tests/test_goose.py"],
     "sources/kiro": ["tests/test_kiro.py"],
+    "sources/kiro_sessions": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
     "sources/opencode_db": ["tests/test_opencode.py"],
     "sources/qwen_code": ["tests/test_qwen_code.py"],
