@@ -67,6 +67,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_gemini_subagent.py",
     ],
     "sources/goose": ["tests/test_goose.py"],
+    "sources/goose_sessions": ["tests/test_goose.py"],
     "sources/kiro": ["tests/test_kiro.py"],
     "sources/kiro_sessions": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
