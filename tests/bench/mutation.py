@@ -58,6 +58,8 @@ TARGETS: dict[str, list[str]] = {
     "sources/cline_sessions": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
     "sources/copilot_events": ["tests/test_copilot_cli.py"],
+    "sources/copilot_locks": ["tests/test_copilot_cli.py"],
+    "sources/copilot_workspace": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
     "sources/cursor_agent": ["tests/test_cursor_agent.py"],
     "sources/cursor_chats": ["tests/test_cursor_agent.py"],
