@@ -16,8 +16,8 @@ from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import cursor_agent
-from quintd.sources.cursor_agent import cwd_hash, project_slug
+from quintd.sources import cursor_agent, cursor_chats
+from quintd.sources.cursor_chats import cwd_hash, project_slug
 from quintd.sources.spec import ReaderContext
 
 # inference-sh/agentprotocol transcript/sqlite/cursor.go (Write) at
@@ -279,13 +279,13 @@ def test_cursor_garbage_never_breaks_the_reader(tmp_path: Path) -> None:
 
 def test_cursor_meta_decoding() -> None:
     plain = {"agentId": X, "name": "n"}
-    assert cursor_agent._decode_meta(json.dumps(plain)) == plain
-    assert cursor_agent._decode_meta(json.dumps(plain).encode().hex()) == plain
-    assert cursor_agent._decode_meta(b"\x00\x01") is None
-    assert cursor_agent._decode_meta("abc") is None  # odd-length hex
-    assert cursor_agent._model({"modelId": "m1"}) == "m1"
-    assert cursor_agent._model('{"name": "m2"}') == "m2"
-    assert cursor_agent._model(7) is None
+    assert cursor_chats._decode_meta(json.dumps(plain)) == plain
+    assert cursor_chats._decode_meta(json.dumps(plain).encode().hex()) == plain
+    assert cursor_chats._decode_meta(b"\x00\x01") is None
+    assert cursor_chats._decode_meta("abc") is None  # odd-length hex
+    assert cursor_chats._model({"modelId": "m1"}) == "m1"
+    assert cursor_chats._model('{"name": "m2"}') == "m2"
+    assert cursor_chats._model(7) is None
     # The real pair in agentprotocol's cursor-written testdata: chats/<this>/ and the
     # transcript's projects/<slug>/ of one run.
     assert cwd_hash("/tmp/harness-test-cursor-956164664/test-repo") == (

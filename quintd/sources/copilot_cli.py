@@ -18,7 +18,7 @@ followed):
   - ``workspace.yaml``: flat YAML (``id``, ``cwd``, ``branch``, ``name``, ``user_named``,
     ``created_at``, ...), written at once and rewritten. ``name`` is the title: the first
     prompt, then the ``/rename`` (no event is written for a rename). Read through PyYAML's
-    safe loader, capped and bounded (``yaml_files.py``).
+    safe loader, capped and bounded (``copilot_workspace.py``).
   - ``events.jsonl``, from the first prompt: one event per line (``copilot_events.py``:
     what they say about the conversation and its sub-agents).
 - ``open-sessions-state.json``: ``{<session id>: {openedAt, refreshedAt, working}}`` for the
@@ -32,16 +32,16 @@ that file if its inode, size or time changed (watchdog also reports opens and cl
 reads' among them: those cost a stat, never a read). Directories are looked for once (and
 when polling), among those changed since the oldest running process started.
 
-Which process runs a conversation: the pid its lock names, when that pid is the agent process
-or one of its descendants (the native binary under the npm loader); the lock must be younger
-than the process (an older one, left by a dead process whose pid came back, is stale); and
-where the pid's open files can be read and it holds ``inuse.*.hold`` files, it must hold this
-conversation's (a new lock is looked at again for a few seconds: its hold may come just
-after it). Done when locks, hold files or processes change, not every pass. A conversation
-opened by two live processes goes to the later lock. A process runs several conversations at
-once: ``/new`` keeps the old one open beside the new one. Each ends when its lock goes or its
-``session.shutdown`` is written (``/exit``), all of them when the process exits. They are given
-oldest first (by lock time): the last is the current one.
+Which process runs a conversation (``copilot_locks.py``): the pid its lock names, when that pid
+is the agent process or one of its descendants (the native binary under the npm loader); the
+lock must be younger than the process (an older one, left by a dead process whose pid came
+back, is stale); and where the pid's open files can be read and it holds ``inuse.*.hold``
+files, it must hold this conversation's (a new lock is looked at again for a few seconds: its
+hold may come just after it). Done when locks, hold files or processes change, not every pass.
+A conversation opened by two live processes goes to the later lock. A process runs several
+conversations at once: ``/new`` keeps the old one open beside the new one. Each ends when its
+lock goes or its ``session.shutdown`` is written (``/exit``), all of them when the process
+exits. They are given oldest first (by lock time): the last is the current one.
 
 Status: ``idle`` when ``working`` is false; ``waiting`` while a ``permission.requested`` has no
 ``permission.completed``; else ``busy`` when ``working`` is true; where the conversation has no
@@ -65,49 +65,30 @@ from __future__ import annotations
 import re
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass
 from quintd.sources.changes import listing, lstat_signature
 from quintd.sources.copilot_events import Conversation, apply_event
-from quintd.sources.files import (
-    COMPLAINTS,
-    MAX_JSON_FILE_BYTES,
-    JsonlTail,
-    identifier,
-    read_json_file,
-    read_whole,
-    real_dir,
-    stat_under,
-    text,
+from quintd.sources.copilot_locks import (
+    HOLD_FILE,
+    LOCK_FILE,
+    STATE,
+    Lock,
+    ProcessKey,
+    claim,
+    locks_of,
 )
+from quintd.sources.copilot_workspace import WORKSPACE, read_workspace
+from quintd.sources.files import JsonlTail, identifier, read_json_file, stat_under
 from quintd.sources.registry import spec
 from quintd.sources.spec import Reader, ReaderContext
-from quintd.sources.times import parse_time
-from quintd.sources.yaml_files import parse_flat_yaml
 
-STATE = "session-state"
 OPEN_STATE = "open-sessions-state.json"
-WORKSPACE = "workspace.yaml"
 EVENTS = "events.jsonl"
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-_LOCK = re.compile(r"^inuse\.([0-9]{1,10})\.lock$")
-_HOLD = re.compile(r"^inuse\.[0-9]{1,10}\.hold$")
-MAX_LOCKS = 64  # per conversation directory
 MAX_OPEN_SESSIONS = 4096  # entries read from open-sessions-state.json
-MAX_WORKSPACE_BYTES = MAX_JSON_FILE_BYTES
-HOLD_GRACE_S = 5.0  # a new lock's hold file may be opened just after it is written
-_WORKSPACE_KEYS = frozenset({"id", "name", "user_named", "created_at"})
-
-ProcessKey = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class _Lock:
-    mtime: float
-    owner: int  # the uid owning the lock file
 
 
 class CopilotState(Reader):
@@ -118,7 +99,7 @@ class CopilotState(Reader):
     def __init__(self, root: Path, context: ReaderContext) -> None:
         super().__init__(root, context)
         self._wall = time.time  # lock files carry wall-clock times
-        self._locks: dict[str, dict[int, _Lock]] = {}  # conversation -> lock pid -> lock
+        self._locks: dict[str, dict[int, Lock]] = {}  # conversation -> lock pid -> lock
         self._relist: set[str] = set()  # conversation directories to list again
         self._keys: frozenset[ProcessKey] = frozenset()
         self._rebind = True
@@ -144,10 +125,10 @@ class CopilotState(Reader):
         if not parts or not _SESSION.match(parts[0]):
             return
         session = parts[0]
-        if len(parts) == 1 or (len(parts) == 2 and _LOCK.match(parts[1])):
+        if len(parts) == 1 or (len(parts) == 2 and LOCK_FILE.match(parts[1])):
             self._relist.add(session)  # the directory, or a lock, came or went
             return
-        if len(parts) == 2 and _HOLD.match(parts[1]):
+        if len(parts) == 2 and HOLD_FILE.match(parts[1]):
             self._rebind = True  # a hold file made, opened or removed: who holds what
             return
         conversation = self._conversations.get(session)
@@ -181,7 +162,7 @@ class CopilotState(Reader):
         for conversation in self._conversations.values():
             if conversation.workspace_dirty:
                 conversation.workspace_dirty = False
-                self._read_workspace(conversation)
+                read_workspace(conversation, self.root, self.stats)
             if conversation.events_dirty:
                 conversation.events_dirty = False
                 self._read_events(conversation)
@@ -210,27 +191,13 @@ class CopilotState(Reader):
     def _list_locks(self) -> None:
         dirty, self._relist = self._relist, set()
         for session in dirty:
-            locks = self._locks_of(session)
+            locks = locks_of(self.root, session, self._horizon)
             if locks != self._locks.get(session, {}):
                 self._rebind = True
             if locks:
                 self._locks[session] = locks
             else:
                 self._locks.pop(session, None)
-
-    def _locks_of(self, session: str) -> dict[int, _Lock]:
-        """The lock files of a conversation directory that a running process may have
-        written (none older than the oldest of them)."""
-        if not real_dir(self.root / STATE):
-            return {}
-        # Their metadata only (lstat: a link is no lock), never opened: opening one would be
-        # a change event of its own, and the next pass would look again.
-        found = listing(self.root / STATE / session, _LOCK, self._horizon, stat.S_ISREG, MAX_LOCKS)
-        return {
-            int(name.split(".")[1]): _Lock(info.st_mtime, info.st_uid)
-            for name, info in found
-            if info is not None
-        }
 
     def _bind(self, now: Pass) -> None:
         """Each lock to the running process it belongs to, if any (see the module
@@ -240,25 +207,8 @@ class CopilotState(Reader):
             for session, locks in self._locks.items()
             if any(lock.mtime >= self._horizon for lock in locks.values())
         }
-        holds: dict[int, list[str]] = {}
-        claims: dict[str, tuple[float, ProcessKey, int]] = {}
-        wall = self._wall()
-        for session, locks in self._locks.items():
-            for pid, lock in locks.items():
-                # The agent process or one under it (the native binary under its loader);
-                # a lock older than it was left by a dead process whose pid came back.
-                proc = now.runner(pid, lock.mtime)
-                if proc is None:
-                    continue
-                if pid not in holds:
-                    holds[pid] = [f for f in now.view.open_files(pid) if _HOLD.match(_base(f))]
-                if holds[pid] and not any(_holds(f, session, pid) for f in holds[pid]):
-                    # The process holds other conversations' files, not this one's: a lock
-                    # it left behind, or one it has just made (look again while it is new).
-                    self._rebind = self._rebind or 0 <= wall - lock.mtime < HOLD_GRACE_S
-                    continue
-                if session not in claims or claims[session][0] < lock.mtime:
-                    claims[session] = (lock.mtime, proc.key, pid)
+        claims, again = claim(self._locks, now, self._wall())
+        self._rebind = self._rebind or again
         bound: dict[ProcessKey, list[tuple[str, int]]] = {}
         for session, (_mtime, key, pid) in sorted(claims.items()):
             bound.setdefault(key, []).append((session, pid))
@@ -295,27 +245,6 @@ class CopilotState(Reader):
         self._working = working
 
     # -- one conversation's files -----------------------------------------------------------
-
-    def _read_workspace(self, conversation: Conversation) -> None:
-        path = self.root / STATE / conversation.session_id / WORKSPACE
-        if conversation.workspace is not None and lstat_signature(path) == conversation.workspace:
-            return  # unchanged (the event was our own read): not opened again
-        whole = read_whole(path, self.root, self.stats, MAX_WORKSPACE_BYTES, conversation.workspace)
-        if whole is None or (whole.raw is not None and not whole.raw.endswith(b"\n")):
-            return  # unchanged, or caught half written: the next change brings the rest
-        conversation.workspace, info = whole.signature, whole.info  # once per version
-        if whole.raw is None:
-            return  # too large (counted)
-        values = parse_flat_yaml(whole.raw, _WORKSPACE_KEYS)
-        if values is None or values.get("id") not in (None, conversation.session_id):
-            self.stats.garbage += 1
-            COMPLAINTS.warn(path, info, "a workspace.yaml that is not what it should be")
-            return
-        # Copilot names a conversation after its first prompt until the user renames it
-        # (`user_named: true`): only a name the user gave leaves the machine.
-        named = str(values.get("user_named", "")).strip().lower() == "true"
-        conversation.name = text(values.get("name")) if named else None
-        conversation.created = parse_time(values.get("created_at")) or conversation.created
 
     def _read_events(self, conversation: Conversation) -> None:
         seen = lstat_signature(conversation.tail.path)
@@ -366,16 +295,6 @@ class CopilotState(Reader):
             or bool(conversation.running())
         )
         return "busy" if busy else "idle"
-
-
-def _base(path: str) -> str:
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def _holds(path: str, session: str, pid: int) -> bool:
-    """Whether an open file is this conversation's hold file. By its last three components:
-    the process may see its home through another path (a symlinked /home)."""
-    return path.replace("\\", "/").endswith(f"/{STATE}/{session}/inuse.{pid}.hold")
 
 
 SPEC = spec("copilot-cli")  # where it keeps its state: the registry's line

@@ -45,67 +45,32 @@ open files are asked of a process only when a chat appeared or none is bound yet
 
 from __future__ import annotations
 
-import hashlib
 import re
-import sqlite3
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status
+from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.attribution import Pass, flag_value, latest, owner_of
 from quintd.sources.changes import listing, lmtime
 from quintd.sources.conversation_files import Transcript
-from quintd.sources.files import (
-    JsonlTail,
-    identifier,
-    parse_json,
-    parse_object,
-    path_text,
-    read_json_file,
-    text,
+from quintd.sources.cursor_chats import (
+    Chat,
+    chat_times,
+    cwd_hash,
+    project_slug,
+    read_meta_json,
+    read_store,
 )
+from quintd.sources.files import JsonlTail
 from quintd.sources.registry import spec
 from quintd.sources.spec import Reader, ReaderContext
-from quintd.sources.sqlite_files import UnreadableDatabase, columns, read_database
 from quintd.sources.sqlite_sessions import RETRY_S
-from quintd.sources.times import START_SLACK_S, parse_time
+from quintd.sources.times import START_SLACK_S
 
-MAX_META_CHARS = 512 * 1024
 MAX_CHATS_PER_DIR = 512
-# The name a chat has until one is generated (agentprotocol writes it for an untitled one).
-PLACEHOLDER_NAMES = frozenset({"New Agent"})
 _CHAT_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
-
-
-def cwd_hash(cwd: str) -> str:
-    """The name of a project's directory under ``chats``: the lower-hex MD5 of the cwd."""
-    return hashlib.md5(cwd.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
-
-
-def project_slug(cwd: str) -> str:
-    """The name of a project's directory under ``projects``."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", cwd).strip("-")
-
-
-@dataclass
-class _Chat:
-    native_id: str
-    directory: Path
-    cwd: str | None = None
-    name: str | None = None
-    model: str | None = None
-    created: float | None = None
-    written: float = 0.0  # wall time its files were last modified
-    owner: int | None = None
-    signature: tuple[float, ...] = ()
-    store_read_at: float = -1e18  # monotonic
-    store_pending: bool = False  # changed since the last read, read when due
-    transcript: Transcript | None = None
-    transcript_at: float = 0.0
-    status: Status | None = None
 
 
 class CursorAgentState(Reader):
@@ -113,7 +78,7 @@ class CursorAgentState(Reader):
 
     def __init__(self, root: Path, context: ReaderContext) -> None:
         super().__init__(root, context)
-        self._chats: dict[str, _Chat] = {}
+        self._chats: dict[str, Chat] = {}
         self._dirty: set[str] = set()  # chats whose files changed
         self._dirty_transcripts: set[str] = set()
         self._listed: set[Path] = set()  # md5 directories listed (again when changed)
@@ -203,8 +168,8 @@ class CursorAgentState(Reader):
         for name, _ in listing(directory, _CHAT_ID, limit=MAX_CHATS_PER_DIR):
             if name in self._chats:
                 continue
-            chat = _Chat(name, directory / name)
-            if max(_times(chat)) < horizon:
+            chat = Chat(name, directory / name)
+            if max(chat_times(chat)) < horizon:
                 continue  # history
             self._chats[name] = chat
             self._dirty.add(name)
@@ -226,7 +191,7 @@ class CursorAgentState(Reader):
         if not _CHAT_ID.match(native_id):
             return None
         if native_id not in self._chats:
-            self._chats[native_id] = _Chat(native_id, directory)
+            self._chats[native_id] = Chat(native_id, directory)
             self._dirty.add(native_id)
             self._dirty_transcripts.add(native_id)
         return native_id
@@ -243,60 +208,26 @@ class CursorAgentState(Reader):
             if changed is None:
                 continue
             chat = changed
-            signature = _times(chat)
+            signature = chat_times(chat)
             chat.written = max(signature)
             if signature != chat.signature:
                 if chat.signature and native_id not in held:
                     self._unheld_written = True  # a chat nobody holds was written: a resume?
                 chat.signature = signature
                 chat.store_pending = True
-                self._read_meta_json(chat)
+                read_meta_json(chat, self.root, self.stats)
         for pending in self._chats.values():
             # While a chat streams, its store is read at most every few seconds.
             if pending.store_pending and now - pending.store_read_at >= RETRY_S:
                 pending.store_pending, pending.store_read_at = False, now
-                self._read_store(pending)
+                read_store(pending, self.root, self.stats)
         dirty_transcripts, self._dirty_transcripts = self._dirty_transcripts, set()
         for native_id in dirty_transcripts:
             grown = self._chats.get(native_id)
             if grown is not None:
                 self._read_transcript(grown)
 
-    def _read_meta_json(self, chat: _Chat) -> None:
-        found = read_json_file(chat.directory / "meta.json", self.root, self.stats)
-        if found is None:
-            return
-        data = found.data
-        chat.owner = found.owner
-        chat.cwd = path_text(data.get("cwd")) or chat.cwd
-        chat.created = parse_time(data.get("createdAtMs")) or chat.created
-        title = text(data.get("title"))
-        chat.name = chat.name or (None if title in PLACEHOLDER_NAMES else title)
-
-    def _read_store(self, chat: _Chat) -> None:
-        try:
-            value, owner = read_database(
-                self.root, chat.directory / "store.db", _meta_row, self.stats
-            )
-        except UnreadableDatabase:
-            return
-        chat.owner = owner
-        meta = _decode_meta(value)
-        if meta is None:
-            if value is not None:
-                self.stats.garbage += 1
-            return
-        agent = identifier(meta.get("agentId"))
-        if agent is not None and agent != chat.native_id:
-            self.stats.garbage += 1
-            return
-        name = text(meta.get("name"))
-        chat.name = (None if name in PLACEHOLDER_NAMES else name) or chat.name
-        chat.model = _model(meta.get("lastUsedModel")) or chat.model
-        chat.created = chat.created or parse_time(meta.get("createdAt"))
-        chat.cwd = chat.cwd or path_text(meta.get("workspacePath"))
-
-    def _read_transcript(self, chat: _Chat) -> None:
+    def _read_transcript(self, chat: Chat) -> None:
         if chat.transcript is None:
             if chat.cwd is None:
                 self._dirty_transcripts.add(chat.native_id)  # once the cwd is known
@@ -342,10 +273,10 @@ class CursorAgentState(Reader):
 
     def _fallback(
         self, processes: list[AgentProcess], claimed: set[str]
-    ) -> list[tuple[AgentProcess, _Chat]]:
+    ) -> list[tuple[AgentProcess, Chat]]:
         """Processes holding no chat: ``--resume <id>``, else the chats of their cwd's
         directory begun or written while they ran."""
-        claims: list[tuple[AgentProcess, _Chat]] = []
+        claims: list[tuple[AgentProcess, Chat]] = []
         for proc in processes:
             resumed = flag_value(self._argv.get(proc.key, []), ("--resume",))
             if resumed in self._chats and resumed not in claimed:
@@ -364,61 +295,15 @@ class CursorAgentState(Reader):
         return claims
 
 
-def _order(chat: _Chat) -> tuple[float, float, str]:
+def _order(chat: Chat) -> tuple[float, float, str]:
     return (chat.written, chat.created or 0.0, chat.native_id)
 
 
-def _record(chat: _Chat, record: dict[str, Any]) -> None:
+def _record(chat: Chat, record: dict[str, Any]) -> None:
     if record.get("type") == "turn_ended":
         chat.status = "idle"
     elif record.get("role") in ("user", "assistant"):
         chat.status = "busy"
-
-
-def _times(chat: _Chat) -> tuple[float, ...]:
-    d = chat.directory
-    return (
-        lmtime(d / "store.db"),
-        lmtime(d / "store.db-wal"),
-        lmtime(d / "meta.json"),
-        lmtime(d),
-    )
-
-
-def _meta_row(conn: sqlite3.Connection) -> object:
-    if not {"key", "value"} <= columns(conn, "meta"):
-        return None
-    row = conn.execute(
-        f"SELECT CASE WHEN length(value) <= {MAX_META_CHARS} THEN value END "
-        "FROM meta WHERE key = '0'"
-    ).fetchone()
-    return row[0] if row else None
-
-
-def _decode_meta(value: object) -> dict[str, Any] | None:
-    """meta "0": hex-encoded UTF-8 JSON, or plain JSON (text or bytes)."""
-    if isinstance(value, str):
-        value = value.strip().encode("utf-8", "replace")
-    if not isinstance(value, bytes) or not value:
-        return None
-    if not value.startswith(b"{"):
-        try:
-            value = bytes.fromhex(value.decode("ascii"))
-        except (ValueError, UnicodeDecodeError):
-            return None
-    return parse_object(value)
-
-
-def _model(value: object) -> str | None:
-    if isinstance(value, dict):
-        for key in ("modelId", "model", "name", "id"):
-            found = _model(value.get(key))
-            if found:
-                return found
-        return None
-    if isinstance(value, str) and value.startswith("{"):
-        return _model(parse_json(value))
-    return text(value)
 
 
 SPEC = spec("cursor-agent")  # where it keeps its state: the registry's line

@@ -47,65 +47,19 @@ started) and then read as watchdog reports changes; transcripts are read increme
 
 from __future__ import annotations
 
-import os
-import re
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, latest, owner_of
 from quintd.sources.changes import listing, lmtime
-from quintd.sources.conversation_files import Transcript
-from quintd.sources.files import (
-    MAX_JSON_FILE_BYTES,
-    JsonlTail,
-    open_under,
-    parse_json,
-    path_text,
-    read_json_file,
-    text,
-)
+from quintd.sources.files import JsonlTail, read_json_file
+from quintd.sources.kiro_sessions import SESSION_ID, KiroSession, read_sidecar, record
 from quintd.sources.registry import spec
 from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.times import START_SLACK_S as SLACK_S
-from quintd.sources.times import parse_time
 
-_ID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")
 _SUFFIXES = (".jsonl", ".json", ".lock")
-MAX_SIDECAR_BYTES = 64 * 1024 * 1024  # larger sidecars are refused
-PART_BYTES = 64 * 1024  # head and tail read of a sidecar past 256 KiB
-INTERNAL_TITLES = (
-    "[AGENT SYSTEM PROMPT]",
-    "You are a memory consolidation agent",
-    "First, decide: is the following text",
-    "[SESSION CONTEXT",
-)
-_TOP_FIELD = re.compile(
-    rb'"(session_id|cwd|created_at|updated_at|title|parent_session_id)"\s*:\s*'
-    rb'("(?:[^"\\]|\\.){0,8192}"|null)'
-)
-_MODEL_ID = re.compile(rb'"model_id"\s*:\s*("(?:[^"\\]|\\.){1,400}")')
-
-
-@dataclass
-class _Kiro(Transcript):
-    native_id: str = ""
-    title: str | None = None
-    cwd: str | None = None
-    created: float | None = None
-    updated: float | None = None
-    parent: str | None = None
-    model: str | None = None
-    owner: int | None = None  # the uid owning the sidecar (or the transcript)
-    status: Status | None = None
-    answered: bool = False  # the last record is an answer with text only
-    written: float = 0.0  # wall time one of its files was last modified
-    transcript_at: float = 0.0  # wall time the transcript was last modified
-    lock_pid: int | None = None
-    lock_time: float = 0.0
-    had_lock: bool = False
 
 
 class KiroState(Reader):
@@ -114,7 +68,7 @@ class KiroState(Reader):
     def __init__(self, root: Path, context: ReaderContext) -> None:
         super().__init__(root, context)
         self._dir = root / "sessions" / "cli"
-        self._sessions: dict[str, _Kiro] = {}
+        self._sessions: dict[str, KiroSession] = {}
         self._dirty: dict[str, set[str]] = {}  # id -> suffixes changed
         # Each lock's process, until a lock or the processes change.
         self._lock_owners: dict[str, AgentProcess | None] = {}
@@ -131,7 +85,7 @@ class KiroState(Reader):
             return
         for suffix in _SUFFIXES:
             if path.name.endswith(suffix):
-                match = _ID.match(path.name[: -len(suffix)])
+                match = SESSION_ID.match(path.name[: -len(suffix)])
                 if match:
                     self._dirty.setdefault(match.group(1), set()).add(suffix)
                 return
@@ -202,10 +156,10 @@ class KiroState(Reader):
                 if max(lmtime(Path(str(base) + s)) for s in _SUFFIXES) < horizon:
                     continue
                 tail = JsonlTail(Path(str(base) + ".jsonl"), self.root, stats=self.stats)
-                session = self._sessions[native_id] = _Kiro(tail, native_id=native_id)
+                session = self._sessions[native_id] = KiroSession(tail, native_id=native_id)
                 suffixes = set(_SUFFIXES)
             if ".json" in suffixes:
-                self._read_sidecar(session)
+                read_sidecar(session, self._dir / f"{native_id}.json", self.root, self.stats)
             if ".jsonl" in suffixes:
                 self._read_transcript(session)
             if ".lock" in suffixes:
@@ -213,70 +167,15 @@ class KiroState(Reader):
                 relock = True
         return relock
 
-    def _read_sidecar(self, session: _Kiro) -> None:
-        path = self._dir / f"{session.native_id}.json"
-        try:
-            fd, info = open_under(self.root, path)
-        except OSError:
-            return
-        os.close(fd)
-        session.written = max(session.written, info.st_mtime)
-        if info.st_size <= MAX_JSON_FILE_BYTES:
-            found = read_json_file(path, self.root, self.stats)
-            if found is None:
-                return
-            data, session.owner = found.data, found.owner
-            model = _model(data.get("session_state"))
-        elif info.st_size <= MAX_SIDECAR_BYTES:
-            data, model = self._large_sidecar(path, info.st_size)
-            session.owner = info.st_uid
-        else:
-            self.stats.refused += 1
-            return
-        if data.get("session_id") not in (None, session.native_id):
-            self.stats.garbage += 1
-            return
-        # Kiro's title is the first prompt, verbatim: prompt text never leaves the machine,
-        # so it is no name (the project directory names the session instead).
-        session.title = None
-        session.cwd = path_text(data.get("cwd")) or session.cwd
-        session.created = parse_time(data.get("created_at")) or session.created
-        session.updated = parse_time(data.get("updated_at")) or session.updated
-        parent = data.get("parent_session_id")
-        if isinstance(parent, str) and _ID.match(parent):
-            session.parent = parent
-        session.model = model or session.model
-
-    def _large_sidecar(self, path: Path, size: int) -> tuple[dict[str, Any], str | None]:
-        """A sidecar too large to parse whole: its top-level fields (written before
-        ``session_state``) from the head, the last ``model_id`` from the tail."""
-        try:
-            fd, _ = open_under(self.root, path)
-        except OSError:
-            return {}, None
-        try:
-            head = os.pread(fd, PART_BYTES, 0)
-            tail = os.pread(fd, PART_BYTES, max(size - PART_BYTES, 0))
-        finally:
-            os.close(fd)
-        head = head.split(b'"session_state"', 1)[0]
-        data: dict[str, Any] = {}
-        for match in _TOP_FIELD.finditer(head):
-            key = match.group(1).decode()
-            if key not in data:
-                data[key] = _json_string(match.group(2))
-        models = _MODEL_ID.findall(tail)
-        return data, text(_json_string(models[-1])) if models else None
-
-    def _read_transcript(self, session: _Kiro) -> None:
-        if session.read(self._clock(), partial(_record, session)):
+    def _read_transcript(self, session: KiroSession) -> None:
+        if session.read(self._clock(), partial(record, session)):
             self._dirty.setdefault(session.native_id, set()).add(".jsonl")
         session.transcript_at = lmtime(session.tail.path)
         session.written = max(session.written, session.transcript_at)
         if session.owner is None:
             session.owner = session.tail.owner
 
-    def _read_lock(self, session: _Kiro) -> None:
+    def _read_lock(self, session: KiroSession) -> None:
         path = self._dir / f"{session.native_id}.lock"
         session.lock_pid = None
         when = lmtime(path)
@@ -297,7 +196,7 @@ class KiroState(Reader):
     # -- which process runs which session -------------------------------------------------
 
     def _assign(self, now: Pass) -> None:
-        claims: list[tuple[AgentProcess, _Kiro]] = []
+        claims: list[tuple[AgentProcess, KiroSession]] = []
         processes = now.processes
         for session in self._sessions.values():
             if session.parent is not None:
@@ -319,54 +218,10 @@ class KiroState(Reader):
                 claims.append((owner, session))
         self._current = latest(claims, lambda s: (s.written, s.created or 0.0, s.native_id))
 
-    def _status(self, session: _Kiro, since: float) -> Status | None:
+    def _status(self, session: KiroSession, since: float) -> Status | None:
         if session.status == "busy" and session.transcript_at < since - SLACK_S:
             return "idle"  # a turn a killed kiro left open: not this process's work
         return session.status
-
-
-def _record(session: _Kiro, record: dict[str, Any]) -> None:
-    kind = record.get("kind")
-    if not isinstance(kind, str):
-        raise TypeError("a record without a kind")  # counted as garbage
-    status, answered = _record_status(kind, record.get("data"))
-    if status is not None:
-        session.status, session.answered = status, answered
-
-
-def _record_status(kind: str, data: object) -> tuple[Status | None, bool]:
-    """(status, answered) after one transcript record; None for records that tell nothing."""
-    if kind in ("Prompt", "ToolResults"):
-        return "busy", False
-    if kind == "AssistantMessage":
-        content = data.get("content") if isinstance(data, dict) else None
-        items = content if isinstance(content, list) else []
-        tool = any(isinstance(i, dict) and i.get("kind") == "toolUse" for i in items)
-        return ("busy", False) if tool else ("idle", True)
-    if kind in ("CancelledPrompt", "Clear", "Compaction"):
-        return "idle", False
-    return None, False
-
-
-def _model(state: object) -> str | None:
-    if not isinstance(state, dict):
-        return None
-    rts = state.get("rts_model_state")
-    info = rts.get("model_info") if isinstance(rts, dict) else None
-    if isinstance(info, dict):
-        model = text(info.get("model_id")) or text(info.get("model_name"))
-        if model:
-            return model
-    meta = state.get("conversation_metadata")
-    turns = meta.get("user_turn_metadatas") if isinstance(meta, dict) else None
-    if isinstance(turns, list) and turns and isinstance(turns[-1], dict):
-        return text(turns[-1].get("model"))
-    return None
-
-
-def _json_string(raw: bytes) -> str | None:
-    value = parse_json(raw)
-    return value if isinstance(value, str) else None
 
 
 SPEC = spec("kiro")  # where it keeps its state: the registry's line
