@@ -76,6 +76,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/copilot_chat": ["tests/test_editors.py"],
     "sources/vscdb": ["tests/test_editors.py", "tests/test_read_guards.py"],
     "sources/editor_tasks": ["tests/test_editor_tasks.py"],
+    "sources/editor_task_files": ["tests/test_editor_tasks.py"],
     "sources/zed": ["tests/test_zed.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
