@@ -78,6 +78,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/editor_tasks": ["tests/test_editor_tasks.py"],
     "sources/editor_task_files": ["tests/test_editor_tasks.py"],
     "sources/zed": ["tests/test_zed.py"],
+    "sources/zed_db": ["tests/test_zed.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
     "scanner": [
