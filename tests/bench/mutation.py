@@ -74,6 +74,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/editors": ["tests/test_editors.py"],
     "sources/cursor_composers": ["tests/test_editors.py"],
     "sources/copilot_chat": ["tests/test_editors.py"],
+    "sources/copilot_chat_log": ["tests/test_editors.py"],
     "sources/vscdb": ["tests/test_editors.py", "tests/test_read_guards.py"],
     "sources/editor_tasks": ["tests/test_editor_tasks.py"],
     "sources/editor_task_files": ["tests/test_editor_tasks.py"],
