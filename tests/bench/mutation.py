@@ -69,6 +69,7 @@ TARGETS: dict[str, list[str]] = {
     "sources/kiro": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
     "sources/opencode_db": ["tests/test_opencode.py"],
+    "sources/opencode_queries": ["tests/test_opencode.py"],
     "sources/qwen_code": ["tests/test_qwen_code.py"],
     # the editors (issue 27): the User directory's composite, its parts, the state.vscdb kit
     "sources/editors": ["tests/test_editors.py"],
