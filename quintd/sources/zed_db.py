@@ -51,6 +51,8 @@ GARBAGE = "garbage"  # a thread's data that is not what Zed writes
 
 @dataclass
 class Thread(Session):
+    """A thread's row as the reads found it, and what its data said."""
+
     size: int = 0  # the data's length
     data_type: str = ""
     blob: bytes | None = None  # the data read for decoding (until after the read)
