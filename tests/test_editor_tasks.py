@@ -28,7 +28,7 @@ from replay import MACHINE, Clock, story
 
 from quintd.model import AgentProcess, ConversationFacts, LifecycleEvent
 from quintd.scanner import Scanner
-from quintd.sources import editor_tasks, editors
+from quintd.sources import editor_task_files, editor_tasks, editors
 from quintd.sources.editor_tasks import ExtensionTasks
 from quintd.sources.manager import SourceManager, SourceSettings
 from quintd.sources.spec import ReaderContext, ReaderSpec
@@ -456,7 +456,7 @@ def test_a_busy_word_unchanged_for_long_is_not_believed(tmp_path: Path) -> None:
     task = part.tasks(editor_tasks.CLINE) / ms_id()
     cline_write(task / "ui_messages.json", in_flight(load(CLINE_TASK / "ui_messages.json")))
     assert part.only().status == "busy"
-    assert part.only(advance=editor_tasks.STALE_BUSY_S - 1).status == "busy"
+    assert part.only(advance=editor_task_files.STALE_BUSY_S - 1).status == "busy"
     assert part.only(advance=1).status == "idle"
 
 

@@ -24,7 +24,7 @@ from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import Scanner
-from quintd.sources import copilot_chat, cursor_composers, editor_tasks
+from quintd.sources import copilot_chat, copilot_chat_log, cursor_composers, editor_tasks
 from quintd.sources.editors import CURSOR_SPEC, VSCODE_SPEC, WINDSURF_SPEC, VsCodeState
 from quintd.sources.manager import SourceManager
 from quintd.sources.spec import ReaderContext
@@ -545,7 +545,7 @@ def test_a_flat_session_file_of_older_versions(tmp_path: Path) -> None:
 
 
 def test_log_mutations_that_make_no_sense_are_counted() -> None:
-    session = copilot_chat._Session()
+    session = copilot_chat_log.ChatSession()
     for bad in (
         {"kind": 1, "k": "requests", "v": []},
         {"kind": 9, "k": ["requests"]},
@@ -587,7 +587,7 @@ def test_the_composite_routes_changes_to_the_parts_that_watch_them(tmp_path: Pat
 
 
 def test_log_mutations_of_requests_as_vs_code_writes_them() -> None:
-    session = copilot_chat._Session()
+    session = copilot_chat_log.ChatSession()
     first = {"requestId": "r1", "timestamp": 1000, "modelId": "m1", "modelState": {"value": 1}}
     session.apply({"kind": 0, "v": {"sessionId": "s", "requests": [first]}})
     second = {"requestId": "r2", "timestamp": 2000, "modelId": "m2", "modelState": {"value": 0}}

@@ -28,7 +28,7 @@ from replay import MACHINE, Rec, Replay, load_processes, parse_started, story
 from quintd.identity import native_session_id, process_session_id
 from quintd.model import ConversationFacts
 from quintd.scanner import Scanner
-from quintd.sources import opencode, opencode_db
+from quintd.sources import opencode, opencode_db, opencode_queries
 from quintd.sources.manager import SourceManager
 from quintd.sources.opencode import SPEC, OpenCodeState
 
@@ -392,13 +392,13 @@ def test_idle_passes_read_nothing_and_a_change_reads_only_its_session(
     tmp_path: Path, live: LiveDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[str] = []
-    activity = opencode_db.read_activity
+    activity = opencode_queries.read_activity
 
-    def counted(conn: sqlite3.Connection, sid: str) -> opencode_db.Activity:
+    def counted(conn: sqlite3.Connection, sid: str) -> opencode_queries.Activity:
         asked.append(sid)
         return activity(conn, sid)
 
-    monkeypatch.setattr(opencode_db, "read_activity", counted)
+    monkeypatch.setattr(opencode_queries, "read_activity", counted)
     replay = Replay(tmp_path / "home", START, readers=(SPEC,))
     at = START + 40
     replay.step(_tree("09-second-conversation-idle"), at)

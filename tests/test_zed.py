@@ -24,7 +24,7 @@ from quintd.identity import native_session_id
 from quintd.model import AgentProcess, ConversationFacts, LifecycleEvent
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import Scanner
-from quintd.sources import zed, zstd_json
+from quintd.sources import zed, zed_db, zstd_json
 from quintd.sources.files import PASS_BUDGET
 from quintd.sources.manager import SourceManager, SourceSettings
 from quintd.tracker import SessionTracker
@@ -135,7 +135,7 @@ def test_zed_story_through_the_scanner_manager_and_tracker(tmp_path: Path, agent
         child.answer(now())  # its turn ended: done
         db.save(child)
         # (A thread's data is decoded at most every DECODE_EVERY_S.)
-        assert step(zed.DECODE_EVERY_S) == [("s3", "ended", "claude-sonnet-4-5", "s2")]
+        assert step(zed_db.DECODE_EVERY_S) == [("s3", "ended", "claude-sonnet-4-5", "s2")]
         # The first thread deleted from the history panel: it ends, the editor goes on.
         db.delete(first.id)
         assert step(1) == [("s1", "ended", "claude-sonnet-4-5", None)]
@@ -159,27 +159,27 @@ def test_zed_story_through_the_scanner_manager_and_tracker(tmp_path: Path, agent
 
 def test_a_busy_answer_with_tool_calls_and_a_cancelled_one() -> None:
     thread = Thread()
-    assert zed._status(thread.data()["messages"]) == "idle"  # nothing yet
+    assert zed_db._status(thread.data()["messages"]) == "idle"  # nothing yet
     thread.prompt("go")
-    assert zed._status(thread.data()["messages"]) == "busy"
+    assert zed_db._status(thread.data()["messages"]) == "busy"
     thread.answer(T0, calls=2)
-    assert zed._status(thread.data()["messages"]) == "busy"  # the results go back
+    assert zed_db._status(thread.data()["messages"]) == "busy"  # the results go back
     thread.answer(T0, calls=1, cancel=True)
-    assert zed._status(thread.data()["messages"]) == "idle"  # the user stopped it
+    assert zed_db._status(thread.data()["messages"]) == "idle"  # the user stopped it
     thread.answer(T0)
-    assert zed._status(thread.data()["messages"]) == "idle"
+    assert zed_db._status(thread.data()["messages"]) == "idle"
     thread.messages.append("Resume")  # a retry after an error
-    assert zed._status(thread.data()["messages"]) == "busy"
+    assert zed_db._status(thread.data()["messages"]) == "busy"
     for garbage in (None, {}, [1], [{"Agent": 1}], [{"Agent": {"content": 1}}], [{"X": {}}]):
-        assert zed._status(garbage) is None
+        assert zed_db._status(garbage) is None
     # A call without its result yet (never stored so; a cancelled call is stored cancelled)
     odd = [{"Agent": {"content": [{"ToolUse": {"id": "t"}}], "tool_results": "x"}}]
-    assert zed._status(odd) == "busy"
+    assert zed_db._status(odd) == "busy"
     plain = [{"Agent": {"content": [{"ToolUse": {"id": "t"}}], "tool_results": {"t": {}}}}]
-    assert zed._status(plain) == "busy"
-    assert zed._cancelled({"content": zed.CANCELLED})
-    assert not zed._cancelled({"content": {"Text": "fn main() {}"}})
-    assert not zed._cancelled(None)
+    assert zed_db._status(plain) == "busy"
+    assert zed_db._cancelled({"content": zed_db.CANCELLED})
+    assert not zed_db._cancelled({"content": {"Text": "fn main() {}"}})
+    assert not zed_db._cancelled(None)
 
 
 def test_a_daemon_restart_keeps_the_sessions_and_an_old_busy_claim_expires(
@@ -214,7 +214,7 @@ def test_an_old_thread_prompted_again_is_live_before_its_first_answer(tmp_path: 
     assert _convs(_facts(replay)) == []
     old.prompt("One more question")
     db.save(old)  # the prompt: updated_at still months old
-    replay.step([_zed()], T0 + 2 + zed.DECODE_EVERY_S)
+    replay.step([_zed()], T0 + 2 + zed_db.DECODE_EVERY_S)
     [conv] = _convs(_facts(replay))
     assert (conv.native_id, conv.status) == (old.id, "busy")
     old.answer(T0 + 10)
@@ -333,7 +333,7 @@ def test_only_changed_live_threads_are_decoded(
         decoded.append(len(blob))
         return real(blob, limit)
 
-    monkeypatch.setattr(zed, "decompress", counting)
+    monkeypatch.setattr(zed_db, "decompress", counting)
     thread = Thread(updated_at=T0 + 5)
     thread.prompt("go")
     db.save(thread)
@@ -353,7 +353,7 @@ def test_only_changed_live_threads_are_decoded(
     reads = database.watched.reads
     replay.step([_zed()], T0 + 10.5)
     assert database.watched.reads == reads  # nothing to read before the decode is due
-    replay.step([_zed()], T0 + 6 + zed.DECODE_EVERY_S)
+    replay.step([_zed()], T0 + 6 + zed_db.DECODE_EVERY_S)
     assert len(decoded) == 2 and database.watched.reads == reads + 1
     db.conn.execute("UPDATE threads SET summary = 'Again' WHERE id = ?", (thread.id,))
     replay.step([_zed()], T0 + 30)
@@ -388,11 +388,11 @@ def test_json_rows_bombs_and_garbage_data(tmp_path: Path) -> None:
     legacy = Thread(updated_at=T0 + 5)
     legacy.prompt("go")
     db.raw(legacy.id, "", T0 + 5, "json", json.dumps(legacy.data()))
-    bomb = zstandard.ZstdCompressor(level=19).compress(b"[" + b" " * (zed.MAX_JSON_BYTES + 10))
+    bomb = zstandard.ZstdCompressor(level=19).compress(b"[" + b" " * (zed_db.MAX_JSON_BYTES + 10))
     db.raw("11111111-0000-4000-8000-000000000001", "", T0 + 5, "zstd", bomb)
     db.raw("11111111-0000-4000-8000-000000000002", "", T0 + 5, "zstd", b"\x28\xb5\x2f\xfdjunk")
     db.raw("11111111-0000-4000-8000-000000000003", "", T0 + 5, "zstd", b"not zstd at all")
-    huge = zstandard.ZstdCompressor(level=1).compress(os.urandom(zed.MAX_BLOB_BYTES + 1))
+    huge = zstandard.ZstdCompressor(level=1).compress(os.urandom(zed_db.MAX_BLOB_BYTES + 1))
     db.raw("11111111-0000-4000-8000-000000000004", "", T0 + 5, "zstd", huge)
     db.raw("11111111-0000-4000-8000-000000000006", "", T0 + 5, "zstd", b"")  # no data: idle
     db.raw("../../etc/passwd", "", T0 + 5, "zstd", b"")  # no id
@@ -464,7 +464,7 @@ def test_nested_sub_agents_and_a_sub_agent_without_its_data(tmp_path: Path) -> N
     }
     grandchild.answer(T0 + 9)
     db.save(grandchild)
-    replay.step([_zed()], T0 + 8 + zed.DECODE_EVERY_S)
+    replay.step([_zed()], T0 + 8 + zed_db.DECODE_EVERY_S)
     [conv] = _convs(_facts(replay))
     assert {s.agent_id: s.done for s in conv.subagents}[grandchild.id] is True
 
@@ -472,7 +472,7 @@ def test_nested_sub_agents_and_a_sub_agent_without_its_data(tmp_path: Path) -> N
 def test_more_live_threads_than_one_read_decodes(tmp_path: Path) -> None:
     home, db = _home(tmp_path, history=False)
     replay = Replay(home, T0, readers=(zed.SPEC,))
-    many = [Thread(updated_at=T0 + 5 + n) for n in range(zed.MAX_DECODES + 3)]
+    many = [Thread(updated_at=T0 + 5 + n) for n in range(zed_db.MAX_DECODES + 3)]
     for thread in many:
         thread.prompt("go")
         db.save(thread)

@@ -12,16 +12,9 @@ From VS Code's own source, microsoft/vscode ``src/vs/workbench/contrib/chat/comm
 
 - ``User/workspaceStorage/<workspace>/chatSessions/<sessionId>.jsonl`` (VS Code 1.109 and
   later, unless ``chat.useLogSessionStorage`` is false): an append-only log of JSON lines,
-  ``{"kind": 0, "v": <the whole session>}`` first (again when it is compacted, after 1024
-  entries: the file is rewritten), then ``{"kind": 1, "k": [path], "v": value}`` (set),
-  ``{"kind": 2, "k": [path], "v": [items], "i": index}`` (push, cutting the array at
-  ``i`` first) and ``{"kind": 3, "k": [path]}`` (delete). Before 1.109: ``<sessionId>.json``,
-  the whole session rewritten. A window without a folder keeps its sessions in
-  ``User/globalStorage/emptyWindowChatSessions/``.
-- the session: ``sessionId``, ``creationDate`` (ms), ``customTitle``, ``requests``: per
-  request ``requestId``, ``timestamp`` (ms), ``modelId``, ``modelState`` ``{"value": n}``
-  with ``ResponseModelState`` Pending 0, Complete 1, Cancelled 2, Failed 3, NeedsInput 4;
-  ``pendingRequests`` (queued).
+  replayed by ``copilot_chat_log.py`` (rewritten whole when it is compacted, after 1024
+  entries). Before 1.109: ``<sessionId>.json``, the whole session rewritten. A window
+  without a folder keeps its sessions in ``User/globalStorage/emptyWindowChatSessions/``.
 - when it is written: at every flush of VS Code's storage (``onWillSaveState``: about once
   a minute while the window is idle, ``AbstractStorageService.DEFAULT_FLUSH_INTERVAL``),
   when a session is closed or renamed, and at shutdown; so a turn shows here up to a
@@ -44,8 +37,7 @@ Reading: the workspace directories are listed (by ``lstat``) every :data:`RELIST
 when one is added; a used workspace's ``chatSessions`` directory is watched (flat) and
 listed when it changes; a session file is read when it changes, a log incrementally from
 its last offset (unless the byte before that offset is no longer the end of a line: a
-compaction rewrote it). Only
-the request fields above are kept, never the prompts or answers.
+compaction rewrote it).
 """
 
 from __future__ import annotations
@@ -55,28 +47,19 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status
+from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.attribution import Pass
 from quintd.sources.changes import listing, lstat_signature
-from quintd.sources.files import (
-    JsonlTail,
-    identifier,
-    open_counted,
-    parse_object,
-    read_whole,
-    text,
-)
+from quintd.sources.copilot_chat_log import ChatSession
+from quintd.sources.files import JsonlTail, open_counted, parse_object, read_whole
 from quintd.sources.spec import Reader, ReaderContext
-from quintd.sources.times import START_SLACK_S, parse_time
+from quintd.sources.times import START_SLACK_S
 
 RELIST_S = 10.0
 MAX_SESSIONS_PER_DIR = 400  # VS Code keeps at most 400 (maxPersistedSessions)
 MAX_WORKSPACES = 200  # workspaces used at once, looked into
 MAX_FLAT_BYTES = 8 * 1024 * 1024  # a pre-1.109 session file is read whole up to this
-MAX_REQUESTS = 10_000
-PENDING, NEEDS_INPUT = 0, 4  # ResponseModelState
 # A deleted session is reported closed this long (``over``): the editor's process, left
 # with none, is then a session of its own again.
 CLOSED_S = 60.0
@@ -85,134 +68,12 @@ _WORKSPACE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}$")
 
 
 @dataclass
-class _Request:
-    request_id: str | None = None
-    timestamp: float | None = None  # epoch seconds
-    model: str | None = None
-    state: int | None = None  # ResponseModelState
-
-
-@dataclass
-class _Session:
-    """The fields of one chat session that matter here, kept as its log mutates them."""
-
-    session_id: str | None = None
-    created: float | None = None
-    requests: dict[int, _Request] = field(default_factory=dict)  # by index
-    queued: int = 0  # pendingRequests
-
-    def load(self, value: Any) -> None:
-        """A whole session (a log's initial entry, or a flat file)."""
-        if not isinstance(value, dict):
-            raise ValueError("a session is an object")
-        self.session_id = identifier(value.get("sessionId"))
-        self.created = parse_time(value.get("creationDate"))
-        self.requests = _requests(value.get("requests"), 0)
-        queued = value.get("pendingRequests")
-        self.queued = len(queued) if isinstance(queued, list) else 0
-
-    def apply(self, entry: dict[str, Any]) -> None:
-        """One mutation of the log (``objectMutationLog.ts``: ``EntryKind``)."""
-        kind, path = entry.get("kind"), entry.get("k")
-        if kind == 0:
-            self.load(entry.get("v"))
-            return
-        if not isinstance(path, list) or not path or kind not in (1, 2, 3):
-            raise ValueError("not a mutation")
-        value = entry.get("v") if kind != 3 else None
-        top = path[0]
-        if top == "requests":
-            self._requests(kind, path[1:], value, entry.get("i"))
-        elif top == "pendingRequests" and len(path) == 1:
-            if kind == 2:
-                cut = entry.get("i")
-                base = (
-                    min(cut, self.queued) if isinstance(cut, int) and _index(cut) else self.queued
-                )
-                self.queued = base + (len(value) if isinstance(value, list) else 0)
-            else:
-                self.queued = len(value) if isinstance(value, list) else 0
-        elif path == ["creationDate"] and kind == 1:
-            self.created = parse_time(value)
-
-    def _requests(self, kind: int, rest: list[Any], value: Any, cut: Any) -> None:
-        if not rest:  # the whole array: set (replaced) or push (appended, cut first)
-            if kind == 2:
-                if _index(cut):
-                    self.requests = {i: r for i, r in self.requests.items() if i < cut}
-                start = max(self.requests, default=-1) + 1
-                self.requests.update(_requests(value, start))
-            else:
-                self.requests = _requests(value, 0)
-            return
-        index = rest[0]
-        if not _index(index) or index >= MAX_REQUESTS:
-            raise ValueError("not a request's index")
-        if len(rest) == 1:  # one request replaced
-            if kind == 3 or value is None:
-                self.requests.pop(index, None)
-            else:
-                self.requests[index] = _request(value)
-            return
-        request = self.requests.setdefault(index, _Request())
-        if len(rest) == 2 and rest[1] in ("requestId", "timestamp", "modelId", "modelState"):
-            _set(request, rest[1], value)
-
-    @property
-    def last(self) -> _Request | None:
-        return self.requests[max(self.requests)] if self.requests else None
-
-    @property
-    def status(self) -> Status:
-        last = self.last
-        if self.queued or (last is not None and last.state == PENDING):
-            return "busy"
-        if last is not None and last.state == NEEDS_INPUT:
-            return "waiting"
-        return "idle"
-
-    def signature(self) -> tuple[object, ...]:
-        last = self.last
-        return (len(self.requests), self.queued, last and (last.request_id, last.state))
-
-
-def _index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _requests(value: Any, start: int) -> dict[int, _Request]:
-    if not isinstance(value, list):
-        return {}
-    return {start + i: _request(item) for i, item in enumerate(value[:MAX_REQUESTS])}
-
-
-def _request(value: Any) -> _Request:
-    request = _Request()
-    if isinstance(value, dict):
-        for key in ("requestId", "timestamp", "modelId", "modelState"):
-            _set(request, key, value.get(key))
-    return request
-
-
-def _set(request: _Request, key: str, value: Any) -> None:
-    if key == "requestId":
-        request.request_id = identifier(value)
-    elif key == "timestamp":
-        request.timestamp = parse_time(value)
-    elif key == "modelId":
-        request.model = text(value, 100)
-    else:  # modelState: {"value": n, "completedAt"?: ms}
-        state = value.get("value") if isinstance(value, dict) else None
-        request.state = state if _index(state) else None
-
-
-@dataclass
 class _Chat:
     """One session file and what was read of it."""
 
     path: Path
     native_id: str
-    session: _Session = field(default_factory=_Session)
+    session: ChatSession = field(default_factory=ChatSession)
     tail: JsonlTail | None = None  # a log (.jsonl); None: a flat file (.json)
     flat_signature: tuple[int, int, int] | None = None
     owner: int | None = None
@@ -367,7 +228,7 @@ class CopilotChat(Reader):
             self._dirty.add(chat.native_id)  # the rest next pass (the read budget)
         if chat.session.session_id not in (None, chat.native_id):
             self.stats.garbage += 1  # a session under another session's name
-            chat.session = _Session()
+            chat.session = ChatSession()
         if chat.read_once and chat.session.signature() != before:
             chat.last_write = now.now
         chat.read_once = chat.read_once or not more
@@ -384,7 +245,7 @@ class CopilotChat(Reader):
             # New, or rewritten whole (a compaction writes the session again as its first
             # line): read it from the start.
             chat.tail = JsonlTail(chat.path, self.root, stats=self.stats)
-            chat.session = _Session()
+            chat.session = ChatSession()
         records, more = chat.tail.read_new()
         chat.owner = chat.tail.owner
         for record in records:
@@ -405,7 +266,7 @@ class CopilotChat(Reader):
         if data is None:
             self.stats.garbage += 1
             return False
-        session = _Session()
+        session = ChatSession()
         session.load(data)
         chat.session = session
         return False

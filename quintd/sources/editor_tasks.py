@@ -26,25 +26,8 @@ project's own storage code,
   ``packages/types/src/history.ts`` at 0fc86cec2299b333cb21da87b649003b19319ecc). Kilo's
   newer extension (sessions in ``$XDG_DATA_HOME/kilo/kilo.db``) is not read here.
 
-What is read, under ``User/globalStorage/<extension id>/tasks/<task id>/``:
-
-- ``ui_messages.json`` (and ``api_conversation_history.json``): a task is live for an
-  editor process when they were written since that process started (an editor opening
-  with a long history has none live); their growth is work (``last_write``). Only the
-  last 64 KiB of ``ui_messages.json`` is read, for its last message: ``partial`` or an
-  ``api_req_started`` without ``cost`` or ``cancelReason`` (a request under way, as Roo's
-  own resume logic reads it) is ``busy``; an ``ask`` waits for the user (``idle`` after a
-  completion, else ``waiting``); anything else says nothing (``idle``: the files' growth
-  alone tells work; the editor's CPU never does). A busy word unchanged for
-  :data:`STALE_BUSY_S` is no longer believed (an extension host that died mid-request).
-- ``task_metadata.json``: ``model_usage[-1].model_id`` is the model (Cline's; Roo records
-  no model in a task's files).
-- ``history_item.json`` (Roo, Kilo): ``parentTaskId``/``rootTaskId`` make a task a
-  sub-conversation of its root (nested children are flattened onto the root: a session
-  has one level of sub-agents); ``status`` ``completed`` ends a child, ``delegated``
-  makes its parent wait.
-- Names: neither extension lets the user title a task (``task`` is the first prompt,
-  never sent), so no conversation has a name.
+What each file of a task's directory (``User/globalStorage/<extension id>/tasks/<task
+id>/``) says, and how, is in ``editor_task_files.py``.
 
 A task whose transcript is gone (Cline's delete removes its files; Roo's its directory), or
 whose ``history_item.json`` is gone (Roo: removed from history), is over: reported once
@@ -59,86 +42,46 @@ again each pass by a stat."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
+from quintd.model import AgentProcess, ConversationFacts
 from quintd.sources.attribution import Pass, owner_of
 from quintd.sources.changes import listing, lstat_signature
-from quintd.sources.files import (
-    PASS_BUDGET,
-    open_counted,
-    parse_json,
-    parse_object,
-    read_json_file,
-    read_whole,
-    real_dir,
-    text,
+from quintd.sources.editor_task_files import (
+    API_HISTORY,
+    TASK_ID,
+    UI_MESSAGES,
+    Extension,
+    Signature,
+    Task,
+    conversation,
+    created,
+    family_root,
+    last_word,
+    read_item,
+    read_metadata,
+    rewriting,
+    signature,
 )
+from quintd.sources.files import open_counted, real_dir
 from quintd.sources.spec import Reader, ReaderContext
 from quintd.sources.times import START_SLACK_S
-
-
-@dataclass(frozen=True)
-class Extension:
-    ext_id: str  # its directory under globalStorage
-    prefix: str  # of its native ids
-
 
 CLINE = Extension("saoudrizwan.claude-dev", "cline")
 ROO = Extension("rooveterinaryinc.roo-cline", "roo")
 KILO = Extension("kilocode.kilo-code", "kilo")
 EXTENSIONS = (CLINE, ROO, KILO)
 
-UI_MESSAGES = "ui_messages.json"
-API_HISTORY = "api_conversation_history.json"
-HISTORY_ITEM = "history_item.json"
 INDEX = "_index.json"  # Roo's cache of every history_item.json, rewritten 2 s after each
-METADATA = "task_metadata.json"
-TAIL_BYTES = 64 * 1024  # of ui_messages.json: its last message
-MAX_METADATA_BYTES = 1024 * 1024  # task_metadata.json also lists the files in context
 MAX_LIVE_TASKS = 256  # per extension: the newest live tasks kept
 MAX_WATCHED_TASKS = 64  # task directories watched (the newest live ones)
 MAX_GONE = 1024  # deleted tasks remembered to say so
-STALE_BUSY_S = 600.0  # a busy last message unchanged this long is not believed
-# A task id: Cline's is the ms epoch of its creation, Roo's a UUID v7 (its first 48 bits
-# the ms epoch); ``_index.json`` and hidden entries are not tasks.
-_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
-_MS_ID = re.compile(r"^\d{13}$")
-_UUID7 = re.compile(r"^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_DONE_ASKS = frozenset({"completion_result", "resume_task", "resume_completed_task"})
-_LAST_MESSAGE = b'{"ts":'  # every message is written with ``ts`` first
-
 RELIST_INTERVAL_S = 5.0  # a history's rewrite lists the tasks again at most this often
 MAX_PENDING = 64  # task directories created without a transcript yet, watched meanwhile
 
-Signature = tuple[int, int, int] | None
 ProcessKey = tuple[int, int]
-
-
-@dataclass
-class Task:
-    ext: Extension
-    task_id: str
-    owner: int  # the uid owning its transcript
-    created: float  # epoch seconds
-    updated: float  # epoch seconds: its transcript last written
-    transcript: tuple[Signature, Signature]  # ui_messages, api history
-    last_write: float | None = None  # monotonic: when it last grew
-    said: Status | None = None  # what its last message says
-    said_at: float = 0.0  # monotonic: when that was read
-    model: str | None = None
-    metadata: Signature = None  # task_metadata.json, as last read
-    item: Signature = None  # history_item.json, as last read
-    parent: str | None = None  # its root task (Roo, Kilo)
-    status: str | None = None  # Roo's history status: active, completed, delegated
-
-    @property
-    def native_id(self) -> str:
-        return f"{self.ext.prefix}:{self.task_id}"
 
 
 @dataclass
@@ -208,7 +151,7 @@ class ExtensionTasks(Reader):
             if not path.is_relative_to(extension.tasks_dir) or path == extension.tasks_dir:
                 continue
             parts = path.relative_to(extension.tasks_dir).parts
-            if _TASK_ID.match(parts[0]):
+            if TASK_ID.match(parts[0]):
                 extension.dirty.add(parts[0])
                 if len(parts) == 1 and parts[0] not in extension.tasks:
                     # A task directory appeared: watched at once, before its first write.
@@ -249,7 +192,7 @@ class ExtensionTasks(Reader):
             # One stat an entry: for a history rewritten at every message, at most once
             # in RELIST_INTERVAL_S.
             extension.listed_as, extension.listed_at, extension.relist_due = listed, clock, False
-            entries = listing(extension.tasks_dir, _TASK_ID, newer_than=horizon, kind=stat.S_ISDIR)
+            entries = listing(extension.tasks_dir, TASK_ID, newer_than=horizon, kind=stat.S_ISDIR)
             extension.dirty.update(name for name, _ in entries)
             extension.dirty.update(extension.tasks)  # a deleted one is listed no more
         for task_id in (*extension.tasks, *extension.pending):
@@ -274,7 +217,7 @@ class ExtensionTasks(Reader):
         api = self._stat(directory / API_HISTORY)
         first = ui or api
         if first is None:
-            if known is not None and not _rewriting(directory, UI_MESSAGES):
+            if known is not None and not rewriting(directory, UI_MESSAGES):
                 self._over(extension, known)
             elif known is None and not real_dir(directory):
                 extension.pending.pop(task_id, None)
@@ -286,12 +229,12 @@ class ExtensionTasks(Reader):
             or f"{extension.ext.prefix}:{task_id}" in self._deleted
         ):
             return  # history (written before any of these processes started), or deleted
-        transcript = (_signature(ui), _signature(api))
+        transcript = (signature(ui), signature(api))
         task = known or Task(
             ext=extension.ext,
             task_id=task_id,
             owner=first.st_uid,
-            created=_created(task_id, updated),
+            created=created(task_id, updated),
             updated=updated,
             transcript=transcript,
             # Found by the first look: history until it grows. Found later: new work.
@@ -301,15 +244,18 @@ class ExtensionTasks(Reader):
         if known is not None and transcript != known.transcript:
             task.last_write = self._clock()
         if known is None or transcript[0] != known.transcript[0]:
-            task.said, task.said_at = self._last_word(directory / UI_MESSAGES), self._clock()
+            task.said, task.said_at = (
+                last_word(directory / UI_MESSAGES, self.root, self.stats),
+                self._clock(),
+            )
         task.transcript = transcript
-        if not self._read_item(task, directory):
+        if not read_item(task, directory, self.root, self.stats):
             if known is not None:
                 self._over(extension, known)
             return
         if task.parent is not None and task.parent not in extension.tasks:
             extension.wanted.add(task.parent)
-        self._read_metadata(task, directory)
+        read_metadata(task, directory, self.root, self.stats)
         extension.tasks[task_id] = task
 
     def _stat(self, path: Path) -> os.stat_result | None:
@@ -321,69 +267,6 @@ class ExtensionTasks(Reader):
         fd, info = opened
         os.close(fd)
         return info
-
-    def _last_word(self, path: Path) -> Status | None:
-        """What the last message of ``ui_messages.json`` says (from its last
-        :data:`TAIL_BYTES`)."""
-        opened = open_counted(self.root, path, self.stats)
-        if opened is None:
-            return None
-        fd, info = opened
-        try:
-            want = PASS_BUDGET.take(min(TAIL_BYTES, info.st_size))
-            tail = os.pread(fd, want, info.st_size - want) if want > 0 else b""
-        finally:
-            os.close(fd)
-        body = tail.rstrip()
-        start = body.rfind(_LAST_MESSAGE)
-        if not body.endswith(b"]") or start < 0:
-            return None  # not a whole array's end, or a last message longer than the tail
-        message = parse_object(body[start:-1])
-        if message is None:
-            self.stats.garbage += 1
-            return None
-        self.stats.lines += 1
-        return _says(message)
-
-    def _read_item(self, task: Task, directory: Path) -> bool:
-        """Roo's and Kilo's ``history_item.json``: the root task and the status. False
-        when it is gone (removed from history) after it was there."""
-        path = directory / HISTORY_ITEM
-        signature = lstat_signature(path)
-        if signature is None:
-            return task.item is None or _rewriting(directory, HISTORY_ITEM)
-        if signature == task.item:
-            return True
-        found = read_json_file(path, self.root, self.stats)
-        if found is None:
-            return True  # refused or garbage (counted): what was known stands
-        task.item = signature
-        parent = found.data.get("rootTaskId") or found.data.get("parentTaskId")
-        task.parent = parent if isinstance(parent, str) and _TASK_ID.match(parent) else None
-        if task.parent == task.task_id:
-            task.parent = None
-        status = found.data.get("status")
-        task.status = status if status in ("active", "completed", "delegated") else None
-        return True
-
-    def _read_metadata(self, task: Task, directory: Path) -> None:
-        """Cline's ``task_metadata.json``: the model of the last request."""
-        path = directory / METADATA
-        signature = lstat_signature(path)
-        if signature is None or signature == task.metadata:
-            return
-        task.metadata = signature
-        whole = read_whole(path, self.root, self.stats, MAX_METADATA_BYTES)
-        if whole is None or whole.raw is None:
-            return
-        data = parse_object(whole.raw)
-        if data is None:
-            if whole.raw.strip():
-                self.stats.garbage += 1
-            return
-        usage = data.get("model_usage")
-        if isinstance(usage, list) and usage and isinstance(usage[-1], dict):
-            task.model = text(usage[-1].get("model_id")) or task.model
 
     def _over(self, extension: _Extension, task: Task) -> None:
         del extension.tasks[task.task_id]
@@ -405,7 +288,7 @@ class ExtensionTasks(Reader):
         tasks = {(t.ext, t.task_id): t for e in self._extensions for t in e.tasks.values()}
         families: dict[tuple[Extension, str], list[Task]] = {}
         for task in tasks.values():
-            families.setdefault(_root(task, tasks), []).append(task)
+            families.setdefault(family_root(task, tasks), []).append(task)
         self._facts = {}
         self._placed = {}
         clock = self._clock()
@@ -421,7 +304,7 @@ class ExtensionTasks(Reader):
             if proc is None or updated < proc.start_time - START_SLACK_S:
                 continue
             self._placed[root.native_id] = proc.key
-            self._facts.setdefault(proc.key, []).append(_conversation(root, members, clock))
+            self._facts.setdefault(proc.key, []).append(conversation(root, members, clock))
         live = now.keys
         for native_id, (key, owner) in list(self._gone.items()):
             if key not in live:
@@ -429,80 +312,3 @@ class ExtensionTasks(Reader):
             elif native_id not in self._placed:
                 over = ConversationFacts(native_id=native_id, owner_uid=owner, over=True)
                 self._facts.setdefault(key, []).insert(0, over)
-
-
-def _conversation(root: Task, members: list[Task], clock: float) -> ConversationFacts:
-    children = tuple(
-        SubagentFacts(
-            agent_id=child.task_id,
-            done=child.status == "completed",
-            last_write=child.last_write,
-            status=_status(child, clock),
-            model=child.model,
-        )
-        for child in sorted(members, key=lambda t: (t.created, t.task_id))
-        if child is not root
-    )
-    return ConversationFacts(
-        native_id=root.native_id,
-        # Delegated: it waits for its child (whose work is its work too).
-        status="waiting" if root.status == "delegated" else _status(root, clock),
-        model=root.model,
-        last_write=root.last_write,
-        subagents=children,
-        owner_uid=root.owner,
-    )
-
-
-def _status(task: Task, clock: float) -> Status:
-    """Its last message's word (a busy word not believed once stale); else idle: its
-    files' growth alone tells work."""
-    if task.said == "busy" and clock - task.said_at >= STALE_BUSY_S:
-        return "idle"
-    return task.said or "idle"
-
-
-def _says(message: dict[str, Any]) -> Status | None:
-    if message.get("partial") is True:
-        return "busy"  # streaming
-    if message.get("type") == "ask":
-        return "idle" if message.get("ask") in _DONE_ASKS else "waiting"
-    if message.get("say") == "api_req_started":
-        info = parse_json(message.get("text"), TAIL_BYTES)
-        if isinstance(info, dict) and "cost" not in info and "cancelReason" not in info:
-            return "busy"  # a request under way
-    return None
-
-
-def _root(task: Task, tasks: dict[tuple[Extension, str], Task]) -> tuple[Extension, str]:
-    """The topmost live ancestor of a task (itself when it has none, or when its parents
-    make a cycle: files someone wrote, not a delegation)."""
-    start, seen = task, {task.task_id}
-    while task.parent is not None and (task.ext, task.parent) in tasks:
-        if task.parent in seen:
-            return (start.ext, start.task_id)
-        seen.add(task.parent)
-        task = tasks[(task.ext, task.parent)]
-    return (task.ext, task.task_id)
-
-
-def _signature(info: os.stat_result | None) -> Signature:
-    return None if info is None else (info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def _rewriting(directory: Path, name: str) -> bool:
-    """Roo's ``safeWriteJson`` renames the file away before renaming its new text in: a
-    ``.<name>.bak_...`` or ``.<name>.new_...`` beside it means it is being rewritten."""
-    pattern = re.compile(re.escape(f".{name}.") + r"(?:bak|new)_")
-    return bool(listing(directory, pattern, limit=1))
-
-
-def _created(task_id: str, fallback: float) -> float:
-    """When a task was created: from its id (Cline's ms epoch, Roo's UUID v7), else when
-    it was first seen written."""
-    if _MS_ID.match(task_id):
-        return int(task_id) / 1000
-    uuid7 = _UUID7.match(task_id)
-    if uuid7 is not None:
-        return int(uuid7.group(1) + uuid7.group(2), 16) / 1000
-    return fallback

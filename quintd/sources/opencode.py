@@ -52,7 +52,8 @@ from quintd.sources.files import (
     identifier,
     trusted_dir,
 )
-from quintd.sources.opencode_db import Database, Session
+from quintd.sources.opencode_db import Database
+from quintd.sources.opencode_queries import Session
 from quintd.sources.registry import spec
 from quintd.sources.spec import Reader, ReaderContext
 

@@ -10,16 +10,8 @@ every change it notifies). **Unverified against a running editor** (none runs he
 File: ``<data dir>/threads/threads.db`` (SQLite, rollback journal, not WAL). The data
 directory: ``--user-data-dir <dir>``; else macOS ``~/Library/Application Support/Zed``;
 Linux ``$FLATPAK_XDG_DATA_HOME/zed``, ``$XDG_DATA_HOME/zed`` or ``~/.local/share/zed``.
-
-- ``threads(id, parent_id, folder_paths, folder_paths_order, summary, updated_at,
-  data_type, data, created_at)``: ``id`` a UUID; ``parent_id`` the thread a sub-agent works
-  for; times RFC 3339; ``data_type`` ``zstd`` (what Zed writes) or ``json`` (older rows);
-  ``data`` the serialised ``DbThread``: ``messages`` (``{"User": ...}``, ``{"Agent":
-  {"content": [..., {"ToolUse": {"id": ...}}], "tool_results": {id: ...}}}`` or
-  ``"Resume"``), ``model`` (``{"provider", "model"}``), ``subagent_context``.
-- Zed rewrites a thread's row on every change it notifies, many times a second while an
-  answer streams; ``updated_at`` moves only when an answer (a model response, with its tool
-  results) is flushed into ``messages``: a prompt alone keeps the old time.
+Its table, how Zed writes it, and how its rows and their data are read (bounded, only
+when the file changed, a torn read dropped): ``zed_db.py``.
 
 How it is read.
 - which process: Zed runs one instance per data directory: the Zed process whose data
@@ -44,16 +36,6 @@ How it is read.
 - sub-agents: done once their own turn ended (idle).
 - delete: the row disappears; the conversation ends (reported ``over``). Exit: the process.
 
-Reading: the database is checked with one ``lstat`` a pass and read (read-only, immutable,
-through :func:`read_database`) only when it changed; a read during which Zed wrote (a
-``-journal`` beside it, or the file changed) is dropped and tried again. Of the
-:data:`MAX_THREADS` threads updated last only the columns stored before ``data`` are read
-(a column after it walks the blob's pages), and the data's length of the
-:data:`MAX_SIZED` newest; the rest of a row only for a live candidate (updated since the
-oldest Zed started, or changed since the last read), and its data when its row changed, at
-most every :data:`DECODE_EVERY_S` (Zed rewrites it many times a second while an answer
-streams): at most :data:`MAX_BLOB_BYTES` compressed and :data:`MAX_JSON_BYTES`
-decompressed (``zstd_json``), charged to the pass's read budget.
 A database without ``id`` and ``updated_at`` gives no facts (counted in ``stats.garbage``);
 rows with a bad id or time, and data that cannot be decoded, are skipped and counted.
 """
@@ -62,61 +44,27 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from quintd.model import AgentProcess, ConversationFacts, Status, SubagentFacts
 from quintd.sources.attribution import Pass, ProcessKey, flag_value, owner_of
 from quintd.sources.changes import lstat_signature
-from quintd.sources.files import PASS_BUDGET, ReadStats, identifier, parse_json, text, trusted_dir
+from quintd.sources.files import trusted_dir
 from quintd.sources.registry import spec
 from quintd.sources.spec import ReaderContext
-from quintd.sources.sqlite_files import columns, quote_name
-from quintd.sources.sqlite_sessions import (
-    Database,
-    MissingColumns,
-    Session,
-    SessionDatabases,
-    column,
-)
-from quintd.sources.times import START_SLACK_S, parse_time
-from quintd.sources.zstd_json import UNAVAILABLE, Undecodable, decompress
+from quintd.sources.sqlite_sessions import Database, SessionDatabases
+from quintd.sources.times import START_SLACK_S
+from quintd.sources.zed_db import DECODE_EVERY_S, Thread, decode, due, read_threads
+from quintd.sources.zstd_json import UNAVAILABLE
 
-MAX_THREADS = 256  # threads read per pass (the ones updated last)
-MAX_SIZED = 64  # ... of which the data's length is read (a rewrite without a new time)
-# A thread's data is decoded at most this often: Zed rewrites it many times a second while
-# an answer streams, and 1 MiB of JSON costs ~0.1 s to check and parse.
-DECODE_EVERY_S = 5.0
-MAX_DECODES = 32  # threads whose data is decoded in one read (the rest at the next)
-MAX_BLOB_BYTES = 4 * 1024 * 1024  # a thread's compressed data beyond this is not read
-MAX_JSON_BYTES = 8 * 1024 * 1024  # ... nor its JSON beyond this
 MAX_DEPTH = 8  # sub-agents of sub-agents followed this deep (Zed allows 4)
 MAX_OVER = 64  # deleted threads still reported closed, per process
 BUSY_HOLD_S = 600.0  # a busy thread whose row was not written for this long is idle
-CANCELLED = "Tool canceled by user"  # thread.rs TOOL_CANCELED_MESSAGE
 DATABASE = Path("threads") / "threads.db"
 DATA_DIR_FLAG = "--user-data-dir"
 
 
-@dataclass
-class _Thread(Session):
-    size: int = 0  # the data's length
-    data_type: str = ""
-    blob: bytes | None = None  # the data read for decoding (until after the read)
-    decoded: bool = False  # its data was looked at (decodable or not) at this signature
-    model: str | None = None
-    state: Status | None = None  # from the last message; None: unknown
-    seen_at: float | None = None  # monotonic: when a read first found it
-    pending: bool = False  # a live candidate whose row's rest or data is still to read
-    placed: bool = False  # its parent and creation time were read (live candidates only)
-    decoded_at: float | None = None  # monotonic: when its data was last decoded
-
-    def signature(self) -> tuple[object, ...]:
-        return (self.updated, self.size, self.data_type)
-
-
-class ZedState(SessionDatabases[_Thread]):
+class ZedState(SessionDatabases[Thread]):
     platform = "zed"
     marker = "threads"
 
@@ -143,31 +91,33 @@ class ZedState(SessionDatabases[_Thread]):
 
     # -- reading ----------------------------------------------------------------------------
 
-    def query(
-        self, conn: sqlite3.Connection, db: Database[_Thread], horizon: float
-    ) -> list[_Thread]:
+    def query(self, conn: sqlite3.Connection, db: Database[Thread], horizon: float) -> list[Thread]:
         before = _writing(db.path)
-        threads = _query(conn, db, horizon, self.now.now, self.stats)
+        threads = read_threads(conn, db, horizon, self.now.now, self.stats)
         if before is None or _writing(db.path) != before:
             # Zed wrote while this read ran (immutable reads see no locks): a torn view.
             raise sqlite3.OperationalError("written while it was read")
         return threads
 
-    def worked(self, old: _Thread, new: _Thread) -> bool:
+    def worked(self, old: Thread, new: Thread) -> bool:
         return old.signature() != new.signature()
 
-    def after_read(self, db: Database[_Thread]) -> None:
+    def after_read(self, db: Database[Thread]) -> None:
         """Decode the data read; note when each thread was first seen."""
         for thread in db.sessions.values():
             if thread.seen_at is None:
                 thread.seen_at = self.now.now
             if thread.blob is not None:
-                self._decode(thread)
+                failure = decode(thread, self.now.now)
+                if failure == UNAVAILABLE:
+                    self.unavailable += 1
+                elif failure is not None:
+                    self._garbage()
         # Rows left to read (the budget, MAX_DECODES: next pass; a decode not due yet: when
         # it is) are read again then, changed or not.
         waits = [
             t.decoded_at + DECODE_EVERY_S
-            if t.placed and t.decoded_at is not None and not _due(t, self.now.now)
+            if t.placed and t.decoded_at is not None and not due(t, self.now.now)
             else self.now.now
             for t in db.sessions.values()
             if t.pending
@@ -175,38 +125,13 @@ class ZedState(SessionDatabases[_Thread]):
         if waits:
             self._reread_at[db.path] = min(waits)
 
-    def _decode(self, thread: _Thread) -> None:
-        blob, thread.blob = thread.blob, None
-        granted = PASS_BUDGET.take(len(blob or b""))
-        if blob is None or granted < len(blob):
-            return  # the pass's budget is spent: decoded at the next read
-        thread.decoded, thread.pending, thread.decoded_at = True, False, self.now.now
-        try:
-            raw = blob if thread.data_type == "json" else decompress(blob, MAX_JSON_BYTES)
-        except Undecodable as exc:
-            if exc.reason == UNAVAILABLE:
-                self.unavailable += 1
-            else:
-                self._garbage()
-            return
-        if len(raw) > MAX_JSON_BYTES:
-            self._garbage()
-            return
-        PASS_BUDGET.take(len(raw))
-        data = parse_json(raw)
-        if not isinstance(data, dict):
-            self._garbage()
-            return
-        thread.model = _model(data.get("model"))
-        thread.state = _status(data.get("messages"))
-
     def _garbage(self) -> None:
         self.undecodable += 1
         self.stats.garbage += 1
 
     # -- which conversations ----------------------------------------------------------------
 
-    def candidates(self, db: Database[_Thread], members: list[AgentProcess]) -> list[AgentProcess]:
+    def candidates(self, db: Database[Thread], members: list[AgentProcess]) -> list[AgentProcess]:
         return []  # no single conversation per process: facts() reports them all
 
     def facts(self, proc: AgentProcess) -> list[ConversationFacts] | None:
@@ -237,10 +162,10 @@ class ZedState(SessionDatabases[_Thread]):
 
     def _conversation(
         self,
-        thread: _Thread,
-        threads: dict[str, _Thread],
+        thread: Thread,
+        threads: dict[str, Thread],
         proc: AgentProcess,
-        db: Database[_Thread],
+        db: Database[Thread],
     ) -> ConversationFacts:
         subagents = tuple(
             SubagentFacts(
@@ -262,7 +187,7 @@ class ZedState(SessionDatabases[_Thread]):
             owner_uid=db.owner,
         )
 
-    def _status(self, thread: _Thread) -> Status:
+    def _status(self, thread: Thread) -> Status:
         """The thread's own busy/idle; idle where unknown (the editor's CPU says nothing)."""
         if thread.state != "busy":
             return "idle"
@@ -271,7 +196,7 @@ class ZedState(SessionDatabases[_Thread]):
             return "idle"  # a turn that ended without an answer (an error) left its prompt
         return "busy"
 
-    def _used(self, thread: _Thread, proc: AgentProcess) -> bool:
+    def _used(self, thread: Thread, proc: AgentProcess) -> bool:
         """Used since the process started: answered since, or prompted while watched."""
         return thread.placed and (
             thread.updated >= proc.start_time - START_SLACK_S
@@ -279,7 +204,7 @@ class ZedState(SessionDatabases[_Thread]):
         )
 
     @staticmethod
-    def _top(thread: _Thread, threads: dict[str, _Thread]) -> bool:
+    def _top(thread: Thread, threads: dict[str, Thread]) -> bool:
         return thread.parent is None or thread.parent not in threads
 
     def _database_of(self, proc: AgentProcess) -> Path | None:
@@ -320,7 +245,7 @@ def _data_dir(argv: list[str], cwd: str | None, env: dict[str, str]) -> Path | N
     return None
 
 
-def _touched(thread: _Thread) -> float:
+def _touched(thread: Thread) -> float:
     """When the thread was last written, as far as can be told: a write seen while watched
     is now (a prompt to an old thread leaves its ``updated_at`` months old)."""
     return thread.updated if thread.last_write is None else float("inf")
@@ -337,153 +262,12 @@ def _writing(path: Path) -> tuple[object, ...] | None:
     return (lstat_signature(path),)
 
 
-# -- the query --------------------------------------------------------------------------------
+# -- the sub-agents ---------------------------------------------------------------------------
 
 
-def _query(
-    conn: sqlite3.Connection,
-    db: Database[_Thread],
-    horizon: float,
-    now: float,
-    stats: ReadStats,
-) -> list[_Thread]:
-    """The threads updated last, by their columns before ``data`` only (a column after it
-    walks the blob's pages, for every row); then, for the live candidates alone, the rest
-    of the row and their data (at most every :data:`DECODE_EVERY_S`)."""
-    cols = columns(conn, "threads")
-    if not {"id", "updated_at"} <= cols:
-        raise MissingColumns
-    kind = column("data_type" if "data_type" in cols else None)
-    stamp = quote_name("updated_at")
-    rows = conn.execute(
-        f"SELECT id, {stamp}, {kind} FROM threads ORDER BY {stamp} DESC LIMIT {MAX_THREADS}"
-    ).fetchall()
-    # The data's length tells a row rewritten with the same updated_at (an answer streaming,
-    # a prompt): it costs a look at the blob's pages, so only for the threads updated last.
-    sizes: dict[object, object] = {}
-    if "data" in cols:
-        sizes = dict(
-            conn.execute(
-                f"SELECT id, length(data) FROM threads ORDER BY {stamp} DESC LIMIT {MAX_SIZED}"
-            ).fetchall()
-        )
-    threads: list[_Thread] = []
-    for row in rows:
-        thread = _thread((*row, sizes.get(row[0])))
-        if thread is None:
-            stats.garbage += 1
-            continue
-        threads.append(thread)
-    wanted: list[_Thread] = []
-    for thread in threads:
-        old = db.sessions.get(thread.native_id)
-        changed = old is not None and old.signature() != thread.signature()
-        if old is not None:
-            thread.seen_at, thread.decoded_at = old.seen_at, old.decoded_at
-            thread.placed, thread.parent, thread.created = old.placed, old.parent, old.created
-            thread.model, thread.state = old.model, old.state  # until decoded again
-            if not changed:
-                thread.decoded, thread.pending = old.decoded, old.pending
-        # Live candidates only: used since the oldest process started, or written since the
-        # last read (a prompt to an old thread), or left to read by a spent budget.
-        candidate = thread.updated >= horizon or changed or thread.pending
-        stale = not thread.decoded and "data" in cols
-        if candidate and (stale or not thread.placed):
-            thread.pending = True  # to read: its row's rest, its data
-            if not thread.placed or _due(thread, now):
-                wanted.append(thread)
-    rest = ", ".join(
-        column(c if c in cols else None) for c in ("parent_id", "created_at", "data_type")
-    )
-    blob = f"CASE WHEN length(data) <= {MAX_BLOB_BYTES} THEN data END" if "data" in cols else "NULL"
-    for thread in wanted[:MAX_DECODES]:
-        decode = not thread.decoded and _due(thread, now)
-        found = conn.execute(
-            f"SELECT {rest}, {blob if decode else 'NULL'} FROM threads WHERE id = ?",
-            (thread.native_id,),
-        )
-        row = found.fetchone()
-        if row is None:
-            continue
-        parent, created, _kind, data = row
-        thread.placed, thread.parent = True, identifier(parent)
-        created_s = parse_time(created)
-        thread.created = created_s if created_s is not None else thread.updated
-        if not decode:
-            thread.pending = not thread.decoded  # its data at a later read
-        elif isinstance(data, bytes | str) and len(data) > 0:
-            thread.blob = data.encode("utf-8", "replace") if isinstance(data, str) else data
-        else:
-            thread.decoded, thread.pending = True, False  # no data, or too large
-    return threads
-
-
-def _due(thread: _Thread, now: float) -> bool:
-    return thread.decoded_at is None or now - thread.decoded_at >= DECODE_EVERY_S
-
-
-def _thread(row: Sequence[object]) -> _Thread | None:
-    native_id, updated, data_type, size = row
-    ident = identifier(native_id)
-    updated_s = parse_time(updated)
-    if ident is None or updated_s is None:
-        return None
-    return _Thread(
-        native_id=ident,
-        created=updated_s,
-        updated=updated_s,
-        size=size if isinstance(size, int) else 0,
-        data_type=data_type if data_type in ("json", "zstd") else "zstd",
-    )
-
-
-# -- the data ---------------------------------------------------------------------------------
-
-
-def _model(value: object) -> str | None:
-    return text(value.get("model")) if isinstance(value, dict) else None
-
-
-def _status(messages: object) -> Status | None:
-    """Busy while a turn runs, from the last message; None if it cannot tell."""
-    if not isinstance(messages, list):
-        return None
-    if not messages:
-        return "idle"
-    last = messages[-1]
-    if last == "Resume" or (isinstance(last, dict) and "User" in last):
-        return "busy"  # a prompt (or a retry) waiting for its answer
-    agent = last.get("Agent") if isinstance(last, dict) else None
-    if not isinstance(agent, dict):
-        return None
-    content = agent.get("content")
-    results = agent.get("tool_results")
-    if not isinstance(content, list):
-        return None
-    results = results if isinstance(results, dict) else {}
-    calls = [
-        item["ToolUse"].get("id")
-        for item in content
-        if isinstance(item, dict) and isinstance(item.get("ToolUse"), dict)
-    ]
-    # Calls whose results went back to the model: the turn goes on. Calls the user
-    # cancelled (flush_pending_message gives them CANCELLED) end it.
-    going_on = any(
-        not _cancelled(results.get(call) if isinstance(call, str) else None) for call in calls
-    )
-    return "busy" if going_on else "idle"
-
-
-def _cancelled(result: object) -> bool:
-    if not isinstance(result, dict):
-        return False
-    content = result.get("content")
-    return content == CANCELLED or content == {"Text": CANCELLED}
-
-
-def _descendants(parent: str, threads: dict[str, _Thread]) -> list[_Thread]:
+def _descendants(parent: str, threads: dict[str, Thread]) -> list[Thread]:
     """The sub-agent threads below ``parent``, nearest first (a cycle is not followed)."""
-    found: list[_Thread] = []
+    found: list[Thread] = []
     seen = {parent}
     level = [parent]
     for _ in range(MAX_DEPTH):

@@ -87,14 +87,18 @@ TARGETS: dict[str, list[str]] = {
     "sources/kiro_sessions": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
     "sources/opencode_db": ["tests/test_opencode.py"],
+    "sources/opencode_queries": ["tests/test_opencode.py"],
     "sources/qwen_code": ["tests/test_qwen_code.py"],
     # the editors (issue 27): the User directory's composite, its parts, the state.vscdb kit
     "sources/editors": ["tests/test_editors.py"],
     "sources/cursor_composers": ["tests/test_editors.py"],
     "sources/copilot_chat": ["tests/test_editors.py"],
+    "sources/copilot_chat_log": ["tests/test_editors.py"],
     "sources/vscdb": ["tests/test_editors.py", "tests/test_read_guards.py"],
     "sources/editor_tasks": ["tests/test_editor_tasks.py"],
+    "sources/editor_task_files": ["tests/test_editor_tasks.py"],
     "sources/zed": ["tests/test_zed.py"],
+    "sources/zed_db": ["tests/test_zed.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
     "scanner": [
