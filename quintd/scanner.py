@@ -166,6 +166,9 @@ class Scanner:
         self._cold = True  # the next listing looks at every new process at once
         self._tree: set[int] = set()  # agents and what runs under them: their forks count
         self._fresh: list[int] = []  # agents found since the last pass
+        # Agents that exited before a pass reported them, whose pid another process took
+        # before that pass: kept aside (the pid's entry is the new process's), reported once.
+        self._parked: dict[int, KnownProcess] = {}
         self._looks_until = 0.0  # perf_counter: the end of this feed's looks
 
     def reconfigure(self, settings: ScannerSettings) -> None:
@@ -260,7 +263,7 @@ class Scanner:
         if known is not None:
             in_tree = pid in self._tree
             was_agent = known.agent is not None
-            self._remove(pid)  # what was known of it is of the old program
+            self._taken(pid)  # what was known of it is of the old program
             if was_agent:
                 verdict = Verdict.INSPECT  # an agent became something else: look again
             elif verdict is Verdict.SKIP and in_tree:
@@ -378,6 +381,7 @@ class Scanner:
         self._cold = True
         self._tree.clear()
         self._fresh.clear()
+        self._parked.clear()
         self._next_listing = 0.0
 
     def _add(self, pid: int, known: KnownProcess) -> None:
@@ -390,6 +394,15 @@ class Scanner:
         if known.awaiting_signing is not None or known.settle_until:
             self._watch.add(pid)
         self._listing.add(str(pid))  # known: the next listing need not look at it again
+
+    def _taken(self, pid: int) -> None:
+        """The pid is another process's now: forget the old one, but an agent that exited
+        before a pass reported it is kept aside for that pass (else a short-lived agent
+        whose pid is reused at once would never be reported)."""
+        known = self._known.get(pid)
+        if known is not None and known.exited and known.agent is not None:
+            self._parked[pid] = known
+        self._remove(pid)
 
     def _remove(self, pid: int) -> None:
         known = self._known.pop(pid, None)
@@ -462,14 +475,21 @@ class Scanner:
             wait = min(self.settings.signing_wait, FIRST_PASS_SIGNING_S)
             budget = wait if first else self.settings.signing_budget
             self._wait_for_signing(new_agents, started + budget)
-        for pid in departed:
-            self._settle_departed(pid)
+        parked, self._parked = self._parked, {}
+        for known in [self._known[pid] for pid in departed] + list(parked.values()):
+            _settle_departed(known)
         self._add_descendant_cpu()
         agents = self._fold_trees()
+        if parked:
+            # One process a pid per pass: the parked agent's last report now, the new
+            # process at its pid in the next pass (not marked reported below).
+            agents = [a for a in agents if a.pid not in parked]
+            agents += fold_trees({**self._known, **parked}, set(parked))
         for pid in departed:
             self._remove(pid)
         for pid in self._agents:
-            self._known[pid].reported = True
+            if pid not in parked:
+                self._known[pid].reported = True
         self.stats.passes += 1
         self.stats.last_duration_s = time.perf_counter() - started
         return agents
@@ -494,7 +514,7 @@ class Scanner:
         self._cold = False
         for pid in new:
             if pid in self._known:
-                self._remove(pid)  # a stale entry of a reused pid
+                self._taken(pid)  # a stale entry of a reused pid
             if not at_once:
                 self._enqueue(pid)
                 continue
@@ -507,13 +527,6 @@ class Scanner:
             self._next_listing = mono + self._listing_every
             self._rebuild_tree()
         return found
-
-    def _settle_departed(self, pid: int) -> None:
-        """An agent that exited before its identity was known: there is nothing left to
-        wait for, it is announced with what is known (and ends)."""
-        known = self._known[pid]
-        if known.agent is not None and not known.agent.signing_settled:
-            known.agent = replace(known.agent, signing_settled=True)
 
     def _inspect(self, pid: int, now: float) -> KnownProcess | None:
         self.stats.inspected += 1
@@ -822,6 +835,13 @@ def _nearest_agent_ancestor(known: dict[int, KnownProcess], pid: int) -> AgentPr
             return parent.agent
         current = parent
     return None
+
+
+def _settle_departed(known: KnownProcess) -> None:
+    """An agent that exited before its identity was known: there is nothing left to
+    wait for, it is announced with what is known (and ends)."""
+    if known.agent is not None and not known.agent.signing_settled:
+        known.agent = replace(known.agent, signing_settled=True)
 
 
 def _safe(getter: Callable[[], T], default: T) -> T:

@@ -471,6 +471,84 @@ def test_after_lost_events_a_reused_pid_is_looked_at_again(short_tmp: Path) -> N
     assert data["found"] == ["claude-code"]
 
 
+# Fed by events: an agent starts and exits before any pass (both events read), and before
+# the next pass another process is given its pid: by its exec event, or by a listing after
+# lost events. The agent was never reported: the next pass reports it, once, as it was;
+# the new process at its pid comes in the pass after.
+PARKED_REUSE = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    from quintd import scanner as scanner_module
+    from quintd.proc_events import EventBatch
+    from quintd.procfs import start_ticks
+    from quintd.scanner import Scanner
+
+    first, second = sys.argv[1], sys.argv[2]
+    deadline = time.monotonic() + 30
+
+    def until(probe, what):
+        while not probe():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.005)  # polling interval of a deadline wait
+
+    def running(proc, program):
+        until(lambda: start_ticks(proc.pid) and os.readlink(f"/proc/{proc.pid}/exe") == program,
+              program)
+
+    scanner = Scanner()
+    scanner.follow_events(3600.0)
+    scanner.scan()
+    listed = time.monotonic()
+    old = subprocess.Popen([first, "600"])
+    running(old, first)
+    if scanner.knows(old.pid):  # (what had its pid before exited)
+        scanner.feed(EventBatch(exits={old.pid}))
+    scanner.feed(EventBatch(execs={old.pid: None}))
+    old_ticks = start_ticks(old.pid)
+    old.kill()
+    old.wait()
+    scanner.feed(EventBatch(exits={old.pid}))
+    tick = os.sysconf("SC_CLK_TCK")
+    until(lambda: int(time.clock_gettime(time.CLOCK_BOOTTIME) * tick) > int(old_ticks) + 1,
+          "the clock tick")
+    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+        fh.write(str(old.pid - 1))
+    new = subprocess.Popen([second, "600"])
+    running(new, os.path.realpath(second))
+    if "HOW" == "exec":
+        scanner.feed(EventBatch(execs={new.pid: None}))
+    else:  # the next pass lists /proc (a listing comes at most once a RELIST_GAP_S)
+        until(lambda: time.monotonic() > listed + scanner_module.RELIST_GAP_S, "the gap")
+        scanner.feed(EventBatch(lost=True))
+    passes = [[[a.pid, a.platform, a.start_time] for a in scanner.scan() if a.pid == new.pid]
+              for _ in range(2)]
+    print(json.dumps({"reused": new.pid == old.pid, "passes": passes}))
+    new.kill()
+    new.wait()
+""")
+
+
+@pytest.mark.parametrize("how", ["exec", "listing"])
+@pytest.mark.parametrize("successor", ["codex", "sleep"])
+def test_an_agent_gone_before_a_pass_is_reported_though_its_pid_was_reused(
+    short_tmp: Path, how: str, successor: str
+) -> None:
+    bindir = short_tmp / "bin"
+    bindir.mkdir()
+    for name in ("claude", "codex"):
+        shutil.copy(SLEEP, bindir / name)
+    second = Path(SLEEP) if successor == "sleep" else bindir / successor
+    data = _in_own_pid_namespace(bindir / "claude", second, PARKED_REUSE.replace("HOW", how))
+    assert data["reused"]
+    first, after = data["passes"]
+    [[pid, platform, old_start]] = first  # the agent that was, reported once
+    assert platform == "claude-code"
+    if successor == "sleep":
+        assert after == []
+    else:
+        [[_pid, platform, new_start]] = after
+        assert (platform, new_start > old_start) == ("codex", True)
+
+
 # An agent's tool exits and is forgotten; its pid goes to a process elsewhere (not under
 # the agent) that burns CPU: that CPU is not the agent's.
 TOOL_PID_REUSE = textwrap.dedent("""
