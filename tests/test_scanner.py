@@ -540,7 +540,7 @@ def test_an_agent_gone_before_a_pass_is_reported_though_its_pid_was_reused(
     data = _in_own_pid_namespace(bindir / "claude", second, PARKED_REUSE.replace("HOW", how))
     assert data["reused"]
     first, after = data["passes"]
-    [[pid, platform, old_start]] = first  # the agent that was, reported once
+    [[_old_pid, platform, old_start]] = first  # the agent that was, reported once
     assert platform == "claude-code"
     if successor == "sleep":
         assert after == []
