@@ -16,13 +16,25 @@ What delivery sees is the same seam as before: a :class:`Reply` (status, a short
 from __future__ import annotations
 
 import ssl
+import sys
 import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
-
 from quintd.endpoint import is_loopback_host
+
+# httpx imports zstandard, where it is installed (quintd's Zed reader needs it), to decode
+# zstd answers: 0.5 MiB of RSS in every daemon, for answers quintd never asks for. Hidden
+# while httpx is imported (httpx then neither offers nor decodes zstd); the Zed reader
+# imports it when it first reads a thread.
+_HIDE_ZSTD = "zstandard" not in sys.modules
+if _HIDE_ZSTD:
+    sys.modules["zstandard"] = None  # type: ignore[assignment]  # import raises ImportError
+try:
+    import httpx
+finally:
+    if _HIDE_ZSTD:
+        del sys.modules["zstandard"]
 
 MAX_REASON_BYTES = 64 * 1024
 

@@ -179,6 +179,18 @@ def test_the_daemon_imports_no_reader_before_its_agent_runs() -> None:
     assert "quintd.sources.yaml_files" not in loaded  # PyYAML: Copilot CLI's reader's
 
 
+def test_the_delivery_client_does_not_bring_zstandard() -> None:
+    """httpx imports zstandard where it is installed (the Zed reader's dependency): hidden
+    from it, the module is loaded only when a Zed thread is read; and it still is."""
+    code = (
+        "import sys, quintd.http_client, quintd.shipper, httpx;"
+        "print('zstandard' in sys.modules, 'zstd' in httpx._decoders.SUPPORTED_DECODERS);"
+        "from quintd.sources.zstd_json import _zstandard; print(_zstandard() is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
 READER_MODULES = sorted({_module(spec) for spec in READERS})
 
 
