@@ -372,9 +372,13 @@ def run_tests(workdir: Path, tests: list[str], timeout: float, show: bool = Fals
 
 def checkouts(count: int) -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="quintd-mutation-"))
-    ignore = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*_cache")
+    # Not build/: the systemd tier's container root lives there, and a copy that follows
+    # its links filled a disk (46 GB); links are copied as links.
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", "build", "dist"
+    )
     for i in range(count):
-        shutil.copytree(ROOT, base / f"w{i}", ignore=ignore)
+        shutil.copytree(ROOT, base / f"w{i}", ignore=ignore, symlinks=True)
         yield base / f"w{i}"
 
 
