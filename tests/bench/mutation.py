@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,14 +330,21 @@ def mutated_source(source: str, index: int) -> str:
 
 def run_tests(workdir: Path, tests: list[str], timeout: float, show: bool = False) -> str:
     """'killed', 'survived' or 'timeout' (counted as killed); ``show``: the end of a
-    failing run's output, on stderr."""
+    failing run's output, on stderr. The tests' temporary files go inside ``workdir``
+    (TMPDIR), so that removing the copy removes whatever they leave behind."""
+    tmp = workdir / ".tmp"
+    tmp.mkdir(exist_ok=True)
     env = dict(
         os.environ,
         PYTHONPATH=str(workdir),
         QUINTD_FIXTURES=str(FIXTURES),
         PYTHONDONTWRITEBYTECODE="1",
+        TMPDIR=str(tmp),
     )
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    cmd = [
+        sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+        f"--basetemp={tmp / 'pytest'}", *tests,
+    ]  # fmt: skip
     try:
         result = subprocess.run(
             cmd, cwd=workdir, env=env, capture_output=True, timeout=timeout, check=False
@@ -348,12 +357,57 @@ def run_tests(workdir: Path, tests: list[str], timeout: float, show: bool = Fals
     return "survived" if result.returncode == 0 else "killed"
 
 
-def checkouts(count: int) -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="quintd-mutation-"))
-    ignore = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*_cache")
-    for i in range(count):
-        shutil.copytree(ROOT, base / f"w{i}", ignore=ignore)
-        yield base / f"w{i}"
+MIN_FREE_BYTES = 5 * 1024**3  # below this in the temp dir, the run stops
+
+
+class DiskLow(RuntimeError):
+    """The temp dir's file system is nearly full: no further copy is made."""
+
+
+class Copies:
+    """The private copies of the checkout, one a mutant, under one temp dir: each is
+    removed once its mutant is judged, and the dir at exit (normal, an exception,
+    Ctrl-C or SIGTERM). A copy is only made while the temp dir keeps
+    :data:`MIN_FREE_BYTES` free."""
+
+    _IGNORE = staticmethod(
+        shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", ".tmp")
+    )
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="quintd-mutation-"))
+        self._count = 0
+        self._lock = threading.Lock()
+        self.stopped = threading.Event()
+        atexit.register(self.remove_all)
+
+    def check_space(self) -> None:
+        free = shutil.disk_usage(self.base).free
+        if free < MIN_FREE_BYTES:
+            self.stopped.set()
+            raise DiskLow(
+                f"only {free / 1024**3:.1f} GB free in {self.base.parent} "
+                f"(at least {MIN_FREE_BYTES / 1024**3:.0f} GB wanted): mutation run stopped"
+            )
+
+    def make(self) -> Path:
+        self.check_space()
+        with self._lock:
+            self._count += 1
+            workdir = self.base / f"w{self._count}"
+        shutil.copytree(ROOT, workdir, ignore=self._IGNORE)
+        return workdir
+
+    @staticmethod
+    def remove(workdir: Path) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def remove_all(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds, so that atexit removes the copies
 
 
 def main() -> int:
@@ -364,8 +418,35 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    workers = list(checkouts(args.jobs))
-    free = list(workers)
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    copies = Copies()
+    try:
+        return _run(args, copies)
+    except DiskLow as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 3
+    finally:
+        copies.remove_all()
+
+
+def _judge_in_copy(
+    copies: Copies, mutant: Mutant | None, source: str, tests: list[str], args: argparse.Namespace
+) -> str:
+    """The verdict on one mutant (None: the module unmutated), in a fresh copy removed
+    after; 'skipped' once the run is stopping."""
+    if copies.stopped.is_set():
+        return "skipped"
+    workdir = copies.make()
+    try:
+        if mutant is not None:
+            target = workdir / "quintd" / f"{mutant.module}.py"
+            target.write_text(mutated_source(source, mutant.index))
+        return run_tests(workdir, tests, args.timeout, show=mutant is None)
+    finally:
+        copies.remove(workdir)
+
+
+def _run(args: argparse.Namespace, copies: Copies) -> int:
     report: list[tuple[str, int, int, int, list[Mutant]]] = []
     failed = 0  # modules whose tests failed unmutated
     started = time.monotonic()
@@ -375,7 +456,7 @@ def main() -> int:
         if len(found) > args.max:
             chosen = sorted(random.Random(args.seed).sample(found, args.max), key=lambda m: m.index)
         tests = TARGETS[module]
-        baseline = run_tests(workers[0], tests, args.timeout, show=True)
+        baseline = _judge_in_copy(copies, None, source, tests, args)
         if baseline != "survived":
             # Not a score (a mutant would count as killed): said, and the next module run.
             print(f"{module}: its tests fail unmutated; fix them first", file=sys.stderr)
@@ -383,14 +464,7 @@ def main() -> int:
             continue
 
         def judge(mutant: Mutant, source: str = source, tests: list[str] = tests) -> str:
-            workdir = free.pop()
-            target = workdir / "quintd" / f"{mutant.module}.py"
-            try:
-                target.write_text(mutated_source(source, mutant.index))
-                return run_tests(workdir, tests, args.timeout)
-            finally:
-                target.write_text(source)
-                free.append(workdir)
+            return _judge_in_copy(copies, mutant, source, tests, args)
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             verdicts = list(pool.map(judge, chosen))
@@ -409,8 +483,7 @@ def main() -> int:
         if survivors:
             print(f"\nsurvivors in quintd/{module}.py:")
             for m in survivors:
-                print(f"  line {m.line}: {m.what}")
-    shutil.rmtree(workers[0].parent, ignore_errors=True)
+                print(f"  line {m.line} (point {m.index}): {m.what}")
     return 1 if failed else 0
 
 
