@@ -114,7 +114,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "sources/changes": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
     "sources/times": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
-    "sources/yaml_files": ["tests/test_copilot_cli.py"],
+    "sources/yaml_files": ["tests/test_read_guards.py", "tests/test_copilot_cli.py"],
     "sources/files": [
         "tests/test_read_guards.py",
         "tests/test_reader_kit.py",
@@ -380,6 +380,10 @@ class Copies:
         self._lock = threading.Lock()
         self.stopped = threading.Event()
         atexit.register(self.remove_all)
+        # The checkout as it stands now: edits made while the run goes on are not judged.
+        self.check_space()
+        self.pristine = self.base / "pristine"
+        shutil.copytree(ROOT, self.pristine, ignore=self._IGNORE)
 
     def check_space(self) -> None:
         free = shutil.disk_usage(self.base).free
@@ -395,7 +399,7 @@ class Copies:
         with self._lock:
             self._count += 1
             workdir = self.base / f"w{self._count}"
-        shutil.copytree(ROOT, workdir, ignore=self._IGNORE)
+        shutil.copytree(self.pristine, workdir)
         return workdir
 
     @staticmethod
