@@ -116,14 +116,14 @@ TARGETS: dict[str, list[str]] = {
     "sources/times": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
     "sources/yaml_files": ["tests/test_read_guards.py", "tests/test_copilot_cli.py"],
     "sources/files": [
-        "tests/test_read_guards.py",
         "tests/test_reader_kit.py",
+        "tests/test_read_guards.py",
         "tests/test_qwen_code.py",
     ],
     "sources/sqlite_files": [
         "tests/test_read_guards.py",
-        "tests/test_cline.py",
         "tests/test_goose.py",
+        "tests/test_cline.py",
     ],
     # the settings and their reload path (test_reload's daemons take minutes: not here)
     "part_settings": ["tests/test_config.py", "tests/test_settings_declared.py"],
