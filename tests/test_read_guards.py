@@ -446,6 +446,8 @@ def test_yaml_nesting_up_to_its_bound_is_read() -> None:
         "name": None,  # a mapping, not a scalar
     }
     assert parse_flat_yaml(_nested_yaml(MAX_YAML_DEPTH + 1), {"id", "name"}) is None
+    # A collection closed before it does not make room for one more level.
+    assert parse_flat_yaml(b"k: {a: b}\n" + _nested_yaml(MAX_YAML_DEPTH + 1), {"id"}) is None
     # Depth is nesting, not a count of collections: many siblings at level two are read.
     siblings = b"".join(b"k%d: {a: b}\n" % i for i in range(3 * MAX_YAML_DEPTH)) + b"id: x\n"
     assert parse_flat_yaml(siblings, {"id"}) == {"id": "x"}

@@ -107,6 +107,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     # the rest of the kit: the files, times and changes every reader stands on
     "sources/conversation_files": [
+        "tests/test_reader_kit.py",
         "tests/test_claude_code.py",
         "tests/test_codex.py",
         "tests/test_gemini_legacy.py",
@@ -116,11 +117,13 @@ TARGETS: dict[str, list[str]] = {
     "sources/times": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
     "sources/yaml_files": ["tests/test_read_guards.py", "tests/test_copilot_cli.py"],
     "sources/files": [
+        "tests/test_kit_files.py",
         "tests/test_reader_kit.py",
         "tests/test_read_guards.py",
         "tests/test_qwen_code.py",
     ],
     "sources/sqlite_files": [
+        "tests/test_kit_sqlite.py",
         "tests/test_read_guards.py",
         "tests/test_goose.py",
         "tests/test_cline.py",
