@@ -165,7 +165,7 @@ def _nested(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
 def test_depth_is_allowed_up_to_its_limit_for_either_bracket() -> None:
     for opener, closer in ((b"[", b"]"), (b"{", b"}")):
         assert depth_ok(_nested(MAX_JSON_DEPTH, opener, closer))
-        assert not depth_ok(_nested(MAX_JSON_DEPTH + 1, opener, closer))
+        assert depth_ok(_nested(MAX_JSON_DEPTH + 1, opener, closer)) is False
     # Mixed brackets count together.
     mixed = b"[{" * (MAX_JSON_DEPTH // 2) + b"[" + b"}]" * (MAX_JSON_DEPTH // 2) + b"]"
     assert not depth_ok(mixed)
@@ -176,6 +176,8 @@ def test_depth_counts_nesting_not_brackets_and_skips_strings() -> None:
     assert depth_ok(b"[" + b",".join([b"[{}]"] * (2 * MAX_JSON_DEPTH)) + b"]")
     # As deep as allowed, with more brackets than the limit around it.
     assert depth_ok(_nested(MAX_JSON_DEPTH) + b"[]" * MAX_JSON_DEPTH)
+    # Closed brackets make no room for deeper ones after them.
+    assert depth_ok(b"[]" * MAX_JSON_DEPTH + _nested(MAX_JSON_DEPTH + 1)) is False
     # Brackets inside strings (escaped quotes too) are no nesting.
     inside = b'["' + b"[{" * MAX_JSON_DEPTH + b'\\"[[", "x"]'
     assert depth_ok(inside)
@@ -230,6 +232,13 @@ def test_one_complaint_per_file_per_change(
     complaints.warn(tmp_path / "gone", None, "garbage")
     complaints.warn(tmp_path / "gone", None, "garbage")
     assert _said(warnings) == 1
+    # No metadata counts as an empty file of the epoch: no second complaint.
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    os.utime(empty, ns=(0, 0))
+    complaints.warn(empty, empty.stat(), "garbage")
+    complaints.warn(empty, None, "garbage")
+    assert _said(warnings) == 1
 
 
 def test_complaints_forget_the_least_recent_file_past_their_size(
@@ -262,7 +271,9 @@ def test_read_whole_reads_up_to_its_limit_and_refuses_more(
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
     stats = ReadStats()
+    fds = _open_fds()
     whole = read_whole(path, tmp_path, stats, limit=10)
+    assert _open_fds() == fds
     assert whole is not None and whole.raw == b"0123456789"
     info = path.stat()
     assert whole.signature == (info.st_ino, info.st_size, info.st_mtime_ns)
@@ -321,22 +332,23 @@ def _unread(fd: int) -> int:
 
 
 def test_read_all_counts_what_short_reads_gave() -> None:
-    """A pipe gives what was written so far: the second read asks only for the rest."""
+    """A pipe gives what was written so far: exactly the limit at first, and the one more
+    byte is still asked for (and no more)."""
     read_end, write_end = os.pipe()
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(read_all(read_end, 10)))
     try:
-        os.write(write_end, b"a" * 5)
+        os.write(write_end, b"a" * 10)
         reader.start()
         deadline = time.monotonic() + 30.0
         while _unread(read_end) and time.monotonic() < deadline:
-            time.sleep(0.01)  # polling a condition: the reader took the first 5 bytes
+            time.sleep(0.01)  # polling a condition: the reader took the first bytes
         assert _unread(read_end) == 0
         os.write(write_end, b"b" * 20)
         os.close(write_end)
         write_end = -1
         reader.join(30.0)
-        assert got == [b"a" * 5 + b"b" * 6]
+        assert got == [b"a" * 10 + b"b"]
     finally:
         if write_end >= 0:
             os.close(write_end)
@@ -352,16 +364,37 @@ def test_a_tail_reads_complete_lines_and_waits_for_a_half_written_one(
 ) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"n": 1}\n\n   \n[2]\n{"n": 3}\n{"n": 4')
+    files.PASS_BUDGET.refilled = time.monotonic() + 3600.0  # no refill during the test
     stats = ReadStats()
     tail = JsonlTail(path, tmp_path, stats=stats)
     assert tail.read_new() == ([{"n": 1}, {"n": 3}], False)
     assert stats.lines == 3 and stats.garbage == 1  # blank lines are no lines
     assert tail.owner == os.getuid() and tail.offset == path.stat().st_size
-    assert _said(warnings) == 1  # "1 bad line(s)"
+    assert next(r.getMessage() for r in warnings.records).startswith("skipped 1 bad line(s)")
+    assert _said(warnings) == 1
     with open(path, "ab") as fh:
-        fh.write(b'}\n{"n": 5}\n')
-    assert tail.read_new() == ([{"n": 4}, {"n": 5}], False)
+        fh.write(b"}")
+    assert tail.read_new() == ([], False)  # still no newline
+    with open(path, "ab") as fh:
+        fh.write(b"\n")  # one byte to read: the line is complete
+    assert tail.read_new() == ([{"n": 4}], False)
+    with open(path, "ab") as fh:
+        fh.write(b'{"n": 5}\n')
+    assert tail.read_new() == ([{"n": 5}], False)
     assert stats.garbage == 1 and _said(warnings) == 0
+    fds = _open_fds()
+    assert tail.read_new() == ([], False)
+    assert _open_fds() == fds
+    with open(path, "ab") as fh:
+        fh.write(b"bad\nworse\n")
+    assert tail.read_new() == ([], False)
+    assert next(r.getMessage() for r in warnings.records).startswith("skipped 2 bad line(s)")
+    # Every byte read was taken from the pass's budget, and no more.
+    assert files.PASS_BUDGET.left == files.PASS_BUDGET.size - path.stat().st_size
+
+
+def test_a_missing_tail_reads_nothing_and_has_nothing_left(tmp_path: Path) -> None:
+    tail = JsonlTail(tmp_path / "absent.jsonl", tmp_path)
     assert tail.read_new() == ([], False)
 
 
@@ -394,6 +427,7 @@ def test_a_tail_reads_nothing_once_the_pass_budget_is_spent(tmp_path: Path) -> N
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"n": 1}\n')
     files.PASS_BUDGET.left = 0
+    files.PASS_BUDGET.refilled = time.monotonic() + 3600.0  # no refill during the test
     tail = JsonlTail(path, tmp_path)
     assert tail.read_new() == ([], True)
     assert tail.offset == 0
@@ -434,6 +468,26 @@ def test_a_half_written_line_past_the_cap_is_dropped_and_its_end_skipped(
     assert stats.garbage == 1 and not tail.skipping
 
 
+def test_a_line_without_end_past_the_budget_is_skipped_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"x" * (MAX_LINE_BYTES + 100))
+    tail = JsonlTail(path, tmp_path)
+    # The first read, within its budget, finds the line past the cap: the rest is skipped.
+    assert tail.read_new(budget=MAX_LINE_BYTES + 10) == ([], False)
+    assert tail.offset == path.stat().st_size
+
+
+def test_a_sparse_transcript_is_complained_of_once(
+    tmp_path: Path, warnings: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "holes.jsonl"
+    with open(path, "wb") as fh:
+        fh.truncate(2 * SPARSE_MIN_BYTES)
+    tail = JsonlTail(path, tmp_path)
+    assert tail.read_new() == ([], False)
+    assert _said(warnings) == 1 and tail.stats.garbage == 1
+
+
 def test_a_sparse_file_is_told_by_its_holes(tmp_path: Path) -> None:
     def is_sparse(path: Path) -> bool:
         fd = os.open(path, os.O_RDONLY)
@@ -445,24 +499,46 @@ def test_a_sparse_file_is_told_by_its_holes(tmp_path: Path) -> None:
     at_min = tmp_path / "at-min"
     with open(at_min, "wb") as fh:
         fh.truncate(SPARSE_MIN_BYTES)
-    assert not is_sparse(at_min)  # not larger than the minimum: never looked at
+    assert is_sparse(at_min) is False  # not larger than the minimum: never looked at
     past_min = tmp_path / "past-min"
     with open(past_min, "wb") as fh:
         fh.truncate(SPARSE_MIN_BYTES + 1)
-    assert is_sparse(past_min)
+    assert is_sparse(past_min) is True
     # Half data, then a hole to the end: half holes is sparse.
     half = tmp_path / "half"
     size = 2 * SPARSE_MIN_BYTES
     with open(half, "wb") as fh:
         fh.write(b"x" * (size // 2))
         fh.truncate(size)
-    assert is_sparse(half)
+    assert is_sparse(half) is True
     # A hole first, then data to the end: under half holes is not.
     data_last = tmp_path / "data-last"
     with open(data_last, "wb") as fh:
         fh.seek(SPARSE_MIN_BYTES // 2)
         fh.write(b"x" * SPARSE_MIN_BYTES)
-    assert not is_sparse(data_last)
+    assert is_sparse(data_last) is False
+    # Data, a hole of a sixth, data: not sparse (the hole is counted from where it begins).
+    middle = tmp_path / "middle"
+    with open(middle, "wb") as fh:
+        fh.write(b"x" * (SPARSE_MIN_BYTES // 2))
+        fh.seek(SPARSE_MIN_BYTES // 2 + SPARSE_MIN_BYTES // 4)
+        fh.write(b"x" * (SPARSE_MIN_BYTES // 2))
+    assert is_sparse(middle) is False
+    # Cut into more pieces than are looked at: sparse, whatever its holes add up to.
+    pieces = tmp_path / "pieces"
+    with open(pieces, "wb") as fh:
+        for i in range(files._MAX_EXTENTS + 20):
+            fh.seek(i * 64 * 1024)
+            fh.write(b"x" * (60 * 1024))
+    assert pieces.stat().st_size > SPARSE_MIN_BYTES
+    assert is_sparse(pieces) is True
+    # A descriptor that cannot seek: cannot tell, so not sparse.
+    read_end, write_end = os.pipe()
+    try:
+        assert sparse(read_end, past_min.stat()) is False
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 # -- pass budget --------------------------------------------------------------------------
@@ -471,10 +547,13 @@ def test_a_sparse_file_is_told_by_its_holes(tmp_path: Path) -> None:
 def test_the_pass_budget_refills_itself_after_a_second() -> None:
     budget = PassBudget(size=10)
     assert budget.take(10) == 10 and budget.take(1) == 0
-    budget.refilled = time.monotonic() - 2.0  # a pass a while ago
+    budget.refilled = time.monotonic() - 1.5  # a pass a while ago
     assert budget.take(4) == 4 and budget.exhausted == 1 and budget.left == 6
     assert budget.take(-5) == 0 and budget.left == 6
     budget.refill()  # not exhausted: not counted
+    assert budget.exhausted == 1
+    assert budget.take(9) == 9
+    budget.refill()  # one byte left: not exhausted
     assert budget.exhausted == 1
 
 
@@ -504,10 +583,10 @@ def test_trusted_and_real_dirs_and_regular_files(tmp_path: Path) -> None:
     assert not trusted_dir(tmp_path / "f", uid)
     assert trusted_dir(tmp_path / "absent", uid, absent=True)
     assert not trusted_dir(tmp_path / "absent", uid)
-    assert not trusted_dir(tmp_path / "f" / "under-a-file", uid, absent=True)
+    assert trusted_dir(tmp_path / "f" / "under-a-file", uid, absent=True) is False
     assert real_dir(tmp_path / "d")
     assert not real_dir(tmp_path / "link") and not real_dir(tmp_path / "f")
-    assert not real_dir(tmp_path / "absent")
+    assert real_dir(tmp_path / "absent") is False
     info = regular(tmp_path / "f")
     assert info is not None and info.st_size == 1
     assert regular(tmp_path / "d") is None and regular(tmp_path / "absent") is None
