@@ -402,8 +402,16 @@ class Copies:
         with self._lock:
             self._count += 1
             workdir = self.base / f"w{self._count}"
-        shutil.copytree(self.pristine, workdir)
+        shutil.copytree(self.pristine, workdir, copy_function=self._copy)
         return workdir
+
+    def _copy(self, source: str, dest: str) -> None:
+        """The fixtures (most of the checkout's bytes, never written: tests copy them
+        before use) are linked, not copied; everything else is copied."""
+        if Path(source).is_relative_to(self.pristine / "tests" / "fixtures"):
+            os.link(source, dest)
+        else:
+            shutil.copy2(source, dest)
 
     @staticmethod
     def remove(workdir: Path) -> None:
