@@ -47,6 +47,10 @@ def _db(path: Path, script: str) -> Path:
     return path
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 def _ids(conn: sqlite3.Connection) -> list[object]:
     return [row[0] for row in conn.execute("SELECT id FROM sessions ORDER BY id")]
 
@@ -102,6 +106,19 @@ def test_a_wal_database_nobody_has_open_is_read_from_a_copy(
     # Copied once as it stands: asked again at once, it is not copied again.
     with pytest.raises(UnreadableDatabase, match="unchanged"):
         read_database(left, left / "a.db", _ids)
+    # Its -wal written since: another copy.
+    with open(left / "a.db-wal", "ab") as fh:
+        fh.write(b"\0")
+    fds = _open_fds()
+    assert read_database(left, left / "a.db", _ids)[0] == ["in-wal"]
+    assert _open_fds() == fds
+
+
+def test_any_wal_written_is_a_reason_to_copy(tmp_path: Path) -> None:
+    path = _db(tmp_path / "a.db", ONE_ROW)
+    (tmp_path / "a.db-wal").write_bytes(b"\0")  # no valid frame: SQLite ignores it
+    assert read_database(tmp_path, path, _ids)[0] == ["x"]
+    assert sqlite_files.COPIES.bytes_copied == path.stat().st_size + 1
 
 
 def test_a_wal_database_with_an_unlocked_shm_is_read_from_a_copy(
@@ -122,7 +139,9 @@ def test_a_wal_database_with_an_unlocked_shm_is_read_from_a_copy(
 def test_an_empty_wal_is_no_reason_to_copy(tmp_path: Path) -> None:
     path = _db(tmp_path / "a.db", ONE_ROW)
     (tmp_path / "a.db-wal").write_bytes(b"")
+    fds = _open_fds()
     assert read_database(tmp_path, path, _ids)[0] == ["x"]
+    assert _open_fds() == fds  # the descriptor read through is closed
     assert sqlite_files.COPIES.bytes_copied == 0
 
 
@@ -305,13 +324,13 @@ def test_the_back_off_doubles_up_to_its_cap_and_then_expires() -> None:
     assert aside.count == 7 and aside.files[(1, 1)].strikes == 7
     assert aside.reasons() == {"why": 1}
     aside.files[(1, 1)].until = time.monotonic() - 0.001  # its back-off is over
-    assert not aside.blocked((1, 1), 5, 9)
+    assert aside.blocked((1, 1), 5, 9) is False
     assert aside.reasons() == {}
 
 
 def test_one_failure_blocks_only_the_unchanged_file_of_its_owner() -> None:
     aside = SetAside()
-    assert not aside.blocked((1, 1), 5, 9)
+    assert aside.blocked((1, 1), 5, 9) is False
     aside.strike((1, 1), "why", uid=5, changed_ns=9)
     assert aside.blocked((1, 1), 5, 9)
     assert not aside.blocked((1, 1), 5, 10)  # written since
@@ -364,7 +383,7 @@ def test_a_users_copy_budget_is_per_minute_and_per_user() -> None:
         budget.admit((2,), uid=1000)
     assert budget.bytes_copied == sqlite_files.COPY_BUDGET_BYTES
     # A minute later, what was spent then no longer counts.
-    budget.spending[1000] = [(t - 61.0, n) for t, n in budget.spending[1000]]
+    budget.spending[1000] = [(t - 60.5, n) for t, n in budget.spending[1000]]
     budget.admit((3,), uid=1000)
     assert budget.spending[1000] == []
 
@@ -380,11 +399,11 @@ def test_an_unchanged_database_is_copied_again_after_the_interval() -> None:
 def test_the_copy_times_are_pruned_past_ten_thousand() -> None:
     budget = CopyBudget()
     now = time.monotonic()
-    budget.last = {(i,): now - 601.0 for i in range(10_000)}
+    budget.last = {(i,): now - 600.5 for i in range(9_999)}
     budget.last[(-1,)] = now
-    budget.admit((-2,), uid=1)  # the ten thousand and second: the old ones go
+    budget.admit((-2,), uid=1)  # the ten thousand and first: the old ones go
     assert set(budget.last) == {(-1,), (-2,)}
-    budget.last = {(i,): now - 601.0 for i in range(9_999)}
+    budget.last = {(i,): now - 600.5 for i in range(9_999)}
     budget.admit((-2,), uid=1)  # ten thousand: none go
     assert len(budget.last) == 10_000
 
@@ -396,9 +415,12 @@ def test_the_wal_identity_changes_with_each_commit_and_not_with_reads(
     live_wal: tuple[Path, sqlite3.Connection],
 ) -> None:
     path, writer = live_wal
+    fds = _open_fds()
     first = wal_identity(path.parent, path)
-    assert isinstance(first, tuple) and len(first) == 3 and first[2] is not None
-    assert len(first[2]) == sqlite_files.WAL_INDEX_HEADER
+    assert _open_fds() == fds
+    assert isinstance(first, tuple) and len(first) == 3
+    shm = Path(str(path) + "-shm").read_bytes()
+    assert first[2] == shm[: sqlite_files.WAL_INDEX_HEADER]
     read_database(path.parent, path, _ids)
     assert wal_identity(path.parent, path) == first
     writer.execute("INSERT INTO sessions VALUES ('more')")
@@ -428,3 +450,87 @@ def test_columns_quote_and_pick(tmp_path: Path) -> None:
     assert quote_name('a"b') == '"a""b"'
     assert pick({"b", "c"}, "a", "c", "b") == "c"
     assert pick({"b"}, "a") is None
+
+
+def test_a_database_that_cannot_be_opened_says_so_at_once(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    began = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="unable to open") as caught:
+        sqlite_files._query(lambda: f"file:{missing}?mode=ro", _ids)
+    assert not isinstance(caught.value, Guarded)  # its error, not the deadline's
+    assert time.monotonic() - began < sqlite_files.QUERY_DEADLINE_S
+    assert not missing.exists()
+
+
+def _big(tmp_path: Path, rows: int) -> Path:
+    return _db(
+        tmp_path / "a.db",
+        "CREATE TABLE sessions(id INT);"
+        " WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r LIMIT"
+        f" {rows}) INSERT INTO sessions SELECT n FROM r;",
+    )
+
+
+COUNT = "SELECT count(*) FROM sessions WHERE id % 7 = 3"
+
+
+def test_a_query_within_its_budget_runs_to_its_end(tmp_path: Path) -> None:
+    path = _big(tmp_path, 20_000)  # many more steps than one progress check
+    assert read_database(tmp_path, path, lambda c: c.execute(COUNT).fetchone())[0] == (2857,)
+
+
+def test_the_step_budget_is_allowed_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The query's progress checks counted on a connection of its own; a budget of
+    exactly that many steps lets it finish, one check less stops it."""
+    path = _big(tmp_path, 20_000)
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    calls = [0]
+
+    def count() -> int:
+        calls[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, sqlite_files.PROGRESS_EVERY)
+    conn.execute(COUNT).fetchone()
+    conn.close()
+    assert calls[0] > 2
+    monkeypatch.setattr(sqlite_files, "QUERY_STEPS", calls[0] * sqlite_files.PROGRESS_EVERY)
+    query = lambda c: c.execute(COUNT).fetchone()  # noqa: E731
+    assert read_database(tmp_path, path, query)[0] == (2857,)
+    monkeypatch.setattr(sqlite_files, "QUERY_STEPS", (calls[0] - 1) * sqlite_files.PROGRESS_EVERY)
+    with pytest.raises(UnreadableDatabase, match="budget of steps"):
+        read_database(tmp_path, path, query)
+
+
+def test_a_file_grown_while_copied_costs_its_user_the_whole_cap(
+    live_wal: tuple[Path, sqlite3.Connection], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size is checked, then the -wal grows before it is copied (the attacker's
+    timing, made exact by growing it just before the copy starts)."""
+    path, _writer = live_wal
+    left = tmp_path / "left"
+    left.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copyfile(str(path) + suffix, str(left / "a.db") + suffix)
+    monkeypatch.setattr(
+        sqlite_files,
+        "MAX_COPY_BYTES",
+        os.path.getsize(left / "a.db") + os.path.getsize(left / "a.db-wal"),
+    )
+    real_copy = sqlite_files.copy_capped
+
+    def grow_then_copy(fd: int, dest: Path, cap: int) -> int:
+        if dest.name.endswith("-wal"):
+            with open(left / "a.db-wal", "ab") as fh:
+                fh.write(b"\0" * 4096)
+        return real_copy(fd, dest, cap)
+
+    monkeypatch.setattr(sqlite_files, "copy_capped", grow_then_copy)
+    fds = _open_fds()
+    with pytest.raises(UnreadableDatabase, match="it grew"):
+        read_database(left, left / "a.db", _ids)
+    assert _open_fds() == fds
+    assert sqlite_files.COPIES.spending[os.getuid()][-1][1] == sqlite_files.MAX_COPY_BYTES
+    assert sqlite_files.COPIES.refused == {"too large to copy": 1}
