@@ -933,3 +933,30 @@ def test_one_pass_reads_conversations_newest_first_within_its_budget(
     assert reader.facts(r) is None and reader.changes.dirty == {late}
     reader.prepare([p, q, r])
     assert reader.facts(r).native_id == "late"
+
+
+def test_conversation_files_are_listed_once_then_found_by_their_changes(
+    tmp_path: Path,
+) -> None:
+    _chat(tmp_path / "chats" / "chat-a.jsonl", "a")
+    reader = _chats_reader(tmp_path, OpenFilesView({}), [1.0])
+    p = _started(100, 1)
+    reader.prepare([p])
+    assert reader.facts(p).native_id == "a"
+    later = _chat(tmp_path / "chats" / "chat-b.jsonl", "b", started=1e10)
+    reader.prepare([p])  # no change event for it: not listed again
+    assert reader.facts(p).native_id == "a"
+    reader.changed(later)
+    reader.prepare([p])
+    assert reader.facts(p).native_id == "b"
+
+
+def test_a_watched_directory_that_is_a_link_is_not_listed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    _chat(elsewhere / "chat-a.jsonl", "a")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "chats").symlink_to(elsewhere)
+    reader = _chats_reader(tmp_path / "root", OpenFilesView({}), [1.0])
+    p = _started(100, 1)
+    reader.prepare([p])
+    assert reader.facts(p) is None
