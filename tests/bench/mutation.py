@@ -12,6 +12,9 @@ Operators: comparisons (< <=, > >=, == !=, in / not in, is / is not), and/or, dr
 (assignment, augmented assignment, call, return value) replaced by `pass` / `return None`.
 No dependency: the standard library's ast module does the work.
 
+The copies go to the temp dir (TMPDIR=/dev/shm keeps them off the disk); each is removed
+once its mutant is judged, and the run stops when the temp dir has under 5 GB free.
+
 Run: python3 tests/bench/mutation.py [--modules tracker,delivery_policy,store]
      (any of TARGETS: the readers and the reader kit, waiter, scanner, private_files,
      model, identity, schema, metrics, part_settings, config/load, settings)
@@ -374,7 +377,11 @@ class Copies:
     :data:`MIN_FREE_BYTES` free."""
 
     _IGNORE = staticmethod(
-        shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", ".tmp")
+        # build/ and dist/: what packaging tests build in a checkout (hundreds of MB, not
+        # the code under test; a copy reused for every mutant once grew a 46 GB build/)
+        shutil.ignore_patterns(
+            ".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", ".tmp", "build", "dist"
+        )
     )
 
     def __init__(self) -> None:
