@@ -960,3 +960,5 @@ def test_a_watched_directory_that_is_a_link_is_not_listed(tmp_path: Path) -> Non
     p = _started(100, 1)
     reader.prepare([p])
     assert reader.facts(p) is None
+    # Not even tried (a read through the link would be refused, and counted).
+    assert reader.stats.refused == 0 and reader.stats.lines == 0
