@@ -427,3 +427,71 @@ def test_the_depth_checks_string_pattern_matches_as_the_plain_one_did() -> None:
         assert tokens == [(m.start(), m.group()) for m in plain.finditer(raw)]
 
     same()
+
+
+# -- YAML (sources/yaml_files.py): each bound is where it says ----------------------------
+
+
+def _nested_yaml(depth: int) -> bytes:
+    """A top-level mapping (one level) whose ``name`` nests ``depth - 1`` flow mappings."""
+    inner = depth - 1
+    return b"id: x\nname: " + b"{a: " * inner + b"v" + b"}" * inner + b"\n"
+
+
+def test_yaml_nesting_up_to_its_bound_is_read() -> None:
+    from quintd.sources.yaml_files import MAX_YAML_DEPTH, parse_flat_yaml
+
+    assert parse_flat_yaml(_nested_yaml(MAX_YAML_DEPTH), {"id", "name"}) == {
+        "id": "x",
+        "name": None,  # a mapping, not a scalar
+    }
+    assert parse_flat_yaml(_nested_yaml(MAX_YAML_DEPTH + 1), {"id", "name"}) is None
+    # A collection closed before it does not make room for one more level.
+    assert parse_flat_yaml(b"k: {a: b}\n" + _nested_yaml(MAX_YAML_DEPTH + 1), {"id"}) is None
+    # Depth is nesting, not a count of collections: many siblings at level two are read.
+    siblings = b"".join(b"k%d: {a: b}\n" % i for i in range(3 * MAX_YAML_DEPTH)) + b"id: x\n"
+    assert parse_flat_yaml(siblings, {"id"}) == {"id": "x"}
+
+
+def test_yaml_aliases_up_to_their_bound_are_read() -> None:
+    from quintd.sources.yaml_files import MAX_YAML_ALIASES, parse_flat_yaml
+
+    def doc(aliases: int) -> bytes:
+        return b"id: &i x\nlist: [" + b", ".join([b"*i"] * aliases) + b"]\n"
+
+    assert parse_flat_yaml(doc(MAX_YAML_ALIASES), {"id"}) == {"id": "x"}
+    assert parse_flat_yaml(doc(MAX_YAML_ALIASES + 1), {"id"}) is None
+
+
+def test_yaml_events_up_to_their_bound_are_read() -> None:
+    from quintd.sources.yaml_files import MAX_YAML_EVENTS, parse_flat_yaml
+
+    def doc(scalars: int) -> bytes:
+        # Events: stream, document and mapping starts, the key, the sequence's start,
+        # its scalars, and four ends: scalars + 9, numbered from 0.
+        return b"id: x\nlist: [" + b",".join([b"y"] * scalars) + b"]\n"
+
+    most = MAX_YAML_EVENTS - 8 - 2  # the last event numbered MAX_YAML_EVENTS (id: x is 2)
+    assert parse_flat_yaml(doc(most), {"id"}) == {"id": "x"}
+    assert parse_flat_yaml(doc(most + 1), {"id"}) is None
+
+
+def test_yaml_size_and_lines_up_to_their_bounds_are_read() -> None:
+    from quintd.sources.yaml_files import MAX_YAML_BYTES, MAX_YAML_LINES, parse_flat_yaml
+
+    head = b"id: x\npad: "
+    full = head + b"p" * (MAX_YAML_BYTES - len(head) - 1) + b"\n"
+    assert len(full) == MAX_YAML_BYTES
+    assert parse_flat_yaml(full, {"id"}) == {"id": "x"}
+    assert parse_flat_yaml(full[:-1] + b"p\n", {"id"}) is None
+    lines = b"id: x\n" + b"".join(b"k%d: v\n" % i for i in range(MAX_YAML_LINES - 1))
+    assert lines.count(b"\n") == MAX_YAML_LINES
+    assert parse_flat_yaml(lines, {"id"}) == {"id": "x"}
+    assert parse_flat_yaml(lines + b"z: v\n", {"id"}) is None
+
+
+def test_yaml_keeps_only_wanted_text_keys_trimmed() -> None:
+    from quintd.sources.yaml_files import parse_flat_yaml
+
+    raw = b"id: ' padded '\n~: a null key\nother: kept out\nname: [a]\n"
+    assert parse_flat_yaml(raw, {"id", "name"}) == {"id": "padded", "name": None}

@@ -11,6 +11,7 @@ import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -654,3 +655,310 @@ def test_a_success_forgets_the_failure_before_it(tmp_path: Path) -> None:
     identity["now"] = "x"
     db.poll()
     assert db.due(2.0) == "x"
+
+
+# -- the JSONL-conversation base (sources/conversation_files.py), exactly -----------------
+
+
+class _Records:
+    """A record source handing out the records it is given, so many per read."""
+
+    def __init__(self, path: Path, batches: list[tuple[list[dict[str, object]], bool]]) -> None:
+        self.path = path
+        self.offset = 0
+        self.owner: int | None = None
+        self.stats = ReadStats()
+        self.batches = batches  # (records, whether more is left) per read
+
+    def read_new(self, budget: int = 0) -> tuple[list[dict[str, object]], bool]:
+        return self.batches.pop(0) if self.batches else ([], False)
+
+
+def test_a_transcripts_first_read_is_history_and_what_follows_is_work() -> None:
+    from quintd.sources.conversation_files import Transcript
+
+    batches: list[tuple[list[dict[str, object]], bool]] = [
+        ([{"n": 1}], True),
+        ([{"n": 2}], True),
+        ([], False),
+        ([{"n": 3}], False),
+        ([{"n": 4}], False),
+    ]
+    source = _Records(Path("t"), batches)
+    transcript = Transcript(source)
+    seen: list[object] = []
+    work = lambda r: r["n"] != 4  # noqa: E731
+    assert transcript.read(10.0, lambda r: seen.append(r["n"]), work)  # more left
+    assert transcript.grew_at == 10.0 and transcript.last_write is None
+    assert not transcript.read_once  # the first read has not reached the end yet
+    transcript.read(11.0, lambda r: seen.append(r["n"]), work)
+    assert transcript.last_write is None and transcript.grew_at == 11.0
+    transcript.read(12.0, lambda r: seen.append(r["n"]), work)  # the end: history read
+    assert transcript.read_once and transcript.grew_at == 11.0
+    transcript.read(13.0, lambda r: seen.append(r["n"]), work)
+    assert transcript.last_write == 13.0
+    assert not transcript.read(14.0, lambda r: seen.append(r["n"]), work)
+    assert transcript.last_write == 13.0 and transcript.grew_at == 14.0  # not work
+    assert seen == [1, 2, 3, 4]
+
+
+def test_a_record_the_rule_cannot_take_is_counted_not_raised() -> None:
+    from quintd.sources.conversation_files import Transcript
+
+    source = _Records(Path("t"), [([{"n": 1}, {"n": 2}, {"n": 3}], False)])
+    transcript = Transcript(source)
+    taken: list[object] = []
+
+    def rule(record: dict[str, object]) -> None:
+        if record["n"] == 2:
+            raise ValueError("a record of the wrong shape")
+        taken.append(record["n"])
+
+    transcript.read(1.0, rule)
+    assert taken == [1, 3] and source.stats.garbage == 1
+    assert transcript.last_write is None  # no is_work: every record after history is work
+    source.batches = [([{"n": 4}], False)]
+    transcript.read(2.0, rule)
+    assert transcript.last_write == 2.0
+
+    def broken(record: dict[str, object]) -> None:
+        raise RuntimeError("a bug is not garbage")
+
+    source.batches = [([{"n": 5}], False)]
+    with pytest.raises(RuntimeError):
+        transcript.read(3.0, broken)
+
+
+class OpenFilesView(View):
+    def __init__(self, holding: dict[int, set[str]]) -> None:
+        super().__init__({})
+        self.holding = holding
+        self.asked_open: list[int] = []
+
+    def open_files(self, pid: int) -> set[str]:
+        self.asked_open.append(pid)
+        return self.holding.get(pid, set())
+
+
+def _chats_reader(root: Path, view: View, clock: list[float]) -> Any:
+    from quintd.sources.conversation_files import Conversation, ConversationFiles
+
+    class Chats(ConversationFiles):
+        """The smallest reader on the base: ``chat-*.jsonl`` or ``talk-*.jsonl`` under
+        ``root/chats``; the first record names the conversation and its directory."""
+
+        pattern = ("chat-*.jsonl", "talk-*.jsonl")
+
+        def watch_dirs(self) -> list[Path]:
+            return [self.root / "chats"]
+
+        def _belongs(self, conv: Conversation, proc: AgentProcess) -> bool:
+            return conv.cwd == proc.cwd
+
+        def _record(self, conv: Conversation, record: dict[str, Any]) -> None:
+            if "id" in record:
+                conv.native_id = record["id"]
+                conv.cwd = record["cwd"]
+                conv.started = record.get("started")
+            conv.title = record.get("title", conv.title)
+
+    return Chats(root, ReaderContext(lambda: clock[0], view))
+
+
+def _chat(path: Path, native_id: str | None, cwd: str = "/p", **more: object) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first: dict[str, object] = {"cwd": cwd, **more}
+    if native_id is not None:
+        first["id"] = native_id
+    path.write_text(json.dumps(first) + "\n")
+    return path
+
+
+def _started(ago: float, pid: int, cwd: str = "/p") -> AgentProcess:
+    import time
+
+    return _proc(pid, time.time() - ago, cwd)
+
+
+def test_conversation_files_are_found_read_and_given_to_their_process(tmp_path: Path) -> None:
+    chats = tmp_path / "chats"
+    a = _chat(chats / "chat-a.jsonl", "a", "/p")
+    b = _chat(chats / "deep" / "talk-b.jsonl", "b", "/q")
+    _chat(chats / "other-c.jsonl", "c", "/p")  # not a conversation file's name
+    _chat(chats / "chat-none.jsonl", None, "/p")  # names no conversation: no one's
+    view = OpenFilesView({})
+    clock = [50.0]
+    reader = _chats_reader(tmp_path, view, clock)
+    p, q = _started(100, 1, "/p"), _started(100, 2, "/r")
+    reader.prepare([p, q])
+    assert reader.facts(p).native_id == "a"
+    assert reader.facts(q) is None
+    assert reader.facts(p).owner_uid == os.getuid()
+    q2 = _started(100, 2, "/q")
+    reader.prepare([p, q2])
+    assert reader.facts(q2).native_id == "b"
+    # A file changes: marked (by its name), read on the next pass; work after history.
+    with open(a, "a") as fh:
+        fh.write('{"title": "renamed"}\n')
+    reader.changed(chats / "other-c.jsonl")
+    reader.changed(a)
+    assert reader.changes.dirty == {a}
+    clock[0] = 60.0
+    reader.prepare([p, q2])
+    facts = reader.facts(p)
+    assert facts.name == "renamed" and facts.last_write == 60.0
+    # No events: poll lists again and rereads the known files.
+    with open(b, "a") as fh:
+        fh.write('{"title": "b renamed"}\n')
+    reader.poll()
+    assert {a, b} <= reader.changes.dirty and not reader.changes.scanned
+    reader.prepare([p, q2])
+    assert reader.facts(q2).name == "b renamed"
+
+
+def test_files_older_than_every_process_are_never_read_and_then_forgotten(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    chats = tmp_path / "chats"
+    old = _chat(chats / "chat-old.jsonl", "old")
+    long_ago = time.time() - 10_000
+    os.utime(old, (long_ago, long_ago))
+    reader = _chats_reader(tmp_path, OpenFilesView({}), [1.0])
+    p = _started(100, 1)
+    reader.prepare([p])
+    assert reader.facts(p) is None
+    reader.changed(old)  # a change event for it: still older than the horizon
+    reader.prepare([p])
+    assert reader.facts(p) is None
+    # A file read while recent is forgotten once it is older than every process.
+    new = _chat(chats / "chat-new.jsonl", "new")
+    reader.changed(new)
+    reader.prepare([p])
+    assert reader.facts(p).native_id == "new"
+    os.utime(new, (long_ago, long_ago))
+    reader.prepare([p])
+    assert reader.facts(p) is None
+
+
+def test_a_conversation_file_outside_the_root_is_not_read(tmp_path: Path) -> None:
+    outside = _chat(tmp_path / "elsewhere" / "chat-x.jsonl", "x")
+    (tmp_path / "root" / "chats").mkdir(parents=True)
+    reader = _chats_reader(tmp_path / "root", OpenFilesView({}), [1.0])
+    p = _started(100, 1)
+    reader.changed(outside)
+    reader.prepare([p])
+    assert reader.facts(p) is None
+
+
+def test_of_two_processes_the_holder_then_the_latest_started_runs_a_conversation(
+    tmp_path: Path,
+) -> None:
+    path = _chat(tmp_path / "chats" / "chat-a.jsonl", "a")
+    view = OpenFilesView({})
+    reader = _chats_reader(tmp_path, view, [1.0])
+    older, newer = _started(200, 1), _started(100, 2)
+    reader.prepare([older])
+    assert view.asked_open == []  # one process: whose file it is needs no asking
+    assert reader.facts(older).native_id == "a"
+    reader.prepare([older, newer])
+    assert sorted(view.asked_open) == [1, 2]
+    assert reader.facts(newer).native_id == "a" and reader.facts(older) is None
+    view.holding[1] = {str(path)}  # the older one has it open: certain
+    reader.prepare([older, newer])
+    assert reader.facts(older).native_id == "a" and reader.facts(newer) is None
+    view.holding[2] = {str(path)}  # both hold it: the latest started again
+    reader.prepare([older, newer])
+    assert reader.facts(newer).native_id == "a" and reader.facts(older) is None
+
+
+def test_a_process_runs_the_conversation_started_last_else_written_last(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    chats = tmp_path / "chats"
+    now = time.time()
+    first = _chat(chats / "chat-1.jsonl", "first", started=now - 50)
+    second = _chat(chats / "chat-2.jsonl", "second", started=now - 60)
+    os.utime(first, (now - 5, now - 5))
+    os.utime(second, (now - 1, now - 1))
+    reader = _chats_reader(tmp_path, OpenFilesView({}), [1.0])
+    p = _started(100, 1)
+    reader.prepare([p])
+    assert reader.facts(p).native_id == "first"  # started later, though written earlier
+    third = _chat(chats / "chat-3.jsonl", "third")  # no start: by its writes
+    fourth = _chat(chats / "chat-4.jsonl", "fourth")
+    os.utime(third, (now - 3, now - 3))
+    os.utime(fourth, (now - 2, now - 2))
+    for path in (first, second):
+        path.unlink()
+    reader.poll()
+    reader.prepare([p])
+    assert reader.facts(p).native_id == "fourth"
+
+
+def test_one_pass_reads_conversations_newest_first_within_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from quintd.sources import conversation_files
+
+    chats = tmp_path / "chats"
+    now = time.time()
+    newer = _chat(chats / "chat-new.jsonl", "new", "/new")
+    older = _chat(chats / "chat-old.jsonl", "old", "/old")
+    os.utime(newer, (now - 1, now - 1))
+    os.utime(older, (now - 2, now - 2))
+    size = newer.stat().st_size
+    assert older.stat().st_size == size
+    monkeypatch.setattr(conversation_files, "PASS_BUDGET_BYTES", size)
+    reader = _chats_reader(tmp_path, OpenFilesView({}), [1.0])
+    p, q = _started(100, 1, "/new"), _started(100, 2, "/old")
+    reader.prepare([p, q])
+    assert reader.facts(p).native_id == "new" and reader.facts(q) is None
+    assert reader.changes.dirty == {older}  # the next pass goes on
+    reader.prepare([p, q])
+    assert reader.facts(q).native_id == "old" and reader.changes.dirty == set()
+    # A file larger than a pass's budget is read over several passes.
+    monkeypatch.setattr(conversation_files, "PASS_BUDGET_BYTES", size - 1)
+    late = _chat(chats / "chat-late.jsonl", "late", "/late")
+    r = _started(100, 3, "/late")
+    reader.changed(late)
+    reader.prepare([p, q, r])
+    assert reader.facts(r) is None and reader.changes.dirty == {late}
+    reader.prepare([p, q, r])
+    assert reader.facts(r).native_id == "late"
+
+
+def test_conversation_files_are_listed_once_then_found_by_their_changes(
+    tmp_path: Path,
+) -> None:
+    _chat(tmp_path / "chats" / "chat-a.jsonl", "a")
+    reader = _chats_reader(tmp_path, OpenFilesView({}), [1.0])
+    p = _started(100, 1)
+    reader.prepare([p])
+    assert reader.facts(p).native_id == "a"
+    later = _chat(tmp_path / "chats" / "chat-b.jsonl", "b", started=1e10)
+    reader.prepare([p])  # no change event for it: not listed again
+    assert reader.facts(p).native_id == "a"
+    reader.changed(later)
+    reader.prepare([p])
+    assert reader.facts(p).native_id == "b"
+
+
+def test_a_watched_directory_that_is_a_link_is_not_listed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    _chat(elsewhere / "chat-a.jsonl", "a")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "chats").symlink_to(elsewhere)
+    reader = _chats_reader(tmp_path / "root", OpenFilesView({}), [1.0])
+    p = _started(100, 1)
+    reader.prepare([p])
+    assert reader.facts(p) is None
+    # Not even tried (a read through the link would be refused, and counted).
+    assert reader.stats.refused == 0 and reader.stats.lines == 0

@@ -12,6 +12,9 @@ Operators: comparisons (< <=, > >=, == !=, in / not in, is / is not), and/or, dr
 (assignment, augmented assignment, call, return value) replaced by `pass` / `return None`.
 No dependency: the standard library's ast module does the work.
 
+The copies go to the temp dir (TMPDIR=/dev/shm keeps them off the disk); each is removed
+once its mutant is judged, and the run stops when the temp dir has under 5 GB free.
+
 Run: python3 tests/bench/mutation.py [--modules tracker,delivery_policy,store]
      (any of TARGETS: the readers and the reader kit, waiter, scanner, private_files,
      model, identity, schema, metrics, part_settings, config/load, settings)
@@ -22,14 +25,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,51 +59,29 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_codex_replay.py",
         "tests/test_rollouts.py",
     ],
-    "sources/codex_rollouts": [
-        "tests/test_codex.py",
-        "tests/test_codex_replay.py",
-        "tests/test_rollouts.py",
-    ],
-    "sources/codex_tuis": [
-        "tests/test_codex.py",
-        "tests/test_codex_replay.py",
-        "tests/test_rollouts.py",
-    ],
     "sources/cline": ["tests/test_cline.py"],
     "sources/cline_sessions": ["tests/test_cline.py"],
-    "sources/cline_rows": ["tests/test_cline.py"],
-    "sources/cline_processes": ["tests/test_cline.py"],
     "sources/copilot_cli": ["tests/test_copilot_cli.py"],
     "sources/copilot_events": ["tests/test_copilot_cli.py"],
-    "sources/copilot_locks": ["tests/test_copilot_cli.py"],
-    "sources/copilot_workspace": ["tests/test_copilot_cli.py"],
     "sources/crush": ["tests/test_crush.py"],
-    "sources/crush_db": ["tests/test_crush.py"],
     "sources/cursor_agent": ["tests/test_cursor_agent.py"],
-    "sources/cursor_chats": ["tests/test_cursor_agent.py"],
     "sources/gemini_cli": [
         "tests/test_gemini_replay.py",
         "tests/test_gemini_legacy.py",
         "tests/test_gemini_subagent.py",
     ],
     "sources/goose": ["tests/test_goose.py"],
-    "sources/goose_sessions": ["tests/test_goose.py"],
     "sources/kiro": ["tests/test_kiro.py"],
-    "sources/kiro_sessions": ["tests/test_kiro.py"],
     "sources/opencode": ["tests/test_opencode.py"],
     "sources/opencode_db": ["tests/test_opencode.py"],
-    "sources/opencode_queries": ["tests/test_opencode.py"],
     "sources/qwen_code": ["tests/test_qwen_code.py"],
     # the editors (issue 27): the User directory's composite, its parts, the state.vscdb kit
     "sources/editors": ["tests/test_editors.py"],
     "sources/cursor_composers": ["tests/test_editors.py"],
     "sources/copilot_chat": ["tests/test_editors.py"],
-    "sources/copilot_chat_log": ["tests/test_editors.py"],
     "sources/vscdb": ["tests/test_editors.py", "tests/test_read_guards.py"],
     "sources/editor_tasks": ["tests/test_editor_tasks.py"],
-    "sources/editor_task_files": ["tests/test_editor_tasks.py"],
     "sources/zed": ["tests/test_zed.py"],
-    "sources/zed_db": ["tests/test_zed.py"],
     # Outside the core (issue 24).
     "waiter": ["tests/test_waiter.py"],
     "scanner": [
@@ -127,6 +110,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     # the rest of the kit: the files, times and changes every reader stands on
     "sources/conversation_files": [
+        "tests/test_reader_kit.py",
         "tests/test_claude_code.py",
         "tests/test_codex.py",
         "tests/test_gemini_legacy.py",
@@ -134,17 +118,42 @@ TARGETS: dict[str, list[str]] = {
     ],
     "sources/changes": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
     "sources/times": ["tests/test_reader_kit.py", "tests/test_codex.py", "tests/test_crush.py"],
-    "sources/yaml_files": ["tests/test_copilot_cli.py"],
+    "sources/yaml_files": ["tests/test_read_guards.py", "tests/test_copilot_cli.py"],
     "sources/files": [
-        "tests/test_read_guards.py",
+        "tests/test_kit_files.py",
         "tests/test_reader_kit.py",
+        "tests/test_read_guards.py",
         "tests/test_qwen_code.py",
     ],
     "sources/sqlite_files": [
+        "tests/test_kit_sqlite.py",
         "tests/test_read_guards.py",
-        "tests/test_cline.py",
         "tests/test_goose.py",
+        "tests/test_cline.py",
     ],
+    # the modules split out of the readers (issue 23): their readers' tests
+    "sources/codex_rollouts": [
+        "tests/test_codex.py",
+        "tests/test_codex_replay.py",
+        "tests/test_rollouts.py",
+    ],
+    "sources/codex_tuis": [
+        "tests/test_codex.py",
+        "tests/test_codex_replay.py",
+        "tests/test_rollouts.py",
+    ],
+    "sources/cline_rows": ["tests/test_cline.py"],
+    "sources/cline_processes": ["tests/test_cline.py"],
+    "sources/copilot_locks": ["tests/test_copilot_cli.py"],
+    "sources/copilot_workspace": ["tests/test_copilot_cli.py"],
+    "sources/crush_db": ["tests/test_crush.py"],
+    "sources/cursor_chats": ["tests/test_cursor_agent.py"],
+    "sources/goose_sessions": ["tests/test_goose.py"],
+    "sources/kiro_sessions": ["tests/test_kiro.py"],
+    "sources/opencode_queries": ["tests/test_opencode.py"],
+    "sources/copilot_chat_log": ["tests/test_editors.py"],
+    "sources/editor_task_files": ["tests/test_editor_tasks.py"],
+    "sources/zed_db": ["tests/test_zed.py"],
     # the settings and their reload path (test_reload's daemons take minutes: not here)
     "part_settings": ["tests/test_config.py", "tests/test_settings_declared.py"],
     "config/load": ["tests/test_config.py", "tests/test_settings_declared.py"],
@@ -350,14 +359,21 @@ def mutated_source(source: str, index: int) -> str:
 
 def run_tests(workdir: Path, tests: list[str], timeout: float, show: bool = False) -> str:
     """'killed', 'survived' or 'timeout' (counted as killed); ``show``: the end of a
-    failing run's output, on stderr."""
+    failing run's output, on stderr. The tests' temporary files go inside ``workdir``
+    (TMPDIR), so that removing the copy removes whatever they leave behind."""
+    tmp = workdir / ".tmp"
+    tmp.mkdir(exist_ok=True)
     env = dict(
         os.environ,
         PYTHONPATH=str(workdir),
         QUINTD_FIXTURES=str(FIXTURES),
         PYTHONDONTWRITEBYTECODE="1",
+        TMPDIR=str(tmp),
     )
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    cmd = [
+        sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+        f"--basetemp={tmp / 'pytest'}", *tests,
+    ]  # fmt: skip
     try:
         result = subprocess.run(
             cmd, cwd=workdir, env=env, capture_output=True, timeout=timeout, check=False
@@ -370,16 +386,73 @@ def run_tests(workdir: Path, tests: list[str], timeout: float, show: bool = Fals
     return "survived" if result.returncode == 0 else "killed"
 
 
-def checkouts(count: int) -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="quintd-mutation-"))
-    # Not build/: the systemd tier's container root lives there, and a copy that follows
-    # its links filled a disk (46 GB); links are copied as links.
-    ignore = shutil.ignore_patterns(
-        ".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", "build", "dist"
+MIN_FREE_BYTES = 5 * 1024**3  # below this in the temp dir, the run stops
+
+
+class DiskLow(RuntimeError):
+    """The temp dir's file system is nearly full: no further copy is made."""
+
+
+class Copies:
+    """The private copies of the checkout, one a mutant, under one temp dir: each is
+    removed once its mutant is judged, and the dir at exit (normal, an exception,
+    Ctrl-C or SIGTERM). A copy is only made while the temp dir keeps
+    :data:`MIN_FREE_BYTES` free."""
+
+    _IGNORE = staticmethod(
+        # build/ and dist/: what packaging tests build in a checkout (hundreds of MB, not
+        # the code under test; a copy reused for every mutant once grew a 46 GB build/)
+        shutil.ignore_patterns(
+            ".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", ".tmp", "build", "dist"
+        )
     )
-    for i in range(count):
-        shutil.copytree(ROOT, base / f"w{i}", ignore=ignore, symlinks=True)
-        yield base / f"w{i}"
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="quintd-mutation-"))
+        self._count = 0
+        self._lock = threading.Lock()
+        self.stopped = threading.Event()
+        atexit.register(self.remove_all)
+        # The checkout as it stands now: edits made while the run goes on are not judged.
+        self.check_space()
+        self.pristine = self.base / "pristine"
+        shutil.copytree(ROOT, self.pristine, ignore=self._IGNORE, symlinks=True)
+
+    def check_space(self) -> None:
+        free = shutil.disk_usage(self.base).free
+        if free < MIN_FREE_BYTES:
+            self.stopped.set()
+            raise DiskLow(
+                f"only {free / 1024**3:.1f} GB free in {self.base.parent} "
+                f"(at least {MIN_FREE_BYTES / 1024**3:.0f} GB wanted): mutation run stopped"
+            )
+
+    def make(self) -> Path:
+        self.check_space()
+        with self._lock:
+            self._count += 1
+            workdir = self.base / f"w{self._count}"
+        shutil.copytree(self.pristine, workdir, copy_function=self._copy)
+        return workdir
+
+    def _copy(self, source: str, dest: str) -> None:
+        """The fixtures (most of the checkout's bytes, never written: tests copy them
+        before use) are linked, not copied; everything else is copied."""
+        if Path(source).is_relative_to(self.pristine / "tests" / "fixtures"):
+            os.link(source, dest)
+        else:
+            shutil.copy2(source, dest)
+
+    @staticmethod
+    def remove(workdir: Path) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def remove_all(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds, so that atexit removes the copies
 
 
 def main() -> int:
@@ -390,8 +463,35 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    workers = list(checkouts(args.jobs))
-    free = list(workers)
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    copies = Copies()
+    try:
+        return _run(args, copies)
+    except DiskLow as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 3
+    finally:
+        copies.remove_all()
+
+
+def _judge_in_copy(
+    copies: Copies, mutant: Mutant | None, source: str, tests: list[str], args: argparse.Namespace
+) -> str:
+    """The verdict on one mutant (None: the module unmutated), in a fresh copy removed
+    after; 'skipped' once the run is stopping."""
+    if copies.stopped.is_set():
+        return "skipped"
+    workdir = copies.make()
+    try:
+        if mutant is not None:
+            target = workdir / "quintd" / f"{mutant.module}.py"
+            target.write_text(mutated_source(source, mutant.index))
+        return run_tests(workdir, tests, args.timeout, show=mutant is None)
+    finally:
+        copies.remove(workdir)
+
+
+def _run(args: argparse.Namespace, copies: Copies) -> int:
     report: list[tuple[str, int, int, int, list[Mutant]]] = []
     failed = 0  # modules whose tests failed unmutated
     started = time.monotonic()
@@ -401,7 +501,7 @@ def main() -> int:
         if len(found) > args.max:
             chosen = sorted(random.Random(args.seed).sample(found, args.max), key=lambda m: m.index)
         tests = TARGETS[module]
-        baseline = run_tests(workers[0], tests, args.timeout, show=True)
+        baseline = _judge_in_copy(copies, None, source, tests, args)
         if baseline != "survived":
             # Not a score (a mutant would count as killed): said, and the next module run.
             print(f"{module}: its tests fail unmutated; fix them first", file=sys.stderr)
@@ -409,14 +509,7 @@ def main() -> int:
             continue
 
         def judge(mutant: Mutant, source: str = source, tests: list[str] = tests) -> str:
-            workdir = free.pop()
-            target = workdir / "quintd" / f"{mutant.module}.py"
-            try:
-                target.write_text(mutated_source(source, mutant.index))
-                return run_tests(workdir, tests, args.timeout)
-            finally:
-                target.write_text(source)
-                free.append(workdir)
+            return _judge_in_copy(copies, mutant, source, tests, args)
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             verdicts = list(pool.map(judge, chosen))
@@ -435,8 +528,7 @@ def main() -> int:
         if survivors:
             print(f"\nsurvivors in quintd/{module}.py:")
             for m in survivors:
-                print(f"  line {m.line}: {m.what}")
-    shutil.rmtree(workers[0].parent, ignore_errors=True)
+                print(f"  line {m.line} (point {m.index}): {m.what}")
     return 1 if failed else 0
 
 
