@@ -468,3 +468,62 @@ def test_goose_a_prompt_just_before_the_start_is_the_process_own(tmp_path: Path)
         found = facts[pid]
         assert isinstance(found, ConversationFacts)
         assert (found.native_id, found.status) == (which, "busy" if which == sid else "idle")
+
+
+def test_goose_xdg_data_home_and_the_overrides_it_refuses(tmp_path: Path) -> None:
+    """``XDG_DATA_HOME`` (absolute) moves the database; a relative one, or a
+    ``GOOSE_PATH_ROOT`` that is relative, is ignored; a linked directory is not the user's
+    own and is not read."""
+    home, project, default = _project(tmp_path)
+    xdg = tmp_path / "xdg"
+    moved = GooseDB(xdg / "goose" / "sessions" / "sessions.db")
+    moved.session(project, T0 + 0.5, "Moved")
+    GooseDB(default).session(project, T0 + 0.5, "Default")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "goose").symlink_to(xdg / "goose")
+
+    def named(**env: str) -> str | None:
+        replay = Replay(home, T0, readers=(goose.SPEC,))
+        replay.step([_goose(4242, project, T0, **env)], T0 + 1)
+        facts, _ = replay.sources.observe(replay.agents)
+        found = facts.get(4242)
+        return found.name if isinstance(found, ConversationFacts) else None
+
+    assert named(XDG_DATA_HOME=str(xdg)) == "Moved"
+    assert named(XDG_DATA_HOME="relative/xdg") == "Default"
+    assert named(GOOSE_PATH_ROOT="relative/root", XDG_DATA_HOME=str(xdg)) == "Moved"
+    assert named(XDG_DATA_HOME=str(linked)) is None
+    others = tmp_path / "others"
+    GooseDB(others / "goose" / "sessions" / "sessions.db").session(project, T0 + 0.5, "Theirs")
+    os.chown(others / "goose", 65534, 65534)  # another user's directory
+    assert named(XDG_DATA_HOME=str(others)) is None
+    assert named(XDG_DATA_HOME=str(home / ".local" / "share")) == "Default"
+
+
+def test_goose_an_orphan_sub_agent_begun_just_before_its_conversation(tmp_path: Path) -> None:
+    """Schema 13: a sub_agent session begun up to START_SLACK_S before the conversation
+    is its own; one begun earlier, or in a directory two gooses run in, is nobody's. A
+    goose there reading another database does not count."""
+    home, project, path = _project(tmp_path)
+    db = GooseDB(path, schema_15=False)
+    first = db.session(project, T0 + 10)
+    edge = db.session(project, T0 + 10 - START_SLACK_S, "Delegated task", kind="sub_agent")
+    early = db.session(project, T0 + 10 - START_SLACK_S - 1, "Too early", kind="sub_agent")
+    for sid in (first, edge, early):
+        db.add(sid, "user", T0 + 11)
+    replay = Replay(home, T0, readers=(goose.SPEC,))
+    one = _goose(4242, project, T0, "--session-id", first)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "goose").symlink_to(path.parent.parent)
+    elsewhere = _goose(4444, project, T0, XDG_DATA_HOME=str(linked))  # refused: a link
+    replay.step([one, elsewhere], T0 + 12)
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[4242]
+    assert isinstance(found, ConversationFacts) and found.native_id == first
+    assert [s.agent_id for s in found.subagents] == [edge]
+    assert replay.sources.errors == 0
+    replay.step([one, _goose(4343, project, T0 + 1)], T0 + 13)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert all(not getattr(f, "subagents", ()) for f in facts.values())
