@@ -430,3 +430,24 @@ def test_kiro_a_sidecar_at_and_past_the_size_limits(tmp_path: Path) -> None:
         if model:
             assert session.owner == os.getuid()
             assert session.created == pytest.approx(T0, abs=1e-3)
+
+
+def test_kiro_a_sidecar_of_exactly_256_kib_is_parsed_whole_and_closed(tmp_path: Path) -> None:
+    """At the whole-file limit the sidecar is parsed (the model from ``model_info``, not the
+    last ``model_id`` in its tail), and every descriptor opened is closed."""
+    _, project, files = _setup(tmp_path)
+    path = files.dir / f"{A}.json"
+    state = {
+        "rts_model_state": {"model_info": {"model_id": "current"}},
+        "conversation_metadata": {"user_turn_metadatas": [{"model_id": "in-a-turn", "p": ""}]},
+    }
+    data = {"session_id": A, "cwd": str(project), "session_state": state}
+    pad = 256 * 1024 - len(json.dumps(data))
+    state["conversation_metadata"]["user_turn_metadatas"][0]["p"] = "x" * pad  # type: ignore[index]
+    path.write_text(json.dumps(data))
+    assert path.stat().st_size == 256 * 1024
+    fds = len(os.listdir("/proc/self/fd"))
+    session = _session(files)
+    kiro_sessions.read_sidecar(session, path, files.dir, ReadStats())
+    assert (session.model, session.cwd) == ("current", str(project))
+    assert len(os.listdir("/proc/self/fd")) == fds
