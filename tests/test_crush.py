@@ -17,7 +17,7 @@ from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
 from quintd.sources import crush, crush_db, sqlite_sessions
 from quintd.sources.attribution import subcommand
-from quintd.sources.times import parse_time
+from quintd.sources.times import CLOCK_SLACK_S, START_SLACK_S, parse_time
 
 # charmbracelet/crush internal/db/migrations/20250424200609_initial.sql at
 # bfc261f530d67705b504970acd12439620eee7a0, then 20250515105448_add_summary_message_id.sql,
@@ -460,3 +460,142 @@ def test_crush_npm_wrapper_is_one_agent(tmp_path: Path) -> None:
     replay.step([node, native], T0 + 3)
     assert story(replay.events) == [("s1", "active", "Via npm", MODEL, None)]
     assert [a.pid for a in replay.agents] == [4242]
+
+
+def _facts(replay: Replay, pid: int = 4242) -> ConversationFacts:
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[pid]
+    assert isinstance(found, ConversationFacts)
+    return found
+
+
+def test_crush_a_rename_alone_is_no_work_a_rename_with_a_message_is(tmp_path: Path) -> None:
+    home, project = _home(tmp_path)
+    _register(home, project, project / ".crush")
+    db = CrushDB(project / ".crush" / "crush.db")
+    db.session(FIRST, T0 + 2)
+    db.finish(db.prompt(FIRST, T0 + 2), T0 + 3)
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    proc = [_crush(4242, project)]
+    replay.step(proc, T0 + 4)
+    db.message(FIRST, "user", T0 + 5, [{"type": "text", "data": {"text": "more"}}])
+    replay.step(proc, T0 + 6)
+    worked = _facts(replay).last_write
+    assert worked is not None  # a new message: work
+    db.title(FIRST, "Renamed", T0 + 7)
+    replay.step(proc, T0 + 8)
+    assert (_facts(replay).name, _facts(replay).last_write) == ("Renamed", worked)
+    db.title(FIRST, "Renamed again", T0 + 9)
+    db.finish(db.message(FIRST, "assistant", T0 + 9), T0 + 9)
+    replay.step(proc, T0 + 10)
+    found = _facts(replay)
+    assert found.name == "Renamed again"
+    assert found.last_write is not None and found.last_write > worked
+    assert replay.sources.errors == 0
+
+
+def test_crush_a_message_just_before_the_start_is_the_process_own(tmp_path: Path) -> None:
+    """A prompt written START_SLACK_S before the process started: its own (busy); earlier:
+    left by a killed Crush (idle)."""
+    for offset, status in ((START_SLACK_S, "busy"), (START_SLACK_S + 1, "idle")):
+        home, project = _home(tmp_path / str(offset))
+        _register(home, project, project / ".crush")
+        db = CrushDB(project / ".crush" / "crush.db")
+        start = T0 + 10
+        db.session(FIRST, start - 5, "Resumed")
+        db.message(FIRST, "user", start - offset, [{"type": "text", "data": {"text": "hi"}}])
+        replay = Replay(home, T0, readers=(crush.SPEC,))
+        replay.step([_crush(4242, project, start, "--session", FIRST)], start + 1)
+        assert (_facts(replay).native_id, _facts(replay).status) == (FIRST, status)
+
+
+def test_crush_the_edges_of_the_schema_and_the_horizon(tmp_path: Path) -> None:
+    """Messages with only the columns needed (no parts, no times) are enough; a session
+    touched exactly at the horizon (the start less CLOCK_SLACK_S) is read."""
+    home, project = _home(tmp_path)
+    _register(home, project, project / ".crush")
+    path = project / ".crush" / "crush.db"
+    path.parent.mkdir()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        "CREATE TABLE sessions (id TEXT, title TEXT, created_at INTEGER, updated_at INTEGER);"
+        "CREATE TABLE messages (session_id TEXT, role TEXT);"
+    )
+    edge = int(T0 - CLOCK_SLACK_S)
+    conn.execute("INSERT INTO sessions VALUES (?, 'At the edge', ?, ?)", (FIRST, edge, edge))
+    conn.execute("INSERT INTO messages VALUES (?, 'user')", (FIRST,))
+    conn.close()
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    replay.step([_crush(4242, project, T0, "--session", FIRST)], T0 + 1)
+    found = _facts(replay)
+    assert (found.native_id, found.name, found.status) == (FIRST, "At the edge", "busy")
+    assert replay.sources.errors == 0
+
+
+def test_crush_a_step_that_finished_calling_tools_is_busy(tmp_path: Path) -> None:
+    home, project = _home(tmp_path)
+    _register(home, project, project / ".crush")
+    db = CrushDB(project / ".crush" / "crush.db")
+    db.session(FIRST, T0 + 2)
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    proc = [_crush(4242, project)]
+    db.finish(db.prompt(FIRST, T0 + 2), T0 + 3, "tool_use")  # its tools run
+    replay.step(proc, T0 + 4)
+    assert _facts(replay).status == "busy"
+
+
+def test_crush_a_subagent_is_done_when_its_result_is_in_the_parent(tmp_path: Path) -> None:
+    """The child's own last step may still say busy (cancelled, or stopped on a tool call):
+    the parent's tool message with its call id says it is done. A child whose id is not
+    ``<message>$$<call>`` is done only by its own answer."""
+    home, project = _home(tmp_path)
+    _register(home, project, project / ".crush")
+    db = CrushDB(project / ".crush" / "crush.db")
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    proc = [_crush(4242, project)]
+    db.session(FIRST, T0 + 2)
+    db.message(FIRST, "user", T0 + 2, [{"type": "text", "data": {"text": "look"}}])
+    db.message(FIRST, "assistant", T0 + 2, mid=ASK)
+    db.session(SUB, T0 + 3, "New Agent Session", parent=FIRST)
+    plain = "5d4c3b2a-0000-4000-8000-00000000b002"  # a child id without "$$"
+    db.session(plain, T0 + 3, "Plain child", parent=FIRST)
+    db.finish(db.prompt(SUB, T0 + 3), T0 + 4, "tool_use")  # stopped on a tool call
+    db.prompt(plain, T0 + 3)
+    replay.step(proc, T0 + 5)
+
+    def done() -> dict[str, bool]:
+        return {s.agent_id: s.done for s in _facts(replay).subagents}
+
+    assert done() == {SUB: False, plain: False}
+    result = [{"type": "tool_result", "data": {"tool_call_id": "toolu_01AgentCall"}}]
+    db.message(FIRST, "tool", T0 + 6, result)
+    replay.step(proc, T0 + 7)
+    assert done() == {SUB: True, plain: False}
+
+
+def test_crush_finish_reason_is_the_finish_part_and_capped() -> None:
+    parts = [
+        {"type": "text", "data": {"text": "calling"}},
+        "not a part",
+        {"type": "finish", "data": {"reason": "tool_use"}},
+    ]
+    assert crush_db.finish_reason(json.dumps(parts)) == "tool_use"
+    long = json.dumps([{"type": "finish", "data": {"reason": "r" * 100}}])
+    assert crush_db.finish_reason(long) == "r" * 64
+
+
+def test_crush_a_session_stays_with_the_tui_that_created_it(tmp_path: Path) -> None:
+    """Touched after a second TUI started in the project: still the first's, as it was
+    created before the second started (its ``created_at``, not its ``updated_at``)."""
+    home, project = _home(tmp_path)
+    _register(home, project, project / ".crush")
+    db = CrushDB(project / ".crush" / "crush.db")
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    first, second = _crush(4242, project, T0), _crush(4343, project, T0 + 10)
+    db.session(FIRST, T0 + 2)
+    db.finish(db.prompt(FIRST, T0 + 2), T0 + 3)
+    replay.step([first], T0 + 4)
+    db.finish(db.prompt(FIRST, T0 + 15), T0 + 16)
+    replay.step([first, second], T0 + 17)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert {pid: getattr(f, "native_id", None) for pid, f in facts.items()} == {4242: FIRST}

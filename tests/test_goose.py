@@ -17,7 +17,7 @@ from replay import MACHINE, Rec, Replay, story
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
 from quintd.sources import goose, sqlite_sessions
-from quintd.sources.times import parse_time
+from quintd.sources.times import CLOCK_SLACK_S, START_SLACK_S, parse_time
 
 # block/goose crates/goose/src/session/storage.rs create_schema at
 # 865e4a030a67eb0c51869874b9c758cb1eb10595 (schema 13).
@@ -372,3 +372,158 @@ def test_goose_no_query_while_nothing_changes(
     db.add(sid, "user", T0 + 20)
     replay.advance(1)
     assert reads == [1]
+
+
+def test_goose_a_message_the_reader_cannot_judge_still_counts_as_work(tmp_path: Path) -> None:
+    """An answer whose content cannot be read says no status: that it was written (a new
+    row, or one replaced with the same count and second) is the work seen."""
+    home, project, path = _project(tmp_path)
+    db = GooseDB(path)
+    sid = db.session(project, T0 + 0.5)
+    db.add(sid, "user", T0 + 1)
+    replay = Replay(home, T0, readers=(goose.SPEC,))
+    replay.step([_goose(4242, project)], T0 + 2)
+
+    def last_write() -> float | None:
+        facts, _ = replay.sources.observe(replay.agents)
+        found = facts[4242]
+        assert isinstance(found, ConversationFacts)
+        assert found.status in (None, "busy")
+        return found.last_write
+
+    first = last_write()
+    db.conn.execute(
+        "INSERT INTO messages (session_id, role, content_json, created_timestamp) "
+        "VALUES (?, 'assistant', '[[[not json', ?)",
+        (sid, int(T0 + 3)),
+    )
+    replay.advance(1)
+    second = last_write()
+    assert second is not None and second != first
+    # The newest row replaced (same count, same second): a new rowid is new work.
+    db.conn.execute("DELETE FROM messages WHERE rowid = (SELECT max(rowid) FROM messages)")
+    db.conn.execute(
+        "INSERT INTO messages (session_id, role, content_json, created_timestamp) "
+        "VALUES (?, 'assistant', '[[[still not json', ?)",
+        (sid, int(T0 + 3)),
+    )
+    replay.advance(1)
+    third = last_write()
+    assert third is not None and third != second
+
+
+def test_goose_the_edges_of_the_horizon_the_columns_and_the_model_cap(tmp_path: Path) -> None:
+    """A session touched exactly at the horizon (the start less CLOCK_SLACK_S) is read; a
+    messages table with only the two columns needed is enough; a model_config_json past
+    64 KiB is not parsed."""
+    home, project, path = _project(tmp_path)
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        "CREATE TABLE sessions (id TEXT, name TEXT, working_dir TEXT, created_at TEXT,"
+        " updated_at TEXT, model_config_json TEXT);"
+        "CREATE TABLE messages (session_id TEXT, role TEXT);"
+    )
+    big = json.dumps({"model_name": MODEL, "pad": "x" * (64 * 1024 - 40)})
+    assert 64 * 1024 - 20 < len(big) <= 64 * 1024
+    conn.execute(
+        "INSERT INTO sessions VALUES ('a_1', 'At the edge', ?, ?, ?, ?)",
+        (str(project), _sql_time(T0 - CLOCK_SLACK_S), _sql_time(T0 - CLOCK_SLACK_S), big),
+    )
+    conn.execute("INSERT INTO messages VALUES ('a_1', 'user')")
+    replay = Replay(home, T0, readers=(goose.SPEC,))
+    replay.step([_goose(4242, project, T0, "--session-id", "a_1")], T0 + 1)
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[4242]
+    assert isinstance(found, ConversationFacts)
+    assert (found.native_id, found.name, found.model) == ("a_1", "At the edge", MODEL)
+    assert found.status == "busy"  # no created_timestamp: assumed this process's
+
+    too_big = json.dumps({"model_name": MODEL, "pad": "x" * (64 * 1024 - 20)})
+    assert 64 * 1024 < len(too_big) < 64 * 1024 + 20
+    conn.execute("UPDATE sessions SET model_config_json = ?", (too_big,))
+    replay.advance(1)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert facts[4242].model is None  # type: ignore[union-attr]
+    conn.close()
+
+
+def test_goose_a_prompt_just_before_the_start_is_the_process_own(tmp_path: Path) -> None:
+    """Written START_SLACK_S before the process started: its own (busy); earlier: left by
+    a killed goose (idle)."""
+    home, project, path = _project(tmp_path)
+    db = GooseDB(path)
+    start = T0 + 10
+    sid = db.session(project, start - 5)
+    db.add(sid, "user", start - START_SLACK_S)  # written as the process started
+    other = home / "src" / "other"
+    other.mkdir()
+    later = db.session(other, start - 5)
+    db.add(later, "user", start - START_SLACK_S - 1)  # before it: a killed goose's
+    for pid, which, cwd in ((4242, sid, project), (4343, later, other)):
+        replay = Replay(home, T0, readers=(goose.SPEC,))
+        proc = _goose(pid, cwd, start, "--session-id", which)
+        replay.step([proc], start + 1)
+        facts, _ = replay.sources.observe(replay.agents)
+        found = facts[pid]
+        assert isinstance(found, ConversationFacts)
+        assert (found.native_id, found.status) == (which, "busy" if which == sid else "idle")
+
+
+def test_goose_xdg_data_home_and_the_overrides_it_refuses(tmp_path: Path) -> None:
+    """``XDG_DATA_HOME`` (absolute) moves the database; a relative one, or a
+    ``GOOSE_PATH_ROOT`` that is relative, is ignored; a linked directory is not the user's
+    own and is not read."""
+    home, project, default = _project(tmp_path)
+    xdg = tmp_path / "xdg"
+    moved = GooseDB(xdg / "goose" / "sessions" / "sessions.db")
+    moved.session(project, T0 + 0.5, "Moved")
+    GooseDB(default).session(project, T0 + 0.5, "Default")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "goose").symlink_to(xdg / "goose")
+
+    def named(**env: str) -> str | None:
+        replay = Replay(home, T0, readers=(goose.SPEC,))
+        replay.step([_goose(4242, project, T0, **env)], T0 + 1)
+        facts, _ = replay.sources.observe(replay.agents)
+        found = facts.get(4242)
+        return found.name if isinstance(found, ConversationFacts) else None
+
+    assert named(XDG_DATA_HOME=str(xdg)) == "Moved"
+    assert named(XDG_DATA_HOME="relative/xdg") == "Default"
+    assert named(GOOSE_PATH_ROOT="relative/root", XDG_DATA_HOME=str(xdg)) == "Moved"
+    assert named(XDG_DATA_HOME=str(linked)) is None
+    others = tmp_path / "others"
+    GooseDB(others / "goose" / "sessions" / "sessions.db").session(project, T0 + 0.5, "Theirs")
+    os.chown(others / "goose", 65534, 65534)  # another user's directory
+    assert named(XDG_DATA_HOME=str(others)) is None
+    assert named(XDG_DATA_HOME=str(home / ".local" / "share")) == "Default"
+
+
+def test_goose_an_orphan_sub_agent_begun_just_before_its_conversation(tmp_path: Path) -> None:
+    """Schema 13: a sub_agent session begun up to START_SLACK_S before the conversation
+    is its own; one begun earlier, or in a directory two gooses run in, is nobody's. A
+    goose there reading another database does not count."""
+    home, project, path = _project(tmp_path)
+    db = GooseDB(path, schema_15=False)
+    first = db.session(project, T0 + 10)
+    edge = db.session(project, T0 + 10 - START_SLACK_S, "Delegated task", kind="sub_agent")
+    early = db.session(project, T0 + 10 - START_SLACK_S - 1, "Too early", kind="sub_agent")
+    for sid in (first, edge, early):
+        db.add(sid, "user", T0 + 11)
+    replay = Replay(home, T0, readers=(goose.SPEC,))
+    one = _goose(4242, project, T0, "--session-id", first)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "goose").symlink_to(path.parent.parent)
+    elsewhere = _goose(4444, project, T0, XDG_DATA_HOME=str(linked))  # refused: a link
+    replay.step([one, elsewhere], T0 + 12)
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[4242]
+    assert isinstance(found, ConversationFacts) and found.native_id == first
+    assert [s.agent_id for s in found.subagents] == [edge]
+    assert replay.sources.errors == 0
+    replay.step([one, _goose(4343, project, T0 + 1)], T0 + 13)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert all(not getattr(f, "subagents", ()) for f in facts.values())

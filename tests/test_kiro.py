@@ -12,11 +12,13 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import kiro
+from quintd.sources import kiro, kiro_sessions
+from quintd.sources.files import JsonlTail, ReadStats
 from quintd.sources.spec import ReaderContext
 
 T0 = 1_790_000_000.0
@@ -348,3 +350,104 @@ def test_kiro_reads_on_change_events_only(tmp_path: Path) -> None:
     state.changed(files.dir / f"{A}.lock")
     state.prepare([proc])
     assert state.facts(proc) is None  # a closed session is not claimed by cwd again
+
+
+def _session(files: KiroDir, sid: str = A) -> kiro_sessions.KiroSession:
+    tail = JsonlTail(files.dir / f"{sid}.jsonl", files.dir)
+    return kiro_sessions.KiroSession(tail, native_id=sid)
+
+
+def test_kiro_sidecar_fields_and_model_fallbacks(tmp_path: Path) -> None:
+    """What a sidecar says (cwd, times, parent, model) as read from real files: the model
+    from ``model_info.model_id``, else its ``model_name``, else the last turn's ``model``;
+    what it does not say leaves what was known."""
+    _, project, files = _setup(tmp_path)
+    stats = ReadStats()
+    files.sidecar(B, project, T0 + 1, parent=A)
+    files.sidecar(A, project, T0 + 2)
+    session = _session(files, B)
+    kiro_sessions.read_sidecar(session, files.dir / f"{B}.json", files.dir, stats)
+    assert (session.cwd, session.parent, session.model) == (str(project), A, MODEL)
+    assert session.created == session.updated == pytest.approx(T0 + 1, abs=1e-3)
+    assert (session.written, session.owner) == (T0 + 1, os.getuid())
+
+    def model_of(state: dict) -> str | None:
+        data = {"session_id": A, "cwd": str(project), "session_state": state}
+        (files.dir / f"{A}.json").write_text(json.dumps(data))
+        found = _session(files)
+        kiro_sessions.read_sidecar(found, files.dir / f"{A}.json", files.dir, stats)
+        return found.model
+
+    turns = {"user_turn_metadatas": [{"model": "first"}, {"model": "last"}]}
+    assert model_of({"rts_model_state": {"model_info": {"model_name": "by-name"}}}) == "by-name"
+    assert model_of({"rts_model_state": {"model_info": {}}, "conversation_metadata": turns}) == (
+        "last"
+    )
+    assert model_of({"conversation_metadata": {"user_turn_metadatas": []}}) is None
+    assert model_of({"conversation_metadata": {"user_turn_metadatas": ["x"]}}) is None
+
+    known = _session(files)
+    known.cwd, known.created, known.updated, known.model = "/kept", 5.0, 6.0, "kept-model"
+    (files.dir / f"{A}.json").write_text(json.dumps({"parent_session_id": "not a uuid"}))
+    kiro_sessions.read_sidecar(known, files.dir / f"{A}.json", files.dir, stats)
+    assert (known.cwd, known.created, known.updated, known.model) == (
+        "/kept",
+        5.0,
+        6.0,
+        "kept-model",
+    )
+    assert known.parent is None
+    assert stats.garbage == 0
+
+    (files.dir / f"{A}.json").write_text(json.dumps({"session_id": B, "cwd": "/elsewhere"}))
+    kiro_sessions.read_sidecar(known, files.dir / f"{A}.json", files.dir, stats)
+    assert (known.cwd, stats.garbage) == ("/kept", 1)  # another session's id: not believed
+
+
+def test_kiro_a_sidecar_at_and_past_the_size_limits(tmp_path: Path) -> None:
+    """Past 256 KiB: the head's fields and the tail's last ``model_id``; up to 64 MiB is read
+    (a sparse file: no disk is used), past it refused."""
+    _, project, files = _setup(tmp_path)
+    path = files.dir / f"{A}.json"
+    head = json.dumps({"session_id": A, "cwd": str(project), "created_at": _iso(T0)})[:-1]
+    tail = ', "model_id": "old-model"}, {"model_id": "new-model"}]}}'
+    for size, model in (
+        (kiro_sessions.MAX_SIDECAR_BYTES, "new-model"),
+        (kiro_sessions.MAX_SIDECAR_BYTES + 1, None),
+        (300 * 1024, "new-model"),
+    ):
+        with open(path, "wb") as fh:
+            fh.write(head.encode() + b', "session_state": {"turns": [')
+            fh.seek(size - len(tail))
+            fh.write(tail.encode())
+        assert path.stat().st_size == size
+        stats = ReadStats()
+        session = _session(files)
+        kiro_sessions.read_sidecar(session, path, files.dir, stats)
+        assert session.model == model
+        assert session.cwd == (str(project) if model else None)
+        assert stats.refused == (0 if model else 1)
+        if model:
+            assert session.owner == os.getuid()
+            assert session.created == pytest.approx(T0, abs=1e-3)
+
+
+def test_kiro_a_sidecar_of_exactly_256_kib_is_parsed_whole_and_closed(tmp_path: Path) -> None:
+    """At the whole-file limit the sidecar is parsed (the model from ``model_info``, not the
+    last ``model_id`` in its tail), and every descriptor opened is closed."""
+    _, project, files = _setup(tmp_path)
+    path = files.dir / f"{A}.json"
+    state = {
+        "rts_model_state": {"model_info": {"model_id": "current"}},
+        "conversation_metadata": {"user_turn_metadatas": [{"model_id": "in-a-turn", "p": ""}]},
+    }
+    data = {"session_id": A, "cwd": str(project), "session_state": state}
+    pad = 256 * 1024 - len(json.dumps(data))
+    state["conversation_metadata"]["user_turn_metadatas"][0]["p"] = "x" * pad  # type: ignore[index]
+    path.write_text(json.dumps(data))
+    assert path.stat().st_size == 256 * 1024
+    fds = len(os.listdir("/proc/self/fd"))
+    session = _session(files)
+    kiro_sessions.read_sidecar(session, path, files.dir, ReadStats())
+    assert (session.model, session.cwd) == ("current", str(project))
+    assert len(os.listdir("/proc/self/fd")) == fds
