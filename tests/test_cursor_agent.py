@@ -16,7 +16,7 @@ from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import cursor_agent, cursor_chats
+from quintd.sources import cursor_agent, cursor_chats, files
 from quintd.sources.cursor_chats import cwd_hash, project_slug
 from quintd.sources.spec import ReaderContext
 
@@ -329,3 +329,111 @@ def test_cursor_reads_on_change_events_and_asks_open_files_rarely(tmp_path: Path
     state.prepare([proc])
     assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
     assert asked == [800, 800]
+
+
+# -- one chat's files, read alone -------------------------------------------------------
+
+
+def _chat_files(root: Path, chat: str, meta: object, meta_json: dict | None) -> cursor_chats.Chat:
+    """A chat directory under ``root``: a store.db whose meta "0" is ``meta`` (stored as
+    given: text, bytes, or None for no row) and, if given, a meta.json."""
+    directory = root / "chats" / cwd_hash("/home/dev/src/shop") / chat
+    directory.mkdir(parents=True)
+    conn = sqlite3.connect(directory / "store.db")
+    conn.executescript(DDL)
+    if meta is not None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('0', ?)", (meta,))
+    conn.commit()
+    conn.close()
+    if meta_json is not None:
+        (directory / "meta.json").write_text(json.dumps(meta_json))
+    return cursor_chats.Chat(chat, directory)
+
+
+def _read_chat(root: Path, chat: cursor_chats.Chat) -> files.ReadStats:
+    stats = files.ReadStats()
+    cursor_chats.read_meta_json(chat, root, stats)
+    cursor_chats.read_store(chat, root, stats)
+    return stats
+
+
+def test_cursor_meta_json_comes_first_and_the_store_fills_the_rest(tmp_path: Path) -> None:
+    """meta.json's cwd, creation time and title win; the store's name wins over a title;
+    the placeholder name is no name in either."""
+    root = tmp_path / ".cursor"
+    store = {
+        "agentId": X,
+        "name": "New Agent",
+        "createdAt": 1_700_000_000_000,
+        "workspacePath": "/from/the/store",
+        "lastUsedModel": MODEL,
+    }
+    chat = _chat_files(
+        root,
+        X,
+        json.dumps(store).encode().hex(),
+        {"cwd": "/from/meta", "createdAtMs": 1_790_000_000_000, "title": "Titled in meta"},
+    )
+    stats = _read_chat(root, chat)
+    assert (chat.cwd, chat.created, chat.name, chat.model) == (
+        "/from/meta",
+        1_790_000_000.0,
+        "Titled in meta",
+        MODEL,
+    )
+    assert chat.owner == os.getuid() and stats.garbage == 0
+    # No meta.json: the store's workspace and creation time; still no placeholder name.
+    bare = _chat_files(root, Y, json.dumps({**store, "agentId": Y}), None)
+    assert _read_chat(root, bare).garbage == 0
+    assert (bare.cwd, bare.created, bare.name, bare.model) == (
+        "/from/the/store",
+        1_700_000_000.0,
+        None,
+        MODEL,
+    )
+    # A generated name in the store beats meta.json's title; a placeholder title is none.
+    named = _chat_files(
+        root,
+        "named",
+        json.dumps({**store, "agentId": None, "name": "From the store"}),
+        {"title": "meta"},
+    )
+    _read_chat(root, named)
+    assert named.name == "From the store"
+    placeholder = _chat_files(
+        root, "placeholder", json.dumps({**store, "agentId": "placeholder"}), {"title": "New Agent"}
+    )
+    _read_chat(root, placeholder)
+    assert placeholder.name is None
+
+
+def test_cursor_store_of_another_chat_or_too_large_is_not_read(tmp_path: Path) -> None:
+    root = tmp_path / ".cursor"
+    other = _chat_files(root, X, json.dumps({"agentId": Y, "name": "Y's name"}), None)
+    assert _read_chat(root, other).garbage == 1  # copied from another chat: garbage
+    assert (other.name, other.model) == (None, None)
+    # meta "0" up to the cap is read; one character more is not (and not garbage).
+    value = json.dumps({"agentId": "capped", "name": "At the cap"})
+    at_cap = _chat_files(root, "capped", value.ljust(cursor_chats.MAX_META_CHARS), None)
+    assert _read_chat(root, at_cap).garbage == 0 and at_cap.name == "At the cap"
+    over = _chat_files(root, "over", value.ljust(cursor_chats.MAX_META_CHARS + 1), None)
+    assert _read_chat(root, over).garbage == 0 and over.name is None
+    # No row "0": nothing to say, not garbage; an empty one is garbage.
+    assert _read_chat(root, _chat_files(root, "norow", None, None)).garbage == 0
+    assert _read_chat(root, _chat_files(root, "empty", "", None)).garbage == 1
+
+
+def test_cursor_models_and_meta_in_every_shape() -> None:
+    assert cursor_chats._model({"modelId": "a", "model": "b", "name": "c", "id": "d"}) == "a"
+    assert cursor_chats._model({"model": "b", "name": "c", "id": "d"}) == "b"
+    assert cursor_chats._model({"name": "c", "id": "d"}) == "c"
+    assert cursor_chats._model({"id": "d"}) == "d"
+    assert cursor_chats._model({"modelId": "", "model": {"id": "nested"}}) == "nested"
+    assert cursor_chats._model({"other": "x"}) is None
+    assert cursor_chats._model("{not json") is None  # JSON-looking garbage is no name
+    plain = {"agentId": X}
+    assert cursor_chats._decode_meta(b'{"agentId": "%s"}' % X.encode()) == plain  # a BLOB
+    assert cursor_chats._decode_meta(f"  {json.dumps(plain)}\n") == plain
+    assert cursor_chats._decode_meta(b"") is None
+    assert cursor_chats._decode_meta(7) is None
+    assert cursor_chats._decode_meta("ff" * 4) is None  # hex, but not of a JSON object
