@@ -25,8 +25,10 @@ from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import Scanner
-from quintd.sources import copilot_cli, files
+from quintd.sources import copilot_cli, copilot_events, files
 from quintd.sources.copilot_cli import SPEC, CopilotState
+from quintd.sources.copilot_events import Conversation, apply_event
+from quintd.sources.files import JsonlTail
 from quintd.sources.manager import SourceManager
 from quintd.sources.processes import TcpSocket
 from quintd.sources.spec import ReaderContext
@@ -764,3 +766,182 @@ def test_recorded_tool_children_carry_their_conversation() -> None:
     ]
     assert isinstance(tool, Rec) and tool.ppid == NATIVE
     assert tool.env["COPILOT_AGENT_SESSION_ID"] == FIRST
+
+
+# -- events.jsonl, read alone -------------------------------------------------------------
+
+
+class Events:
+    """A conversation's ``events.jsonl`` written line by line, read through its own tail."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "events.jsonl"
+        root.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(b"")
+        self.conversation = Conversation(JsonlTail(self.path, root), session_id=FIRST)
+        self.conversation.read(0.0, lambda r: None)  # the history (none): what comes is work
+
+    def write(self, now: float | None, *events: dict[str, object]) -> Conversation:
+        with open(self.path, "a") as fh:
+            fh.writelines(json.dumps(e) + "\n" for e in events)
+        self.conversation.read(
+            now or 0.0, lambda record: apply_event(self.conversation, record, now)
+        )
+        return self.conversation
+
+
+def _event(kind: str, agent: str | None = None, **data: object) -> dict[str, object]:
+    found: dict[str, object] = {"type": kind, "data": data}
+    if agent is not None:
+        found["agentId"] = agent
+    return found
+
+
+def test_events_the_main_conversation(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(1.0, _event("session.start", selectedModel="gpt-4.1"))
+    assert (c.model, c.closed, c.prompt_open, c.turn_open) == ("gpt-4.1", False, False, False)
+    c = events.write(2.0, _event("session.model_change", newModel="gpt-5"), _event("user.message"))
+    assert (c.model, c.prompt_open, c.turn_open) == ("gpt-5", True, False)
+    c = events.write(3.0, _event("assistant.turn_start"))
+    assert (c.prompt_open, c.turn_open) == (False, True)
+    c = events.write(4.0, _event("assistant.message", model="claude-4"))
+    assert c.model == "claude-4"
+    c = events.write(5.0, _event("assistant.message", model=""), _event("session.start"))
+    assert c.model == "claude-4"  # an empty or missing model keeps the last one
+    c = events.write(6.0, _event("tool.execution_start", toolCallId="t1"))
+    c = events.write(6.0, _event("tool.execution_start", toolCallId="t2"))
+    c = events.write(7.0, _event("tool.execution_complete", toolCallId="t1"))
+    assert (c.tools, c.turn_open) == ({"t2"}, True)
+    c = events.write(8.0, _event("permission.requested", requestId="r1"))
+    c = events.write(8.0, _event("permission.requested", requestId="r2"))
+    c = events.write(8.5, _event("permission.completed", requestId="r1"))
+    assert c.permissions == {"r2": None}
+    c = events.write(9.0, _event("assistant.turn_end"))
+    assert (c.turn_open, c.tools, c.permissions) == (False, {"t2"}, {"r2": None})
+    c = events.write(10.0, _event("session.shutdown"))
+    assert (c.closed, c.prompt_open, c.turn_open, c.tools, c.permissions) == (
+        True,
+        False,
+        False,
+        set(),
+        {},
+    )
+    c = events.write(11.0, _event("session.resume", selectedModel="gpt-4.1"))
+    assert (c.closed, c.model) == (False, "gpt-4.1")
+    c = events.write(12.0, _event("session.shutdown"), _event("user.message"))
+    assert (c.closed, c.prompt_open) == (False, True)  # a prompt reopens it
+
+
+def test_events_subagents(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(
+        1.0,
+        _event(
+            "subagent.started",
+            "a1",
+            toolCallId="call1",
+            agentDescription="Survey",
+            agentDisplayName="Explore",
+            agentName="explore",
+            model="m1",
+        ),
+        _event("subagent.started", None, toolCallId="call2", agentDisplayName="Display"),
+        _event("subagent.started", None, agentName="nobody"),  # no id at all: ignored
+        _event("subagent.started", "a3", agentName="named"),
+    )
+    assert {k: (s.name, s.tool_use_id, s.model, s.done) for k, s in c.subagents.items()} == {
+        "a1": ("Survey", "call1", "m1", False),
+        "call2": ("Display", "call2", None, False),
+        "a3": ("named", None, None, False),
+    }
+    # A sub-agent's own work: its time and model, never the conversation's.
+    c = events.write(2.0, _event("assistant.message", "a1", model="m2"))
+    assert (c.subagents["a1"].model, c.subagents["a1"].last_write, c.model) == ("m2", 2.0, None)
+    c = events.write(3.0, _event("session.model_change", "a1", newModel="m3"))
+    assert c.subagents["a1"].model == "m3"
+    c = events.write(3.5, _event("user.message", "a1"), _event("assistant.message", "a1"))
+    assert (c.subagents["a1"].model, c.prompt_open) == ("m3", False)
+    c = events.write(4.0, _event("subagent.configured", "a3", model="m4"))
+    assert (c.subagents["a3"].model, c.subagents["a3"].last_write) == ("m4", 4.0)
+    c = events.write(4.5, _event("subagent.configured", "a3"))
+    assert c.subagents["a3"].model == "m4"
+    # Its permission requests are its own.
+    c = events.write(5.0, _event("permission.requested", "a1", requestId="r1"))
+    assert c.permissions == {"r1": "a1"}
+    c = events.write(5.5, _event("permission.completed", "a1", requestId="r1"))
+    assert c.permissions == {}
+    # Done: the task tool returned, it failed, it completed; unknown ones are ignored.
+    c = events.write(6.0, _event("tool.execution_complete", toolCallId="call1"))
+    c = events.write(6.0, _event("subagent.failed", None, toolCallId="call2"))
+    c = events.write(6.0, _event("subagent.completed", "unknown"))
+    assert {k: s.done for k, s in c.subagents.items()} == {"a1": True, "call2": True, "a3": False}
+    assert [s.agent_id for s in c.running()] == ["a3"]
+    c = events.write(7.0, _event("subagent.completed", "a3"))
+    assert c.running() == [] and set(c.subagents) == {"a1", "call2", "a3"}
+    # Started again: running, its call and name kept where the event has none.
+    c = events.write(8.0, _event("subagent.started", "a1"))
+    again = c.subagents["a1"]
+    assert (again.done, again.tool_use_id, again.name, again.model) == (
+        False,
+        "call1",
+        "Survey",
+        "m3",
+    )
+    c = events.write(9.0, _event("session.shutdown"))
+    assert c.running() == []
+
+
+def test_events_read_as_history_are_no_work(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(
+        None,
+        _event("subagent.started", "a1"),
+        _event("assistant.message", "a1", model="m"),
+        _event("subagent.configured", "a1"),
+    )
+    assert c.subagents["a1"].last_write is None
+
+
+def test_events_tables_stay_bounded(tmp_path: Path) -> None:
+    c = Events(tmp_path).conversation
+    for n in range(copilot_events.MAX_OPEN):
+        apply_event(c, _event("tool.execution_start", toolCallId=f"t{n}"), 1.0)
+        apply_event(c, _event("permission.requested", requestId=f"r{n}"), 1.0)
+    assert len(c.tools) == len(c.permissions) == copilot_events.MAX_OPEN  # all kept
+    apply_event(c, _event("tool.execution_start", toolCallId="last"), 1.0)
+    apply_event(c, _event("permission.requested", requestId="last"), 1.0)
+    assert (c.tools, c.permissions) == ({"last"}, {"last": None})  # garbage: begun again
+    most = copilot_events.MAX_SUBAGENTS
+    for n in range(most):
+        apply_event(c, _event("subagent.started", f"a{n}"), 1.0)
+    assert len(c.subagents) == most
+    apply_event(c, _event("subagent.completed", "a5"), 1.0)
+    apply_event(c, _event("subagent.completed", "a7"), 1.0)
+    apply_event(c, _event("subagent.started", "new1"), 1.0)
+    assert len(c.subagents) == most and "a5" not in c.subagents and "a7" in c.subagents
+    apply_event(c, _event("subagent.started", "new2"), 1.0)
+    apply_event(c, _event("subagent.started", "new3"), 1.0)  # none done: the oldest goes
+    assert len(c.subagents) == most
+    assert "a7" not in c.subagents and "a0" not in c.subagents and "a1" in c.subagents
+    assert {"new1", "new2", "new3"} <= set(c.subagents)
+
+
+def test_events_that_are_not_events(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(
+        1.0,
+        {"type": "user.message"},  # no data
+        {"type": 5, "data": {}},
+        _event("tool.execution_start"),  # no call id
+        _event("tool.execution_complete"),
+        _event("permission.requested"),  # no request id
+        _event("session.start", "a-nobody", selectedModel="x"),  # an unknown agent's
+    )
+    assert (c.prompt_open, c.tools, c.permissions, c.model, c.subagents) == (
+        False,
+        set(),
+        {},
+        None,
+        {},
+    )
