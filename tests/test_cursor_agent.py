@@ -391,6 +391,12 @@ def test_cursor_meta_json_comes_first_and_the_store_fills_the_rest(tmp_path: Pat
         None,
         MODEL,
     )
+    assert bare.owner == os.getuid()  # the store's owner
+    # No store.db (not written yet): meta.json's owner and title.
+    early = _chat_files(root, "early", None, {"title": "Early"})
+    (early.directory / "store.db").unlink()
+    _read_chat(root, early)
+    assert (early.owner, early.name) == (os.getuid(), "Early")
     # A generated name in the store beats meta.json's title; a placeholder title is none.
     named = _chat_files(
         root,
