@@ -443,3 +443,92 @@ def test_cursor_models_and_meta_in_every_shape() -> None:
     assert cursor_chats._decode_meta(b"") is None
     assert cursor_chats._decode_meta(7) is None
     assert cursor_chats._decode_meta("ff" * 4) is None  # hex, but not of a JSON object
+
+
+def _acp(cursor: Cursor, chat: str, name: str, cwd: Path) -> Path:
+    directory = cursor.root / "acp-sessions" / chat
+    directory.mkdir(parents=True)
+    conn = sqlite3.connect(directory / "store.db")
+    conn.executescript(DDL)
+    meta = {"agentId": chat, "name": name, "lastUsedModel": MODEL}
+    conn.execute("INSERT INTO meta VALUES ('0', ?)", (json.dumps(meta).encode().hex(),))
+    conn.commit()
+    conn.close()
+    (directory / "meta.json").write_text(json.dumps({"schemaVersion": 1, "cwd": str(cwd)}))
+    return directory
+
+
+def test_cursor_state_dirs_acp_events_and_polling(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    view = RecordedProcesses(home)
+    clock = [T0]
+    state = cursor_agent.CursorAgentState(cursor.root, ReaderContext(lambda: clock[0], view))
+    assert state.watch_dirs() == [
+        cursor.root / "chats",
+        cursor.root / "acp-sessions",
+        cursor.root / "projects",
+    ]
+    assert not state.has_registry_dir()
+    (cursor.root / "chats").mkdir(parents=True)
+    assert state.has_registry_dir()
+    view.show([_agent(800, project, args=("acp",))])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc) is None
+    # An ACP session appears: its event asks the process's open files again.
+    directory = _acp(cursor, X, "ACP work", project)
+    view.show([_agent(800, project, directory / "store.db", args=("acp",))])
+    clock[0] += 1
+    state.changed(directory)
+    state.prepare([proc])
+    assert state.facts(proc).name == "ACP work"  # type: ignore[union-attr]
+    # It is renamed: its event reads it again, once the store may be read again.
+    conn = sqlite3.connect(directory / "store.db")
+    meta = {"agentId": X, "name": "Renamed", "lastUsedModel": MODEL}
+    conn.execute("UPDATE meta SET value = ? WHERE key = '0'", (json.dumps(meta),))
+    conn.commit()
+    conn.close()
+    os.utime(directory / "store.db", (T0 + 50, T0 + 50))
+    clock[0] += 10
+    state.changed(directory / "store.db")
+    state.prepare([proc])
+    assert state.facts(proc).name == "Renamed"  # type: ignore[union-attr]
+    # Without events, a poll reads every known file again.
+    meta["name"] = "Polled"
+    conn = sqlite3.connect(directory / "store.db")
+    conn.execute("UPDATE meta SET value = ? WHERE key = '0'", (json.dumps(meta),))
+    conn.commit()
+    conn.close()
+    os.utime(directory / "store.db", (T0 + 60, T0 + 60))
+    clock[0] += 10
+    state.prepare([proc])
+    assert state.facts(proc).name == "Renamed"  # type: ignore[union-attr]  # no event
+    state.poll()
+    state.prepare([proc])
+    assert state.facts(proc).name == "Polled"  # type: ignore[union-attr]
+
+
+def test_cursor_flat_transcript_and_a_turn_left_open_earlier(tmp_path: Path) -> None:
+    """A transcript may lie flat in ``agent-transcripts``; a turn an earlier process left
+    open is no work of a process started after it was last written."""
+    home, project, cursor = _setup(tmp_path)
+    store = cursor.chat(X, T0 + 1)
+    base = cursor.root / "projects" / project_slug(str(project)) / "agent-transcripts"
+    base.mkdir(parents=True)
+    flat = base / f"{X}.jsonl"
+    flat.write_text(json.dumps(USER) + "\n")
+    os.utime(flat, (T0 + 2, T0 + 2))
+    replay = Replay(home, T0, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(800, project, store)], T0 + 3)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[800], ConversationFacts) and facts[800].status == "busy"
+    # Resumed by a process started long after the open turn was written: idle.
+    replay = Replay(home, T0 + 100, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(900, project, store, start=T0 + 100)], T0 + 101)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[900], ConversationFacts) and facts[900].status == "idle"
+    # ... within the start's slack, still its own: busy.
+    replay = Replay(home, T0 + 3.5, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(901, project, store, start=T0 + 3.5)], T0 + 4)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[901], ConversationFacts) and facts[901].status == "busy"
