@@ -25,13 +25,16 @@ from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import Scanner
-from quintd.sources import copilot_cli, copilot_events, files
+from quintd.sources import copilot_cli, copilot_events, copilot_workspace, files
 from quintd.sources.copilot_cli import SPEC, CopilotState
 from quintd.sources.copilot_events import Conversation, apply_event
-from quintd.sources.files import JsonlTail
+from quintd.sources.copilot_locks import MAX_LOCKS, Lock, locks_of
+from quintd.sources.copilot_workspace import read_workspace
+from quintd.sources.files import JsonlTail, ReadStats
 from quintd.sources.manager import SourceManager
 from quintd.sources.processes import TcpSocket
 from quintd.sources.spec import ReaderContext
+from quintd.sources.times import parse_time
 from quintd.sources.yaml_files import parse_flat_yaml
 
 FIXTURES = needs_fixtures("copilot-cli")
@@ -945,3 +948,169 @@ def test_events_that_are_not_events(tmp_path: Path) -> None:
         None,
         {},
     )
+
+
+# -- workspace.yaml, lock files and the reader, alone ------------------------------------
+
+RENAMED = (
+    SNAPSHOTS / "07-renamed" / "home" / ".copilot" / "session-state" / FIRST / "workspace.yaml"
+)
+
+
+def test_workspace_read_alone_once_per_version(tmp_path: Path) -> None:
+    """Only a name the user gave (``user_named: true``, as YAML writes it), the creation
+    time; each version of the file parsed once; garbage and half-written ones keep the
+    last good values."""
+    root = tmp_path / ".copilot"
+    directory = root / "session-state" / FIRST
+    directory.mkdir(parents=True)
+    workspace = directory / "workspace.yaml"
+    good = RENAMED.read_bytes()
+    conversation = Conversation(JsonlTail(directory / "events.jsonl", root), session_id=FIRST)
+    stats = ReadStats()
+
+    def read(raw: bytes | None = None) -> tuple[str | None, float | None]:
+        if raw is not None:
+            workspace.write_bytes(raw)
+        read_workspace(conversation, root, stats)
+        return conversation.name, conversation.created
+
+    created = parse_time("2026-11-29T03:31:05.970Z")
+    assert read(good) == ("Token expiry fix", created)
+    assert conversation.workspace == (
+        workspace.stat().st_ino,
+        workspace.stat().st_size,
+        workspace.stat().st_mtime_ns,
+    )
+    conversation.name = "kept"  # the same version again: not parsed again
+    assert read() == ("kept", created)
+    assert read(good.replace(b"user_named: true", b"user_named: 'True '")) == (
+        "Token expiry fix",
+        created,
+    )
+    assert read(good.replace(b"user_named: true", b"user_named: false")) == (None, created)
+    unnamed = good.replace(b"user_named: true\n", b"")
+    assert read(unnamed.replace(b"created_at", b"made_at")) == (None, created)  # kept
+    assert stats.garbage == 0
+    # Caught half written: not taken, and read again once complete.
+    assert read(good[:-1]) == (None, created) and stats.garbage == 0
+    assert read(good) == ("Token expiry fix", created)
+    # Another conversation's: garbage, nothing changes. Without an id: taken.
+    assert read(good.replace(FIRST.encode(), SECOND.encode())) == ("Token expiry fix", created)
+    assert stats.garbage == 1
+    assert read(good.replace(f"id: {FIRST}\n".encode(), b"").replace(b"fix", b"fix 2"))[0] == (
+        "Token expiry fix 2"
+    )
+    # Too large: refused, counted once, and the last good values kept.
+    big = good + b"summary: " + b"x" * copilot_workspace.MAX_WORKSPACE_BYTES + b"\n"
+    refused = stats.refused
+    assert read(big) == ("Token expiry fix 2", created)
+    assert stats.refused == refused + 1 and stats.garbage == 1
+    assert read() == ("Token expiry fix 2", created) and stats.refused == refused + 1
+
+
+def test_locks_of_reads_names_and_times_only_of_real_lock_files(tmp_path: Path) -> None:
+    root = tmp_path / ".copilot"
+    assert locks_of(root, FIRST, 0.0) == {}  # no session-state
+    directory = root / "session-state" / FIRST
+    directory.mkdir(parents=True)
+    for pid in (101, 102, 7):
+        (directory / f"inuse.{pid}.lock").write_text(f"{pid}\n")
+    os.utime(directory / "inuse.101.lock", (1000.0, 1000.0))
+    os.utime(directory / "inuse.102.lock", (2000.0, 2000.0))
+    os.utime(directory / "inuse.7.lock", (2000.5, 2000.5))
+    (directory / "inuse.103.lock").mkdir()  # not a file
+    (directory / "inuse.104.lock").symlink_to(directory / "inuse.102.lock")  # a link
+    (directory / "inuse.x.lock").write_text("")
+    uid = os.getuid()
+    assert locks_of(root, FIRST, 0.0) == {
+        101: Lock(1000.0, uid),
+        102: Lock(2000.0, uid),
+        7: Lock(2000.5, uid),
+    }
+    # Older than the horizon: no running process wrote it.
+    assert set(locks_of(root, FIRST, 2000.0)) == {102, 7}
+    # A session-state that is a link is not followed.
+    elsewhere = tmp_path / "elsewhere"
+    (root / "session-state").rename(elsewhere)
+    (root / "session-state").symlink_to(elsewhere)
+    assert locks_of(root, FIRST, 0.0) == {}
+    # At most MAX_LOCKS per directory.
+    (root / "session-state").unlink()
+    elsewhere.rename(root / "session-state")
+    for pid in range(1000, 1000 + MAX_LOCKS):
+        (directory / f"inuse.{pid}.lock").write_text("")
+    assert len(locks_of(root, FIRST, 0.0)) == MAX_LOCKS
+
+
+def test_copilot_events_and_polls_tell_what_to_read_again(tmp_path: Path) -> None:
+    root = tmp_path / ".copilot"
+    view = View({100: (1, None), 101: (100, None)})
+    state = _state(root, view)
+    assert state.watch_dirs() == [root / "session-state"]
+    assert not state.has_registry_dir()
+    (root / "session-state").mkdir(parents=True)
+    assert state.has_registry_dir()
+    agent = _agent(100, time.time() - 5)
+    state.prepare([agent])
+    assert state.facts(agent) is None
+    # A lock comes: nothing until its event (or a poll).
+    directory = _conversation(root, FIRST, 101)
+    state.prepare([agent])
+    assert state.facts(agent) is None
+    for ignored in (tmp_path / "elsewhere", root / "session-state", root / "session-state" / ".x"):
+        state.changed(ignored)
+        state.prepare([agent])
+        assert state.facts(agent) is None, ignored
+    state.changed(directory)  # the directory itself
+    state.prepare([agent])
+    assert _ids(state.facts(agent)) == [FIRST]
+    # A second conversation, seen by a poll alone.
+    second = _conversation(root, SECOND, 101, "09-second-conversation-idle")
+    state.prepare([agent])
+    assert _ids(state.facts(agent)) == [FIRST]
+    state.poll()
+    state.prepare([agent])
+    assert sorted(_ids(state.facts(agent))) == sorted([FIRST, SECOND])
+    # Oldest lock first: the last is the current conversation.
+    now = time.time()
+    os.utime(directory / "inuse.101.lock", (now + 1, now + 1))
+    os.utime(second / "inuse.101.lock", (now, now))
+    state.changed(directory / "inuse.101.lock")
+    state.changed(second / "inuse.101.lock")
+    state.prepare([agent])
+    assert _ids(state.facts(agent)) == [SECOND, FIRST]
+    # A rename without an event is seen at a poll; a deeper path is no event of its own.
+    workspace = directory / "workspace.yaml"
+    workspace.write_bytes(workspace.read_bytes().replace(b"user_named: false", b"user_named: true"))
+    state.changed(directory / "checkpoints" / "workspace.yaml")
+    state.prepare([agent])
+    assert [f.name for f in state.facts(agent) or ()] == [None, None]
+    state.changed(workspace)
+    state.prepare([agent])
+    named = [f.name for f in state.facts(agent) or ()]
+    assert named[0] is None and named[1] is not None
+
+
+def test_copilot_open_sessions_state_decides_the_status(tmp_path: Path) -> None:
+    root = tmp_path / ".copilot"
+    _conversation(root, FIRST, 101)  # its events: a turn over, nothing open
+    agent = _agent(100, time.time() - 5)
+    state = _state(root, View({100: (1, None), 101: (100, None)}))
+    open_state = root / "open-sessions-state.json"
+
+    def status(working: object) -> str | None:
+        if working is None:
+            open_state.unlink(missing_ok=True)
+        else:
+            entries = {f"other-{n}": {"working": True} for n in range(3)}
+            open_state.write_text(json.dumps({**entries, FIRST: {"working": working}}))
+        state.prepare([agent])
+        [facts] = state.facts(agent) or ()
+        return facts.status
+
+    assert status(True) == "busy"
+    assert status(False) == "idle"
+    assert status("yes") == "idle"  # not a flag: the events decide
+    assert status(True) == "busy"
+    assert status(None) == "idle"  # gone: the events decide
