@@ -16,7 +16,7 @@ from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import cursor_agent, cursor_chats, files
+from quintd.sources import cursor_agent, cursor_chats, files, sqlite_sessions
 from quintd.sources.cursor_chats import cwd_hash, project_slug
 from quintd.sources.spec import ReaderContext
 
@@ -528,7 +528,88 @@ def test_cursor_flat_transcript_and_a_turn_left_open_earlier(tmp_path: Path) -> 
     facts, _ = replay.sources.observe(replay.agents)
     assert isinstance(facts[900], ConversationFacts) and facts[900].status == "idle"
     # ... within the start's slack, still its own: busy.
-    replay = Replay(home, T0 + 3.5, readers=(cursor_agent.SPEC,))
-    replay.step([_agent(901, project, store, start=T0 + 3.5)], T0 + 4)
+    replay = Replay(home, T0 + 4, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(901, project, store, start=T0 + 4)], T0 + 5)  # 2 s: the slack
     facts, _ = replay.sources.observe(replay.agents)
     assert isinstance(facts[901], ConversationFacts) and facts[901].status == "busy"
+
+
+def _state_of(home: Path) -> tuple[RecordedProcesses, list[float], cursor_agent.CursorAgentState]:
+    view = RecordedProcesses(home)
+    clock = [T0]
+    root = home / ".cursor"
+    return view, clock, cursor_agent.CursorAgentState(root, ReaderContext(lambda: clock[0], view))
+
+
+def test_cursor_directory_events_list_and_read_again(tmp_path: Path) -> None:
+    """An event on a project's directory lists it again; one on a chat's directory reads
+    that chat again; one on a flat transcript reads it."""
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    cursor.chat(X, T0 + 1)
+    view.show([_agent(800, project)])  # its open files cannot tell
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+    cursor.chat(Y, T0 + 20, "Second")
+    clock[0] += 10
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]  # no event yet
+    state.changed(cursor.chat_dir(Y).parent)  # the project's directory
+    state.prepare([proc])
+    assert state.facts(proc).name == "Second"  # type: ignore[union-attr]
+    cursor.meta(Y, "Renamed", T0 + 30)
+    clock[0] += 10
+    state.changed(cursor.chat_dir(Y))  # the chat's directory
+    state.prepare([proc])
+    assert state.facts(proc).name == "Renamed"  # type: ignore[union-attr]
+    base = cursor.root / "projects" / project_slug(str(project)) / "agent-transcripts"
+    base.mkdir(parents=True)
+    (base / f"{Y}.jsonl").write_text(json.dumps(USER) + "\n")
+    state.changed(base / f"{Y}.jsonl")
+    state.prepare([proc])
+    assert state.facts(proc).status == "busy"  # type: ignore[union-attr]
+    with open(base / f"{Y}.jsonl", "a") as fh:
+        fh.write(json.dumps(ENDED) + "\n")
+    state.changed(base / f"{Y}.jsonl")
+    state.prepare([proc])
+    assert state.facts(proc).status == "idle"  # type: ignore[union-attr]
+
+
+def test_cursor_a_directory_nobody_runs_in_is_listed_again_later(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    (cursor.chat_dir(X).parent).mkdir(parents=True)
+    view.show([_agent(800, project)])
+    [first] = agents(view.recs.values(), home)
+    state.prepare([first])
+    assert state.facts(first) is None
+    state.prepare([])  # it exits
+    cursor.chat(X, T0 + 30, "Later")  # written while nobody ran there, no event
+    view.show([_agent(801, project, start=T0 + 29)])
+    [second] = agents(view.recs.values(), home)
+    clock[0] += 30
+    state.prepare([second])
+    assert state.facts(second).name == "Later"  # type: ignore[union-attr]
+
+
+def test_cursor_a_chat_resumed_inside_a_running_cli_is_asked_again(tmp_path: Path) -> None:
+    """/resume in the TUI: an older chat nobody holds is written; the open files are asked
+    again (no more than every few seconds) and the process holds it now."""
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    old = cursor.chat(X, T0 - 100, "Old chat")
+    new = cursor.chat(Y, T0 + 1)
+    view.show([_agent(800, project, new)])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
+    view.show([_agent(800, project, new, old)])  # it opens the old chat
+    cursor.meta(X, "Old chat", T0 + 10)
+    os.utime(cursor.chat_dir(Y), (T0 + 1, T0 + 1))
+    clock[0] += 10
+    state.changed(old)
+    state.prepare([proc])  # the write is seen: asked again at the next due pass
+    clock[0] += sqlite_sessions.RETRY_S
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
