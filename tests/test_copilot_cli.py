@@ -822,6 +822,9 @@ def test_events_the_main_conversation(tmp_path: Path) -> None:
     assert c.permissions == {"r2": None}
     c = events.write(9.0, _event("assistant.turn_end"))
     assert (c.turn_open, c.tools, c.permissions) == (False, {"t2"}, {"r2": None})
+    c = events.write(9.5, _event("user.message"), _event("assistant.turn_start"))
+    c = events.write(9.6, _event("user.message"))  # a prompt queued during the turn
+    assert (c.prompt_open, c.turn_open) == (True, True)
     c = events.write(10.0, _event("session.shutdown"))
     assert (c.closed, c.prompt_open, c.turn_open, c.tools, c.permissions) == (
         True,
