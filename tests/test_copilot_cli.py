@@ -25,11 +25,16 @@ from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
 from quintd.scanner import Scanner
-from quintd.sources import copilot_cli, files
+from quintd.sources import copilot_cli, copilot_events, copilot_workspace, files
 from quintd.sources.copilot_cli import SPEC, CopilotState
+from quintd.sources.copilot_events import Conversation, apply_event
+from quintd.sources.copilot_locks import MAX_LOCKS, Lock, locks_of
+from quintd.sources.copilot_workspace import read_workspace
+from quintd.sources.files import JsonlTail, ReadStats
 from quintd.sources.manager import SourceManager
 from quintd.sources.processes import TcpSocket
 from quintd.sources.spec import ReaderContext
+from quintd.sources.times import parse_time
 from quintd.sources.yaml_files import parse_flat_yaml
 
 FIXTURES = needs_fixtures("copilot-cli")
@@ -764,3 +769,351 @@ def test_recorded_tool_children_carry_their_conversation() -> None:
     ]
     assert isinstance(tool, Rec) and tool.ppid == NATIVE
     assert tool.env["COPILOT_AGENT_SESSION_ID"] == FIRST
+
+
+# -- events.jsonl, read alone -------------------------------------------------------------
+
+
+class Events:
+    """A conversation's ``events.jsonl`` written line by line, read through its own tail."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "events.jsonl"
+        root.mkdir(parents=True, exist_ok=True)
+        self.path.write_bytes(b"")
+        self.conversation = Conversation(JsonlTail(self.path, root), session_id=FIRST)
+        self.conversation.read(0.0, lambda r: None)  # the history (none): what comes is work
+
+    def write(self, now: float | None, *events: dict[str, object]) -> Conversation:
+        with open(self.path, "a") as fh:
+            fh.writelines(json.dumps(e) + "\n" for e in events)
+        self.conversation.read(
+            now or 0.0, lambda record: apply_event(self.conversation, record, now)
+        )
+        return self.conversation
+
+
+def _event(kind: str, agent: str | None = None, **data: object) -> dict[str, object]:
+    found: dict[str, object] = {"type": kind, "data": data}
+    if agent is not None:
+        found["agentId"] = agent
+    return found
+
+
+def test_events_the_main_conversation(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(1.0, _event("session.start", selectedModel="gpt-4.1"))
+    assert (c.model, c.closed, c.prompt_open, c.turn_open) == ("gpt-4.1", False, False, False)
+    c = events.write(2.0, _event("session.model_change", newModel="gpt-5"), _event("user.message"))
+    assert (c.model, c.prompt_open, c.turn_open) == ("gpt-5", True, False)
+    c = events.write(3.0, _event("assistant.turn_start"))
+    assert (c.prompt_open, c.turn_open) == (False, True)
+    c = events.write(4.0, _event("assistant.message", model="claude-4"))
+    assert c.model == "claude-4"
+    c = events.write(5.0, _event("assistant.message", model=""), _event("session.start"))
+    assert c.model == "claude-4"  # an empty or missing model keeps the last one
+    c = events.write(6.0, _event("tool.execution_start", toolCallId="t1"))
+    c = events.write(6.0, _event("tool.execution_start", toolCallId="t2"))
+    c = events.write(7.0, _event("tool.execution_complete", toolCallId="t1"))
+    assert (c.tools, c.turn_open) == ({"t2"}, True)
+    c = events.write(8.0, _event("permission.requested", requestId="r1"))
+    c = events.write(8.0, _event("permission.requested", requestId="r2"))
+    c = events.write(8.5, _event("permission.completed", requestId="r1"))
+    assert c.permissions == {"r2": None}
+    c = events.write(9.0, _event("assistant.turn_end"))
+    assert (c.turn_open, c.tools, c.permissions) == (False, {"t2"}, {"r2": None})
+    c = events.write(9.5, _event("user.message"), _event("assistant.turn_start"))
+    c = events.write(9.6, _event("user.message"))  # a prompt queued during the turn
+    assert (c.prompt_open, c.turn_open) == (True, True)
+    c = events.write(10.0, _event("session.shutdown"))
+    assert (c.closed, c.prompt_open, c.turn_open, c.tools, c.permissions) == (
+        True,
+        False,
+        False,
+        set(),
+        {},
+    )
+    c = events.write(11.0, _event("session.resume", selectedModel="gpt-4.1"))
+    assert (c.closed, c.model) == (False, "gpt-4.1")
+    c = events.write(12.0, _event("session.shutdown"), _event("user.message"))
+    assert (c.closed, c.prompt_open) == (False, True)  # a prompt reopens it
+
+
+def test_events_subagents(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(
+        1.0,
+        _event(
+            "subagent.started",
+            "a1",
+            toolCallId="call1",
+            agentDescription="Survey",
+            agentDisplayName="Explore",
+            agentName="explore",
+            model="m1",
+        ),
+        _event("subagent.started", None, toolCallId="call2", agentDisplayName="Display"),
+        _event("subagent.started", None, agentName="nobody"),  # no id at all: ignored
+        _event("subagent.started", "a3", agentName="named"),
+    )
+    assert {k: (s.name, s.tool_use_id, s.model, s.done) for k, s in c.subagents.items()} == {
+        "a1": ("Survey", "call1", "m1", False),
+        "call2": ("Display", "call2", None, False),
+        "a3": ("named", None, None, False),
+    }
+    # A sub-agent's own work: its time and model, never the conversation's.
+    c = events.write(2.0, _event("assistant.message", "a1", model="m2"))
+    assert (c.subagents["a1"].model, c.subagents["a1"].last_write, c.model) == ("m2", 2.0, None)
+    c = events.write(3.0, _event("session.model_change", "a1", newModel="m3"))
+    assert c.subagents["a1"].model == "m3"
+    c = events.write(3.5, _event("user.message", "a1"), _event("assistant.message", "a1"))
+    assert (c.subagents["a1"].model, c.prompt_open) == ("m3", False)
+    c = events.write(4.0, _event("subagent.configured", "a3", model="m4"))
+    assert (c.subagents["a3"].model, c.subagents["a3"].last_write) == ("m4", 4.0)
+    c = events.write(4.5, _event("subagent.configured", "a3"))
+    assert c.subagents["a3"].model == "m4"
+    # Its permission requests are its own.
+    c = events.write(5.0, _event("permission.requested", "a1", requestId="r1"))
+    assert c.permissions == {"r1": "a1"}
+    c = events.write(5.5, _event("permission.completed", "a1", requestId="r1"))
+    assert c.permissions == {}
+    # Done: the task tool returned, it failed, it completed; unknown ones are ignored.
+    c = events.write(6.0, _event("tool.execution_complete", toolCallId="call1"))
+    c = events.write(6.0, _event("subagent.failed", None, toolCallId="call2"))
+    c = events.write(6.0, _event("subagent.completed", "unknown"))
+    assert {k: s.done for k, s in c.subagents.items()} == {"a1": True, "call2": True, "a3": False}
+    assert [s.agent_id for s in c.running()] == ["a3"]
+    c = events.write(7.0, _event("subagent.completed", "a3"))
+    assert c.running() == [] and set(c.subagents) == {"a1", "call2", "a3"}
+    # Started again: running, its call and name kept where the event has none.
+    c = events.write(8.0, _event("subagent.started", "a1"))
+    again = c.subagents["a1"]
+    assert (again.done, again.tool_use_id, again.name, again.model) == (
+        False,
+        "call1",
+        "Survey",
+        "m3",
+    )
+    c = events.write(9.0, _event("session.shutdown"))
+    assert c.running() == []
+
+
+def test_events_read_as_history_are_no_work(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(
+        None,
+        _event("subagent.started", "a1"),
+        _event("assistant.message", "a1", model="m"),
+        _event("subagent.configured", "a1"),
+    )
+    assert c.subagents["a1"].last_write is None
+
+
+def test_events_tables_stay_bounded(tmp_path: Path) -> None:
+    c = Events(tmp_path).conversation
+    for n in range(copilot_events.MAX_OPEN):
+        apply_event(c, _event("tool.execution_start", toolCallId=f"t{n}"), 1.0)
+        apply_event(c, _event("permission.requested", requestId=f"r{n}"), 1.0)
+    assert len(c.tools) == len(c.permissions) == copilot_events.MAX_OPEN  # all kept
+    apply_event(c, _event("tool.execution_start", toolCallId="last"), 1.0)
+    apply_event(c, _event("permission.requested", requestId="last"), 1.0)
+    assert (c.tools, c.permissions) == ({"last"}, {"last": None})  # garbage: begun again
+    most = copilot_events.MAX_SUBAGENTS
+    for n in range(most):
+        apply_event(c, _event("subagent.started", f"a{n}"), 1.0)
+    assert len(c.subagents) == most
+    apply_event(c, _event("subagent.completed", "a5"), 1.0)
+    apply_event(c, _event("subagent.completed", "a7"), 1.0)
+    apply_event(c, _event("subagent.started", "new1"), 1.0)
+    assert len(c.subagents) == most and "a5" not in c.subagents and "a7" in c.subagents
+    apply_event(c, _event("subagent.started", "new2"), 1.0)
+    apply_event(c, _event("subagent.started", "new3"), 1.0)  # none done: the oldest goes
+    assert len(c.subagents) == most
+    assert "a7" not in c.subagents and "a0" not in c.subagents and "a1" in c.subagents
+    assert {"new1", "new2", "new3"} <= set(c.subagents)
+
+
+def test_events_that_are_not_events(tmp_path: Path) -> None:
+    events = Events(tmp_path)
+    c = events.write(
+        1.0,
+        {"type": "user.message"},  # no data
+        {"type": 5, "data": {}},
+        _event("tool.execution_start"),  # no call id
+        _event("tool.execution_complete"),
+        _event("permission.requested"),  # no request id
+        _event("session.start", "a-nobody", selectedModel="x"),  # an unknown agent's
+    )
+    assert (c.prompt_open, c.tools, c.permissions, c.model, c.subagents) == (
+        False,
+        set(),
+        {},
+        None,
+        {},
+    )
+
+
+# -- workspace.yaml, lock files and the reader, alone ------------------------------------
+
+RENAMED = (
+    SNAPSHOTS / "07-renamed" / "home" / ".copilot" / "session-state" / FIRST / "workspace.yaml"
+)
+
+
+def test_workspace_read_alone_once_per_version(tmp_path: Path) -> None:
+    """Only a name the user gave (``user_named: true``, as YAML writes it), the creation
+    time; each version of the file parsed once; garbage and half-written ones keep the
+    last good values."""
+    root = tmp_path / ".copilot"
+    directory = root / "session-state" / FIRST
+    directory.mkdir(parents=True)
+    workspace = directory / "workspace.yaml"
+    good = RENAMED.read_bytes()
+    conversation = Conversation(JsonlTail(directory / "events.jsonl", root), session_id=FIRST)
+    stats = ReadStats()
+
+    def read(raw: bytes | None = None) -> tuple[str | None, float | None]:
+        if raw is not None:
+            workspace.write_bytes(raw)
+        read_workspace(conversation, root, stats)
+        return conversation.name, conversation.created
+
+    created = parse_time("2026-11-29T03:31:05.970Z")
+    assert read(good) == ("Token expiry fix", created)
+    assert conversation.workspace == (
+        workspace.stat().st_ino,
+        workspace.stat().st_size,
+        workspace.stat().st_mtime_ns,
+    )
+    conversation.name = "kept"  # the same version again: not parsed again
+    assert read() == ("kept", created)
+    assert read(good.replace(b"user_named: true", b"user_named: 'True '")) == (
+        "Token expiry fix",
+        created,
+    )
+    assert read(good.replace(b"user_named: true", b"user_named: false")) == (None, created)
+    unnamed = good.replace(b"user_named: true\n", b"")
+    assert read(unnamed.replace(b"created_at", b"made_at")) == (None, created)  # kept
+    assert stats.garbage == 0
+    # Caught half written: not taken, and read again once complete.
+    assert read(good[:-1]) == (None, created) and stats.garbage == 0
+    assert read(good) == ("Token expiry fix", created)
+    # Another conversation's: garbage, nothing changes. Without an id: taken.
+    assert read(good.replace(FIRST.encode(), SECOND.encode())) == ("Token expiry fix", created)
+    assert stats.garbage == 1
+    assert read(good.replace(f"id: {FIRST}\n".encode(), b"").replace(b"fix", b"fix 2"))[0] == (
+        "Token expiry fix 2"
+    )
+    # Too large: refused, counted once, and the last good values kept.
+    big = good + b"summary: " + b"x" * copilot_workspace.MAX_WORKSPACE_BYTES + b"\n"
+    refused = stats.refused
+    assert read(big) == ("Token expiry fix 2", created)
+    assert stats.refused == refused + 1 and stats.garbage == 1
+    assert read() == ("Token expiry fix 2", created) and stats.refused == refused + 1
+
+
+def test_locks_of_reads_names_and_times_only_of_real_lock_files(tmp_path: Path) -> None:
+    root = tmp_path / ".copilot"
+    assert locks_of(root, FIRST, 0.0) == {}  # no session-state
+    directory = root / "session-state" / FIRST
+    directory.mkdir(parents=True)
+    for pid in (101, 102, 7):
+        (directory / f"inuse.{pid}.lock").write_text(f"{pid}\n")
+    os.utime(directory / "inuse.101.lock", (1000.0, 1000.0))
+    os.utime(directory / "inuse.102.lock", (2000.0, 2000.0))
+    os.utime(directory / "inuse.7.lock", (2000.5, 2000.5))
+    (directory / "inuse.103.lock").mkdir()  # not a file
+    (directory / "inuse.104.lock").symlink_to(directory / "inuse.102.lock")  # a link
+    (directory / "inuse.x.lock").write_text("")
+    uid = os.getuid()
+    assert locks_of(root, FIRST, 0.0) == {
+        101: Lock(1000.0, uid),
+        102: Lock(2000.0, uid),
+        7: Lock(2000.5, uid),
+    }
+    # Older than the horizon: no running process wrote it.
+    assert set(locks_of(root, FIRST, 2000.0)) == {102, 7}
+    # A session-state that is a link is not followed.
+    elsewhere = tmp_path / "elsewhere"
+    (root / "session-state").rename(elsewhere)
+    (root / "session-state").symlink_to(elsewhere)
+    assert locks_of(root, FIRST, 0.0) == {}
+    # At most MAX_LOCKS per directory.
+    (root / "session-state").unlink()
+    elsewhere.rename(root / "session-state")
+    for pid in range(1000, 1000 + MAX_LOCKS):
+        (directory / f"inuse.{pid}.lock").write_text("")
+    assert len(locks_of(root, FIRST, 0.0)) == MAX_LOCKS
+
+
+def test_copilot_events_and_polls_tell_what_to_read_again(tmp_path: Path) -> None:
+    root = tmp_path / ".copilot"
+    view = View({100: (1, None), 101: (100, None)})
+    state = _state(root, view)
+    assert state.watch_dirs() == [root / "session-state"]
+    assert not state.has_registry_dir()
+    (root / "session-state").mkdir(parents=True)
+    assert state.has_registry_dir()
+    agent = _agent(100, time.time() - 5)
+    state.prepare([agent])
+    assert state.facts(agent) is None
+    # A lock comes: nothing until its event (or a poll).
+    directory = _conversation(root, FIRST, 101)
+    state.prepare([agent])
+    assert state.facts(agent) is None
+    for ignored in (tmp_path / "elsewhere", root / "session-state", root / "session-state" / ".x"):
+        state.changed(ignored)
+        state.prepare([agent])
+        assert state.facts(agent) is None, ignored
+    state.changed(directory)  # the directory itself
+    state.prepare([agent])
+    assert _ids(state.facts(agent)) == [FIRST]
+    # A second conversation, seen by a poll alone.
+    second = _conversation(root, SECOND, 101, "09-second-conversation-idle")
+    state.prepare([agent])
+    assert _ids(state.facts(agent)) == [FIRST]
+    state.poll()
+    state.prepare([agent])
+    assert sorted(_ids(state.facts(agent))) == sorted([FIRST, SECOND])
+    # Oldest lock first: the last is the current conversation.
+    now = time.time()
+    os.utime(directory / "inuse.101.lock", (now + 1, now + 1))
+    os.utime(second / "inuse.101.lock", (now, now))
+    state.changed(directory / "inuse.101.lock")
+    state.changed(second / "inuse.101.lock")
+    state.prepare([agent])
+    assert _ids(state.facts(agent)) == [SECOND, FIRST]
+    # A rename without an event is seen at a poll; a deeper path is no event of its own.
+    workspace = directory / "workspace.yaml"
+    workspace.write_bytes(workspace.read_bytes().replace(b"user_named: false", b"user_named: true"))
+    state.changed(directory / "checkpoints" / "workspace.yaml")
+    state.prepare([agent])
+    assert [f.name for f in state.facts(agent) or ()] == [None, None]
+    state.changed(workspace)
+    state.prepare([agent])
+    named = [f.name for f in state.facts(agent) or ()]
+    assert named[0] is None and named[1] is not None
+
+
+def test_copilot_open_sessions_state_decides_the_status(tmp_path: Path) -> None:
+    root = tmp_path / ".copilot"
+    _conversation(root, FIRST, 101)  # its events: a turn over, nothing open
+    agent = _agent(100, time.time() - 5)
+    state = _state(root, View({100: (1, None), 101: (100, None)}))
+    open_state = root / "open-sessions-state.json"
+
+    def status(working: object) -> str | None:
+        if working is None:
+            open_state.unlink(missing_ok=True)
+        else:
+            entries = {f"other-{n}": {"working": True} for n in range(3)}
+            open_state.write_text(json.dumps({**entries, FIRST: {"working": working}}))
+        state.prepare([agent])
+        [facts] = state.facts(agent) or ()
+        return facts.status
+
+    assert status(True) == "busy"
+    assert status(False) == "idle"
+    assert status("yes") == "idle"  # not a flag: the events decide
+    assert status(True) == "busy"
+    assert status(None) == "idle"  # gone: the events decide

@@ -16,7 +16,7 @@ from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
-from quintd.sources import cursor_agent, cursor_chats
+from quintd.sources import cursor_agent, cursor_chats, files, sqlite_sessions
 from quintd.sources.cursor_chats import cwd_hash, project_slug
 from quintd.sources.spec import ReaderContext
 
@@ -329,3 +329,287 @@ def test_cursor_reads_on_change_events_and_asks_open_files_rarely(tmp_path: Path
     state.prepare([proc])
     assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
     assert asked == [800, 800]
+
+
+# -- one chat's files, read alone -------------------------------------------------------
+
+
+def _chat_files(root: Path, chat: str, meta: object, meta_json: dict | None) -> cursor_chats.Chat:
+    """A chat directory under ``root``: a store.db whose meta "0" is ``meta`` (stored as
+    given: text, bytes, or None for no row) and, if given, a meta.json."""
+    directory = root / "chats" / cwd_hash("/home/dev/src/shop") / chat
+    directory.mkdir(parents=True)
+    conn = sqlite3.connect(directory / "store.db")
+    conn.executescript(DDL)
+    if meta is not None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('0', ?)", (meta,))
+    conn.commit()
+    conn.close()
+    if meta_json is not None:
+        (directory / "meta.json").write_text(json.dumps(meta_json))
+    return cursor_chats.Chat(chat, directory)
+
+
+def _read_chat(root: Path, chat: cursor_chats.Chat) -> files.ReadStats:
+    stats = files.ReadStats()
+    cursor_chats.read_meta_json(chat, root, stats)
+    cursor_chats.read_store(chat, root, stats)
+    return stats
+
+
+def test_cursor_meta_json_comes_first_and_the_store_fills_the_rest(tmp_path: Path) -> None:
+    """meta.json's cwd, creation time and title win; the store's name wins over a title;
+    the placeholder name is no name in either."""
+    root = tmp_path / ".cursor"
+    store = {
+        "agentId": X,
+        "name": "New Agent",
+        "createdAt": 1_700_000_000_000,
+        "workspacePath": "/from/the/store",
+        "lastUsedModel": MODEL,
+    }
+    chat = _chat_files(
+        root,
+        X,
+        json.dumps(store).encode().hex(),
+        {"cwd": "/from/meta", "createdAtMs": 1_790_000_000_000, "title": "Titled in meta"},
+    )
+    stats = _read_chat(root, chat)
+    assert (chat.cwd, chat.created, chat.name, chat.model) == (
+        "/from/meta",
+        1_790_000_000.0,
+        "Titled in meta",
+        MODEL,
+    )
+    assert chat.owner == os.getuid() and stats.garbage == 0
+    # No meta.json: the store's workspace and creation time; still no placeholder name.
+    bare = _chat_files(root, Y, json.dumps({**store, "agentId": Y}), None)
+    assert _read_chat(root, bare).garbage == 0
+    assert (bare.cwd, bare.created, bare.name, bare.model) == (
+        "/from/the/store",
+        1_700_000_000.0,
+        None,
+        MODEL,
+    )
+    assert bare.owner == os.getuid()  # the store's owner
+    # No store.db (not written yet): meta.json's owner and title.
+    early = _chat_files(root, "early", None, {"title": "Early"})
+    (early.directory / "store.db").unlink()
+    _read_chat(root, early)
+    assert (early.owner, early.name) == (os.getuid(), "Early")
+    # A generated name in the store beats meta.json's title; a placeholder title is none.
+    named = _chat_files(
+        root,
+        "named",
+        json.dumps({**store, "agentId": None, "name": "From the store"}),
+        {"title": "meta"},
+    )
+    _read_chat(root, named)
+    assert named.name == "From the store"
+    placeholder = _chat_files(
+        root, "placeholder", json.dumps({**store, "agentId": "placeholder"}), {"title": "New Agent"}
+    )
+    _read_chat(root, placeholder)
+    assert placeholder.name is None
+
+
+def test_cursor_store_of_another_chat_or_too_large_is_not_read(tmp_path: Path) -> None:
+    root = tmp_path / ".cursor"
+    other = _chat_files(root, X, json.dumps({"agentId": Y, "name": "Y's name"}), None)
+    assert _read_chat(root, other).garbage == 1  # copied from another chat: garbage
+    assert (other.name, other.model) == (None, None)
+    # meta "0" up to the cap is read; one character more is not (and not garbage).
+    value = json.dumps({"agentId": "capped", "name": "At the cap"})
+    at_cap = _chat_files(root, "capped", value.ljust(cursor_chats.MAX_META_CHARS), None)
+    assert _read_chat(root, at_cap).garbage == 0 and at_cap.name == "At the cap"
+    over = _chat_files(root, "over", value.ljust(cursor_chats.MAX_META_CHARS + 1), None)
+    assert _read_chat(root, over).garbage == 0 and over.name is None
+    # No row "0": nothing to say, not garbage; an empty one is garbage.
+    assert _read_chat(root, _chat_files(root, "norow", None, None)).garbage == 0
+    assert _read_chat(root, _chat_files(root, "empty", "", None)).garbage == 1
+
+
+def test_cursor_models_and_meta_in_every_shape() -> None:
+    assert cursor_chats._model({"modelId": "a", "model": "b", "name": "c", "id": "d"}) == "a"
+    assert cursor_chats._model({"model": "b", "name": "c", "id": "d"}) == "b"
+    assert cursor_chats._model({"name": "c", "id": "d"}) == "c"
+    assert cursor_chats._model({"id": "d"}) == "d"
+    assert cursor_chats._model({"modelId": "", "model": {"id": "nested"}}) == "nested"
+    assert cursor_chats._model({"other": "x"}) is None
+    assert cursor_chats._model("{not json") is None  # JSON-looking garbage is no name
+    plain = {"agentId": X}
+    assert cursor_chats._decode_meta(b'{"agentId": "%s"}' % X.encode()) == plain  # a BLOB
+    assert cursor_chats._decode_meta(f"  {json.dumps(plain)}\n") == plain
+    assert cursor_chats._decode_meta(b"") is None
+    assert cursor_chats._decode_meta(7) is None
+    assert cursor_chats._decode_meta("ff" * 4) is None  # hex, but not of a JSON object
+
+
+def _acp(cursor: Cursor, chat: str, name: str, cwd: Path) -> Path:
+    directory = cursor.root / "acp-sessions" / chat
+    directory.mkdir(parents=True)
+    conn = sqlite3.connect(directory / "store.db")
+    conn.executescript(DDL)
+    meta = {"agentId": chat, "name": name, "lastUsedModel": MODEL}
+    conn.execute("INSERT INTO meta VALUES ('0', ?)", (json.dumps(meta).encode().hex(),))
+    conn.commit()
+    conn.close()
+    (directory / "meta.json").write_text(json.dumps({"schemaVersion": 1, "cwd": str(cwd)}))
+    return directory
+
+
+def test_cursor_state_dirs_acp_events_and_polling(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    view = RecordedProcesses(home)
+    clock = [T0]
+    state = cursor_agent.CursorAgentState(cursor.root, ReaderContext(lambda: clock[0], view))
+    assert state.watch_dirs() == [
+        cursor.root / "chats",
+        cursor.root / "acp-sessions",
+        cursor.root / "projects",
+    ]
+    assert not state.has_registry_dir()
+    (cursor.root / "chats").mkdir(parents=True)
+    assert state.has_registry_dir()
+    view.show([_agent(800, project, args=("acp",))])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc) is None
+    # An ACP session appears: its event asks the process's open files again.
+    directory = _acp(cursor, X, "ACP work", project)
+    view.show([_agent(800, project, directory / "store.db", args=("acp",))])
+    clock[0] += 1
+    state.changed(directory)
+    state.prepare([proc])
+    assert state.facts(proc).name == "ACP work"  # type: ignore[union-attr]
+    # It is renamed: its event reads it again, once the store may be read again.
+    conn = sqlite3.connect(directory / "store.db")
+    meta = {"agentId": X, "name": "Renamed", "lastUsedModel": MODEL}
+    conn.execute("UPDATE meta SET value = ? WHERE key = '0'", (json.dumps(meta),))
+    conn.commit()
+    conn.close()
+    os.utime(directory / "store.db", (T0 + 50, T0 + 50))
+    clock[0] += 10
+    state.changed(directory / "store.db")
+    state.prepare([proc])
+    assert state.facts(proc).name == "Renamed"  # type: ignore[union-attr]
+    # Without events, a poll reads every known file again.
+    meta["name"] = "Polled"
+    conn = sqlite3.connect(directory / "store.db")
+    conn.execute("UPDATE meta SET value = ? WHERE key = '0'", (json.dumps(meta),))
+    conn.commit()
+    conn.close()
+    os.utime(directory / "store.db", (T0 + 60, T0 + 60))
+    clock[0] += 10
+    state.prepare([proc])
+    assert state.facts(proc).name == "Renamed"  # type: ignore[union-attr]  # no event
+    state.poll()
+    state.prepare([proc])
+    assert state.facts(proc).name == "Polled"  # type: ignore[union-attr]
+
+
+def test_cursor_flat_transcript_and_a_turn_left_open_earlier(tmp_path: Path) -> None:
+    """A transcript may lie flat in ``agent-transcripts``; a turn an earlier process left
+    open is no work of a process started after it was last written."""
+    home, project, cursor = _setup(tmp_path)
+    store = cursor.chat(X, T0 + 1)
+    base = cursor.root / "projects" / project_slug(str(project)) / "agent-transcripts"
+    base.mkdir(parents=True)
+    flat = base / f"{X}.jsonl"
+    flat.write_text(json.dumps(USER) + "\n")
+    os.utime(flat, (T0 + 2, T0 + 2))
+    replay = Replay(home, T0, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(800, project, store)], T0 + 3)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[800], ConversationFacts) and facts[800].status == "busy"
+    # Resumed by a process started long after the open turn was written: idle.
+    replay = Replay(home, T0 + 100, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(900, project, store, start=T0 + 100)], T0 + 101)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[900], ConversationFacts) and facts[900].status == "idle"
+    # ... within the start's slack, still its own: busy.
+    replay = Replay(home, T0 + 4, readers=(cursor_agent.SPEC,))
+    replay.step([_agent(901, project, store, start=T0 + 4)], T0 + 5)  # 2 s: the slack
+    facts, _ = replay.sources.observe(replay.agents)
+    assert isinstance(facts[901], ConversationFacts) and facts[901].status == "busy"
+
+
+def _state_of(home: Path) -> tuple[RecordedProcesses, list[float], cursor_agent.CursorAgentState]:
+    view = RecordedProcesses(home)
+    clock = [T0]
+    root = home / ".cursor"
+    return view, clock, cursor_agent.CursorAgentState(root, ReaderContext(lambda: clock[0], view))
+
+
+def test_cursor_directory_events_list_and_read_again(tmp_path: Path) -> None:
+    """An event on a project's directory lists it again; one on a chat's directory reads
+    that chat again; one on a flat transcript reads it."""
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    cursor.chat(X, T0 + 1)
+    view.show([_agent(800, project)])  # its open files cannot tell
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+    cursor.chat(Y, T0 + 20, "Second")
+    clock[0] += 10
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]  # no event yet
+    state.changed(cursor.chat_dir(Y).parent)  # the project's directory
+    state.prepare([proc])
+    assert state.facts(proc).name == "Second"  # type: ignore[union-attr]
+    cursor.meta(Y, "Renamed", T0 + 30)
+    clock[0] += 10
+    state.changed(cursor.chat_dir(Y))  # the chat's directory
+    state.prepare([proc])
+    assert state.facts(proc).name == "Renamed"  # type: ignore[union-attr]
+    base = cursor.root / "projects" / project_slug(str(project)) / "agent-transcripts"
+    base.mkdir(parents=True)
+    (base / f"{Y}.jsonl").write_text(json.dumps(USER) + "\n")
+    state.changed(base / f"{Y}.jsonl")
+    state.prepare([proc])
+    assert state.facts(proc).status == "busy"  # type: ignore[union-attr]
+    with open(base / f"{Y}.jsonl", "a") as fh:
+        fh.write(json.dumps(ENDED) + "\n")
+    state.changed(base / f"{Y}.jsonl")
+    state.prepare([proc])
+    assert state.facts(proc).status == "idle"  # type: ignore[union-attr]
+
+
+def test_cursor_a_directory_nobody_runs_in_is_listed_again_later(tmp_path: Path) -> None:
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    (cursor.chat_dir(X).parent).mkdir(parents=True)
+    view.show([_agent(800, project)])
+    [first] = agents(view.recs.values(), home)
+    state.prepare([first])
+    assert state.facts(first) is None
+    state.prepare([])  # it exits
+    cursor.chat(X, T0 + 30, "Later")  # written while nobody ran there, no event
+    view.show([_agent(801, project, start=T0 + 29)])
+    [second] = agents(view.recs.values(), home)
+    clock[0] += 30
+    state.prepare([second])
+    assert state.facts(second).name == "Later"  # type: ignore[union-attr]
+
+
+def test_cursor_a_chat_resumed_inside_a_running_cli_is_asked_again(tmp_path: Path) -> None:
+    """/resume in the TUI: an older chat nobody holds is written; the open files are asked
+    again (no more than every few seconds) and the process holds it now."""
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    old = cursor.chat(X, T0 - 100, "Old chat")
+    new = cursor.chat(Y, T0 + 1)
+    view.show([_agent(800, project, new)])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
+    view.show([_agent(800, project, new, old)])  # it opens the old chat
+    cursor.meta(X, "Old chat", T0 + 10)
+    os.utime(cursor.chat_dir(Y), (T0 + 1, T0 + 1))
+    clock[0] += 10
+    state.changed(old)
+    state.prepare([proc])  # the write is seen: asked again at the next due pass
+    clock[0] += sqlite_sessions.RETRY_S
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
