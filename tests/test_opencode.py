@@ -770,3 +770,90 @@ def test_forgets_conversations_no_running_process_can_have(
     replay.step([_rec(50001, later)], later + 1)
     assert _database(replay).sessions == {}
     assert _facts(replay, 50001) is None
+
+
+# -- the queries, on a copy of the real database ----------------------------------------------
+
+
+@pytest.fixture
+def writable(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A copy of the last snapshot's database (three sessions, 103 events), open for the
+    test to change and for the queries to read."""
+    conn = sqlite3.connect(_single_file(tmp_path), isolation_level=None)
+    yield conn
+    conn.close()
+
+
+def _changes(
+    conn: sqlite3.Connection,
+    *,
+    full: bool = False,
+    horizon_ms: int = 0,
+    event_rowid: int | None = 103,
+    session_rowid: int = 3,
+    wanted: set[str] | None = None,
+    known: set[str] | None = None,
+) -> opencode_queries.Batch:
+    return opencode_queries.read_changes(
+        conn,
+        full=full,
+        horizon_ms=horizon_ms,
+        event_rowid=event_rowid,
+        session_rowid=session_rowid,
+        wanted=wanted or set(),
+        known={FIRST, CHILD, SECOND} if known is None else known,
+        json_ok=True,
+    )
+
+
+def _ids(batch: opencode_queries.Batch) -> list[str]:
+    return sorted(row.id for row in batch.rows)
+
+
+def test_a_read_after_the_last_one_reads_only_what_the_log_names(
+    writable: sqlite3.Connection,
+) -> None:
+    first = _changes(writable, event_rowid=None, session_rowid=0)
+    assert (first.full, first.event_rowid, first.session_rowid) == (True, 103, 3)
+    assert _ids(first) == sorted([FIRST, CHILD, SECOND])
+    same = _changes(writable)
+    assert (same.full, same.rows, same.changed) == (False, [], set())
+    writable.execute(
+        "INSERT INTO event (id, aggregate_id, seq, type, data)"
+        " VALUES ('evt_x', ?, 99, 'session.updated.1', '{}')",
+        (CHILD,),
+    )
+    named = _changes(writable)
+    assert (named.full, _ids(named), named.changed, named.event_rowid) == (
+        False,
+        [CHILD],
+        {CHILD},
+        104,
+    )
+    # A session added without an event (its rowid is new): read; one not known is no change.
+    writable.execute(
+        "INSERT INTO session (id, project_id, slug, directory, title, version, time_created,"
+        " time_updated) VALUES ('ses_quiet', 'p', 's', ?, 't', 'v', 1795922770000,"
+        " 1795922770000)",
+        (PROJECT,),
+    )
+    added = _changes(writable, event_rowid=104)
+    assert (added.full, _ids(added), added.changed, added.session_rowid) == (
+        False,
+        ["ses_quiet"],
+        set(),
+        4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "left"),
+    [("event", [FIRST, CHILD, SECOND]), ("session", [FIRST, CHILD])],
+)
+def test_rows_deleted_at_the_end_make_the_next_read_a_full_one(
+    writable: sqlite3.Connection, table: str, left: list[str]
+) -> None:
+    """Rowids may then be used again: the marks are no longer to be trusted."""
+    writable.execute(f"DELETE FROM {table} WHERE rowid = (SELECT max(rowid) FROM {table})")
+    batch = _changes(writable)
+    assert batch.full and _ids(batch) == sorted(left)
