@@ -31,6 +31,7 @@ from quintd.scanner import Scanner
 from quintd.sources import opencode, opencode_db, opencode_queries
 from quintd.sources.manager import SourceManager
 from quintd.sources.opencode import SPEC, OpenCodeState
+from quintd.sources.sqlite_sessions import MissingColumns
 
 FIXTURES = needs_fixtures("opencode")
 DATA = ".local/share/opencode"
@@ -857,3 +858,174 @@ def test_rows_deleted_at_the_end_make_the_next_read_a_full_one(
     writable.execute(f"DELETE FROM {table} WHERE rowid = (SELECT max(rowid) FROM {table})")
     batch = _changes(writable)
     assert batch.full and _ids(batch) == sorted(left)
+
+
+def _add_session(conn: sqlite3.Connection, sid: str, **columns: object) -> None:
+    row: dict[str, object] = {
+        "id": sid,
+        "project_id": "p",
+        "slug": "s",
+        "directory": PROJECT,
+        "title": "t",
+        "version": "v",
+        "time_created": 1795922770000,
+        "time_updated": 1795922770000,
+    }
+    row.update(columns)
+    names = ", ".join(row)
+    marks = ", ".join("?" * len(row))
+    conn.execute(f"INSERT INTO session ({names}) VALUES ({marks})", tuple(row.values()))
+
+
+def test_asked_for_ids_are_read_in_chunks(writable: sqlite3.Connection) -> None:
+    """More ids than one query may name: each chunk asked, the first id and the last."""
+    _add_session(writable, "ses_zlast")
+    unknown = {f"ses_e{i:04d}" for i in range(2 * opencode_queries.MAX_IDS_PER_QUERY)}
+    batch = _changes(writable, session_rowid=4, wanted=unknown | {FIRST, "ses_zlast"})
+    assert (batch.full, _ids(batch)) == (False, [FIRST, "ses_zlast"])
+
+
+def test_a_full_read_reads_the_asked_for_ids_older_than_the_horizon(
+    writable: sqlite3.Connection,
+) -> None:
+    future = 1795922770000 + 1
+    assert _changes(writable, full=True, horizon_ms=future).rows == []
+    batch = _changes(writable, full=True, horizon_ms=future, wanted={SECOND, "ses_gone"})
+    assert (batch.full, _ids(batch)) == (True, [SECOND])
+    [row] = batch.rows
+    # Created, prompted (its first message), last written.
+    assert (row.created, row.prompted, row.updated) == (
+        1795922764.564,
+        1795922764.58,
+        1795922766.378,
+    )
+    # Found since the horizon and asked for: read once.
+    batch = _changes(writable, full=True, wanted={SECOND})
+    assert [row.id for row in batch.rows] == [FIRST, CHILD, SECOND]
+
+
+def test_session_columns_are_cleaned(writable: sqlite3.Connection) -> None:
+    """A time_updated before its creation counts as the creation; an archived one is
+    archived; a sub-agent's placeholder title is no name; the session's own model."""
+    _add_session(
+        writable,
+        "ses_odd",
+        parent_id=SECOND,
+        title="Child session - 2026-11-29T03:26:13.000Z",
+        model='{"id":"own-model"}',
+        time_created=1795922770000,
+        time_updated=1795922760000,
+        time_archived=1795922771000,
+    )
+    [row] = _changes(writable, session_rowid=3, event_rowid=103).rows
+    assert (row.id, row.parent, row.directory, row.title, row.model) == (
+        "ses_odd",
+        SECOND,
+        PROJECT,
+        None,
+        "own-model",
+    )
+    assert (row.created, row.updated, row.prompted, row.archived) == (
+        1795922770.0,
+        1795922770.0,
+        1795922770.0,
+        True,
+    )
+    assert not row.running and row.tasks == frozenset()
+
+
+@pytest.mark.parametrize(("size", "model"), [(64 * 1024, "m"), (64 * 1024 + 1, None)])
+def test_a_model_column_is_read_up_to_64_kib(
+    writable: sqlite3.Connection, size: int, model: str | None
+) -> None:
+    value = '{"id":"m","pad":"' + "x" * size
+    value = value[: size - 2] + '"}'
+    assert len(value) == size and json.loads(value)["id"] == "m"
+    _add_session(writable, "ses_big", model=value)
+    [row] = _changes(writable).rows
+    assert (row.id, row.model) == ("ses_big", model)
+
+
+@pytest.mark.parametrize("column", ["id", "directory", "time_created"])
+def test_a_session_table_without_a_required_column_is_missing_columns(
+    writable: sqlite3.Connection, column: str
+) -> None:
+    writable.execute("DROP TABLE event")  # it names session ids too
+    writable.execute(f"ALTER TABLE session RENAME COLUMN {column} TO other")
+    with pytest.raises(MissingColumns):
+        _changes(writable)
+
+
+def test_an_event_table_without_session_ids_is_no_change_log(writable: sqlite3.Connection) -> None:
+    writable.execute("ALTER TABLE event RENAME COLUMN aggregate_id TO other")
+    batch = _changes(writable)
+    assert (batch.full, batch.event_rowid, _ids(batch)) == (
+        True,
+        None,
+        sorted([FIRST, CHILD, SECOND]),
+    )
+
+
+def test_an_emptied_event_log_starts_again_from_its_first_rowid(
+    writable: sqlite3.Connection,
+) -> None:
+    writable.execute("DELETE FROM event")
+    emptied = _changes(writable)
+    assert (emptied.full, emptied.event_rowid, emptied.session_rowid) == (True, 0, 3)
+    writable.execute(
+        "INSERT INTO event (id, aggregate_id, seq, type, data)"
+        " VALUES ('evt_1', ?, 0, 'session.updated.1', '{}')",
+        (CHILD,),
+    )
+    batch = _changes(writable, event_rowid=0)
+    assert (batch.full, _ids(batch), batch.event_rowid) == (False, [CHILD], 1)
+
+
+def test_a_sqlite_without_json_functions_gives_rows_without_status(
+    writable: sqlite3.Connection,
+) -> None:
+    """Stood in for by a ``message`` view whose every read fails in a JSON function."""
+    writable.execute("ALTER TABLE message RENAME TO message_rows")
+    writable.execute(
+        "CREATE VIEW message AS SELECT id, session_id, time_created,"
+        " json_extract('{not json', '$') AS data FROM message_rows"
+    )
+    batch = _changes(writable, full=True)
+    assert batch.json_ok is False and _ids(batch) == sorted([FIRST, CHILD, SECOND])
+    assert [(r.running, r.model, r.prompted == r.created) for r in batch.rows] == [
+        (False, "stand-in-coder", True)
+    ] * 3
+
+
+def _message(conn: sqlite3.Connection, mid: str, data: dict[str, object]) -> None:
+    conn.execute(
+        "INSERT INTO message (id, session_id, time_created, time_updated, data)"
+        " VALUES (?, ?, 1795922770000, 1795922770000, ?)",
+        (mid, SECOND, json.dumps(data)),
+    )
+
+
+def _part(conn: sqlite3.Connection, pid: str, mid: str, tool: str, child: str) -> None:
+    state = {"status": "running", "metadata": {"sessionId": child}}
+    data = {"type": "tool", "tool": tool, "state": state}
+    conn.execute(
+        "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data)"
+        " VALUES (?, ?, ?, 1795922770000, 1795922770000, ?)",
+        (pid, mid, SECOND, json.dumps(data)),
+    )
+
+
+def test_a_finished_answer_with_a_tool_still_running_is_busy(
+    writable: sqlite3.Connection,
+) -> None:
+    """Only a running ``task`` call with a valid session id drives a sub-agent."""
+    done = {"created": 1795922770000, "completed": 1795922770100}
+    _message(writable, "msg_zdone", {"role": "assistant", "modelID": "other", "time": done})
+    assert opencode_queries.read_activity(writable, SECOND) == opencode_queries.Activity(
+        running=False, model="other", prompted=1795922764.58
+    )
+    _part(writable, "prt_1", "msg_zdone", "bash", "ses_notask")
+    _part(writable, "prt_2", "msg_zdone", "task", "bad id!")
+    _part(writable, "prt_3", "msg_zdone", "task", "ses_kid")
+    found = opencode_queries.read_activity(writable, SECOND)
+    assert (found.running, found.tasks) == (True, frozenset({"ses_kid"}))
