@@ -11,6 +11,7 @@ child session), a rename, ``/new`` (nothing written), a prompt (a new session ro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -29,6 +30,7 @@ from quintd.identity import native_session_id, process_session_id
 from quintd.model import ConversationFacts
 from quintd.scanner import Scanner
 from quintd.sources import opencode, opencode_db, opencode_queries
+from quintd.sources.files import ReadStats
 from quintd.sources.manager import SourceManager
 from quintd.sources.opencode import SPEC, OpenCodeState
 from quintd.sources.sqlite_sessions import MissingColumns
@@ -1029,3 +1031,60 @@ def test_a_finished_answer_with_a_tool_still_running_is_busy(
     _part(writable, "prt_3", "msg_zdone", "task", "ses_kid")
     found = opencode_queries.read_activity(writable, SECOND)
     assert (found.running, found.tasks) == (True, frozenset({"ses_kid"}))
+
+
+# -- the database's sessions, kept and forgotten -------------------------------------------------
+
+
+def _kept(sid: str, updated: float, parent: str | None = None) -> opencode_queries.Session:
+    return opencode_queries.Session(
+        id=sid,
+        parent=parent,
+        directory=PROJECT,
+        title=sid,
+        model=None,
+        created=updated - 1,
+        updated=updated,
+        archived=False,
+        prompted=updated - 1,
+    )
+
+
+def test_forgets_what_no_running_process_can_have_and_the_children_with_it(
+    tmp_path: Path,
+) -> None:
+    db = opencode_db.Database(tmp_path, tmp_path / "opencode.db", True, ReadStats())
+    rows = [
+        _kept("ses_old", 90),
+        _kept("ses_named", 90),  # old, but a command line names it
+        _kept("ses_new", 110),
+        _kept("ses_kid", 95, "ses_old"),
+        _kept("ses_grandkid", 95, "ses_kid"),
+        _kept("ses_busykid", 120, "ses_old"),  # written since: kept
+        _kept("ses_newkid", 95, "ses_new"),
+    ]
+    db.sessions = {s.id: s for s in rows}
+    db.forget(100.0, {"ses_named"})
+    assert sorted(db.sessions) == ["ses_busykid", "ses_named", "ses_new", "ses_newkid"]
+    assert db.version == 1
+    db.forget(101.0, {"ses_named"})
+    assert db.version == 1  # nothing more to forget: unchanged
+
+
+def test_keeps_the_newest_sessions_up_to_the_cap(tmp_path: Path) -> None:
+    db = opencode_db.Database(tmp_path, tmp_path / "opencode.db", True, ReadStats())
+    count = opencode_db.MAX_SESSIONS + 1
+    db.sessions = {f"ses_{i:05d}": _kept(f"ses_{i:05d}", 200.0 + i) for i in range(count)}
+    db.forget(100.0, set())
+    assert len(db.sessions) == opencode_db.MAX_SESSIONS and "ses_00000" not in db.sessions
+    assert db.version == 1
+
+
+def test_a_rename_is_no_work_and_a_turn_is() -> None:
+    old = _kept("ses_a", 100.0)
+    renamed = dataclasses.replace(old, title="Renamed", updated=101.0)
+    assert not opencode_db.worked(old, renamed)
+    assert opencode_db.worked(old, dataclasses.replace(old, updated=101.0))
+    assert opencode_db.worked(old, dataclasses.replace(old, running=True))
+    assert opencode_db.worked(old, dataclasses.replace(old, model="m"))
+    assert not opencode_db.worked(old, dataclasses.replace(old))
