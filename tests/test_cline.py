@@ -25,7 +25,7 @@ from replay import MACHINE, Rec, Replay, agents, clock_time, load_processes, sto
 from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts, format_timestamp
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
-from quintd.sources import cline, cline_processes, sqlite_sessions
+from quintd.sources import cline, cline_processes, cline_rows, sqlite_sessions
 from quintd.sources.attribution import Pass
 from quintd.sources.files import ReadStats
 from quintd.sources.processes import TcpSocket
@@ -720,3 +720,38 @@ def test_the_hub_record_says_when_the_hub_with_its_pid_started(tmp_path: Path) -
     record.write_text(json.dumps({"pid": 900, "startedAt": "2026-11-29T04:23:00.000Z"}))
     assert clis.hub_started(900) == T0 + 180
     assert clis.hub_started(901) is None
+
+
+# -- the rows alone ----------------------------------------------------------------------------
+
+
+def test_a_turn_between_two_reads_is_seen_by_the_status_lock(tmp_path: Path) -> None:
+    """Grown by TURN_WRITES or more while not running now (and not over): a turn began and
+    ended unseen: work, at this read. Less, or running, or terminal: the row's own."""
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    sid = f"{int((T0 + 1) * 1000)}_turns"
+
+    _insert(db, sid, 11, "idle", status_lock=1)
+    reader.poll()
+    reader.prepare([tui])
+    assert reader._table.rows[sid].last_write is None  # the first read: history
+    rows = reader._table
+    turn = cline_rows.TURN_WRITES
+    for lock, status, seen in [
+        (1 + turn - 1, "idle", False),  # one short of a turn
+        (turn + turn, "idle", True),  # exactly a turn
+        (3 * turn, "running", False),
+        (4 * turn, "completed", False),
+    ]:
+        before = rows.rows[sid]
+        before.last_write = None
+        _insert(db, sid, 11, status, status_lock=lock, updated_at=_iso(T0 + 2 + lock))
+        reader.poll()
+        reader.prepare([tui])
+        assert (rows.rows[sid].lock, rows.rows[sid].last_write) == (
+            lock,
+            100.0 if seen else None,
+        ), (lock, status)
