@@ -747,11 +747,12 @@ def test_a_turn_between_two_reads_is_seen_by_the_status_lock(tmp_path: Path) -> 
         (4 * turn, "completed", False),
     ]:
         before = rows.rows[sid]
-        before.last_write = None
+        before.last_write = 42.0  # what earlier reads saw: kept unless a turn is seen
         _insert(db, sid, 11, status, status_lock=lock, updated_at=_iso(T0 + 2 + lock))
         reader.poll()
         reader.prepare([tui])
         assert (rows.rows[sid].lock, rows.rows[sid].last_write) == (
             lock,
-            100.0 if seen else None,
+            100.0 if seen else 42.0,
         ), (lock, status)
+    assert reader.stats.lines == 5  # the row, read five times
