@@ -1062,13 +1062,25 @@ def test_forgets_what_no_running_process_can_have_and_the_children_with_it(
         _kept("ses_grandkid", 95, "ses_kid"),
         _kept("ses_busykid", 120, "ses_old"),  # written since: kept
         _kept("ses_newkid", 95, "ses_new"),
+        _kept("ses_edge", 100),  # written at the horizon: may be a running process's
+        _kept("ses_edgekid", 100, "ses_old"),
     ]
     db.sessions = {s.id: s for s in rows}
     db.forget(100.0, {"ses_named"})
-    assert sorted(db.sessions) == ["ses_busykid", "ses_named", "ses_new", "ses_newkid"]
+    assert sorted(db.sessions) == [
+        "ses_busykid",
+        "ses_edge",
+        "ses_edgekid",
+        "ses_named",
+        "ses_new",
+        "ses_newkid",
+    ]
     assert db.version == 1
     db.forget(101.0, {"ses_named"})
-    assert db.version == 1  # nothing more to forget: unchanged
+    assert "ses_edge" not in db.sessions and "ses_edgekid" not in db.sessions
+    assert db.version == 2
+    db.forget(101.5, {"ses_named"})
+    assert db.version == 2  # nothing more to forget: unchanged
 
 
 def test_keeps_the_newest_sessions_up_to_the_cap(tmp_path: Path) -> None:
