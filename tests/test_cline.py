@@ -25,7 +25,9 @@ from replay import MACHINE, Rec, Replay, agents, clock_time, load_processes, sto
 from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts, format_timestamp
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
-from quintd.sources import cline, sqlite_sessions
+from quintd.sources import cline, cline_processes, cline_rows, sqlite_sessions
+from quintd.sources.attribution import Pass
+from quintd.sources.files import ReadStats
 from quintd.sources.processes import TcpSocket
 from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_files import read_database
@@ -659,3 +661,98 @@ def test_a_conversation_cleared_while_its_cli_runs_is_over_after_a_moment(tmp_pa
     reader.prepare([tui])
     found = reader.facts(tui)
     assert isinstance(found, ConversationFacts) and found.native_id == sid and found.over
+
+
+# -- the processes alone ---------------------------------------------------------------------
+
+
+def _pass(view: View, *procs: AgentProcess) -> Pass:
+    return Pass.of(procs, view, lambda: 100.0)
+
+
+def test_the_runners_are_the_cli_and_its_own_children_kept_for_its_life(tmp_path: Path) -> None:
+    """Its Bun child (not a hub it started, not a tool the child runs) runs its sessions;
+    a CLI with no child yet is asked again."""
+    view = View()
+    view.argvs[900] = [".cline", "--cline-hub-daemon"]
+    view.kids = {10: [11, 900], 11: [12]}
+    clis = cline_processes.ClineProcesses(tmp_path, tmp_path / "sessions.db", ReadStats())
+    tui, lone = _cli(10, T0), _cli(20, T0)
+    assert clis.runner_pids(_pass(view, tui), tui) == (10, 11)
+    assert clis.runner_pids(_pass(view, lone), lone) == (20,)
+    view.kids = {20: [21]}  # 10's child gone from this view: still its runner
+    assert clis.runner_pids(_pass(view, tui), tui) == (10, 11)
+    assert clis.runner_pids(_pass(view, lone), lone) == (20, 21)
+
+
+def test_a_cli_seen_running_locally_stays_local_while_it_runs(tmp_path: Path) -> None:
+    db = tmp_path / "sessions.db"
+    view = View()
+    view.argvs[900] = [".cline", "--cline-hub-daemon"]
+    view.kids = {10: [11]}
+    clis = cline_processes.ClineProcesses(tmp_path, db, ReadStats())
+    tui, other, hub = _cli(10, T0), _cli(20, T0), _cli(900, T0)
+    now = _pass(view, tui, other, hub)
+    assert not clis.runs_locally(now, tui) and not clis.runs_locally(now, other)
+    view.files = {11: {str(db)}}  # its Bun child opens the database
+    assert clis.runs_locally(now, tui)
+    view.files = {}
+    assert clis.runs_locally(now, tui)  # closed between two passes: still local
+    clis.seen_local(other)
+    assert clis.runs_locally(now, other)
+    live = {p.key: p for p in (tui, other, hub)}
+    clis.update(now, live, set(live))
+    assert clis.hubs == {hub.key} and clis.runs_locally(now, tui)
+    clis.update(now, {tui.key: tui}, set())  # the others exited
+    assert clis.hubs == set() and not clis.runs_locally(now, other)
+    assert clis.runs_locally(now, tui) and clis.runner_pids(now, tui) == (10, 11)
+    clis.update(now, {}, set())
+    view.kids = {}
+    later = _pass(view, tui)  # gone from the live set: forgotten, runners and all
+    assert not clis.runs_locally(later, tui) and clis.runner_pids(later, tui) == (10,)
+
+
+def test_the_hub_record_says_when_the_hub_with_its_pid_started(tmp_path: Path) -> None:
+    clis = cline_processes.ClineProcesses(tmp_path, tmp_path / "sessions.db", ReadStats())
+    assert clis.hub_started(900) is None  # no record
+    record = tmp_path / cline_processes.HUB_RECORD
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"pid": 900, "startedAt": "2026-11-29T04:23:00.000Z"}))
+    assert clis.hub_started(900) == T0 + 180
+    assert clis.hub_started(901) is None
+
+
+# -- the rows alone ----------------------------------------------------------------------------
+
+
+def test_a_turn_between_two_reads_is_seen_by_the_status_lock(tmp_path: Path) -> None:
+    """Grown by TURN_WRITES or more while not running now (and not over): a turn began and
+    ended unseen: work, at this read. Less, or running, or terminal: the row's own."""
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    sid = f"{int((T0 + 1) * 1000)}_turns"
+
+    _insert(db, sid, 11, "idle", status_lock=1)
+    reader.poll()
+    reader.prepare([tui])
+    assert reader._table.rows[sid].last_write is None  # the first read: history
+    rows = reader._table
+    turn = cline_rows.TURN_WRITES
+    for lock, status, seen in [
+        (1 + turn - 1, "idle", False),  # one short of a turn
+        (turn + turn, "idle", True),  # exactly a turn
+        (3 * turn, "running", False),
+        (4 * turn, "completed", False),
+    ]:
+        before = rows.rows[sid]
+        before.last_write = 42.0  # what earlier reads saw: kept unless a turn is seen
+        _insert(db, sid, 11, status, status_lock=lock, updated_at=_iso(T0 + 2 + lock))
+        reader.poll()
+        reader.prepare([tui])
+        assert (rows.rows[sid].lock, rows.rows[sid].last_write) == (
+            lock,
+            100.0 if seen else 42.0,
+        ), (lock, status)
+    assert reader.stats.lines == 5  # the row, read five times

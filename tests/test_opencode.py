@@ -11,6 +11,7 @@ child session), a rename, ``/new`` (nothing written), a prompt (a new session ro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -29,8 +30,10 @@ from quintd.identity import native_session_id, process_session_id
 from quintd.model import ConversationFacts
 from quintd.scanner import Scanner
 from quintd.sources import opencode, opencode_db, opencode_queries
+from quintd.sources.files import ReadStats
 from quintd.sources.manager import SourceManager
 from quintd.sources.opencode import SPEC, OpenCodeState
+from quintd.sources.sqlite_sessions import MissingColumns
 
 FIXTURES = needs_fixtures("opencode")
 DATA = ".local/share/opencode"
@@ -770,3 +773,330 @@ def test_forgets_conversations_no_running_process_can_have(
     replay.step([_rec(50001, later)], later + 1)
     assert _database(replay).sessions == {}
     assert _facts(replay, 50001) is None
+
+
+# -- the queries, on a copy of the real database ----------------------------------------------
+
+
+@pytest.fixture
+def writable(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A copy of the last snapshot's database (three sessions, 103 events), open for the
+    test to change and for the queries to read."""
+    conn = sqlite3.connect(_single_file(tmp_path), isolation_level=None)
+    yield conn
+    conn.close()
+
+
+def _changes(
+    conn: sqlite3.Connection,
+    *,
+    full: bool = False,
+    horizon_ms: int = 0,
+    event_rowid: int | None = 103,
+    session_rowid: int = 3,
+    wanted: set[str] | None = None,
+    known: set[str] | None = None,
+) -> opencode_queries.Batch:
+    return opencode_queries.read_changes(
+        conn,
+        full=full,
+        horizon_ms=horizon_ms,
+        event_rowid=event_rowid,
+        session_rowid=session_rowid,
+        wanted=wanted or set(),
+        known={FIRST, CHILD, SECOND} if known is None else known,
+        json_ok=True,
+    )
+
+
+def _ids(batch: opencode_queries.Batch) -> list[str]:
+    return sorted(row.id for row in batch.rows)
+
+
+def test_a_read_after_the_last_one_reads_only_what_the_log_names(
+    writable: sqlite3.Connection,
+) -> None:
+    first = _changes(writable, event_rowid=None, session_rowid=0)
+    assert (first.full, first.event_rowid, first.session_rowid) == (True, 103, 3)
+    assert _ids(first) == sorted([FIRST, CHILD, SECOND])
+    same = _changes(writable)
+    assert (same.full, same.rows, same.changed) == (False, [], set())
+    writable.execute(
+        "INSERT INTO event (id, aggregate_id, seq, type, data)"
+        " VALUES ('evt_x', ?, 99, 'session.updated.1', '{}')",
+        (CHILD,),
+    )
+    named = _changes(writable)
+    assert (named.full, _ids(named), named.changed, named.event_rowid) == (
+        False,
+        [CHILD],
+        {CHILD},
+        104,
+    )
+    # A session added without an event (its rowid is new): read; one not known is no change.
+    writable.execute(
+        "INSERT INTO session (id, project_id, slug, directory, title, version, time_created,"
+        " time_updated) VALUES ('ses_quiet', 'p', 's', ?, 't', 'v', 1795922770000,"
+        " 1795922770000)",
+        (PROJECT,),
+    )
+    added = _changes(writable, event_rowid=104)
+    assert (added.full, _ids(added), added.changed, added.session_rowid) == (
+        False,
+        ["ses_quiet"],
+        set(),
+        4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "left"),
+    [("event", [FIRST, CHILD, SECOND]), ("session", [FIRST, CHILD])],
+)
+def test_rows_deleted_at_the_end_make_the_next_read_a_full_one(
+    writable: sqlite3.Connection, table: str, left: list[str]
+) -> None:
+    """Rowids may then be used again: the marks are no longer to be trusted."""
+    writable.execute(f"DELETE FROM {table} WHERE rowid = (SELECT max(rowid) FROM {table})")
+    batch = _changes(writable)
+    assert batch.full and _ids(batch) == sorted(left)
+
+
+def _add_session(conn: sqlite3.Connection, sid: str, **columns: object) -> None:
+    row: dict[str, object] = {
+        "id": sid,
+        "project_id": "p",
+        "slug": "s",
+        "directory": PROJECT,
+        "title": "t",
+        "version": "v",
+        "time_created": 1795922770000,
+        "time_updated": 1795922770000,
+    }
+    row.update(columns)
+    names = ", ".join(row)
+    marks = ", ".join("?" * len(row))
+    conn.execute(f"INSERT INTO session ({names}) VALUES ({marks})", tuple(row.values()))
+
+
+def test_asked_for_ids_are_read_in_chunks(writable: sqlite3.Connection) -> None:
+    """More ids than one query may name: each chunk asked, the first id and the last."""
+    _add_session(writable, "ses_zlast")
+    unknown = {f"ses_e{i:04d}" for i in range(2 * opencode_queries.MAX_IDS_PER_QUERY)}
+    batch = _changes(writable, session_rowid=4, wanted=unknown | {FIRST, "ses_zlast"})
+    assert (batch.full, _ids(batch)) == (False, [FIRST, "ses_zlast"])
+
+
+def test_a_full_read_reads_the_asked_for_ids_older_than_the_horizon(
+    writable: sqlite3.Connection,
+) -> None:
+    future = 1795922770000 + 1
+    assert _changes(writable, full=True, horizon_ms=future).rows == []
+    batch = _changes(writable, full=True, horizon_ms=future, wanted={SECOND, "ses_gone"})
+    assert (batch.full, _ids(batch)) == (True, [SECOND])
+    [row] = batch.rows
+    # Created, prompted (its first message), last written.
+    assert (row.created, row.prompted, row.updated) == (
+        1795922764.564,
+        1795922764.58,
+        1795922766.378,
+    )
+    # Found since the horizon and asked for: read once.
+    batch = _changes(writable, full=True, wanted={SECOND})
+    assert [row.id for row in batch.rows] == [FIRST, CHILD, SECOND]
+
+
+def test_session_columns_are_cleaned(writable: sqlite3.Connection) -> None:
+    """A time_updated before its creation counts as the creation; an archived one is
+    archived; a sub-agent's placeholder title is no name; the session's own model."""
+    _add_session(
+        writable,
+        "ses_odd",
+        parent_id=SECOND,
+        title="Child session - 2026-11-29T03:26:13.000Z",
+        model='{"id":"own-model"}',
+        time_created=1795922770000,
+        time_updated=1795922760000,
+        time_archived=1795922771000,
+    )
+    [row] = _changes(writable, session_rowid=3, event_rowid=103).rows
+    assert (row.id, row.parent, row.directory, row.title, row.model) == (
+        "ses_odd",
+        SECOND,
+        PROJECT,
+        None,
+        "own-model",
+    )
+    assert (row.created, row.updated, row.prompted, row.archived) == (
+        1795922770.0,
+        1795922770.0,
+        1795922770.0,
+        True,
+    )
+    assert not row.running and row.tasks == frozenset()
+
+
+@pytest.mark.parametrize(("size", "model"), [(64 * 1024, "m"), (64 * 1024 + 1, None)])
+def test_a_model_column_is_read_up_to_64_kib(
+    writable: sqlite3.Connection, size: int, model: str | None
+) -> None:
+    value = '{"id":"m","pad":"' + "x" * size
+    value = value[: size - 2] + '"}'
+    assert len(value) == size and json.loads(value)["id"] == "m"
+    _add_session(writable, "ses_big", model=value)
+    [row] = _changes(writable).rows
+    assert (row.id, row.model) == ("ses_big", model)
+
+
+@pytest.mark.parametrize("column", ["id", "directory", "time_created"])
+def test_a_session_table_without_a_required_column_is_missing_columns(
+    writable: sqlite3.Connection, column: str
+) -> None:
+    writable.execute("DROP TABLE event")  # it names session ids too
+    writable.execute(f"ALTER TABLE session RENAME COLUMN {column} TO other")
+    with pytest.raises(MissingColumns):
+        _changes(writable)
+
+
+def test_an_event_table_without_session_ids_is_no_change_log(writable: sqlite3.Connection) -> None:
+    writable.execute("ALTER TABLE event RENAME COLUMN aggregate_id TO other")
+    batch = _changes(writable)
+    assert (batch.full, batch.event_rowid, _ids(batch)) == (
+        True,
+        None,
+        sorted([FIRST, CHILD, SECOND]),
+    )
+
+
+def test_an_emptied_event_log_starts_again_from_its_first_rowid(
+    writable: sqlite3.Connection,
+) -> None:
+    writable.execute("DELETE FROM event")
+    emptied = _changes(writable)
+    assert (emptied.full, emptied.event_rowid, emptied.session_rowid) == (True, 0, 3)
+    writable.execute(
+        "INSERT INTO event (id, aggregate_id, seq, type, data)"
+        " VALUES ('evt_1', ?, 0, 'session.updated.1', '{}')",
+        (CHILD,),
+    )
+    batch = _changes(writable, event_rowid=0)
+    assert (batch.full, _ids(batch), batch.event_rowid) == (False, [CHILD], 1)
+
+
+def test_a_sqlite_without_json_functions_gives_rows_without_status(
+    writable: sqlite3.Connection,
+) -> None:
+    """Stood in for by a ``message`` view whose every read fails in a JSON function."""
+    writable.execute("ALTER TABLE message RENAME TO message_rows")
+    writable.execute(
+        "CREATE VIEW message AS SELECT id, session_id, time_created,"
+        " json_extract('{not json', '$') AS data FROM message_rows"
+    )
+    batch = _changes(writable, full=True)
+    assert batch.json_ok is False and _ids(batch) == sorted([FIRST, CHILD, SECOND])
+    assert [(r.running, r.model, r.prompted == r.created) for r in batch.rows] == [
+        (False, "stand-in-coder", True)
+    ] * 3
+
+
+def _message(conn: sqlite3.Connection, mid: str, data: dict[str, object]) -> None:
+    conn.execute(
+        "INSERT INTO message (id, session_id, time_created, time_updated, data)"
+        " VALUES (?, ?, 1795922770000, 1795922770000, ?)",
+        (mid, SECOND, json.dumps(data)),
+    )
+
+
+def _part(conn: sqlite3.Connection, pid: str, mid: str, tool: str, child: str) -> None:
+    state = {"status": "running", "metadata": {"sessionId": child}}
+    data = {"type": "tool", "tool": tool, "state": state}
+    conn.execute(
+        "INSERT INTO part (id, message_id, session_id, time_created, time_updated, data)"
+        " VALUES (?, ?, ?, 1795922770000, 1795922770000, ?)",
+        (pid, mid, SECOND, json.dumps(data)),
+    )
+
+
+def test_a_finished_answer_with_a_tool_still_running_is_busy(
+    writable: sqlite3.Connection,
+) -> None:
+    """Only a running ``task`` call with a valid session id drives a sub-agent."""
+    done = {"created": 1795922770000, "completed": 1795922770100}
+    _message(writable, "msg_zdone", {"role": "assistant", "modelID": "other", "time": done})
+    assert opencode_queries.read_activity(writable, SECOND) == opencode_queries.Activity(
+        running=False, model="other", prompted=1795922764.58
+    )
+    _part(writable, "prt_1", "msg_zdone", "bash", "ses_notask")
+    _part(writable, "prt_2", "msg_zdone", "task", "bad id!")
+    _part(writable, "prt_3", "msg_zdone", "task", "ses_kid")
+    found = opencode_queries.read_activity(writable, SECOND)
+    assert (found.running, found.tasks) == (True, frozenset({"ses_kid"}))
+
+
+# -- the database's sessions, kept and forgotten -------------------------------------------------
+
+
+def _kept(sid: str, updated: float, parent: str | None = None) -> opencode_queries.Session:
+    return opencode_queries.Session(
+        id=sid,
+        parent=parent,
+        directory=PROJECT,
+        title=sid,
+        model=None,
+        created=updated - 1,
+        updated=updated,
+        archived=False,
+        prompted=updated - 1,
+    )
+
+
+def test_forgets_what_no_running_process_can_have_and_the_children_with_it(
+    tmp_path: Path,
+) -> None:
+    db = opencode_db.Database(tmp_path, tmp_path / "opencode.db", True, ReadStats())
+    rows = [
+        _kept("ses_old", 90),
+        _kept("ses_named", 90),  # old, but a command line names it
+        _kept("ses_new", 110),
+        _kept("ses_kid", 95, "ses_old"),
+        _kept("ses_grandkid", 95, "ses_kid"),
+        _kept("ses_busykid", 120, "ses_old"),  # written since: kept
+        _kept("ses_newkid", 95, "ses_new"),
+        _kept("ses_edge", 100),  # written at the horizon: may be a running process's
+        _kept("ses_edgekid", 100, "ses_old"),
+    ]
+    db.sessions = {s.id: s for s in rows}
+    db.forget(100.0, {"ses_named"})
+    assert sorted(db.sessions) == [
+        "ses_busykid",
+        "ses_edge",
+        "ses_edgekid",
+        "ses_named",
+        "ses_new",
+        "ses_newkid",
+    ]
+    assert db.version == 1
+    db.forget(101.0, {"ses_named"})
+    assert "ses_edge" not in db.sessions and "ses_edgekid" not in db.sessions
+    assert db.version == 2
+    db.forget(101.5, {"ses_named"})
+    assert db.version == 2  # nothing more to forget: unchanged
+
+
+def test_keeps_the_newest_sessions_up_to_the_cap(tmp_path: Path) -> None:
+    db = opencode_db.Database(tmp_path, tmp_path / "opencode.db", True, ReadStats())
+    count = opencode_db.MAX_SESSIONS + 1
+    db.sessions = {f"ses_{i:05d}": _kept(f"ses_{i:05d}", 200.0 + i) for i in range(count)}
+    db.forget(100.0, set())
+    assert len(db.sessions) == opencode_db.MAX_SESSIONS and "ses_00000" not in db.sessions
+    assert db.version == 1
+
+
+def test_a_rename_is_no_work_and_a_turn_is() -> None:
+    old = _kept("ses_a", 100.0)
+    renamed = dataclasses.replace(old, title="Renamed", updated=101.0)
+    assert not opencode_db.worked(old, renamed)
+    assert opencode_db.worked(old, dataclasses.replace(old, updated=101.0))
+    assert opencode_db.worked(old, dataclasses.replace(old, running=True))
+    assert opencode_db.worked(old, dataclasses.replace(old, model="m"))
+    assert not opencode_db.worked(old, dataclasses.replace(old))
