@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, str]] = [
         "import pydantic\nclass _M(pydantic.BaseModel):\n    a: int = 1",
     ),
     ("+ ssl", "import ssl"),
-    ("+ httpx", "import httpx"),
+    ("+ httpx (as quintd imports it: zstandard hidden)", "import quintd.http_client"),
     ("+ quintd: daemon and CLI, no reader", "import quintd.daemon, quintd.cli, quintd.http_client"),
     (
         "+ readers: Claude Code, Codex, Gemini CLI",
