@@ -5,6 +5,7 @@ from those declarations."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import typing
@@ -18,7 +19,12 @@ from quintd.config.render import main as render_main
 from quintd.config.schema import all_file_keys
 from quintd.errors import ConfigError
 from quintd.part_settings import FileKey
-from quintd.settings import build_settings
+from quintd.settings import (
+    Settings,
+    build_settings,
+    restart_only_changes,
+    settings_for_reload,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +119,40 @@ def test_config_schema_describes_every_key_for_editors() -> None:
                 str(key.default) if isinstance(key.default, Path) else key.default
             ), key.path
     assert "token" not in json.dumps(schema.get("properties", {}).get("cloud", {}))
+
+
+def _settings(tmp_path: Path, name: str, scan_interval: float, token: str) -> Settings:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[paths]\nstate_dir = "{tmp_path / name / "state"}"\n'
+        f'runtime_dir = "{tmp_path / name / "run"}"\n'
+        f"[scan]\ninterval = {scan_interval}\n"
+        f'[cloud]\ntoken = "{token}"\n'
+    )
+    return build_settings(load_config(str(path), {}))
+
+
+def test_a_reload_applies_what_it_may_and_names_what_waits_for_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGHUP's path, without a daemon: the directories held open stay as they run (each
+    change named by its key, in the log), the rest is the new file's."""
+    running = _settings(tmp_path, "a", 1.0, "qt_deploy_first")
+    assert running.paths.database_path == tmp_path / "a" / "state" / "quintd.db"
+    assert running.paths.lock_path == tmp_path / "a" / "state" / "quintd.lock"
+    assert running.paths.socket_path == tmp_path / "a" / "run" / "quintd.sock"
+    # A new interval and token (reloadable, and a field with no declaration at all): nothing
+    # waits for a restart.
+    same_dirs = _settings(tmp_path, "a", 2.5, "qt_deploy_second")
+    assert restart_only_changes(running, same_dirs) == []
+    moved = _settings(tmp_path, "b", 2.5, "qt_deploy_second")
+    assert restart_only_changes(running, moved) == ["paths.state_dir", "paths.runtime_dir"]
+    with caplog.at_level(logging.WARNING, logger="quintd.daemon"):
+        applied = settings_for_reload(running, moved)
+    assert (applied.paths, applied.control) == (running.paths, running.control)
+    assert (applied.loop.scan_interval, applied.delivery.token) == (2.5, "qt_deploy_second")
+    waiting = [r.getMessage() for r in caplog.records]
+    assert waiting == [
+        "paths.state_dir changed: it waits for a restart to take effect",
+        "paths.runtime_dir changed: it waits for a restart to take effect",
+    ]
