@@ -451,3 +451,27 @@ def test_kiro_a_sidecar_of_exactly_256_kib_is_parsed_whole_and_closed(tmp_path: 
     kiro_sessions.read_sidecar(session, path, files.dir, ReadStats())
     assert (session.model, session.cwd) == ("current", str(project))
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_kiro_a_large_sidecar_takes_top_level_fields_only_and_closes_its_file(
+    tmp_path: Path,
+) -> None:
+    """Past 256 KiB, only the fields written before ``session_state`` are the sidecar's: a
+    ``cwd`` or ``parent_session_id`` inside the state is not the session's; and the
+    descriptor of the part read is closed."""
+    _, _, files = _setup(tmp_path)
+    path = files.dir / f"{A}.json"
+    state = '{"tool": {"cwd": "/elsewhere", "parent_session_id": "' + B + '"}, "pad": "'
+    tail = '", "model_id": "tail-model"}}'
+    with open(path, "wb") as fh:
+        fh.write(f'{{"session_id": "{A}", "session_state": {state}'.encode())
+        fh.seek(300 * 1024 - len(tail))
+        fh.write(tail.encode())
+    fds = len(os.listdir("/proc/self/fd"))
+    session = _session(files)
+    session.cwd = "/kept"
+    stats = ReadStats()
+    kiro_sessions.read_sidecar(session, path, files.dir, stats)
+    assert (session.cwd, session.parent, session.model) == ("/kept", None, "tail-model")
+    assert (stats.garbage, stats.refused) == (0, 0)
+    assert len(os.listdir("/proc/self/fd")) == fds
