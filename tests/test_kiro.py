@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -475,3 +476,42 @@ def test_kiro_a_large_sidecar_takes_top_level_fields_only_and_closes_its_file(
     assert (session.cwd, session.parent, session.model) == ("/kept", None, "tail-model")
     assert (stats.garbage, stats.refused) == (0, 0)
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_kiro_each_record_s_status_and_whether_it_answered(tmp_path: Path) -> None:
+    """Read from a real transcript, record by record: (status, answered) after each; only
+    an answer with text alone has answered (a sub-agent done), an answer whose content is
+    malformed is an answer with no tool call, and a record that tells nothing keeps both."""
+    _, _, files = _setup(tmp_path)
+    session = _session(files)
+    seen = []
+    steps: list[tuple[str, dict]] = [
+        ("AssistantMessage", {"content": [{"kind": "text"}]}),
+        ("SomethingNew", {}),
+        ("Prompt", {}),
+        ("AssistantMessage", {"content": [{"kind": "text"}, {"kind": "toolUse"}]}),
+        ("CancelledPrompt", {}),
+        ("AssistantMessage", {"content": ["toolUse", {"kind": "thinking"}]}),
+        ("ToolResults", {}),
+        ("Clear", {}),
+        ("AssistantMessage", {"content": {"kind": "toolUse"}}),
+        ("Compaction", {}),
+        ("AssistantMessage", {}),
+    ]
+    for at, (kind, data) in enumerate(steps):
+        files.record(A, kind, T0 + at, **data)
+        session.read(T0 + at, partial(kiro_sessions.record, session))
+        seen.append((session.status, session.answered))
+    assert seen == [
+        ("idle", True),
+        ("idle", True),  # an unknown kind keeps what was said
+        ("busy", False),
+        ("busy", False),
+        ("idle", False),
+        ("idle", True),
+        ("busy", False),
+        ("idle", False),
+        ("idle", True),
+        ("idle", False),
+        ("idle", True),
+    ]
