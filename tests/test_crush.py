@@ -599,3 +599,22 @@ def test_crush_a_session_stays_with_the_tui_that_created_it(tmp_path: Path) -> N
     replay.step([first, second], T0 + 17)
     facts, _ = replay.sources.observe(replay.agents)
     assert {pid: getattr(f, "native_id", None) for pid, f in facts.items()} == {4242: FIRST}
+
+
+def test_crush_a_data_directory_without_a_database_is_looked_for_again(tmp_path: Path) -> None:
+    """The closest ``.crush`` holds no crush.db yet: not settled, so when projects.json
+    changes (it names the project's configured data directory) the process's database is
+    looked for again at once, not only after RETRY_S."""
+    home, project = _home(tmp_path)
+    (project / ".crush").mkdir()
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    proc = [_crush(4242, project)]
+    replay.step(proc, T0 + 1)
+    assert replay.sources.observe(replay.agents)[0] == {}
+    db = CrushDB(project / "state" / "crush.db")
+    db.session(FIRST, T0 + 2, "Configured later")
+    db.prompt(FIRST, T0 + 2)
+    _register(home, project, project / "state")
+    replay.step(proc, T0 + 2)
+    assert sqlite_sessions.RETRY_S > 1
+    assert (_facts(replay).native_id, _facts(replay).name) == (FIRST, "Configured later")
