@@ -515,3 +515,33 @@ def test_kiro_each_record_s_status_and_whether_it_answered(tmp_path: Path) -> No
         ("idle", False),
         ("idle", True),
     ]
+
+
+@pytest.mark.parametrize("pid", [0, -701, True])
+def test_kiro_a_lock_naming_no_process_is_garbage_and_the_cwd_decides(
+    tmp_path: Path, pid: object
+) -> None:
+    """A lock whose pid is no pid (zero, negative, a boolean) is garbage, not a lock: the
+    session is the kiro's in its cwd, as if it had none."""
+    home, project, files = _setup(tmp_path)
+    files.sidecar(A, project, T0 + 1)
+    files._write(f"{A}.lock", json.dumps({"pid": pid}), T0 + 1)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 2)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert getattr(facts.get(700), "native_id", None) == A
+    state = replay.sources._states[next(iter(replay.sources._states))]
+    assert state.stats.garbage >= 1
+
+
+def test_kiro_a_session_known_by_its_lock_alone_is_owned_by_the_lock_s_user(
+    tmp_path: Path,
+) -> None:
+    home, project, files = _setup(tmp_path)
+    files.lock(A, 701, T0 + 1)  # no sidecar, no transcript (yet)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 2)
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[700]
+    assert isinstance(found, ConversationFacts)
+    assert (found.native_id, found.owner_uid) == (A, os.getuid())
