@@ -545,3 +545,27 @@ def test_kiro_a_session_known_by_its_lock_alone_is_owned_by_the_lock_s_user(
     found = facts[700]
     assert isinstance(found, ConversationFacts)
     assert (found.native_id, found.owner_uid) == (A, os.getuid())
+
+
+def test_kiro_without_a_lock_two_kiros_in_one_cwd(tmp_path: Path) -> None:
+    """Two kiros in one project, the second started at T0 + 10, and sessions with no lock:
+    one created (``created_at``) before the second started is the first's even when its
+    files were written later; one resumed (created before both) is the kiro running when
+    it was last touched (its ``updated_at``, if later than its files), the last started.
+    A kiro elsewhere runs neither."""
+    home, project, files = _setup(tmp_path)
+    elsewhere = home / "src" / "other"
+    elsewhere.mkdir()
+
+    def sidecar(sid: str, created: float, updated: float, written: float) -> None:
+        data = {"session_id": sid, "cwd": str(project)}
+        data.update(created_at=_iso(created), updated_at=_iso(updated))
+        files._write(f"{sid}.json", json.dumps(data), written)
+
+    sidecar(A, T0 + 2, T0 + 20, T0 + 20)
+    sidecar(B, T0 - 100, T0 + 12, T0 + 5)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    procs = _tree(project) + _tree(project, T0 + 10, 800) + _tree(elsewhere, T0 + 11, 900)
+    replay.step(procs, T0 + 21)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert {pid: getattr(f, "native_id", None) for pid, f in facts.items()} == {700: A, 800: B}
