@@ -569,3 +569,26 @@ def test_kiro_without_a_lock_two_kiros_in_one_cwd(tmp_path: Path) -> None:
     replay.step(procs, T0 + 21)
     facts, _ = replay.sources.observe(replay.agents)
     assert {pid: getattr(f, "native_id", None) for pid, f in facts.items()} == {700: A, 800: B}
+
+
+def test_kiro_a_subagent_is_done_when_its_lock_goes_away(tmp_path: Path) -> None:
+    """A sub-agent that never answered (cancelled mid-turn) is done once its lock is
+    removed; before that, and while its transcript says busy, it is not."""
+    home, project, files = _setup(tmp_path)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 701, T0 + 1)
+    files.sidecar(B, project, T0 + 2, parent=A)
+    files.lock(B, 701, T0 + 2)
+    files.prompt(B, T0 + 2)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 3)
+
+    def done() -> list[tuple[str, bool]]:
+        found = replay.sources.observe(replay.agents)[0][700]
+        assert isinstance(found, ConversationFacts)
+        return [(s.agent_id, s.done) for s in found.subagents]
+
+    assert done() == [(B, False)]
+    files.unlock(B)
+    replay.sources._states[next(iter(replay.sources._states))].changed(files.dir / f"{B}.lock")
+    assert done() == [(B, True)]
