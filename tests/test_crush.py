@@ -599,3 +599,80 @@ def test_crush_a_session_stays_with_the_tui_that_created_it(tmp_path: Path) -> N
     replay.step([first, second], T0 + 17)
     facts, _ = replay.sources.observe(replay.agents)
     assert {pid: getattr(f, "native_id", None) for pid, f in facts.items()} == {4242: FIRST}
+
+
+def test_crush_a_data_directory_without_a_database_is_looked_for_again(tmp_path: Path) -> None:
+    """The closest ``.crush`` holds no crush.db yet: not settled, so when projects.json
+    changes (it names the project's configured data directory) the process's database is
+    looked for again at once, not only after RETRY_S."""
+    home, project = _home(tmp_path)
+    (project / ".crush").mkdir()
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    proc = [_crush(4242, project)]
+    replay.step(proc, T0 + 1)
+    assert replay.sources.observe(replay.agents)[0] == {}
+    db = CrushDB(project / "state" / "crush.db")
+    db.session(FIRST, T0 + 2, "Configured later")
+    db.prompt(FIRST, T0 + 2)
+    _register(home, project, project / "state")
+    replay.step(proc, T0 + 2)
+    assert sqlite_sessions.RETRY_S > 1
+    assert (_facts(replay).native_id, _facts(replay).name) == (FIRST, "Configured later")
+
+
+def test_crush_cwd_and_data_dir_flags_and_projects_json_entries(tmp_path: Path) -> None:
+    """``-c pkg`` moves the walk for ``.crush`` to the project's pkg; ``-D state`` names the
+    data directory (relative to the cwd); a projects.json entry that is no object is
+    garbage, one with a relative data_dir is not used."""
+    home, project = _home(tmp_path)
+    CrushDB(project / "pkg" / ".crush" / "crush.db").session(FIRST, T0 + 2, "In pkg")
+    CrushDB(project / "state" / "crush.db").session(SECOND, T0 + 2, "Named directory")
+    base = home / ".local" / "share" / "crush"
+    base.mkdir(parents=True)
+    entries = [3, {"path": str(project), "data_dir": "state"}]
+    (base / "projects.json").write_text(json.dumps({"projects": entries}))
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    plain = _crush(4141, project)
+    moved, named = _crush(4242, project, T0, "-c", "pkg"), _crush(4343, project, T0, "-D", "state")
+    replay.step([plain, moved, named], T0 + 3)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert {pid: getattr(f, "name", None) for pid, f in facts.items()} == {
+        4242: "In pkg",
+        4343: "Named directory",
+    }
+    state = next(iter(replay.sources._states.values()))
+    assert state.stats.garbage == 1
+
+
+def test_crush_a_relative_xdg_data_home_names_no_projects_file(tmp_path: Path) -> None:
+    """XDG_DATA_HOME relative: no projects.json is believed (not the default one either);
+    the ``.crush`` walked up to is."""
+    home, project = _home(tmp_path)
+    _register(home, project, project / "state")
+    CrushDB(project / "state" / "crush.db").session(SECOND, T0 + 2, "Registered")
+    CrushDB(project / ".crush" / "crush.db").session(FIRST, T0 + 2, "Walked to")
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    replay.step([_crush(4242, project, T0, XDG_DATA_HOME="xdg")], T0 + 3)
+    assert (_facts(replay).native_id, _facts(replay).name) == (FIRST, "Walked to")
+
+
+def test_crush_a_server_named_by_the_lock_owns_nothing_and_a_child_done_by_itself(
+    tmp_path: Path,
+) -> None:
+    """The pid in crush.lock runs no conversation, whatever its argv; a child session whose
+    own last step finished (no result in the parent) is done."""
+    home, project = _home(tmp_path)
+    _register(home, project, project / ".crush")
+    db = CrushDB(project / ".crush" / "crush.db")
+    (project / ".crush" / "crush.lock").write_text(json.dumps({"pid": 5000}))
+    db.session(FIRST, T0 + 12, "Client's")
+    db.finish(db.prompt(FIRST, T0 + 12), T0 + 13)
+    plain = "5d4c3b2a-0000-4000-8000-00000000b002"
+    db.session(plain, T0 + 13, "Plain child", parent=FIRST)
+    db.finish(db.prompt(plain, T0 + 13), T0 + 14)
+    replay = Replay(home, T0, readers=(crush.SPEC,))
+    server = _crush(5000, project, T0 + 10, "--host", "unix:///tmp/crush.sock")
+    replay.step([_crush(4242, project), server], T0 + 15)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert set(facts) == {4242}
+    assert [(s.agent_id, s.done) for s in _facts(replay).subagents] == [(plain, True)]

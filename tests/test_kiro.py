@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -451,3 +452,143 @@ def test_kiro_a_sidecar_of_exactly_256_kib_is_parsed_whole_and_closed(tmp_path: 
     kiro_sessions.read_sidecar(session, path, files.dir, ReadStats())
     assert (session.model, session.cwd) == ("current", str(project))
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_kiro_a_large_sidecar_takes_top_level_fields_only_and_closes_its_file(
+    tmp_path: Path,
+) -> None:
+    """Past 256 KiB, only the fields written before ``session_state`` are the sidecar's: a
+    ``cwd`` or ``parent_session_id`` inside the state is not the session's; and the
+    descriptor of the part read is closed."""
+    _, _, files = _setup(tmp_path)
+    path = files.dir / f"{A}.json"
+    state = '{"tool": {"cwd": "/elsewhere", "parent_session_id": "' + B + '"}, "pad": "'
+    tail = '", "model_id": "tail-model"}}'
+    with open(path, "wb") as fh:
+        fh.write(f'{{"session_id": "{A}", "session_state": {state}'.encode())
+        fh.seek(300 * 1024 - len(tail))
+        fh.write(tail.encode())
+    fds = len(os.listdir("/proc/self/fd"))
+    session = _session(files)
+    session.cwd = "/kept"
+    stats = ReadStats()
+    kiro_sessions.read_sidecar(session, path, files.dir, stats)
+    assert (session.cwd, session.parent, session.model) == ("/kept", None, "tail-model")
+    assert (stats.garbage, stats.refused) == (0, 0)
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_kiro_each_record_s_status_and_whether_it_answered(tmp_path: Path) -> None:
+    """Read from a real transcript, record by record: (status, answered) after each; only
+    an answer with text alone has answered (a sub-agent done), an answer whose content is
+    malformed is an answer with no tool call, and a record that tells nothing keeps both."""
+    _, _, files = _setup(tmp_path)
+    session = _session(files)
+    seen = []
+    steps: list[tuple[str, dict]] = [
+        ("AssistantMessage", {"content": [{"kind": "text"}]}),
+        ("SomethingNew", {}),
+        ("Prompt", {}),
+        ("AssistantMessage", {"content": [{"kind": "text"}, {"kind": "toolUse"}]}),
+        ("CancelledPrompt", {}),
+        ("AssistantMessage", {"content": ["toolUse", {"kind": "thinking"}]}),
+        ("ToolResults", {}),
+        ("Clear", {}),
+        ("AssistantMessage", {"content": {"kind": "toolUse"}}),
+        ("Compaction", {}),
+        ("AssistantMessage", {}),
+    ]
+    for at, (kind, data) in enumerate(steps):
+        files.record(A, kind, T0 + at, **data)
+        session.read(T0 + at, partial(kiro_sessions.record, session))
+        seen.append((session.status, session.answered))
+    assert seen == [
+        ("idle", True),
+        ("idle", True),  # an unknown kind keeps what was said
+        ("busy", False),
+        ("busy", False),
+        ("idle", False),
+        ("idle", True),
+        ("busy", False),
+        ("idle", False),
+        ("idle", True),
+        ("idle", False),
+        ("idle", True),
+    ]
+
+
+@pytest.mark.parametrize("pid", [0, -701, True])
+def test_kiro_a_lock_naming_no_process_is_garbage_and_the_cwd_decides(
+    tmp_path: Path, pid: object
+) -> None:
+    """A lock whose pid is no pid (zero, negative, a boolean) is garbage, not a lock: the
+    session is the kiro's in its cwd, as if it had none."""
+    home, project, files = _setup(tmp_path)
+    files.sidecar(A, project, T0 + 1)
+    files._write(f"{A}.lock", json.dumps({"pid": pid}), T0 + 1)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 2)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert getattr(facts.get(700), "native_id", None) == A
+    state = replay.sources._states[next(iter(replay.sources._states))]
+    assert state.stats.garbage >= 1
+
+
+def test_kiro_a_session_known_by_its_lock_alone_is_owned_by_the_lock_s_user(
+    tmp_path: Path,
+) -> None:
+    home, project, files = _setup(tmp_path)
+    files.lock(A, 701, T0 + 1)  # no sidecar, no transcript (yet)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 2)
+    facts, _ = replay.sources.observe(replay.agents)
+    found = facts[700]
+    assert isinstance(found, ConversationFacts)
+    assert (found.native_id, found.owner_uid) == (A, os.getuid())
+
+
+def test_kiro_without_a_lock_two_kiros_in_one_cwd(tmp_path: Path) -> None:
+    """Two kiros in one project, the second started at T0 + 10, and sessions with no lock:
+    one created (``created_at``) before the second started is the first's even when its
+    files were written later; one resumed (created before both) is the kiro running when
+    it was last touched (its ``updated_at``, if later than its files), the last started.
+    A kiro elsewhere runs neither."""
+    home, project, files = _setup(tmp_path)
+    elsewhere = home / "src" / "other"
+    elsewhere.mkdir()
+
+    def sidecar(sid: str, created: float, updated: float, written: float) -> None:
+        data = {"session_id": sid, "cwd": str(project)}
+        data.update(created_at=_iso(created), updated_at=_iso(updated))
+        files._write(f"{sid}.json", json.dumps(data), written)
+
+    sidecar(A, T0 + 2, T0 + 20, T0 + 20)
+    sidecar(B, T0 - 100, T0 + 12, T0 + 5)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    procs = _tree(project) + _tree(project, T0 + 10, 800) + _tree(elsewhere, T0 + 11, 900)
+    replay.step(procs, T0 + 21)
+    facts, _ = replay.sources.observe(replay.agents)
+    assert {pid: getattr(f, "native_id", None) for pid, f in facts.items()} == {700: A, 800: B}
+
+
+def test_kiro_a_subagent_is_done_when_its_lock_goes_away(tmp_path: Path) -> None:
+    """A sub-agent that never answered (cancelled mid-turn) is done once its lock is
+    removed; before that, and while its transcript says busy, it is not."""
+    home, project, files = _setup(tmp_path)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 701, T0 + 1)
+    files.sidecar(B, project, T0 + 2, parent=A)
+    files.lock(B, 701, T0 + 2)
+    files.prompt(B, T0 + 2)
+    replay = Replay(home, T0, readers=(kiro.SPEC,))
+    replay.step(_tree(project), T0 + 3)
+
+    def done() -> list[tuple[str, bool]]:
+        found = replay.sources.observe(replay.agents)[0][700]
+        assert isinstance(found, ConversationFacts)
+        return [(s.agent_id, s.done) for s in found.subagents]
+
+    assert done() == [(B, False)]
+    files.unlock(B)
+    replay.sources._states[next(iter(replay.sources._states))].changed(files.dir / f"{B}.lock")
+    assert done() == [(B, True)]
