@@ -1232,3 +1232,57 @@ def test_refresh_drops_a_session_the_log_names_and_the_table_no_longer_has(
         assert db.reads == 2 and set(db.sessions) == {CHILD, SECOND}
     finally:
         conn.close()
+
+
+def test_refresh_keeps_a_session_written_at_the_horizon(tmp_path: Path) -> None:
+    db, conn = _on_disk(tmp_path)
+    try:
+        edge = int(HORIZON * 1000)
+        _add_session(conn, "ses_edge", time_created=edge - 5000, time_updated=edge)
+        _add_session(conn, "ses_before", time_created=edge - 5000, time_updated=edge - 1)
+        db.refresh(HORIZON, set(), 10.0)
+        assert set(db.sessions) == {FIRST, CHILD, SECOND, "ses_edge"}
+    finally:
+        conn.close()
+
+
+def test_refresh_keeps_an_old_child_of_a_kept_session_when_the_log_names_it(
+    tmp_path: Path,
+) -> None:
+    """A sub-agent last written before the horizon, named by a new event: kept, for its
+    parent is; an old session of no kept parent, named too, is not."""
+    db, conn = _on_disk(tmp_path)
+    try:
+        later = 1795922756.0  # after the child was last written, before its parent was
+        _add_session(conn, "ses_lone", time_created=1795922740000, time_updated=1795922741000)
+        db.refresh(later, set(), 10.0)
+        assert set(db.sessions) == {FIRST, SECOND}
+        for n, sid in enumerate([CHILD, "ses_lone"]):
+            conn.execute(
+                "INSERT INTO event (id, aggregate_id, seq, type, data)"
+                " VALUES (?, ?, 99, 'session.updated.1', '{}')",
+                (f"evt_{n}", sid),
+            )
+        db.poll()
+        db.refresh(later, set(), 11.0)
+        assert db.reads == 2 and set(db.sessions) == {FIRST, CHILD, SECOND}
+    finally:
+        conn.close()
+
+
+def test_a_pass_that_reads_and_forgets_changes_the_version(tmp_path: Path) -> None:
+    """The reader recomputes its facts when a database's version differs from the last
+    pass's: one read and one forgetting in a pass must not cancel out."""
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        db.forget(HORIZON, set())
+        before = db.version
+        _add_session(conn, "ses_new")
+        db.poll()
+        later = 1795922760.0  # after the first conversation and its sub-agent were written
+        db.refresh(later, set(), 11.0)
+        db.forget(later, set())
+        assert set(db.sessions) == {SECOND, "ses_new"} and db.version != before
+    finally:
+        conn.close()
