@@ -1286,3 +1286,35 @@ def test_a_pass_that_reads_and_forgets_changes_the_version(tmp_path: Path) -> No
         assert set(db.sessions) == {SECOND, "ses_new"} and db.version != before
     finally:
         conn.close()
+
+
+def test_forgets_a_grandchild_held_before_its_parent(tmp_path: Path) -> None:
+    """The children go however the sessions are ordered: another round for each level."""
+    db = opencode_db.Database(tmp_path, tmp_path / "opencode.db", True, ReadStats())
+    rows = [
+        _kept("ses_grandkid", 95, "ses_kid"),
+        _kept("ses_kid", 95, "ses_old"),
+        _kept("ses_old", 90),
+        _kept("ses_new", 110),
+    ]
+    db.sessions = {s.id: s for s in rows}
+    db.forget(100.0, set())
+    assert sorted(db.sessions) == ["ses_new"]
+
+
+def test_a_full_read_after_forgetting_reaches_back_only_to_the_forgetting(
+    tmp_path: Path,
+) -> None:
+    """Forgetting at a later horizon moves the full read's: a process that then appears,
+    started in between, makes a full read that finds what was forgotten since."""
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        later = 1795922760.0
+        db.forget(later, set())
+        assert set(db.sessions) == {SECOND}
+        between = 1795922756.0  # before the first conversation was last written
+        db.refresh(between, set(), 11.0)
+        assert db.reads == 2 and set(db.sessions) == {FIRST, SECOND}
+    finally:
+        conn.close()
