@@ -1318,3 +1318,36 @@ def test_a_full_read_after_forgetting_reaches_back_only_to_the_forgetting(
         assert db.reads == 2 and set(db.sessions) == {FIRST, SECOND}
     finally:
         conn.close()
+
+
+def test_a_continued_conversation_prompted_again_after_new_is_current_again(
+    tmp_path: Path, live: LiveDatabase
+) -> None:
+    """The conversation named on the command line counts as prompted at the start only
+    until it is prompted after it: then that prompt orders it."""
+    later = START + 86400
+    replay = Replay(tmp_path / "home", later, readers=(SPEC,))
+    recs = [_rec(30001, later, argv=["/home/dev2/.npm-global/bin/opencode", "-s", FIRST])]
+    replay.step(recs, later + 1)
+    live.new_session("ses_next", PROJECT, later + 5, "Next")
+    live.message("ses_next", "msg_next", "user", later + 5)
+    replay.step(recs, later + 6)
+    assert _native(_facts(replay, 30001)) == [("ses_next", "busy")]
+    live.message(FIRST, "msg_back", "user", later + 10)  # back to the first one
+    replay.step(recs, later + 11)
+    # The one left still works (busy): open, before the current one.
+    assert _native(_facts(replay, 30001)) == [("ses_next", "busy"), (FIRST, "busy")]
+
+
+def test_sub_agents_are_reported_eight_levels_deep() -> None:
+    chain = [_kept("ses_root", 100.0)] + [
+        _kept(f"ses_level{n}", 100.0, "ses_root" if n == 1 else f"ses_level{n - 1}")
+        for n in range(1, 11)
+    ]
+    sessions = {s.id: s for s in chain}
+    children: dict[str, list[opencode_queries.Session]] = {}
+    for s in chain[1:]:
+        assert s.parent is not None
+        children.setdefault(s.parent, []).append(s)
+    facts = opencode._facts(chain[0], children, sessions, None)
+    assert [a.agent_id for a in facts.subagents] == [f"ses_level{n}" for n in range(1, 9)]
