@@ -853,5 +853,13 @@ def test_the_query_reads_since_the_cursor_oldest_first_and_bounds_the_metadata(
             None,
             None,
         )
+        # No updated_at: the newest rows (by rowid) up to the bound, oldest first.
+        count = cline_sessions.MAX_ROWS + 1
+        conn.executemany(
+            "INSERT INTO sessions VALUES (?, 11, 'idle')", [(f"s{n:05d}",) for n in range(count)]
+        )
+        rows = cline_sessions.query_sessions(conn, "")
+        assert len(rows) == cline_sessions.MAX_ROWS
+        assert (rows[0]["session_id"], rows[-1]["session_id"]) == ("s00001", f"s{count - 1:05d}")
     finally:
         conn.close()
