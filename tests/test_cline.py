@@ -25,9 +25,9 @@ from replay import MACHINE, Rec, Replay, agents, clock_time, load_processes, sto
 from quintd.identity import native_session_id, process_session_id
 from quintd.model import AgentProcess, ConversationFacts, format_timestamp
 from quintd.platforms import BUILTIN_PLATFORMS, match_process
-from quintd.sources import cline, cline_processes, cline_rows, sqlite_sessions
+from quintd.sources import cline, cline_processes, cline_rows, cline_sessions, sqlite_sessions
 from quintd.sources.attribution import Pass
-from quintd.sources.files import ReadStats
+from quintd.sources.files import MAX_JSON_FILE_BYTES, ReadStats
 from quintd.sources.processes import TcpSocket
 from quintd.sources.spec import ReaderContext
 from quintd.sources.sqlite_files import read_database
@@ -484,13 +484,13 @@ def test_garbage_rows_and_a_changed_schema_are_counted_not_raised(tmp_path: Path
     found = reader.facts(tui)
     assert found is not None and found.native_id.endswith("_ok456")
     assert found.status is None and found.name == f"title of {found.native_id}"
-    assert reader.stats.garbage >= 1
+    assert (reader.stats.garbage, reader.stats.lines) == (1, 2)  # the bad id; the others
     with sqlite3.connect(db) as conn:
         conn.execute("ALTER TABLE sessions RENAME COLUMN status TO state")
     conn.close()
     reader.poll()
     reader.prepare([tui])  # no exception: counted, the facts known so far kept
-    assert reader.stats.garbage >= 2
+    assert (reader.stats.garbage, reader.stats.lines) == (2, 2)
     assert reader.facts(tui) == found
 
 
@@ -756,3 +756,110 @@ def test_a_turn_between_two_reads_is_seen_by_the_status_lock(tmp_path: Path) -> 
             100.0 if seen else 42.0,
         ), (lock, status)
     assert reader.stats.lines == 5  # the row, read five times
+
+
+# -- a row as the query returns it, and the query on a real table ------------------------------
+
+_ROOT_ID = "1795926000000_abcde"
+
+
+def _raw(**fields: object) -> dict[str, object]:
+    names = [*cline_sessions._REQUIRED, *cline_sessions._OPTIONAL, "metadata", "title_is_prompt"]
+    raw: dict[str, object] = dict.fromkeys(names)
+    raw.update(session_id=_ROOT_ID, pid=11, status="idle")
+    raw.update(fields)
+    return raw
+
+
+def test_a_row_is_parsed_with_its_status_bounded() -> None:
+    assert (row := cline_sessions.parse_row(_raw(status="W" * 32))) is not None
+    assert row.status == "w" * 32
+    assert cline_sessions.parse_row(_raw(status="w" * 33)) is None
+    assert cline_sessions.parse_row(_raw(status=None)) is None
+    assert cline_sessions.parse_row(_raw(session_id="bad id")) is None
+
+
+def test_a_rows_numbers_are_ints_not_bools() -> None:
+    row = cline_sessions.parse_row(_raw(pid=12, status_lock=4))
+    assert row is not None and (row.pid, row.lock) == (12, 4)
+    row = cline_sessions.parse_row(_raw(pid=True, status_lock=True))
+    assert row is not None and (row.pid, row.lock) == (None, None)
+
+
+def test_a_rows_times_come_from_its_id_else_started_at() -> None:
+    row = cline_sessions.parse_row(_raw(updated_at="2026-11-29T04:20:05.000Z"))
+    assert row is not None and (row.created, row.updated) == (1795926000.0, T0 + 5)
+    row = cline_sessions.parse_row(
+        _raw(session_id="task-one", started_at="2026-11-29T04:20:02.000Z")
+    )
+    assert row is not None and (row.created, row.updated, row.last_seen) == (T0 + 2, None, T0 + 2)
+
+
+def test_a_sub_agent_rows_root_and_agent() -> None:
+    sid = f"{_ROOT_ID}__agent7"
+    row = cline_sessions.parse_row(_raw(session_id=sid, is_subagent=1, agent_id="other"))
+    assert row is not None and (row.parent, row.agent_id) == (_ROOT_ID, "agent7")
+    row = cline_sessions.parse_row(_raw(session_id=sid, is_subagent=0, agent_id="other"))
+    assert row is not None and (row.parent, row.agent_id) == (None, "other")
+    row = cline_sessions.parse_row(_raw(session_id=sid, parent_session_id=sid))
+    assert row is not None and row.parent is None  # its own parent: none
+    row = cline_sessions.parse_row(_raw(session_id="x__y", parent_session_id=_ROOT_ID))
+    assert row is not None and (row.parent, row.agent_id) == (_ROOT_ID, None)
+
+
+def test_a_rows_title_unless_it_is_the_prompt_and_its_source_capped() -> None:
+    meta = json.dumps({"title": "Login fix"})
+    for is_prompt, title in [(None, "Login fix"), (0, "Login fix"), (1, None)]:
+        row = cline_sessions.parse_row(_raw(metadata=meta, title_is_prompt=is_prompt))
+        assert row is not None and row.title == title
+    row = cline_sessions.parse_row(_raw(source="s" * 70))
+    assert row is not None and row.source == "s" * 64
+
+
+def test_cline_times_as_text() -> None:
+    assert cline_sessions.iso_time(T0 + 0.25) == "2026-11-29T04:20:00.250Z"
+    assert cline_sessions.iso_time(-5.0) == "1970-01-01T00:00:00.000Z"
+    assert cline_sessions.iso_time(1e20) == ""
+
+
+def test_the_query_reads_since_the_cursor_oldest_first_and_bounds_the_metadata(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "sessions.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA)
+    conn.close()
+    limit = MAX_JSON_FILE_BYTES
+    big = json.dumps({"title": "t", "pad": ""})
+    big = big[:-2] + "x" * (limit - len(big)) + '"}'
+    assert len(big) == limit
+    _insert(db, "1795926001000_aaaaa", 11, "idle", metadata_json=big, prompt=None)
+    _insert(db, "1795926002000_bbbbb", 11, "idle", metadata_json=big[:-2] + 'x"}', prompt=None)
+    _insert(db, "1795926000000_ccccc", 11, "idle")
+    conn = sqlite3.connect(db)
+    try:
+        rows = cline_sessions.query_sessions(conn, _iso(T0 + 1.5))
+        assert [r["session_id"] for r in rows] == ["1795926001000_aaaaa", "1795926002000_bbbbb"]
+        assert [r["metadata"] is not None for r in rows] == [True, False]
+        conn.execute("ALTER TABLE sessions DROP COLUMN pid")
+        with pytest.raises(sqlite_sessions.MissingColumns):
+            cline_sessions.query_sessions(conn, "")
+        conn.execute("DROP TABLE sessions")
+        conn.execute("CREATE TABLE sessions (session_id TEXT, pid INTEGER, status TEXT)")
+        conn.execute("INSERT INTO sessions VALUES ('1795926000000_ddddd', 11, 'idle')")
+        [only] = cline_sessions.query_sessions(conn, "")  # the required columns and no more
+        assert (only["session_id"], only["updated_at"], only["metadata"]) == (
+            "1795926000000_ddddd",
+            None,
+            None,
+        )
+        # No updated_at: the newest rows (by rowid) up to the bound, oldest first.
+        count = cline_sessions.MAX_ROWS + 1
+        conn.executemany(
+            "INSERT INTO sessions VALUES (?, 11, 'idle')", [(f"s{n:05d}",) for n in range(count)]
+        )
+        rows = cline_sessions.query_sessions(conn, "")
+        assert len(rows) == cline_sessions.MAX_ROWS
+        assert (rows[0]["session_id"], rows[-1]["session_id"]) == ("s00001", f"s{count - 1:05d}")
+    finally:
+        conn.close()

@@ -1100,3 +1100,254 @@ def test_a_rename_is_no_work_and_a_turn_is() -> None:
     assert opencode_db.worked(old, dataclasses.replace(old, running=True))
     assert opencode_db.worked(old, dataclasses.replace(old, model="m"))
     assert not opencode_db.worked(old, dataclasses.replace(old))
+
+
+# -- Database.refresh on a real file: what is read, when, and what is kept ----------------------
+
+HORIZON = 1795922750.0  # before the fixture's three sessions were last written
+
+
+def _on_disk(tmp_path: Path) -> tuple[opencode_db.Database, sqlite3.Connection]:
+    """The last snapshot's database, a Database reading it, and a connection to change it."""
+    path = _single_file(tmp_path)
+    db = opencode_db.Database(path.parent, path, True, ReadStats())
+    conn = sqlite3.connect(path, isolation_level=None)
+    return db, conn
+
+
+def test_refresh_the_first_read_is_history_and_a_later_one_is_work(tmp_path: Path) -> None:
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        assert db.reads == 1 and set(db.sessions) == {FIRST, CHILD, SECOND}
+        assert [s.last_write for s in db.sessions.values()] == [None] * 3
+        _add_session(conn, "ses_new")
+        db.poll()
+        db.refresh(HORIZON, set(), 20.0)
+        assert db.reads == 2 and db.sessions["ses_new"].last_write == 20.0
+        assert db.sessions[SECOND].last_write is None  # not written since
+    finally:
+        conn.close()
+
+
+def test_refresh_counts_the_rows_and_the_bad_ones(tmp_path: Path) -> None:
+    db, conn = _on_disk(tmp_path)
+    try:
+        _add_session(conn, "bad id!")
+        _add_session(conn, "ses_bad_time", time_created="soon")
+        db.refresh(HORIZON, set(), 10.0)
+        assert set(db.sessions) == {FIRST, CHILD, SECOND}
+        assert (db.stats.lines, db.stats.garbage) == (5, 2)
+    finally:
+        conn.close()
+
+
+def test_refresh_forces_a_read_only_for_ids_it_was_not_asked_for_yet(tmp_path: Path) -> None:
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        assert db.reads == 1
+        db.refresh(HORIZON, {SECOND}, 11.0)  # known: no read of an unchanged database
+        assert db.reads == 1
+        db.refresh(HORIZON, {"ses_elsewhere"}, 12.0)  # not known: looked for, once
+        assert db.reads == 2 and "ses_elsewhere" not in db.sessions
+        db.refresh(HORIZON, {"ses_elsewhere", SECOND}, 13.0)
+        assert db.reads == 2
+    finally:
+        conn.close()
+
+
+def test_refresh_reaches_back_again_only_for_an_earlier_horizon(tmp_path: Path) -> None:
+    """Up to a second earlier is the same horizon (the processes' start times jitter); further
+    back is a full read, which finds what was written before the last horizon."""
+    db, conn = _on_disk(tmp_path)
+    try:
+        older = int((HORIZON - 1.2) * 1000)
+        _add_session(conn, "ses_older", time_created=older - 5000, time_updated=older)
+        db.refresh(HORIZON, set(), 10.0)
+        assert db.reads == 1 and "ses_older" not in db.sessions
+        db.refresh(HORIZON - 1.0, set(), 11.0)
+        assert db.reads == 1 and "ses_older" not in db.sessions
+        db.refresh(HORIZON - 1.5, set(), 12.0)
+        assert db.reads == 2 and "ses_older" in db.sessions
+    finally:
+        conn.close()
+
+
+def test_refresh_of_a_database_without_a_session_table_is_not_repeated(
+    tmp_path: Path,
+) -> None:
+    db, conn = _on_disk(tmp_path)
+    try:
+        conn.execute("DROP TABLE session")
+        db.refresh(HORIZON, set(), 10.0)
+        assert (db.reads, db.schema_errors, db.sessions) == (1, 1, {})
+        db.refresh(HORIZON, set(), 11.0)  # nothing changed
+        db.poll()
+        db.refresh(HORIZON, set(), 12.0)  # a look: still nothing changed
+        assert (db.reads, db.schema_errors) == (1, 1)
+    finally:
+        conn.close()
+
+
+def test_refresh_remembers_an_sqlite_without_json_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such an SQLite fails in the first JSON function (a view cannot stand in for it here:
+    the guard refuses views); after that, no status is asked of it again."""
+    asked: list[str] = []
+
+    def no_json(conn: sqlite3.Connection, sid: str) -> opencode_queries.Activity:
+        asked.append(sid)
+        raise sqlite3.OperationalError("no such function: json_valid")
+
+    monkeypatch.setattr(opencode_queries, "read_activity", no_json)
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        assert db.json_ok is False and set(db.sessions) == {FIRST, CHILD, SECOND}
+        assert len(asked) == 1  # the first row's failure says it for all
+        _add_session(conn, "ses_new")
+        db.poll()
+        db.refresh(HORIZON, set(), 11.0)
+        assert "ses_new" in db.sessions and len(asked) == 1
+    finally:
+        conn.close()
+
+
+def test_refresh_drops_a_session_the_log_names_and_the_table_no_longer_has(
+    tmp_path: Path,
+) -> None:
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        conn.execute("DELETE FROM session WHERE id = ?", (FIRST,))  # not the last rowid
+        conn.execute(
+            "INSERT INTO event (id, aggregate_id, seq, type, data)"
+            " VALUES ('evt_gone', ?, 99, 'session.deleted.1', '{}')",
+            (FIRST,),
+        )
+        db.poll()
+        db.refresh(HORIZON, set(), 11.0)
+        assert db.reads == 2 and set(db.sessions) == {CHILD, SECOND}
+    finally:
+        conn.close()
+
+
+def test_refresh_keeps_a_session_written_at_the_horizon(tmp_path: Path) -> None:
+    db, conn = _on_disk(tmp_path)
+    try:
+        edge = int(HORIZON * 1000)
+        _add_session(conn, "ses_edge", time_created=edge - 5000, time_updated=edge)
+        _add_session(conn, "ses_before", time_created=edge - 5000, time_updated=edge - 1)
+        db.refresh(HORIZON, set(), 10.0)
+        assert set(db.sessions) == {FIRST, CHILD, SECOND, "ses_edge"}
+    finally:
+        conn.close()
+
+
+def test_refresh_keeps_an_old_child_of_a_kept_session_when_the_log_names_it(
+    tmp_path: Path,
+) -> None:
+    """A sub-agent last written before the horizon, named by a new event: kept, for its
+    parent is; an old session of no kept parent, named too, is not."""
+    db, conn = _on_disk(tmp_path)
+    try:
+        later = 1795922756.0  # after the child was last written, before its parent was
+        _add_session(conn, "ses_lone", time_created=1795922740000, time_updated=1795922741000)
+        db.refresh(later, set(), 10.0)
+        assert set(db.sessions) == {FIRST, SECOND}
+        for n, sid in enumerate([CHILD, "ses_lone"]):
+            conn.execute(
+                "INSERT INTO event (id, aggregate_id, seq, type, data)"
+                " VALUES (?, ?, 99, 'session.updated.1', '{}')",
+                (f"evt_{n}", sid),
+            )
+        db.poll()
+        db.refresh(later, set(), 11.0)
+        assert db.reads == 2 and set(db.sessions) == {FIRST, CHILD, SECOND}
+    finally:
+        conn.close()
+
+
+def test_a_pass_that_reads_and_forgets_changes_the_version(tmp_path: Path) -> None:
+    """The reader recomputes its facts when a database's version differs from the last
+    pass's: one read and one forgetting in a pass must not cancel out."""
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        db.forget(HORIZON, set())
+        before = db.version
+        _add_session(conn, "ses_new")
+        db.poll()
+        later = 1795922760.0  # after the first conversation and its sub-agent were written
+        db.refresh(later, set(), 11.0)
+        db.forget(later, set())
+        assert set(db.sessions) == {SECOND, "ses_new"} and db.version != before
+    finally:
+        conn.close()
+
+
+def test_forgets_a_grandchild_held_before_its_parent(tmp_path: Path) -> None:
+    """The children go however the sessions are ordered: another round for each level."""
+    db = opencode_db.Database(tmp_path, tmp_path / "opencode.db", True, ReadStats())
+    rows = [
+        _kept("ses_grandkid", 95, "ses_kid"),
+        _kept("ses_kid", 95, "ses_old"),
+        _kept("ses_old", 90),
+        _kept("ses_new", 110),
+    ]
+    db.sessions = {s.id: s for s in rows}
+    db.forget(100.0, set())
+    assert sorted(db.sessions) == ["ses_new"]
+
+
+def test_a_full_read_after_forgetting_reaches_back_only_to_the_forgetting(
+    tmp_path: Path,
+) -> None:
+    """Forgetting at a later horizon moves the full read's: a process that then appears,
+    started in between, makes a full read that finds what was forgotten since."""
+    db, conn = _on_disk(tmp_path)
+    try:
+        db.refresh(HORIZON, set(), 10.0)
+        later = 1795922760.0
+        db.forget(later, set())
+        assert set(db.sessions) == {SECOND}
+        between = 1795922756.0  # before the first conversation was last written
+        db.refresh(between, set(), 11.0)
+        assert db.reads == 2 and set(db.sessions) == {FIRST, SECOND}
+    finally:
+        conn.close()
+
+
+def test_a_continued_conversation_prompted_again_after_new_is_current_again(
+    tmp_path: Path, live: LiveDatabase
+) -> None:
+    """The conversation named on the command line counts as prompted at the start only
+    until it is prompted after it: then that prompt orders it."""
+    later = START + 86400
+    replay = Replay(tmp_path / "home", later, readers=(SPEC,))
+    recs = [_rec(30001, later, argv=["/home/dev2/.npm-global/bin/opencode", "-s", FIRST])]
+    replay.step(recs, later + 1)
+    live.new_session("ses_next", PROJECT, later + 5, "Next")
+    live.message("ses_next", "msg_next", "user", later + 5)
+    replay.step(recs, later + 6)
+    assert _native(_facts(replay, 30001)) == [("ses_next", "busy")]
+    live.message(FIRST, "msg_back", "user", later + 10)  # back to the first one
+    replay.step(recs, later + 11)
+    # The one left still works (busy): open, before the current one.
+    assert _native(_facts(replay, 30001)) == [("ses_next", "busy"), (FIRST, "busy")]
+
+
+def test_sub_agents_are_reported_eight_levels_deep() -> None:
+    chain = [_kept("ses_root", 100.0)] + [
+        _kept(f"ses_level{n}", 100.0, "ses_root" if n == 1 else f"ses_level{n - 1}")
+        for n in range(1, 11)
+    ]
+    sessions = {s.id: s for s in chain}
+    children: dict[str, list[opencode_queries.Session]] = {}
+    for s in chain[1:]:
+        assert s.parent is not None
+        children.setdefault(s.parent, []).append(s)
+    facts = opencode._facts(chain[0], children, sessions, None)
+    assert [a.agent_id for a in facts.subagents] == [f"ses_level{n}" for n in range(1, 9)]
