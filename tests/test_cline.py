@@ -863,3 +863,349 @@ def test_the_query_reads_since_the_cursor_oldest_first_and_bounds_the_metadata(
         assert (rows[0]["session_id"], rows[-1]["session_id"]) == ("s00001", f"s{count - 1:05d}")
     finally:
         conn.close()
+
+
+# -- the binding rules, at their edges (issue 24: mutation survivors) --------------------------
+
+
+def _sid(at: float, tag: str) -> str:
+    """A Cline id created at ``at`` (epoch seconds, to the millisecond)."""
+    return f"{round(at * 1000)}_{tag}"
+
+
+def _hub_view() -> View:
+    view = View()
+    view.argvs[900] = [".cline", "--cline-hub-daemon"]
+    return view
+
+
+def test_the_directory_of_sessions_db_is_watched(tmp_path: Path) -> None:
+    reader, db = _reader(tmp_path, View())
+    assert reader.watch_dirs() == [db.parent]
+    assert reader.has_registry_dir()
+
+
+def test_a_hub_among_the_agent_processes_is_no_session_and_no_runner(tmp_path: Path) -> None:
+    """A hub the scanner reports (a binary named ``cline``) runs hub conversations for the
+    CLIs: its own pid in a row names it as the hub, not as a CLI running its own."""
+    view = _hub_view()
+    reader, db = _reader(tmp_path, view)
+    hub, tui = _cli(900, T0), _cli(10, T0 + 1)
+    view.kids = {10: [11]}
+    sid = _sid(T0 + 2, "viahb")
+    _insert(db, sid, 900, "running")
+    reader.poll()
+    reader.prepare([hub, tui])
+    assert reader.facts(hub) is None
+    found = reader.facts(tui)
+    assert found is not None and found.native_id == sid
+
+
+def test_rows_no_running_cli_can_own_are_forgotten_when_the_oldest_exits(tmp_path: Path) -> None:
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    a, b = _cli(10, T0), _cli(20, T0 + 100)
+    view.kids = {10: [11], 20: [21]}
+    mine, dead, later = _sid(T0 + 1, "aaaaa"), _sid(T0 + 3, "dead1"), _sid(T0 + 101, "bbbbb")
+    _insert(db, mine, 11, "idle")
+    _insert(db, dead, 4242, "running")  # a crashed CLI's: bound to nothing, kept to try again
+    _insert(db, later, 21, "idle")
+    reader.poll()
+    reader.prepare([a, b])
+    assert set(reader._table.rows) == {mine, dead, later} and set(reader._unplaced) == {dead}
+    reader.prepare([b])  # the oldest CLI exits: nothing before b's horizon can be anyone's
+    assert set(reader._table.rows) == {later} and reader._unplaced == {}
+    found = reader.facts(b)
+    assert found is not None and found.native_id == later
+
+
+def test_the_facts_of_a_pass_are_one_answer(tmp_path: Path) -> None:
+    """Asked twice in one pass, a process's facts are the same, even with time gone by:
+    the next pass looks again."""
+    view = View()
+    root = tmp_path / ".cline"
+    (root / "data" / "db").mkdir(parents=True)
+    db = root / "data" / "db" / "sessions.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SCHEMA)
+    conn.close()
+    now = [100.0]
+    reader = cline.ClineState(root, ReaderContext(clock=lambda: now[0], processes=view))
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    _insert(db, _sid(T0 + 1, "clear"), 11, "completed")
+    reader.poll()
+    reader.prepare([tui])
+    first = reader.facts(tui)
+    assert first is not None and not first.over
+    now[0] += cline.CLOSE_GRACE_S
+    assert reader.facts(tui) == first
+    reader.prepare([tui])
+    again = reader.facts(tui)
+    assert again is not None and again.over
+
+
+def test_a_row_created_at_the_horizon_is_not_history(tmp_path: Path) -> None:
+    """The horizon is the oldest CLI's start less CLOCK_SLACK_S: a finished row created
+    exactly there is still placed (when changed since its CLI started, it is its own); a
+    millisecond earlier it is history."""
+    view = View()
+    tui = _cli(10, T0 + 100)  # horizon: T0 + 90
+    view.kids = {10: [11]}
+    for at, bound in [(T0 + 90, True), (T0 + 89.999, False)]:
+        reader, db = _reader(tmp_path / str(bound), view)
+        sid = _sid(at, "edge1")
+        _insert(db, sid, 11, "completed", updated_at=_iso(T0 + 101))
+        reader.poll()
+        reader.prepare([tui])
+        found = reader.facts(tui)
+        assert (found.native_id if found else None) == (sid if bound else None), at
+
+
+def test_a_row_without_a_creation_time_is_placed_by_when_it_changed(tmp_path: Path) -> None:
+    """Neither a timed id nor ``started_at``: older than every CLI, placed (when at work) by
+    its ``updated_at``. On a clock near 1970 (a board without RTC, before NTP) too."""
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, 10.5)  # the horizon is 0.5 s after the epoch
+    view.kids = {10: [11]}
+    _insert(db, "task-one", 11, "running", started_at="", updated_at=_iso(20.0))
+    reader.poll()
+    reader.prepare([tui])
+    found = reader.facts(tui)
+    assert found is not None and found.native_id == "task-one" and found.status == "busy"
+
+
+def test_a_conversation_resumed_through_the_hub_goes_to_the_resuming_cli(tmp_path: Path) -> None:
+    """``cline --id <row>`` in hub mode: the row, created long before, moves to the hub's
+    pid; placed by when it moved, it is the new CLI's, no longer the old one's."""
+    view = _hub_view()
+    reader, db = _reader(tmp_path, view)
+    old, new = _cli(10, T0), _cli(20, T0 + 99)
+    view.kids = {10: [11], 20: [21]}
+    sid = _sid(T0 + 1, "resum")
+    _insert(db, sid, 11, "idle")
+    reader.poll()
+    reader.prepare([old, new])
+    found = reader.facts(old)
+    assert found is not None and found.native_id == sid and reader.facts(new) is None
+    _insert(db, sid, 900, "running", updated_at=_iso(T0 + 100))
+    reader.poll()
+    reader.prepare([old, new])
+    assert reader.facts(old) is None
+    found = reader.facts(new)
+    assert found is not None and found.native_id == sid and found.status == "busy"
+
+
+def test_a_hub_row_read_late_is_placed_by_its_creation(tmp_path: Path) -> None:
+    """Read a while after its first prompt (``updated_at`` later): still the first
+    conversation of the CLI started just before it was created."""
+    view = _hub_view()
+    reader, db = _reader(tmp_path, view)
+    a, b = _cli(10, T0), _cli(20, T0 + 30)
+    view.kids = {10: [11], 20: [21]}
+    sid = _sid(T0 + 31, "late1")
+    _insert(db, sid, 900, "idle", updated_at=_iso(T0 + 45))
+    reader.poll()
+    reader.prepare([a, b])
+    found = reader.facts(b)
+    assert found is not None and found.native_id == sid
+    assert reader.facts(a) is None and reader.ambiguous == 0
+
+
+def test_rows_waiting_for_their_cli_are_bounded(tmp_path: Path) -> None:
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    count = cline.MAX_UNPLACED + 5
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO sessions (session_id, source, pid, started_at, status, interactive,"
+            " provider, model, cwd, workspace_root, enable_tools, enable_spawn, enable_teams,"
+            " hook_path, updated_at) VALUES (?, 'cli', 4242, ?, 'running', 1, 'p', 'm1',"
+            " '/src/app', '/src/app', 1, 1, 1, '', ?)",
+            [
+                (_sid(T0 + 1 + n / 100, f"d{n:04d}"), _iso(T0 + 1), _iso(T0 + 2))
+                for n in range(count)
+            ],
+        )
+    conn.close()
+    reader.poll()
+    reader.prepare([tui])
+    assert len(reader._table.rows) == count  # read, and none is anyone's (the pid is dead)
+    assert len(reader._unplaced) == cline.MAX_UNPLACED
+    assert reader.facts(tui) is None
+
+
+def test_a_row_waiting_for_its_cli_is_kept_when_created_at_the_new_horizon(
+    tmp_path: Path,
+) -> None:
+    """A row whose CLI's Bun child was not seen yet waits; the oldest CLI exits, the horizon
+    moves up to exactly its creation: it still waits, and binds when the child is seen."""
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    a, b = _cli(10, T0), _cli(20, T0 + 10)  # after a exits, the horizon is T0
+    view.kids = {10: [11]}  # b has no child yet
+    sid = _sid(T0, "waits")
+    _insert(db, sid, 21, "running", updated_at=_iso(T0 + 15))
+    reader.poll()
+    reader.prepare([a, b])
+    assert reader.facts(b) is None and set(reader._unplaced) == {sid}
+    reader.prepare([b])
+    view.kids = {20: [21]}
+    other = _cli(30, T0 + 50, cwd="/src/other")
+    reader.prepare([b, other])  # a new process: rows waiting are placed again
+    found = reader.facts(b)
+    assert found is not None and found.native_id == sid
+
+
+def test_a_rows_pid_must_name_a_process(tmp_path: Path) -> None:
+    """Not a number, 0 or negative: no process (whatever a process table says of pid 0); 1
+    is one (a CLI that is its container's init)."""
+    view = _hub_view()
+    view.argvs[0] = view.argvs[900]
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    for pid in ["x", 0, -11]:
+        reader, db = _reader(tmp_path / str(pid), view)
+        _insert(db, _sid(T0 + 1, "nopid"), pid, "running")  # type: ignore[arg-type]
+        reader.poll()
+        reader.prepare([tui])
+        assert reader.facts(tui) is None, pid
+    init = _cli(1, T0)
+    reader, db = _reader(tmp_path / "init", view)
+    sid = _sid(T0 + 1, "init1")
+    _insert(db, sid, 1, "running")
+    reader.poll()
+    reader.prepare([init])
+    found = reader.facts(init)
+    assert found is not None and found.native_id == sid
+
+
+def test_a_local_row_is_the_clis_from_start_slack_before_it_started(tmp_path: Path) -> None:
+    """A row of the CLI's own runner pid last changed START_SLACK_S before the CLI started
+    is its own (clocks differ); a millisecond earlier it is an earlier process's."""
+    view = View()
+    tui = _cli(10, T0 + 100)
+    view.kids = {10: [11]}
+    for at, bound in [(T0 + 98, True), (T0 + 97.999, False)]:
+        reader, db = _reader(tmp_path / str(bound), view)
+        sid = _sid(at, "slack")
+        _insert(db, sid, 11, "idle", updated_at=_iso(at))
+        reader.poll()
+        reader.prepare([tui])
+        found = reader.facts(tui)
+        assert (found.native_id if found else None) == (sid if bound else None), at
+
+
+def test_a_cli_seen_running_its_own_conversation_takes_no_hub_row(tmp_path: Path) -> None:
+    """Not holding sessions.db open at the moment, but seen running a conversation of its
+    own: in local mode, so a hub row in its directory is not its."""
+    view = _hub_view()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    own = _sid(T0 + 1, "local")
+    _insert(db, own, 11, "idle")
+    reader.poll()
+    reader.prepare([tui])
+    _insert(db, _sid(T0 + 5, "hubrw"), 900, "running")
+    reader.poll()
+    reader.prepare([tui])
+    found = reader.facts(tui)
+    assert found is not None and found.native_id == own and reader.ambiguous == 0
+
+
+def test_a_hub_row_from_start_slack_before_the_hub_started_is_its(tmp_path: Path) -> None:
+    """The discovery record says when the hub with the row's pid started: a row created
+    START_SLACK_S before that is the hub's; a millisecond earlier, an earlier hub's."""
+    view = _hub_view()
+    tui = _cli(10, T0 + 177)
+    view.kids = {10: [11]}
+    for at, bound in [(T0 + 178, True), (T0 + 177.999, False)]:
+        reader, db = _reader(tmp_path / str(bound), view)
+        record = reader.root / cline_processes.HUB_RECORD
+        record.parent.mkdir(parents=True)
+        record.write_text(json.dumps({"pid": 900, "startedAt": _iso(T0 + 180)}))
+        sid = _sid(at, "hubed")
+        _insert(db, sid, 900, "running")
+        reader.poll()
+        reader.prepare([tui])
+        found = reader.facts(tui)
+        assert (found.native_id if found else None) == (sid if bound else None), at
+
+
+def test_a_hub_row_of_no_clis_directory_goes_to_the_cli_that_just_started(
+    tmp_path: Path,
+) -> None:
+    """No CLI in the row's directory: the one started just before it was created."""
+    view = _hub_view()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    sid = _sid(T0 + 1, "there")
+    _insert(db, sid, 900, "running", cwd="/src/elsewhere", workspace_root="/src/elsewhere")
+    reader.poll()
+    reader.prepare([tui])
+    found = reader.facts(tui)
+    assert found is not None and found.native_id == sid
+
+
+def test_a_hub_row_goes_to_the_only_cli_in_its_directory_not_a_fresh_one_elsewhere(
+    tmp_path: Path,
+) -> None:
+    view = _hub_view()
+    reader, db = _reader(tmp_path, view)
+    here, there = _cli(10, T0), _cli(20, T0 + 30, cwd="/src/other")
+    view.kids = {10: [11], 20: [21]}
+    sid = _sid(T0 + 31, "mydir")
+    _insert(db, sid, 900, "running")
+    reader.poll()
+    reader.prepare([here, there])
+    found = reader.facts(here)
+    assert found is not None and found.native_id == sid
+    assert reader.facts(there) is None and reader.ambiguous == 0
+
+
+def test_a_hub_row_two_clis_could_own_is_counted_and_given_to_neither(tmp_path: Path) -> None:
+    view = _hub_view()
+    reader, db = _reader(tmp_path, view)
+    a, b = _cli(10, T0), _cli(20, T0 + 30)
+    view.kids = {10: [11], 20: [21]}
+    _insert(db, _sid(T0 + 60, "which"), 900, "running")  # neither's first conversation
+    reader.poll()
+    reader.prepare([a, b])
+    assert reader.facts(a) is None and reader.facts(b) is None
+    assert reader.ambiguous == 1
+
+
+def test_sub_agents_are_ordered_by_creation_then_id(tmp_path: Path) -> None:
+    """A sub-agent with no creation time first; then by time (not by id)."""
+    view = View()
+    reader, db = _reader(tmp_path, view)
+    tui = _cli(10, T0)
+    view.kids = {10: [11]}
+    root = _sid(T0 + 1, "rooty")
+    _insert(db, root, 11, "running")
+    for sid, started in [
+        ("sub-c", _iso(T0 + 5)),
+        ("sub-d", _iso(T0 + 3)),
+        ("sub-a", "1970-01-01T00:00:00.500Z"),
+        ("sub-b", ""),
+    ]:
+        _insert(
+            db,
+            sid,
+            11,
+            "running",
+            started_at=started,
+            parent_session_id=root,
+            is_subagent=1,
+            updated_at=_iso(T0 + 6),
+        )
+    reader.poll()
+    reader.prepare([tui])
+    found = reader.facts(tui)
+    assert found is not None and found.native_id == root
+    assert [s.agent_id for s in found.subagents] == ["sub-b", "sub-a", "sub-d", "sub-c"]
