@@ -1038,26 +1038,28 @@ def test_rows_waiting_for_their_cli_are_bounded(tmp_path: Path) -> None:
     assert reader.facts(tui) is None
 
 
-def test_a_row_waiting_for_its_cli_is_kept_when_created_at_the_new_horizon(
+def test_a_row_waiting_for_its_cli_is_kept_while_created_since_the_horizon(
     tmp_path: Path,
 ) -> None:
-    """A row whose CLI's Bun child was not seen yet waits; the oldest CLI exits, the horizon
-    moves up to exactly its creation: it still waits, and binds when the child is seen."""
-    view = View()
-    reader, db = _reader(tmp_path, view)
-    a, b = _cli(10, T0), _cli(20, T0 + 10)  # after a exits, the horizon is T0
-    view.kids = {10: [11]}  # b has no child yet
-    sid = _sid(T0, "waits")
-    _insert(db, sid, 21, "running", updated_at=_iso(T0 + 15))
-    reader.poll()
-    reader.prepare([a, b])
-    assert reader.facts(b) is None and set(reader._unplaced) == {sid}
-    reader.prepare([b])
-    view.kids = {20: [21]}
-    other = _cli(30, T0 + 50, cwd="/src/other")
-    reader.prepare([b, other])  # a new process: rows waiting are placed again
-    found = reader.facts(b)
-    assert found is not None and found.native_id == sid
+    """A row whose CLI's Bun child was not seen yet waits; the oldest CLI exits and the
+    horizon moves up: created exactly there it still waits, and binds when the child is
+    seen; created a millisecond earlier it is history, waiting no more."""
+    for at, bound in [(T0, True), (T0 - 0.001, False)]:
+        view = View()
+        reader, db = _reader(tmp_path / str(bound), view)
+        a, b = _cli(10, T0), _cli(20, T0 + 10)  # after a exits, the horizon is T0
+        view.kids = {10: [11]}  # b has no child yet
+        sid = _sid(at, "waits")
+        _insert(db, sid, 21, "running", updated_at=_iso(T0 + 15))
+        reader.poll()
+        reader.prepare([a, b])
+        assert reader.facts(b) is None and set(reader._unplaced) == {sid}
+        reader.prepare([b])
+        view.kids = {20: [21]}
+        other = _cli(30, T0 + 50, cwd="/src/other")
+        reader.prepare([b, other])  # a new process: rows waiting are placed again
+        found = reader.facts(b)
+        assert (found.native_id if found else None) == (sid if bound else None), at
 
 
 def test_a_rows_pid_must_name_a_process(tmp_path: Path) -> None:
