@@ -716,3 +716,40 @@ def test_cursor_two_chats_written_at_once_the_one_created_last_is_current(
     state.prepare([proc])
     assert state.facts(proc).native_id == X  # type: ignore[union-attr]
     assert X < Y
+
+
+def test_cursor_a_resume_seen_before_retry_s_is_asked_once_it_is_due(tmp_path: Path) -> None:
+    """A resume's write seen too soon after the last ask is not forgotten by the passes
+    before the ask is due: the process is asked at the first pass ``RETRY_S`` after it."""
+    retry = sqlite_sessions.RETRY_S
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    asked: list[float] = []
+    real = view.open_files
+    view.open_files = lambda pid: asked.append(clock[0]) or real(pid)  # type: ignore[method-assign]
+    first = cursor.chat(X, T0 + 1)
+    view.show([_agent(800, project, first)])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    clock[0] = T0 + 20  # /new
+    second = cursor.chat(Y, T0 + 20)
+    view.show([_agent(800, project, second)])
+    state.changed(cursor.chat_dir(Y))
+    state.prepare([proc])
+    assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
+    clock[0] = T0 + 21  # /resume X, once, then nothing is written
+    view.show([_agent(800, project, first)])
+    cursor.meta(X, "Resumed", T0 + 21)
+    state.changed(first)
+    state.prepare([proc])
+    for at in (22, 23, 24):
+        clock[0] = T0 + at
+        state.prepare([proc])
+        assert state.facts(proc).native_id == Y  # type: ignore[union-attr]  # not due yet
+    clock[0] = T0 + 20 + retry
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+    for at in (30, 40, 50):  # asked once: not again
+        clock[0] = T0 + at
+        state.prepare([proc])
+    assert asked == [T0, T0 + 20, T0 + 20 + retry]
