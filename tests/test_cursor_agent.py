@@ -613,3 +613,143 @@ def test_cursor_a_chat_resumed_inside_a_running_cli_is_asked_again(tmp_path: Pat
     clock[0] += sqlite_sessions.RETRY_S
     state.prepare([proc])
     assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+
+
+# -- issue 24: what the sample mutation runs left standing ------------------------------
+
+
+def test_cursor_resume_of_a_known_chat_asks_again_after_retry_s_and_not_for_held_writes(
+    tmp_path: Path,
+) -> None:
+    """/resume of a chat already known (written since the process started, so no listing
+    finds it anew): its write asks the open files again once ``RETRY_S`` has passed since
+    they were last asked, exactly then; a chat the process holds being written asks
+    nothing; its store is read again ``RETRY_S`` after the last read, exactly then."""
+    retry = sqlite_sessions.RETRY_S
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    asked: list[float] = []
+    real = view.open_files
+    view.open_files = lambda pid: asked.append(clock[0]) or real(pid)  # type: ignore[method-assign]
+    first = cursor.chat(X, T0 + 1)
+    view.show([_agent(800, project, first)])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+    clock[0] = T0 + 20  # /new
+    second = cursor.chat(Y, T0 + 20)
+    view.show([_agent(800, project, second)])
+    state.changed(cursor.chat_dir(Y))
+    state.prepare([proc])
+    assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
+    assert asked == [T0, T0 + 20]
+    clock[0] = T0 + 22  # /resume X: it holds X now, and X is written
+    view.show([_agent(800, project, first)])
+    cursor.meta(X, "Resumed", T0 + 22)
+    state.changed(first)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == Y  # type: ignore[union-attr]  # not asked yet
+    assert asked == [T0, T0 + 20]
+    clock[0] = T0 + 20 + retry
+    state.prepare([proc])
+    found = state.facts(proc)
+    assert found is not None and (found.native_id, found.name) == (X, "Resumed")
+    assert asked == [T0, T0 + 20, T0 + 20 + retry]
+    clock[0] = T0 + 26  # X streams: its store is read again RETRY_S after the last read
+    cursor.meta(X, "Streaming", T0 + 26)
+    state.changed(first)
+    state.prepare([proc])
+    assert state.facts(proc).name == "Resumed"  # type: ignore[union-attr]
+    clock[0] = T0 + 22 + retry
+    state.prepare([proc])
+    assert state.facts(proc).name == "Streaming"  # type: ignore[union-attr]
+    clock[0] = T0 + 40  # X, which it holds, written: nothing asked, now or later
+    cursor.meta(X, "Streaming", T0 + 40)
+    state.changed(first)
+    state.prepare([proc])
+    clock[0] = T0 + 50
+    state.prepare([proc])
+    assert asked == [T0, T0 + 20, T0 + 20 + retry]
+
+
+def test_cursor_a_transcript_past_the_read_budget_is_read_on_without_an_event(
+    tmp_path: Path,
+) -> None:
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    store = cursor.chat(X, T0 + 1)
+    pad = {"role": "user", "message": {"content": [{"type": "text", "text": "x" * 2**20}]}}
+    cursor.transcript(X, *[pad] * (files.READ_BUDGET_BYTES // 2**20 + 1), ENDED)
+    view.show([_agent(800, project, store)])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).status == "busy"  # type: ignore[union-attr]  # the budget's part
+    clock[0] += 1
+    state.prepare([proc])  # no event: the rest
+    assert state.facts(proc).status == "idle"  # type: ignore[union-attr]
+
+
+def test_cursor_a_chat_held_by_one_process_is_not_another_s_by_cwd(tmp_path: Path) -> None:
+    """Two cursor-agents in one project: the chat one holds open is not claimed by the
+    other (which holds none) from its cwd and times."""
+    home, project, cursor = _setup(tmp_path)
+    view, _, state = _state_of(home)
+    store = cursor.chat(X, T0 + 5)
+    view.show([_agent(800, project, store, start=T0 + 2), _agent(801, project, start=T0)])
+    procs = agents(view.recs.values(), home)
+    state.prepare(procs)
+    found = {p.pid: getattr(state.facts(p), "native_id", None) for p in procs}
+    assert found == {800: X, 801: None}
+
+
+def test_cursor_two_chats_written_at_once_the_one_created_last_is_current(
+    tmp_path: Path,
+) -> None:
+    """Same write time: the chat created last wins, whatever its id (Y's sorts after X's)."""
+    home, project, cursor = _setup(tmp_path)
+    view, _, state = _state_of(home)
+    later, earlier = cursor.chat(X, T0 + 5), cursor.chat(Y, T0 + 1)
+    for chat in (X, Y):
+        cursor.stamp(chat, T0 + 10)
+    view.show([_agent(800, project, later, earlier)])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+    assert X < Y
+
+
+def test_cursor_a_resume_seen_before_retry_s_is_asked_once_it_is_due(tmp_path: Path) -> None:
+    """A resume's write seen too soon after the last ask is not forgotten by the passes
+    before the ask is due: the process is asked at the first pass ``RETRY_S`` after it."""
+    retry = sqlite_sessions.RETRY_S
+    home, project, cursor = _setup(tmp_path)
+    view, clock, state = _state_of(home)
+    asked: list[float] = []
+    real = view.open_files
+    view.open_files = lambda pid: asked.append(clock[0]) or real(pid)  # type: ignore[method-assign]
+    first = cursor.chat(X, T0 + 1)
+    view.show([_agent(800, project, first)])
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    clock[0] = T0 + 20  # /new
+    second = cursor.chat(Y, T0 + 20)
+    view.show([_agent(800, project, second)])
+    state.changed(cursor.chat_dir(Y))
+    state.prepare([proc])
+    assert state.facts(proc).native_id == Y  # type: ignore[union-attr]
+    clock[0] = T0 + 21  # /resume X, once, then nothing is written
+    view.show([_agent(800, project, first)])
+    cursor.meta(X, "Resumed", T0 + 21)
+    state.changed(first)
+    state.prepare([proc])
+    for at in (22, 23, 24):
+        clock[0] = T0 + at
+        state.prepare([proc])
+        assert state.facts(proc).native_id == Y  # type: ignore[union-attr]  # not due yet
+    clock[0] = T0 + 20 + retry
+    state.prepare([proc])
+    assert state.facts(proc).native_id == X  # type: ignore[union-attr]
+    for at in (30, 40, 50):  # asked once: not again
+        clock[0] = T0 + at
+        state.prepare([proc])
+    assert asked == [T0, T0 + 20, T0 + 20 + retry]

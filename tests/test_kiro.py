@@ -18,7 +18,9 @@ from replay import MACHINE, Rec, RecordedProcesses, Replay, agents, story
 
 from quintd.identity import native_session_id
 from quintd.model import ConversationFacts
+from quintd.sources import files as files_mod
 from quintd.sources import kiro, kiro_sessions
+from quintd.sources import times as kiro_times
 from quintd.sources.files import JsonlTail, ReadStats
 from quintd.sources.spec import ReaderContext
 
@@ -592,3 +594,176 @@ def test_kiro_a_subagent_is_done_when_its_lock_goes_away(tmp_path: Path) -> None
     files.unlock(B)
     replay.sources._states[next(iter(replay.sources._states))].changed(files.dir / f"{B}.lock")
     assert done() == [(B, True)]
+
+
+# -- issue 24: what the sample mutation runs left standing ------------------------------
+
+
+def _kiro_state(home: Path) -> tuple[RecordedProcesses, list[float], kiro.KiroState]:
+    view = RecordedProcesses(home)
+    clock = [T0]
+    return view, clock, kiro.KiroState(home / ".kiro", ReaderContext(lambda: clock[0], view))
+
+
+def _native(state: kiro.KiroState, proc: object) -> str | None:
+    return getattr(state.facts(proc), "native_id", None)  # type: ignore[arg-type]
+
+
+def test_kiro_lock_owners_are_looked_up_again_when_a_lock_or_the_processes_change(
+    tmp_path: Path,
+) -> None:
+    """The process a lock names is remembered until that lock changes (here: rewritten by
+    the kiro that took the session over) or the processes change (here: a kiro seen only
+    after its lock was read)."""
+    home, project, files = _setup(tmp_path)
+    view, _, state = _kiro_state(home)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 9999, T0 + 1)  # a pid nobody runs
+    view.show(_tree(project))
+    [first] = agents(view.recs.values(), home)
+    state.prepare([first])
+    assert state.facts(first) is None
+    files.lock(A, 701, T0 + 2)
+    state.changed(files.dir / f"{A}.lock")
+    state.prepare([first])
+    assert _native(state, first) == A  # the same processes: the lock's change decides
+    files.sidecar(B, project, T0 + 6)
+    files.lock(B, 901, T0 + 6)  # the kiro-cli-chat of a kiro not yet seen
+    state.changed(files.dir / f"{B}.lock")
+    state.prepare([first])
+    assert _native(state, first) == A
+    view.show(_tree(project) + _tree(project, T0 + 5, 900))
+    procs = agents(view.recs.values(), home)
+    [second] = [p for p in procs if p.pid == 900]
+    state.prepare(procs)  # no file changed: the processes did
+    assert (_native(state, first), _native(state, second)) == (A, B)
+
+
+def test_kiro_a_lock_naming_no_process_is_counted_once_a_read(tmp_path: Path) -> None:
+    home, project, files = _setup(tmp_path)
+    view, _, state = _kiro_state(home)
+    files.sidecar(A, project, T0 + 1)
+    files._write(f"{A}.lock", json.dumps({"pid": 0}), T0 + 1)
+    view.show(_tree(project))
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.stats.garbage == 1
+    state.prepare([proc])
+    assert state.stats.garbage == 1  # not read again without a change
+    state.changed(files.dir / f"{A}.lock")
+    state.prepare([proc])
+    assert state.stats.garbage == 2
+
+
+def test_kiro_two_sessions_written_at_once_the_one_created_last_is_current(
+    tmp_path: Path,
+) -> None:
+    """Same write time: the session created last wins, whatever its id (B's sorts before
+    A's)."""
+    home, project, files = _setup(tmp_path)
+    view, _, state = _kiro_state(home)
+    for sid, created in ((A, T0 + 1), (B, T0 + 5)):
+        data = {"session_id": sid, "cwd": str(project), "created_at": _iso(created)}
+        files._write(f"{sid}.json", json.dumps(data), T0 + 10)
+        files.lock(sid, 701, T0 + 10)
+    view.show(_tree(project))
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert _native(state, proc) == B
+    assert B < A
+
+
+@pytest.mark.parametrize(("before", "status"), [(0.0, "busy"), (0.5, "idle")])
+def test_kiro_a_turn_begun_at_the_start_s_slack_is_this_process_s(
+    tmp_path: Path, before: float, status: str
+) -> None:
+    """A transcript last written exactly the start's slack before the process started is
+    still its work (busy); a moment earlier, a turn a killed kiro left open (idle)."""
+    home, project, files = _setup(tmp_path)
+    view, _, state = _kiro_state(home)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 701, T0 + 1)
+    files.prompt(A, T0 - kiro.SLACK_S - before)
+    view.show(_tree(project))
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    found = state.facts(proc)
+    assert found is not None and (found.native_id, found.status) == (A, status)
+
+
+def test_kiro_sessions_written_before_the_horizon_are_forgotten(tmp_path: Path) -> None:
+    """Once every kiro running started later, a session last written before the horizon
+    (the oldest start less the clock's slack) is dropped; one written at it is kept."""
+    home, project, files = _setup(tmp_path)
+    view, _, state = _kiro_state(home)
+    for sid, at in ((A, T0 + 1), (B, T0 + 40), (C, T0 + 39)):
+        files.sidecar(sid, project, at)
+    view.show(_tree(project))
+    [first] = agents(view.recs.values(), home)
+    state.prepare([first])
+    assert set(state._sessions) == {A, B, C}
+    view.show(_tree(project, T0 + 40 + kiro_times.CLOCK_SLACK_S, 800))
+    [later] = agents(view.recs.values(), home)
+    state.prepare([later])  # its horizon: T0 + 40
+    assert set(state._sessions) == {B}
+
+
+def test_kiro_a_transcript_past_the_read_budget_is_read_on_without_an_event(
+    tmp_path: Path,
+) -> None:
+    home, project, files = _setup(tmp_path)
+    view, clock, state = _kiro_state(home)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 701, T0 + 1)
+    pad = "x" * (1024 * 1024)
+    for _ in range(files_mod.READ_BUDGET_BYTES // len(pad) + 1):
+        files.record(A, "Prompt", T0 + 2, message_id="p", content=[{"kind": "text", "data": pad}])
+    files.answer(A, T0 + 3)
+    assert (files.dir / f"{A}.jsonl").stat().st_size > files_mod.READ_BUDGET_BYTES
+    view.show(_tree(project))
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert state.facts(proc).status == "busy"  # type: ignore[union-attr]  # the budget's part
+    clock[0] += 1
+    state.prepare([proc])  # no event: the rest
+    assert state.facts(proc).status == "idle"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("touched", ["jsonl", "lock"])
+def test_kiro_a_transcript_or_lock_written_last_makes_its_session_current(
+    tmp_path: Path, touched: str
+) -> None:
+    """Of two sessions one kiro holds, the one whose file was written last, be it only its
+    transcript or its lock."""
+    home, project, files = _setup(tmp_path)
+    view, _, state = _kiro_state(home)
+    files.sidecar(A, project, T0 + 1)
+    files.lock(A, 701, T0 + 1)
+    files.sidecar(B, project, T0 + 2)
+    files.lock(B, 701, T0 + 2)
+    if touched == "jsonl":
+        files.answer(A, T0 + 5)
+    else:
+        files.lock(A, 701, T0 + 5)
+    view.show(_tree(project))
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert _native(state, proc) == A
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files of other users need root to be made")
+def test_kiro_the_owner_is_the_first_file_read_s(tmp_path: Path) -> None:
+    """No sidecar: the transcript's owner, read before the lock's; no transcript either:
+    the lock's."""
+    home, project, files = _setup(tmp_path)
+    view, _, state = _kiro_state(home)
+    files.answer(A, T0 + 1)
+    files.lock(A, 701, T0 + 1)
+    files.lock(B, 701, T0 + 2)
+    os.chown(files.dir / f"{A}.jsonl", 4321, 4321)
+    os.chown(files.dir / f"{A}.lock", 5432, 5432)
+    os.chown(files.dir / f"{B}.lock", 6543, 6543)
+    view.show(_tree(project))
+    [proc] = agents(view.recs.values(), home)
+    state.prepare([proc])
+    assert {s: state._sessions[s].owner for s in (A, B)} == {A: 4321, B: 6543}

@@ -84,6 +84,7 @@ class CursorAgentState(Reader):
         self._listed: set[Path] = set()  # md5 directories listed (again when changed)
         self._appeared = False  # a chat directory appeared: open files are asked again
         self._unheld_written = False
+        self._recheck: set[tuple[int, int]] = set()  # to ask again once due (a resume?)
         self._held: dict[tuple[int, int], set[str]] = {}
         self._asked: dict[tuple[int, int], float] = {}
         self._argv: dict[tuple[int, int], list[str]] = {}
@@ -250,10 +251,13 @@ class CursorAgentState(Reader):
         """Which chats each process holds: asked of a new process and when a chat
         appeared; when a chat nobody holds was written (a resume), at most every few
         seconds. Never for an idle agent."""
+        live = {p.key for p in now}
+        self._recheck = (self._recheck | live if self._unheld_written else self._recheck) & live
         for proc in now:
             asked = self._asked.get(proc.key)
-            due = self._unheld_written and asked is not None and now.now - asked >= RETRY_S
+            due = proc.key in self._recheck and asked is not None and now.now - asked >= RETRY_S
             if asked is None or self._appeared or due:
+                self._recheck.discard(proc.key)  # each asked once, when due, not forgotten
                 self._asked[proc.key] = now.now
                 self._held[proc.key] = {
                     native_id
