@@ -337,6 +337,21 @@ def test_an_installs_lifecycle_script_is_no_agent_but_an_agent_npx_started_is(
 
 # -- a reused pid --------------------------------------------------------------------------
 
+# Put before each script run in its own pid namespace: the next process started gets the
+# old one's pid, in a later clock tick than the old one's start (else nothing could tell
+# the two apart).
+PID_HANDOVER = textwrap.dedent("""
+    import os, time
+
+    def hand_over_pid(old_pid, old_ticks, deadline):
+        tick = os.sysconf("SC_CLK_TCK")
+        while int(time.clock_gettime(time.CLOCK_BOOTTIME) * tick) <= int(old_ticks) + 1:
+            assert time.monotonic() < deadline, "the clock tick never passed"
+            time.sleep(0.005)  # polling interval of a deadline wait
+        with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+            fh.write(str(old_pid - 1))
+""")
+
 # Run as PID 1 of a pid namespace of its own (unshare), where no other process forks: an
 # agent is scanned, exits and is reaped, and the next process is given its pid
 # (/proc/sys/kernel/ns_last_pid) before the next pass. The pid is in both passes' listings
@@ -357,14 +372,7 @@ PID_REUSE = textwrap.dedent("""
     old_ticks = start_ticks(old.pid)
     old.kill()
     old.wait()
-    # The next process must start in a later clock tick than the old one (else nothing
-    # could tell them apart): wait for the tick to pass, then hand it the old pid.
-    tick = os.sysconf("SC_CLK_TCK")
-    while int(time.clock_gettime(time.CLOCK_BOOTTIME) * tick) <= int(old_ticks) + 1:
-        assert time.monotonic() < deadline, "the clock tick never passed"
-        time.sleep(0.005)  # polling interval of a deadline wait
-    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
-        fh.write(str(old.pid - 1))
+    hand_over_pid(old.pid, old_ticks, deadline)
     new = subprocess.Popen([second, "600"])
     after = scanner.scan()
     print(json.dumps({
@@ -385,7 +393,7 @@ def _in_own_pid_namespace(first: Path, second: Path, script: str = PID_REUSE) ->
     userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
     namespace = [unshare, *userns, "--pid", "--fork", "--mount-proc", "--kill-child"]
     result = subprocess.run(
-        [*namespace, sys.executable, "-c", script, str(first), str(second)],
+        [*namespace, sys.executable, "-c", PID_HANDOVER + script, str(first), str(second)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -443,12 +451,7 @@ LOST_REUSE = textwrap.dedent("""
     old_ticks = start_ticks(old.pid)
     old.kill()
     old.wait()
-    tick = os.sysconf("SC_CLK_TCK")
-    while int(time.clock_gettime(time.CLOCK_BOOTTIME) * tick) <= int(old_ticks) + 1:
-        assert time.monotonic() < deadline, "the clock tick never passed"
-        time.sleep(0.005)  # polling interval of a deadline wait
-    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
-        fh.write(str(old.pid - 1))
+    hand_over_pid(old.pid, old_ticks, deadline)
     new = subprocess.Popen([second, "600"])
     scanner.feed(EventBatch(lost=True))
     found = []
@@ -507,11 +510,7 @@ PARKED_REUSE = textwrap.dedent("""
     old.kill()
     old.wait()
     scanner.feed(EventBatch(exits={old.pid}))
-    tick = os.sysconf("SC_CLK_TCK")
-    until(lambda: int(time.clock_gettime(time.CLOCK_BOOTTIME) * tick) > int(old_ticks) + 1,
-          "the clock tick")
-    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
-        fh.write(str(old.pid - 1))
+    hand_over_pid(old.pid, old_ticks, deadline)
     new = subprocess.Popen([second, "600"])
     running(new, os.path.realpath(second))
     if "HOW" == "exec":
